@@ -1,0 +1,1 @@
+"""Token-mixer operators: a plain-torch reference for each, fast paths on GPU."""

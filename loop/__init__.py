@@ -1,0 +1,1 @@
+"""The research loop: propose, screen, train, evaluate, learn. Knows nothing of chains."""

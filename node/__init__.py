@@ -1,0 +1,1 @@
+"""The node daemon: config, CLI, store, scheduler, HTTP API."""
