@@ -1,0 +1,88 @@
+"""The node's read-only HTTP API: health, campaigns, leaderboards, experiment detail."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+
+from node import leaderboard
+from node.errors import AsiNodeError, CorruptStoreError, NotFoundError, StoreError
+from node.store import CampaignRow, ExperimentRow, Store
+
+# Domain errors mapped to HTTP statuses in one place.
+STATUS_OF: dict[type[AsiNodeError], int] = {
+    NotFoundError: 404,
+    CorruptStoreError: 500,
+    StoreError: 503,
+}
+
+
+def _campaign(row: CampaignRow) -> dict[str, Any]:
+    data = asdict(row)
+    data["config"] = json.loads(data.pop("config_json"))
+    return data
+
+
+def _experiment(row: ExperimentRow, code: str | None = None) -> dict[str, Any]:
+    data = asdict(row)
+    for key in ("screen", "train", "metrics", "timings"):
+        raw = data.pop(f"{key}_json", None)
+        data[key] = json.loads(raw) if raw else None
+    if code is not None:
+        data["code"] = code
+    return data
+
+
+def create_app(store: Store) -> FastAPI:
+    """The app over one store; the caller owns the store's lifetime."""
+    app = FastAPI(title="asi-node", version="0.1.0", summary="Read-only view of a research node")
+
+    @app.exception_handler(AsiNodeError)
+    async def domain_error(_: Request, exc: AsiNodeError) -> JSONResponse:
+        status = next((s for t, s in STATUS_OF.items() if isinstance(exc, t)), 400)
+        return JSONResponse(
+            status_code=status, content={"error": type(exc).__name__, "detail": str(exc)}
+        )
+
+    @app.get("/health")
+    def health() -> dict[str, Any]:
+        return {"status": "ok", "campaigns": len(store.list_campaigns())}
+
+    @app.get("/campaigns")
+    def campaigns() -> list[dict[str, Any]]:
+        return [_campaign(c) for c in store.list_campaigns()]
+
+    @app.get("/campaigns/{campaign_id}")
+    def campaign(campaign_id: str) -> dict[str, Any]:
+        row = store.get_campaign(campaign_id)
+        data = _campaign(row)
+        data["experiments"] = {
+            status: store.count_experiments(row.id, status=status)
+            for status in ("queued", "running", "done", "failed", "interrupted")
+        }
+        return data
+
+    @app.get("/campaigns/{campaign_id}/leaderboard")
+    def board(campaign_id: str) -> list[dict[str, Any]]:
+        row = store.get_campaign(campaign_id)
+        rows = leaderboard.build(store.list_candidates(row.id), store.list_experiments(row.id))
+        return [r.as_json() for r in rows]
+
+    @app.get("/campaigns/{campaign_id}/experiments")
+    def experiments(campaign_id: str) -> list[dict[str, Any]]:
+        row = store.get_campaign(campaign_id)
+        return [_experiment(e) for e in store.list_experiments(row.id)]
+
+    @app.get("/experiments/{experiment_id}")
+    def experiment(experiment_id: str) -> dict[str, Any]:
+        exp = store.get_experiment(experiment_id)
+        cand = store.get_candidate(exp.candidate_id)
+        data = _experiment(exp, code=store.get_code(cand.digest))
+        data["candidate"] = asdict(cand)
+        return data
+
+    return app

@@ -1,0 +1,90 @@
+"""A campaign's configuration: the task, the baselines, the budgets; content-hashed."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from kernels.baselines import BASELINES
+from node.errors import ConfigError
+
+
+class Budget(BaseModel):
+    """When a campaign stops proposing: generated candidates, or summed experiment time."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    max_candidates: int = Field(default=24, ge=0)
+    max_wall_seconds: float | None = Field(default=None, gt=0)
+
+
+class CampaignConfig(BaseModel):
+    """Everything that decides what a campaign computes. Its hash names the recipe."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    task: Literal["mqar", "lm"] = "mqar"
+    preset: Literal["quick", "full"] = "full"
+    train_steps: int | None = Field(default=None, ge=1, description="overrides the preset's")
+    baselines: tuple[str, ...] = ("deltanet", "gated_deltanet", "mamba2", "linear", "softmax")
+    reference: str = "deltanet"
+    seed: int = 0
+    rerun_seeds: tuple[int, ...] = (1, 2)
+    promote_margin: float = 0.0
+    researcher: Literal["offline"] = "offline"
+    researcher_seed: int = 0
+    budget: Budget = Budget()
+
+    @model_validator(mode="after")
+    def _known_names(self) -> CampaignConfig:
+        unknown = [b for b in self.baselines if b not in BASELINES]
+        if unknown:
+            raise ValueError(f"unknown baselines {unknown}; known: {sorted(BASELINES)}")
+        if self.reference not in self.baselines:
+            raise ValueError(f"reference {self.reference!r} must be one of the baselines")
+        if self.seed in self.rerun_seeds:
+            raise ValueError("rerun_seeds must differ from seed")
+        return self
+
+    def canonical_json(self) -> str:
+        return json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+
+    def config_hash(self) -> str:
+        return "sha256:" + hashlib.sha256(self.canonical_json().encode()).hexdigest()
+
+
+def parse_config(data: dict[str, Any], source: str = "campaign config") -> CampaignConfig:
+    """Validate a config mapping; a bad key is named with its dotted path."""
+    try:
+        return CampaignConfig.model_validate(data)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            where = ".".join(str(p) for p in err["loc"]) or "(top level)"
+            problems.append(f"{where}: {err['msg']}")
+        raise ConfigError(f"{source}: " + "; ".join(problems)) from None
+
+
+def load_config(path: Path) -> CampaignConfig:
+    """Read a campaign config TOML file."""
+    try:
+        data = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such campaign config file") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    return parse_config(data, str(path))
+
+
+def demo_config() -> CampaignConfig:
+    """The demo: the quick preset, three baselines and eight generated candidates."""
+    return CampaignConfig(
+        preset="quick",
+        baselines=("deltanet", "linear", "softmax"),
+        budget=Budget(max_candidates=8),
+    )

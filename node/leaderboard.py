@@ -1,0 +1,122 @@
+"""The leaderboard: one row per candidate, derived from its experiments, never stored."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from loop.analyst import promotion
+from node.store import CandidateRow, ExperimentRow
+
+TEST_SET_ORDER = ("64x8", "128x16", "128x32", "256x64")
+
+
+@dataclass(frozen=True)
+class Row:
+    """A candidate as the leaderboard shows it: first-seed metrics, fitness over all seeds."""
+
+    candidate_id: str
+    name: str
+    origin: str
+    status: str  # queued | running | scored | promoted | failed | interrupted
+    failure_class: str | None
+    accuracies: dict[str, float] = field(default_factory=dict)
+    score: float | None = None
+    state_size: int | None = None
+    params: int | None = None
+    fitness: float | None = None
+    seeds: int = 0
+    experiment_id: str | None = None
+
+    def as_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _metrics(exp: ExperimentRow) -> dict[str, float]:
+    return dict(json.loads(exp.metrics_json)) if exp.metrics_json else {}
+
+
+def build(
+    candidates: Sequence[CandidateRow],
+    experiments: Sequence[ExperimentRow],
+    promote_margin: float = 0.0,
+    seeds_needed: int = 3,
+) -> list[Row]:
+    """Rows sorted best first: scored by fitness, then unscored, then failures."""
+    by_candidate: dict[str, list[ExperimentRow]] = {}
+    for exp in experiments:
+        by_candidate.setdefault(exp.candidate_id, []).append(exp)
+    rows: list[Row] = []
+    for cand in candidates:
+        exps = sorted(by_candidate.get(cand.id, []), key=lambda e: e.seq)
+        if not exps:
+            continue
+        first = exps[0]
+        metrics = _metrics(first)
+        fits = [e.fitness for e in exps if e.status == "done" and e.fitness is not None]
+        status = first.status
+        fitness = first.fitness
+        if first.status == "done":
+            status = "scored"
+            if len(fits) >= seeds_needed:
+                verdict = promotion(fits, promote_margin, seeds_needed)
+                fitness = verdict.mean_fitness
+                status = "promoted" if verdict.promoted else "scored"
+        accs = {k.removeprefix("acc_"): v for k, v in metrics.items() if k.startswith("acc_")}
+        score = metrics.get(
+            "mean_acc", -metrics["heldout_loss"] if "heldout_loss" in metrics else None
+        )
+        rows.append(
+            Row(
+                candidate_id=cand.id,
+                name=cand.name,
+                origin=cand.origin,
+                status=status,
+                failure_class=first.failure_class,
+                accuracies=accs,
+                score=score,
+                state_size=int(metrics["state_size"]) if "state_size" in metrics else None,
+                params=int(metrics["params"]) if "params" in metrics else None,
+                fitness=fitness,
+                seeds=len(fits),
+                experiment_id=first.id,
+            )
+        )
+
+    def order(row: Row) -> tuple[int, float, str]:
+        if row.fitness is not None:
+            return (0, -row.fitness, row.name)
+        if row.status in ("failed", "interrupted"):
+            return (2, 0.0, row.name)
+        return (1, 0.0, row.name)
+
+    return sorted(rows, key=order)
+
+
+def render(rows: Sequence[Row]) -> str:
+    """A fixed-width text table for the terminal."""
+    sets = [s for s in TEST_SET_ORDER if any(s in r.accuracies for r in rows)]
+    extra = sorted({k for r in rows for k in r.accuracies} - set(sets))
+    sets += extra
+    head = (
+        f"{'#':>2}  {'name':<34} {'origin':<8} "
+        + " ".join(f"{s:>7}" for s in sets)
+        + f" {'mean':>6} {'state':>7} {'params':>7} {'fitness':>8} {'seeds':>5}  status"
+    )
+    lines = [head, "-" * len(head)]
+    for i, r in enumerate(rows, 1):
+        accs = " ".join(
+            f"{r.accuracies[s]:7.3f}" if s in r.accuracies else f"{'-':>7}" for s in sets
+        )
+        score = f"{r.score:6.3f}" if r.score is not None else f"{'-':>6}"
+        state = f"{r.state_size:7d}" if r.state_size is not None else f"{'-':>7}"
+        params = f"{r.params:7d}" if r.params is not None else f"{'-':>7}"
+        fit = f"{r.fitness:+8.3f}" if r.fitness is not None else f"{'-':>8}"
+        status = r.status + (f" ({r.failure_class})" if r.failure_class else "")
+        lines.append(
+            f"{i:>2}  {r.name[:34]:<34} {r.origin:<8} {accs} {score} {state} {params} {fit} "
+            f"{r.seeds:>5}  {status}"
+        )
+    return "\n".join(lines)

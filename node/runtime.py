@@ -1,0 +1,81 @@
+"""A node opened on its home: settings, store and engineer, wired once and passed down."""
+
+from __future__ import annotations
+
+import secrets
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+from loop.engineer import Engineer
+from loop.sandbox import Limits
+from node.errors import ConfigError
+from node.scheduler import CampaignRunner, EventSink, RunSummary
+from node.settings import Settings, init_home, load_settings
+from node.store import Store
+
+HELDOUT_KEY = "heldout.key"
+
+
+@dataclass
+class Node:
+    """What the CLI and the daemon work with."""
+
+    settings: Settings
+    store: Store
+
+    def heldout_secret(self) -> bytes:
+        """The secret that seeds held-out test sets; candidates never see it.
+
+        Created on first use (0600) so homes made before it existed keep working.
+        """
+        path = Path(self.settings.home) / HELDOUT_KEY
+        if not path.exists():
+            path.touch(mode=0o600)
+            path.write_bytes(secrets.token_bytes(32))
+        return path.read_bytes()
+
+    def engineer(self) -> Engineer:
+        sb = self.settings.sandbox
+        home = Path(self.settings.home)
+        limits = Limits(
+            wall_s=sb.wall_seconds,
+            cpu_s=sb.cpu_seconds,
+            address_space_bytes=sb.memory_bytes or None,
+            max_processes=sb.max_processes,
+            max_file_bytes=sb.max_file_bytes,
+            threads=self.settings.loop.threads_per_worker,
+            hidden_paths=(home,),  # config, database and keys stay out of the jail
+        )
+        return Engineer(home / "workspaces", limits)
+
+    def run_campaign(
+        self,
+        campaign_ref: str,
+        on_event: EventSink | None = None,
+        stop: threading.Event | None = None,
+    ) -> RunSummary:
+        campaign = self.store.get_campaign(campaign_ref)
+        runner = CampaignRunner(
+            self.store,
+            campaign,
+            self.engineer(),
+            workers=self.settings.loop.workers,
+            threads_per_worker=self.settings.loop.threads_per_worker,
+            node_secret=self.heldout_secret(),
+            on_event=on_event,
+            stop=stop,
+        )
+        return runner.run()
+
+
+def open_node(home: Path | None = None, create: bool = False) -> Node:
+    """Open the node at `home`; with `create`, initialise it first if it is new."""
+    settings = load_settings(home)
+    config = Path(settings.home) / "config.toml"
+    if not config.exists():
+        if not create:
+            raise ConfigError(f"{settings.home} is not a node home yet: run `asi-node init` first")
+        init_home(Path(settings.home))
+        settings = load_settings(home)
+    return Node(settings, Store.open(settings.database_url))

@@ -1,0 +1,387 @@
+"""Runs a campaign: baselines, then propose -> screen -> train -> evaluate -> learn, in parallel.
+
+All state lives in the store, so a crash loses nothing: on restart the experiments that
+were running go back to the queue (once), proposals already made are reused, and the
+Researcher's step counter is the number of candidates it has proposed so far.
+Only this thread writes to the store; workers run experiments and hand back values.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass
+from typing import Any
+
+from loop.analyst import Scores, analyse, fitness, needs_reruns
+from loop.archive import (
+    Behaviour,
+    behaviour_twin,
+    code_fingerprint,
+    sample_parents,
+    sample_references,
+)
+from loop.engineer import Engineer, EvalResult, ExperimentJob
+from loop.outcome import FailureClass
+from loop.proposal import ArchiveView, Proposal
+from loop.researcher import OfflineResearcher
+from loop.researcher.describe import describe_changes
+from node.campaign import CampaignConfig
+from node.store import CampaignRow, CandidateRow, ExperimentRow, Store
+from node.tasks import build_backbone, build_screen, build_task, build_train, heldout_seed
+
+log = logging.getLogger(__name__)
+
+EventSink = Callable[[str, dict[str, Any]], None]
+MAX_PROPOSAL_TRIES = 20
+
+
+def baseline_code(name: str) -> str:
+    """Baselines go through the same pipeline as candidates: their code is one import."""
+    from kernels.baselines import BASELINES
+
+    return f"from kernels.baselines import {BASELINES[name].__name__} as Mixer\n"
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    """How a `run` call ended."""
+
+    reason: str  # "complete", "budget", "stopped"
+    finished: int
+    wall_s: float
+
+
+class CampaignRunner:
+    """Drives one campaign until its budget is spent or `stop` is set."""
+
+    def __init__(
+        self,
+        store: Store,
+        campaign: CampaignRow,
+        engineer: Engineer,
+        workers: int,
+        threads_per_worker: int,
+        node_secret: bytes,
+        on_event: EventSink | None = None,
+        stop: threading.Event | None = None,
+    ) -> None:
+        self.store = store
+        self.campaign = campaign
+        self.config = CampaignConfig.model_validate_json(campaign.config_json)
+        self.engineer = engineer
+        self.workers = max(1, workers)
+        self.threads = max(1, threads_per_worker)
+        self.node_secret = node_secret
+        self.emit: EventSink = on_event or (lambda kind, data: None)
+        self.stop = stop or threading.Event()
+        self.researcher = OfflineResearcher(self.config.researcher_seed)
+
+    # -- the main loop -------------------------------------------------------------------
+    def run(self) -> RunSummary:
+        started = time.monotonic()
+        cid = self.campaign.id
+        recovered = self.store.recover_interrupted(cid)
+        if recovered:
+            self.emit("recovered", {"experiments": recovered})
+        self.store.set_campaign_status(cid, "running")
+        self.store.add_event(cid, "run_started", {"config_hash": self.campaign.config_hash})
+        self._ensure_baselines()
+        self._enqueue_orphans()
+        finished = 0
+        reason = "complete"
+        in_flight: dict[Future[EvalResult], ExperimentRow] = {}
+        with ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="experiment") as pool:
+            while True:
+                self._finalize_scores()
+                if self.stop.is_set():
+                    reason = "stopped"
+                    break
+                while len(in_flight) < self.workers and not self.stop.is_set():
+                    exp = self._next_experiment(busy=bool(in_flight))
+                    if exp is None:
+                        break
+                    self.emit("started", self._describe(exp))
+                    in_flight[pool.submit(self._execute, exp)] = exp
+                if not in_flight:
+                    reason = "budget" if self._budget_spent() else "complete"
+                    break
+                done, _ = wait(in_flight, timeout=0.5, return_when=FIRST_COMPLETED)
+                for fut in done:
+                    exp = in_flight.pop(fut)
+                    self._record(exp, fut.result())
+                    finished += 1
+            if reason == "stopped":
+                # Pause point: in-flight sandboxes see `stop` and are killed; their
+                # experiments go back to the queue, not counted as attempts.
+                for fut, exp in in_flight.items():
+                    self._record(exp, fut.result())
+        self._finalize_scores()
+        status = "paused" if reason == "stopped" else "done"
+        self.store.set_campaign_status(cid, status)
+        self.store.add_event(cid, "run_stopped", {"reason": reason, "finished": finished})
+        return RunSummary(reason, finished, time.monotonic() - started)
+
+    # -- what runs next ------------------------------------------------------------------
+    def _next_experiment(self, busy: bool) -> ExperimentRow | None:
+        cid = self.campaign.id
+        exp = self.store.claim_next_experiment(cid)
+        if exp is not None:
+            return exp
+        if busy and not self._baselines_scored():
+            return None  # candidates are scored against baselines: let those finish first
+        if self._budget_spent() or not self._baselines_scored():
+            return None
+        proposal = self._propose()
+        if proposal is None:
+            return None
+        cand = self.store.add_candidate(cid, proposal)
+        self.store.enqueue_experiment(cid, cand.id, "candidate", self.config.seed)
+        self.emit("proposed", {"candidate": cand.name, "motivation": proposal.motivation})
+        return self.store.claim_next_experiment(cid)
+
+    def _ensure_baselines(self) -> None:
+        cid = self.campaign.id
+        for name in self.config.baselines:
+            proposal = Proposal(
+                name=name,
+                motivation=f"baseline {name}",
+                code=baseline_code(name),
+                origin="baseline",
+            )
+            cand = self.store.add_candidate(cid, proposal)
+            if not any(e.seed == self.config.seed for e in self._experiments_of(cand.id)):
+                self.store.enqueue_experiment(cid, cand.id, "baseline", self.config.seed)
+
+    def _enqueue_orphans(self) -> None:
+        """A crash between adding a candidate and queueing it must not lose the candidate."""
+        for cand in self.store.list_candidates(self.campaign.id):
+            if not self._experiments_of(cand.id):
+                role = "baseline" if cand.origin == "baseline" else "candidate"
+                self.store.enqueue_experiment(self.campaign.id, cand.id, role, self.config.seed)
+
+    def _experiments_of(self, candidate_id: str) -> list[ExperimentRow]:
+        return [
+            e
+            for e in self.store.list_experiments(self.campaign.id)
+            if e.candidate_id == candidate_id
+        ]
+
+    def _generated(self) -> list[CandidateRow]:
+        return [c for c in self.store.list_candidates(self.campaign.id) if c.origin != "baseline"]
+
+    def _budget_spent(self) -> bool:
+        budget = self.config.budget
+        if len(self._generated()) >= budget.max_candidates:
+            return True
+        if budget.max_wall_seconds is not None:
+            spent = sum(
+                json.loads(e.timings_json).get("total_s", 0.0)
+                for e in self.store.list_experiments(self.campaign.id)
+                if e.timings_json
+            )
+            return spent >= budget.max_wall_seconds
+        return False
+
+    def _baselines_scored(self) -> bool:
+        pending = ("queued", "running")
+        return not any(
+            e.role == "baseline" and e.status in pending
+            for e in self.store.list_experiments(self.campaign.id)
+        )
+
+    # -- the Researcher ------------------------------------------------------------------
+    def _archive(self) -> list[ArchiveView]:
+        cid = self.campaign.id
+        views = []
+        exps = self.store.list_experiments(cid)
+        for cand in self.store.list_candidates(cid):
+            first = next(
+                (e for e in exps if e.candidate_id == cand.id and e.seed == self.config.seed), None
+            )
+            if first is None or first.status != "done":
+                continue
+            metrics = json.loads(first.metrics_json or "{}")
+            scores = Scores.from_metrics(metrics)
+            views.append(
+                ArchiveView(
+                    candidate_id=cand.id,
+                    name=cand.name,
+                    code=self.store.get_code(cand.digest),
+                    motivation=cand.motivation,
+                    fitness=first.fitness,
+                    accuracies=dict(scores.per_set),
+                    state_size=scores.state_size,
+                    analysis=first.analysis or "",
+                )
+            )
+        return views
+
+    def _propose(self) -> Proposal | None:
+        archive = self._archive()
+        step = len(self._generated())
+        known = {
+            code_fingerprint(self.store.get_code(c.digest))
+            for c in self.store.list_candidates(self.campaign.id)
+        }
+        known_digests = {c.digest for c in self.store.list_candidates(self.campaign.id)}
+        rng = random.Random(f"{self.config.researcher_seed}:{step}")
+        parents = sample_parents(archive, rng, k=2)
+        references = sample_references(archive, rng, exclude=parents)
+        for attempt in range(MAX_PROPOSAL_TRIES):
+            proposal = self.researcher.propose(
+                parents,
+                references,
+                step=step * MAX_PROPOSAL_TRIES + attempt,
+                known_digests=known_digests,
+            )
+            if code_fingerprint(proposal.code) not in known:
+                return proposal
+        self.emit("no_proposal", {"reason": "every proposal duplicated the archive"})
+        return None
+
+    # -- one experiment ------------------------------------------------------------------
+    def _execute(self, exp: ExperimentRow) -> EvalResult:
+        cand = self.store.get_candidate(exp.candidate_id)
+        job = ExperimentJob(
+            experiment_id=exp.id,
+            code=self.store.get_code(cand.digest),
+            task=build_task(self.config),
+            train=build_train(self.config, self.threads, exp.seed),
+            seed=exp.seed,
+            heldout_seed=heldout_seed(self.node_secret, exp.id),
+            backbone=build_backbone(self.config),
+            options=json.loads(cand.options_json or "{}"),
+            screen=build_screen(cand.origin),
+        )
+        return self.engineer.run(job, cancel=self.stop)
+
+    def _record(self, exp: ExperimentRow, result: EvalResult) -> None:
+        if result.failure is FailureClass.INTERRUPTED:
+            self.store.requeue_experiment(exp.id)
+            self.emit("interrupted", self._describe(exp))
+            return
+        status = "done" if result.failure is None else "failed"
+        self.store.finish_experiment(
+            exp.id,
+            status=status,
+            failure_class=result.failure.value if result.failure else None,
+            screen=result.screen,
+            train=result.train,
+            metrics=result.metrics,
+            fitness=None,
+            fitness_version=None,
+            timings=result.timings,
+            analysis=result.message if result.failure else "",
+        )
+        data = self._describe(exp) | {"status": status, "message": result.message}
+        data["metrics"] = result.metrics
+        data["timings"] = result.timings
+        self.emit("finished", data)
+
+    # -- the Analyst -----------------------------------------------------------------------
+    def _finalize_scores(self) -> None:
+        """Score every finished experiment whose reference run on the same seed is done."""
+        cid = self.campaign.id
+        exps = self.store.list_experiments(cid)
+        cands = {c.id: c for c in self.store.list_candidates(cid)}
+        by_name_seed = {
+            (cands[e.candidate_id].name, e.seed, cands[e.candidate_id].origin): e for e in exps
+        }
+        archive = self._archive()
+        for exp in exps:
+            if exp.status != "done" or exp.fitness is not None:
+                continue
+            cand = cands[exp.candidate_id]
+            ref = by_name_seed.get((self.config.reference, exp.seed, "baseline"))
+            if ref is None:
+                self._enqueue_reference(exp.seed)
+                continue
+            if ref.status != "done":
+                continue
+            ref_scores = Scores.from_metrics(json.loads(ref.metrics_json or "{}"))
+            scores = Scores.from_metrics(json.loads(exp.metrics_json or "{}"))
+            fit = fitness(scores, ref_scores)
+            parent = self._parent_scores(cand, cands, exps)
+            changes = describe_changes(
+                self.store.get_code(cands[parent[0]].digest) if parent else None,
+                self.store.get_code(cand.digest),
+            )
+            text = analyse(
+                cand.name,
+                scores,
+                ref_scores,
+                self.config.reference,
+                fit,
+                parent=parent[1] if parent else None,
+                parent_name=cands[parent[0]].name if parent else None,
+                changes=changes,
+            )
+            notes = [text.text]
+            if "recheck_mean_acc" in json.loads(exp.metrics_json or "{}"):
+                notes.append("Scored high enough to be re-evaluated on a second held-out draw.")
+            twin = behaviour_twin(
+                Behaviour.of(scores.per_set, scores.state_size),
+                [a for a in archive if a.candidate_id != cand.id],
+            )
+            if twin is not None and exp.seed == self.config.seed:
+                notes.append(f"Behaves like {twin.name} within a point on every test set.")
+            self.store.set_experiment_score(exp.id, fit.value, fit.version, " ".join(notes))
+            for insight in text.insights:
+                self.store.add_insight(cid, insight, exp.id)
+            self.emit("scored", {"candidate": cand.name, "seed": exp.seed, "fitness": fit.value})
+            if (
+                cand.origin != "baseline"
+                and exp.seed == self.config.seed
+                and needs_reruns(fit, self.config.promote_margin)
+            ):
+                self._enqueue_reruns(cand)
+
+    def _parent_scores(
+        self, cand: CandidateRow, cands: dict[str, CandidateRow], exps: list[ExperimentRow]
+    ) -> tuple[str, Scores] | None:
+        for pid in json.loads(cand.parent_ids_json or "[]"):
+            first = next(
+                (
+                    e
+                    for e in exps
+                    if e.candidate_id == pid and e.seed == self.config.seed and e.status == "done"
+                ),
+                None,
+            )
+            if first is not None and pid in cands:
+                return pid, Scores.from_metrics(json.loads(first.metrics_json or "{}"))
+        return None
+
+    def _enqueue_reruns(self, cand: CandidateRow) -> None:
+        have = {e.seed for e in self._experiments_of(cand.id)}
+        for seed in self.config.rerun_seeds:
+            self._enqueue_reference(seed)
+            if seed not in have:
+                self.store.enqueue_experiment(self.campaign.id, cand.id, "rerun", seed)
+                self.emit("rerun", {"candidate": cand.name, "seed": seed})
+
+    def _enqueue_reference(self, seed: int) -> None:
+        cid = self.campaign.id
+        ref = next(
+            c
+            for c in self.store.list_candidates(cid)
+            if c.origin == "baseline" and c.name == self.config.reference
+        )
+        if not any(e.seed == seed for e in self._experiments_of(ref.id)):
+            self.store.enqueue_experiment(cid, ref.id, "baseline", seed)
+
+    def _describe(self, exp: ExperimentRow) -> dict[str, Any]:
+        cand = self.store.get_candidate(exp.candidate_id)
+        return {
+            "experiment": exp.id,
+            "seq": exp.seq,
+            "candidate": cand.name,
+            "role": exp.role,
+            "seed": exp.seed,
+        }

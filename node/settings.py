@@ -1,0 +1,430 @@
+"""The node's settings: one typed object from `<home>/config.toml` and `ASI_NODE_*` variables.
+
+`load_settings` is the only code in the project that reads `os.environ`; everything else
+receives a `Settings` (or the few values it needs) as arguments. Environment variables
+win over the file, nested keys use `__` (`ASI_NODE_LOOP__WORKERS=4`), and any variable
+name ending in `_FILE` reads that setting from a file instead (`ASI_NODE_API__OPERATOR_TOKEN_FILE`,
+for container secrets). Unknown keys are errors in both places: a typo must not be
+silently ignored.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal, get_args
+
+import tomli_w
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic.fields import FieldInfo
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from node.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+ENV_PREFIX = "ASI_NODE_"
+HOME_VARIABLE = "ASI_NODE_HOME"
+FILE_SUFFIX = "_file"
+CONFIG_FILE = "config.toml"
+DATABASE_FILE = "node.db"
+WORKSPACES_DIR = "workspaces"
+# The sandbox user must reach its own workspace inside the home (x) without listing the
+# home or reading the config, the database or the keys beside it (no r).
+HOME_MODE = 0o711
+SECRET_FILE_MODE = 0o600
+
+
+def default_home() -> Path:
+    """`~/.asi-node`: the home when neither an argument nor ASI_NODE_HOME names one."""
+    return Path.home() / ".asi-node"
+
+
+def _resolve_home(home: Path | str) -> Path:
+    return Path(home).expanduser().absolute()
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class LoopSettings(_Section):
+    """How many experiments run at once and who proposes them."""
+
+    workers: int = Field(
+        default=2, ge=1, description="experiments run at once: one per GPU, or per CPU budget"
+    )
+    threads_per_worker: int = Field(
+        default=1,
+        ge=1,
+        description="torch threads per experiment; more threads than cores ran 3-5x slower",
+    )
+    researcher_mode: Literal["offline", "llm"] = Field(
+        default="offline",
+        description='"offline" (grammar mutation, no LLM) or "llm" (OpenAI-compatible API)',
+    )
+
+
+class SandboxSettings(_Section):
+    """The limits one experiment's subprocess runs under."""
+
+    # Defaults match loop.sandbox.Limits: one CPU job on a small host.
+    wall_seconds: float = Field(
+        default=600.0, gt=0, description="wall-clock limit; the whole process group is killed"
+    )
+    cpu_seconds: int = Field(default=1200, gt=0, description="CPU-time limit (RLIMIT_CPU)")
+    memory_bytes: int = Field(
+        default=8 * 2**30,
+        ge=0,
+        description="address-space limit (RLIMIT_AS), bytes; 0 = none, needed on CUDA hosts",
+    )
+    max_processes: int = Field(
+        default=64, gt=0, description="processes and threads of the sandbox user (RLIMIT_NPROC)"
+    )
+    max_file_bytes: int = Field(
+        default=256 * 2**20, gt=0, description="largest file the sandbox may write (RLIMIT_FSIZE)"
+    )
+
+
+class ApiSettings(_Section):
+    """The local HTTP API."""
+
+    host: str = Field(default="127.0.0.1", description="address to listen on; keep it loopback")
+    port: int = Field(default=8787, ge=1, le=65535, description="TCP port")
+    operator_token: SecretStr | None = Field(
+        default=None,
+        description="bearer token for operator actions; prefer ASI_NODE_API__OPERATOR_TOKEN_FILE",
+    )
+
+
+class LogSettings(_Section):
+    """What the node logs."""
+
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = Field(
+        default="INFO", description="DEBUG, INFO, WARNING, ERROR or CRITICAL"
+    )
+
+    @field_validator("level", mode="before")
+    @classmethod
+    def _upper(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
+
+
+class Settings(BaseSettings):
+    """Everything the node is configured with. Build it with `load_settings`.
+
+    Constructing `Settings()` directly gives the defaults and reads nothing from the
+    environment; the file and the variables are merged by `load_settings` only, so a
+    test can never pick up the developer's shell by accident.
+    """
+
+    model_config = SettingsConfigDict(extra="forbid", frozen=True)
+
+    home: Path = Field(default_factory=default_home, description="the node's directory")
+    database_url: str = Field(
+        default="",
+        description="SQLAlchemy URL; default: the SQLite file node.db in the home",
+    )
+    loop: LoopSettings = LoopSettings()
+    sandbox: SandboxSettings = SandboxSettings()
+    api: ApiSettings = ApiSettings()
+    log: LogSettings = LogSettings()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # load_settings merges the file and the variables itself, so it can say which of
+        # the two a bad value came from; the class only validates what it is given.
+        return (init_settings,)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _database_in_home(cls, data: Any) -> Any:
+        if isinstance(data, dict) and not data.get("database_url"):
+            home = _resolve_home(data.get("home") or default_home())
+            return {**data, "database_url": f"sqlite:///{home / DATABASE_FILE}"}
+        return data
+
+    @field_validator("home", mode="after")
+    @classmethod
+    def _absolute_home(cls, value: Path) -> Path:
+        return _resolve_home(value)
+
+    @field_validator("database_url", mode="after")
+    @classmethod
+    def _known_database(cls, value: str) -> str:
+        if not value.startswith(("sqlite:", "postgresql:", "postgresql+psycopg:")):
+            raise ValueError("expected a sqlite:/// or postgresql+psycopg:// URL")
+        return value
+
+    @property
+    def config_path(self) -> Path:
+        return self.home / CONFIG_FILE
+
+    @property
+    def workspaces_dir(self) -> Path:
+        return self.home / WORKSPACES_DIR
+
+
+def load_settings(home: Path | None = None, env: Mapping[str, str] | None = None) -> Settings:
+    """Read `<home>/config.toml` and the `ASI_NODE_*` variables of `env` into a Settings.
+
+    `home` (the CLI's `--home`) wins over ASI_NODE_HOME, which wins over `~/.asi-node`.
+    `env` defaults to the process environment. A missing config file means all defaults.
+    Raises ConfigError naming the file or variable, the key and what was expected.
+    """
+    environ: Mapping[str, str] = os.environ if env is None else env
+    resolved = _choose_home(home, environ)
+    config_path = resolved / CONFIG_FILE
+    settings = _build(resolved, _read_toml(config_path), config_path, environ)
+    log.debug("settings loaded", extra={"home": str(resolved), "config": str(config_path)})
+    return settings
+
+
+def _choose_home(home: Path | None, environ: Mapping[str, str]) -> Path:
+    return _resolve_home(
+        home if home is not None else (environ.get(HOME_VARIABLE) or default_home())
+    )
+
+
+def _build(
+    home: Path, from_file: dict[str, Any], config_path: Path, environ: Mapping[str, str]
+) -> Settings:
+    if "home" in from_file:
+        raise ConfigError(
+            f"{config_path}: home: not allowed in the config file; "
+            f"the home is chosen with --home or {HOME_VARIABLE}"
+        )
+    from_env, origins = _env_overrides(environ)
+    merged = _deep_merge(from_file, from_env)
+    merged["home"] = home
+    try:
+        return Settings(**merged)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, config_path, origins)) from None
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        return {}
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the config file: {exc.strerror}") from None
+    try:
+        return tomllib.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not UTF-8 text; expected a TOML file") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+
+
+KeyPath = tuple[str, ...]
+
+
+def _env_overrides(environ: Mapping[str, str]) -> tuple[dict[str, Any], dict[KeyPath, str]]:
+    """The ASI_NODE_* variables as a nested dict, and which variable set each key path."""
+    tree: dict[str, Any] = {}
+    origins: dict[KeyPath, str] = {}
+    for name in sorted(environ):
+        if not name.startswith(ENV_PREFIX) or name == HOME_VARIABLE:
+            continue
+        value = environ[name]
+        path: KeyPath = tuple(part.lower() for part in name[len(ENV_PREFIX) :].split("__"))
+        if not all(path):
+            raise ConfigError(f"environment variable {name}: empty key; use KEY or SECTION__KEY")
+        if not _names_field(path) and path[-1].endswith(FILE_SUFFIX):
+            target = (*path[:-1], path[-1].removesuffix(FILE_SUFFIX))
+            if _names_field(target):
+                value = _read_secret_file(name, Path(value))
+                path = target
+        node = tree
+        for part in path[:-1]:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"environment variable {name}: {part} is not a section")
+            node = child
+        if isinstance(node.get(path[-1]), dict):
+            raise ConfigError(
+                f"environment variable {name}: {'.'.join(path)} is a section; "
+                f"set its keys with {name}__KEY"
+            )
+        node[path[-1]] = value
+        origins[path] = name
+    return tree, origins
+
+
+def _read_secret_file(variable: str, path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise ConfigError(
+            f"environment variable {variable}: cannot read {path}: {exc.strerror}"
+        ) from None
+
+
+def _model_at(path: KeyPath) -> type[BaseModel] | None:
+    """The section model holding the last key of `path` (Settings for a top-level key)."""
+    model: type[BaseModel] = Settings
+    for part in path[:-1]:
+        field = model.model_fields.get(part)
+        annotation = field.annotation if field is not None else None
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return None
+        model = annotation
+    return model
+
+
+def _field_at(path: KeyPath) -> FieldInfo | None:
+    model = _model_at(path)
+    return model.model_fields.get(path[-1]) if model is not None and path else None
+
+
+def _names_field(path: KeyPath) -> bool:
+    """Whether a key path names a setting (a leaf or a whole section) of Settings."""
+    return _field_at(path) is not None
+
+
+def _is_secret(path: KeyPath) -> bool:
+    field = _field_at(path)
+    if field is None:
+        return False
+    return field.annotation is SecretStr or SecretStr in get_args(field.annotation)
+
+
+def _deep_merge(base: dict[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), dict):
+            merged[key] = _deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _describe(exc: ValidationError, config_path: Path, origins: Mapping[KeyPath, str]) -> str:
+    """One line per problem: where it came from, the dotted key, what was expected."""
+    problems = []
+    for err in exc.errors():
+        loc = tuple(str(part) for part in err["loc"])
+        key = ".".join(loc) or "(top level)"
+        source = next(
+            (
+                f"environment variable {origins[loc[:n]]}"
+                for n in range(len(loc), 0, -1)
+                if loc[:n] in origins
+            ),
+            str(config_path),
+        )
+        if err["type"] == "extra_forbidden":
+            expected = "unknown key; expected one of: " + ", ".join(_siblings(loc))
+        else:
+            expected = err["msg"]
+            if not _is_secret(loc) and not isinstance(err.get("input"), Mapping):
+                expected += f" (got {err.get('input')!r})"
+        problems.append(f"{source}: {key}: {expected}")
+    return "invalid settings:\n  " + "\n  ".join(problems)
+
+
+def _siblings(loc: KeyPath) -> list[str]:
+    model = _model_at(loc)
+    if model is None:
+        return []
+    return [name for name in model.model_fields if not (model is Settings and name == "home")]
+
+
+def default_config_text() -> str:
+    """The commented config.toml that `init_home` writes: every key at its default."""
+    lines = [
+        "# asi-node settings. Every key below is at its default; edit what you need.",
+        f"# Any key can be overridden by an environment variable: {ENV_PREFIX}SECTION__KEY,",
+        f"# e.g. {ENV_PREFIX}LOOP__WORKERS=4; append _FILE to read the value from a file.",
+        "",
+        "# Database URL. Default: the SQLite file node.db in this directory. For PostgreSQL:",
+        '# database_url = "postgresql+psycopg://asi@db.example:5432/asi"',
+    ]
+    defaults = Settings()
+    for name, field in Settings.model_fields.items():
+        section = getattr(defaults, name)
+        if not isinstance(section, BaseModel):
+            continue
+        lines += ["", f"[{name}]"]
+        if field.annotation is not None and field.annotation.__doc__:
+            lines.append(f"# {field.annotation.__doc__.strip()}")
+        for key, sub in type(section).model_fields.items():
+            lines.append(f"# {sub.description}")
+            value = getattr(section, key)
+            if value is None:
+                lines.append(f'# {key} = "..."')
+            else:
+                lines.append(tomli_w.dumps({key: value}).strip())
+    return "\n".join(lines) + "\n"
+
+
+def init_home(
+    home: Path | None = None, *, force: bool = False, env: Mapping[str, str] | None = None
+) -> Path:
+    """Create a node home: the directory, `config.toml`, `workspaces/` and the database.
+
+    The home is chosen as in `load_settings`. The home and workspaces get mode 0711, the
+    config and the SQLite file 0600. The database is the one the settings name (with the
+    `ASI_NODE_*` overrides of `env`, default the process environment), created and
+    migrated. Refuses to replace an existing config unless `force`; the database is never
+    replaced. Nothing is written if the environment holds a bad setting. Returns the home.
+    """
+    from node.store import Store  # the store is heavy; settings alone must stay light
+
+    environ: Mapping[str, str] = os.environ if env is None else env
+    home = _choose_home(home, environ)
+    config_path = home / CONFIG_FILE
+    if config_path.exists() and not force:
+        raise ConfigError(
+            f"{config_path} already exists; leaving it alone. "
+            "Use --force to replace it with the defaults (the database is kept)."
+        )
+    text = default_config_text()
+    settings = _build(home, tomllib.loads(text), config_path, environ)
+    home.mkdir(parents=True, exist_ok=True)
+    home.chmod(HOME_MODE)
+    workspaces = home / WORKSPACES_DIR
+    workspaces.mkdir(exist_ok=True)
+    workspaces.chmod(HOME_MODE)
+    _write_private(config_path, text)
+    database_file = home / DATABASE_FILE
+    if settings.database_url == f"sqlite:///{database_file}":
+        # Created empty and private before SQLite opens it: SQLite gives its -wal and
+        # -shm files the database file's mode, so they stay private too.
+        os.close(os.open(database_file, os.O_CREAT | os.O_WRONLY, SECRET_FILE_MODE))
+        database_file.chmod(SECRET_FILE_MODE)
+    Store.open(settings.database_url).close()
+    log.info("node home initialised", extra={"home": str(home)})
+    return home
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Write a file readable by its owner only, atomically (no moment with loose mode)."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.unlink(missing_ok=True)
+    fd = os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, SECRET_FILE_MODE)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        fh.write(text)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)

@@ -1,0 +1,37 @@
+"""The node's database: campaigns, code, candidates, experiments, metrics, insights, events.
+
+The only package that uses SQLModel. Every `Store` method runs in one transaction of its
+own and returns frozen dataclasses (never live ORM objects), so nothing a caller does to
+a result can reach the database. SQLite (the default, WAL mode) and PostgreSQL (by URL)
+behave the same: experiments are claimed with a conditional UPDATE, so several worker
+processes can share one queue without running anything twice.
+
+    store.py     the Store: every read and write, one transaction per call
+    rows.py      the frozen rows it returns
+    tables.py    the SQLModel tables (the DDL lives in node.migrations)
+    database.py  engines, SQLite transaction hooks, database errors translated
+"""
+
+from node.store.rows import CampaignRow, CandidateRow, EventRow, ExperimentRow, InsightRow
+from node.store.store import (
+    CAMPAIGN_STATUSES,
+    DEFAULT_MAX_ATTEMPTS,
+    EXPERIMENT_STATUSES,
+    FINISHED_STATUSES,
+    ROLES,
+    Store,
+)
+
+__all__ = [
+    "CAMPAIGN_STATUSES",
+    "DEFAULT_MAX_ATTEMPTS",
+    "EXPERIMENT_STATUSES",
+    "FINISHED_STATUSES",
+    "ROLES",
+    "CampaignRow",
+    "CandidateRow",
+    "EventRow",
+    "ExperimentRow",
+    "InsightRow",
+    "Store",
+]

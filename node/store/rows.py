@@ -1,0 +1,169 @@
+"""What the store hands back: frozen copies of rows, never live ORM objects."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from node.errors import StoreError
+from node.store.tables import Campaign, Candidate, Event, Experiment, Insight
+
+
+@dataclass(frozen=True)
+class CampaignRow:
+    """A campaign. `config_json` is canonical JSON (sorted keys); `config_hash` its sha256."""
+
+    id: str
+    name: str
+    config_json: str
+    config_hash: str
+    status: str
+    created_at: datetime
+    updated_at: datetime
+    parent_campaign_id: str | None
+    fork_tree_size: int | None
+
+
+@dataclass(frozen=True)
+class CandidateRow:
+    """A proposed mixer in one campaign; its code is `Store.get_code(digest)`."""
+
+    id: str
+    campaign_id: str
+    digest: str
+    name: str
+    motivation: str
+    origin: str
+    parent_ids_json: str
+    options_json: str
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class ExperimentRow:
+    """One run of a candidate on one seed. The `*_json` fields are JSON text or None."""
+
+    id: str
+    campaign_id: str
+    candidate_id: str
+    seq: int
+    role: str
+    seed: int
+    status: str
+    failure_class: str | None
+    attempts: int
+    screen_json: str | None
+    train_json: str | None
+    metrics_json: str | None
+    fitness: float | None
+    fitness_version: str | None
+    timings_json: str | None
+    analysis: str
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+
+
+@dataclass(frozen=True)
+class InsightRow:
+    """A lesson the Analyst wrote down, fed back to the Researcher."""
+
+    id: str
+    campaign_id: str
+    experiment_id: str | None
+    text: str
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class EventRow:
+    """An audit-trail entry: a lifecycle event of the node or a campaign."""
+
+    id: int
+    campaign_id: str | None
+    kind: str
+    payload_json: str
+    created_at: datetime
+
+
+def _utc(value: datetime) -> datetime:
+    # SQLite hands back naive datetimes; everything is stored in UTC.
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def _utc_or_none(value: datetime | None) -> datetime | None:
+    return _utc(value) if value is not None else None
+
+
+def campaign_row(r: Campaign) -> CampaignRow:
+    return CampaignRow(
+        id=r.id,
+        name=r.name,
+        config_json=r.config_json,
+        config_hash=r.config_hash,
+        status=r.status,
+        created_at=_utc(r.created_at),
+        updated_at=_utc(r.updated_at),
+        parent_campaign_id=r.parent_campaign_id,
+        fork_tree_size=r.fork_tree_size,
+    )
+
+
+def candidate_row(r: Candidate) -> CandidateRow:
+    return CandidateRow(
+        id=r.id,
+        campaign_id=r.campaign_id,
+        digest=r.digest,
+        name=r.name,
+        motivation=r.motivation,
+        origin=r.origin,
+        parent_ids_json=r.parent_ids_json,
+        options_json=r.options_json,
+        created_at=_utc(r.created_at),
+    )
+
+
+def experiment_row(r: Experiment) -> ExperimentRow:
+    return ExperimentRow(
+        id=r.id,
+        campaign_id=r.campaign_id,
+        candidate_id=r.candidate_id,
+        seq=r.seq,
+        role=r.role,
+        seed=r.seed,
+        status=r.status,
+        failure_class=r.failure_class,
+        attempts=r.attempts,
+        screen_json=r.screen_json,
+        train_json=r.train_json,
+        metrics_json=r.metrics_json,
+        fitness=r.fitness,
+        fitness_version=r.fitness_version,
+        timings_json=r.timings_json,
+        analysis=r.analysis,
+        created_at=_utc(r.created_at),
+        started_at=_utc_or_none(r.started_at),
+        finished_at=_utc_or_none(r.finished_at),
+    )
+
+
+def insight_row(r: Insight) -> InsightRow:
+    return InsightRow(
+        id=r.id,
+        campaign_id=r.campaign_id,
+        experiment_id=r.experiment_id,
+        text=r.text,
+        created_at=_utc(r.created_at),
+    )
+
+
+def event_row(r: Event) -> EventRow:
+    if r.id is None:
+        raise StoreError("an event was read back without its id")
+    return EventRow(
+        id=r.id,
+        campaign_id=r.campaign_id,
+        kind=r.kind,
+        payload_json=r.payload_json,
+        created_at=_utc(r.created_at),
+    )

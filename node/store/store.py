@@ -1,0 +1,699 @@
+"""The Store: every read and write of the node's records, one transaction per call."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import secrets
+import threading
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager, contextmanager, nullcontext
+from datetime import UTC, datetime
+from typing import Any, Self
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import SQLAlchemyError
+from sqlmodel import Session, SQLModel, col, select
+
+from loop.outcome import FailureClass
+from loop.proposal import Proposal, code_digest
+from node.errors import ConflictError, CorruptStoreError, NotFoundError
+from node.migrations import WRITE_OPTION, current_version, upgrade
+from node.store.database import create_engine, is_in_memory, parse_url, safe_url, translate
+from node.store.rows import (
+    CampaignRow,
+    CandidateRow,
+    EventRow,
+    ExperimentRow,
+    InsightRow,
+    campaign_row,
+    candidate_row,
+    event_row,
+    experiment_row,
+    insight_row,
+)
+from node.store.tables import Campaign, Candidate, CodeBlob, Event, Experiment, Insight, Metric
+
+log = logging.getLogger(__name__)
+
+CAMPAIGN_STATUSES = ("created", "running", "paused", "stopped", "done")
+EXPERIMENT_STATUSES = ("queued", "running", "done", "failed", "interrupted")
+FINISHED_STATUSES = ("done", "failed", "interrupted")
+ROLES = ("baseline", "candidate", "rerun")
+# A stopped campaign stays stopped (a DAO stop is final); "done" may run again when its
+# budget is raised.
+TERMINAL_CAMPAIGN_STATUSES = ("stopped",)
+DEFAULT_MAX_ATTEMPTS = 2
+DEFAULT_BUSY_TIMEOUT_S = 30.0
+
+
+class Store:
+    """The node's database, by SQLAlchemy URL. Use `Store.open(url)`, which migrates.
+
+    `sqlite:///path` (WAL, foreign keys on, busy timeout), `sqlite://` (in memory, for
+    tests; one connection shared under a lock) or `postgresql+psycopg://...`
+    (`postgresql://` means the same). `connect_args` go to the driver (for PostgreSQL,
+    e.g. `{"options": "-c search_path=myschema"}`); `now` is the clock. One Store may be
+    shared by threads; worker processes each open their own on the same database.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        connect_args: Mapping[str, Any] | None = None,
+        now: Callable[[], datetime] | None = None,
+        busy_timeout_s: float = DEFAULT_BUSY_TIMEOUT_S,
+    ) -> None:
+        self._url = parse_url(url)
+        self.url = safe_url(self._url)
+        self._now = now or (lambda: datetime.now(UTC))
+        # One in-memory database lives in one connection: share it, one user at a time.
+        self._lock: AbstractContextManager[Any] = (
+            threading.RLock() if is_in_memory(self._url) else nullcontext()
+        )
+        self._engine = create_engine(self._url, dict(connect_args or {}), busy_timeout_s)
+
+    @classmethod
+    def open(
+        cls,
+        url: str,
+        *,
+        connect_args: Mapping[str, Any] | None = None,
+        now: Callable[[], datetime] | None = None,
+        busy_timeout_s: float = DEFAULT_BUSY_TIMEOUT_S,
+    ) -> Self:
+        """Connect and bring the schema up to date (refusing a newer one)."""
+        store = cls(url, connect_args=connect_args, now=now, busy_timeout_s=busy_timeout_s)
+        try:
+            with store._lock:
+                upgrade(store._engine, now=store._now)
+        except BaseException as exc:
+            store.close()
+            if isinstance(exc, SQLAlchemyError):
+                raise translate(exc, store._url) from exc
+            raise
+        return store
+
+    def close(self) -> None:
+        self._engine.dispose()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Store({self.url!r})"
+
+    def schema_version(self) -> int:
+        """The database's schema version: `len(MIGRATIONS)` once `open` has run."""
+        try:
+            with self._lock:
+                return current_version(self._engine)
+        except SQLAlchemyError as exc:
+            raise translate(exc, self._url) from exc
+
+    # -- campaigns ----------------------------------------------------------------------------
+
+    def create_campaign(
+        self,
+        name: str,
+        config: Mapping[str, Any],
+        *,
+        parent_campaign_id: str | None = None,
+        fork_tree_size: int | None = None,
+    ) -> CampaignRow:
+        """A new campaign in status 'created'. Raises ConflictError if the name is taken."""
+        name = name.strip()
+        if not name:
+            raise ValueError("a campaign needs a name")
+        if _looks_like_campaign_id(name):
+            raise ValueError(f"campaign name {name!r} looks like a campaign id; choose another")
+        config_json = _canonical_json(config, "config")
+        now = self._now()
+        with self._session(write=True) as s:
+            if s.exec(select(Campaign.id).where(col(Campaign.name) == name)).first():
+                raise ConflictError(f"a campaign named {name!r} already exists; pick another name")
+            if parent_campaign_id is not None and s.get(Campaign, parent_campaign_id) is None:
+                raise NotFoundError(f"parent campaign {parent_campaign_id} not found")
+            row = Campaign(
+                id=_new_id("c-", 4),
+                name=name,
+                config_json=config_json,
+                config_hash="sha256:" + hashlib.sha256(config_json.encode()).hexdigest(),
+                status="created",
+                created_at=now,
+                updated_at=now,
+                parent_campaign_id=parent_campaign_id,
+                fork_tree_size=fork_tree_size,
+            )
+            s.add(row)
+            s.flush()
+            self._event(
+                s, row.id, "campaign_created", {"name": name, "config_hash": row.config_hash}
+            )
+            return campaign_row(row)
+
+    def get_campaign(self, id_or_name: str) -> CampaignRow:
+        """A campaign by id (`c-…`) or by name. Raises NotFoundError."""
+        with self._session() as s:
+            row = (
+                s.get(Campaign, id_or_name)
+                or s.exec(select(Campaign).where(col(Campaign.name) == id_or_name)).first()
+            )
+            if row is None:
+                raise NotFoundError(f"no campaign with id or name {id_or_name!r}")
+            return campaign_row(row)
+
+    def list_campaigns(self) -> list[CampaignRow]:
+        """All campaigns, oldest first."""
+        with self._session() as s:
+            rows = s.exec(select(Campaign).order_by(col(Campaign.created_at), col(Campaign.id)))
+            return [campaign_row(r) for r in rows]
+
+    def set_campaign_status(self, campaign_id: str, status: str) -> CampaignRow:
+        """Move a campaign to `status`, recording the change as an event.
+
+        Raises ConflictError when the campaign is stopped: a stop is final.
+        """
+        _check(status, CAMPAIGN_STATUSES, "campaign status")
+        with self._session(write=True) as s:
+            row = s.get(Campaign, campaign_id)
+            if row is None:
+                raise NotFoundError(f"campaign {campaign_id} not found")
+            if row.status == status:
+                return campaign_row(row)
+            if row.status in TERMINAL_CAMPAIGN_STATUSES:
+                raise ConflictError(
+                    f"campaign {campaign_id} is {row.status}; it cannot become {status}"
+                )
+            previous = row.status
+            row.status = status
+            row.updated_at = self._now()
+            s.add(row)
+            s.flush()
+            self._event(s, campaign_id, "campaign_status", {"from": previous, "to": status})
+            return campaign_row(row)
+
+    # -- code and candidates ------------------------------------------------------------------
+
+    def put_code(self, code: str) -> str:
+        """Store code under its content address ("sha256:<hex>") and return the address."""
+        with self._session(write=True) as s:
+            return self._put_code(s, code)
+
+    def get_code(self, digest: str) -> str:
+        """The code stored under `digest`, checked against it. Raises NotFoundError, or
+        CorruptStoreError when the stored text no longer hashes to its address."""
+        with self._session() as s:
+            blob = s.get(CodeBlob, digest)
+            if blob is None:
+                raise NotFoundError(f"no code stored under {digest}")
+            return _verified(blob)
+
+    def add_candidate(self, campaign_id: str, proposal: Proposal) -> CandidateRow:
+        """Record a proposal as a candidate of the campaign, with its code.
+
+        Idempotent on (campaign, code digest): proposing the same code again returns the
+        candidate already stored, whatever the new name or motivation.
+        """
+        digest = proposal.digest
+        values = {
+            "id": _new_id("cand-", 6),
+            "campaign_id": campaign_id,
+            "digest": digest,
+            "name": proposal.name,
+            "motivation": proposal.motivation,
+            "origin": proposal.origin,
+            "parent_ids_json": _canonical_json(list(proposal.parent_ids), "parent_ids"),
+            "options_json": _canonical_json(proposal.options, "options"),
+            "created_at": self._now(),
+        }
+        with self._session(write=True) as s:
+            if s.get(Campaign, campaign_id) is None:
+                raise NotFoundError(f"campaign {campaign_id} not found")
+            self._put_code(s, proposal.code)
+            self._insert_ignoring_conflict(s, Candidate, values, ("campaign_id", "digest"))
+            row = s.exec(
+                select(Candidate).where(
+                    col(Candidate.campaign_id) == campaign_id, col(Candidate.digest) == digest
+                )
+            ).one()
+            return candidate_row(row)
+
+    def get_candidate(self, candidate_id: str) -> CandidateRow:
+        with self._session() as s:
+            row = s.get(Candidate, candidate_id)
+            if row is None:
+                raise NotFoundError(f"candidate {candidate_id} not found")
+            return candidate_row(row)
+
+    def list_candidates(self, campaign_id: str) -> list[CandidateRow]:
+        """The campaign's candidates in the order they were added."""
+        with self._session() as s:
+            rows = s.exec(
+                select(Candidate)
+                .where(col(Candidate.campaign_id) == campaign_id)
+                .order_by(col(Candidate.created_at), col(Candidate.id))
+            )
+            return [candidate_row(r) for r in rows]
+
+    # -- experiments --------------------------------------------------------------------------
+
+    def enqueue_experiment(
+        self, campaign_id: str, candidate_id: str, role: str, seed: int
+    ) -> ExperimentRow:
+        """Queue a run of a candidate of this campaign; it gets the campaign's next `seq`."""
+        _check(role, ROLES, "experiment role")
+        with self._session(write=True) as s:
+            candidate = s.get(Candidate, candidate_id)
+            if candidate is None or candidate.campaign_id != campaign_id:
+                raise NotFoundError(f"candidate {candidate_id} not found in campaign {campaign_id}")
+            # One UPDATE hands out the number: it holds the campaign row's lock until
+            # commit, so concurrent enqueuers get consecutive numbers, never the same one.
+            s.exec(
+                sa.update(Campaign)
+                .where(col(Campaign.id) == campaign_id)
+                .values(last_seq=col(Campaign.last_seq) + 1)
+                .execution_options(synchronize_session=False)
+            )
+            seq = s.exec(select(Campaign.last_seq).where(col(Campaign.id) == campaign_id)).one()
+            row = Experiment(
+                id=_new_id("exp-", 6),
+                campaign_id=campaign_id,
+                candidate_id=candidate_id,
+                seq=seq,
+                role=role,
+                seed=seed,
+                status="queued",
+                created_at=self._now(),
+            )
+            s.add(row)
+            s.flush()
+            return experiment_row(row)
+
+    def claim_next_experiment(self, campaign_id: str) -> ExperimentRow | None:
+        """Take the campaign's oldest queued experiment: it becomes 'running', its attempts
+        go up by one. None when nothing is queued. Safe across threads and processes: the
+        flip is an UPDATE conditional on the row still being queued."""
+        with self._session(write=True) as s:
+            while True:
+                found = s.exec(
+                    select(Experiment.id)
+                    .where(
+                        col(Experiment.campaign_id) == campaign_id,
+                        col(Experiment.status) == "queued",
+                    )
+                    .order_by(col(Experiment.seq))
+                    .limit(1)
+                ).first()
+                if found is None:
+                    return None
+                claimed = s.exec(
+                    sa.update(Experiment)
+                    .where(col(Experiment.id) == found, col(Experiment.status) == "queued")
+                    .values(
+                        status="running",
+                        attempts=col(Experiment.attempts) + 1,
+                        started_at=self._now(),
+                        finished_at=None,
+                    )
+                    .execution_options(synchronize_session=False)
+                )
+                if claimed.rowcount == 1:
+                    return experiment_row(self._experiment(s, found))
+                # Another worker took it between our SELECT and UPDATE: try the next one.
+
+    def finish_experiment(
+        self,
+        experiment_id: str,
+        status: str,
+        *,
+        failure_class: str | None = None,
+        screen: Mapping[str, Any] | None = None,
+        train: Mapping[str, Any] | None = None,
+        metrics: Mapping[str, float] | None = None,
+        fitness: float | None = None,
+        fitness_version: str | None = None,
+        timings: Mapping[str, Any] | None = None,
+        analysis: str = "",
+    ) -> ExperimentRow:
+        """Record a running experiment's outcome: 'done', 'failed' (with a FailureClass
+        value) or 'interrupted'. Raises ConflictError if the experiment is not running,
+        ValueError for a non-finite metric or a status/failure_class mismatch."""
+        _check(status, FINISHED_STATUSES, "finished status")
+        failure = FailureClass(failure_class) if failure_class is not None else None
+        if status == "done" and failure is not None:
+            raise ValueError(f"a done experiment has no failure class (got {failure})")
+        if status == "failed" and failure is None:
+            raise ValueError("a failed experiment needs a failure_class")
+        if status == "interrupted" and failure is None:
+            failure = FailureClass.INTERRUPTED
+        values = dict(metrics or {})
+        for name, value in values.items():
+            _check_finite(value, f"metric {name!r}")
+        if fitness is not None:
+            _check_finite(fitness, "fitness")
+        with self._session(write=True) as s:
+            changed = s.exec(
+                sa.update(Experiment)
+                .where(col(Experiment.id) == experiment_id, col(Experiment.status) == "running")
+                .values(
+                    status=status,
+                    failure_class=failure.value if failure is not None else None,
+                    screen_json=_optional_json(screen, "screen"),
+                    train_json=_optional_json(train, "train"),
+                    metrics_json=_optional_json(metrics and values, "metrics"),
+                    fitness=fitness,
+                    fitness_version=fitness_version,
+                    timings_json=_optional_json(timings, "timings"),
+                    analysis=analysis,
+                    finished_at=self._now(),
+                )
+                .execution_options(synchronize_session=False)
+            )
+            if changed.rowcount != 1:
+                current = self._experiment(s, experiment_id)
+                raise ConflictError(
+                    f"experiment {experiment_id} is {current.status}, not running; "
+                    "only a running experiment can be finished"
+                )
+            s.exec(sa.delete(Metric).where(col(Metric.experiment_id) == experiment_id))
+            for name, value in values.items():
+                s.add(Metric(experiment_id=experiment_id, name=name, value=float(value)))
+            s.flush()
+            return experiment_row(self._experiment(s, experiment_id))
+
+    def set_experiment_score(
+        self,
+        experiment_id: str,
+        fitness: float,
+        fitness_version: str,
+        analysis: str | None = None,
+    ) -> ExperimentRow:
+        """Score a done experiment (again, if a new fitness version is applied); `analysis`
+        None keeps the text it has. Raises ConflictError unless the experiment is done."""
+        _check_finite(fitness, "fitness")
+        values: dict[str, Any] = {"fitness": fitness, "fitness_version": fitness_version}
+        if analysis is not None:
+            values["analysis"] = analysis
+        with self._session(write=True) as s:
+            changed = s.exec(
+                sa.update(Experiment)
+                .where(col(Experiment.id) == experiment_id, col(Experiment.status) == "done")
+                .values(**values)
+                .execution_options(synchronize_session=False)
+            )
+            if changed.rowcount != 1:
+                current = self._experiment(s, experiment_id)
+                raise ConflictError(
+                    f"experiment {experiment_id} is {current.status}; only a done one is scored"
+                )
+            return experiment_row(self._experiment(s, experiment_id))
+
+    def requeue_experiment(self, experiment_id: str) -> ExperimentRow:
+        """Put a running experiment back in the queue because it was stopped from outside
+        (pause, shutdown). That run does not count as an attempt. Raises ConflictError if
+        the experiment is not running."""
+        with self._session(write=True) as s:
+            changed = s.exec(
+                sa.update(Experiment)
+                .where(col(Experiment.id) == experiment_id, col(Experiment.status) == "running")
+                .values(
+                    status="queued",
+                    attempts=sa.case(
+                        (col(Experiment.attempts) > 0, col(Experiment.attempts) - 1), else_=0
+                    ),
+                    started_at=None,
+                )
+                .execution_options(synchronize_session=False)
+            )
+            if changed.rowcount != 1:
+                current = self._experiment(s, experiment_id)
+                raise ConflictError(
+                    f"experiment {experiment_id} is {current.status}; "
+                    "only a running one can be requeued"
+                )
+            row = self._experiment(s, experiment_id)
+            self._event(s, row.campaign_id, "experiment_requeued", {"experiment": experiment_id})
+            return experiment_row(row)
+
+    def recover_interrupted(
+        self, campaign_id: str, max_attempts: int = DEFAULT_MAX_ATTEMPTS
+    ) -> list[str]:
+        """After a crash: put the campaign's 'running' and 'interrupted' experiments back
+        in the queue, and return their ids in sequence order.
+
+        One that has already been started `max_attempts` times is marked 'failed' with
+        failure class 'interrupted' instead (and its id returned too), so a candidate that
+        kills the node cannot do so forever. Records a 'crash_recovery' event. Call it only
+        while no other process is working on this campaign.
+        """
+        if max_attempts < 1:
+            raise ValueError("max_attempts must be at least 1")
+        with self._session(write=True) as s:
+            stale = s.exec(
+                select(Experiment)
+                .where(
+                    col(Experiment.campaign_id) == campaign_id,
+                    col(Experiment.status).in_(("running", "interrupted")),
+                )
+                .order_by(col(Experiment.seq))
+            ).all()
+            requeued: list[str] = []
+            failed: list[str] = []
+            now = self._now()
+            for exp in stale:
+                if exp.attempts >= max_attempts:
+                    exp.status = "failed"
+                    exp.failure_class = FailureClass.INTERRUPTED.value
+                    exp.finished_at = now
+                    exp.analysis = (
+                        f"interrupted {exp.attempts} times by a node crash or shutdown; "
+                        "not retried again"
+                    )
+                    failed.append(exp.id)
+                else:
+                    exp.status = "queued"
+                    exp.failure_class = None
+                    exp.started_at = None
+                    requeued.append(exp.id)
+                s.add(exp)
+            s.flush()
+            if stale:
+                self._event(
+                    s, campaign_id, "crash_recovery", {"requeued": requeued, "failed": failed}
+                )
+                log.warning(
+                    "interrupted experiments recovered",
+                    extra={"campaign": campaign_id, "requeued": requeued, "failed": failed},
+                )
+            return [exp.id for exp in stale]
+
+    def get_experiment(self, experiment_id: str) -> ExperimentRow:
+        with self._session() as s:
+            return experiment_row(self._experiment(s, experiment_id))
+
+    def list_experiments(self, campaign_id: str, status: str | None = None) -> list[ExperimentRow]:
+        """The campaign's experiments in sequence order, optionally of one status."""
+        query = select(Experiment).where(col(Experiment.campaign_id) == campaign_id)
+        if status is not None:
+            _check(status, EXPERIMENT_STATUSES, "experiment status")
+            query = query.where(col(Experiment.status) == status)
+        with self._session() as s:
+            return [experiment_row(r) for r in s.exec(query.order_by(col(Experiment.seq)))]
+
+    def count_experiments(self, campaign_id: str, status: str | None = None) -> int:
+        query = (
+            select(sa.func.count())
+            .select_from(Experiment)
+            .where(col(Experiment.campaign_id) == campaign_id)
+        )
+        if status is not None:
+            _check(status, EXPERIMENT_STATUSES, "experiment status")
+            query = query.where(col(Experiment.status) == status)
+        with self._session() as s:
+            return int(s.exec(query).one())
+
+    def best_by_metric(
+        self, campaign_id: str, metric: str, *, limit: int = 10, highest: bool = True
+    ) -> list[tuple[ExperimentRow, float]]:
+        """The campaign's finished experiments ranked by one metric, with its value."""
+        order = col(Metric.value).desc() if highest else col(Metric.value).asc()
+        query = (
+            select(Experiment, Metric.value)
+            .join(Metric, col(Metric.experiment_id) == col(Experiment.id))
+            .where(col(Experiment.campaign_id) == campaign_id, col(Metric.name) == metric)
+            .order_by(order, col(Experiment.seq))
+            .limit(limit)
+        )
+        with self._session() as s:
+            return [(experiment_row(e), float(v)) for e, v in s.exec(query)]
+
+    # -- insights and events ------------------------------------------------------------------
+
+    def add_insight(
+        self, campaign_id: str, text: str, experiment_id: str | None = None
+    ) -> InsightRow:
+        with self._session(write=True) as s:
+            if s.get(Campaign, campaign_id) is None:
+                raise NotFoundError(f"campaign {campaign_id} not found")
+            if experiment_id is not None:
+                self._experiment(s, experiment_id)
+            row = Insight(
+                id=_new_id("ins-", 6),
+                campaign_id=campaign_id,
+                experiment_id=experiment_id,
+                text=text,
+                created_at=self._now(),
+            )
+            s.add(row)
+            s.flush()
+            return insight_row(row)
+
+    def list_insights(self, campaign_id: str, limit: int | None = None) -> list[InsightRow]:
+        """The campaign's most recent `limit` insights (all when None), oldest first."""
+        query = (
+            select(Insight)
+            .where(col(Insight.campaign_id) == campaign_id)
+            .order_by(col(Insight.created_at).desc(), col(Insight.id).desc())
+        )
+        if limit is not None:
+            query = query.limit(limit)
+        with self._session() as s:
+            return [insight_row(r) for r in reversed(s.exec(query).all())]
+
+    def add_event(
+        self, campaign_id: str | None, kind: str, payload: Mapping[str, Any] | None = None
+    ) -> EventRow:
+        """Append to the audit trail; `campaign_id` None for node-wide events."""
+        with self._session(write=True) as s:
+            if campaign_id is not None and s.get(Campaign, campaign_id) is None:
+                raise NotFoundError(f"campaign {campaign_id} not found")
+            return self._event(s, campaign_id, kind, payload or {})
+
+    def list_events(
+        self,
+        campaign_id: str | None = None,
+        *,
+        kind: str | None = None,
+        after_id: int = 0,
+        limit: int | None = None,
+    ) -> list[EventRow]:
+        """Events in the order they happened; all campaigns' and node-wide ones when
+        `campaign_id` is None. `after_id` pages on from the last id seen."""
+        query = select(Event).where(col(Event.id) > after_id)
+        if campaign_id is not None:
+            query = query.where(col(Event.campaign_id) == campaign_id)
+        if kind is not None:
+            query = query.where(col(Event.kind) == kind)
+        query = query.order_by(col(Event.id))
+        if limit is not None:
+            query = query.limit(limit)
+        with self._session() as s:
+            return [event_row(r) for r in s.exec(query)]
+
+    # -- internals ----------------------------------------------------------------------------
+
+    @contextmanager
+    def _session(self, *, write: bool = False) -> Iterator[Session]:
+        """One transaction. On SQLite a writing one takes the write lock when it begins."""
+        try:
+            with self._lock, self._engine.connect() as conn:
+                conn.execution_options(**{WRITE_OPTION: write})
+                with conn.begin(), Session(bind=conn) as session:
+                    yield session
+                    session.flush()
+        except SQLAlchemyError as exc:
+            raise translate(exc, self._url) from exc
+
+    def _put_code(self, s: Session, code: str) -> str:
+        digest = code_digest(code)
+        self._insert_ignoring_conflict(s, CodeBlob, {"digest": digest, "code": code}, ("digest",))
+        stored = s.get(CodeBlob, digest)
+        if stored is None or stored.code != code:
+            raise CorruptStoreError(
+                f"the code stored under {digest} does not match that digest: the database "
+                "was changed outside asi-node. Restore it from a backup."
+            )
+        return digest
+
+    def _insert_ignoring_conflict(
+        self,
+        s: Session,
+        model: type[SQLModel],
+        values: Mapping[str, Any],
+        conflict: Sequence[str],
+    ) -> None:
+        # INSERT ... ON CONFLICT DO NOTHING: a concurrent writer of the same row is not an
+        # error, and PostgreSQL's transaction is not aborted by a unique violation.
+        table = model.__table__  # type: ignore[attr-defined]
+        insert = (
+            postgresql.insert if self._url.get_backend_name() == "postgresql" else sqlite.insert
+        )
+        s.exec(insert(table).values(**values).on_conflict_do_nothing(index_elements=list(conflict)))
+
+    def _experiment(self, s: Session, experiment_id: str) -> Experiment:
+        row = s.get(Experiment, experiment_id, populate_existing=True)
+        if row is None:
+            raise NotFoundError(f"experiment {experiment_id} not found")
+        return row
+
+    def _event(
+        self, s: Session, campaign_id: str | None, kind: str, payload: Mapping[str, Any]
+    ) -> EventRow:
+        row = Event(
+            campaign_id=campaign_id,
+            kind=kind,
+            payload_json=_canonical_json(payload, "event payload"),
+            created_at=self._now(),
+        )
+        s.add(row)
+        s.flush()
+        return event_row(row)
+
+
+def _verified(blob: CodeBlob) -> str:
+    if code_digest(blob.code) != blob.digest:
+        raise CorruptStoreError(
+            f"the code stored under {blob.digest} does not match that digest: the database "
+            "was changed outside asi-node. Restore it from a backup."
+        )
+    return blob.code
+
+
+def _canonical_json(value: Any, what: str) -> str:
+    """Sorted keys, no spaces: the same bytes as `CampaignConfig.canonical_json` for the
+    same data, so a campaign's config hash is reproducible from its JSON."""
+    try:
+        return json.dumps(value, sort_keys=True, separators=(",", ":"), allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{what} is not plain JSON data: {exc}") from None
+
+
+def _optional_json(value: Mapping[str, Any] | None, what: str) -> str | None:
+    return None if value is None else _canonical_json(value, what)
+
+
+def _check(value: str, allowed: Sequence[str], what: str) -> None:
+    if value not in allowed:
+        raise ValueError(f"unknown {what} {value!r}; expected one of {', '.join(allowed)}")
+
+
+def _check_finite(value: float, what: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise ValueError(f"{what} must be a finite number, got {value!r}")
+
+
+def _new_id(prefix: str, nbytes: int) -> str:
+    return prefix + secrets.token_hex(nbytes)
+
+
+def _looks_like_campaign_id(name: str) -> bool:
+    tail = name.removeprefix("c-")
+    return tail != name and len(tail) == 8 and all(ch in "0123456789abcdef" for ch in tail)

@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Creates .venv and installs asi-node into it. torch goes first and pinned: a looser
+# requirement would pull a multi-GB CUDA build. With --dev, the test tools come too.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+extras="postgres"
+[ "${1:-}" = "--dev" ] && extras="postgres,dev"
+if [ ! -x .venv/bin/python ]; then
+    python3 -m venv .venv
+fi
+.venv/bin/python -m pip install --quiet --upgrade pip
+.venv/bin/python -m pip install --quiet "torch==2.13.0"
+.venv/bin/python -m pip install --quiet -e ".[${extras}]"
+echo "asi-node installed in .venv (extras: ${extras})"
