@@ -10,13 +10,15 @@ import sys
 import threading
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from node import leaderboard
-from node.campaign import CampaignConfig, demo_config, load_config
 from node.errors import AsiNodeError
-from node.runtime import Node, open_node
 from node.settings import init_home
+
+if TYPE_CHECKING:
+    from node.runtime import Node
+
+# Commands import the loop (and so torch) only when they run: `init` and `--help` stay quick.
 
 DEMO_NAME = "demo"
 
@@ -91,6 +93,9 @@ def _run_campaign(node: Node, campaign_ref: str) -> int:
 
 
 def _board(node: Node, campaign_ref: str) -> str:
+    from node import leaderboard
+    from node.campaign import CampaignConfig
+
     camp = node.store.get_campaign(campaign_ref)
     config = CampaignConfig.model_validate_json(camp.config_json)
     rows = leaderboard.build(
@@ -112,6 +117,9 @@ def cmd_init(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    from node.campaign import demo_config
+    from node.runtime import open_node
+
     node = open_node(args.home, create=True)
     existing = [c for c in node.store.list_campaigns() if c.name == DEMO_NAME]
     if existing:
@@ -124,6 +132,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_campaign(args: argparse.Namespace) -> int:
+    from node.campaign import CampaignConfig, load_config
+    from node.runtime import open_node
+
     node = open_node(args.home)
     if args.action == "create":
         config = load_config(args.config) if args.config else CampaignConfig()
@@ -158,6 +169,8 @@ def cmd_campaign(args: argparse.Namespace) -> int:
 
 
 def cmd_experiments(args: argparse.Namespace) -> int:
+    from node.runtime import open_node
+
     node = open_node(args.home)
     if args.action == "list":
         camp = node.store.get_campaign(args.campaign)
@@ -199,6 +212,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from node.api import create_app
+    from node.runtime import open_node
 
     node = open_node(args.home)
     host = args.host or node.settings.api.host

@@ -10,8 +10,6 @@ from typing import Any
 from loop.analyst import promotion
 from node.store import CandidateRow, ExperimentRow
 
-TEST_SET_ORDER = ("64x8", "128x16", "128x32", "256x64")
-
 
 @dataclass(frozen=True)
 class Row:
@@ -95,11 +93,17 @@ def build(
     return sorted(rows, key=order)
 
 
+def _set_order(name: str) -> tuple[int, ...] | tuple[float, str]:
+    """Test sets named like '128x32' sort by length, then pairs; other names after."""
+    parts = name.split("x")
+    if len(parts) == 2 and all(p.isdigit() for p in parts):
+        return (int(parts[0]), int(parts[1]))
+    return (float("inf"), name)
+
+
 def render(rows: Sequence[Row]) -> str:
     """A fixed-width text table for the terminal."""
-    sets = [s for s in TEST_SET_ORDER if any(s in r.accuracies for r in rows)]
-    extra = sorted({k for r in rows for k in r.accuracies} - set(sets))
-    sets += extra
+    sets = sorted({k for r in rows for k in r.accuracies}, key=_set_order)
     head = (
         f"{'#':>2}  {'name':<34} {'origin':<8} "
         + " ".join(f"{s:>7}" for s in sets)

@@ -12,8 +12,6 @@ from loop.tasks import LMSpec, MQARSpec, TaskSpec
 from loop.train import TrainConfig
 from node.campaign import CampaignConfig
 
-QUICK_STEPS = 400
-
 
 def build_task(config: CampaignConfig) -> TaskSpec:
     if config.task == "lm":
@@ -27,7 +25,7 @@ def build_backbone(config: CampaignConfig) -> BackboneConfig:
 
 def build_train(config: CampaignConfig, threads: int, seed: int) -> TrainConfig:
     """The preset's recipe on `seed`; `train_steps` rescales it (early abort moves along)."""
-    recipe = TrainConfig.quick(QUICK_STEPS) if config.preset == "quick" else TrainConfig()
+    recipe = TrainConfig.quick() if config.preset == "quick" else TrainConfig()
     if config.train_steps is not None:
         recipe = recipe.with_steps(config.train_steps)
     return dataclasses.replace(recipe, threads=threads, seed=seed)
