@@ -180,8 +180,8 @@ class CampaignRunner:
         if len(self._generated()) >= budget.max_candidates:
             return True
         if budget.max_wall_seconds is not None:
-            spent = sum(
-                json.loads(e.timings_json).get("total_s", 0.0)
+            spent: float = sum(
+                float(json.loads(e.timings_json).get("total_s", 0.0))
                 for e in self.store.list_experiments(self.campaign.id)
                 if e.timings_json
             )

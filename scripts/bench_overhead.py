@@ -1,0 +1,71 @@
+"""The node's own overhead per experiment: time outside training over total.
+
+Runs a small real campaign (sandbox, training, export, evaluation) with one worker in a
+temporary node home, then splits its wall time into
+  training   - the training loop inside the sandbox (what the experiment is for),
+  pipeline   - sandbox start-up, candidate load, screening, export, evaluation,
+  node       - the node itself: proposing, scheduling, scoring, the store.
+Prints the split per experiment and in total. Figures, not assertions.
+
+    .venv/bin/python scripts/bench_overhead.py [--preset quick|full] [--candidates N] [--steps N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+from node.campaign import Budget, CampaignConfig
+from node.runtime import open_node
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--preset", choices=["quick", "full"], default="full")
+    parser.add_argument("--candidates", type=int, default=2)
+    parser.add_argument("--steps", type=int, default=None, help="override the preset's steps")
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory() as tmp:
+        home = Path(tmp) / "home"
+        node = open_node(home, create=True)
+        node.settings = node.settings.model_copy(
+            update={
+                "loop": node.settings.loop.model_copy(
+                    update={"workers": 1, "threads_per_worker": args.threads}
+                )
+            }
+        )
+        config = CampaignConfig(
+            preset=args.preset,
+            train_steps=args.steps,
+            baselines=("deltanet",),
+            budget=Budget(max_candidates=args.candidates),
+        )
+        camp = node.store.create_campaign("overhead", config.model_dump(mode="json"))
+        started = time.perf_counter()
+        node.run_campaign(camp.id)
+        wall = time.perf_counter() - started
+        exps = sorted(node.store.list_experiments(camp.id), key=lambda e: e.seq)
+        print(f"{'experiment':<20} {'status':<8} {'total s':>8} {'train s':>8} {'pipeline s':>10}")
+        total = train = 0.0
+        for exp in exps:
+            t = json.loads(exp.timings_json or "{}")
+            tot, tr = t.get("total_s", 0.0), t.get("train_s", 0.0)
+            total += tot
+            train += tr
+            print(f"{exp.id:<20} {exp.status:<8} {tot:8.1f} {tr:8.1f} {tot - tr:10.1f}")
+        node_s = wall - total
+        print(f"\nrun wall {wall:.1f} s over {len(exps)} experiments ({args.preset} preset)")
+        print(f"training          {train:8.1f} s  {train / wall:6.1%}")
+        print(f"pipeline overhead {total - train:8.1f} s  {(total - train) / wall:6.1%}")
+        print(f"node overhead     {node_s:8.1f} s  {node_s / wall:6.1%}   (target < 2%)")
+        print(f"outside training  {wall - train:8.1f} s  {(wall - train) / wall:6.1%}")
+
+
+if __name__ == "__main__":
+    main()
