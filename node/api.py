@@ -69,8 +69,7 @@ def create_app(store: Store) -> FastAPI:
     @app.get("/campaigns/{campaign_id}/leaderboard")
     def board(campaign_id: str) -> list[dict[str, Any]]:
         row = store.get_campaign(campaign_id)
-        rows = leaderboard.build(store.list_candidates(row.id), store.list_experiments(row.id))
-        return [r.as_json() for r in rows]
+        return [r.as_json() for r in leaderboard.for_campaign(store, row)]
 
     @app.get("/campaigns/{campaign_id}/experiments")
     def experiments(campaign_id: str) -> list[dict[str, Any]]:

@@ -35,7 +35,7 @@ class CampaignConfig(BaseModel):
     reference: str = "deltanet"
     seed: int = 0
     rerun_seeds: tuple[int, ...] = (1, 2)
-    promote_margin: float = 0.0
+    promote_margin: float = 0.01  # re-runs only above seed noise (about a point on MQAR)
     researcher: Literal["offline"] = "offline"
     researcher_seed: int = 0
     budget: Budget = Budget()

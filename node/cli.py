@@ -94,19 +94,12 @@ def _run_campaign(node: Node, campaign_ref: str) -> int:
 
 def _board(node: Node, campaign_ref: str) -> str:
     from node import leaderboard
-    from node.campaign import CampaignConfig
 
     camp = node.store.get_campaign(campaign_ref)
-    config = CampaignConfig.model_validate_json(camp.config_json)
-    rows = leaderboard.build(
-        node.store.list_candidates(camp.id),
-        node.store.list_experiments(camp.id),
-        promote_margin=config.promote_margin,
-        seeds_needed=1 + len(config.rerun_seeds),
-    )
-    return (
-        f"leaderboard of {camp.name} ({camp.id}, reference {config.reference}):\n"
-        + leaderboard.render(rows)
+    reference = json.loads(camp.config_json).get("reference")
+    rows = leaderboard.for_campaign(node.store, camp)
+    return f"leaderboard of {camp.name} ({camp.id}, reference {reference}):\n" + (
+        leaderboard.render(rows)
     )
 
 

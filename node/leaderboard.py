@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from loop.analyst import promotion
-from node.store import CandidateRow, ExperimentRow
+from node.store import CampaignRow, CandidateRow, ExperimentRow, Store
 
 
 @dataclass(frozen=True)
@@ -91,6 +91,17 @@ def build(
         return (1, 0.0, row.name)
 
     return sorted(rows, key=order)
+
+
+def for_campaign(store: Store, campaign: CampaignRow) -> list[Row]:
+    """The leaderboard of a stored campaign, promotion judged by its own config."""
+    config = json.loads(campaign.config_json)
+    return build(
+        store.list_candidates(campaign.id),
+        store.list_experiments(campaign.id),
+        promote_margin=float(config.get("promote_margin", 0.0)),
+        seeds_needed=1 + len(config.get("rerun_seeds", ())),
+    )
 
 
 def _set_order(name: str) -> tuple[int, ...] | tuple[float, str]:
