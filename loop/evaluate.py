@@ -1,0 +1,564 @@
+"""The trusted evaluator: scores exported graphs on held-out data it generates itself.
+
+It never imports candidate code or `kernels` (only torch, the stdlib, pydantic,
+loop.tasks and loop.outcome), so nothing the candidate ran can patch the metric. What the
+sandbox hands back is hostile data, and `torch.export.load` unpickles parts of an archive,
+so loading is fenced (see `_load_program`):
+
+1. the manifest is validated and every file's sha256 checked;
+2. an archive may hold only the records a plain `torch.export.save` of tensors writes:
+   no pickled weights or constants, no custom or opaque objects, no compiled code; the
+   archive's own sample inputs (a pickle) are replaced by ones built here;
+3. the loaded graph may call only ATen operators (minus a few with side effects) and
+   `operator.getitem`, may not mutate buffers or inputs, and must have the input and
+   output shapes the manifest promises.
+
+Then it computes per-test-set loss and accuracy, counts parameters from the graph's
+state dict, measures the recurrent state from the step graph's input shapes, re-checks
+causality on the held-out inputs themselves, compares step-by-step to parallel logits,
+and times the forward graph at the shortest and longest test lengths.
+
+Run the CLI as its own process, ideally with TORCH_FORCE_WEIGHTS_ONLY_LOAD=1 set and the
+sandbox's limits (no network, no secrets), as a second fence:
+
+    python -m loop.evaluate JOB.json OUT.json
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+import math
+import operator
+import re
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import pydantic
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torch.export import ExportedProgram
+from torch.export.pt2_archive import PT2ArchiveReader, PT2ArchiveWriter
+
+from loop.outcome import CheckResult, FailureClass
+from loop.tasks import IGNORE_INDEX, Batch, LMSpec, MQARSpec, Task, TestSet, generator
+
+logger = logging.getLogger(__name__)
+
+EXPORT_FORMAT = "asi-node-export/1"
+EVAL_BATCH = 100  # rows per forward graph call; test sets are run in chunks of this
+STEP_BATCH = 4  # sequences replayed through the step graph for the equivalence check
+MANIFEST_FILE = "manifest.json"
+STEP_FILE = "step.pt2"
+INIT_STATE_FILE = "init_state.pt"
+MAX_FILE_BYTES = 256 * 2**20  # an honest MQAR/LM artifact is a few MB
+
+CAUSALITY_RTOL = 1e-4  # allowed change of past logits, relative to the logits' scale
+RECURRENT_RTOL = 2e-3  # allowed step-vs-forward difference, relative to the logits' scale
+
+
+def forward_file(seq_len: int) -> str:
+    return f"forward_{seq_len}.pt2"
+
+
+class ArtifactError(RuntimeError):
+    """The artifact directory is not a well-formed, safe export.
+
+    The sandbox produced it, so the caller records FailureClass.BAD_OUTPUT for the
+    candidate; nothing from the artifact was run.
+    """
+
+
+_FILE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}$")
+
+
+class FileEntry(pydantic.BaseModel):
+    model_config = pydantic.ConfigDict(frozen=True, extra="forbid")
+
+    file: str
+    sha256: str = pydantic.Field(pattern=r"^[0-9a-f]{64}$")
+
+    @pydantic.field_validator("file")
+    @classmethod
+    def _plain_name(cls, value: str) -> str:
+        # A bare name inside the artifact directory: no separators, no "..", no dotfiles.
+        if not _FILE_NAME.fullmatch(value) or ".." in value:
+            raise ValueError(f"not a plain file name: {value!r}")
+        return value
+
+
+class ForwardEntry(FileEntry):
+    seq_len: int = pydantic.Field(gt=0, le=65536)
+
+
+class Manifest(pydantic.BaseModel):
+    """`manifest.json` of an export directory (written by loop.export)."""
+
+    model_config = pydantic.ConfigDict(frozen=True, extra="forbid")
+
+    format: Literal["asi-node-export/1"]
+    vocab_size: int = pydantic.Field(gt=0)
+    eval_batch: int = pydantic.Field(gt=0, le=4096)
+    step_batch: int = pydantic.Field(gt=0, le=4096)
+    spec_digest: str
+    forward: list[ForwardEntry]
+    step: FileEntry
+    init_state: FileEntry
+
+
+@dataclass(frozen=True)
+class SetMetrics:
+    """Loss (nats per target token) and accuracy on one held-out test set."""
+
+    name: str
+    seq_len: int
+    loss: float
+    accuracy: float
+    n_targets: int
+
+
+@dataclass(frozen=True)
+class Metrics:
+    """What the evaluator measured; `failure` is set when a check on held-out data failed."""
+
+    task: str
+    spec_digest: str
+    sets: tuple[SetMetrics, ...]
+    mean_accuracy: float
+    mean_loss: float  # for the LM task: the held-out loss in nats/token
+    n_params: int
+    n_buffer_elements: int  # buffers and constants in the forward graph, not parameters
+    state_size: int  # recurrent state elements per sequence, from the step graph's inputs
+    seconds_per_token: tuple[tuple[int, float], ...]  # (T, forward seconds per token)
+    time_ratio: float  # per-token time at the longest T over that at the shortest
+    checks: tuple[CheckResult, ...]
+    failure: FailureClass | None = None
+    detail: str = ""
+    eval_seconds: float = 0.0
+    accuracies: dict[str, float] = field(default_factory=dict)  # by test-set name
+
+
+# ---- loading, fenced ---------------------------------------------------------------------
+
+_SAFE_RECORDS = re.compile(
+    r"^(archive_format|archive_version|byteorder|\.data/version|\.data/serialization_id"
+    r"|models/model\.json|data/sample_inputs/model\.pt"
+    r"|data/weights/model_weights_config\.json|data/weights/weight_\d{1,6}"
+    r"|data/constants/model_constants_config\.json|data/constants/tensor_\d{1,6})$"
+)
+_WRITER_OWNED = {"byteorder", ".data/version", ".data/serialization_id"}
+_SAMPLE_INPUTS = "data/sample_inputs/model.pt"
+
+
+def _check_payload_config(reader: PT2ArchiveReader, name: str, prefix: str) -> None:
+    """Every weight or constant must be raw tensor bytes: pickled payloads run code."""
+    try:
+        config = json.loads(reader.read_string(name))["config"]
+    except (KeyError, ValueError, RuntimeError) as exc:
+        raise ArtifactError(f"{name}: unreadable payload config") from exc
+    if not isinstance(config, dict):
+        raise ArtifactError(f"{name}: payload config is not an object")
+    for fqn, meta in config.items():
+        if not isinstance(meta, dict) or meta.get("use_pickle") is not False:
+            raise ArtifactError(f"{name}: {fqn} is pickled; only raw tensors are accepted")
+        if not str(meta.get("path_name", "")).startswith(prefix):
+            raise ArtifactError(f"{name}: {fqn} is not a plain tensor payload")
+
+
+def _load_program(path: Path, example_inputs: tuple[Tensor, ...]) -> ExportedProgram:
+    """Load a .pt2 after copying only safe records into a fresh archive in memory."""
+    try:
+        reader = PT2ArchiveReader(str(path))
+        names = reader.get_file_names()
+    except Exception as exc:  # torch raises RuntimeError or AssertionError for bad zips
+        raise ArtifactError(f"{path.name}: not a torch.export archive") from exc
+    for name in names:
+        if not _SAFE_RECORDS.fullmatch(name):
+            raise ArtifactError(f"{path.name}: unexpected record {name!r}")
+    if "models/model.json" not in names or "data/weights/model_weights_config.json" not in names:
+        raise ArtifactError(f"{path.name}: incomplete archive")
+    _check_payload_config(reader, "data/weights/model_weights_config.json", "weight_")
+    if "data/constants/model_constants_config.json" in names:
+        _check_payload_config(reader, "data/constants/model_constants_config.json", "tensor_")
+
+    sample = io.BytesIO()
+    torch.save((example_inputs, {}), sample)
+    buffer = io.BytesIO()
+    with PT2ArchiveWriter(buffer) as writer:
+        for name in names:
+            if name in _WRITER_OWNED:
+                continue
+            data = sample.getvalue() if name == _SAMPLE_INPUTS else reader.read_bytes(name)
+            writer.write_bytes(name, data)
+        if _SAMPLE_INPUTS not in names:
+            writer.write_bytes(_SAMPLE_INPUTS, sample.getvalue())
+    buffer.seek(0)
+    try:
+        program = torch.export.load(buffer)
+    except Exception as exc:  # deserialisation errors come in many types
+        raise ArtifactError(f"{path.name}: cannot be loaded: {type(exc).__name__}") from exc
+    _check_graph(program, path.name)
+    return program
+
+
+_ALLOWED_PYTHON_TARGETS: frozenset[Any] = frozenset(
+    {operator.getitem, operator.add, operator.sub, operator.mul, operator.floordiv}
+)
+_DENIED_ATEN = re.compile(r"print|from_file|_local_scalar|save|load")
+
+
+def _check_graph(program: ExportedProgram, what: str) -> None:
+    """Only pure ATen calls on tensors, no state that survives a call."""
+    signature = program.graph_signature
+    if signature.buffers_to_mutate or signature.user_inputs_to_mutate:
+        raise ArtifactError(f"{what}: the graph mutates buffers or inputs")
+    for node in program.graph.nodes:
+        if node.op in ("placeholder", "output"):
+            continue
+        if node.op != "call_function":
+            raise ArtifactError(f"{what}: graph node kind {node.op!r} is not allowed")
+        target = node.target
+        if isinstance(target, torch._ops.OpOverload):
+            if target.namespace != "aten" or _DENIED_ATEN.search(str(target)):
+                raise ArtifactError(f"{what}: operator {target} is not allowed")
+        elif target not in _ALLOWED_PYTHON_TARGETS:
+            raise ArtifactError(f"{what}: call target {target!r} is not allowed")
+
+
+def _user_input_shapes(program: ExportedProgram) -> list[tuple[tuple[int, ...], torch.dtype]]:
+    names = set(program.graph_signature.user_inputs)
+    shapes = []
+    for node in program.graph.nodes:
+        if node.op == "placeholder" and node.name in names:
+            val = node.meta.get("val")
+            if not isinstance(val, Tensor):
+                raise ArtifactError("graph input without tensor metadata")
+            shapes.append((tuple(int(s) for s in val.shape), val.dtype))
+    return shapes
+
+
+def _user_output_shapes(program: ExportedProgram) -> list[tuple[int, ...]]:
+    output = next(node for node in program.graph.nodes if node.op == "output")
+    shapes = []
+    for arg in output.args[0]:
+        val = arg.meta.get("val") if isinstance(arg, torch.fx.Node) else None
+        if not isinstance(val, Tensor):
+            raise ArtifactError("graph output without tensor metadata")
+        shapes.append(tuple(int(s) for s in val.shape))
+    return shapes
+
+
+def _read_manifest(directory: Path) -> Manifest:
+    try:
+        manifest = Manifest.model_validate_json((directory / MANIFEST_FILE).read_bytes())
+    except (OSError, pydantic.ValidationError) as exc:
+        raise ArtifactError(f"bad or missing {MANIFEST_FILE}: {exc}") from exc
+    for entry in (*manifest.forward, manifest.step, manifest.init_state):
+        path = directory / entry.file
+        if not path.is_file() or path.is_symlink():
+            raise ArtifactError(f"{entry.file}: missing or not a regular file")
+        if path.stat().st_size > MAX_FILE_BYTES:
+            raise ArtifactError(f"{entry.file}: larger than {MAX_FILE_BYTES} bytes")
+        if hashlib.sha256(path.read_bytes()).hexdigest() != entry.sha256:
+            raise ArtifactError(f"{entry.file}: sha256 does not match the manifest")
+    return manifest
+
+
+@dataclass(frozen=True)
+class _Programs:
+    forward: dict[int, ExportedProgram]
+    step: ExportedProgram
+    init_state: tuple[Tensor, ...]
+    eval_batch: int
+    step_batch: int
+
+
+def _load_artifact(directory: Path, spec: Task) -> _Programs:
+    manifest = _read_manifest(directory)
+    if manifest.vocab_size != spec.vocab_size:
+        raise ArtifactError(f"vocab {manifest.vocab_size} != task vocab {spec.vocab_size}")
+    lengths = {entry.seq_len: entry for entry in manifest.forward}
+    missing = set(spec.test_lengths()) - set(lengths)
+    if missing:
+        raise ArtifactError(f"no forward graph for test lengths {sorted(missing)}")
+    batch = manifest.eval_batch
+    forward = {}
+    for seq_len in spec.test_lengths():
+        tokens = torch.zeros(batch, seq_len, dtype=torch.long)
+        program = _load_program(directory / lengths[seq_len].file, (tokens,))
+        if _user_input_shapes(program) != [((batch, seq_len), torch.long)]:
+            raise ArtifactError(f"forward graph for T={seq_len} has unexpected inputs")
+        if _user_output_shapes(program) != [(batch, seq_len, spec.vocab_size)]:
+            raise ArtifactError(f"forward graph for T={seq_len} has unexpected outputs")
+        forward[seq_len] = program
+
+    try:
+        loaded = torch.load(directory / manifest.init_state.file, weights_only=True)
+    except Exception as exc:  # any unpickling error: the file is not plain tensors
+        raise ArtifactError(f"{manifest.init_state.file}: not a tuple of tensors") from exc
+    if not isinstance(loaded, tuple) or not all(isinstance(t, Tensor) for t in loaded):
+        raise ArtifactError(f"{manifest.init_state.file}: not a tuple of tensors")
+    init_state: tuple[Tensor, ...] = loaded
+    token_t = torch.zeros(manifest.step_batch, dtype=torch.long)
+    step = _load_program(directory / manifest.step.file, (token_t, *init_state))
+    expected = [((manifest.step_batch,), torch.long)] + [
+        (tuple(t.shape), t.dtype) for t in init_state
+    ]
+    if _user_input_shapes(step) != expected:
+        raise ArtifactError("step graph inputs do not match the initial state")
+    return _Programs(forward, step, init_state, batch, manifest.step_batch)
+
+
+# ---- measuring ---------------------------------------------------------------------------
+
+
+class _ForwardRunner:
+    """Calls the forward graphs at their fixed batch and keeps the fastest seconds per token
+    seen at each length, so timing needs no extra runs."""
+
+    def __init__(self, programs: _Programs) -> None:
+        self._modules = {seq_len: p.module() for seq_len, p in programs.forward.items()}
+        self._batch = programs.eval_batch
+        self.best_seconds: dict[int, float] = {}
+
+    def __call__(self, tokens: Tensor) -> Tensor:
+        """Logits for up to eval_batch rows; a short chunk is padded with its own rows."""
+        rows, seq_len = tokens.shape
+        if rows < self._batch:
+            tokens = tokens.repeat(math.ceil(self._batch / rows), 1)[: self._batch]
+        begin = time.perf_counter()
+        logits: Tensor = self._modules[seq_len](tokens)
+        per_token = (time.perf_counter() - begin) / (self._batch * seq_len)
+        self.best_seconds[seq_len] = min(per_token, self.best_seconds.get(seq_len, math.inf))
+        return logits[:rows]
+
+
+def _score_set(run: _ForwardRunner, test_set: TestSet, batch: int) -> tuple[SetMetrics, Tensor]:
+    """Metrics over the whole set, chunk by chunk (full logits of a large set would take
+    hundreds of MB); also returns the first chunk's logits for the checks."""
+    loss_sum, correct, count = 0.0, 0, 0
+    first: Tensor | None = None
+    for start in range(0, test_set.batch.tokens.shape[0], batch):
+        rows = test_set.batch.rows(start, start + batch)
+        logits = run(rows.tokens)
+        first = logits if first is None else first
+        mask = rows.targets != IGNORE_INDEX
+        picked, targets = logits[mask].float(), rows.targets[mask]
+        loss_sum += float(F.cross_entropy(picked, targets, reduction="sum"))
+        correct += int((picked.argmax(dim=-1) == targets).sum())
+        count += int(targets.numel())
+    if first is None:
+        raise ArtifactError(f"test set {test_set.name} is empty")
+    loss = loss_sum / count if count else math.nan
+    accuracy = correct / count if count else 0.0
+    return SetMetrics(test_set.name, test_set.batch.seq_len, loss, accuracy, count), first
+
+
+def _causality(
+    run: _ForwardRunner, batch: Batch, logits: Tensor, vocab: int, seed: int
+) -> CheckResult:
+    """Replace every token after a random cut t per row; logits up to t must not move."""
+    rows, seq_len = logits.shape[0], batch.seq_len
+    tokens = batch.tokens[:rows]
+    gen = generator(seed, "causality", seq_len)
+    cut = torch.randint(0, max(1, seq_len - 1), (rows, 1), generator=gen)
+    future = torch.arange(seq_len).unsqueeze(0) > cut
+    noise = torch.randint(0, vocab, tokens.shape, generator=gen)
+    moved = run(torch.where(future, noise, tokens))
+    diff = float((moved - logits).abs().amax(dim=-1).masked_fill(future, 0.0).amax())
+    scale = max(1.0, float(logits.abs().amax()))
+    passed = math.isfinite(diff) and diff <= CAUSALITY_RTOL * scale
+    return CheckResult("causality", passed, f"T={seq_len}: max change of past logits {diff:.3g}")
+
+
+def _recurrent(programs: _Programs, batch: Batch, logits: Tensor) -> CheckResult:
+    """Replay the first rows token by token through the step graph; compare to forward."""
+    state_out = _user_output_shapes(programs.step)[1:]
+    if state_out != [tuple(t.shape) for t in programs.init_state]:
+        return CheckResult("state_fixed", False, f"step returns state shapes {state_out}")
+    rows = min(programs.step_batch, logits.shape[0])
+    tokens = batch.tokens[:rows].repeat(math.ceil(programs.step_batch / rows), 1)
+    step = programs.step.module()
+    state = programs.init_state
+    outs = []
+    for t in range(batch.seq_len):
+        logits_t, *new_state = step(tokens[: programs.step_batch, t], *state)
+        outs.append(logits_t[:rows])
+        state = tuple(new_state)
+    reference = logits[:rows]
+    diff = float((torch.stack(outs, dim=1) - reference).abs().amax())
+    scale = max(1.0, float(reference.abs().amax()))
+    passed = math.isfinite(diff) and diff <= RECURRENT_RTOL * scale
+    return CheckResult("recurrent", passed, f"T={batch.seq_len}: max |step - forward| {diff:.3g}")
+
+
+def _count_tensors(program: ExportedProgram) -> tuple[int, int]:
+    """(parameter elements, buffer and constant elements), shared storage counted once."""
+    seen: set[tuple[int, int, tuple[int, ...]]] = set()
+
+    def count(tensors: list[Tensor]) -> int:
+        total = 0
+        for tensor in tensors:
+            key = (
+                tensor.untyped_storage().data_ptr(),
+                int(tensor.storage_offset()),
+                tuple(tensor.shape),
+            )
+            if key not in seen:
+                seen.add(key)
+                total += tensor.numel()
+        return total
+
+    signature = program.graph_signature
+    params = count([program.state_dict[name] for name in signature.parameters])
+    others = [program.state_dict[name] for name in signature.buffers if name in program.state_dict]
+    others += [t for t in program.constants.values() if isinstance(t, Tensor)]
+    return params, count(others)
+
+
+def _state_size(programs: _Programs) -> int:
+    """Elements per sequence: batched states divided by the batch, shared ones counted whole."""
+    total = 0
+    for shape, _ in _user_input_shapes(programs.step)[1:]:
+        numel = math.prod(shape)
+        total += (
+            numel // programs.step_batch if shape and shape[0] == programs.step_batch else numel
+        )
+    return total
+
+
+def evaluate(artifact_dir: Path, spec: Task, heldout_seed: int) -> Metrics:
+    """Score an export directory on test sets generated here from `heldout_seed`.
+
+    Raises ArtifactError when the artifact is malformed or unsafe to run. Checks that fail
+    on the held-out inputs are returned as `Metrics.failure` (FUTURE_LEAK,
+    RECURRENT_MISMATCH, STATE_GROWTH, NAN_DIVERGENCE), with the metrics still filled in.
+    """
+    start = time.perf_counter()
+    programs = _load_artifact(artifact_dir, spec)
+    run = _ForwardRunner(programs)
+    checks: list[CheckResult] = []
+    set_metrics: list[SetMetrics] = []
+    first_of_length: dict[int, tuple[Batch, Tensor]] = {}
+    with torch.no_grad():
+        for test_set in spec.test_sets(heldout_seed):
+            metrics_of_set, first_logits = _score_set(run, test_set, programs.eval_batch)
+            set_metrics.append(metrics_of_set)
+            first_of_length.setdefault(test_set.batch.seq_len, (test_set.batch, first_logits))
+        for batch, logits in (first_of_length[t] for t in sorted(first_of_length)):
+            checks.append(_causality(run, batch, logits, spec.vocab_size, heldout_seed))
+        checks.append(_recurrent(programs, *first_of_length[max(first_of_length)]))
+    shortest, longest = min(run.best_seconds), max(run.best_seconds)
+    timings = tuple((t, run.best_seconds[t]) for t in sorted({shortest, longest}))
+
+    failure, detail = None, ""
+    finite = all(math.isfinite(m.loss) for m in set_metrics)
+    checks.append(CheckResult("finite", finite, "" if finite else "non-finite held-out loss"))
+    for check in checks:
+        if not check.passed and failure is None:
+            failure, detail = _FAILURE_OF_CHECK[check.name], check.detail
+    n_params, n_buffers = _count_tensors(programs.forward[max(programs.forward)])
+    ratio = timings[-1][1] / timings[0][1] if timings[0][1] > 0 else math.inf
+    metrics = Metrics(
+        task=spec.kind,
+        spec_digest=spec.spec_digest(),
+        sets=tuple(set_metrics),
+        mean_accuracy=sum(m.accuracy for m in set_metrics) / len(set_metrics),
+        mean_loss=sum(m.loss for m in set_metrics) / len(set_metrics),
+        n_params=n_params,
+        n_buffer_elements=n_buffers,
+        state_size=_state_size(programs),
+        seconds_per_token=timings,
+        time_ratio=ratio,
+        checks=tuple(checks),
+        failure=failure,
+        detail=detail,
+        eval_seconds=time.perf_counter() - start,
+        accuracies={m.name: m.accuracy for m in set_metrics},
+    )
+    logger.info(
+        "artifact evaluated",
+        extra={
+            "mean_accuracy": metrics.mean_accuracy,
+            "failure": failure,
+            "seconds": metrics.eval_seconds,
+        },
+    )
+    return metrics
+
+
+_FAILURE_OF_CHECK = {
+    "causality": FailureClass.FUTURE_LEAK,
+    "recurrent": FailureClass.RECURRENT_MISMATCH,
+    "state_fixed": FailureClass.STATE_GROWTH,
+    "finite": FailureClass.NAN_DIVERGENCE,
+}
+
+
+# ---- command line ------------------------------------------------------------------------
+
+SpecModel = Annotated[MQARSpec | LMSpec, pydantic.Field(discriminator="kind")]
+
+
+class EvalJob(pydantic.BaseModel):
+    """JOB.json: what to evaluate. The held-out seed never reaches the sandbox."""
+
+    model_config = pydantic.ConfigDict(extra="forbid")
+
+    artifact_dir: Path
+    spec: SpecModel
+    heldout_seed: int
+    threads: int = pydantic.Field(default=1, gt=0, le=256)
+
+
+class EvalOutput(pydantic.BaseModel):
+    """OUT.json: metrics, or an error and the failure class it maps to."""
+
+    # A diverged model has NaN losses; keep them as NaN (Python's json reads it) not null.
+    model_config = pydantic.ConfigDict(ser_json_inf_nan="constants")
+
+    ok: bool
+    metrics: Metrics | None = None
+    error: str | None = None
+    failure: FailureClass | None = None
+
+
+def run_job(job: EvalJob) -> EvalOutput:
+    torch.set_num_threads(job.threads)
+    try:
+        metrics = evaluate(job.artifact_dir, job.spec, job.heldout_seed)
+    except ArtifactError as exc:
+        return EvalOutput(ok=False, error=str(exc), failure=FailureClass.BAD_OUTPUT)
+    except Exception as exc:  # a graph that crashes while running is still the candidate's
+        logger.warning("evaluation crashed", exc_info=True)
+        return EvalOutput(
+            ok=False, error=f"{type(exc).__name__}: {exc}", failure=FailureClass.CRASH
+        )
+    return EvalOutput(ok=True, metrics=metrics, failure=metrics.failure)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m loop.evaluate JOB.json OUT.json`; exit 0 whenever OUT.json was written."""
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 2:
+        sys.stderr.write("usage: python -m loop.evaluate JOB.json OUT.json\n")
+        return 2
+    job_path, out_path = Path(args[0]), Path(args[1])
+    try:
+        job = EvalJob.model_validate_json(job_path.read_bytes())
+    except (OSError, pydantic.ValidationError) as exc:
+        output = EvalOutput(ok=False, error=f"bad job file: {exc}")
+    else:
+        output = run_job(job)
+    out_path.write_text(output.model_dump_json(indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

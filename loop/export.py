@@ -1,0 +1,134 @@
+"""Export a trained Backbone as graphs that the trusted evaluator runs without its code.
+
+The sandbox calls this after training. It writes, into one directory:
+
+- `forward_<T>.pt2`: `Backbone.forward` at (eval_batch, T) for every distinct test length;
+- `step.pt2`: one recurrent step, `(token_t (B,), *state) -> (logits_t (B, V), *new_state)`
+  at (step_batch,);
+- `init_state.pt`: the initial state for step_batch sequences (plain tensors, so the
+  evaluator can read it with `torch.load(weights_only=True)`);
+- `manifest.json`: shapes, file names and the sha256 of every file (`loop.evaluate.Manifest`).
+
+Shapes are fixed because candidate mixers may branch on shapes (chunking, padding): one
+graph per length is robust where a dynamic length would need guards the mixer cannot give.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from loop.evaluate import (
+    EVAL_BATCH,
+    EXPORT_FORMAT,
+    INIT_STATE_FILE,
+    MANIFEST_FILE,
+    STEP_BATCH,
+    STEP_FILE,
+    FileEntry,
+    ForwardEntry,
+    Manifest,
+    forward_file,
+)
+from loop.model import Backbone
+from loop.tasks import Task
+
+logger = logging.getLogger(__name__)
+
+
+class ExportError(RuntimeError):
+    """The trained model could not be exported as a fixed-shape graph.
+
+    The caller records FailureClass.EXPORT for the candidate: its code is not scoreable as
+    written (data-dependent control flow, Python side effects, unsupported ops). Retrying
+    the same code will fail the same way; a repair round may rewrite it.
+    """
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    """Where the graphs went and how long exporting took."""
+
+    directory: Path
+    manifest: Manifest
+    seconds: float
+
+
+class _StepGraph(nn.Module):
+    """`Backbone.step` with the state spread into positional tensors, as export needs."""
+
+    def __init__(self, model: Backbone) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, token_t: Tensor, *state: Tensor) -> tuple[Tensor, ...]:
+        logits, new_state = self.model.step(token_t, tuple(state))
+        return (logits, *new_state)
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _export(module: nn.Module, args: tuple[Tensor, ...], path: Path, what: str) -> FileEntry:
+    try:
+        program = torch.export.export(module, args, strict=False)
+        torch.export.save(program, path)
+    except Exception as exc:  # export raises many types; all mean "not exportable"
+        raise ExportError(f"could not export {what}: {type(exc).__name__}: {exc}") from exc
+    return FileEntry(file=path.name, sha256=_sha256(path))
+
+
+def export_model(
+    model: Backbone,
+    spec: Task,
+    out_dir: Path,
+    *,
+    eval_batch: int = EVAL_BATCH,
+    step_batch: int = STEP_BATCH,
+) -> ExportResult:
+    """Write the forward graphs, the step graph, the initial state and the manifest.
+
+    Raises ExportError when any graph cannot be exported. `out_dir` is created if needed;
+    existing files of the same names are overwritten.
+    """
+    start = time.perf_counter()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model.eval()
+    forward: list[ForwardEntry] = []
+    for seq_len in spec.test_lengths():
+        tokens = torch.zeros(eval_batch, seq_len, dtype=torch.long)
+        entry = _export(
+            model, (tokens,), out_dir / forward_file(seq_len), f"forward at T={seq_len}"
+        )
+        forward.append(ForwardEntry(seq_len=seq_len, file=entry.file, sha256=entry.sha256))
+
+    try:
+        state = tuple(t.detach().clone() for t in model.init_state(step_batch))
+    except Exception as exc:  # candidate code: any error means the state is unusable
+        raise ExportError(f"init_state failed: {type(exc).__name__}: {exc}") from exc
+    token_t = torch.zeros(step_batch, dtype=torch.long)
+    step = _export(_StepGraph(model), (token_t, *state), out_dir / STEP_FILE, "step")
+    init_path = out_dir / INIT_STATE_FILE
+    torch.save(state, init_path)
+
+    manifest = Manifest(
+        format=EXPORT_FORMAT,
+        vocab_size=spec.vocab_size,
+        eval_batch=eval_batch,
+        step_batch=step_batch,
+        spec_digest=spec.spec_digest(),
+        forward=forward,
+        step=step,
+        init_state=FileEntry(file=init_path.name, sha256=_sha256(init_path)),
+    )
+    (out_dir / MANIFEST_FILE).write_text(manifest.model_dump_json(indent=2))
+    seconds = time.perf_counter() - start
+    logger.info("model exported", extra={"directory": str(out_dir), "seconds": seconds})
+    return ExportResult(directory=out_dir, manifest=manifest, seconds=seconds)

@@ -1,0 +1,265 @@
+"""Train a Backbone on a task: AdamW, warm-up then cosine, clipping, early abort.
+
+This runs inside the sandbox with the candidate's code loaded, so nothing it returns is a
+score: the trusted evaluator re-measures the exported model on held-out data. The log it
+returns says how training went (loss curve, why it stopped) for records and for repair.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from loop.model import Backbone, BackboneConfig
+from loop.outcome import FailureClass
+from loop.tasks import IGNORE_INDEX, Batch, MQARSpec, Task
+
+logger = logging.getLogger(__name__)
+
+OnStep = Callable[[int, float], bool]
+
+QUICK_STEPS = 300  # the demo's default; see TrainConfig.quick
+
+
+class StopReason(enum.StrEnum):
+    """Why training ended before its last step."""
+
+    HOPELESS = "hopeless"  # the early-abort check found nothing learnt
+    NAN = "nan"  # non-finite loss or gradient norm
+    INTERRUPTED = "interrupted"  # on_step asked to stop (pause, shutdown)
+
+
+_FAILURE_OF = {
+    StopReason.HOPELESS: FailureClass.HOPELESS,
+    StopReason.NAN: FailureClass.NAN_DIVERGENCE,
+    StopReason.INTERRUPTED: FailureClass.INTERRUPTED,
+}
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """The training recipe of DESIGN section 3; `quick()` is the demo's shortened one."""
+
+    steps: int = 1500
+    lr: float = 3e-3
+    weight_decay: float = 0.1
+    betas: tuple[float, float] = (0.9, 0.95)
+    warmup_frac: float = 0.1
+    clip: float = 1.0
+    abort_step: int | None = 1000  # run the early-abort check after this many steps
+    abort_max_accuracy: float = 0.05  # abort when probe accuracy is below this ...
+    abort_min_loss: float = 5.5  # ... and probe loss above this
+    log_every: int = 25
+    threads: int = 1
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.steps < 1 or self.log_every < 1 or self.threads < 1:
+            raise ValueError("steps, log_every and threads must be positive")
+        if not 0.0 <= self.warmup_frac < 1.0:
+            raise ValueError("warmup_frac must lie in [0, 1)")
+
+    @classmethod
+    def quick(cls, steps: int = QUICK_STEPS, threads: int = 1, seed: int = 0) -> TrainConfig:
+        """The demo recipe for `MQARSpec.quick()`: fewer steps, the abort check at the same
+        2/3 point, and its loss threshold at the screening recipe's margin below chance:
+        5.5 is 0.88 of ln(512 values), so the quick task's is 0.88 of ln(64 values)."""
+        screening = cls()
+        margin = screening.abort_min_loss / math.log(MQARSpec().n_values)
+        return dataclasses.replace(
+            screening.with_steps(steps),
+            abort_min_loss=round(margin * math.log(MQARSpec.quick().n_values), 2),
+            threads=threads,
+            seed=seed,
+        )
+
+    def with_steps(self, steps: int) -> TrainConfig:
+        """The same recipe over `steps`, the early-abort check moved proportionally."""
+        abort = (
+            None if self.abort_step is None else max(1, round(self.abort_step * steps / self.steps))
+        )
+        return dataclasses.replace(self, steps=steps, abort_step=abort)
+
+    def lr_at(self, step: int) -> float:
+        """Learning rate for 0-based `step`: linear warm-up, then cosine decay to zero."""
+        warmup = max(1, round(self.steps * self.warmup_frac))
+        if step < warmup:
+            return self.lr * (step + 1) / warmup
+        progress = (step - warmup) / max(1, self.steps - warmup)
+        return self.lr * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A task, a model shape and a recipe that belong together (vocabularies must match)."""
+
+    spec: MQARSpec
+    model: BackboneConfig
+    train: TrainConfig
+
+    @classmethod
+    def screening(cls, threads: int = 1, seed: int = 0) -> Preset:
+        """DESIGN section 3: the full MQAR task, 1,500 steps, abort check at step 1,000."""
+        spec = MQARSpec()
+        return cls(
+            spec,
+            BackboneConfig(vocab_size=spec.vocab_size),
+            TrainConfig(threads=threads, seed=seed),
+        )
+
+    @classmethod
+    def quick(cls, threads: int = 1, seed: int = 0, steps: int = QUICK_STEPS) -> Preset:
+        """The demo: `MQARSpec.quick()` with `TrainConfig.quick()`."""
+        spec = MQARSpec.quick()
+        config = TrainConfig.quick(steps, threads=threads, seed=seed)
+        return cls(spec, BackboneConfig(vocab_size=spec.vocab_size), config)
+
+
+@dataclass(frozen=True)
+class TrainLog:
+    """How training went. `loss_curve` holds (steps done, mean loss over the interval)."""
+
+    steps_done: int
+    final_loss: float  # mean over the last logged interval (nan if no step finished)
+    loss_curve: tuple[tuple[int, float], ...]
+    stop_reason: StopReason | None
+    detail: str
+    wall_seconds: float
+    probe_accuracy: float | None = None  # from the early-abort check, if it ran
+    probe_loss: float | None = None
+
+    @property
+    def aborted(self) -> bool:
+        return self.stop_reason is not None
+
+    @property
+    def failure(self) -> FailureClass | None:
+        return None if self.stop_reason is None else _FAILURE_OF[self.stop_reason]
+
+
+def masked_loss(model: Backbone, batch: Batch) -> tuple[Tensor, Tensor, Tensor]:
+    """Cross-entropy at target positions only, applying the head only there.
+
+    Returns (mean loss, number correct, number of targets). Skipping the head at filler
+    positions saves most of the step's cost on MQAR.
+    """
+    mask = batch.targets != IGNORE_INDEX
+    logits = model.head_logits(model.hidden(batch.tokens)[mask])
+    targets = batch.targets[mask]
+    loss = F.cross_entropy(logits, targets)
+    correct = (logits.argmax(dim=-1) == targets).sum()
+    return loss, correct, targets.new_tensor(targets.numel())
+
+
+@torch.no_grad()
+def score_model(model: Backbone, batch: Batch) -> tuple[float, float]:
+    """(mean loss, accuracy) of the eager model on a batch, in eval mode."""
+    was_training = model.training
+    model.eval()
+    try:
+        loss, correct, total = masked_loss(model, batch)
+    finally:
+        model.train(was_training)
+    return float(loss), float(correct) / max(1, int(total))
+
+
+def _optimizer(model: Backbone, config: TrainConfig) -> torch.optim.AdamW:
+    """AdamW with decay on matrices only; norms, biases and gains are left undecayed."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    decay = [p for p in params if p.dim() >= 2]
+    no_decay = [p for p in params if p.dim() < 2]
+    groups = [
+        {"params": decay, "weight_decay": config.weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+    return torch.optim.AdamW(groups, lr=config.lr, betas=config.betas)
+
+
+def train(
+    model: Backbone, spec: Task, config: TrainConfig, on_step: OnStep | None = None
+) -> TrainLog:
+    """Train `model` in place on `spec` and say how it went.
+
+    Deterministic for a given model initialisation and `config.seed`. `on_step(steps_done,
+    loss)` is called after every optimiser step; returning False stops at that point with
+    StopReason.INTERRUPTED (the model is consistent there and can be exported or dropped).
+    """
+    torch.set_num_threads(config.threads)
+    torch.manual_seed(config.seed)  # for any randomness inside the mixer (dropout, noise)
+    optimizer = _optimizer(model, config)
+    model.train()
+    start = time.perf_counter()
+    curve: list[tuple[int, float]] = []
+    window: list[float] = []
+    stop: StopReason | None = None
+    detail = ""
+    probe: tuple[float, float] | None = None
+    steps_done = 0
+
+    for step in range(config.steps):
+        for group in optimizer.param_groups:
+            group["lr"] = config.lr_at(step)
+        loss, _, _ = masked_loss(model, spec.train_batch(step, config.seed))
+        value = loss.item()
+        if not math.isfinite(value):
+            stop, detail = StopReason.NAN, f"non-finite loss {value} at step {step}"
+            break
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()  # type: ignore[no-untyped-call]
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), config.clip))
+        if not math.isfinite(grad_norm):
+            stop, detail = StopReason.NAN, f"non-finite gradient norm at step {step}"
+            break
+        optimizer.step()
+        steps_done = step + 1
+        window.append(value)
+        if steps_done % config.log_every == 0 or steps_done == config.steps:
+            curve.append((steps_done, sum(window) / len(window)))
+            window = []
+
+        if steps_done == config.abort_step:
+            probe = score_model(model, spec.probe_batch(config.seed))
+            probe_loss, probe_accuracy = probe
+            if probe_accuracy < config.abort_max_accuracy and probe_loss > config.abort_min_loss:
+                stop = StopReason.HOPELESS
+                detail = (
+                    f"after {steps_done} steps probe accuracy {probe_accuracy:.3f} and loss "
+                    f"{probe_loss:.2f}"
+                )
+                break
+        if on_step is not None and not on_step(steps_done, value):
+            stop, detail = StopReason.INTERRUPTED, f"stopped by caller after {steps_done} steps"
+            break
+
+    if window:
+        curve.append((steps_done, sum(window) / len(window)))
+    final_loss = curve[-1][1] if curve else math.nan
+    log = TrainLog(
+        steps_done=steps_done,
+        final_loss=final_loss,
+        loss_curve=tuple(curve),
+        stop_reason=stop,
+        detail=detail,
+        wall_seconds=time.perf_counter() - start,
+        probe_loss=None if probe is None else probe[0],
+        probe_accuracy=None if probe is None else probe[1],
+    )
+    logger.info(
+        "training finished",
+        extra={
+            "steps": steps_done,
+            "final_loss": final_loss,
+            "stop": stop,
+            "seconds": log.wall_seconds,
+        },
+    )
+    return log

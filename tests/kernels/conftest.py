@@ -1,0 +1,47 @@
+"""Fixtures for the kernels tests: flash-linear-attention's naive references as oracles.
+
+fla's package __init__ imports Triton, which has no CPU build here, so its plain-torch
+`naive.py` files are loaded by file path without importing the package. This lives in the
+tests, not in kernels/, because candidate code may import anything under kernels/ and must
+not gain a loader of arbitrary files.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from collections.abc import Callable
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+
+def _fla_root() -> Path | None:
+    spec = importlib.util.find_spec("fla")  # locates the package without running its __init__
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+@pytest.fixture(scope="session")
+def fla_naive() -> Callable[[str], ModuleType]:
+    """Return a loader: fla_naive("delta_rule") is fla/ops/delta_rule/naive.py as a module."""
+    root = _fla_root()
+    if root is None:
+        pytest.skip("flash-linear-attention is not installed (pip install fla-core==0.6.0)")
+    pytest.importorskip("einops", reason="fla's naive references import einops")
+    assert root is not None
+    loaded: dict[str, ModuleType] = {}
+
+    def load(op: str) -> ModuleType:
+        if op not in loaded:
+            path = root / "ops" / op / "naive.py"
+            spec = importlib.util.spec_from_file_location(f"_fla_naive_{op}", path)
+            if spec is None or spec.loader is None or not path.exists():
+                pytest.skip(f"fla has no naive reference at {path}")
+            module = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(module)
+            loaded[op] = module
+        return loaded[op]
+
+    return load
