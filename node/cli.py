@@ -55,6 +55,8 @@ def _print_event(kind: str, data: dict[str, Any]) -> None:
             f"        re-run {data['candidate']} on seed {data['seed']} before promotion",
             flush=True,
         )
+    elif kind == "rerun_skipped":
+        print(f"        no re-runs for {data['candidate']}: re-run budget ({data['limit']}) spent")
     elif kind == "recovered":
         print(
             f"  resumed: {len(data['experiments'])} interrupted experiment(s) queued again",

@@ -360,6 +360,16 @@ class CampaignRunner:
 
     def _enqueue_reruns(self, cand: CandidateRow) -> None:
         have = {e.seed for e in self._experiments_of(cand.id)}
+        limit = self.config.budget.max_rerun_candidates
+        if limit is not None:
+            rerun = {
+                e.candidate_id
+                for e in self.store.list_experiments(self.campaign.id)
+                if e.role == "rerun"
+            }
+            if cand.id not in rerun and len(rerun) >= limit:
+                self.emit("rerun_skipped", {"candidate": cand.name, "limit": limit})
+                return
         for seed in self.config.rerun_seeds:
             self._enqueue_reference(seed)
             if seed not in have:

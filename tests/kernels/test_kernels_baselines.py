@@ -144,18 +144,19 @@ def test_softmax_step_matches_sliding_window_past_capacity() -> None:
 
 
 @pytest.mark.parametrize(
-    ("name", "use_short_conv", "n_state"),
+    ("name", "options", "n_state"),
     [
-        ("softmax", True, 4),
-        ("linear", True, 2),
-        ("deltanet", False, 1),
-        ("gated_deltanet", False, 1),
+        ("softmax", {"use_short_conv": True}, 4),
+        ("linear", {"use_short_conv": True}, 2),
+        ("retnet", {"output_gate": True}, 1),
+        ("deltanet", {"use_short_conv": False}, 1),
+        ("gated_deltanet", {"use_short_conv": False}, 1),
     ],
 )
-def test_short_conv_option_keeps_step_equal_to_forward(
-    name: str, use_short_conv: bool, n_state: int
+def test_non_default_options_keep_step_equal_to_forward(
+    name: str, options: dict[str, object], n_state: int
 ) -> None:
-    mixer = build(name, use_short_conv=use_short_conv)
+    mixer = build(name, **options)
     x = sequence(7)
     assert len(mixer.init_state(BATCH)) == n_state  # type: ignore[operator]
     with torch.no_grad():

@@ -161,3 +161,14 @@ def test_experiment_jobs_carry_a_secret_heldout_seed_per_experiment(store: Store
     camp = store.list_campaigns()[0]
     stored = json.dumps([e.__dict__ for e in store.list_experiments(camp.id)], default=str)
     assert all(str(s) not in stored for s in seeds)
+
+
+def test_the_rerun_budget_limits_how_many_candidates_earn_reruns(store: Store) -> None:
+    fake = FakeEngineer(best=0.95)
+    cfg = config(candidates=4).model_copy(
+        update={"budget": Budget(max_candidates=4, max_rerun_candidates=1)}
+    )
+    runner(store, cfg, fake).run()
+    camp = store.list_campaigns()[0]
+    rerun = {e.candidate_id for e in store.list_experiments(camp.id) if e.role == "rerun"}
+    assert len(rerun) == 1
