@@ -212,9 +212,12 @@ class Mamba2Like(nn.Module):
 
     dt = softplus(W x + dt_bias) per head; log_decay = -exp(A_log) * dt; the written value is
     x * dt, the key is B and the query C (shared by all heads, Mamba2's single group). A short
-    conv with SiLU runs on (x, B, C); then y + D x, gated RMSNorm with SiLU(z), projection.
-    d_model is not expanded (Mamba2 uses 2x) and d_state defaults to the head width, so the
-    state matches the other baselines at equal width.
+    conv with SiLU runs on (x, B, C); then y + D x, per-head RMSNorm, projection. dt_bias and
+    A_log start as in Mamba2 (dt log-uniform in [1e-3, 0.1], A uniform in a_init_range).
+    Mamba2's SiLU(z) output gate is an option (output_gate=True), off by default: at width 64
+    it kept MQAR training at chance, as the same gate did for RetNet. d_model is not expanded
+    (Mamba2 uses 2x) and d_state defaults to the head width, so the state matches the other
+    baselines at equal width.
     """
 
     def __init__(
@@ -223,6 +226,8 @@ class Mamba2Like(nn.Module):
         n_heads: int,
         *,
         d_state: int | None = None,
+        output_gate: bool = False,
+        a_init_range: tuple[float, float] = (1.0, 16.0),
         conv_size: int = 4,
         chunk_size: int = 32,
     ) -> None:
@@ -230,20 +235,22 @@ class Mamba2Like(nn.Module):
         self.n_heads = n_heads
         self.head_dim = head_dim(d_model, n_heads)
         self.d_model = d_model
+        self.output_gate = output_gate
         self.d_state = self.head_dim if d_state is None else d_state
         self.chunk_size = chunk_size
         conv_channels = d_model + 2 * self.d_state
-        self.in_proj = nn.Linear(d_model, d_model + conv_channels + n_heads, bias=False)
+        self.z_dim = d_model if output_gate else 0
+        self.in_proj = nn.Linear(d_model, self.z_dim + conv_channels + n_heads, bias=False)
         self.conv = ShortConv(conv_channels, conv_size, bias=True)
         self.dt_bias = nn.Parameter(dt_bias_init(n_heads))
-        self.A_log = nn.Parameter(a_log_init(n_heads))
+        self.A_log = nn.Parameter(a_log_init(n_heads, *a_init_range))
         self.D = nn.Parameter(torch.ones(n_heads))
         self.norm = nn.Parameter(torch.ones(self.head_dim))
         self.out = nn.Linear(d_model, d_model, bias=False)
 
     def _project(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         z, xbc, dt = torch.split(
-            self.in_proj(x), [self.d_model, self.d_model + 2 * self.d_state, self.n_heads], dim=-1
+            self.in_proj(x), [self.z_dim, self.d_model + 2 * self.d_state, self.n_heads], dim=-1
         )
         return z, xbc, F.softplus(dt + self.dt_bias)
 
@@ -256,7 +263,9 @@ class Mamba2Like(nn.Module):
         return q, k, xs * dt[..., None], log_decay, xs
 
     def _finish(self, y: Tensor, xs: Tensor, z: Tensor) -> Tensor:
-        y = (y + self.D[:, None] * xs) * F.silu(split_heads(z, self.n_heads))
+        y = y + self.D[:, None] * xs
+        if self.output_gate:
+            y = y * F.silu(split_heads(z, self.n_heads))
         out: Tensor = self.out(rms_norm(y, self.norm).flatten(-2))
         return out
 

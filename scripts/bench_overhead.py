@@ -48,7 +48,9 @@ def main() -> None:
         )
         camp = node.store.create_campaign("overhead", config.model_dump(mode="json"))
         started = time.perf_counter()
-        node.run_campaign(camp.id)
+        node.run_campaign(
+            camp.id, on_event=lambda kind, data: print(kind, data.get("candidate", ""), flush=True)
+        )
         wall = time.perf_counter() - started
         exps = sorted(node.store.list_experiments(camp.id), key=lambda e: e.seq)
         print(f"{'experiment':<20} {'status':<8} {'total s':>8} {'train s':>8} {'pipeline s':>10}")

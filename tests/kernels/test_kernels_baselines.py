@@ -149,6 +149,7 @@ def test_softmax_step_matches_sliding_window_past_capacity() -> None:
         ("softmax", {"use_short_conv": True}, 4),
         ("linear", {"use_short_conv": True}, 2),
         ("retnet", {"output_gate": True}, 1),
+        ("mamba2", {"output_gate": True, "a_init_range": (0.1, 1.0)}, 2),
         ("deltanet", {"use_short_conv": False}, 1),
         ("gated_deltanet", {"use_short_conv": False}, 1),
     ],
