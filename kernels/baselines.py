@@ -212,8 +212,10 @@ class Mamba2Like(nn.Module):
 
     dt = softplus(W x + dt_bias) per head; log_decay = -exp(A_log) * dt; the written value is
     x * dt, the key is B and the query C (shared by all heads, Mamba2's single group). A short
-    conv with SiLU runs on (x, B, C); then y + D x, per-head RMSNorm, projection. dt_bias and
-    A_log start as in Mamba2 (dt log-uniform in [1e-3, 0.1], A uniform in a_init_range).
+    conv with SiLU runs on (x, B, C); then y + D x, per-head RMSNorm, projection. dt_bias
+    starts as in Mamba2 (dt log-uniform in [1e-3, 0.1]); A starts uniform in a_init_range,
+    by default [0.1, 1] rather than Mamba2's [1, 16]: with only two heads at width 64, the
+    longer initial memory moved 1,500-step MQAR from 0.013 to 0.075 mean accuracy.
     Mamba2's SiLU(z) output gate is an option (output_gate=True), off by default: at width 64
     it kept MQAR training at chance, as the same gate did for RetNet. d_model is not expanded
     (Mamba2 uses 2x) and d_state defaults to the head width, so the state matches the other
@@ -227,7 +229,7 @@ class Mamba2Like(nn.Module):
         *,
         d_state: int | None = None,
         output_gate: bool = False,
-        a_init_range: tuple[float, float] = (1.0, 16.0),
+        a_init_range: tuple[float, float] = (0.1, 1.0),
         conv_size: int = 4,
         chunk_size: int = 32,
     ) -> None:

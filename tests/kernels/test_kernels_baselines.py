@@ -74,7 +74,7 @@ def test_state_shapes_fixed_and_independent_of_length(name: str) -> None:
         assert isinstance(tensor, Tensor)
         assert tensor.shape[0] == BATCH and tensor.dtype == torch.float64
     with torch.no_grad():
-        for length in (7, 33):
+        for length in (3, 9):
             _, final = step_through(mixer, sequence(length))
             assert [t.shape for t in final] == [t.shape for t in initial]
             assert [t.dtype for t in final] == [t.dtype for t in initial]
@@ -149,7 +149,7 @@ def test_softmax_step_matches_sliding_window_past_capacity() -> None:
         ("softmax", {"use_short_conv": True}, 4),
         ("linear", {"use_short_conv": True}, 2),
         ("retnet", {"output_gate": True}, 1),
-        ("mamba2", {"output_gate": True, "a_init_range": (0.1, 1.0)}, 2),
+        ("mamba2", {"output_gate": True, "a_init_range": (1.0, 16.0)}, 2),
         ("deltanet", {"use_short_conv": False}, 1),
         ("gated_deltanet", {"use_short_conv": False}, 1),
     ],

@@ -29,7 +29,7 @@ def make_inputs(
     """Random inputs in the regime the mixers produce: unit keys for the delta rule."""
     use_beta, use_decay = MODES[mode]
     g = torch.Generator().manual_seed(seed)
-    batch, heads = 2, 3
+    batch, heads = 2, 2
 
     def randn(*shape: int) -> Tensor:
         return torch.randn(*shape, generator=g, dtype=torch.float64).to(dtype)
@@ -67,12 +67,17 @@ def _call_naive(*, q: Tensor, k: Tensor, v: Tensor, **kw: object) -> tuple[Tenso
     return naive_linear_rnn(q, k, v, **kw)  # type: ignore[arg-type]
 
 
-@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["f64", "f32"])
-@pytest.mark.parametrize("chunk_size", [8, 16, 32])
+# Every chunk size in float64; float32 at one chunk size keeps the run short.
+PRECISION_GRID = [(torch.float64, 8), (torch.float64, 16), (torch.float64, 32), (torch.float32, 16)]
+
+
+@pytest.mark.parametrize(
+    ("dtype", "chunk_size"), PRECISION_GRID, ids=["f64-c8", "f64-c16", "f64-c32", "f32-c16"]
+)
 @pytest.mark.parametrize("length", [7, 33, 65])
 @pytest.mark.parametrize("mode", list(MODES))
 def test_chunked_matches_naive_outputs_and_gradients(
-    mode: str, length: int, chunk_size: int, dtype: torch.dtype
+    mode: str, length: int, dtype: torch.dtype, chunk_size: int
 ) -> None:
     inputs = make_inputs(mode, length, dtype)
     chunked = run_with_grads(_call_chunk, inputs, chunk_size=chunk_size)
