@@ -216,6 +216,55 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_chain(args: argparse.Namespace) -> int:
+    from governance.chain import Chain, address_of
+    from node.chain_home import (
+        deploy_for_node,
+        load_key,
+        open_publisher,
+        read_key_file,
+        save_deployment,
+    )
+    from node.runtime import open_node
+    from node.store import Outbox
+
+    node = open_node(args.home, create=True)
+    home = Path(node.settings.home)
+    if args.action == "deploy":
+        chain = Chain.connect(args.rpc, expected_chain_id=args.chain_id)
+        deployer_key = read_key_file(args.deployer_key_file)
+        node_key = load_key(home)
+        deployment = deploy_for_node(
+            chain,
+            deployer_key,
+            node_key,
+            guardian=args.guardian,
+            extra_nodes=tuple(args.approve or ()),
+            fund_node_wei=int(args.fund_node_eth * 10**18),
+        )
+        path = save_deployment(home, deployment)
+        print(f"deployed on chain {deployment.chain_id} ({args.rpc}); recorded in {path}")
+        for name, address in deployment.addresses.items():
+            print(f"  {name:<20} {address}")
+        print(f"  node address         {address_of(node_key)} (approved)")
+        return 0
+    settings = node.settings.chain
+    if args.rpc:
+        settings = settings.model_copy(update={"rpc_url": args.rpc})
+    anchoring = open_publisher(settings, home, node.store)
+    rows = Outbox(node.store).rows()
+    counts = {
+        s: sum(r.status == s for r in rows) for s in ("pending", "sent", "confirmed", "failed")
+    }
+    print(
+        f"chain {anchoring.chain.chain_id} at {anchoring.chain.label}, "
+        f"head {anchoring.chain.head()}"
+    )
+    print(f"controller {anchoring.controller.address}; node {anchoring.publisher.address} approved")
+    print("outbox: " + ", ".join(f"{n} {s}" for s, n in counts.items()))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="asi-node", description=__doc__)
     parser.add_argument(
@@ -258,6 +307,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host")
     p.add_argument("--port", type=int)
     p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("chain", help="deploy the contracts; check the node's chain set-up")
+    chsub = p.add_subparsers(dest="action", required=True)
+    d = chsub.add_parser("deploy", help="deploy token, governor, timelock, controller; record them")
+    d.add_argument("--rpc", required=True, help="JSON-RPC URL of the chain")
+    d.add_argument(
+        "--deployer-key-file", type=Path, required=True, help="file with the funded deployer key"
+    )
+    d.add_argument("--chain-id", type=int, help="refuse any other chain id")
+    d.add_argument("--guardian", help="guardian address (default: the deployer)")
+    d.add_argument("--approve", action="append", help="approve another node address (repeatable)")
+    d.add_argument(
+        "--fund-node-eth", type=float, default=0.0, help="ether sent from the deployer to the node"
+    )
+    d = chsub.add_parser("status", help="connect, check contracts and node account, show outbox")
+    d.add_argument("--rpc", help="JSON-RPC URL (default: chain.rpc_url)")
+    p.set_defaults(func=cmd_chain)
     return parser
 
 

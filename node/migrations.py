@@ -163,12 +163,53 @@ def _v1_initial(op: Operations) -> None:
     op.create_index("ix_event_campaign", "event", ["campaign_id", "id"])
 
 
-MIGRATIONS: tuple[Migration, ...] = (Migration("initial schema", _v1_initial),)
+def _v2_anchor_outbox(op: Operations) -> None:
+    """The anchoring outbox: one row per checkpoint root to put on-chain, keyed by log and size."""
+    op.create_table(
+        "anchor_outbox",
+        sa.Column("log_id", sa.String(66), primary_key=True),
+        sa.Column("tree_size", sa.BigInteger, primary_key=True, autoincrement=False),
+        sa.Column("root", sa.String(66), nullable=False),
+        sa.Column("status", sa.String(16), nullable=False),
+        sa.Column("attempts", sa.Integer, nullable=False),
+        sa.Column("next_attempt_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("last_error", sa.Text, nullable=True),
+        sa.Column("sender", sa.String(42), nullable=True),
+        sa.Column("nonce", sa.BigInteger, nullable=True),
+        sa.Column("tx_hash", sa.String(66), nullable=True),
+        sa.Column("raw_tx", sa.Text, nullable=True),
+        sa.Column("block_number", sa.BigInteger, nullable=True),
+        sa.Column("block_hash", sa.String(66), nullable=True),
+        sa.Column("gas_used", sa.BigInteger, nullable=True),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("sent_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("confirmed_at", sa.DateTime(timezone=True), nullable=True),
+        sa.CheckConstraint(
+            "status IN ('pending', 'sent', 'confirmed', 'failed')", name="ck_anchor_outbox_status"
+        ),
+        sa.CheckConstraint("tree_size > 0", name="ck_anchor_outbox_tree_size"),
+    )
+    op.create_index("ix_anchor_outbox_status", "anchor_outbox", ["status", "next_attempt_at"])
+
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration("initial schema", _v1_initial),
+    Migration("anchor outbox", _v2_anchor_outbox),
+)
 
 # Tables the steps above create; finding any of them in a database without a version
 # table means it was made by something else, and migrating it would fail half-way.
 _OWN_TABLES = frozenset(
-    {"campaign", "code_blob", "candidate", "experiment", "metric", "insight", "event"}
+    {
+        "campaign",
+        "code_blob",
+        "candidate",
+        "experiment",
+        "metric",
+        "insight",
+        "event",
+        "anchor_outbox",
+    }
 )
 
 

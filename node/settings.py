@@ -121,6 +121,29 @@ class LogSettings(_Section):
         return value.upper() if isinstance(value, str) else value
 
 
+class ChainSettings(_Section):
+    """The EVM chain that log roots are anchored on."""
+
+    rpc_url: str = Field(
+        default="",
+        description='JSON-RPC URL; "" = an embedded in-process EVM with the contracts deployed',
+    )
+    chain_id: int = Field(
+        default=0, ge=0, description="expected chain id; 0 = the one recorded in chain.json"
+    )
+    confirmations: int = Field(
+        default=2, ge=1, description="blocks on top of an anchor before it counts as confirmed"
+    )
+    batch_size: int = Field(
+        default=64, ge=1, description="log entries per anchored checkpoint (one root per batch)"
+    )
+    poll_seconds: float = Field(default=2.0, gt=0, description="anchor publisher poll interval")
+    retry_base_seconds: float = Field(
+        default=1.0, gt=0, description="first retry delay; doubles per attempt"
+    )
+    retry_max_seconds: float = Field(default=300.0, gt=0, description="longest retry delay")
+
+
 class Settings(BaseSettings):
     """Everything the node is configured with. Build it with `load_settings`.
 
@@ -140,6 +163,7 @@ class Settings(BaseSettings):
     sandbox: SandboxSettings = SandboxSettings()
     api: ApiSettings = ApiSettings()
     log: LogSettings = LogSettings()
+    chain: ChainSettings = ChainSettings()
 
     @classmethod
     def settings_customise_sources(

@@ -14,7 +14,7 @@ const CONTRACTS = ["GovToken", "DaoTimelock", "DaoGovernor", "CampaignController
 const SETTINGS = {
   optimizer: { enabled: true, runs: 200 },
   evmVersion: "cancun",
-  outputSelection: { "*": { "*": ["abi", "evm.bytecode.object", "evm.deployedBytecode.object"] } },
+  outputSelection: { "*": { "*": ["abi", "evm.bytecode.object", "evm.deployedBytecode.object", "evm.deployedBytecode.immutableReferences"] } },
 };
 
 function findImport(importPath) {
@@ -46,6 +46,12 @@ function compile() {
       abi: c.abi,
       bytecode: "0x" + c.evm.bytecode.object,
       deployedBytecode: "0x" + c.evm.deployedBytecode.object,
+      // Byte ranges of the runtime code that the constructor fills in (immutables): a
+      // deployed contract's code matches deployedBytecode everywhere else.
+      immutableRanges: Object.values(c.evm.deployedBytecode.immutableReferences || {})
+        .flat()
+        .map((r) => [r.start, r.length])
+        .sort((a, b) => a[0] - b[0]),
     };
     artifacts[`${name}.json`] = JSON.stringify(artifact, null, 2) + "\n";
   }

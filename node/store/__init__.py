@@ -10,8 +10,10 @@ processes can share one queue without running anything twice.
     rows.py      the frozen rows it returns
     tables.py    the SQLModel tables (the DDL lives in node.migrations)
     database.py  engines, SQLite transaction hooks, database errors translated
+    outbox.py    the anchoring outbox (checkpoint roots on their way on-chain)
 """
 
+from node.store.outbox import Outbox, OutboxRow
 from node.store.rows import CampaignRow, CandidateRow, EventRow, ExperimentRow, InsightRow
 from node.store.store import (
     CAMPAIGN_STATUSES,
@@ -33,5 +35,7 @@ __all__ = [
     "EventRow",
     "ExperimentRow",
     "InsightRow",
+    "Outbox",
+    "OutboxRow",
     "Store",
 ]

@@ -1,0 +1,131 @@
+"""Audit of a log's on-chain anchors: every checkpoint anchored, with its root, by an approved key.
+
+`verify_anchors` returns the verified anchors or raises `VerificationError` naming the
+failing step; `audit --rpc` calls `verify_log_anchors`, which connects first.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
+
+from eth_utils.address import to_checksum_address
+
+from governance.chain import AnchorEvent, Chain, Controller
+from node.errors import ChainError, VerificationError
+
+
+@dataclass(frozen=True)
+class VerifiedAnchor:
+    """A checkpoint whose root the chain holds, anchored by an approved node."""
+
+    tree_size: int
+    root: bytes
+    node: str
+    block_number: int
+    tx_hash: bytes
+
+
+def verify_anchors(
+    anchors: Sequence[AnchorEvent],
+    log_id: bytes,
+    checkpoints: Sequence[tuple[int, bytes]],
+    approved_nodes: Collection[str],
+) -> list[VerifiedAnchor]:
+    """Check the chain's `anchors` of `log_id` against the log's `checkpoints`.
+
+    1. The policy is not empty: at least one approved node and one checkpoint.
+    2. Every anchor of this log on the chain comes from an approved node.
+    3. Every checkpoint (tree size, root) has an anchor of that size...
+    4. ...with the same root.
+    """
+    if not approved_nodes:
+        raise VerificationError("step 1 (policy): no approved node addresses were given")
+    if not checkpoints:
+        raise VerificationError("step 1 (policy): no checkpoints to check")
+    try:
+        approved = {to_checksum_address(a) for a in approved_nodes}
+    except ValueError as exc:
+        raise VerificationError(
+            f"step 1 (policy): an approved node is not an address: {exc}"
+        ) from None
+    by_size: dict[int, AnchorEvent] = {}
+    for anchor in anchors:
+        if anchor.log_id != log_id:
+            raise VerificationError(
+                f"step 2 (anchors): an anchor of log 0x{anchor.log_id.hex()} was returned "
+                f"for log 0x{log_id.hex()}"
+            )
+        if to_checksum_address(anchor.node) not in approved:
+            raise VerificationError(
+                f"step 2 (anchor key): the anchor of size {anchor.tree_size} "
+                f"(tx 0x{anchor.tx_hash.hex()}) was sent by {anchor.node}, "
+                "which is not an approved node key"
+            )
+        by_size[anchor.tree_size] = anchor
+    verified = []
+    for tree_size, root in sorted(checkpoints):
+        found = by_size.get(tree_size)
+        if found is None:
+            raise VerificationError(
+                f"step 3 (missing anchor): checkpoint of size {tree_size} "
+                f"(root 0x{root.hex()}) has no anchor on the chain"
+            )
+        if found.root != root:
+            raise VerificationError(
+                f"step 4 (wrong root): checkpoint of size {tree_size} has root 0x{root.hex()} "
+                f"but the chain anchored 0x{found.root.hex()} (tx 0x{found.tx_hash.hex()})"
+            )
+        verified.append(
+            VerifiedAnchor(
+                tree_size=tree_size,
+                root=root,
+                node=found.node,
+                block_number=found.block_number,
+                tx_hash=found.tx_hash,
+            )
+        )
+    return verified
+
+
+def verify_log_anchors(
+    rpc_url: str,
+    controller_address: str,
+    log_id: bytes,
+    checkpoints: Sequence[tuple[int, bytes]],
+    approved_nodes: Collection[str],
+    *,
+    expected_chain_id: int | None = None,
+    from_block: int = 0,
+) -> list[VerifiedAnchor]:
+    """Connect to `rpc_url`, check the controller's code, then `verify_anchors`.
+
+    A chain that cannot be read fails closed too: VerificationError at step 0.
+    """
+    try:
+        chain = Chain.connect(rpc_url, expected_chain_id=expected_chain_id)
+        return verify_on(
+            Controller(chain, controller_address),
+            log_id,
+            checkpoints,
+            approved_nodes,
+            from_block=from_block,
+        )
+    except ChainError as exc:
+        raise VerificationError(f"step 0 (chain): {exc}") from exc
+
+
+def verify_on(
+    controller: Controller,
+    log_id: bytes,
+    checkpoints: Sequence[tuple[int, bytes]],
+    approved_nodes: Collection[str],
+    *,
+    from_block: int = 0,
+) -> list[VerifiedAnchor]:
+    """`verify_anchors` over the events an already-open controller holds."""
+    try:
+        anchors = controller.anchors(log_id, from_block=from_block)
+    except ChainError as exc:
+        raise VerificationError(f"step 0 (chain): reading the anchors failed: {exc}") from exc
+    return verify_anchors(anchors, log_id, checkpoints, approved_nodes)

@@ -1,0 +1,683 @@
+"""The chain client: the only module that imports web3.
+
+It connects to a JSON-RPC endpoint by URL, or to an embedded in-process EVM (eth-tester
+on py-evm) for the demo and the fast tests; checks the chain id and that each contract
+address holds the code compiled from `contracts/`; deploys the contract set; signs
+transactions with a local key (nonce, EIP-1559 fees and gas estimated here); reads
+events; and translates every web3, provider and eth-tester failure into the `ChainError`
+tree, decoding reverts into the contracts' custom errors.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import logging
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from functools import cache
+from importlib import resources
+from typing import Any, NewType, cast
+
+import requests
+from eth_abi.abi import decode as abi_decode
+from eth_account import Account
+from eth_account.signers.local import LocalAccount
+from eth_utils.address import to_checksum_address
+from eth_utils.crypto import keccak
+from web3 import Web3
+from web3.contract import Contract
+from web3.exceptions import (
+    ContractCustomError,
+    ContractLogicError,
+    TransactionNotFound,
+    Web3RPCError,
+)
+
+from node.errors import (
+    ChainError,
+    ChainUnavailableError,
+    ContractMismatchError,
+    NonceError,
+    NotAnEvmNodeError,
+    TransactionRevertedError,
+    UnfundedAccountError,
+    WrongChainError,
+)
+
+log = logging.getLogger(__name__)
+
+Address = NewType("Address", str)  # checksummed 0x address
+Wei = NewType("Wei", int)
+
+CONTRACT_NAMES = ("GovToken", "DaoTimelock", "DaoGovernor", "CampaignController")
+DEFAULT_PRIORITY_FEE = Wei(1_000_000_000)
+GAS_MARGIN = 1.2  # estimates can fall short when state changes between estimate and mining
+_ERROR_STRING = bytes.fromhex("08c379a0")  # Error(string)
+_PANIC = bytes.fromhex("4e487b71")  # Panic(uint256)
+
+
+# -- artifacts ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """One compiled contract: ABI, creation code, runtime code and its immutable ranges."""
+
+    name: str
+    abi: list[dict[str, Any]]
+    bytecode: bytes
+    deployed_bytecode: bytes
+    immutable_ranges: tuple[tuple[int, int], ...]
+
+    def runtime_matches(self, code: bytes) -> bool:
+        """Whether deployed `code` is this contract: equal outside the immutable ranges."""
+        if len(code) != len(self.deployed_bytecode):
+            return False
+        expected, got = bytearray(self.deployed_bytecode), bytearray(code)
+        for start, length in self.immutable_ranges:
+            expected[start : start + length] = bytes(length)
+            got[start : start + length] = bytes(length)
+        return expected == got
+
+
+@cache
+def artifact(name: str) -> Artifact:
+    """The committed artifact `governance/artifacts/<name>.json` (see contracts/README.md)."""
+    if name not in CONTRACT_NAMES:
+        raise ValueError(f"unknown contract {name!r}; expected one of {CONTRACT_NAMES}")
+    text = resources.files("governance").joinpath("artifacts", f"{name}.json").read_text()
+    raw = json.loads(text)
+    return Artifact(
+        name=name,
+        abi=raw["abi"],
+        bytecode=bytes.fromhex(raw["bytecode"][2:]),
+        deployed_bytecode=bytes.fromhex(raw["deployedBytecode"][2:]),
+        immutable_ranges=tuple((int(s), int(n)) for s, n in raw["immutableRanges"]),
+    )
+
+
+@cache
+def _error_table() -> dict[bytes, tuple[str, list[str]]]:
+    """Custom-error selector -> (name, argument types), over every contract's ABI."""
+    table: dict[bytes, tuple[str, list[str]]] = {}
+    for name in CONTRACT_NAMES:
+        for item in artifact(name).abi:
+            if item.get("type") == "error":
+                types = [_abi_type(i) for i in item["inputs"]]
+                selector = keccak(text=f"{item['name']}({','.join(types)})")[:4]
+                table[selector] = (item["name"], types)
+    return table
+
+
+def _abi_type(item: Mapping[str, Any]) -> str:
+    if item["type"].startswith("tuple"):
+        inner = ",".join(_abi_type(c) for c in item["components"])
+        return f"({inner}){item['type'][5:]}"
+    return str(item["type"])
+
+
+def decode_revert(data: bytes) -> str:
+    """A revert payload as text: `Name(arg, ...)` for a custom error, else the message."""
+    if not data:
+        return "reverted without a reason"
+    selector, body = data[:4], data[4:]
+    try:
+        if selector == _ERROR_STRING:
+            return str(abi_decode(["string"], body)[0])
+        if selector == _PANIC:
+            return f"Panic(0x{abi_decode(['uint256'], body)[0]:02x})"
+        if selector in _error_table():
+            name, types = _error_table()[selector]
+            args = abi_decode(types, body)
+            return f"{name}({', '.join(_show(a, t) for a, t in zip(args, types, strict=True))})"
+    except Exception:  # a malformed payload still gets reported, as hex
+        pass
+    return f"unknown error 0x{data.hex()}"
+
+
+def _show(value: Any, abi_type: str) -> str:
+    if abi_type == "address":
+        return str(to_checksum_address(value))
+    if isinstance(value, bytes):
+        return "0x" + value.hex()
+    return str(value)
+
+
+# -- values ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SignedTx:
+    """A signed transaction not yet known to be mined; its hash is fixed before sending."""
+
+    tx_hash: bytes
+    raw: bytes
+    nonce: int
+    sender: Address
+
+
+@dataclass(frozen=True)
+class Receipt:
+    tx_hash: bytes
+    block_number: int
+    block_hash: bytes
+    gas_used: int
+    succeeded: bool
+
+
+@dataclass(frozen=True)
+class AnchorEvent:
+    """One `LogRootAnchored` event as read from the chain."""
+
+    log_id: bytes
+    tree_size: int
+    root: bytes
+    node: Address
+    block_number: int
+    block_hash: bytes
+    tx_hash: bytes
+
+
+@dataclass(frozen=True)
+class Deployment:
+    """Where the contract set lives; saved as `<home>/chain.json`."""
+
+    chain_id: int
+    addresses: Mapping[str, Address]
+    deployer: Address
+    block_number: int
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {
+                "chain_id": self.chain_id,
+                "addresses": dict(self.addresses),
+                "deployer": self.deployer,
+                "block_number": self.block_number,
+            },
+            indent=2,
+            sort_keys=True,
+        )
+
+    @classmethod
+    def from_json(cls, text: str) -> Deployment:
+        raw = json.loads(text)
+        missing = [n for n in CONTRACT_NAMES if n not in raw.get("addresses", {})]
+        if missing:
+            raise ValueError(f"deployment record lacks addresses for {', '.join(missing)}")
+        return cls(
+            chain_id=int(raw["chain_id"]),
+            addresses={k: Address(to_checksum_address(v)) for k, v in raw["addresses"].items()},
+            deployer=Address(to_checksum_address(raw["deployer"])),
+            block_number=int(raw["block_number"]),
+        )
+
+
+def new_private_key() -> bytes:
+    """A fresh secp256k1 key for a node's chain account."""
+    key: bytes = Account.create().key
+    return key
+
+
+def address_of(private_key: bytes) -> Address:
+    return Address(Account.from_key(private_key).address)
+
+
+# -- the chain ------------------------------------------------------------------------------
+
+
+class Chain:
+    """A connection to one EVM chain. Build it with `Chain.connect` or `Chain.embedded`."""
+
+    def __init__(self, w3: Web3, chain_id: int, label: str) -> None:
+        self._w3 = w3
+        self.chain_id = chain_id
+        self.label = label
+        self.faucet_key: bytes | None = None
+
+    @classmethod
+    def connect(
+        cls, rpc_url: str, *, expected_chain_id: int | None = None, timeout_s: float = 10.0
+    ) -> Chain:
+        """Connect to `rpc_url` and check that it is an EVM node on the expected chain.
+
+        Raises ChainUnavailableError (nothing answered), NotAnEvmNodeError (something
+        answered, but not JSON-RPC with eth_chainId) or WrongChainError.
+        """
+        if not rpc_url.startswith(("http://", "https://")):
+            raise NotAnEvmNodeError(f"{rpc_url!r}: expected an http:// or https:// JSON-RPC URL")
+        w3 = Web3(Web3.HTTPProvider(rpc_url, request_kwargs={"timeout": timeout_s}))
+        chain = cls(w3, 0, rpc_url)
+        try:
+            chain_id = int(w3.eth.chain_id)
+        except (requests.ConnectionError, requests.Timeout) as exc:
+            raise ChainUnavailableError(
+                f"no answer from the RPC endpoint {rpc_url}: {exc}"
+            ) from None
+        except Exception as exc:
+            raise NotAnEvmNodeError(
+                f"{rpc_url} did not answer eth_chainId like an Ethereum JSON-RPC node "
+                f"({type(exc).__name__}: {_short(exc)})"
+            ) from None
+        chain.chain_id = chain_id
+        if expected_chain_id is not None and chain_id != expected_chain_id:
+            raise WrongChainError(
+                f"{rpc_url} serves chain id {chain_id}, but chain id {expected_chain_id} "
+                "is expected"
+            )
+        return chain
+
+    @classmethod
+    def embedded(cls) -> Chain:
+        """A fresh in-process EVM (eth-tester, py-evm). `faucet_key` holds funded ether."""
+        from eth_tester import EthereumTester, PyEVMBackend
+        from web3.providers.eth_tester import EthereumTesterProvider
+
+        backend = PyEVMBackend()
+        tester = EthereumTester(backend)
+        w3 = Web3(EthereumTesterProvider(tester))
+        chain = cls(w3, int(w3.eth.chain_id), "embedded")
+        chain.faucet_key = backend.account_keys[0].to_bytes()
+        return chain
+
+    # -- reads
+
+    def _call(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        """Run one web3 call, translating its failures into ChainError."""
+        try:
+            return fn(*args, **kwargs)
+        except ChainError:
+            raise
+        except Exception as exc:
+            raise translate(exc, f"{what} on {self.label}") from exc
+
+    def head(self) -> int:
+        return int(self._call("reading the block number", lambda: self._w3.eth.block_number))
+
+    def block_hash(self, number: int) -> bytes | None:
+        """The hash of block `number` on the current canonical chain, or None past the head."""
+        try:
+            block = self._w3.eth.get_block(number)
+        except Exception as exc:
+            if _is_not_found(exc):
+                return None
+            raise translate(exc, f"reading block {number} on {self.label}") from exc
+        return bytes(block["hash"])
+
+    def balance(self, address: str) -> Wei:
+        return Wei(int(self._call("reading a balance", self._w3.eth.get_balance, address)))
+
+    def nonce(self, address: str, *, pending: bool = False) -> int:
+        """The next nonce of `address`: counting mined transactions, or pending ones too."""
+        tag = "pending" if pending else "latest"
+        return int(self._call("reading a nonce", self._w3.eth.get_transaction_count, address, tag))
+
+    def code(self, address: str) -> bytes:
+        return bytes(self._call("reading contract code", self._w3.eth.get_code, address))
+
+    def receipt(self, tx_hash: bytes) -> Receipt | None:
+        """The receipt of `tx_hash` on the current chain, or None if it is not mined there."""
+        try:
+            r = self._w3.eth.get_transaction_receipt(tx_hash)  # type: ignore[arg-type]
+        except Exception as exc:
+            if _is_not_found(exc):
+                return None
+            raise translate(exc, f"reading the receipt of 0x{tx_hash.hex()}") from exc
+        if r is None or r.get("blockNumber") is None:
+            return None
+        return Receipt(
+            tx_hash=bytes(r["transactionHash"]),
+            block_number=int(r["blockNumber"]),
+            block_hash=bytes(r["blockHash"]),
+            gas_used=int(r["gasUsed"]),
+            succeeded=int(r["status"]) == 1,
+        )
+
+    def contract(self, name: str, address: str, *, check_code: bool = True) -> Contract:
+        """A handle on contract `name` at `address`, refusing an address with other code."""
+        art = artifact(name)
+        checksummed = _checksum(address)
+        if check_code:
+            code = self.code(checksummed)
+            if not code:
+                raise ContractMismatchError(
+                    f"{checksummed} on {self.label} holds no contract; expected {name}"
+                )
+            if not art.runtime_matches(code):
+                raise ContractMismatchError(
+                    f"{checksummed} on {self.label} holds a contract that is not asi-node's "
+                    f"{name} (its code differs from the committed artifact)"
+                )
+        contract: Contract = self._w3.eth.contract(address=cast(Any, checksummed), abi=art.abi)
+        return contract
+
+    # -- writes
+
+    def fees(self) -> dict[str, int]:
+        """EIP-1559 fee fields: twice the latest base fee plus the priority fee."""
+        block = self._call("reading the latest block", self._w3.eth.get_block, "latest")
+        base = int(block.get("baseFeePerGas") or 0)
+        try:
+            tip = int(self._w3.eth.max_priority_fee)
+        except Exception:  # eth-tester and some nodes lack eth_maxPriorityFeePerGas
+            tip = DEFAULT_PRIORITY_FEE
+        return {"maxFeePerGas": 2 * base + tip, "maxPriorityFeePerGas": tip}
+
+    def sign(
+        self,
+        key: bytes,
+        call: Any,
+        *,
+        nonce: int | None = None,
+        gas: int | None = None,
+        value: int = 0,
+    ) -> SignedTx:
+        """Estimate, price and sign `call` (a contract function call or constructor).
+
+        A call that would revert raises TransactionRevertedError naming the contract's
+        error; an account that cannot pay raises UnfundedAccountError. Nothing is sent.
+        """
+        acct: LocalAccount = Account.from_key(key)
+        sender = Address(acct.address)
+        if nonce is None:
+            nonce = self.nonce(sender, pending=True)
+        tx_fields: dict[str, Any] = {"from": sender, "nonce": nonce, "value": value}
+        tx_fields.update(self.fees())
+        tx_fields["chainId"] = self.chain_id
+        if gas is None:
+            estimate = self._call(
+                "estimating gas", call.estimate_gas, {"from": sender, "value": value}
+            )
+            gas = int(estimate * GAS_MARGIN)
+        tx_fields["gas"] = gas
+        cost = gas * tx_fields["maxFeePerGas"] + value
+        balance = self.balance(sender)
+        if balance < cost:
+            raise UnfundedAccountError(
+                f"account {sender} on {self.label} holds {balance} wei but the transaction "
+                f"may cost up to {cost} wei; fund it and retry"
+            )
+        tx = self._call("building a transaction", call.build_transaction, tx_fields)
+        signed = acct.sign_transaction(tx)
+        return SignedTx(
+            tx_hash=bytes(signed.hash),
+            raw=bytes(signed.raw_transaction),
+            nonce=nonce,
+            sender=sender,
+        )
+
+    def transfer(self, key: bytes, to: str, value: int) -> Receipt:
+        """Send `value` wei from `key`'s account to `to` and wait for it to be mined."""
+        acct: LocalAccount = Account.from_key(key)
+        fees = self.fees()
+        tx: dict[str, Any] = {
+            "to": _checksum(to),
+            "value": value,
+            "gas": 21_000,
+            "nonce": self.nonce(acct.address, pending=True),
+            "chainId": self.chain_id,
+            **fees,
+        }
+        signed = acct.sign_transaction(tx)
+        return self.wait(self.broadcast(bytes(signed.raw_transaction)))
+
+    def broadcast(self, raw: bytes) -> bytes:
+        """Send a signed transaction; returns its hash. Resending a known one is harmless."""
+        try:
+            return bytes(self._w3.eth.send_raw_transaction(raw))
+        except Exception as exc:
+            text = _short(exc).lower()
+            if "already known" in text or "already imported" in text:
+                return bytes(keccak(raw))
+            raise translate(exc, f"sending a transaction to {self.label}") from exc
+
+    def wait(self, tx_hash: bytes, timeout_s: float = 60.0) -> Receipt:
+        """Wait until `tx_hash` is mined; raise TransactionRevertedError if it failed."""
+        self._call(
+            "waiting for a receipt",
+            self._w3.eth.wait_for_transaction_receipt,
+            tx_hash,
+            timeout=timeout_s,
+            poll_latency=0.05,
+        )
+        receipt = self.receipt(tx_hash)
+        if receipt is None:
+            raise ChainError(f"transaction 0x{tx_hash.hex()} vanished after being mined")
+        if not receipt.succeeded:
+            raise TransactionRevertedError(
+                f"transaction 0x{tx_hash.hex()} reverted in block {receipt.block_number}"
+            )
+        return receipt
+
+    def send(self, key: bytes, call: Any, *, value: int = 0) -> Receipt:
+        """Sign, send and wait for one transaction."""
+        return self.wait(self.broadcast(self.sign(key, call, value=value).raw))
+
+    def rpc(self, method: str, params: Sequence[Any]) -> Any:
+        """A raw JSON-RPC request (tests use it for anvil's evm_* methods)."""
+        response = self._call(method, self._w3.provider.make_request, method, list(params))
+        if "error" in response:
+            raise ChainError(f"{method} failed on {self.label}: {response['error']}")
+        return response.get("result")
+
+
+# -- the controller -------------------------------------------------------------------------
+
+
+class Controller:
+    """The CampaignController at one address, its code checked against the artifact."""
+
+    def __init__(self, chain: Chain, address: str, *, check_code: bool = True) -> None:
+        self.chain = chain
+        self.contract = chain.contract("CampaignController", address, check_code=check_code)
+        self.address = Address(self.contract.address)
+
+    def anchor_call(self, log_id: bytes, tree_size: int, root: bytes) -> Any:
+        return self.contract.functions.anchorLogRoot(
+            _bytes32(log_id, "log id"), tree_size, _bytes32(root, "root")
+        )
+
+    def prepare_anchor(
+        self, key: bytes, log_id: bytes, tree_size: int, root: bytes, *, nonce: int | None = None
+    ) -> SignedTx:
+        """Sign `anchorLogRoot(log_id, tree_size, root)`; a revert is raised, not signed."""
+        return self.chain.sign(key, self.anchor_call(log_id, tree_size, root), nonce=nonce)
+
+    def log_head(self, log_id: bytes) -> tuple[Address, int]:
+        node, size = self.chain._call(
+            "reading logHead", self.contract.functions.logHead(_bytes32(log_id, "log id")).call
+        )
+        return Address(node), int(size)
+
+    def node_approved(self, address: str) -> bool:
+        return bool(
+            self.chain._call(
+                "reading nodeApproved",
+                self.contract.functions.nodeApproved(_checksum(address)).call,
+            )
+        )
+
+    def anchors(
+        self, log_id: bytes, *, from_block: int = 0, to_block: int | str = "latest"
+    ) -> list[AnchorEvent]:
+        """Every `LogRootAnchored` event of `log_id` in the block range, in chain order."""
+        event = self.contract.events.LogRootAnchored()
+        logs = self.chain._call(
+            "reading anchor events",
+            event.get_logs,
+            from_block=from_block,
+            to_block=to_block,
+            argument_filters={"logId": _bytes32(log_id, "log id")},
+        )
+        return [
+            AnchorEvent(
+                log_id=bytes(e["args"]["logId"]),
+                tree_size=int(e["args"]["treeSize"]),
+                root=bytes(e["args"]["root"]),
+                node=Address(e["args"]["node"]),
+                block_number=int(e["blockNumber"]),
+                block_hash=bytes(e["blockHash"]),
+                tx_hash=bytes(e["transactionHash"]),
+            )
+            for e in logs
+        ]
+
+    def find_anchor(
+        self, log_id: bytes, tree_size: int, *, from_block: int = 0
+    ) -> AnchorEvent | None:
+        for anchor in self.anchors(log_id, from_block=from_block):
+            if anchor.tree_size == tree_size:
+                return anchor
+        return None
+
+
+def deploy(
+    chain: Chain,
+    deployer_key: bytes,
+    *,
+    nodes: Sequence[str] = (),
+    guardian: str | None = None,
+    token_supply: int = 1_000_000 * 10**18,
+    timelock_delay_s: int = 60,
+    voting_delay_blocks: int = 1,
+    voting_period_blocks: int = 50,
+    quorum_percent: int = 4,
+) -> Deployment:
+    """Deploy token, timelock, governor and controller; approve `nodes`; hand over.
+
+    The deployer holds the whole token supply, approves the given node addresses (with no
+    TEE measurement), then grants the controller's governance and admin roles to the
+    timelock and renounces its own, as it does the timelock's admin role: afterwards only
+    a DAO vote governs. The guardian defaults to the deployer.
+    """
+    deployer = address_of(deployer_key)
+    guardian_address = _checksum(guardian) if guardian else deployer
+    start = chain.head()
+
+    def create(name: str, *args: Any) -> Address:
+        art = artifact(name)
+        factory = chain._w3.eth.contract(abi=art.abi, bytecode=art.bytecode)
+        receipt = chain.send(deployer_key, factory.constructor(*args))
+        raw = chain._call(
+            "reading a receipt", chain._w3.eth.get_transaction_receipt, receipt.tx_hash
+        )
+        return Address(raw["contractAddress"])
+
+    token = create("GovToken", "asi-node governance", "ASIG", deployer, token_supply)
+    timelock = create("DaoTimelock", timelock_delay_s, [], ["0x" + "00" * 20], deployer)
+    governor = create(
+        "DaoGovernor", token, timelock, voting_delay_blocks, voting_period_blocks, quorum_percent
+    )
+    controller = create("CampaignController", deployer, guardian_address)
+    tl = chain.contract("DaoTimelock", timelock)
+    ctl = chain.contract("CampaignController", controller)
+    proposer = tl.functions.PROPOSER_ROLE().call()
+    canceller = tl.functions.CANCELLER_ROLE().call()
+    admin = tl.functions.DEFAULT_ADMIN_ROLE().call()
+    gov_role = ctl.functions.GOVERNANCE_ROLE().call()
+    for node in nodes:
+        chain.send(deployer_key, ctl.functions.approveNode(_checksum(node), bytes(32)))
+    chain.send(deployer_key, tl.functions.grantRole(proposer, governor))
+    chain.send(deployer_key, tl.functions.grantRole(canceller, governor))
+    chain.send(deployer_key, tl.functions.renounceRole(admin, deployer))
+    chain.send(deployer_key, ctl.functions.grantRole(gov_role, timelock))
+    chain.send(deployer_key, ctl.functions.grantRole(admin, timelock))
+    chain.send(deployer_key, ctl.functions.renounceRole(gov_role, deployer))
+    chain.send(deployer_key, ctl.functions.renounceRole(admin, deployer))
+    deployment = Deployment(
+        chain_id=chain.chain_id,
+        addresses={
+            "GovToken": token,
+            "DaoTimelock": timelock,
+            "DaoGovernor": governor,
+            "CampaignController": controller,
+        },
+        deployer=deployer,
+        block_number=start,
+    )
+    log.info("contracts deployed", extra={"chain_id": chain.chain_id, "controller": controller})
+    return deployment
+
+
+# -- errors ---------------------------------------------------------------------------------
+
+
+def translate(exc: BaseException, what: str) -> ChainError:
+    """A web3, provider or eth-tester failure during `what`, as one of ours."""
+    data = _revert_data(exc)
+    if data is not None:
+        reason = decode_revert(data)
+        return TransactionRevertedError(f"{what}: the contract reverted with {reason}", reason)
+    text = _short(exc)
+    lowered = text.lower()
+    if isinstance(
+        exc, requests.ConnectionError | requests.Timeout | ConnectionError | TimeoutError
+    ):
+        return ChainUnavailableError(f"{what}: the RPC endpoint did not answer ({text})")
+    if isinstance(exc, requests.HTTPError):
+        return ChainUnavailableError(f"{what}: the RPC endpoint returned an HTTP error ({text})")
+    if "insufficient funds" in lowered or "cannot afford" in lowered:
+        return UnfundedAccountError(f"{what}: the sending account cannot pay for gas ({text})")
+    if "nonce too low" in lowered or "nonce too high" in lowered:
+        return NonceError(f"{what}: {text}")
+    if "execution reverted" in lowered or isinstance(exc, ContractLogicError):
+        return TransactionRevertedError(f"{what}: the contract reverted ({text})", text)
+    if type(exc).__name__ == "TimeExhausted":
+        return ChainUnavailableError(f"{what}: no receipt in time ({text})")
+    return ChainError(f"{what} failed: {type(exc).__name__}: {text}")
+
+
+def _revert_data(exc: BaseException) -> bytes | None:
+    """The raw revert payload carried by `exc`, in whichever shape its layer used."""
+    if isinstance(exc, ContractCustomError | ContractLogicError):
+        data = exc.data
+        if isinstance(data, str) and data.startswith("0x"):
+            return bytes.fromhex(data[2:])
+        if isinstance(data, bytes):
+            return data
+        if isinstance(data, dict) and isinstance(data.get("data"), str):
+            return bytes.fromhex(data["data"].removeprefix("0x"))
+    if isinstance(exc, Web3RPCError) and isinstance(exc.rpc_response, dict):
+        error = exc.rpc_response.get("error")
+        if isinstance(error, dict) and isinstance(error.get("data"), str):
+            payload = error["data"]
+            if re.fullmatch(r"0x[0-9a-fA-F]*", payload):
+                return bytes.fromhex(payload[2:])
+    if type(exc).__name__ == "TransactionFailed":  # eth-tester: "execution reverted: b'...'"
+        text = str(exc.args[0]) if exc.args else ""
+        match = re.search(r"(b'.*'|b\".*\")\s*$", text, re.DOTALL)
+        if match:
+            try:
+                value = ast.literal_eval(match.group(1))
+            except (ValueError, SyntaxError):
+                return None
+            return value if isinstance(value, bytes) else None
+        return b"" if "execution reverted" in text else None
+    return None
+
+
+def _is_not_found(exc: BaseException) -> bool:
+    if isinstance(exc, TransactionNotFound):
+        return True
+    name = type(exc).__name__
+    return name in {"BlockNotFound", "TransactionNotFound"} or "not found" in _short(exc).lower()
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc)
+    return text if len(text) <= 300 else text[:300] + "..."
+
+
+def _checksum(address: str) -> Address:
+    try:
+        return Address(to_checksum_address(address))
+    except (ValueError, TypeError):
+        raise ContractMismatchError(f"{address!r} is not an EVM address") from None
+
+
+def _bytes32(value: bytes, what: str) -> bytes:
+    if len(value) != 32:
+        raise ValueError(f"{what} must be 32 bytes, got {len(value)}")
+    return value

@@ -1,0 +1,106 @@
+"""The chain client, the outbox publisher and the anchor audit on the embedded EVM."""
+
+from __future__ import annotations
+
+import pytest
+
+from governance.anchor_audit import verify_anchors, verify_on
+from governance.chain import Chain, Controller, address_of, decode_revert, new_private_key
+from node.anchor import AnchorPublisher
+from node.chain_home import check_ready
+from node.errors import (
+    ContractMismatchError,
+    NodeNotApprovedError,
+    TransactionRevertedError,
+    UnfundedAccountError,
+    VerificationError,
+)
+from node.store import Outbox, Store
+
+from conftest import Deployed
+
+
+def _root(n: int) -> bytes:
+    return n.to_bytes(32, "big")
+
+
+def test_controller_at_a_wrong_address_is_refused(embedded: Deployed) -> None:
+    token = embedded.deployment.addresses["GovToken"]
+    with pytest.raises(ContractMismatchError, match="not asi-node's CampaignController"):
+        Controller(embedded.chain, token)
+    with pytest.raises(ContractMismatchError, match="holds no contract"):
+        Controller(embedded.chain, address_of(new_private_key()))
+
+
+def test_reverts_are_decoded_into_the_contracts_errors(embedded: Deployed) -> None:
+    ctl = Controller(embedded.chain, embedded.controller_address)
+    stranger = new_private_key()
+    embedded.chain.transfer(embedded.chain.faucet_key or b"", address_of(stranger), 10**17)
+    with pytest.raises(TransactionRevertedError) as info:
+        ctl.prepare_anchor(stranger, _root(99), 1, _root(1))
+    assert info.value.reason == f"NodeNotApproved({address_of(stranger)})"
+    assert decode_revert(b"") == "reverted without a reason"
+
+
+def test_unfunded_and_unapproved_nodes_are_refused_at_start(embedded: Deployed) -> None:
+    ctl = Controller(embedded.chain, embedded.controller_address)
+    with pytest.raises(NodeNotApprovedError, match="not approved"):
+        check_ready(ctl, address_of(new_private_key()))
+    broke = new_private_key()
+    ctl_as_deployer = embedded.chain.contract("CampaignController", embedded.controller_address)
+    # The deployer handed governance to the timelock, so only a fresh deployment could
+    # approve `broke`; an approved but empty account is made by draining the node instead.
+    assert not ctl_as_deployer.functions.nodeApproved(address_of(broke)).call()
+    drained = new_private_key()
+    with pytest.raises(UnfundedAccountError, match="holds 0 wei"):
+        check_ready(_approved_controller(embedded.chain, drained), address_of(drained))
+
+
+def _approved_controller(chain: Chain, node_key: bytes) -> Controller:
+    from node.chain_home import deploy_for_node
+
+    assert chain.faucet_key is not None
+    deployment = deploy_for_node(chain, chain.faucet_key, node_key)
+    return Controller(chain, deployment.addresses["CampaignController"])
+
+
+def test_outbox_anchors_every_checkpoint_once(embedded: Deployed) -> None:
+    store = Store.open("sqlite://")
+    ctl = Controller(embedded.chain, embedded.controller_address)
+    publisher = AnchorPublisher(Outbox(store), ctl, embedded.node_key, confirmations=1)
+    log_id = _root(1001)
+    for size in (64, 128, 192):
+        publisher.submit(log_id, size, _root(size))
+    publisher.submit(log_id, 64, _root(64))  # the same checkpoint again: no second row
+    assert publisher.drain(timeout_s=30, poll_s=0)
+    rows = publisher.outbox.rows(log_id=log_id)
+    assert [(r.tree_size, r.status) for r in rows] == [
+        (64, "confirmed"),
+        (128, "confirmed"),
+        (192, "confirmed"),
+    ]
+    assert all(r.gas_used and r.block_hash for r in rows)
+    events = ctl.anchors(log_id)
+    assert [(e.tree_size, e.root) for e in events] == [(s, _root(s)) for s in (64, 128, 192)]
+    # A later gas figure (the first anchor of a log pays for binding it to the node):
+    assert rows[1].gas_used is not None and rows[1].gas_used < 64 * 1000
+    verified = verify_on(ctl, log_id, [(s, _root(s)) for s in (64, 128, 192)], [embedded.node])
+    assert [v.tree_size for v in verified] == [64, 128, 192]
+
+
+def test_anchor_audit_names_missing_wrong_and_unapproved(embedded: Deployed) -> None:
+    store = Store.open("sqlite://")
+    ctl = Controller(embedded.chain, embedded.controller_address)
+    publisher = AnchorPublisher(Outbox(store), ctl, embedded.node_key, confirmations=1)
+    log_id = _root(2002)
+    publisher.submit(log_id, 10, _root(10))
+    assert publisher.drain(timeout_s=30, poll_s=0)
+    node = [embedded.node]
+    with pytest.raises(VerificationError, match=r"step 3 \(missing anchor\).*size 20"):
+        verify_on(ctl, log_id, [(10, _root(10)), (20, _root(20))], node)
+    with pytest.raises(VerificationError, match=r"step 4 \(wrong root\).*size 10"):
+        verify_on(ctl, log_id, [(10, _root(11))], node)
+    with pytest.raises(VerificationError, match=r"step 2 \(anchor key\).*not an approved"):
+        verify_on(ctl, log_id, [(10, _root(10))], [address_of(new_private_key())])
+    with pytest.raises(VerificationError, match="no approved node"):
+        verify_anchors([], log_id, [(10, _root(10))], [])
