@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from chains import Deployed
 
 from governance.anchor_audit import verify_anchors, verify_on
 from governance.chain import Chain, Controller, address_of, decode_revert, new_private_key
@@ -16,8 +17,6 @@ from node.errors import (
     VerificationError,
 )
 from node.store import Outbox, Store
-
-from conftest import Deployed
 
 
 def _root(n: int) -> bytes:

@@ -1,0 +1,120 @@
+"""Anchoring cost and latency on anvil: gas per anchored experiment, checkpoint -> confirmed.
+
+Starts anvil (from contracts/node_modules) on a loopback port with a fixed block time,
+deploys the contract set through `asi-node chain deploy`'s code, and feeds the outbox one
+checkpoint per batch of `--batch-size` log entries (the node's default batch size unless
+given). Prints the gas of each anchor divided by the entries it covers, and the time from
+handing the checkpoint to the publisher until it is confirmed `--confirmations` deep.
+
+    .venv/bin/python scripts/bench_anchor.py --checkpoints 5 --block-time 1
+"""
+
+from __future__ import annotations
+
+import argparse
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from governance.chain import Chain, Controller, new_private_key  # noqa: E402
+from node.anchor import AnchorPublisher, Backoff  # noqa: E402
+from node.chain_home import deploy_for_node  # noqa: E402
+from node.settings import ChainSettings  # noqa: E402
+from node.store import Outbox, Store  # noqa: E402
+
+ANVIL = REPO / "contracts" / "node_modules" / ".bin" / "anvil"
+ANVIL_KEY = bytes.fromhex("ac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def main() -> int:
+    defaults = ChainSettings()
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--checkpoints", type=int, default=5)
+    parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
+    parser.add_argument("--confirmations", type=int, default=defaults.confirmations)
+    parser.add_argument("--block-time", type=float, default=1.0, help="anvil block time, s")
+    parser.add_argument("--poll", type=float, default=0.1, help="publisher poll interval, s")
+    args = parser.parse_args()
+    if not ANVIL.exists():
+        print("anvil not installed: run `npm ci` in contracts/", file=sys.stderr)
+        return 2
+    port = free_port()
+    anvil = subprocess.Popen(
+        [str(ANVIL), "--host", "127.0.0.1", "--port", str(port), "--silent"]
+        + ["--block-time", str(args.block_time)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        url = f"http://127.0.0.1:{port}"
+        for _ in range(200):
+            try:
+                chain = Chain.connect(url)
+                break
+            except Exception:
+                time.sleep(0.05)
+        else:
+            print("anvil did not start", file=sys.stderr)
+            return 2
+        node_key = new_private_key()
+        deployment = deploy_for_node(chain, ANVIL_KEY, node_key, fund_node_wei=10**18)
+        controller = Controller(chain, deployment.addresses["CampaignController"])
+        with tempfile.TemporaryDirectory(prefix="bench-anchor-") as tmp:
+            store = Store.open(f"sqlite:///{tmp}/node.db")
+            publisher = AnchorPublisher(
+                Outbox(store),
+                controller,
+                node_key,
+                confirmations=args.confirmations,
+                backoff=Backoff(0.1, 1.0),
+            )
+            log_id = bytes.fromhex("ab" * 32)
+            latencies, gas = [], []
+            for i in range(1, args.checkpoints + 1):
+                size = i * args.batch_size
+                started = time.monotonic()
+                publisher.submit(log_id, size, size.to_bytes(32, "big"))
+                while publisher.outbox.get(log_id, size).status != "confirmed":
+                    publisher.step()
+                    time.sleep(args.poll)
+                latencies.append(time.monotonic() - started)
+                gas.append(publisher.outbox.get(log_id, size).gas_used or 0)
+                print(
+                    f"checkpoint {i}: size {size}, gas {gas[-1]} "
+                    f"({gas[-1] / args.batch_size:.0f} per experiment), "
+                    f"confirmed after {latencies[-1]:.2f} s",
+                    flush=True,
+                )
+            store.close()
+    finally:
+        anvil.terminate()
+        anvil.wait(timeout=10)
+    steady = gas[1:] or gas
+    print(
+        f"batch size {args.batch_size}: gas per anchored experiment "
+        f"{statistics.mean(steady) / args.batch_size:.0f} (steady state; the log's first "
+        f"anchor, which binds it to the node, {gas[0] / args.batch_size:.0f})"
+    )
+    print(
+        f"checkpoint -> confirmed anchor ({args.confirmations} confirmations, "
+        f"{args.block_time:g} s blocks): median {statistics.median(latencies):.2f} s, "
+        f"max {max(latencies):.2f} s over {len(latencies)} checkpoints"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
