@@ -52,9 +52,10 @@ def main() -> int:
         print("anvil not installed: run `npm ci` in contracts/", file=sys.stderr)
         return 2
     port = free_port()
+    command = [str(ANVIL), "--host", "127.0.0.1", "--port", str(port), "--silent"]
+    command += ["--block-time", str(args.block_time)]
     anvil = subprocess.Popen(
-        [str(ANVIL), "--host", "127.0.0.1", "--port", str(port), "--silent"]
-        + ["--block-time", str(args.block_time)],
+        command,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )

@@ -11,7 +11,7 @@ import pytest
 from chains import ANVIL_KEY, Anvil, free_port
 
 from governance.anchor_audit import verify_log_anchors
-from governance.chain import Chain, Controller, address_of
+from governance.chain import Chain, address_of
 from node.anchor import AnchorPublisher, Backoff
 from node.chain_home import load_deployment, load_key, open_publisher
 from node.cli import main
