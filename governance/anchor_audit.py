@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from eth_utils.address import to_checksum_address
 
 from governance.chain import AnchorEvent, Chain, Controller
-from node.errors import ChainError, VerificationError
+from governance.errors import ChainError, VerificationError
 
 
 @dataclass(frozen=True)

@@ -35,7 +35,7 @@ from web3.exceptions import (
     Web3RPCError,
 )
 
-from node.errors import (
+from governance.errors import (
     ChainError,
     ChainUnavailableError,
     ContractMismatchError,

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from governance.chain import Chain, Controller, address_of
-from node.errors import (
+from governance.errors import (
     ChainError,
     ChainUnavailableError,
     NonceError,

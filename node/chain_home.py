@@ -15,8 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from governance.chain import Chain, Controller, Deployment, address_of, deploy, new_private_key
+from governance.errors import NodeNotApprovedError, UnfundedAccountError
 from node.anchor import AnchorPublisher, Backoff
-from node.errors import ConfigError, NodeNotApprovedError, UnfundedAccountError
+from node.errors import ConfigError
 from node.settings import ChainSettings
 from node.store import Outbox, Store
 

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from governance.errors import GovernanceError
 from node.errors import AsiNodeError
 from node.settings import init_home
 
@@ -231,8 +232,8 @@ def cmd_chain(args: argparse.Namespace) -> int:
     node = open_node(args.home, create=True)
     home = Path(node.settings.home)
     if args.action == "deploy":
-        chain = Chain.connect(args.rpc, expected_chain_id=args.chain_id)
         deployer_key = read_key_file(args.deployer_key_file)
+        chain = Chain.connect(args.rpc, expected_chain_id=args.chain_id)
         node_key = load_key(home)
         deployment = deploy_for_node(
             chain,
@@ -336,7 +337,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     try:
         return int(args.func(args))
-    except AsiNodeError as exc:
+    except (AsiNodeError, GovernanceError) as exc:
         print(f"asi-node: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -12,10 +12,7 @@ from chains import ANVIL_KEY, Anvil, free_port
 
 from governance.anchor_audit import verify_log_anchors
 from governance.chain import Chain, address_of
-from node.anchor import AnchorPublisher, Backoff
-from node.chain_home import load_deployment, load_key, open_publisher
-from node.cli import main
-from node.errors import (
+from governance.errors import (
     ChainUnavailableError,
     ContractMismatchError,
     NotAnEvmNodeError,
@@ -23,6 +20,9 @@ from node.errors import (
     VerificationError,
     WrongChainError,
 )
+from node.anchor import AnchorPublisher, Backoff
+from node.chain_home import load_deployment, load_key, open_publisher
+from node.cli import main
 from node.settings import ChainSettings
 from node.store import Outbox, Store
 

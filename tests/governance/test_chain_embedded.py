@@ -7,15 +7,15 @@ from chains import Deployed
 
 from governance.anchor_audit import verify_anchors, verify_on
 from governance.chain import Chain, Controller, address_of, decode_revert, new_private_key
-from node.anchor import AnchorPublisher
-from node.chain_home import check_ready
-from node.errors import (
+from governance.errors import (
     ContractMismatchError,
     NodeNotApprovedError,
     TransactionRevertedError,
     UnfundedAccountError,
     VerificationError,
 )
+from node.anchor import AnchorPublisher
+from node.chain_home import check_ready
 from node.store import Outbox, Store
 
 
