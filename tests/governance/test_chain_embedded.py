@@ -6,7 +6,7 @@ import pytest
 from chains import Deployed
 
 from governance.anchor_audit import verify_anchors, verify_on
-from governance.chain import Chain, Controller, address_of, decode_revert, new_private_key
+from governance.chain import Controller, address_of, decode_revert, new_private_key
 from governance.errors import (
     ContractMismatchError,
     NodeNotApprovedError,
@@ -15,7 +15,7 @@ from governance.errors import (
     VerificationError,
 )
 from node.anchor import AnchorPublisher
-from node.chain_home import check_ready
+from node.chain_home import check_ready, deploy_for_node
 from node.store import Outbox, Store
 
 
@@ -45,22 +45,15 @@ def test_unfunded_and_unapproved_nodes_are_refused_at_start(embedded: Deployed) 
     ctl = Controller(embedded.chain, embedded.controller_address)
     with pytest.raises(NodeNotApprovedError, match="not approved"):
         check_ready(ctl, address_of(new_private_key()))
+    # A node approved by its own deployment but never funded:
     broke = new_private_key()
-    ctl_as_deployer = embedded.chain.contract("CampaignController", embedded.controller_address)
-    # The deployer handed governance to the timelock, so only a fresh deployment could
-    # approve `broke`; an approved but empty account is made by draining the node instead.
-    assert not ctl_as_deployer.functions.nodeApproved(address_of(broke)).call()
-    drained = new_private_key()
-    with pytest.raises(UnfundedAccountError, match="holds 0 wei"):
-        check_ready(_approved_controller(embedded.chain, drained), address_of(drained))
-
-
-def _approved_controller(chain: Chain, node_key: bytes) -> Controller:
-    from node.chain_home import deploy_for_node
-
+    chain = embedded.chain
     assert chain.faucet_key is not None
-    deployment = deploy_for_node(chain, chain.faucet_key, node_key)
-    return Controller(chain, deployment.addresses["CampaignController"])
+    deployment = deploy_for_node(chain, chain.faucet_key, broke)
+    with pytest.raises(UnfundedAccountError, match="holds 0 wei"):
+        check_ready(
+            Controller(chain, deployment.addresses["CampaignController"]), address_of(broke)
+        )
 
 
 def test_outbox_anchors_every_checkpoint_once(embedded: Deployed) -> None:
