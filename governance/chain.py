@@ -18,6 +18,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
+from pathlib import Path
 from typing import Any, NewType, cast
 
 import requests
@@ -236,6 +237,7 @@ class Chain:
         self.chain_id = chain_id
         self.label = label
         self.faucet_key: bytes | None = None
+        self._journal: Path | None = None
 
     @classmethod
     def connect(
@@ -270,8 +272,16 @@ class Chain:
         return chain
 
     @classmethod
-    def embedded(cls) -> Chain:
-        """A fresh in-process EVM (eth-tester, py-evm). `faucet_key` holds funded ether."""
+    def embedded(cls, journal: Path | None = None, *, record: bool = True) -> Chain:
+        """An in-process EVM (eth-tester, py-evm). `faucet_key` holds funded ether.
+
+        With `journal`, every transaction accepted is appended to that file (one signed
+        transaction in hex per line), and a journal left by an earlier process is replayed
+        first: the chain's state, contract addresses and events come back as they were
+        (block hashes and timestamps differ). Each replayed transaction is still checked
+        by the EVM: its sender is recovered from its signature. With `record` false the
+        journal is only replayed (an auditor's read-only view).
+        """
         from eth_tester import EthereumTester, PyEVMBackend
         from web3.providers.eth_tester import EthereumTesterProvider
 
@@ -280,6 +290,19 @@ class Chain:
         w3 = Web3(EthereumTesterProvider(tester))
         chain = cls(w3, int(w3.eth.chain_id), "embedded")
         chain.faucet_key = backend.account_keys[0].to_bytes()
+        if journal is not None:
+            if journal.exists():
+                for number, line in enumerate(journal.read_text().splitlines(), 1):
+                    try:
+                        raw = bytes.fromhex(line.strip())
+                    except ValueError:
+                        raise ChainError(
+                            f"{journal}: line {number} is not a hex transaction; the embedded "
+                            "chain's journal is damaged (move it aside to start a new chain)"
+                        ) from None
+                    chain.broadcast(raw)
+            chain._journal = journal if record else None
+            chain.label = f"embedded ({journal})"
         return chain
 
     # -- reads
@@ -426,12 +449,16 @@ class Chain:
     def broadcast(self, raw: bytes) -> bytes:
         """Send a signed transaction; returns its hash. Resending a known one is harmless."""
         try:
-            return bytes(self._w3.eth.send_raw_transaction(raw))
+            tx_hash = bytes(self._w3.eth.send_raw_transaction(raw))
         except Exception as exc:
             text = _short(exc).lower()
             if "already known" in text or "already imported" in text:
                 return bytes(keccak(raw))
             raise translate(exc, f"sending a transaction to {self.label}") from exc
+        if self._journal is not None:
+            with self._journal.open("a") as fh:
+                fh.write(raw.hex() + "\n")
+        return tx_hash
 
     def wait(self, tx_hash: bytes, timeout_s: float = 60.0) -> Receipt:
         """Wait until `tx_hash` is mined; raise TransactionRevertedError if it failed."""

@@ -25,6 +25,10 @@ log = logging.getLogger(__name__)
 
 KEY_FILE = "chain.key"
 DEPLOYMENT_FILE = "chain.json"
+# The embedded chain's journal of signed transactions and its own deployment record.
+EMBEDDED_JOURNAL = "embedded-chain.txs"
+EMBEDDED_DEPLOYMENT = "embedded-chain.json"
+EMBEDDED = "embedded"
 # What one anchor may cost at most: the gas limit the publisher signs with, times a
 # generous fee. Start-up refuses an account that cannot pay for even one.
 ANCHOR_GAS_CEILING = 80_000
@@ -164,14 +168,46 @@ def open_publisher(
 
 
 def embedded_anchoring(settings: ChainSettings, home: Path, store: Store) -> Anchoring:
-    """A fresh embedded EVM with the set deployed, this node approved and funded.
+    """The embedded EVM with the set deployed, this node approved and funded.
 
-    The embedded chain lives as long as the process; it mines a block per transaction
-    and never reorganises, so one confirmation is final.
+    The chain is journaled in the home (`embedded-chain.txs`), so a later run, or
+    `audit --rpc embedded`, replays it and finds the same contracts and anchors. It mines
+    a block per transaction and never reorganises, so one confirmation is final.
     """
-    chain = Chain.embedded()
+    chain, deployment = open_embedded(home, record=True)
+    embedded = settings.model_copy(update={"confirmations": 1})
+    return open_publisher(embedded, home, store, chain=chain, deployment=deployment)
+
+
+def open_embedded(home: Path, *, record: bool) -> tuple[Chain, Deployment]:
+    """Replay (or, with `record`, create) the home's embedded chain; return it and its set."""
+    journal = home / EMBEDDED_JOURNAL
+    record_path = home / EMBEDDED_DEPLOYMENT
+    if record_path.exists() and journal.exists():
+        chain = Chain.embedded(journal, record=record)
+        try:
+            deployment = Deployment.from_json(record_path.read_text())
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ConfigError(f"{record_path}: not a deployment record ({exc})") from None
+        return chain, deployment
+    if not record:
+        raise ConfigError(
+            f"{home} has no embedded chain ({EMBEDDED_JOURNAL} and {EMBEDDED_DEPLOYMENT}); "
+            "run the node (or the demo) with the embedded chain first"
+        )
+    journal.unlink(missing_ok=True)
+    chain = Chain.embedded(journal)
     assert chain.faucet_key is not None
     node_key = load_key(home)
     deployment = deploy_for_node(chain, chain.faucet_key, node_key, fund_node_wei=10**20)
-    embedded = settings.model_copy(update={"confirmations": 1})
-    return open_publisher(embedded, home, store, chain=chain, deployment=deployment)
+    record_path.write_text(deployment.to_json() + "\n")
+    return chain, deployment
+
+
+def open_audit_chain(rpc: str, home: Path | None) -> tuple[Chain, Deployment | None]:
+    """The chain an auditor reads: `embedded` replays the home's journal, else an RPC URL."""
+    if rpc == EMBEDDED:
+        if home is None:
+            raise ConfigError("--rpc embedded needs the node home that holds the embedded chain")
+        return open_embedded(home, record=False)
+    return Chain.connect(rpc), None

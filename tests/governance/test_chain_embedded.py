@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from chains import Deployed
 
@@ -14,8 +16,9 @@ from governance.errors import (
     UnfundedAccountError,
     VerificationError,
 )
-from node.anchor import AnchorPublisher
-from node.chain_home import check_ready, deploy_for_node
+from node.anchor import AnchorPublisher, AnchorSchedule
+from node.chain_home import check_ready, deploy_for_node, embedded_anchoring, open_audit_chain
+from node.settings import ChainSettings
 from node.store import Outbox, Store
 
 
@@ -96,3 +99,36 @@ def test_anchor_audit_names_missing_wrong_and_unapproved(embedded: Deployed) -> 
         verify_on(ctl, log_id, [(10, _root(10))], [address_of(new_private_key())])
     with pytest.raises(VerificationError, match="no approved node"):
         verify_anchors([], log_id, [(10, _root(10))], [])
+
+
+def test_embedded_chain_is_replayed_from_its_journal(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    home.mkdir()
+    store = Store.open("sqlite://")
+    anchoring = embedded_anchoring(ChainSettings(), home, store)
+    log_id = _root(3003)
+    for size in (4, 8):
+        anchoring.publisher.submit(log_id, size, _root(size))
+    assert anchoring.publisher.drain(timeout_s=30, poll_s=0)
+    node = anchoring.publisher.address
+    # Another process (an auditor) rebuilds the chain from the home's journal.
+    chain, deployment = open_audit_chain("embedded", home)
+    assert deployment is not None
+    assert deployment.addresses == anchoring.deployment.addresses
+    replayed = Controller(chain, deployment.addresses["CampaignController"])
+    verified = verify_on(replayed, log_id, [(4, _root(4)), (8, _root(8))], [node])
+    assert [v.tree_size for v in verified] == [4, 8]
+    # The node starting again continues on the same chain: the anchors are still there.
+    again = embedded_anchoring(ChainSettings(), home, Store.open("sqlite://"))
+    assert [e.tree_size for e in again.controller.anchors(log_id)] == [4, 8]
+
+
+def test_schedule_anchors_one_root_per_batch_or_after_the_interval() -> None:
+    schedule = AnchorSchedule(batch_size=64, interval_s=600.0)
+    assert not schedule.due(10, now=1.0)
+    assert schedule.due(64, now=2.0)
+    schedule.anchored(64, now=2.0)
+    assert not schedule.due(64, now=3.0)
+    assert not schedule.due(100, now=3.0)
+    assert schedule.due(100, now=602.0)  # the interval passed with new entries
+    assert schedule.due(128, now=3.0)
