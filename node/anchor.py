@@ -51,30 +51,6 @@ class Backoff:
 
 
 @dataclass
-class AnchorSchedule:
-    """Which checkpoints go on-chain: one every `batch_size` new entries, or the latest
-    one once `interval_s` seconds passed with new entries. One root per batch keeps the
-    gas per experiment small; the interval bounds how long an entry waits for an anchor.
-    """
-
-    batch_size: int
-    interval_s: float
-    last_size: int = 0
-    last_time: float = 0.0
-
-    def due(self, tree_size: int, now: float) -> bool:
-        """Whether the checkpoint of `tree_size`, seen at monotonic time `now`, is anchored."""
-        if tree_size <= self.last_size:
-            return False
-        grown = tree_size - self.last_size >= self.batch_size
-        return grown or now - self.last_time >= self.interval_s
-
-    def anchored(self, tree_size: int, now: float) -> None:
-        self.last_size = max(self.last_size, tree_size)
-        self.last_time = now
-
-
-@dataclass
 class StepReport:
     """What one pass did (counts), and whether the chain could be reached at all."""
 
@@ -114,24 +90,6 @@ class AnchorPublisher:
     def submit(self, log_id: bytes, tree_size: int, root: bytes) -> OutboxRow:
         """Queue a checkpoint root; idempotent for a checkpoint already queued."""
         return self.outbox.enqueue(log_id, tree_size, root)
-
-    def offer(
-        self, schedule: AnchorSchedule, log_id: bytes, tree_size: int, root: bytes
-    ) -> OutboxRow | None:
-        """Queue the checkpoint if `schedule` says it is due; None if it is skipped."""
-        now = time.monotonic()
-        if not schedule.due(tree_size, now):
-            return None
-        row = self.submit(log_id, tree_size, root)
-        schedule.anchored(tree_size, now)
-        return row
-
-    def schedule(self, log_id: bytes, batch_size: int, interval_s: float) -> AnchorSchedule:
-        """A schedule that resumes after the largest size already queued for `log_id`."""
-        sizes = [r.tree_size for r in self.outbox.rows(log_id=log_id)]
-        return AnchorSchedule(
-            batch_size, interval_s, last_size=max(sizes, default=0), last_time=time.monotonic()
-        )
 
     def step(self) -> StepReport:
         """One pass over the outbox (see the module docstring)."""

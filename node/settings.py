@@ -134,12 +134,6 @@ class ChainSettings(_Section):
     confirmations: int = Field(
         default=2, ge=1, description="blocks on top of an anchor before it counts as confirmed"
     )
-    batch_size: int = Field(
-        default=64, ge=1, description="log entries per anchored checkpoint (one root per batch)"
-    )
-    anchor_interval_seconds: float = Field(
-        default=600.0, gt=0, description="anchor the latest checkpoint at least this often"
-    )
     poll_seconds: float = Field(default=2.0, gt=0, description="anchor publisher poll interval")
     retry_base_seconds: float = Field(
         default=1.0, gt=0, description="first retry delay; doubles per attempt"

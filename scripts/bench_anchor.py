@@ -2,9 +2,9 @@
 
 Starts anvil (from contracts/node_modules) on a loopback port with a fixed block time,
 deploys the contract set through `asi-node chain deploy`'s code, and feeds the outbox one
-checkpoint per batch of `--batch-size` log entries (the node's default batch size unless
-given). Prints the gas of each anchor divided by the entries it covers, and the time from
-handing the checkpoint to the publisher until it is confirmed `--confirmations` deep.
+checkpoint per `--batch-size` log entries (default 100, the log's checkpoint_every). Prints
+the gas of each anchor divided by the entries it covers, and the time from handing the
+checkpoint to the publisher until it is confirmed `--confirmations` deep.
 
     .venv/bin/python scripts/bench_anchor.py --checkpoints 5 --block-time 1
 """
@@ -43,7 +43,8 @@ def main() -> int:
     defaults = ChainSettings()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--checkpoints", type=int, default=5)
-    parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
+    # One checkpoint per this many log entries (the transparency log's checkpoint_every).
+    parser.add_argument("--batch-size", type=int, default=100)
     parser.add_argument("--confirmations", type=int, default=defaults.confirmations)
     parser.add_argument("--block-time", type=float, default=1.0, help="anvil block time, s")
     parser.add_argument("--poll", type=float, default=0.1, help="publisher poll interval, s")

@@ -16,7 +16,7 @@ from governance.errors import (
     UnfundedAccountError,
     VerificationError,
 )
-from node.anchor import AnchorPublisher, AnchorSchedule
+from node.anchor import AnchorPublisher
 from node.chain_home import check_ready, deploy_for_node, embedded_anchoring, open_audit_chain
 from node.settings import ChainSettings
 from node.store import Outbox, Store
@@ -121,14 +121,3 @@ def test_embedded_chain_is_replayed_from_its_journal(tmp_path: Path) -> None:
     # The node starting again continues on the same chain: the anchors are still there.
     again = embedded_anchoring(ChainSettings(), home, Store.open("sqlite://"))
     assert [e.tree_size for e in again.controller.anchors(log_id)] == [4, 8]
-
-
-def test_schedule_anchors_one_root_per_batch_or_after_the_interval() -> None:
-    schedule = AnchorSchedule(batch_size=64, interval_s=600.0)
-    assert not schedule.due(10, now=1.0)
-    assert schedule.due(64, now=2.0)
-    schedule.anchored(64, now=2.0)
-    assert not schedule.due(64, now=3.0)
-    assert not schedule.due(100, now=3.0)
-    assert schedule.due(100, now=602.0)  # the interval passed with new entries
-    assert schedule.due(128, now=3.0)
