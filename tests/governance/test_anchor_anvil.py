@@ -15,6 +15,7 @@ from governance.chain import Chain, address_of
 from governance.errors import (
     ChainUnavailableError,
     ContractMismatchError,
+    NonceError,
     NotAnEvmNodeError,
     UnfundedAccountError,
     VerificationError,
@@ -61,16 +62,23 @@ def _drain_mining(publisher: AnchorPublisher, rounds: int = 60) -> None:
     raise AssertionError(f"outbox not drained: {publisher.outbox.rows()}")
 
 
-def test_anchors_land_and_audit_passes(anvil: Anvil, tmp_path: Path) -> None:
+def test_anchors_land_and_audit_passes(
+    anvil: Anvil, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     home = tmp_path / "home"
     _deploy(anvil, home)
-    store = Store.open("sqlite://")
+    store = Store.open(f"sqlite:///{home / 'node.db'}")
     publisher = _publisher(anvil, home, store, confirmations=2)
     sizes = (64, 128, 192)
     for size in sizes:
         publisher.submit(LOG, size, _root(size))
     _drain_mining(publisher)
     assert {r.status for r in publisher.outbox.rows()} == {"confirmed"}
+    capsys.readouterr()
+    assert main(["--home", str(home), "chain", "status", "--rpc", anvil.url]) == 0
+    status = capsys.readouterr().out
+    assert "chain 31337" in status
+    assert "outbox: 0 pending, 0 sent, 3 confirmed, 0 failed" in status
     controller = load_deployment(home).addresses["CampaignController"]
     node = address_of(load_key(home))
     checkpoints = [(s, _root(s)) for s in sizes]
@@ -131,6 +139,9 @@ def test_nonce_taken_by_another_sender_is_resigned(anvil: Anvil, tmp_path: Path)
     assert final.status == "confirmed"
     assert final.nonce == signed.nonce + 1
     assert [e.tree_size for e in publisher.controller.anchors(LOG)] == [7]
+    # Sending the stale transaction now is refused by the node as a taken nonce.
+    with pytest.raises(NonceError, match="nonce too low"):
+        publisher.chain.broadcast(signed.raw)
 
 
 def test_reorg_below_confirmation_depth_is_followed(anvil: Anvil, tmp_path: Path) -> None:
