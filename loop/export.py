@@ -2,15 +2,19 @@
 
 The sandbox calls this after training. It writes, into one directory:
 
-- `forward_<T>.pt2`: `Backbone.forward` at (eval_batch, T) for every distinct test length;
+- `forward_<T>.pt2`: `Backbone.forward` at (eval_batch, T) for the longest test length T
+  (the evaluator right-pads shorter test sequences: the model is causal, which it
+  re-checks, so padding after a sequence cannot change its logits);
 - `step.pt2`: one recurrent step, `(token_t (B,), *state) -> (logits_t (B, V), *new_state)`
   at (step_batch,);
 - `init_state.pt`: the initial state for step_batch sequences (plain tensors, so the
   evaluator can read it with `torch.load(weights_only=True)`);
 - `manifest.json`: shapes, file names and the sha256 of every file (`loop.evaluate.Manifest`).
 
-Shapes are fixed because candidate mixers may branch on shapes (chunking, padding): one
-graph per length is robust where a dynamic length would need guards the mixer cannot give.
+Shapes are fixed because candidate mixers may branch on shapes (chunking, padding): a
+fixed-length graph is robust where a dynamic length would need guards the mixer cannot
+give. One forward graph, not one per length, because exporting, saving and (in the
+evaluator) loading each graph costs about a second of CPU.
 """
 
 from __future__ import annotations
@@ -102,7 +106,7 @@ def export_model(
     out_dir.mkdir(parents=True, exist_ok=True)
     model.eval()
     forward: list[ForwardEntry] = []
-    for seq_len in spec.test_lengths():
+    for seq_len in (max(spec.test_lengths()),):
         tokens = torch.zeros(eval_batch, seq_len, dtype=torch.long)
         entry = _export(
             model, (tokens,), out_dir / forward_file(seq_len), f"forward at T={seq_len}"

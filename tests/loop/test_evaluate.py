@@ -135,7 +135,7 @@ def honest(tmp_path_factory: pytest.TempPathFactory) -> Trained:
 
 def test_exported_graphs_reproduce_the_eager_model(honest: Trained) -> None:
     manifest = json.loads((honest.directory / "manifest.json").read_text())
-    assert [f["seq_len"] for f in manifest["forward"]] == [16, 24, 32]
+    assert [f["seq_len"] for f in manifest["forward"]] == [32]  # shorter sets are padded
     tokens = SPEC.test_sets(0)[2].batch.tokens[:EVAL_BATCH]
     program = torch.export.load(honest.directory / "forward_32.pt2")
     with torch.no_grad():
@@ -160,7 +160,8 @@ def test_evaluator_scores_like_eager_evaluation_on_held_out_sets(honest: Trained
     assert metrics.n_params == sum(p.numel() for p in honest.model.parameters())
     # per sequence and layer: conv state 16 x 2, running sum 16, count 1
     assert metrics.state_size == 2 * (16 * 2 + 16 + 1)
-    assert [t for t, _ in metrics.seconds_per_token] == [16, 32] and metrics.time_ratio > 0
+    # one forward graph, so no per-length cost ratio (the screen measures cost scaling)
+    assert [t for t, _ in metrics.seconds_per_token] == [32] and metrics.time_ratio is None
 
 
 def test_evaluator_reports_held_out_loss_for_the_language_model_task(tmp_path: Path) -> None:
@@ -235,7 +236,7 @@ def test_evaluator_refuses_archives_that_would_unpickle(
     honest: Trained, tmp_path: Path, attack: str
 ) -> None:
     directory = _copy_artifact(honest.directory, tmp_path / "copy")
-    path = directory / "forward_16.pt2"
+    path = directory / "forward_32.pt2"
     reader = PT2ArchiveReader(str(path))
     buffer = io.BytesIO()
     with PT2ArchiveWriter(buffer) as writer:
