@@ -404,19 +404,20 @@ class OpenAIChat:
             ) from None
         except openai.APIStatusError:
             listed = []  # some servers have no /models: fall back to a tiny call
-        if listed:
-            if ep.model not in listed:
-                shown = ", ".join(listed[:10]) + (" ..." if len(listed) > 10 else "")
-                raise LLMConfigError(
-                    f"{ep.base_url} does not serve model {ep.model!r}; it lists: {shown}"
-                )
+        if ep.model in listed:
             return f"{ep.base_url} serves {ep.model}"
+        # Not listed (or no list): Azure lists base models, not deployment names, so a
+        # one-token call decides.
+        shown = ", ".join(listed[:10]) + (" ..." if len(listed) > 10 else "")
         try:
             await client.chat.completions.create(
                 model=ep.model, messages=[{"role": "user", "content": "ping"}], max_tokens=1
             )
         except openai.NotFoundError:
-            raise LLMConfigError(f"{ep.base_url} does not serve model {ep.model!r}") from None
+            raise LLMConfigError(
+                f"{ep.base_url} does not serve model {ep.model!r}"
+                + (f"; it lists: {shown}" if shown else "")
+            ) from None
         except (openai.AuthenticationError, openai.PermissionDeniedError):
             raise LLMConfigError(f"{ep.base_url} refused the API key ({role})") from None
         except openai.APIConnectionError:

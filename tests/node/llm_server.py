@@ -11,6 +11,7 @@ import json
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -64,6 +65,8 @@ class ScriptedServer:
         self.api_key = api_key
         self.refuse_structured = refuse_structured
         self.queues: dict[str, deque[Action]] = {}
+        self.defaults: dict[str, Callable[[int], Action]] = {}  # used once a queue is empty
+        self.served: dict[str, int] = {}
         self.seen: list[Seen] = []
         self.lock = threading.Lock()
         server = self
@@ -144,8 +147,12 @@ class ScriptedServer:
 
     def _next(self, role: str) -> Action | None:
         with self.lock:
+            n = self.served[role] = self.served.get(role, 0) + 1
             queue = self.queues.get(role)
-            return queue.popleft() if queue else None
+            if queue:
+                return queue.popleft()
+            default = self.defaults.get(role)
+            return default(n) if default else None
 
     def _note(self, role: str, action: str, body: dict[str, Any]) -> None:
         with self.lock:
