@@ -16,11 +16,11 @@ import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from loop.analyst import Analysis, Fitness
 from loop.analyst_llm import JUDGE_FITNESS_VERSION, LLMAnalyst, judged_fitness
-from loop.archive import code_fingerprint
+from loop.archive import Behaviour, behaviour_twin, code_fingerprint
 from loop.cognition import CognitionBase, CognitionError
 from loop.engineer import EvalResult, ExperimentJob
 from loop.llm import (
@@ -225,6 +225,7 @@ class LLMAgents:
         """Propose until a proposal is queued (and claimed), the budget is spent, the
         campaign must pause, or MAX_REJECTIONS unusable replies came in a row."""
         cid = self.campaign_id
+        feedback = behaviour_notes(runner._archive())
         for _ in range(MAX_REJECTIONS):
             if self.pause is not None or runner._budget_spent():
                 return None
@@ -233,6 +234,7 @@ class LLMAgents:
                 references,
                 [i.text for i in self.store.list_insights(cid, INSIGHTS_SHOWN)],
                 self._known(),
+                feedback,
             )
             self._set_pause(result.pause)
             if result.duplicates_sent_back:
@@ -314,8 +316,8 @@ class LLMAgents:
     ) -> EvalResult:
         """Run the experiment; a repairable failure of a generated candidate goes to the
         debugger. Runs in a worker thread: what the rounds made is kept for `record`."""
-        if role == "baseline" or self.pause is not None:
-            return engineer.run(job, cancel)
+        if role != "candidate" or self.pause is not None:
+            return engineer.run(job, cancel)  # baselines and re-runs are not patched
         repaired = self.repairer.run(engineer, job, cancel)
         self._set_pause(repaired.pause)
         if not repaired.rounds:
@@ -395,5 +397,21 @@ class LLMAgents:
         return fit, text, insights
 
 
-def usage_json(llm_json: str | None) -> dict[str, Any]:
-    return json.loads(llm_json) if llm_json else {}
+def behaviour_notes(archive: Sequence[ArchiveView], limit: int = 4) -> list[str]:
+    """Behaviour-fingerprint duplicates among the scored candidates, newest first: the
+    Researcher is told which designs turned out to behave like earlier ones."""
+    notes: list[str] = []
+    for i in range(len(archive) - 1, 0, -1):
+        entry = archive[i]
+        if not entry.accuracies:
+            continue
+        twin = behaviour_twin(Behaviour.of(entry.accuracies, entry.state_size), archive[:i])
+        if twin is not None:
+            notes.append(
+                f"{entry.name} behaves like {twin.name} (within a point on every test set at "
+                "about the same state_size): its change did not alter behaviour; do not "
+                "repeat it."
+            )
+        if len(notes) >= limit:
+            break
+    return notes

@@ -10,6 +10,7 @@ out and pauses the campaign.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import threading
 from pathlib import Path
@@ -28,6 +29,7 @@ from node.llm_loop import LLMSetup
 from node.runtime import open_node
 from node.scheduler import CampaignRunner
 from node.settings import init_home
+from node.store import ExperimentRow
 
 pytestmark = pytest.mark.integration
 
@@ -91,6 +93,7 @@ class ScriptedEngineer(FakeEngineer):
 
 
 def setup_for(url: str, key: str = "test-key") -> LLMSetup:
+    """Every role on the server; the analyst without retries, so a stall fails its call."""
     endpoint = Endpoint(
         base_url=url,
         model=MODELS[0],
@@ -100,7 +103,9 @@ def setup_for(url: str, key: str = "test-key") -> LLMSetup:
         price_input_per_mtok=1.0,
         price_output_per_mtok=4.0,
     )
-    return LLMSetup(dict.fromkeys(ROLES, endpoint), max_code_chars=MAX_CODE)
+    endpoints = dict.fromkeys(ROLES, endpoint)
+    endpoints["analyst"] = dataclasses.replace(endpoint, max_retries=0)
+    return LLMSetup(endpoints, max_code_chars=MAX_CODE)
 
 
 def proposal(name: str, motivation: str, code: str, diff: str = "") -> dict[str, str]:
@@ -156,7 +161,7 @@ def script(server: ScriptedServer) -> None:
         stall(3.0),
         reply({"diagnosis": "hard-coded head count", "code": mixer("a")}),
     )
-    server.script("analyst", reply(analysis(0.8)), reply(analysis(0.4)), reply(analysis(0.9)))
+    server.script("analyst", stall(2.5), reply(analysis(0.8)), reply(analysis(0.4)))
 
 
 def test_llm_campaign_repairs_analyses_rejects_and_pauses_on_budget(
@@ -194,7 +199,7 @@ def test_llm_campaign_repairs_analyses_rejects_and_pauses_on_budget(
     assert "LLM calls 11 of 11" in summary.detail
     assert node.store.get_campaign(camp.id).status == "paused"
     usage = node.store.llm_usage(camp.id)
-    assert usage.calls == 11 and usage.failed == 0
+    assert usage.calls == 11 and usage.failed == 1  # the analyst's stalled call
 
     # The 429 was retried by the SDK after its Retry-After; the stall hit the timeout.
     research = [s for s in seen if s.role == "researcher"]
@@ -204,9 +209,10 @@ def test_llm_campaign_repairs_analyses_rejects_and_pauses_on_budget(
     assert [s.action for s in repair] == ["stall", "reply"]
     assert 0.9 <= repair[1].at - repair[0].at < 3.0
     # The analyst's server refused structured outputs once; the client asked without.
-    analyst = [s.action for s in seen if s.role == "analyst"]
-    assert analyst == ["refused_format", "reply", "reply", "reply"]
-    assert "response_format" not in [s for s in seen if s.role == "analyst"][1].body
+    # Its stalled reply hit the 1 s timeout (no retries for the analyst): the call failed.
+    analyst = [s for s in seen if s.role == "analyst"]
+    assert [s.action for s in analyst] == ["refused_format", "stall", "reply", "reply"]
+    assert "response_format" not in analyst[1].body
 
     cands = {c.id: c for c in node.store.list_candidates(camp.id)}
     exps = node.store.list_experiments(camp.id)
@@ -221,7 +227,9 @@ def test_llm_campaign_repairs_analyses_rejects_and_pauses_on_budget(
     fixed = by_name["gated-sum+fix1"]
     assert fixed.status == "done" and fixed.fitness_version == "fitness-v1+judge"
     assert json.loads(cands[fixed.candidate_id].parent_ids_json) == [broken.candidate_id]
-    assert "LLM analysis: Results: acc_256x64" in fixed.analysis
+    assert "LLM analysis unavailable: analyst call failed: no answer within 1s" in fixed.analysis
+    failed = [x for x in node.store.list_llm_exchanges(camp.id, fixed.id) if x.status != "ok"]
+    assert [(x.role, x.status) for x in failed] == [("analyst", "timeout")]
     llm = json.loads(broken.llm_json or "{}")
     assert [x["purpose"] for x in llm["exchanges"]] == ["propose", "repair"]
     assert all(x["prompt"].startswith("sha256:") for x in llm["exchanges"])
@@ -229,6 +237,7 @@ def test_llm_campaign_repairs_analyses_rejects_and_pauses_on_budget(
 
     # Malformed JSON was read; the duplicate was sent back once, then a new design came.
     assert by_name["short-conv-keys"].status == "done"
+    assert "LLM analysis: Results: acc_256x64" in by_name["short-conv-keys"].analysis
     assert "short-conv-keys-2" not in by_name
     decayed = by_name["decayed-sum"]
     assert decayed.status == "done"
@@ -251,18 +260,25 @@ def test_llm_campaign_repairs_analyses_rejects_and_pauses_on_budget(
 
     # Analyst insights in the metric vocabulary were kept; the one without was dropped.
     insights = [i.text for i in node.store.list_insights(camp.id)]
-    assert insights.count("Gating the write lifts acc_256x64 at equal state_size.") == 3
+    assert insights.count("Gating the write lifts acc_256x64 at equal state_size.") == 2
     assert "This is a nice design." not in insights
-    # fitness-v1+judge: fitness-v1 plus 0.02 * (judge - 0.5), judge 0.8 for the fix.
+    # fitness-v1+judge: fitness-v1 plus 0.02 * (judge - 0.5): judge 0.8 for the first
+    # analysed design, neutral (0.5) for the fix whose analysis failed.
     ref = by_name["deltanet"]
-    gain = json.loads(fixed.metrics_json or "{}")["mean_acc"]
-    gain -= json.loads(ref.metrics_json or "{}")["mean_acc"]
-    assert fixed.fitness == pytest.approx(gain + 0.02 * 0.3)
+
+    def gain(exp: ExperimentRow) -> float:
+        mine = json.loads(exp.metrics_json or "{}")["mean_acc"]
+        return float(mine - json.loads(ref.metrics_json or "{}")["mean_acc"])
+
+    assert fixed.fitness == pytest.approx(gain(fixed))
+    conv = by_name["short-conv-keys"]
+    assert conv.fitness == pytest.approx(gain(conv) + 0.02 * 0.3)
     assert ref.fitness == pytest.approx(0.0) and ref.fitness_version == "fitness-v1+judge"
 
     # What the agents saw and said is kept in full, locally.
     kept = node.store.list_llm_exchanges(camp.id)
-    assert len(kept) == 11 and all(x.completion for x in kept)
+    assert len(kept) == 11 and all(x.completion for x in kept if x.status == "ok")
+    assert all(x.prompt.startswith('[{"role": "system"') for x in kept)
     assert any("Design knowledge (cognition base)" in x.prompt for x in kept)
 
     # The CLI shows the LLM cost per experiment and for the campaign.
@@ -271,7 +287,7 @@ def test_llm_campaign_repairs_analyses_rejects_and_pauses_on_budget(
     shown = capsys.readouterr().out
     assert "llm: 3 call(s) (0 failed)" in shown and f"models {MODELS[0]}" in shown
     assert main(["--home", str(tmp_path), "campaign", "show", camp.id]) == 0
-    assert "LLM: 11 call(s) (0 failed)" in capsys.readouterr().out
+    assert "LLM: 11 call(s) (1 failed)" in capsys.readouterr().out
 
     # Running again pauses at once: the budget is still spent.
     with ScriptedServer() as server:
