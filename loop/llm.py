@@ -309,6 +309,12 @@ class OpenAIChat:
                     "check the model name and the base URL (it usually ends in /v1)"
                 ) from None
             raise LLMCallError(f"{role} call failed: {exchange.error}", exchange) from None
+        except (ValueError, TypeError, AttributeError, KeyError) as exc:
+            # A 200 whose body is not a chat completion (not JSON, wrong shape): the SDK
+            # raises whatever its parser met. This call failed; the campaign goes on.
+            exchange = self._failed(role, purpose, messages, started, exc, structured)
+            self.ledger.add(exchange)
+            raise LLMCallError(f"{role} call failed: {exchange.error}", exchange) from None
         latency = time.perf_counter() - started
         text = ""
         if response.choices:
@@ -355,11 +361,14 @@ class OpenAIChat:
         purpose: str,
         messages: Sequence[Message],
         started: float,
-        exc: openai.APIError,
+        exc: Exception,
         structured: bool,
     ) -> Exchange:
-        if isinstance(exc, openai.APITimeoutError):
-            status: Literal["timeout", "rate_limited", "error"] = "timeout"
+        if not isinstance(exc, openai.APIError):
+            status: Literal["timeout", "rate_limited", "error"] = "error"
+            error = f"unreadable reply ({type(exc).__name__}: {_first_line(str(exc))})"
+        elif isinstance(exc, openai.APITimeoutError):
+            status = "timeout"
             error = f"no answer within {self.endpoints[role].timeout_s:g}s (after retries)"
         elif isinstance(exc, openai.RateLimitError):
             status, error = "rate_limited", "rate limited (429) after retries"

@@ -40,6 +40,11 @@ def stall(seconds: float) -> Action:
     return Action("stall", seconds=seconds)
 
 
+def raw(body: str) -> Action:
+    """A 200 whose body is `body` as is (not necessarily JSON)."""
+    return Action("raw", content=body)
+
+
 @dataclass
 class Seen:
     role: str
@@ -123,6 +128,13 @@ class ScriptedServer:
                 elif action.kind == "status":
                     msg = {"error": {"message": f"scripted {action.code}"}}
                     self._send(action.code, msg, action.headers)
+                elif action.kind == "raw":
+                    data = action.content.encode()
+                    self.send_response(200)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(data)))
+                    self.end_headers()
+                    self.wfile.write(data)
                 elif action.kind == "stall":
                     time.sleep(action.seconds)
                     self._send(200, _completion(body["model"], "{}"))
