@@ -16,8 +16,10 @@ A candidate is one Python module that defines `class Mixer(nn.Module)`:
     class Mixer(nn.Module):
         def __init__(self, d_model: int, n_heads: int, **options): ...
         def forward(self, x: Tensor) -> Tensor: ...        # (B, T, D) -> (B, T, D), causal
-        def init_state(self, batch: int) -> State: ...      # tensor(s); size independent of T
-        def step(self, x_t: Tensor, state: State) -> tuple[Tensor, State]: ...   # x_t: (B, D)
+        def init_state(self, batch: int) -> State: ...      # size independent of T
+        def step(self, x_t: Tensor, state: State) -> tuple[Tensor, State]: ...
+
+State = tuple[Tensor, ...]: a flat tuple of tensors, even for one (`(s,)`); x_t is (B, D).
 
 The harness owns the backbone (embedding, pre-norm blocks with a short causal convolution
 of kernel 3 before the mixer, head); the module is only the token mixer."""

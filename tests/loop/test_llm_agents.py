@@ -36,11 +36,11 @@ class Mixer(nn.Module):
         return self.proj(torch.cumsum(x, dim=1))
 
     def init_state(self, batch):
-        return torch.zeros(batch, self.proj.in_features)
+        return (torch.zeros(batch, self.proj.in_features),)
 
     def step(self, x_t, state):
-        state = state + x_t
-        return self.proj(state), state
+        total = state[0] + x_t
+        return self.proj(total), (total,)
 """
 
 DIFF = """--- a/candidate.py
@@ -51,9 +51,9 @@ DIFF = """--- a/candidate.py
 +        return self.proj(torch.cumsum(x, dim=1) * 0.5)
 @@ -15,3 +15,3 @@
      def step(self, x_t, state):
-         state = state + x_t
--        return self.proj(state), state
-+        return self.proj(state * 0.5), state
+         total = state[0] + x_t
+-        return self.proj(total), (total,)
++        return self.proj(total * 0.5), (total,)
 """
 
 PARENT = ArchiveView(
@@ -100,7 +100,7 @@ def test_a_diff_against_the_parent_becomes_the_whole_patched_module(portal: Port
     )
     result = researcher(chat, portal).propose([PARENT], [], [], NOTHING)
     assert result.proposal is not None
-    assert "* 0.5), state" in result.proposal.code and "* 0.5)\n" in result.proposal.code
+    assert "* 0.5), (total,)" in result.proposal.code and "* 0.5)\n" in result.proposal.code
     assert result.proposal.name == "half-sum"
     assert result.proposal.parent_ids == ("cand-1",) and result.proposal.origin == "llm"
 

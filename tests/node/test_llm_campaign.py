@@ -48,11 +48,11 @@ def mixer(tag: str, bug: bool = False, methods: tuple[str, ...] = ("forward", "s
 """,
         "step": """
     def init_state(self, batch):
-        return torch.zeros(batch, self.d)
+        return (torch.zeros(batch, self.d),)
 
     def step(self, x_t, state):
-        state = state + x_t
-        return self.proj(state * self.scale), state
+        total = state[0] + x_t
+        return self.proj(total * self.scale), (total,)
 """,
     }
     return (
