@@ -5,6 +5,7 @@ metrics, and the static interface check that LLM-written code must pass before t
 from __future__ import annotations
 
 import ast
+import inspect
 
 from loop.screen import ALLOWED_MODULES, ScreenConfig
 
@@ -87,3 +88,32 @@ def interface_problem(code: str) -> str | None:
     if missing:
         return f"class Mixer does not define {', '.join(missing)} (needs forward, init_state, step)"
     return None
+
+
+def baseline_source(code: str) -> str | None:
+    """For a parent that is one line importing a baseline (`from kernels.baselines import
+    DeltaNet as Mixer`), the baseline's source with the imports it uses, so an agent sees
+    the design and the helpers it may import itself; None for any other code."""
+    try:
+        tree = ast.parse(code)
+    except (SyntaxError, ValueError):
+        return None
+    if not (len(tree.body) == 1 and isinstance(tree.body[0], ast.ImportFrom)):
+        return None
+    node = tree.body[0]
+    if node.module != "kernels.baselines" or len(node.names) != 1:
+        return None
+    import kernels.baselines as module
+
+    cls = getattr(module, node.names[0].name, None)
+    if not isinstance(cls, type):
+        return None
+    module_source = inspect.getsource(module)
+    imports = [
+        ast.get_source_segment(module_source, n) or ""
+        for n in ast.parse(module_source).body
+        if isinstance(n, ast.Import | ast.ImportFrom)
+    ]
+    classes = [c for c in reversed(cls.__mro__) if c.__module__ == module.__name__]
+    parts = ["\n".join(imports), *(inspect.getsource(c) for c in classes)]
+    return "\n\n".join(parts)

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from loop.archive import code_fingerprint
 from loop.cognition import CognitionBase, similarity
-from loop.contract import INTERFACE, METRICS, RULES, interface_problem
+from loop.contract import INTERFACE, METRICS, RULES, baseline_source, interface_problem
 from loop.diffs import DiffError, apply_unified_diff
 from loop.llm import (
     BudgetExhausted,
@@ -126,7 +126,15 @@ class LLMResearcher:
             parts.append(f"## Parent {i}: {view.name} ({view.candidate_id})\n{_scores(view)}")
             if view.analysis:
                 parts.append(f"Analysis: {view.analysis}")
-            parts.append(f"Code:\n```python\n{view.code}\n```")
+            source = baseline_source(view.code)
+            if source is None:
+                parts.append(f"Code:\n```python\n{view.code}\n```")
+            else:
+                parts.append(
+                    f"Code: `{view.code.strip()}`, a baseline; its source (a diff cannot "
+                    f"apply to it: send a whole module, importing helpers from kernels.layers "
+                    f"or kernels.ops if useful):\n```python\n{source}\n```"
+                )
         if not parents:
             parts.append("## No parents yet: propose a first design from the cognition entries.")
         if references:

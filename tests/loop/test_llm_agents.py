@@ -12,7 +12,7 @@ from loop.analyst import Analysis, Fitness
 from loop.analyst_llm import JUDGE_FITNESS_VERSION, LLMAnalyst, judged_fitness
 from loop.archive import code_fingerprint
 from loop.cognition import CognitionBase
-from loop.contract import interface_problem
+from loop.contract import baseline_source, interface_problem
 from loop.diffs import DiffError, apply_unified_diff
 from loop.engineer import EvalResult, ExperimentJob
 from loop.llm import Caps, Ledger, Portal
@@ -91,6 +91,22 @@ def test_the_prompt_carries_parent_code_analysis_insights_cognition_and_the_rule
     assert GOOD in user and "Recall collapses on 256x64" in user
     assert "gating helped 256x64" in user and "Design knowledge (cognition base)" in user
     assert "[arXiv:" in user
+
+
+def test_a_baseline_parent_is_shown_with_its_source_and_helpers(portal: Portal) -> None:
+    baseline = ArchiveView(
+        "cand-0",
+        "gated_deltanet",
+        "from kernels.baselines import GatedDeltaNet as Mixer\n",
+        "baseline",
+        0.0,
+        {"64x8": 0.9},
+        4096,
+    )
+    user = researcher(FakeChat(), portal).prompt([baseline], [], [])[1].content
+    assert "class DeltaNet(nn.Module)" in user and "class GatedDeltaNet(DeltaNet)" in user
+    assert "from kernels.layers import" in user and "send a whole module" in user
+    assert baseline_source(GOOD) is None
 
 
 def test_a_diff_against_the_parent_becomes_the_whole_patched_module(portal: Portal) -> None:
