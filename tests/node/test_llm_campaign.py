@@ -289,6 +289,15 @@ def test_llm_campaign_repairs_analyses_rejects_and_pauses_on_budget(
     assert main(["--home", str(tmp_path), "campaign", "show", camp.id]) == 0
     assert "LLM: 11 call(s) (1 failed)" in capsys.readouterr().out
 
+    # And so does the HTTP API, as counts and digests.
+    from fastapi.testclient import TestClient
+
+    from node.api import create_app
+
+    shown_api = TestClient(create_app(node.store)).get(f"/experiments/{decayed.id}").json()
+    assert shown_api["llm"]["calls"] == 3
+    assert all(x["prompt"].startswith("sha256:") for x in shown_api["llm"]["exchanges"])
+
     # Running again pauses at once: the budget is still spent.
     with ScriptedServer() as server:
         again = CampaignRunner(
