@@ -40,10 +40,11 @@ Screening, before any training (a failure ends the experiment with that failure 
 
 METRICS = """\
 The task is MQAR (multi-query associative recall): key-value pairs, then queries of keys.
-Metrics: acc_64x8, acc_128x16, acc_128x32, acc_256x64 (accuracy on test sets of length x
-pairs), mean_acc (their mean), state_size (recurrent state numbers per sequence), params,
-time_ratio (cost growth for 4x length). fitness-v1 = mean_acc minus the reference's
-(DeltaNet, same seed) minus 0.05 per doubling of state_size over the reference's."""
+Metrics: acc_64x8, acc_128x16, acc_128x32, acc_256x64 (acc_LxP: recall accuracy on the
+test set of length L holding P pairs), mean_acc (their mean), state_size (recurrent state
+numbers per sequence), params, time_ratio (cost growth for 4x length). fitness-v1 =
+mean_acc minus the reference baseline's (DeltaNet by default, trained on the same seed)
+minus 0.05 per doubling of state_size over the reference's."""
 
 REQUIRED_METHODS = ("forward", "init_state", "step")
 
