@@ -249,6 +249,7 @@ class OpenAIChat:
         self.ledger = ledger
         self._clients: dict[Role, openai.AsyncOpenAI] = {}
         self._plain: set[Role] = set()  # roles whose server refused response_format
+        self._completion_tokens: set[Role] = set()  # roles needing max_completion_tokens
 
     def model_of(self, role: Role) -> str:
         return self.endpoints[role].model
@@ -286,15 +287,21 @@ class OpenAIChat:
         structured = schema is not None and ep.structured != "off" and role not in self._plain
         started = time.perf_counter()
         try:
-            try:
-                response = await self._create(role, messages, schema if structured else None)
-            except openai.BadRequestError as exc:
-                if not (structured and ep.structured == "auto" and _about_format(exc)):
-                    raise
-                log.info("server refused response_format; asking without it", extra={"role": role})
-                self._plain.add(role)
-                structured = False
-                response = await self._create(role, messages, None)
+            # Not a retry loop: a 400 naming a parameter the server does not take is asked
+            # again once without it (each fallback at most once, then remembered per role).
+            for _ in range(3):
+                try:
+                    response = await self._create(role, messages, schema if structured else None)
+                    break
+                except openai.BadRequestError as exc:
+                    if _about_token_limit(exc) and role not in self._completion_tokens:
+                        self._completion_tokens.add(role)
+                    elif structured and ep.structured == "auto" and _about_format(exc):
+                        log.info("server refused response_format", extra={"role": role})
+                        self._plain.add(role)
+                        structured = False
+                    else:
+                        raise
         except openai.APIError as exc:
             exchange = self._failed(role, purpose, messages, started, exc, structured)
             self.ledger.add(exchange)
@@ -344,14 +351,19 @@ class OpenAIChat:
         kwargs: dict[str, Any] = {
             "model": ep.model,
             "messages": [{"role": m.role, "content": m.content} for m in messages],
-            "max_tokens": ep.max_output_tokens,
         }
+        limit = "max_completion_tokens" if role in self._completion_tokens else "max_tokens"
+        kwargs[limit] = ep.max_output_tokens
         if ep.temperature is not None:
             kwargs["temperature"] = ep.temperature
         if schema is not None:
             kwargs["response_format"] = {
                 "type": "json_schema",
-                "json_schema": {"name": schema.name, "schema": dict(schema.schema)},
+                "json_schema": {
+                    "name": schema.name,
+                    "schema": dict(schema.schema),
+                    "strict": True,
+                },
             }
         return await self._client(role).chat.completions.create(**kwargs)
 
@@ -443,6 +455,11 @@ class OpenAIChat:
         except openai.APIError:
             return None
         return None
+
+
+def _about_token_limit(exc: openai.BadRequestError) -> bool:
+    """Newer OpenAI models refuse `max_tokens` and ask for `max_completion_tokens`."""
+    return "max_completion_tokens" in str(exc)
 
 
 def _about_format(exc: openai.BadRequestError) -> bool:

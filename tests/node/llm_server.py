@@ -66,9 +66,15 @@ def role_of(body: dict[str, Any]) -> str:
 
 
 class ScriptedServer:
-    def __init__(self, api_key: str = "test-key", refuse_structured: frozenset[str] = frozenset()):
+    def __init__(
+        self,
+        api_key: str = "test-key",
+        refuse_structured: frozenset[str] = frozenset(),
+        refuse_max_tokens: bool = False,
+    ):
         self.api_key = api_key
         self.refuse_structured = refuse_structured
+        self.refuse_max_tokens = refuse_max_tokens
         self.queues: dict[str, deque[Action]] = {}
         self.defaults: dict[str, Callable[[int], Action]] = {}  # used once a queue is empty
         self.served: dict[str, int] = {}
@@ -116,6 +122,14 @@ class ScriptedServer:
                 role = role_of(body)
                 if body.get("model") not in MODELS:
                     self._send(404, {"error": {"message": f"model {body.get('model')} not found"}})
+                    return
+                if server.refuse_max_tokens and "max_tokens" in body:
+                    server._note(role, "refused_max_tokens", body)
+                    msg = (
+                        "Unsupported parameter: 'max_tokens' is not supported with this "
+                        "model. Use 'max_completion_tokens' instead."
+                    )
+                    self._send(400, {"error": {"message": msg}})
                     return
                 if role in server.refuse_structured and "response_format" in body:
                     server._note(role, "refused_format", body)

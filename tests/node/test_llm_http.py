@@ -79,3 +79,25 @@ def test_a_wrong_key_or_model_during_a_run_is_a_config_error() -> None:
             asyncio.run(chat(server.url, api_key="nope").complete("researcher", HELLO, purpose="p"))
         with pytest.raises(LLMConfigError, match="does not serve model 'gone'"):
             asyncio.run(chat(server.url, model="gone").complete("researcher", HELLO, purpose="p"))
+
+
+def test_parameters_a_server_refuses_are_dropped_once_and_remembered() -> None:
+    with ScriptedServer(
+        refuse_structured=frozenset({"researcher"}), refuse_max_tokens=True
+    ) as server:
+        server.script("researcher", reply('ok: {"a": 2}'), reply('{"a": 3}'))
+        client = chat(server.url)
+
+        async def go() -> None:
+            first = await client.complete("researcher", HELLO, purpose="p", schema=SCHEMA)
+            assert first.data == {"a": 2} and not first.exchange.structured
+            assert (await client.complete("researcher", HELLO, purpose="p", schema=SCHEMA)).data
+            await client.close()
+
+        asyncio.run(go())
+        actions = [s.action for s in server.seen]
+        assert actions == ["refused_max_tokens", "refused_format", "reply", "reply"]
+        last = server.seen[-1].body
+        assert last["max_completion_tokens"] == 4096 and "response_format" not in last
+    strict = server.seen[0].body["response_format"]["json_schema"]["strict"]
+    assert strict is True
