@@ -200,6 +200,10 @@ def cmd_campaign(args: argparse.Namespace) -> int:
     if args.action == "show":
         camp = node.store.get_campaign(args.campaign)
         print(f"campaign {camp.id} ({camp.name}): {camp.status}")
+        stops = node.store.list_events(camp.id, kind="run_stopped")
+        why = json.loads(stops[-1].payload_json).get("detail") if stops else None
+        if camp.status == "paused" and why:
+            print(f"paused: {why}")
         print(f"config {camp.config_hash}")
         print(json.dumps(json.loads(camp.config_json), indent=2))
         print(_llm_line(node, camp.id))

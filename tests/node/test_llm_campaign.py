@@ -287,7 +287,8 @@ def test_llm_campaign_repairs_analyses_rejects_and_pauses_on_budget(
     shown = capsys.readouterr().out
     assert "llm: 3 call(s) (0 failed)" in shown and f"models {MODELS[0]}" in shown
     assert main(["--home", str(tmp_path), "campaign", "show", camp.id]) == 0
-    assert "LLM: 11 call(s) (1 failed)" in capsys.readouterr().out
+    shown = capsys.readouterr().out
+    assert "LLM: 11 call(s) (1 failed)" in shown and "paused: LLM calls 11 of 11" in shown
 
     # And so does the HTTP API, as counts and digests.
     from fastapi.testclient import TestClient
