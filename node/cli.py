@@ -259,7 +259,25 @@ def cmd_experiments(args: argparse.Namespace) -> int:
         print(f"analysis: {exp.analysis}")
     print("code:")
     print(node.store.get_code(cand.digest))
+    if args.transcript:
+        _print_transcript(node, exp.campaign_id, exp.id)
     return 0
+
+
+def _print_transcript(node: Node, campaign_id: str, experiment_id: str) -> None:
+    """What the LLM agents were sent and answered for one experiment, as kept locally."""
+    for x in node.store.list_llm_exchanges(campaign_id, experiment_id):
+        print()
+        print(
+            f"--- {x.role} {x.purpose} ({x.model}, {x.status}, {x.prompt_tokens}+"
+            f"{x.completion_tokens} tokens, {x.latency_s:.1f}s)"
+            + (f": {x.error}" if x.error else "")
+        )
+        for message in json.loads(x.prompt):
+            print(f"[{message['role']}]")
+            print(message["content"])
+        print("[reply]")
+        print(x.completion)
 
 
 def cmd_cognition(args: argparse.Namespace) -> int:
@@ -353,6 +371,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--status", choices=["queued", "running", "done", "failed", "interrupted"])
     e = esub.add_parser("show", help="code, screening, metrics of one experiment")
     e.add_argument("experiment", help="experiment id")
+    e.add_argument(
+        "--transcript", action="store_true", help="also print the LLM prompts and replies"
+    )
     p.set_defaults(func=cmd_experiments)
 
     p = sub.add_parser("cognition", help="list, search or extend the cognition base")

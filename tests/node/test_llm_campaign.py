@@ -286,6 +286,11 @@ def test_llm_campaign_repairs_analyses_rejects_and_pauses_on_budget(
     assert main(["--home", str(tmp_path), "experiments", "show", decayed.id]) == 0
     shown = capsys.readouterr().out
     assert "llm: 3 call(s) (0 failed)" in shown and f"models {MODELS[0]}" in shown
+    assert "--- researcher propose" not in shown
+    assert main(["--home", str(tmp_path), "experiments", "show", decayed.id, "--transcript"]) == 0
+    transcript = capsys.readouterr().out
+    assert transcript.count("--- researcher propose") == 2 and "[system]" in transcript
+    assert "Rejected as a near-duplicate" in transcript and "[reply]" in transcript
     assert main(["--home", str(tmp_path), "campaign", "show", camp.id]) == 0
     shown = capsys.readouterr().out
     assert "LLM: 11 call(s) (1 failed)" in shown and "paused: LLM calls 11 of 11" in shown
