@@ -131,6 +131,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from node.campaign import demo_config
     from node.runtime import open_node
 
+    if args.researcher != "llm" and (args.llm_url or args.model):
+        raise _config_error("--llm-url and --model go with --researcher llm")
     node = open_node(args.home, create=True)
     llm = None
     name = DEMO_NAME

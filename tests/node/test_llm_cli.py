@@ -78,6 +78,8 @@ def test_llm_demo_without_a_url_or_reachable_server_fails_clearly(
 ) -> None:
     assert run(tmp_path / "a", "demo", "--researcher", "llm") == 2
     assert "--researcher llm needs --llm-url URL" in capsys.readouterr().err
+    assert run(tmp_path / "a", "demo", "--llm-url", "http://127.0.0.1:9/v1") == 2
+    assert "go with --researcher llm" in capsys.readouterr().err
     dead = "http://127.0.0.1:9/v1"  # discard port: nothing listens
     assert (
         run(tmp_path / "b", "demo", "--researcher", "llm", "--llm-url", dead, "--model", "m") == 2
