@@ -50,6 +50,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 MAX_REJECTIONS = 5  # unusable replies in a row before the step gives up
+# Researcher calls that failed in a row (each after the SDK's own retries) before the
+# campaign pauses: the endpoint is down, and asking on would only stack retries.
+MAX_FAILED_CALLS = 2
 INSIGHTS_SHOWN = 8
 COGNITION_FILE = "cognition.jsonl"
 
@@ -196,6 +199,7 @@ class LLMAgents:
         self.repairer = Repairer(self.chat, self.portal, setup.repair_rounds, setup.max_code_chars)
         self.analyst = LLMAnalyst(self.chat, self.portal)
         self._pause: str | None = None
+        self._failed_calls = 0
         self._lock = threading.Lock()
         self._repairs: dict[str, Repaired] = {}
 
@@ -242,6 +246,7 @@ class LLMAgents:
                     "duplicate", {"sent_back": result.duplicates_sent_back, "step": "propose"}
                 )
             if result.proposal is not None:
+                self._failed_calls = 0
                 cand = self.store.add_candidate(cid, result.proposal)
                 exp = self.store.enqueue_experiment(cid, cand.id, "candidate", self.config.seed)
                 self._keep(exp.id, result.exchanges)
@@ -255,6 +260,14 @@ class LLMAgents:
                 self._keep(None, result.exchanges)  # paused before any proposal
                 return None
             self._record_rejection(runner, result, parents)
+            failed_call = bool(result.exchanges) and result.exchanges[-1].status != "ok"
+            self._failed_calls = self._failed_calls + 1 if failed_call else 0
+            if self._failed_calls >= MAX_FAILED_CALLS:
+                self._set_pause(
+                    f"the researcher's LLM calls failed {self._failed_calls} times in a row "
+                    f"({result.reason}); check the endpoint and run the campaign again"
+                )
+                return None
         runner.emit("no_proposal", {"reason": f"{MAX_REJECTIONS} unusable LLM replies in a row"})
         return None
 

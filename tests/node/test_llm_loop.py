@@ -10,7 +10,16 @@ import pytest
 from fakes import FakeEngineer
 from test_llm_campaign import ScriptedEngineer, analysis, mixer, proposal
 
-from loop.llm import Exchange, Ledger, Message, Reply, Role, Schema, parse_json_object
+from loop.llm import (
+    Exchange,
+    Ledger,
+    LLMCallError,
+    Message,
+    Reply,
+    Role,
+    Schema,
+    parse_json_object,
+)
 from loop.proposal import ArchiveView
 from node.campaign import Budget, CampaignConfig
 from node.errors import ConfigError
@@ -145,3 +154,39 @@ def test_setup_takes_each_role_from_its_own_section_or_the_shared_one(tmp_path: 
     assert {(e.base_url, e.model) for e in flagged.endpoints.values()} == {("http://b/v1", "m")}
     with pytest.raises(ConfigError, match="no LLM model for the researcher"):
         LLMSetup.from_settings(load_settings(tmp_path / "none", env={}), url="http://c/v1")
+
+
+class DownChat(EndlessChat):
+    """An endpoint that is down: every researcher call fails after the SDK's retries."""
+
+    async def complete(
+        self, role: Role, messages: Sequence[Message], *, purpose: str, schema: Schema | None = None
+    ) -> Reply:
+        self.prompts.append((role, messages[-1].content))
+        exchange = Exchange(role, purpose, "down", "[]", "", 0, 0, 0.0, 3.0, "timeout", "no answer")
+        raise LLMCallError(f"{role} call failed: no answer within 1s (after retries)", exchange)
+
+
+def test_a_dead_endpoint_pauses_the_campaign_instead_of_asking_on(store: Store) -> None:
+    camp = store.create_campaign("t", llm_config().model_dump(mode="json"))
+    chats: list[DownChat] = []
+
+    def factory(ledger: Ledger) -> DownChat:
+        chats.append(DownChat(ledger))
+        return chats[-1]
+
+    summary = CampaignRunner(
+        store,
+        camp,
+        FakeEngineer(),
+        1,
+        1,
+        b"s" * 32,
+        llm=SETUP,
+        chat_factory=factory,  # type: ignore[arg-type]
+    ).run()
+    assert summary.reason == "paused"
+    assert "failed 2 times in a row" in summary.detail and "no answer" in summary.detail
+    assert len(chats[0].prompts) == 2
+    failed = [e for e in store.list_experiments(camp.id) if e.failure_class == "llm_response"]
+    assert len(failed) == 2 and all("no answer" in e.analysis for e in failed)
