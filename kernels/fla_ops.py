@@ -1,0 +1,83 @@
+"""flash-linear-attention 0.6's chunked Triton ops behind our linear-RNN interface.
+
+The only module that imports `fla` (imported lazily, on the first CUDA call: fla's package
+import probes the GPU and warns on a CPU-only host). Our layout is fla's default one
+(q, k (B, T, H, K); v (B, T, H, V); beta, log_decay (B, T, H); state (B, H, K, V)), so
+the wrapper only picks the op and passes arguments; fla's API churn stays here:
+
+    no beta, no decay   -> chunk_linear_attn (normalize=False: our additive update)
+    no beta, decay      -> chunk_simple_gla (g = per-head log decay)
+    beta, no decay      -> chunk_delta_rule
+    beta, decay         -> chunk_gated_delta_rule
+
+Every fla op here includes the current token in the output (o_t = scale * S_t^T q_t) and
+decays the state before the delta update, as `kernels.linear_rnn.naive` does.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Any
+
+from torch import Tensor
+
+
+class FlaOp(StrEnum):
+    """Which fla op runs a given form of the linear RNN."""
+
+    LINEAR_ATTN = "chunk_linear_attn"
+    SIMPLE_GLA = "chunk_simple_gla"
+    DELTA_RULE = "chunk_delta_rule"
+    GATED_DELTA_RULE = "chunk_gated_delta_rule"
+
+
+def fla_op_for(*, has_beta: bool, has_decay: bool) -> FlaOp:
+    """The fla op computing our recurrence with (or without) beta and a decay."""
+    if has_beta:
+        return FlaOp.GATED_DELTA_RULE if has_decay else FlaOp.DELTA_RULE
+    return FlaOp.SIMPLE_GLA if has_decay else FlaOp.LINEAR_ATTN
+
+
+def _fla_function(op: FlaOp) -> Any:
+    import importlib  # here, not at module level: candidate code may import this module
+
+    module = importlib.import_module("fla.ops")
+    return getattr(module, op.value)
+
+
+def fla_linear_rnn(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    *,
+    beta: Tensor | None = None,
+    log_decay: Tensor | None = None,
+    scale: float | None = None,
+    initial_state: Tensor | None = None,
+) -> tuple[Tensor, Tensor]:
+    """Run `kernels.ops.chunk_linear_rnn`'s recurrence with fla's kernels (CUDA only).
+
+    Returns (o (B, T, H, V) in q's dtype, S_T (B, H, K, V) in q's dtype). The caller
+    (`kernels.dispatch`) decides that fla may run; this only translates the call.
+    """
+    op = fla_op_for(has_beta=beta is not None, has_decay=log_decay is not None)
+    fn = _fla_function(op)
+    scale = q.shape[-1] ** -0.5 if scale is None else scale
+    common: dict[str, Any] = {
+        "scale": scale,
+        "initial_state": initial_state,
+        "output_final_state": True,
+    }
+    # fla keeps cumulative log decays in float32; a bf16 decay would lose the small ones.
+    g = None if log_decay is None else log_decay.float()
+    if op is FlaOp.LINEAR_ATTN:
+        o, state = fn(q, k, v, normalize=False, **common)
+    elif op is FlaOp.SIMPLE_GLA:
+        o, state = fn(q, k, v, g=g, **common)
+    elif op is FlaOp.DELTA_RULE:
+        o, state = fn(q, k, v, beta=beta, **common)
+    else:
+        o, state = fn(q, k, v, g=g, beta=beta, **common)
+    final: Tensor = state.to(q.dtype)
+    out: Tensor = o.to(q.dtype) if o.dtype != q.dtype else o
+    return out, final

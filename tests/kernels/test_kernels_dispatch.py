@@ -1,0 +1,173 @@
+"""Which implementation each op runs: the choice by device, dtype, size and Triton version.
+
+The choice is a pure function of a Platform, so made-up CUDA platforms test it on the CPU;
+the `gpu` tests at the end compare the fast paths with the references on a real device.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import replace
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from kernels import dispatch
+from kernels.conv1d.conv import causal_conv1d as reference_conv1d
+from kernels.dispatch import (
+    Backend,
+    Platform,
+    choose_fir,
+    choose_linear_rnn,
+    gated_backward_refused,
+    parse_version,
+)
+from kernels.fla_ops import FlaOp, fla_op_for
+from kernels.linear_rnn.chunk import chunk_linear_rnn as reference_linear_rnn
+from kernels.ops import causal_conv1d, causal_fir, chunk_linear_rnn
+
+H100_TRITON_36 = Platform("cuda", (3, 6, 0), fla=True, hopper=True, tilelang=False)
+A100_TRITON_36 = replace(H100_TRITON_36, hopper=False)
+CPU = Platform("cpu", (3, 6, 0), fla=True, hopper=False, tilelang=False)
+
+
+def _rnn(platform: Platform, **overrides: object) -> Backend:
+    args: dict[str, object] = dict(
+        dtype=torch.bfloat16,
+        has_beta=True,
+        has_decay=False,
+        needs_grad=True,
+        k_dim=32,
+        v_dim=32,
+    )
+    args.update(overrides)
+    return choose_linear_rnn(platform, **args).backend  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [("3.6.0", (3, 6, 0)), ("3.7.1", (3, 7, 1)), ("3.4", (3, 4, 0)), ("3.7.1+git1a2b", (3, 7, 1))],
+)
+def test_versions_parse_to_tuples(text: str, expected: tuple[int, int, int]) -> None:
+    assert parse_version(text) == expected
+
+
+def test_cpu_always_runs_the_reference() -> None:
+    assert _rnn(CPU) is Backend.REFERENCE
+    assert choose_fir(CPU, dtypes=(torch.float32,), taps=4).backend is Backend.REFERENCE
+
+
+def test_cuda_runs_fla_for_each_form_of_the_recurrence() -> None:
+    for beta in (False, True):
+        for decay in (False, True):
+            assert _rnn(A100_TRITON_36, has_beta=beta, has_decay=decay) is Backend.FLA
+
+
+@pytest.mark.parametrize(
+    ("version", "refused"),
+    [((3, 3, 1), False), ((3, 4, 0), True), ((3, 6, 0), True), ((3, 7, 0), True),
+     ((3, 7, 1), False), ((3, 8, 0), False)],
+)  # fmt: skip
+def test_gated_backward_falls_back_only_for_the_broken_triton_range(
+    version: tuple[int, int, int], refused: bool
+) -> None:
+    platform = replace(H100_TRITON_36, triton_version=version)
+    assert gated_backward_refused(platform) is refused
+    expected = Backend.REFERENCE if refused else Backend.FLA
+    assert _rnn(platform, has_decay=True) is expected  # gated delta rule
+    assert _rnn(platform, has_beta=False, has_decay=True) is expected  # simple GLA
+
+
+def test_gated_fallback_is_limited_to_hopper_backward_without_tilelang() -> None:
+    assert _rnn(H100_TRITON_36, has_decay=True, needs_grad=False) is Backend.FLA
+    assert _rnn(H100_TRITON_36, has_decay=False) is Backend.FLA  # ungated delta rule
+    assert _rnn(A100_TRITON_36, has_decay=True) is Backend.FLA
+    assert _rnn(replace(H100_TRITON_36, tilelang=True), has_decay=True) is Backend.FLA
+    reason = choose_linear_rnn(
+        H100_TRITON_36,
+        dtype=torch.bfloat16,
+        has_beta=True,
+        has_decay=True,
+        needs_grad=True,
+        k_dim=32,
+        v_dim=32,
+    ).reason
+    assert "3.6.0" in reason and "3.7.1" in reason
+
+
+def test_unsupported_dtypes_sizes_and_missing_packages_run_the_reference() -> None:
+    assert _rnn(A100_TRITON_36, dtype=torch.float64) is Backend.REFERENCE
+    assert _rnn(A100_TRITON_36, k_dim=512) is Backend.REFERENCE
+    assert _rnn(replace(A100_TRITON_36, fla=False)) is Backend.REFERENCE
+    assert _rnn(replace(A100_TRITON_36, triton_version=None)) is Backend.REFERENCE
+
+
+def test_fir_choice_by_dtype_and_taps() -> None:
+    ok = (torch.bfloat16, torch.float32)
+    assert choose_fir(A100_TRITON_36, dtypes=ok, taps=31).backend is Backend.TRITON
+    assert choose_fir(A100_TRITON_36, dtypes=ok, taps=64).backend is Backend.TRITON
+    assert choose_fir(A100_TRITON_36, dtypes=ok, taps=65).backend is Backend.REFERENCE
+    half = (torch.float16, torch.float32)
+    assert choose_fir(A100_TRITON_36, dtypes=half, taps=4).backend is Backend.REFERENCE
+    no_triton = replace(A100_TRITON_36, triton_version=None)
+    assert choose_fir(no_triton, dtypes=ok, taps=4).backend is Backend.REFERENCE
+
+
+def test_fla_op_follows_beta_and_decay() -> None:
+    assert fla_op_for(has_beta=False, has_decay=False) is FlaOp.LINEAR_ATTN
+    assert fla_op_for(has_beta=False, has_decay=True) is FlaOp.SIMPLE_GLA
+    assert fla_op_for(has_beta=True, has_decay=False) is FlaOp.DELTA_RULE
+    assert fla_op_for(has_beta=True, has_decay=True) is FlaOp.GATED_DELTA_RULE
+
+
+def test_cpu_calls_are_exactly_the_references() -> None:
+    g = torch.Generator().manual_seed(3)
+    q, k = torch.randn(2, 33, 2, 8, generator=g), F.normalize(torch.randn(2, 33, 2, 8), dim=-1)
+    v = torch.randn(2, 33, 2, 5, generator=g)
+    beta, decay = torch.rand(2, 33, 2, generator=g), -torch.rand(2, 33, 2, generator=g)
+    got = chunk_linear_rnn(q, k, v, beta=beta, log_decay=decay, chunk_size=16)
+    want = reference_linear_rnn(q, k, v, beta=beta, log_decay=decay, chunk_size=16)
+    assert all(torch.equal(a, b) for a, b in zip(got, want, strict=True))
+    x, w = torch.randn(2, 33, 70, generator=g), torch.randn(70, 31, generator=g)
+    assert torch.equal(causal_conv1d(x, w), reference_conv1d(x, w))
+    assert causal_fir is causal_conv1d
+
+
+def test_fallback_reason_is_logged_once(caplog: pytest.LogCaptureFixture) -> None:
+    dispatch._warn_once.cache_clear()
+    with caplog.at_level(logging.WARNING, logger="kernels.dispatch"):
+        dispatch._warn_once("chunk_linear_rnn", "some reason")
+        dispatch._warn_once("chunk_linear_rnn", "some reason")
+    records = [r for r in caplog.records if getattr(r, "reason", None) == "some reason"]
+    assert len(records) == 1
+
+
+# ---- on the lent GPU (pytest -m gpu) -------------------------------------------------------
+
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+def rel_error(actual: Tensor, expected: Tensor) -> float:
+    return float((actual.float() - expected.float()).norm() / expected.float().norm())
+
+
+@pytest.mark.gpu
+@needs_cuda
+@pytest.mark.parametrize(("has_beta", "has_decay"), [(0, 0), (0, 1), (1, 0), (1, 1)])
+def test_fast_linear_rnn_matches_reference_on_gpu(has_beta: int, has_decay: int) -> None:
+    g = torch.Generator(device="cuda").manual_seed(1)
+    shape = (2, 200, 4, 32)
+
+    def rand(*s: int) -> Tensor:
+        return torch.randn(*s, device="cuda", generator=g)
+
+    q, k, v = rand(*shape), F.normalize(rand(*shape), dim=-1), rand(*shape)
+    beta = torch.sigmoid(rand(*shape[:3])) if has_beta else None
+    decay = F.logsigmoid(rand(*shape[:3]) + 3.0) if has_decay else None
+    with torch.no_grad():
+        fast = chunk_linear_rnn(q, k, v, beta=beta, log_decay=decay)
+        ref = reference_linear_rnn(q, k, v, beta=beta, log_decay=decay)
+    assert rel_error(fast[0], ref[0]) < 2e-3
+    assert rel_error(fast[1], ref[1]) < 2e-3
