@@ -36,6 +36,7 @@ GATED_BACKWARD_BROKEN: tuple[Version, Version] = ((3, 4, 0), (3, 7, 1))  # [low,
 FLA_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 FLA_MAX_HEAD_DIM = 256  # fla's chunked kernels keep a K or V row within one block
 FIR_DTYPES = (torch.float32, torch.bfloat16)
+HALF_DTYPES = (torch.bfloat16, torch.float16)
 FIR_MAX_TAPS = 64
 
 
@@ -202,16 +203,33 @@ def chunk_linear_rnn(
                 initial_state=initial_state,
             )
         _warn_once("chunk_linear_rnn", choice.reason)
-    return reference_linear_rnn(
-        q,
-        k,
-        v,
-        beta=beta,
-        log_decay=log_decay,
-        scale=scale,
-        chunk_size=chunk_size,
-        initial_state=initial_state,
-    )
+    inputs = (q, k, v, beta, log_decay, initial_state)
+    if not any(t is not None and t.dtype in HALF_DTYPES for t in inputs):
+        return reference_linear_rnn(
+            q,
+            k,
+            v,
+            beta=beta,
+            log_decay=log_decay,
+            scale=scale,
+            chunk_size=chunk_size,
+            initial_state=initial_state,
+        )
+    # Half-precision input (bf16 autocast): torch has no bf16 triangular solve, and the
+    # chunked sums want float32 anyway, so the reference runs in float32 with autocast off.
+    wide = [None if t is None else t.float() for t in inputs]
+    with torch.autocast(q.device.type, enabled=False):
+        o, state = reference_linear_rnn(
+            wide[0],  # type: ignore[arg-type]
+            wide[1],  # type: ignore[arg-type]
+            wide[2],  # type: ignore[arg-type]
+            beta=wide[3],
+            log_decay=wide[4],
+            scale=scale,
+            chunk_size=chunk_size,
+            initial_state=wide[5],
+        )
+    return o.to(q.dtype), state.to(q.dtype)
 
 
 def causal_conv1d(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:

@@ -171,3 +171,17 @@ def test_fast_linear_rnn_matches_reference_on_gpu(has_beta: int, has_decay: int)
         ref = reference_linear_rnn(q, k, v, beta=beta, log_decay=decay)
     assert rel_error(fast[0], ref[0]) < 2e-3
     assert rel_error(fast[1], ref[1]) < 2e-3
+
+
+def test_half_precision_reference_runs_in_float32_under_autocast() -> None:
+    g = torch.Generator().manual_seed(4)
+    q, k = torch.randn(1, 20, 2, 8, generator=g), F.normalize(torch.randn(1, 20, 2, 8), dim=-1)
+    v, beta = torch.randn(1, 20, 2, 8, generator=g), torch.rand(1, 20, 2, generator=g)
+    decay = -torch.rand(1, 20, 2, generator=g)
+    want, _ = reference_linear_rnn(q, k, v, beta=beta, log_decay=decay)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got, state = chunk_linear_rnn(
+            q.bfloat16(), k.bfloat16(), v.bfloat16(), beta=beta, log_decay=decay
+        )
+    assert got.dtype == torch.bfloat16 and state.dtype == torch.bfloat16
+    assert rel_error(got, want) < 2e-2
