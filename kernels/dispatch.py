@@ -128,6 +128,8 @@ def choose_linear_rnn(
         return Choice(Backend.REFERENCE, f"fla takes float32/bfloat16/float16, not {dtype}")
     if max(k_dim, v_dim) > FLA_MAX_HEAD_DIM:
         return Choice(Backend.REFERENCE, f"head width over {FLA_MAX_HEAD_DIM} for fla")
+    if has_beta and not has_decay and dtype == torch.float32:
+        return Choice(Backend.REFERENCE, "fla's chunk_delta_rule takes bfloat16/float16 only")
     if needs_grad and has_decay and gated_backward_refused(platform):
         v = ".".join(map(str, platform.triton_version))
         return Choice(
@@ -160,6 +162,19 @@ def _warn_once(op: str, reason: str) -> None:
     logger.warning("fast path not used; running the reference", extra={"op": op, "reason": reason})
 
 
+def compute_dtype(q: Tensor, k: Tensor, v: Tensor) -> torch.dtype:
+    """The dtype a fast path computes in: autocast's when on, else any half input's, else q's.
+
+    Under bf16 autocast, q and k come out of an L2 norm in float32 (autocast runs rsqrt in
+    float32) while v is bf16; the call is meant to run in bf16 all the same.
+    """
+    device = q.device.type
+    if torch.is_autocast_enabled(device):
+        return torch.get_autocast_dtype(device)
+    halves = [t.dtype for t in (q, k, v) if t.dtype in HALF_DTYPES]
+    return halves[0] if halves else q.dtype
+
+
 def _needs_grad(*tensors: Tensor | None) -> bool:
     return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
 
@@ -180,9 +195,10 @@ def chunk_linear_rnn(
     chunk_size only shapes the reference (fla picks its own chunking).
     """
     if q.device.type == "cuda":
+        dtype = compute_dtype(q, k, v)
         choice = choose_linear_rnn(
             probe_platform(q.device),
-            dtype=q.dtype,
+            dtype=dtype,
             has_beta=beta is not None,
             has_decay=log_decay is not None,
             needs_grad=_needs_grad(q, k, v, beta, log_decay, initial_state),
@@ -192,15 +208,15 @@ def chunk_linear_rnn(
         if choice.backend is Backend.FLA:
             from kernels.fla_ops import fla_linear_rnn
 
-            dtype = q.dtype
             return fla_linear_rnn(
                 q,
-                k.to(dtype),
-                v.to(dtype),
-                beta=None if beta is None else beta.to(dtype),
+                k,
+                v,
+                beta=beta,
                 log_decay=log_decay,
                 scale=scale,
                 initial_state=initial_state,
+                dtype=dtype,
             )
         _warn_once("chunk_linear_rnn", choice.reason)
     inputs = (q, k, v, beta, log_decay, initial_state)

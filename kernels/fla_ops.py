@@ -19,6 +19,7 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Any
 
+import torch
 from torch import Tensor
 
 
@@ -54,12 +55,17 @@ def fla_linear_rnn(
     log_decay: Tensor | None = None,
     scale: float | None = None,
     initial_state: Tensor | None = None,
+    dtype: torch.dtype | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Run `kernels.ops.chunk_linear_rnn`'s recurrence with fla's kernels (CUDA only).
 
-    Returns (o (B, T, H, V) in q's dtype, S_T (B, H, K, V) in q's dtype). The caller
+    q, k, v and beta are cast to `dtype` (default q's; fla's delta rule takes only bf16 or
+    fp16); returns (o (B, T, H, V), S_T (B, H, K, V)), both in that dtype. The caller
     (`kernels.dispatch`) decides that fla may run; this only translates the call.
     """
+    dtype = q.dtype if dtype is None else dtype
+    q, k, v = q.to(dtype), k.to(dtype), v.to(dtype)
+    beta = None if beta is None else beta.to(dtype)
     op = fla_op_for(has_beta=beta is not None, has_decay=log_decay is not None)
     fn = _fla_function(op)
     scale = q.shape[-1] ** -0.5 if scale is None else scale
@@ -78,6 +84,6 @@ def fla_linear_rnn(
         o, state = fn(q, k, v, beta=beta, **common)
     else:
         o, state = fn(q, k, v, g=g, beta=beta, **common)
-    final: Tensor = state.to(q.dtype)
-    out: Tensor = o.to(q.dtype) if o.dtype != q.dtype else o
+    out: Tensor = o.to(dtype)
+    final: Tensor = state.to(dtype)
     return out, final

@@ -65,6 +65,8 @@ class Node:
             threads=self.settings.loop.threads_per_worker,
             hidden_paths=(home,),  # config, database and keys stay out of the jail
             shared_cache=self.compile_cache() if gpus else None,
+            # Autotuning results go into the same cache, so later runs skip the benchmarks.
+            extra_env={"TRITON_CACHE_AUTOTUNING": "1"} if gpus else {},
         )
         return Engineer(home / "workspaces", limits, devices=DevicePool(gpus) if gpus else None)
 

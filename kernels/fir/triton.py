@@ -15,7 +15,9 @@ autotuning only varies the channel block and the warps.
 Outputs and partial buffers are filled with NaN before a kernel writes them: a tile the
 kernel misses shows up as NaN in tests instead of as stale memory. Under the Triton
 interpreter (TRITON_INTERPRET=1, read when this module is imported) each autotuned kernel
-keeps one config, so CPU tests do not benchmark. Unsupported input raises
+keeps one config, so CPU tests do not benchmark; on a GPU the autotuner's choice is cached
+on disk with the compiled kernels (TRITON_CACHE_DIR), so a later process skips the
+benchmark. Unsupported input raises
 `KernelInputError` before anything is launched.
 """
 
@@ -51,7 +53,7 @@ def _bwd_configs() -> list[triton.Config]:
     return [triton.Config({"BC": c}, num_warps=w) for c, w in shapes]
 
 
-@triton.autotune(configs=_fwd_configs(), key=["T", "C", "W"])
+@triton.autotune(configs=_fwd_configs(), key=["T", "C", "W"], cache_results=True)
 @triton.jit
 def _fir_fwd_kernel(
     x_ptr,
@@ -86,7 +88,7 @@ def _fir_fwd_kernel(
     tl.store(out, acc.to(y_ptr.dtype.element_ty), mask=t_ok[:, None] & c_ok[None, :])
 
 
-@triton.autotune(configs=_bwd_configs(), key=["T", "C", "W", "BT"])
+@triton.autotune(configs=_bwd_configs(), key=["T", "C", "W", "BT"], cache_results=True)
 @triton.jit
 def _fir_bwd_kernel(
     x_ptr,

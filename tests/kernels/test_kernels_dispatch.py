@@ -185,3 +185,17 @@ def test_half_precision_reference_runs_in_float32_under_autocast() -> None:
         )
     assert got.dtype == torch.bfloat16 and state.dtype == torch.bfloat16
     assert rel_error(got, want) < 2e-2
+
+
+def test_fp32_delta_rule_stays_on_the_reference_since_fla_refuses_fp32() -> None:
+    assert _rnn(A100_TRITON_36, dtype=torch.float32) is Backend.REFERENCE
+    assert _rnn(A100_TRITON_36, dtype=torch.float32, has_decay=True) is Backend.FLA
+    assert _rnn(A100_TRITON_36, dtype=torch.float32, has_beta=False) is Backend.FLA
+
+
+def test_compute_dtype_follows_autocast_then_half_inputs() -> None:
+    f32, b16 = torch.zeros(1), torch.zeros(1, dtype=torch.bfloat16)
+    assert dispatch.compute_dtype(f32, f32, f32) == torch.float32
+    assert dispatch.compute_dtype(f32, f32, b16) == torch.bfloat16  # q, k from an fp32 norm
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert dispatch.compute_dtype(f32, f32, f32) == torch.bfloat16
