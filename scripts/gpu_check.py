@@ -143,10 +143,13 @@ def startup_probe(smoke: bool) -> dict[str, float]:
     }
 
 
-def section_startup(sizes: Sizes, cache: Path, smoke: bool, timeout_s: float) -> list[Row]:
+def section_startup(sizes: Sizes, cache: Path, smoke: bool, deadline: float) -> list[Row]:
+    """Two fresh processes on one cache dir; the first finds it empty (unless --cache-dir)."""
     rows = []
     env = dict(os.environ, TRITON_CACHE_DIR=str(cache), TRITON_CACHE_AUTOTUNING="1")
-    for run in ("cold cache", "kept cache"):
+    # Leave time for the later sections: the cold probe may use what they do not need.
+    for run, reserve in (("cold cache", 200.0), ("kept cache", 150.0)):
+        timeout_s = max(10.0, deadline - time.perf_counter() - reserve)
         command = [sys.executable, str(Path(__file__).resolve()), "--startup-probe"]
         command += ["--cpu-smoke"] if smoke else []
         started = time.perf_counter()
@@ -496,16 +499,16 @@ def environment(sizes: Sizes) -> list[str]:
     return lines
 
 
-def print_table(rows: list[Row]) -> None:
-    print(
-        f"{'section':<9} {'check':<60} {'backend':<10} {'value':>12} {'unit':<6} {'bound':>8}  note"
-    )
-    for r in rows:
-        value = "-" if r.value is None else f"{r.value:.4g}"
-        bound = "" if r.bound is None else f"{r.bound:.0e}"
-        flag = "FAIL " if r.failed else ""
-        cells = f"{r.section:<9} {r.name:<60} {r.backend:<10} {value:>12} {r.unit:<6} {bound:>8}"
-        print(f"{cells}  {flag}{r.note}")
+HEADER = (
+    f"{'section':<9} {'check':<60} {'backend':<10} {'value':>12} {'unit':<6} {'bound':>8}  note"
+)
+
+
+def format_row(r: Row) -> str:
+    value = "-" if r.value is None else f"{r.value:.4g}"
+    bound = "" if r.bound is None else f"{r.bound:.0e}"
+    cells = f"{r.section:<9} {r.name:<60} {r.backend:<10} {value:>12} {r.unit:<6} {bound:>8}"
+    return f"{cells}  {'FAIL ' if r.failed else ''}{r.note}"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -515,7 +518,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--skip", nargs="*", default=[], choices=["startup", "agree", "speed", "train"]
     )
-    parser.add_argument("--startup-timeout", type=float, default=240.0)
+    parser.add_argument("--budget", type=float, default=450.0, help="seconds for the whole run")
     parser.add_argument("--cache-dir", type=Path, default=None, help="TRITON_CACHE_DIR to use")
     parser.add_argument("--json", type=Path, default=None, help="also write the rows here")
     args = parser.parse_args(argv)
@@ -535,39 +538,38 @@ def main(argv: list[str] | None = None) -> int:
     os.environ["TRITON_CACHE_DIR"] = str(cache)
     os.environ["TRITON_CACHE_AUTOTUNING"] = "1"
 
+    deadline = PROCESS_START + args.budget
     for line in environment(sizes):
         print(line)
     sections: list[tuple[str, Callable[[], list[Row]]]] = [
-        ("startup", lambda: section_startup(sizes, cache, args.cpu_smoke, args.startup_timeout)),
+        ("startup", lambda: section_startup(sizes, cache, args.cpu_smoke, deadline)),
         ("agree", lambda: section_agreement_rnn(sizes) + section_agreement_fir(sizes)),
         ("speed", lambda: section_speed(sizes)),
         ("train", lambda: section_training(sizes, args.cpu_smoke)),
     ]
     rows: list[Row] = []
+    print(HEADER, flush=True)  # rows print as they come: a killed run still shows its rows
     for name, run in sections:
         if name in args.skip:
             continue
         started = time.perf_counter()
-        try:
-            rows += run()
-        except Exception as exc:  # one broken section must not hide the others' rows
-            rows.append(
-                Row(
-                    name,
-                    "section crashed",
-                    "-",
-                    None,
-                    "",
-                    0.0,
-                    f"{type(exc).__name__}: {exc}"[:160],
-                )
-            )
-        print(f"[{name} done in {time.perf_counter() - started:.1f} s]", flush=True)
-    print_table(rows)
-    print(f"total {time.perf_counter() - PROCESS_START:.1f} s")
-    if args.json is not None:
-        args.json.write_text(json.dumps([asdict(r) for r in rows], indent=1))
-    return 1 if any(r.failed for r in rows) else 0
+        if deadline - started < 30:
+            new = [Row(name, "section skipped", "-", None, "", note="out of time budget")]
+        else:
+            try:
+                new = run()
+            except Exception as exc:  # one broken section must not hide the others' rows
+                note = f"{type(exc).__name__}: {exc}"[:160]
+                new = [Row(name, "section crashed", "-", None, "", 0.0, note)]
+        rows += new
+        for row in new:
+            print(format_row(row), flush=True)
+        print(f"[{name}: {time.perf_counter() - started:.1f} s]", flush=True)
+        if args.json is not None:
+            args.json.write_text(json.dumps([asdict(r) for r in rows], indent=1))
+    failed = [r for r in rows if r.failed]
+    print(f"total {time.perf_counter() - PROCESS_START:.1f} s, {len(failed)} check(s) failed")
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

@@ -35,4 +35,4 @@ if ! "$PY" -c "import einops" 2>/dev/null || ! "$PY" -c "import importlib.util, 
 fi
 args=("$@")
 if [ -n "${OUT:-}" ]; then args+=(--json "$OUT/gpu_check.json"); fi
-exec timeout 470 "$PY" scripts/gpu_check.py "${args[@]}"
+exec timeout 475 "$PY" scripts/gpu_check.py --budget 450 "${args[@]}"

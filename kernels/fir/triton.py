@@ -42,14 +42,15 @@ INTERPRETED = bool(triton.knobs.runtime.interpret)
 def _fwd_configs() -> list[triton.Config]:
     if INTERPRETED:
         return [triton.Config({"BT": 32, "BC": 64}, num_warps=4)]
-    shapes = [(64, 64, 4), (128, 64, 4), (64, 128, 4), (128, 128, 8), (32, 128, 4), (256, 32, 4)]
+    # Few configs on purpose: every one is compiled and timed on a cold cache.
+    shapes = [(64, 64, 4), (128, 64, 4), (64, 128, 4), (128, 128, 8)]
     return [triton.Config({"BT": t, "BC": c}, num_warps=w) for t, c, w in shapes]
 
 
 def _bwd_configs() -> list[triton.Config]:
     if INTERPRETED:
         return [triton.Config({"BC": 64}, num_warps=4)]
-    shapes = [(32, 4), (64, 4), (64, 8), (128, 8)]
+    shapes = [(32, 4), (64, 4), (128, 8)]
     return [triton.Config({"BC": c}, num_warps=w) for c, w in shapes]
 
 

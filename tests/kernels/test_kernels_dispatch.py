@@ -7,7 +7,11 @@ the `gpu` tests at the end compare the fast paths with the references on a real 
 from __future__ import annotations
 
 import logging
+import os
+import subprocess
+import sys
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 import torch
@@ -199,3 +203,22 @@ def test_compute_dtype_follows_autocast_then_half_inputs() -> None:
     assert dispatch.compute_dtype(f32, f32, b16) == torch.bfloat16  # q, k from an fp32 norm
     with torch.autocast("cpu", dtype=torch.bfloat16):
         assert dispatch.compute_dtype(f32, f32, f32) == torch.bfloat16
+
+
+def test_importing_and_running_the_ops_on_cpu_loads_neither_triton_nor_fla() -> None:
+    """Triton must not be imported before a test can set TRITON_INTERPRET; fla warns on CPU."""
+    code = (
+        "import sys, torch\n"
+        "from kernels.baselines import DeltaNet\n"
+        "from kernels.ops import causal_fir\n"
+        "DeltaNet(16, 2)(torch.randn(1, 5, 16)).sum().backward()\n"
+        "causal_fir(torch.randn(1, 5, 3), torch.randn(3, 31))\n"
+        "print(sorted(m for m in ('triton', 'fla') if m in sys.modules))\n"
+    )
+    root = Path(__file__).resolve().parents[2]
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=120,
+        env={**os.environ, "PYTHONPATH": str(root)}, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "[]"
