@@ -71,7 +71,7 @@ def fla_linear_rnn(
     scale = q.shape[-1] ** -0.5 if scale is None else scale
     common: dict[str, Any] = {
         "scale": scale,
-        "initial_state": initial_state,
+        "initial_state": None if initial_state is None else initial_state.float(),
         "output_final_state": True,
     }
     # fla keeps cumulative log decays in float32; a bf16 decay would lose the small ones.

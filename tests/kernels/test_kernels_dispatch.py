@@ -222,3 +222,52 @@ def test_importing_and_running_the_ops_on_cpu_loads_neither_triton_nor_fla() -> 
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip() == "[]"
+
+
+def _fake_fla(op: FlaOp) -> object:
+    """fla's documented call for `op`, computed by our oracle, with fla's own input checks."""
+    from kernels.linear_rnn.naive import naive_linear_rnn
+
+    def call(q: Tensor, k: Tensor, v: Tensor, **kw: object) -> tuple[Tensor, Tensor]:
+        assert kw.pop("output_final_state") is True
+        if op is FlaOp.LINEAR_ATTN:
+            assert kw.pop("normalize") is False  # fla's default would divide by q.sum(k)
+        if op is FlaOp.DELTA_RULE:
+            assert q.dtype != torch.float32, "ChunkDeltaRuleFunction does not support float32"
+        assert q.dtype == k.dtype == v.dtype
+        g = kw.pop("g", None)
+        assert g is None or g.dtype == torch.float32
+        beta = kw.pop("beta", None)
+        h0 = kw.pop("initial_state")
+        scale = kw.pop("scale")
+        assert not kw, f"unexpected arguments {sorted(kw)}"
+        o, s = naive_linear_rnn(
+            q.float(), k.float(), v.float(),
+            beta=None if beta is None else beta.float(), log_decay=g, scale=scale,  # type: ignore[arg-type]
+            initial_state=h0,  # type: ignore[arg-type]
+        )  # fmt: skip
+        return o.to(q.dtype), s  # fla returns its final state in float32
+
+    return call
+
+
+@pytest.mark.parametrize(("has_beta", "has_decay"), [(0, 0), (0, 1), (1, 0), (1, 1)])
+def test_fla_wrapper_passes_each_op_its_arguments(
+    monkeypatch: pytest.MonkeyPatch, has_beta: int, has_decay: int
+) -> None:
+    from kernels import fla_ops
+
+    monkeypatch.setattr(fla_ops, "_fla_function", _fake_fla)
+    g = torch.Generator().manual_seed(8)
+    q, k = torch.randn(2, 33, 2, 8, generator=g), F.normalize(torch.randn(2, 33, 2, 8), dim=-1)
+    v = torch.randn(2, 33, 2, 5, generator=g)
+    beta = torch.rand(2, 33, 2, generator=g) if has_beta else None
+    decay = -torch.rand(2, 33, 2, generator=g) if has_decay else None
+    h0 = 0.1 * torch.randn(2, 2, 8, 5, generator=g)
+    want = reference_linear_rnn(q, k, v, beta=beta, log_decay=decay, initial_state=h0, scale=0.7)
+    o, s = fla_ops.fla_linear_rnn(
+        q, k, v.bfloat16(), beta=beta, log_decay=decay, initial_state=h0, scale=0.7,
+        dtype=torch.bfloat16,
+    )  # fmt: skip
+    assert o.dtype == s.dtype == torch.bfloat16
+    assert rel_error(o, want[0]) < 2e-2 and rel_error(s, want[1]) < 2e-2
