@@ -8,8 +8,9 @@
 #   bash scripts/gpu_check.sh               on the GPU machine
 #   bash scripts/gpu_check.sh --cpu-smoke   dry run of every code path on the CPU
 #
-# fla: when the machine's Python lacks it, wheels carried in wheels/ are installed
-# (fetch them beforehand: pip download fla-core==0.6.0 einops --no-deps -d wheels);
+# fla: when the machine's Python lacks it, wheels carried in wheels/ are unpacked onto
+# PYTHONPATH (fetch them beforehand: pip download fla-core==0.6.0 einops --no-deps -d wheels;
+# wheels/ is git-ignored, so name it in the device run's carry list);
 # without them the fla rows say "skipped" and the dispatcher runs the references.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -26,9 +27,15 @@ if ! "$PY" -c "import einops" 2>/dev/null || ! "$PY" -c "import importlib.util, 
     shopt -s nullglob
     wheels=(wheels/einops-*.whl wheels/fla_core-*.whl)
     if [ ${#wheels[@]} -gt 0 ]; then
-        echo "gpu_check: installing ${wheels[*]} (no network, no dependencies)"
-        "$PY" -m pip install --quiet --no-index --no-deps "${wheels[@]}" \
-            || echo "gpu_check: wheel install failed; fla rows will be skipped" >&2
+        # Pure-Python wheels unpack into an importable tree: no pip, no network, and the
+        # machine's own environment is left as it was.
+        site="${TMPDIR:-/tmp}/asi-node-gpu-site"
+        mkdir -p "$site"
+        for wheel in "${wheels[@]}"; do
+            echo "gpu_check: unpacking $wheel into $site"
+            "$PY" -m zipfile -e "$wheel" "$site" || echo "gpu_check: could not unpack $wheel" >&2
+        done
+        export PYTHONPATH="$site${PYTHONPATH:+:$PYTHONPATH}"
     else
         echo "gpu_check: fla is not installed and no wheels/ were carried; fla rows will be skipped" >&2
     fi
