@@ -225,7 +225,7 @@ def section_agreement_rnn(sizes: Sizes) -> list[Row]:
     rows: list[Row] = []
     device = sizes.device
     platform = dispatch.probe_platform(torch.device(device))
-    fla_ok = device == "cuda" and platform.fla
+    fla_ok = platform.device_type == "cuda" and platform.fla
     for form, (_, has_decay) in FORMS.items():
         inputs = _rnn_inputs(sizes.check, form, device)
         batch, length, heads, dim = sizes.check
@@ -354,7 +354,7 @@ def section_speed(sizes: Sizes) -> list[Row]:
             Row("speed", f"rnn {form} fwd+bwd bf16 {shape}", choice.backend, fast, "ms",
                 note=f"{ref / fast:.1f}x vs reference fp32 ({ref:.2f} ms)")
         )  # fmt: skip
-        if device == "cuda" and platform.fla:
+        if platform.device_type == "cuda" and platform.fla:
             from kernels.fla_ops import fla_linear_rnn
 
             inputs = _rnn_inputs(sizes.speed, form, device)

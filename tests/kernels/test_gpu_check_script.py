@@ -41,3 +41,29 @@ def test_gpu_check_without_cuda_points_to_the_dry_run() -> None:
         cwd=ROOT, capture_output=True, text=True, timeout=120, check=False,
     )  # fmt: skip
     assert done.returncode == 2 and "--cpu-smoke" in done.stderr
+
+
+def test_gpu_check_fla_branches_run_against_a_fake_cuda_platform(
+    monkeypatch: pytest.MonkeyPatch, fake_fla: object
+) -> None:
+    """The rows only a GPU with fla produces, computed on the CPU by a stand-in for fla."""
+    import importlib.util
+
+    from kernels import dispatch, fla_ops
+
+    spec = importlib.util.spec_from_file_location("gpu_check", ROOT / "scripts" / "gpu_check.py")
+    assert spec is not None and spec.loader is not None
+    gpu_check = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "gpu_check", gpu_check)  # its dataclasses look it up
+    spec.loader.exec_module(gpu_check)
+    hopper = dispatch.Platform("cuda", (3, 6, 0), fla=True, hopper=True, tilelang=False)
+    monkeypatch.setattr(dispatch, "probe_platform", lambda device: hopper)
+    monkeypatch.setattr(fla_ops, "_fla_function", fake_fla)
+    rows = gpu_check.section_agreement_rnn(gpu_check.Sizes.smoke())
+    by_name = {row.name: row for row in rows}
+    assert not [row for row in rows if row.failed]
+    assert by_name["rnn delta bf16 grads"].backend == "fla"
+    assert by_name["rnn delta fp32"].backend == "reference"  # fla refuses fp32 delta rule
+    assert "refuses the gated backward" in by_name["rnn gated_delta bf16 grads"].note
+    speed = gpu_check.section_speed(gpu_check.Sizes.smoke())
+    assert {row.backend for row in speed} >= {"fla", "reference", "sdpa", "triton"}

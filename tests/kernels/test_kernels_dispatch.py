@@ -224,40 +224,13 @@ def test_importing_and_running_the_ops_on_cpu_loads_neither_triton_nor_fla() -> 
     assert done.stdout.strip() == "[]"
 
 
-def _fake_fla(op: FlaOp) -> object:
-    """fla's documented call for `op`, computed by our oracle, with fla's own input checks."""
-    from kernels.linear_rnn.naive import naive_linear_rnn
-
-    def call(q: Tensor, k: Tensor, v: Tensor, **kw: object) -> tuple[Tensor, Tensor]:
-        assert kw.pop("output_final_state") is True
-        if op is FlaOp.LINEAR_ATTN:
-            assert kw.pop("normalize") is False  # fla's default would divide by q.sum(k)
-        if op is FlaOp.DELTA_RULE:
-            assert q.dtype != torch.float32, "ChunkDeltaRuleFunction does not support float32"
-        assert q.dtype == k.dtype == v.dtype
-        g = kw.pop("g", None)
-        assert g is None or g.dtype == torch.float32
-        beta = kw.pop("beta", None)
-        h0 = kw.pop("initial_state")
-        scale = kw.pop("scale")
-        assert not kw, f"unexpected arguments {sorted(kw)}"
-        o, s = naive_linear_rnn(
-            q.float(), k.float(), v.float(),
-            beta=None if beta is None else beta.float(), log_decay=g, scale=scale,  # type: ignore[arg-type]
-            initial_state=h0,  # type: ignore[arg-type]
-        )  # fmt: skip
-        return o.to(q.dtype), s  # fla returns its final state in float32
-
-    return call
-
-
 @pytest.mark.parametrize(("has_beta", "has_decay"), [(0, 0), (0, 1), (1, 0), (1, 1)])
 def test_fla_wrapper_passes_each_op_its_arguments(
-    monkeypatch: pytest.MonkeyPatch, has_beta: int, has_decay: int
+    monkeypatch: pytest.MonkeyPatch, fake_fla: object, has_beta: int, has_decay: int
 ) -> None:
     from kernels import fla_ops
 
-    monkeypatch.setattr(fla_ops, "_fla_function", _fake_fla)
+    monkeypatch.setattr(fla_ops, "_fla_function", fake_fla)
     g = torch.Generator().manual_seed(8)
     q, k = torch.randn(2, 33, 2, 8, generator=g), F.normalize(torch.randn(2, 33, 2, 8), dim=-1)
     v = torch.randn(2, 33, 2, 5, generator=g)
