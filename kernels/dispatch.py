@@ -27,6 +27,8 @@ import torch
 from torch import Tensor
 
 from kernels.conv1d.conv import causal_conv1d as reference_conv1d
+from kernels.fla_ops import MAX_HEAD_DIM as FLA_MAX_HEAD_DIM
+from kernels.fla_ops import fla_linear_rnn
 from kernels.linear_rnn.chunk import chunk_linear_rnn as reference_linear_rnn
 
 logger = logging.getLogger(__name__)
@@ -34,7 +36,6 @@ logger = logging.getLogger(__name__)
 Version = tuple[int, int, int]
 GATED_BACKWARD_BROKEN: tuple[Version, Version] = ((3, 4, 0), (3, 7, 1))  # [low, high)
 FLA_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
-FLA_MAX_HEAD_DIM = 256  # fla's chunked kernels keep a K or V row within one block
 FIR_DTYPES = (torch.float32, torch.bfloat16)
 HALF_DTYPES = (torch.bfloat16, torch.float16)
 FIR_MAX_TAPS = 64
@@ -206,8 +207,6 @@ def chunk_linear_rnn(
             v_dim=v.shape[-1],
         )
         if choice.backend is Backend.FLA:
-            from kernels.fla_ops import fla_linear_rnn
-
             return fla_linear_rnn(
                 q,
                 k,

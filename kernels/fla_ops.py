@@ -22,6 +22,11 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from kernels.errors import KernelInputError
+
+MAX_HEAD_DIM = 256  # fla's chunked kernels keep a K or V row within one block
+DEVICE_TYPES = ("cuda",)  # where fla's Triton kernels run
+
 
 class FlaOp(StrEnum):
     """Which fla op runs a given form of the linear RNN."""
@@ -37,6 +42,31 @@ def fla_op_for(*, has_beta: bool, has_decay: bool) -> FlaOp:
     if has_beta:
         return FlaOp.GATED_DELTA_RULE if has_decay else FlaOp.DELTA_RULE
     return FlaOp.SIMPLE_GLA if has_decay else FlaOp.LINEAR_ATTN
+
+
+def check_fla_inputs(
+    q: Tensor, k: Tensor, v: Tensor, beta: Tensor | None, log_decay: Tensor | None
+) -> None:
+    """Raise KernelInputError for input fla's kernels cannot take, before anything launches."""
+    if q.dim() != 4 or k.shape != q.shape:
+        raise KernelInputError(
+            f"q and k must both be (B, T, H, K), got {tuple(q.shape)} and {tuple(k.shape)}"
+        )
+    if v.dim() != 4 or v.shape[:3] != q.shape[:3]:
+        raise KernelInputError(f"v must be (B, T, H, V) matching q, got {tuple(v.shape)}")
+    for name, gate in (("beta", beta), ("log_decay", log_decay)):
+        if gate is not None and gate.shape != q.shape[:3]:
+            raise KernelInputError(f"{name} must be (B, T, H), got {tuple(gate.shape)}")
+    if max(q.shape[-1], v.shape[-1]) > MAX_HEAD_DIM:
+        raise KernelInputError(
+            f"head widths K={q.shape[-1]}, V={v.shape[-1]} exceed {MAX_HEAD_DIM}"
+        )
+    tensors = [t for t in (q, k, v, beta, log_decay) if t is not None]
+    if any(t.device.type not in DEVICE_TYPES for t in tensors):
+        raise KernelInputError(
+            "fla's kernels need CUDA tensors (use kernels.ops.chunk_linear_rnn, which runs "
+            "the reference elsewhere)"
+        )
 
 
 def _fla_function(op: FlaOp) -> Any:
@@ -61,9 +91,15 @@ def fla_linear_rnn(
 
     q, k, v and beta are cast to `dtype` (default q's; fla's delta rule takes only bf16 or
     fp16); returns (o (B, T, H, V), S_T (B, H, K, V)), both in that dtype. The caller
-    (`kernels.dispatch`) decides that fla may run; this only translates the call.
+    (`kernels.dispatch`) decides that fla may run; this translates the call and raises
+    KernelInputError for what fla cannot take.
     """
     dtype = q.dtype if dtype is None else dtype
+    if dtype not in (torch.float32, torch.bfloat16, torch.float16):
+        raise KernelInputError(f"fla computes in float32, bfloat16 or float16, not {dtype}")
+    if beta is not None and log_decay is None and dtype == torch.float32:
+        raise KernelInputError("fla's chunk_delta_rule takes bfloat16 or float16, not float32")
+    check_fla_inputs(q, k, v, beta, log_decay)
     q, k, v = q.to(dtype), k.to(dtype), v.to(dtype)
     beta = None if beta is None else beta.to(dtype)
     op = fla_op_for(has_beta=beta is not None, has_decay=log_decay is not None)

@@ -231,6 +231,7 @@ def test_fla_wrapper_passes_each_op_its_arguments(
     from kernels import fla_ops
 
     monkeypatch.setattr(fla_ops, "_fla_function", fake_fla)
+    monkeypatch.setattr(fla_ops, "DEVICE_TYPES", ("cuda", "cpu"))  # the stand-in runs here
     g = torch.Generator().manual_seed(8)
     q, k = torch.randn(2, 33, 2, 8, generator=g), F.normalize(torch.randn(2, 33, 2, 8), dim=-1)
     v = torch.randn(2, 33, 2, 5, generator=g)
@@ -244,3 +245,32 @@ def test_fla_wrapper_passes_each_op_its_arguments(
     )  # fmt: skip
     assert o.dtype == s.dtype == torch.bfloat16
     assert rel_error(o, want[0]) < 2e-2 and rel_error(s, want[1]) < 2e-2
+
+
+@pytest.mark.parametrize(
+    ("shapes", "dtype", "message"),
+    [
+        ({"k": (2, 9, 2, 7)}, None, "q and k"),
+        ({"v": (2, 8, 2, 8)}, None, "v must be"),
+        ({"beta": (2, 9)}, None, "beta must be"),
+        ({"log_decay": (2, 9, 3)}, None, "log_decay must be"),
+        ({"q": (2, 9, 2, 300), "k": (2, 9, 2, 300)}, None, "exceed 256"),
+        ({}, torch.float64, "not torch.float64"),
+        ({}, torch.float32, "chunk_delta_rule"),
+        ({}, torch.bfloat16, "need CUDA tensors"),
+    ],
+)
+def test_fla_wrapper_rejects_bad_input_before_launch(
+    shapes: dict[str, tuple[int, ...]], dtype: torch.dtype | None, message: str
+) -> None:
+    from kernels.errors import KernelInputError
+    from kernels.fla_ops import fla_linear_rnn
+
+    sizes = {"q": (2, 9, 2, 8), "k": (2, 9, 2, 8), "v": (2, 9, 2, 8), "beta": (2, 9, 2)}
+    sizes |= shapes
+    t = {name: torch.rand(shape) for name, shape in sizes.items()}
+    decay = torch.rand(shapes["log_decay"]) if "log_decay" in shapes else None
+    with pytest.raises(KernelInputError, match=message):
+        fla_linear_rnn(
+            t["q"], t["k"], t["v"], beta=t["beta"], log_decay=decay, dtype=dtype or torch.bfloat16
+        )
