@@ -137,3 +137,46 @@ def test_fir_kernel_matches_conv1d_on_gpu(dtype: torch.dtype, t: int, c: int, w:
     for name, a, b in zip(("y", "dx", "dw", "db"), got, want, strict=True):
         assert torch.isfinite(a).all(), name
         assert rel_error(a, b) < bound, name
+
+
+CANDIDATE = """
+import torch
+from torch import Tensor, nn
+
+from kernels.ops import causal_conv1d_step, causal_fir
+
+
+class Mixer(nn.Module):
+    def __init__(self, d_model: int, n_heads: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(d_model, 31) / 31**0.5)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return causal_fir(x, self.weight)
+
+    def init_state(self, batch: int) -> tuple[Tensor, ...]:
+        return (self.weight.new_zeros(batch, self.weight.shape[0], 30),)
+
+    def step(self, x_t: Tensor, state: tuple[Tensor, ...]) -> tuple[Tensor, tuple[Tensor, ...]]:
+        y, window = causal_conv1d_step(x_t, state[0], self.weight)
+        return y, (window,)
+"""
+
+
+def test_candidates_may_call_the_long_fir_through_kernels_ops() -> None:
+    from loop.screen import check_source
+
+    report = check_source(CANDIDATE)
+    assert report.passed, report.message
+    namespace: dict[str, object] = {}
+    exec(compile(CANDIDATE, "candidate", "exec"), namespace)  # trusted test source
+    mixer = namespace["Mixer"](6, 2)  # type: ignore[operator]
+    x = torch.randn(2, 40, 6)
+    y = mixer(x)
+    state = mixer.init_state(2)
+    steps = []
+    for t in range(40):
+        y_t, state = mixer.step(x[:, t], state)
+        steps.append(y_t)
+    assert torch.allclose(torch.stack(steps, 1), y, atol=1e-5)
+    assert torch.allclose(y, naive_causal_fir(x, mixer.weight), atol=1e-5)
