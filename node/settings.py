@@ -97,6 +97,19 @@ class SandboxSettings(_Section):
     )
 
 
+class GpuSettings(_Section):
+    """Training on GPUs: the devices experiments lease and the compile cache they share."""
+
+    devices: tuple[int, ...] = Field(
+        default=(),
+        description="CUDA device indices; one experiment trains per GPU (bf16); empty = CPU",
+    )
+    compile_cache: str = Field(
+        default="cache/compile",
+        description="Triton/Inductor cache kept across sandboxed runs, relative to the home",
+    )
+
+
 class ApiSettings(_Section):
     """The local HTTP API."""
 
@@ -190,6 +203,7 @@ class Settings(BaseSettings):
     )
     loop: LoopSettings = LoopSettings()
     sandbox: SandboxSettings = SandboxSettings()
+    gpu: GpuSettings = GpuSettings()
     api: ApiSettings = ApiSettings()
     log: LogSettings = LogSettings()
     llm: LLMSettings = LLMSettings()

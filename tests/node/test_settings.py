@@ -135,8 +135,8 @@ def test_unknown_key_in_the_file_is_named_with_the_known_ones(tmp_path: Path) ->
 
 
 def test_unknown_section_in_the_file_is_an_error(tmp_path: Path) -> None:
-    message = config_error(tmp_path, "[gpu]\ncount = 8\n")
-    assert "gpu: unknown key" in message and "loop, sandbox, api, log" in message
+    message = config_error(tmp_path, "[tpu]\ncount = 8\n")
+    assert "tpu: unknown key" in message and "loop, sandbox, gpu, api, log" in message
 
 
 def test_wrong_type_in_the_file_says_what_was_expected(tmp_path: Path) -> None:
@@ -209,7 +209,7 @@ def test_written_config_is_commented_and_loads_as_the_defaults(tmp_path: Path) -
     assert text.count("\n# ") > 10
     assert load_settings(tmp_path, env={}) == Settings(home=tmp_path)
     parsed = tomllib.loads(text)
-    assert set(parsed) == {"loop", "sandbox", "api", "log", "llm"}
+    assert set(parsed) == {"loop", "sandbox", "gpu", "api", "log", "llm"}
     assert set(parsed["llm"]["researcher"]) == set()  # per-role overrides all commented
     assert set(parsed["sandbox"]) == set(Settings().sandbox.model_dump())
 
