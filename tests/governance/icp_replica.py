@@ -155,6 +155,7 @@ class Replica:
     polls_before_final: int = 1  # read_state answers "processing" this many times first
     http_errors: list[int] = field(default_factory=list)  # statuses to answer next, in order
     query_override: Callable[[bytes], bytes] | None = None
+    methods: dict[str, Callable[[bytes], bytes]] = field(default_factory=dict)  # other canisters
     requests: dict[bytes, dict[str, Any]] = field(default_factory=dict)
     seen_paths: list[str] = field(default_factory=list)
 
@@ -200,7 +201,9 @@ class Replica:
         kind = content["request_type"]
         if kind == "call":
             entry: dict[str, Any] = {"polls": 0}
-            if content["method_name"] == "anchor":
+            if content["method_name"] in self.methods:
+                entry["reply"] = self.methods[content["method_name"]](content["arg"])
+            elif content["method_name"] == "anchor":
                 entry["reply"] = self.model.anchor(content["sender"], content["arg"])
             else:
                 entry.update(
@@ -219,6 +222,9 @@ class Replica:
         if kind == "query":
             if self.query_override is not None:
                 return 200, self.query_override(content["arg"])
+            if content["method_name"] in self.methods:
+                arg = self.methods[content["method_name"]](content["arg"])
+                return 200, cbor2.dumps({"status": "replied", "reply": {"arg": arg}})
             log_id = decode(content["arg"])[0]["value"]
             entries = self.model.logs.get(log_id, [])
             anchor = (
