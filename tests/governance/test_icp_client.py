@@ -17,6 +17,7 @@ from attestation.icp.principal import from_text
 from governance.icp import (
     AnchorCanister,
     HttpTransport,
+    IcpAnchorTarget,
     IcpClient,
     IcpNetworkError,
     IcpRejectError,
@@ -181,3 +182,23 @@ def test_node_identity_persists_and_keeps_its_principal(tmp_path: Path) -> None:
     assert path.stat().st_mode & 0o777 == 0o600
     assert NodeIdentity.load_or_create(path).principal_text == first.principal_text
     assert from_text(first.principal_text) == first.principal
+
+
+def test_anchor_target_retry_after_a_lost_answer_counts_as_done(replica: Replica) -> None:
+    replica.polls_before_final = 0
+    with Server(replica) as server:
+        client = _client(server.url)
+        target = IcpAnchorTarget(_authorised(client, replica))
+        first = target.publish("log-a", 5, ROOT)
+        assert first.anchor_count == 1
+        again = target.publish("log-a", 5, ROOT)  # as if the first answer had been lost
+        assert (again.anchor_count, again.certified_at_ns) == (None, NOW)
+        with pytest.raises(IcpRejectError, match="different root"):
+            target.publish("log-a", 5, bytes(32))
+        assert target.publish("log-a", 6, ROOT).anchor_count == 2
+        superseded = target.publish("log-a", 4, ROOT)  # a later size already covers it
+        assert superseded.anchor_count is None
+        replica.model.writers.clear()
+        with pytest.raises(IcpRejectError, match="not_authorised"):
+            target.publish("log-a", 7, ROOT)
+    assert replica.model.logs["log-a"] == [(5, ROOT), (6, ROOT)]
