@@ -5,6 +5,7 @@ Knows nothing of the node or the network: bytes in, a verified certificate or a
 """
 
 from attestation.icp.certificate import (
+    MAINNET_ROOT_KEY_DER,
     Certificate,
     VerifiedCertificate,
     certificate_from_read_state,
@@ -14,6 +15,7 @@ from attestation.icp.certificate import (
 from attestation.icp.errors import Step, VerificationError
 
 __all__ = [
+    "MAINNET_ROOT_KEY_DER",
     "Certificate",
     "Step",
     "VerificationError",

@@ -44,6 +44,12 @@ from attestation.icp.hashtree import (
 from attestation.icp.principal import to_text
 
 STATE_ROOT_DOMAIN = b"\x0dic-state-root"
+# The IC mainnet (NNS) root key, DER; a local replica has its own (pass that instead).
+MAINNET_ROOT_KEY_DER = bytes.fromhex(
+    "308182301d060d2b0601040182dc7c0503010201060c2b0601040182dc7c05030201036100814c0e6ec71f"
+    "ab583b08bd81373c255c3c371b2e84863c98a4f1e08b74235d14fb5d9c0cd546d9685f913a0c0b2cc5341583"
+    "bf4b4392e467db96d65b9bb4cb717112f8472e0d5a4d14505ffd7484b01291091c5f87b98883463f98091a0baaae"
+)
 MAX_CERTIFICATE_BYTES = 4 * 1024 * 1024
 DEFAULT_MAX_AGE_NS = 5 * 60 * 10**9
 DEFAULT_MAX_SKEW_NS = 60 * 10**9

@@ -23,7 +23,7 @@ from icp_vectors import (
     v4_certificate,
 )
 
-from attestation.icp import Step, VerificationError, verify_certificate
+from attestation.icp import MAINNET_ROOT_KEY_DER, Step, VerificationError, verify_certificate
 from attestation.icp.hashtree import Leaf, parse_tree, reconstruct
 from attestation.icp.principal import from_text
 
@@ -213,3 +213,7 @@ def test_every_64th_bit_flip_of_v4_fails() -> None:
 
 def test_witness_root_matches_reconstruction() -> None:
     assert reconstruct(parse_tree(v3_signature()[1])).hex().startswith("f3e90c5b")
+
+
+def test_embedded_mainnet_key_is_the_recorded_one() -> None:
+    assert MAINNET_ROOT_KEY_DER == MAINNET_KEY
