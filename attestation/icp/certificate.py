@@ -41,7 +41,7 @@ from attestation.icp.hashtree import (
     parse_tree,
     reconstruct,
 )
-from attestation.icp.principal import to_text
+from attestation.icp.principal import MAX_LEN, to_text
 
 STATE_ROOT_DOMAIN = b"\x0dic-state-root"
 # The IC mainnet (NNS) root key, DER; a local replica has its own (pass that instead).
@@ -113,6 +113,8 @@ def parse_certificate(data: bytes, what: str = "certificate") -> Certificate:
             raise VerificationError(
                 Step.DECODE, f"{what} delegation is not {{subnet_id: blob, certificate: blob}}"
             )
+        if not 0 < len(raw["subnet_id"]) <= MAX_LEN:
+            raise VerificationError(Step.DECODE, f"{what} delegation subnet_id is not a principal")
         delegation = Delegation(raw["subnet_id"], raw["certificate"])
     return Certificate(tree, signature, delegation)
 
@@ -289,6 +291,8 @@ def verify_certificate(
     `root_key_der` is the trusted root key (the IC mainnet key, or a local replica's);
     `now_ns` the local time in nanoseconds since the Unix epoch.
     """
+    if not 0 < len(canister_id) <= MAX_LEN:
+        raise ValueError(f"canister id of {len(canister_id)} bytes is not a principal")
     try:
         root_key = bls.key_from_der(root_key_der)
     except bls.BlsError as exc:

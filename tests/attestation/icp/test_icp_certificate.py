@@ -217,3 +217,16 @@ def test_witness_root_matches_reconstruction() -> None:
 
 def test_embedded_mainnet_key_is_the_recorded_one() -> None:
     assert MAINNET_ROOT_KEY_DER == MAINNET_KEY
+
+
+def test_oversized_subnet_id_is_a_decode_error_not_a_crash() -> None:
+    outer = cbor2.loads(v4_certificate())
+    forged = {**outer, "delegation": {**outer["delegation"], "subnet_id": bytes(40)}}
+    with pytest.raises(VerificationError, match="subnet_id") as info:
+        verify(cbor2.dumps(forged), IVG37, V4_TIME)
+    assert info.value.step is Step.DECODE
+
+
+def test_canister_id_that_is_not_a_principal_is_a_caller_error() -> None:
+    with pytest.raises(ValueError, match="not a principal"):
+        verify(v4_certificate(), bytes(30), V4_TIME)
