@@ -17,6 +17,7 @@ from governance.icp.errors import IcpRejectError, IcpReplyError
 _ANCHOR_ERROR = Types.Variant(
     {
         "bad_log_id": Types.Null,
+        "bad_directive": Types.Text,
         "bad_root": Types.Record({"length": Types.Nat}),
         "not_authorised": Types.Null,
         "not_controller": Types.Null,

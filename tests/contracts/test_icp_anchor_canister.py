@@ -52,7 +52,9 @@ def interpreter_output() -> str:
     return run.stdout
 
 
-@pytest.mark.parametrize("block", ["authorisation", "ordering", "certified data", "revocation"])
+@pytest.mark.parametrize(
+    "block", ["authorisation", "ordering", "certified data", "directives", "revocation"]
+)
 def test_interpreter_block_passes(interpreter_output: str, block: str) -> None:
     assert f"PASS {block}\n" in interpreter_output
 

@@ -96,6 +96,7 @@ def encode_tree(tree: HashTree) -> Any:
 ANCHOR_ERROR = Types.Variant(
     {
         "bad_log_id": Types.Null,
+        "bad_directive": Types.Text,
         "bad_root": Types.Record({"length": Types.Nat}),
         "not_authorised": Types.Null,
         "not_controller": Types.Null,

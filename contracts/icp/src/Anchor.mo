@@ -1,5 +1,6 @@
 /// The ICP anchor canister: transparency-log roots, appended by authorised node
 /// principals, certified so that a query answer can be verified against the IC root key.
+import Principal "mo:core/Principal";
 import Prim "mo:⛔";
 import AnchorState "AnchorState";
 import HashTree "HashTree";
@@ -39,6 +40,43 @@ shared (install) persistent actor class Anchor() {
     #err : AnchorState.Error;
   } {
     result(AnchorState.setController(state, caller, next));
+  };
+
+  /// SNS generic function target (controller only): record a campaign directive. Traps
+  /// on a malformed payload or another caller, so the proposal's execution fails.
+  public shared ({ caller }) func directive(d : AnchorState.Directive) : async () {
+    switch (AnchorState.recordDirective(state, caller, d, Prim.time())) {
+      case null {};
+      case (?#bad_directive(reason)) Prim.trap("bad directive: " # reason);
+      case (?_) Prim.trap("only the controller records directives");
+    };
+  };
+
+  func validation(reason : ?Text, ok : Text) : { #Ok : Text; #Err : Text } {
+    switch reason { case null #Ok(ok); case (?r) #Err(r) };
+  };
+
+  /// SNS validators: the SNS calls these before a proposal is submitted.
+  public query func validate_directive(d : AnchorState.Directive) : async {
+    #Ok : Text;
+    #Err : Text;
+  } {
+    validation(AnchorState.checkDirective(d), d.directive # " campaign " # d.campaign_id);
+  };
+
+  public query func validate_authorise(writer : Principal) : async { #Ok : Text; #Err : Text } {
+    #Ok("authorise " # Principal.toText(writer) # " to anchor roots");
+  };
+
+  public query func validate_revoke(writer : Principal) : async { #Ok : Text; #Err : Text } {
+    #Ok("revoke " # Principal.toText(writer));
+  };
+
+  public query func directives(start : Nat, limit : Nat) : async [AnchorState.DirectiveRecord] {
+    let all = state.directives;
+    if (start >= all.size()) return [];
+    let n = if (all.size() - start < limit) all.size() - start else limit;
+    Prim.Array_tabulate<AnchorState.DirectiveRecord>(if (n > 100) 100 else n, func(i : Nat) : AnchorState.DirectiveRecord = all[start + i]);
   };
 
   /// Writers only: append a root; sizes must grow strictly per log.

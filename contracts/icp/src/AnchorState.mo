@@ -23,7 +23,18 @@ module {
     #bad_root : { length : Nat };
     #bad_log_id;
     #size_not_growing : { latest : Nat64 };
+    #bad_directive : Text;
   };
+
+  /// The payload of the SNS generic functions that govern campaigns (the node reads the
+  /// executed proposals; this canister checks and records them).
+  public type Directive = {
+    campaign_id : Text;
+    directive : Text;
+    config_sha256 : ?Blob;
+  };
+
+  public type DirectiveRecord = { directive : Directive; time_ns : Nat64 };
 
   public type Log = { id : Text; anchors : [Entry] };
 
@@ -31,6 +42,7 @@ module {
     var controller : Principal;
     var writers : [Principal];
     var logs : [Log]; // sorted by the UTF-8 bytes of the log id
+    var directives : [DirectiveRecord];
   };
 
   public let MAX_LOG_ID_BYTES = 128;
@@ -39,6 +51,7 @@ module {
     var controller = controller;
     var writers = [];
     var logs = [];
+    var directives = [];
   };
 
   func isWriter(state : State, p : Principal) : Bool {
@@ -70,6 +83,33 @@ module {
   public func setController(state : State, caller : Principal, next : Principal) : ?Error {
     if (caller != state.controller) return ?#not_controller;
     state.controller := next;
+    null;
+  };
+
+  /// Why a directive payload is malformed, or null if it is well formed.
+  public func checkDirective(d : Directive) : ?Text {
+    let size = Prim.encodeUtf8(d.campaign_id).size();
+    if (size == 0 or size > MAX_LOG_ID_BYTES) return ?"campaign_id must be 1 to 128 bytes";
+    switch (d.directive, d.config_sha256) {
+      case ("fork", ?hash) { if (hash.size() != 32) return ?"config_sha256 must be 32 bytes" };
+      case ("fork", null) return ?"a fork needs the child config's config_sha256";
+      case ("pause" or "resume" or "stop", null) {};
+      case ("pause" or "resume" or "stop", ?_) return ?"only a fork carries config_sha256";
+      case _ return ?"directive must be pause, resume, stop or fork";
+    };
+    null;
+  };
+
+  /// Controller only (the SNS executing an adopted proposal): record a directive.
+  public func recordDirective(state : State, caller : Principal, d : Directive, now : Nat64) : ?Error {
+    if (caller != state.controller) return ?#not_controller;
+    switch (checkDirective(d)) {
+      case (?reason) return ?#bad_directive(reason);
+      case null {};
+    };
+    let old = state.directives;
+    let entry : DirectiveRecord = { directive = d; time_ns = now };
+    state.directives := Prim.Array_tabulate<DirectiveRecord>(old.size() + 1, func(i : Nat) : DirectiveRecord = if (i < old.size()) old[i] else entry);
     null;
   };
 

@@ -61,6 +61,18 @@ for (id in ["log-0", "log-a", "log-z", "log-b"].vals()) {
 Prim.debugPrint("CERTIFIED " # hex(Prim.blobToArray(certified)));
 Prim.debugPrint("PASS certified data");
 
+// Directives: only from the controller, well formed.
+let sha = root(9);
+assert (AnchorState.recordDirective(state, sns, { campaign_id = "c1"; directive = "pause"; config_sha256 = null }, 20) == null);
+assert (AnchorState.recordDirective(state, node, { campaign_id = "c1"; directive = "stop"; config_sha256 = null }, 21) == ?#not_controller);
+assert (AnchorState.recordDirective(state, sns, { campaign_id = "c1"; directive = "fork"; config_sha256 = null }, 22) == ?#bad_directive("a fork needs the child config's config_sha256"));
+assert (AnchorState.recordDirective(state, sns, { campaign_id = "c1"; directive = "fork"; config_sha256 = ?sha }, 23) == null);
+assert (AnchorState.recordDirective(state, sns, { campaign_id = "c1"; directive = "explode"; config_sha256 = null }, 24) != null);
+assert (AnchorState.recordDirective(state, sns, { campaign_id = ""; directive = "pause"; config_sha256 = null }, 25) != null);
+assert (AnchorState.recordDirective(state, sns, { campaign_id = "c1"; directive = "resume"; config_sha256 = ?sha }, 26) != null);
+assert (state.directives.size() == 2);
+Prim.debugPrint("PASS directives");
+
 // Revocation and a change of controller.
 assert (AnchorState.revoke(state, stranger, node) == ?#not_controller);
 assert (AnchorState.revoke(state, sns, node) == null);
