@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 
 import cbor2
 
@@ -204,8 +205,10 @@ def _check_signature(cert: Certificate, key: bytes, step: Step, whose: str) -> b
     return root_hash
 
 
+@lru_cache(maxsize=32)
 def _verify_delegation(delegation: Delegation, root_key: bytes, canister_id: bytes) -> bytes:
-    """Steps 2 and 3; returns the subnet's raw BLS key."""
+    """Steps 2 and 3; returns the subnet's raw BLS key. A delegation does not expire with
+    the certificate's time, so a verified one is cached (failures are not)."""
     subnet = to_text(delegation.subnet_id)
     try:
         inner = parse_certificate(delegation.certificate, "delegation certificate")

@@ -88,7 +88,7 @@ def parse_tree(obj: object, depth: int = 0) -> HashTree:
     """Build a HashTree from its decoded CBOR form; raises VerificationError (decode)."""
     if depth > MAX_DEPTH:
         raise VerificationError(Step.DECODE, f"hash tree nested deeper than {MAX_DEPTH}")
-    if not isinstance(obj, list | tuple) or not obj or not isinstance(obj[0], int):
+    if not isinstance(obj, list | tuple) or not obj or type(obj[0]) is not int:
         raise VerificationError(Step.DECODE, "hash tree node is not an array with a tag")
     tag, args = obj[0], obj[1:]
     shapes = {0: 0, 1: 2, 2: 2, 3: 1, 4: 1}

@@ -68,7 +68,7 @@ def test_unsorted_labels_are_rejected() -> None:
 
 @pytest.mark.parametrize(
     "obj",
-    [[], [9], [1, [0]], [2, "text", [0]], [4, b"short"], [3], "x", [0, 1], [True, b""]],
+    [[], [9], [1, [0]], [2, "text", [0]], [4, b"short"], [3], "x", [0, 1], [True, [0], [0]]],
 )
 def test_malformed_tree_nodes_are_decode_errors(obj: object) -> None:
     with pytest.raises(VerificationError) as info:
