@@ -188,7 +188,8 @@ class IcpClient:
         _, body = self.identity.envelope(
             self._content("read_state", paths=[list(p) for p in paths])
         )
-        _, payload = self._post(f"/api/v2/canister/{_text(canister_id)}/read_state", body)
+        # v3, as the recorded mainnet answer used: its delegations carry sharded ranges.
+        _, payload = self._post(f"/api/v3/canister/{_text(canister_id)}/read_state", body)
         try:
             certificate = certificate_from_read_state(payload)
         except VerificationError as exc:

@@ -156,7 +156,7 @@ def test_recorded_mainnet_read_state_answer_verifies() -> None:
 
     class Recorded:
         def post(self, path: str, request: bytes) -> tuple[int, bytes]:
-            assert path == "/api/v2/canister/ivg37-qiaaa-aaaab-aaaga-cai/read_state"
+            assert path == "/api/v3/canister/ivg37-qiaaa-aaaab-aaaga-cai/read_state"
             return 200, body
 
     client = IcpClient(
