@@ -227,7 +227,7 @@ def cmd_icp(args: argparse.Namespace) -> int:
 
     settings = load_settings(args.home)
     icp = settings.icp
-    root_key_path = args.root_key if args.action == "verify" and args.root_key else None
+    root_key_path = getattr(args, "root_key", None)
     root_key_path = root_key_path or (Path(icp.root_key_path) if icp.root_key_path else None)
     try:
         root_key = root_key_path.read_bytes() if root_key_path else MAINNET_ROOT_KEY_DER
@@ -251,16 +251,21 @@ def cmd_icp(args: argparse.Namespace) -> int:
             print(f"valid: certified at {cert.time_ns} ns, signed by {signer}")
             print(f"root hash {cert.root_hash.hex()}")
             return 0
-        if not icp.url or not icp.anchor_canister:
-            print("asi-node: error: set [icp] url and anchor_canister first", file=sys.stderr)
+        url = args.url or icp.url
+        canister = args.canister or icp.anchor_canister
+        if not url or not canister:
+            print(
+                "asi-node: error: give --url and --canister, or set [icp] url and anchor_canister",
+                file=sys.stderr,
+            )
             return 2
         client = IcpClient(
-            HttpTransport(icp.url),
+            HttpTransport(url),
             NodeIdentity.load_or_create(settings.home / icp.identity_path),
             root_key_der=root_key,
             max_age_ns=int(icp.max_certificate_age_s * 1e9),
         )
-        anchor = AnchorCanister(client, from_text(icp.anchor_canister)).latest(args.log_id)
+        anchor = AnchorCanister(client, from_text(canister)).latest(args.log_id)
     except VerificationError as exc:
         print(f"asi-node: not verified: {exc}", file=sys.stderr)
         return 1
@@ -331,6 +336,9 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--max-age", type=float, default=300.0, help="seconds (default 300)")
     i = isub.add_parser("latest", help="the certified latest anchor of a log")
     i.add_argument("log_id")
+    i.add_argument("--root-key", type=Path, help="DER root key (default: [icp] or mainnet)")
+    i.add_argument("--url", help="boundary node or replica (default: [icp] url)")
+    i.add_argument("--canister", help="anchor canister id (default: [icp] anchor_canister)")
     p.set_defaults(func=cmd_icp)
     return parser
 

@@ -8,7 +8,14 @@ verified: every certificate goes through `attestation.icp.verify_certificate`
 counts only when the canister's certified data covers it through a witness.
 """
 
-from governance.icp.anchor import AnchorCanister, CertifiedAnchor, IcpAnchorTarget, IcpReceipt
+from governance.icp.anchor import (
+    AnchorAudit,
+    AnchorCanister,
+    CertifiedAnchor,
+    IcpAnchorTarget,
+    IcpReceipt,
+    audit_latest,
+)
 from governance.icp.client import HttpTransport, IcpClient, NodeIdentity, Reply, Transport
 from governance.icp.errors import (
     IcpError,
@@ -25,6 +32,7 @@ from governance.icp.sns import (
 )
 
 __all__ = [
+    "AnchorAudit",
     "AnchorCanister",
     "CertifiedAnchor",
     "HttpTransport",
@@ -41,6 +49,7 @@ __all__ = [
     "SnsGovernance",
     "SnsProposal",
     "Transport",
+    "audit_latest",
     "decode_directive_payload",
     "encode_directive_payload",
 ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from ic.candid import Types, encode
@@ -153,3 +154,37 @@ class IcpAnchorTarget:
                 ) from exc
             return IcpReceipt(self.name, log_id, tree_size, root, None, latest.certified_at_ns)
         return IcpReceipt(self.name, log_id, tree_size, root, count, None)
+
+
+@dataclass(frozen=True)
+class AnchorAudit:
+    """An auditor's verdict on a log's latest ICP anchor (a value, not an exception:
+    a mismatch is a finding to report)."""
+
+    log_id: str
+    anchor: CertifiedAnchor | None
+    problem: str | None  # None when the anchor matches the log (or there is none)
+
+
+def audit_latest(
+    canister: AnchorCanister, log_id: str, root_at: Callable[[int], bytes | None]
+) -> AnchorAudit:
+    """Compare the certified latest anchor with the log's own root at that size.
+
+    `root_at(size)` is the log's root at `size`, or None if the log is shorter. A
+    certificate that fails verification raises VerificationError (the caller reports it).
+    """
+    anchor = canister.latest(log_id)
+    if anchor is None:
+        return AnchorAudit(log_id, None, None)
+    expected = root_at(anchor.tree_size)
+    if expected is None:
+        problem = f"anchored at size {anchor.tree_size}, beyond the log's end"
+    elif expected != anchor.root:
+        problem = (
+            f"anchored root {anchor.root.hex()} at size {anchor.tree_size} differs from "
+            f"the log's root {expected.hex()}"
+        )
+    else:
+        problem = None
+    return AnchorAudit(log_id, anchor, problem)

@@ -24,6 +24,7 @@ from governance.icp import (
     IcpReplyError,
     IcpTimeoutError,
     NodeIdentity,
+    audit_latest,
 )
 
 CANISTER = from_text("uxrrr-q7777-77774-qaaaq-cai")
@@ -202,3 +203,15 @@ def test_anchor_target_retry_after_a_lost_answer_counts_as_done(replica: Replica
         with pytest.raises(IcpRejectError, match="not_authorised"):
             target.publish("log-a", 7, ROOT)
     assert replica.model.logs["log-a"] == [(5, ROOT), (6, ROOT)]
+
+
+def test_audit_reports_an_anchor_that_differs_from_the_log(replica: Replica) -> None:
+    replica.model.logs["log-a"] = [(5, ROOT)]
+    with Server(replica) as server:
+        anchors = AnchorCanister(_client(server.url), CANISTER)
+        assert audit_latest(anchors, "log-a", lambda size: ROOT).problem is None
+        forked = audit_latest(anchors, "log-a", lambda size: bytes(32))
+        assert forked.problem is not None and "differs" in forked.problem
+        short = audit_latest(anchors, "log-a", lambda size: None)
+        assert short.problem is not None and "beyond the log" in short.problem
+        assert audit_latest(anchors, "log-z", lambda size: ROOT).anchor is None

@@ -62,11 +62,16 @@ def test_latest_reads_a_certified_anchor_from_the_configured_canister(
         monkeypatch.setenv("ASI_NODE_ICP__ROOT_KEY_PATH", str(tmp_path / "replica.der"))
         replica.time_ns = time.time_ns()
         assert main(["--home", str(tmp_path), "icp", "latest", "log-a"]) == 0
-    assert f"log-a: size 7 root {bytes(range(32)).hex()}" in capsys.readouterr().out
+        assert f"log-a: size 7 root {bytes(range(32)).hex()}" in capsys.readouterr().out
+        monkeypatch.delenv("ASI_NODE_ICP__URL")
+        key = str(tmp_path / "replica.der")
+        argv = ["icp", "latest", "log-b", "--url", server.url, "--canister", canister]
+        assert main(["--home", str(tmp_path / "auditor"), *argv, "--root-key", key]) == 0
+        assert "log-b: no anchor (certified absent)" in capsys.readouterr().out
 
 
 def test_latest_without_configuration_says_what_to_set(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     assert main(["--home", str(tmp_path), "icp", "latest", "log-a"]) == 2
-    assert "set [icp] url and anchor_canister" in capsys.readouterr().err
+    assert "give --url and --canister" in capsys.readouterr().err
