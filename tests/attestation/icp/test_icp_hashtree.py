@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import random
+
 import cbor2
 import pytest
 from hypothesis import given, settings
@@ -13,11 +15,13 @@ from attestation.icp.errors import Step
 from attestation.icp.hashtree import (
     Empty,
     Fork,
+    HashTree,
     Labeled,
     Leaf,
     Outcome,
     Pruned,
     check_sorted,
+    flatten_forks,
     lookup,
     parse_tree,
     reconstruct,
@@ -143,3 +147,56 @@ def test_parser_never_crashes_on_structured_cbor(
         assert exc.step is Step.DECODE
     else:
         assert isinstance(cert.signature, bytes)
+
+
+def _build(entries: dict[bytes, bytes]) -> HashTree:
+    """A well-formed tree: sorted labels under a balanced fork, a leaf under each."""
+    items = [Labeled(k, Leaf(v)) for k, v in sorted(entries.items())]
+
+    def forks(part: list[HashTree]) -> HashTree:
+        if not part:
+            return Empty()
+        if len(part) == 1:
+            return part[0]
+        mid = len(part) // 2
+        return Fork(forks(part[:mid]), forks(part[mid:]))
+
+    return forks(list(items))
+
+
+def _prune(tree: HashTree, keep: set[bytes], rng: random.Random) -> HashTree:
+    """Prune, at random, subtrees that hold no kept label."""
+    if isinstance(tree, Fork):
+        labels = {n.label for n in flatten_forks(tree) if isinstance(n, Labeled)}
+        if not labels & keep and rng.random() < 0.3:
+            return Pruned(reconstruct(tree))
+        return Fork(_prune(tree.left, keep, rng), _prune(tree.right, keep, rng))
+    if isinstance(tree, Labeled) and tree.label not in keep and rng.random() < 0.5:
+        return Pruned(reconstruct(tree))
+    return tree
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    entries=st.dictionaries(st.binary(min_size=1, max_size=3), st.binary(max_size=4), max_size=12),
+    keep=st.sets(st.binary(min_size=1, max_size=3), max_size=4),
+    rng=st.randoms(use_true_random=False),
+    data=st.data(),
+)
+def test_pruning_keeps_the_root_and_lookups_never_lie(
+    entries: dict[bytes, bytes], keep: set[bytes], rng: random.Random, data: st.DataObject
+) -> None:
+    probes = st.binary(min_size=1, max_size=3)
+    if entries:  # mostly probe labels that exist, so that a false absence would show
+        probes = st.sampled_from(sorted(entries)) | probes
+    probe = data.draw(probes)
+    full = _build(entries)
+    witness = _prune(full, keep, rng)
+    assert reconstruct(witness) == reconstruct(full)
+    found = lookup([probe], witness)
+    if found.outcome is Outcome.FOUND:
+        assert entries[probe] == found.value
+    elif found.outcome is Outcome.ABSENT:
+        assert probe not in entries  # an absence proof must be sound
+    if probe in keep and probe in entries:
+        assert found.value == entries[probe]  # what the witness kept stays provable
