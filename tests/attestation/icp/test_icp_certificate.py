@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Mapping
 
 import cbor2
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from icp_vectors import (
     IVG37,
     LOCAL_KEY,
@@ -230,3 +233,40 @@ def test_oversized_subnet_id_is_a_decode_error_not_a_crash() -> None:
 def test_canister_id_that_is_not_a_principal_is_a_caller_error() -> None:
     with pytest.raises(ValueError, match="not a principal"):
         verify(v4_certificate(), bytes(30), V4_TIME)
+
+
+def _mutate(obj: object, rng: random.Random, replacement: object) -> object:
+    """A copy of decoded CBOR with one randomly chosen node replaced."""
+    if isinstance(obj, Mapping) and obj and rng.random() < 0.95:
+        key = rng.choice(sorted(obj, key=str))
+        value = obj[key]
+        if key in ("certificate", "tree") and isinstance(value, bytes) and rng.random() < 0.7:
+            inner = cbor2.dumps(_mutate(cbor2.loads(value), rng, replacement))
+            return {**obj, key: inner}
+        return {**obj, key: _mutate(value, rng, replacement)}
+    if isinstance(obj, list | tuple) and obj and rng.random() < 0.9:
+        index = rng.randrange(len(obj))
+        return [*obj[:index], _mutate(obj[index], rng, replacement), *obj[index + 1 :]]
+    return replacement
+
+
+@pytest.mark.slow
+@settings(max_examples=100, deadline=None)
+@given(
+    rng=st.randoms(use_true_random=False),
+    replacement=st.none()
+    | st.booleans()
+    | st.integers(-(2**65), 2**65)
+    | st.binary(max_size=40)
+    | st.text(max_size=5)
+    | st.lists(st.integers(0, 5) | st.binary(max_size=33), max_size=3),
+)
+def test_structurally_mutated_certificates_fail_closed(
+    rng: random.Random, replacement: object
+) -> None:
+    data = cbor2.dumps(_mutate(cbor2.loads(v4_certificate()), rng, replacement))
+    try:
+        verify(data, IVG37, V4_TIME)
+    except VerificationError:
+        return
+    assert data == v4_certificate() or cbor2.loads(data) == cbor2.loads(v4_certificate())
