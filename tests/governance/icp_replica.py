@@ -29,6 +29,8 @@ from attestation.icp.certificate import STATE_ROOT_DOMAIN
 from attestation.icp.hashtree import Empty, Fork, HashTree, Labeled, Leaf, Pruned, reconstruct
 
 SECRET = 0x2B3C4D5E6F708192A3B4C5D6E7F8091A2B3C4D5E6F708192A3B4C5D6E7F80  # test key only
+SUBNET_SECRET = 0x1122334455667788990011223344556677889900112233445566778899AA  # test key only
+SUBNET_ID = bytes.fromhex("d77b2a2f7199b9a8aec93fe6fb588661358cf12223e9a3af7b4ebac402")
 
 
 def _g2_bytes(point: Any) -> bytes:
@@ -37,10 +39,11 @@ def _g2_bytes(point: Any) -> bytes:
 
 
 ROOT_KEY_DER = DER_PREFIX + _g2_bytes(multiply(G2, SECRET))
+SUBNET_KEY_DER = DER_PREFIX + _g2_bytes(multiply(G2, SUBNET_SECRET))
 
 
-def sign(message: bytes) -> bytes:
-    point = multiply(hash_to_G1(message, DST, hashlib.sha256), SECRET)  # type: ignore[arg-type]
+def sign(message: bytes, secret: int = SECRET) -> bytes:
+    point = multiply(hash_to_G1(message, DST, hashlib.sha256), secret)  # type: ignore[arg-type]
     return int(compress_G1(point)).to_bytes(48, "big")
 
 
@@ -157,6 +160,9 @@ class Replica:
     http_errors: list[int] = field(default_factory=list)  # statuses to answer next, in order
     query_override: Callable[[bytes], bytes] | None = None
     methods: dict[str, Callable[[bytes], bytes]] = field(default_factory=dict)  # other canisters
+    # Sign as an application subnet does: with a subnet key the root key delegated,
+    # for canisters in these ranges (sharded layout, as mainnet serves it since 2025).
+    delegated_ranges: list[tuple[bytes, bytes]] | None = None
     requests: dict[bytes, dict[str, Any]] = field(default_factory=dict)
     seen_paths: list[str] = field(default_factory=list)
 
@@ -168,9 +174,29 @@ class Replica:
         )
         items = sorted([(b"time", Leaf(leb128(self.time_ns))), *extra], key=lambda i: i[0])
         tree = Fork(canister, labeled_forks(items))
-        signature = sign(STATE_ROOT_DOMAIN + reconstruct(tree))
-        body = {"tree": encode_tree(tree), "signature": signature}
+        if self.delegated_ranges is None:
+            signature = sign(STATE_ROOT_DOMAIN + reconstruct(tree))
+            body: dict[str, Any] = {"tree": encode_tree(tree), "signature": signature}
+        else:
+            signature = sign(STATE_ROOT_DOMAIN + reconstruct(tree), SUBNET_SECRET)
+            body = {"tree": encode_tree(tree), "signature": signature}
+            body["delegation"] = {"subnet_id": SUBNET_ID, "certificate": self._delegation()}
         return b"\xd9\xd9\xf7" + cbor2.dumps(body)
+
+    def _delegation(self) -> bytes:
+        assert self.delegated_ranges is not None
+        ranges = b"\xd9\xd9\xf7" + cbor2.dumps([list(r) for r in self.delegated_ranges])
+        shard = Labeled(self.delegated_ranges[0][0], Leaf(ranges))
+        subnet = Labeled(SUBNET_ID, Labeled(b"public_key", Leaf(SUBNET_KEY_DER)))
+        tree = labeled_forks(
+            [
+                (b"canister_ranges", Labeled(SUBNET_ID, shard)),
+                (b"subnet", subnet),
+                (b"time", Leaf(leb128(self.time_ns))),
+            ]
+        )
+        signature = sign(STATE_ROOT_DOMAIN + reconstruct(tree))
+        return b"\xd9\xd9\xf7" + cbor2.dumps({"tree": encode_tree(tree), "signature": signature})
 
     def status_tree(self, rid: bytes) -> HashTree:
         entry = self.requests.get(rid)

@@ -215,3 +215,18 @@ def test_audit_reports_an_anchor_that_differs_from_the_log(replica: Replica) -> 
         short = audit_latest(anchors, "log-a", lambda size: None)
         assert short.problem is not None and "beyond the log" in short.problem
         assert audit_latest(anchors, "log-z", lambda size: ROOT).anchor is None
+
+
+def test_delegated_subnet_answers_verify_for_canisters_in_its_ranges(replica: Replica) -> None:
+    replica.polls_before_final = 0
+    replica.delegated_ranges = [(CANISTER, CANISTER)]
+    with Server(replica) as server:
+        client = _client(server.url)
+        anchors = _authorised(client, replica)
+        assert anchors.anchor("log-a", 5, ROOT) == 1
+        latest = anchors.latest("log-a")
+        assert latest is not None and latest.tree_size == 5
+        replica.delegated_ranges = [(from_text("ryjl3-tyaaa-aaaaa-aaaba-cai"),) * 2]
+        with pytest.raises(VerificationError, match="outside the canister ranges") as info:
+            anchors.latest("log-a")
+    assert info.value.step is Step.CANISTER_RANGE
