@@ -166,6 +166,8 @@ class IcpClient:
 
     def _post(self, path: str, body: bytes) -> tuple[int, bytes]:
         status, payload = self.transport.post(path, body)
+        if status >= 400:
+            log.warning("icp http error", extra={"path": path, "status": status})
         if status >= 500 or status in (408, 429):
             raise IcpNetworkError(f"POST {path}: HTTP {status}: {payload[:200]!r}")
         if status >= 400:
@@ -231,6 +233,7 @@ class IcpClient:
             final = self._final_status(cert, request_id, method)
             if final is not None:
                 return final
+            log.debug("icp call pending", extra={"method": method, "attempt": attempt})
         raise IcpTimeoutError(
             f"{method}: no certified answer after {polls} polls over "
             f"{self.poll_timeout_s:.0f} s (request {request_id.hex()})"
