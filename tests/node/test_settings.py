@@ -209,7 +209,7 @@ def test_written_config_is_commented_and_loads_as_the_defaults(tmp_path: Path) -
     assert text.count("\n# ") > 10
     assert load_settings(tmp_path, env={}) == Settings(home=tmp_path)
     parsed = tomllib.loads(text)
-    assert set(parsed) == {"loop", "sandbox", "gpu", "api", "log", "llm"}
+    assert set(parsed) == {"loop", "sandbox", "gpu", "api", "log", "llm", "icp"}
     assert set(parsed["llm"]["researcher"]) == set()  # per-role overrides all commented
     assert set(parsed["sandbox"]) == set(Settings().sandbox.model_dump())
 
@@ -246,3 +246,11 @@ def test_init_home_without_a_path_uses_asi_node_home(tmp_path: Path) -> None:
     home = tmp_path / "from-env"
     assert init_home(env={"ASI_NODE_HOME": str(home)}) == home
     assert (home / "config.toml").exists()
+
+
+def test_icp_canister_ids_must_be_principals(tmp_path: Path) -> None:
+    env = {"ASI_NODE_ICP__ANCHOR_CANISTER": "ryjl3-tyaaa-aaaaa-aaaba-caa"}
+    with pytest.raises(ConfigError, match="anchor_canister"):
+        load_settings(tmp_path, env=env)
+    env = {"ASI_NODE_ICP__ANCHOR_CANISTER": "ryjl3-tyaaa-aaaaa-aaaba-cai"}
+    assert load_settings(tmp_path, env=env).icp.anchor_canister == "ryjl3-tyaaa-aaaaa-aaaba-cai"
