@@ -163,7 +163,39 @@ def _v1_initial(op: Operations) -> None:
     op.create_index("ix_event_campaign", "event", ["campaign_id", "id"])
 
 
-def _v2_anchor_outbox(op: Operations) -> None:
+def _v2_llm_exchanges(op: Operations) -> None:
+    """What the LLM agents saw and said (kept locally), and each experiment's LLM usage."""
+    op.create_table(
+        "llm_exchange",
+        sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+        sa.Column("campaign_id", sa.String(32), nullable=False),
+        sa.Column("experiment_id", sa.String(32), nullable=True),
+        sa.Column("role", sa.String(16), nullable=False),
+        sa.Column("purpose", sa.String(16), nullable=False),
+        sa.Column("model", sa.Text, nullable=False),
+        sa.Column("status", sa.String(16), nullable=False),
+        sa.Column("error", sa.Text, nullable=False),
+        sa.Column("prompt", sa.Text, nullable=False),
+        sa.Column("completion", sa.Text, nullable=False),
+        sa.Column("prompt_sha256", sa.String(80), nullable=False),
+        sa.Column("completion_sha256", sa.String(80), nullable=False),
+        sa.Column("prompt_tokens", sa.Integer, nullable=False),
+        sa.Column("completion_tokens", sa.Integer, nullable=False),
+        sa.Column("cost_usd", sa.Float, nullable=False),
+        sa.Column("latency_s", sa.Float, nullable=False),
+        sa.Column("structured", sa.Boolean, nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.ForeignKeyConstraint(["campaign_id"], ["campaign.id"], name="fk_llm_campaign"),
+        sa.ForeignKeyConstraint(["experiment_id"], ["experiment.id"], name="fk_llm_experiment"),
+    )
+    op.create_index("ix_llm_exchange_campaign", "llm_exchange", ["campaign_id", "id"])
+    op.create_index("ix_llm_exchange_experiment", "llm_exchange", ["experiment_id"])
+    with op.batch_alter_table("experiment") as batch:
+        # Counts and digests of the experiment's LLM exchanges; the text stays in llm_exchange.
+        batch.add_column(sa.Column("llm_json", sa.Text, nullable=True))
+
+
+def _v3_anchor_outbox(op: Operations) -> None:
     """The anchoring outbox: one row per checkpoint root to put on-chain, keyed by log and size."""
     op.create_table(
         "anchor_outbox",
@@ -194,7 +226,8 @@ def _v2_anchor_outbox(op: Operations) -> None:
 
 MIGRATIONS: tuple[Migration, ...] = (
     Migration("initial schema", _v1_initial),
-    Migration("anchor outbox", _v2_anchor_outbox),
+    Migration("llm exchanges", _v2_llm_exchanges),
+    Migration("anchor outbox", _v3_anchor_outbox),
 )
 
 # Tables the steps above create; finding any of them in a database without a version
@@ -208,6 +241,7 @@ _OWN_TABLES = frozenset(
         "metric",
         "insight",
         "event",
+        "llm_exchange",
         "anchor_outbox",
     }
 )

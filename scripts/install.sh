@@ -11,7 +11,11 @@ fi
 .venv/bin/python -m pip install --quiet --upgrade pip
 .venv/bin/python -m pip install --quiet "torch==2.13.0"
 .venv/bin/python -m pip install --quiet -e ".[${extras}]"
-# The contract toolchain from npm (solc-js, OpenZeppelin, forge, anvil), pinned by
+# The ICP anchor canister's toolchain (moc compiled to JS); skipped where npm is absent.
+if command -v npm >/dev/null 2>&1; then
+    (cd contracts/icp && npm ci --no-audit --no-fund --silent)
+fi
+# The EVM contract toolchain from npm (solc-js, OpenZeppelin, forge, anvil), pinned by
 # contracts/package-lock.json; the anchoring integration tests and forge need it.
 if command -v npm >/dev/null 2>&1; then
     (cd contracts && npm ci --no-audit --no-fund --loglevel=error)
