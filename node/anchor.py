@@ -22,7 +22,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
@@ -90,6 +90,23 @@ class AnchorPublisher:
     def submit(self, log_id: bytes, tree_size: int, root: bytes) -> OutboxRow:
         """Queue a checkpoint root; idempotent for a checkpoint already queued."""
         return self.outbox.enqueue(log_id, tree_size, root)
+
+    def feed(self, checkpoints: Iterable[tuple[bytes, int, bytes]]) -> int:
+        """Queue the (log id, tree size, root) checkpoints past what each log has queued.
+
+        The log's own checkpoints are the source of truth: feeding all of them again after
+        a crash queues exactly the ones the outbox has not seen. Returns how many were new.
+        """
+        queued: dict[bytes, int] = {}
+        for row in self.outbox.rows():
+            queued[row.log_id] = max(queued.get(row.log_id, 0), row.tree_size)
+        new = 0
+        for log_id, tree_size, root in sorted(checkpoints, key=lambda c: (c[0], c[1])):
+            if tree_size > queued.get(log_id, 0):
+                self.submit(log_id, tree_size, root)
+                queued[log_id] = tree_size
+                new += 1
+        return new
 
     def step(self) -> StepReport:
         """One pass over the outbox (see the module docstring)."""

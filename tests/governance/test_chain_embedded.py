@@ -121,3 +121,14 @@ def test_embedded_chain_is_replayed_from_its_journal(tmp_path: Path) -> None:
     # The node starting again continues on the same chain: the anchors are still there.
     again = embedded_anchoring(ChainSettings(), home, Store.open("sqlite://"))
     assert [e.tree_size for e in again.controller.anchors(log_id)] == [4, 8]
+
+
+def test_feeding_the_logs_checkpoints_again_queues_only_new_ones(embedded: Deployed) -> None:
+    ctl = Controller(embedded.chain, embedded.controller_address)
+    publisher = AnchorPublisher(Outbox(Store.open("sqlite://")), ctl, embedded.node_key)
+    log_id = _root(4004)
+    first = [(log_id, 100, _root(100)), (log_id, 200, _root(200))]
+    assert publisher.feed(first) == 2
+    assert publisher.feed([*first, (log_id, 300, _root(300))]) == 1
+    assert publisher.feed(first) == 0
+    assert [r.tree_size for r in publisher.outbox.rows()] == [100, 200, 300]
