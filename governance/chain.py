@@ -551,6 +551,25 @@ class Controller:
             for e in logs
         ]
 
+    def approved_nodes(self, *, from_block: int = 0) -> set[Address]:
+        """The node allow-list as the events leave it: approvals minus later revocations."""
+        events = []
+        for name in ("NodeApproved", "NodeRevoked"):
+            event = getattr(self.contract.events, name)()
+            logs = self.chain._call(
+                f"reading {name} events", event.get_logs, from_block=from_block, to_block="latest"
+            )
+            events += [
+                (int(e["blockNumber"]), int(e["logIndex"]), name, e["args"]["node"]) for e in logs
+            ]
+        approved: set[Address] = set()
+        for _, _, name, node in sorted(events):
+            if name == "NodeApproved":
+                approved.add(Address(node))
+            else:
+                approved.discard(Address(node))
+        return approved
+
     def find_anchor(
         self, log_id: bytes, tree_size: int, *, from_block: int = 0
     ) -> AnchorEvent | None:

@@ -132,3 +132,16 @@ def test_feeding_the_logs_checkpoints_again_queues_only_new_ones(embedded: Deplo
     assert publisher.feed([*first, (log_id, 300, _root(300))]) == 1
     assert publisher.feed(first) == 0
     assert [r.tree_size for r in publisher.outbox.rows()] == [100, 200, 300]
+
+
+def test_allow_list_is_read_from_the_controller_events(embedded: Deployed) -> None:
+    chain = embedded.chain
+    assert chain.faucet_key is not None
+    kept, revoked = new_private_key(), new_private_key()
+    deployment = deploy_for_node(chain, chain.faucet_key, kept, extra_nodes=(address_of(revoked),))
+    ctl = Controller(chain, deployment.addresses["CampaignController"])
+    assert ctl.approved_nodes() == {address_of(kept), address_of(revoked)}
+    # The deployer stays guardian: it may revoke a node (never approve one).
+    chain.send(chain.faucet_key, ctl.contract.functions.revokeNode(address_of(revoked)))
+    assert ctl.approved_nodes() == {address_of(kept)}
+    assert not ctl.node_approved(address_of(revoked))
