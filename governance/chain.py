@@ -25,8 +25,10 @@ import requests
 from eth_abi.abi import decode as abi_decode
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
+from eth_account.typed_transactions.typed_transaction import TypedTransaction
 from eth_utils.address import to_checksum_address
 from eth_utils.crypto import keccak
+from hexbytes import HexBytes
 from web3 import Web3
 from web3.contract import Contract
 from web3.exceptions import (
@@ -55,6 +57,7 @@ Wei = NewType("Wei", int)
 CONTRACT_NAMES = ("GovToken", "DaoTimelock", "DaoGovernor", "CampaignController")
 DEFAULT_PRIORITY_FEE = Wei(1_000_000_000)
 GAS_MARGIN = 1.2  # estimates can fall short when state changes between estimate and mining
+REPLACEMENT_BUMP = 1.125  # geth and anvil want >= 10% higher fees to replace a pending tx
 _ERROR_STRING = bytes.fromhex("08c379a0")  # Error(string)
 _PANIC = bytes.fromhex("4e487b71")  # Panic(uint256)
 
@@ -396,9 +399,12 @@ class Chain:
         nonce: int | None = None,
         gas: int | None = None,
         value: int = 0,
+        replaces: bytes | None = None,
     ) -> SignedTx:
         """Estimate, price and sign `call` (a contract function call or constructor).
 
+        With `replaces` (a signed transaction still unmined), both fee fields are at least
+        `REPLACEMENT_BUMP` times the old ones, so nodes accept it in the old one's place.
         A call that would revert raises TransactionRevertedError naming the contract's
         error; an account that cannot pay raises UnfundedAccountError. Nothing is sent.
         """
@@ -408,6 +414,11 @@ class Chain:
             nonce = self.nonce(sender, pending=True)
         tx_fields: dict[str, Any] = {"from": sender, "nonce": nonce, "value": value}
         tx_fields.update(self.fees())
+        if replaces is not None:
+            old = TypedTransaction.from_bytes(HexBytes(replaces)).as_dict()
+            for name in ("maxFeePerGas", "maxPriorityFeePerGas"):
+                bumped = int(int(old[name]) * REPLACEMENT_BUMP) + 1
+                tx_fields[name] = max(tx_fields[name], bumped)
         tx_fields["chainId"] = self.chain_id
         if gas is None:
             estimate = self._call(
@@ -507,10 +518,18 @@ class Controller:
         )
 
     def prepare_anchor(
-        self, key: bytes, log_id: bytes, tree_size: int, root: bytes, *, nonce: int | None = None
+        self,
+        key: bytes,
+        log_id: bytes,
+        tree_size: int,
+        root: bytes,
+        *,
+        nonce: int | None = None,
+        replaces: bytes | None = None,
     ) -> SignedTx:
         """Sign `anchorLogRoot(log_id, tree_size, root)`; a revert is raised, not signed."""
-        return self.chain.sign(key, self.anchor_call(log_id, tree_size, root), nonce=nonce)
+        call = self.anchor_call(log_id, tree_size, root)
+        return self.chain.sign(key, call, nonce=nonce, replaces=replaces)
 
     def log_head(self, log_id: bytes) -> tuple[Address, int]:
         node, size = self.chain._call(

@@ -74,6 +74,7 @@ class AnchorPublisher:
         *,
         confirmations: int = DEFAULT_CONFIRMATIONS,
         backoff: Backoff | None = None,
+        replace_after: timedelta = timedelta(minutes=2),
         now: Callable[[], datetime] | None = None,
     ) -> None:
         if confirmations < 1:
@@ -85,6 +86,7 @@ class AnchorPublisher:
         self.address = address_of(key)
         self.confirmations = confirmations
         self.backoff = backoff or Backoff()
+        self.replace_after = replace_after
         self._now = now or (lambda: datetime.now(UTC))
 
     def submit(self, log_id: bytes, tree_size: int, root: bytes) -> OutboxRow:
@@ -189,6 +191,10 @@ class AnchorPublisher:
         if self.chain.nonce(row.sender) > row.nonce:
             self._find_or_retry(row, report, f"nonce {row.nonce} was taken by another transaction")
             return
+        waited = self._now() - (row.sent_at or self._now())
+        if waited >= self.replace_after:
+            self._replace(row, report)
+            return
         try:
             self.chain.broadcast(row.raw_tx)
             report.rebroadcast += 1
@@ -198,6 +204,35 @@ class AnchorPublisher:
             raise
         except ChainError as exc:
             self._retry(row, report, str(exc), drop_transaction=True)
+
+    def _replace(self, row: OutboxRow, report: StepReport) -> None:
+        """Re-sign a long-unmined anchor at the same nonce with fees raised (a stuck fee).
+
+        If the old transaction is mined after all, its nonce is spent, the new one never
+        lands, and tracking finds and adopts the old one's anchor.
+        """
+        assert row.raw_tx is not None and row.nonce is not None
+        try:
+            signed = self.controller.prepare_anchor(
+                self.key, row.log_id, row.tree_size, row.root, nonce=row.nonce, replaces=row.raw_tx
+            )
+        except ChainUnavailableError:
+            raise
+        except ChainError as exc:
+            report.errors.append(str(exc))
+            log.warning("anchor replacement not signed", extra={"error": str(exc)})
+            return
+        row = self.outbox.signed(
+            row, sender=signed.sender, nonce=signed.nonce, tx_hash=signed.tx_hash, raw_tx=signed.raw
+        )
+        report.signed += 1
+        log.info("anchor re-signed with higher fees", extra={"tree_size": row.tree_size})
+        try:
+            self.chain.broadcast(signed.raw)
+        except ChainUnavailableError:
+            raise
+        except ChainError as exc:  # e.g. the old one was mined meanwhile: tracking sorts it out
+            report.errors.append(str(exc))
 
     def _find_or_retry(self, row: OutboxRow, report: StepReport, why: str) -> None:
         """Adopt the anchor if the chain holds it; otherwise sign it again."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import http.server
 import threading
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -239,3 +240,23 @@ def test_an_endpoint_that_is_down_is_reported_as_unavailable() -> None:
         Chain.connect(f"http://127.0.0.1:{free_port()}")
     with pytest.raises(NotAnEvmNodeError, match="http:// or https://"):
         Chain.connect("ftp://example.invalid")
+
+
+def test_an_unmined_anchor_is_replaced_with_higher_fees(anvil: Anvil, tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    _deploy(anvil, home)
+    publisher = _publisher(anvil, home, Store.open("sqlite://"), confirmations=1)
+    publisher.replace_after = timedelta(0)
+    publisher.chain.rpc("evm_setAutomine", [False])  # nothing is mined until we say so
+    publisher.submit(LOG, 3, _root(3))
+    publisher.step()
+    (first,) = publisher.outbox.rows("sent")
+    publisher.step()  # still unmined past replace_after: re-signed at the same nonce
+    (second,) = publisher.outbox.rows("sent")
+    assert second.nonce == first.nonce and second.tx_hash != first.tx_hash
+    publisher.chain.rpc("evm_mine", [])
+    publisher.step()
+    (final,) = publisher.outbox.rows()
+    assert (final.status, final.tx_hash) == ("confirmed", second.tx_hash)
+    assert publisher.chain.receipt(first.tx_hash or b"") is None  # the old one was replaced
+    assert [e.tree_size for e in publisher.controller.anchors(LOG)] == [3]
