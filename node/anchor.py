@@ -4,8 +4,9 @@ Its input is the narrow interface the log offers: `submit(log_id, tree_size, roo
 a 32-byte log id, a tree size and the 32-byte checkpoint root. Each `step` is one pass:
 
 1. Track every sent anchor: mined and buried `confirmations` deep -> confirmed. Not
-   mined: re-broadcast the very same signed transaction (so nothing is ever sent twice),
-   unless its nonce was taken by another transaction, in which case the chain is asked
+   mined: re-broadcast the very same signed transaction (so nothing is ever sent twice);
+   after `replace_after` re-sign it at the same nonce with fees 12.5% higher (only one
+   of the two can ever be mined); if its nonce was taken by another transaction, in which case the chain is asked
    whether the anchor landed anyway, and if not it is signed again. A block that held
    an anchor and left the chain (a reorg) sends it back to be tracked again.
 2. Sign the next pending anchor of each log (one in flight per log: tree sizes must only
