@@ -6,8 +6,8 @@ a 32-byte log id, a tree size and the 32-byte checkpoint root. Each `step` is on
 1. Track every sent anchor: mined and buried `confirmations` deep -> confirmed. Not
    mined: re-broadcast the very same signed transaction (so nothing is ever sent twice);
    after `replace_after` re-sign it at the same nonce with fees 12.5% higher (only one
-   of the two can ever be mined); if its nonce was taken by another transaction, in which case the chain is asked
-   whether the anchor landed anyway, and if not it is signed again. A block that held
+   of the two can ever be mined). If its nonce was taken by another transaction, the
+   chain is asked whether the anchor landed anyway, and if not it is signed again. A block that held
    an anchor and left the chain (a reorg) sends it back to be tracked again.
 2. Sign the next pending anchor of each log (one in flight per log: tree sizes must only
    grow on-chain), after checking that the chain does not already hold it; the signed
