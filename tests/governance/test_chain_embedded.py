@@ -17,6 +17,7 @@ from governance.errors import (
     VerificationError,
 )
 from node.anchor import AnchorPublisher
+from node.anchor_runner import AnchorRunner
 from node.chain_home import check_ready, deploy_for_node, embedded_anchoring, open_audit_chain
 from node.settings import ChainSettings
 from node.store import Outbox, Store
@@ -145,3 +146,19 @@ def test_allow_list_is_read_from_the_controller_events(embedded: Deployed) -> No
     chain.send(chain.faucet_key, ctl.contract.functions.revokeNode(address_of(revoked)))
     assert ctl.approved_nodes() == {address_of(kept)}
     assert not ctl.node_approved(address_of(revoked))
+
+
+def test_runner_anchors_checkpoints_as_the_log_grows(embedded: Deployed) -> None:
+    ctl = Controller(embedded.chain, embedded.controller_address)
+    publisher = AnchorPublisher(
+        Outbox(Store.open("sqlite://")), ctl, embedded.node_key, confirmations=1
+    )
+    log_id = _root(5005)
+    checkpoints: list[tuple[bytes, int, bytes]] = [(log_id, 10, _root(10))]
+    runner = AnchorRunner(publisher, lambda: list(checkpoints), poll_s=0.05)
+    runner.start()
+    checkpoints.append((log_id, 20, _root(20)))  # the log grows while the campaign runs
+    checkpoints.append((log_id, 25, _root(25)))  # the checkpoint written at stop
+    summary = runner.finish(timeout_s=30)
+    assert (summary.confirmed, summary.pending, summary.failed, summary.drained) == (3, 0, 0, True)
+    assert [e.tree_size for e in ctl.anchors(log_id)] == [10, 20, 25]
