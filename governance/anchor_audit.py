@@ -129,3 +129,26 @@ def verify_on(
     except ChainError as exc:
         raise VerificationError(f"step 0 (chain): reading the anchors failed: {exc}") from exc
     return verify_anchors(anchors, log_id, checkpoints, approved_nodes)
+
+
+def verify_with_allow_list(
+    controller: Controller,
+    log_id: bytes,
+    checkpoints: Sequence[tuple[int, bytes]],
+    approved_nodes: Collection[str] | None = None,
+) -> tuple[list[VerifiedAnchor], set[str]]:
+    """`verify_on`, with the controller's own node allow-list when none is given.
+
+    Returns the verified anchors and the approved set that was applied. An empty
+    allow-list on the chain fails closed (step 1), like an empty one given.
+    """
+    if approved_nodes is None:
+        try:
+            approved: set[str] = set(controller.approved_nodes())
+        except ChainError as exc:
+            raise VerificationError(
+                f"step 0 (chain): reading the allow-list failed: {exc}"
+            ) from exc
+    else:
+        approved = set(approved_nodes)
+    return verify_on(controller, log_id, checkpoints, approved), approved

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from chains import Deployed
 
-from governance.anchor_audit import verify_anchors, verify_on
+from governance.anchor_audit import verify_anchors, verify_on, verify_with_allow_list
 from governance.chain import Controller, address_of, decode_revert, new_private_key
 from governance.errors import (
     ContractMismatchError,
@@ -162,3 +162,15 @@ def test_runner_anchors_checkpoints_as_the_log_grows(embedded: Deployed) -> None
     summary = runner.finish(timeout_s=30)
     assert (summary.confirmed, summary.pending, summary.failed, summary.drained) == (3, 0, 0, True)
     assert [e.tree_size for e in ctl.anchors(log_id)] == [10, 20, 25]
+
+
+def test_audit_defaults_to_the_controllers_allow_list(embedded: Deployed) -> None:
+    ctl = Controller(embedded.chain, embedded.controller_address)
+    publisher = AnchorPublisher(
+        Outbox(Store.open("sqlite://")), ctl, embedded.node_key, confirmations=1
+    )
+    log_id = _root(6006)
+    publisher.submit(log_id, 5, _root(5))
+    assert publisher.drain(timeout_s=30, poll_s=0)
+    verified, approved = verify_with_allow_list(ctl, log_id, [(5, _root(5))])
+    assert approved == {embedded.node} and [v.tree_size for v in verified] == [5]
