@@ -163,12 +163,49 @@ def _v1_initial(op: Operations) -> None:
     op.create_index("ix_event_campaign", "event", ["campaign_id", "id"])
 
 
-MIGRATIONS: tuple[Migration, ...] = (Migration("initial schema", _v1_initial),)
+def _v2_transparency_log(op: Operations) -> None:
+    """The transparency log: signed envelopes by index, and signed checkpoints."""
+    op.create_table(
+        "log_entry",
+        sa.Column("idx", sa.BigInteger, primary_key=True, autoincrement=False),
+        sa.Column("leaf_hash", sa.LargeBinary(32), nullable=False),
+        sa.Column("kind", sa.String(32), nullable=False),
+        # The experiment id a record is about: finding unrecorded experiments on restart.
+        sa.Column("subject", sa.String(64), nullable=True),
+        sa.Column("envelope", sa.LargeBinary, nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    )
+    op.create_index("ix_log_entry_kind_subject", "log_entry", ["kind", "subject"])
+    op.create_table(
+        "log_checkpoint",
+        sa.Column("tree_size", sa.BigInteger, primary_key=True, autoincrement=False),
+        sa.Column("root_hash", sa.LargeBinary(32), nullable=False),
+        sa.Column("origin", sa.Text, nullable=False),
+        sa.Column("public_key", sa.Text, nullable=False),
+        sa.Column("note", sa.Text, nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    )
+
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration("initial schema", _v1_initial),
+    Migration("transparency log", _v2_transparency_log),
+)
 
 # Tables the steps above create; finding any of them in a database without a version
 # table means it was made by something else, and migrating it would fail half-way.
 _OWN_TABLES = frozenset(
-    {"campaign", "code_blob", "candidate", "experiment", "metric", "insight", "event"}
+    {
+        "campaign",
+        "code_blob",
+        "candidate",
+        "experiment",
+        "metric",
+        "insight",
+        "event",
+        "log_entry",
+        "log_checkpoint",
+    }
 )
 
 
