@@ -70,12 +70,17 @@ def parse_bundle(data: bytes) -> Bundle:
     """A bundle from bytes; FormatError saying what is wrong (not JSON, truncated, an
     unknown format or version, a missing or mistyped field)."""
     try:
-        raw: Any = json.loads(data)
+        text = data.decode("utf-8")
     except UnicodeDecodeError:
         raise FormatError("the bundle is not UTF-8 text") from None
+    try:
+        raw: Any = json.loads(text)
     except json.JSONDecodeError as exc:
-        hint = " (truncated?)" if exc.pos >= len(data.rstrip()) - 1 else ""
-        raise FormatError(f"the bundle is not valid JSON{hint}: {exc.msg} at {exc.pos}") from None
+        stripped = text.rstrip()
+        hint = " (truncated?)" if stripped.startswith("{") and not stripped.endswith("}") else ""
+        raise FormatError(
+            f"the bundle is not valid JSON{hint}: {exc.msg} at offset {exc.pos}"
+        ) from None
     if not isinstance(raw, dict):
         raise FormatError("the bundle is not a JSON object")
     if raw.get("format") != BUNDLE_FORMAT:
