@@ -91,9 +91,7 @@ def test_every_consistency_proof_verifies_and_a_fork_is_rejected(data: st.DataOb
     verify_consistency(first, second, tree.root(first), tree.root(second), proof)
     # A log that rewrote one old entry cannot prove itself consistent with the old root.
     victim = data.draw(st.integers(min_value=0, max_value=first - 1))
-    forked = Tree(
-        leaf_hash(b"forged") if i == victim else tree.leaf(i) for i in range(second)
-    )
+    forked = Tree(leaf_hash(b"forged") if i == victim else tree.leaf(i) for i in range(second))
     with pytest.raises(VerificationError):
         verify_consistency(
             first, second, tree.root(first), forked.root(second),

@@ -33,7 +33,10 @@ def test_canonical_json_follows_rfc8785_examples() -> None:
     assert canonical_json([1e21, 1e-7, 0.000001, -0.0, 333333333.33333329]) == (
         b"[1e+21,1e-7,0.000001,0,333333333.3333333]"
     )
-    assert canonical_json({"b": [True, None], "a": "\u00e9\n"}) == b'{"a":"\xc3\xa9\\n","b":[true,null]}'
+    assert (
+        canonical_json({"b": [True, None], "a": "\u00e9\n"})
+        == b'{"a":"\xc3\xa9\\n","b":[true,null]}'
+    )
 
 
 def test_canonical_json_refuses_values_json_cannot_hold_exactly() -> None:
