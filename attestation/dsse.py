@@ -52,6 +52,7 @@ class Envelope:
         }
 
     def to_bytes(self) -> bytes:
+        """Canonical JSON (RFC 8785) of `to_json`; its keys and base64 values are ASCII."""
         return canonical_json(self.to_json())
 
     @classmethod

@@ -46,6 +46,9 @@ class LogCheckpoint(SQLModel, table=True):
     created_at: datetime = Field(sa_type=_Tz)
 
 
+_entry_table: sa.Table = LogEntry.__table__  # type: ignore[attr-defined]
+
+
 @dataclass(frozen=True)
 class EntryRow:
     index: int
@@ -93,17 +96,21 @@ class LogStore:
     def append(
         self, index: int, leaf: bytes, kind: str, subject: str | None, envelope: bytes
     ) -> None:
-        """Insert entry `index`; ConflictError (from the primary key) if that slot is taken."""
+        """Insert entry `index`; ConflictError (from the primary key) if that slot is taken.
+
+        A Core INSERT, not the ORM: this runs once per record and the unit of work
+        would cost more than signing it."""
         with self._store._session(write=True) as s:
-            s.add(
-                LogEntry(
-                    idx=index,
-                    leaf_hash=leaf,
-                    kind=kind,
-                    subject=subject,
-                    envelope=envelope,
-                    created_at=datetime.now(UTC),
-                )
+            s.connection().execute(
+                _entry_table.insert(),
+                {
+                    "idx": index,
+                    "leaf_hash": leaf,
+                    "kind": kind,
+                    "subject": subject,
+                    "envelope": envelope,
+                    "created_at": datetime.now(UTC),
+                },
             )
 
     def add_checkpoint(self, row: CheckpointRow) -> None:

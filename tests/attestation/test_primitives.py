@@ -6,7 +6,7 @@ import stat
 from pathlib import Path
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from attestation.canonical import canonical_json
@@ -133,3 +133,27 @@ def test_malformed_envelopes_are_named() -> None:
         Envelope.from_json({"payload": "!!", "payloadType": "t", "signatures": []})
     with pytest.raises(FormatError, match="at least one signature"):
         Envelope.from_json({"payload": "", "payloadType": "t", "signatures": []})
+
+
+finite_floats = st.floats(allow_nan=False, allow_infinity=False)
+jcs_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**53) + 1, 2**53 - 1) | finite_floats | st.text(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
+    max_leaves=25,
+)
+
+
+@settings(max_examples=400)
+@given(jcs_values)
+def test_our_encoder_writes_the_same_bytes_as_the_rfc8785_package(value: object) -> None:
+    import rfc8785
+
+    assert canonical_json(value) == rfc8785.dumps(value)
+
+
+@given(finite_floats)
+def test_numbers_are_written_in_ecmascript_form(x: float) -> None:
+    import rfc8785
+
+    assert canonical_json(x) == rfc8785.dumps(x)
+    assert float(canonical_json(x)) == x
