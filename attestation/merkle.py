@@ -234,3 +234,52 @@ def verify_subtree_inclusion(
     if not start <= index < end:
         raise VerificationError(step, f"leaf {index} is outside [{start}, {end})")
     verify_inclusion(index - start, n, leaf, proof, root)
+
+
+def verify_subtree_consistency(
+    start: int, end: int, size: int, proof: Sequence[bytes], subtree: bytes, root: bytes
+) -> None:
+    """Raise VerificationError unless `proof` shows the subtree [start, end) with hash
+    `subtree` inside the tree (size, root): the procedure of the Merkle Tree
+    Certificates draft ("verifying a subtree consistency proof")."""
+    step = "subtree consistency proof"
+    n = end - start
+    _check_hashes(step, proof, "proof hash")
+    if n == 0 and 0 <= start <= size:
+        # The empty subtree sits in every tree; its hash must be the empty root.
+        if proof or subtree != EMPTY_ROOT:
+            raise VerificationError(step, "an empty subtree has the empty hash and no proof")
+        return
+    if n <= 0 or start % (1 << (n - 1).bit_length()) != 0 or end > size:
+        raise VerificationError(step, f"[{start}, {end}) is not a subtree of size {size}")
+    fn, sn, tn = start, end - 1, size - 1
+    # Climb the levels that need no proof hash: all of them while the subtree's right
+    # edge is the tree's, else only while the subtree's last node is a right child.
+    while fn != sn and (sn == tn or sn & 1):
+        fn, sn, tn = fn >> 1, sn >> 1, tn >> 1
+    if fn == sn:
+        fr = sr = subtree
+        rest = list(proof)
+    else:
+        if not proof:
+            raise VerificationError(step, "the proof is empty")
+        fr = sr = proof[0]
+        rest = list(proof[1:])
+    for c in rest:
+        if tn == 0:
+            raise VerificationError(step, "the proof is longer than the tree is deep")
+        if sn & 1 or sn == tn:
+            if fn < sn:
+                fr = node_hash(c, fr)
+            sr = node_hash(c, sr)
+            while not sn & 1 and sn != 0:
+                fn, sn, tn = fn >> 1, sn >> 1, tn >> 1
+        else:
+            sr = node_hash(sr, c)
+        fn, sn, tn = fn >> 1, sn >> 1, tn >> 1
+    if tn != 0:
+        raise VerificationError(step, "the proof is shorter than the tree is deep")
+    if fr != subtree:
+        raise VerificationError(step, "the proof does not lead to the subtree hash")
+    if sr != root:
+        raise VerificationError(step, f"the proof does not lead to the root of size {size}")

@@ -19,6 +19,7 @@ from attestation.merkle import (
     leaf_hash,
     verify_consistency,
     verify_inclusion,
+    verify_subtree_consistency,
     verify_subtree_inclusion,
 )
 from attestation.note import (
@@ -90,6 +91,23 @@ def test_subtree_inclusion_probe_is_accepted_or_rejected_as_the_file_says(path: 
     def check() -> None:
         verify_subtree_inclusion(
             v["leafIdx"], v["start"], v["end"], _b(v["leafHash"]), proof, _b(v["root"])
+        )
+
+    if v["wantErr"]:
+        with pytest.raises(VerificationError):
+            check()
+    else:
+        check()
+
+
+@pytest.mark.parametrize("path", _cases("subtreeconsistency"), ids=_id)
+def test_subtree_consistency_probe_is_accepted_or_rejected_as_the_file_says(path: Path) -> None:
+    v = json.loads(path.read_text())
+    proof = [_b(p) for p in v["proof"] or []]
+
+    def check() -> None:
+        verify_subtree_consistency(
+            v["start"], v["end"], v["size"], proof, _b(v["root1"]), _b(v["root2"])
         )
 
     if v["wantErr"]:
