@@ -12,9 +12,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Field, SQLModel, col, select
 
 from node.errors import ConflictError
+from node.migrations import WRITE_OPTION
+from node.store.database import translate
 from node.store.store import Store
 
 _Tz = sa.DateTime(timezone=True)
@@ -98,20 +102,32 @@ class LogStore:
     ) -> None:
         """Insert entry `index`; ConflictError (from the primary key) if that slot is taken.
 
-        A Core INSERT, not the ORM: this runs once per record and the unit of work
-        would cost more than signing it."""
-        with self._store._session(write=True) as s:
-            s.connection().execute(
-                _entry_table.insert(),
-                {
-                    "idx": index,
-                    "leaf_hash": leaf,
-                    "kind": kind,
-                    "subject": subject,
-                    "envelope": envelope,
-                    "created_at": datetime.now(UTC),
-                },
-            )
+        A Core INSERT on a bare connection, not an ORM session: this runs once per record
+        and a session's unit of work would cost more than signing it."""
+        store = self._store
+        try:
+            with store._lock, store._engine.connect() as conn:
+                conn.execution_options(**{WRITE_OPTION: True})
+                with conn.begin():
+                    self._insert(conn, index, leaf, kind, subject, envelope)
+        except SQLAlchemyError as exc:
+            raise translate(exc, store._url) from exc
+
+    @staticmethod
+    def _insert(
+        conn: Connection, index: int, leaf: bytes, kind: str, subject: str | None, envelope: bytes
+    ) -> None:
+        conn.execute(
+            _entry_table.insert(),
+            {
+                "idx": index,
+                "leaf_hash": leaf,
+                "kind": kind,
+                "subject": subject,
+                "envelope": envelope,
+                "created_at": datetime.now(UTC),
+            },
+        )
 
     def add_checkpoint(self, row: CheckpointRow) -> None:
         with self._store._session(write=True) as s:
