@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from attestation.bundle import Bundle, parse_bundle, unb64
-from attestation.dsse import Envelope, parse_statement, verify_envelope
+from attestation.dsse import IN_TOTO_PAYLOAD_TYPE, Envelope, parse_statement, verify_envelope
 from attestation.errors import FormatError, TrustError, VerificationError
 from attestation.merkle import Tree, leaf_hash, verify_consistency, verify_inclusion
 from attestation.note import Checkpoint, Ed25519NoteVerifier, NoteVerifier, open_checkpoint
@@ -101,6 +101,10 @@ def verify_bundle(
             envelope = Envelope.from_bytes(raw)
         except FormatError as exc:
             raise VerificationError(step, f"entry {entry.index}: {exc}") from None
+        if envelope.payload_type != IN_TOTO_PAYLOAD_TYPE:
+            raise VerificationError(
+                step, f"entry {entry.index} has payload type {envelope.payload_type!r}"
+            )
         try:
             payload = verify_envelope(envelope, key, step)
             statements.append((entry.index, parse_statement(payload, step)))

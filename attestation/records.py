@@ -15,6 +15,7 @@ from typing import Any
 from attestation.errors import VerificationError
 
 EXPERIMENT_PREDICATE = "https://asi-node.dev/ExperimentRecord/v1"
+RECORD_VERSIONS = (1,)
 EVENT_PREDICATE = "https://asi-node.dev/NodeEvent/v1"
 KNOWN_PREDICATES = (EXPERIMENT_PREDICATE, EVENT_PREDICATE)
 # Node events that open a campaign's run and so declare its config hash.
@@ -63,6 +64,12 @@ def check_records(statements: Iterable[tuple[int, dict[str, Any]]], node_id: str
                         STEP, f"{where} restarts campaign {cid} with another config hash"
                     )
             continue
+        if pred.get("record_version") not in RECORD_VERSIONS:
+            raise VerificationError(
+                STEP,
+                f"{where} is an experiment record of version {pred.get('record_version')!r}; "
+                f"this auditor reads versions {RECORD_VERSIONS}: upgrade asi-node",
+            )
         if not isinstance(cid, str) or cid not in summary.campaigns:
             raise VerificationError(
                 STEP,

@@ -67,11 +67,9 @@ class LogView:
     def _sync(self) -> Tree:
         """The tree, caught up with entries other writers committed since the last look."""
         with self._lock:
-            stored = self.db.size()
-            if stored > self._tree.size:
-                for i, h in enumerate(self.db.leaf_hashes()):
-                    if i >= self._tree.size:
-                        self._tree.append(h)
+            if self.db.size() > self._tree.size:
+                for h in self.db.leaf_hashes(start=self._tree.size):
+                    self._tree.append(h)
             return self._tree
 
     @property

@@ -149,9 +149,8 @@ class LogStore:
             top = s.exec(select(sa.func.max(LogEntry.idx))).one()
             return 0 if top is None else int(top) + 1
 
-    def leaf_hashes(self, batch: int = 50_000) -> Iterator[bytes]:
-        """Every leaf hash in index order, read in batches."""
-        start = 0
+    def leaf_hashes(self, start: int = 0, batch: int = 50_000) -> Iterator[bytes]:
+        """The leaf hashes from index `start` on, in order, read in batches."""
         while True:
             with self._store._session() as s:
                 rows = s.exec(

@@ -230,3 +230,17 @@ def test_bad_input_gives_a_clear_step_one_failure(
     report = audit(mangle(honest[0]), "bad")
     assert report.failure is not None and report.failure.number == 1
     assert message in report.failure.detail
+
+
+def test_a_record_of_an_unknown_version_is_named() -> None:
+    key = NodeKey.generate()
+    with Store.open("sqlite://") as store:
+        tlog, _ = run_logged_campaign(store, key, candidates=1)
+        entry = next(e for e in tlog.entries(0, tlog.size) if e.kind == EXPERIMENT_KIND)
+        future = json.loads(Envelope.from_bytes(entry.envelope).payload)
+        future["predicate"] |= {"record_version": 2, "experiment_id": "exp-future"}
+        tlog.append(EXPERIMENT_KIND, future, subject="future")
+        tlog.checkpoint()
+        report = audit(tlog.export().to_bytes(), "future")
+    assert report.failure is not None and report.failure.name == "record rules"
+    assert "version 2" in report.failure.detail and "upgrade" in report.failure.detail

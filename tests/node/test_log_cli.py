@@ -177,3 +177,20 @@ def test_audit_by_url_verifies_a_running_nodes_log(
     assert code == 0 and "result: PASS" in out
     code, out, _ = run(capsys, "audit", served, "--key", "sha256:" + "0" * 64)
     assert code == 1 and "not the trusted" in out
+
+
+def test_a_passphrase_encrypts_the_key_and_its_absence_is_a_clear_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    home = tmp_path / "enc"
+    secret = tmp_path / "passphrase"
+    secret.write_text("correct horse battery staple\n")
+    monkeypatch.setenv("ASI_NODE_TLOG__KEY_PASSPHRASE_FILE", str(secret))
+    code, out, _ = run(capsys, "--home", str(home), "init")
+    assert code == 0 and "node key created" in out
+    assert b"ENCRYPTED" in (home / "node.key").read_bytes()
+    code, out, _ = run(capsys, "--home", str(home), "node", "show")
+    assert code == 0 and "sha256:" in out
+    monkeypatch.delenv("ASI_NODE_TLOG__KEY_PASSPHRASE_FILE")
+    code, _, err = run(capsys, "--home", str(home), "node", "show")
+    assert code == 2 and "is encrypted" in err and "Traceback" not in err

@@ -118,3 +118,21 @@ def test_a_log_edited_behind_the_nodes_back_is_refused_on_open(tmp_path: Path) -
         NodeLog(store, key)
     with Store.open(url) as store, pytest.raises(CorruptStoreError, match="another node key"):
         NodeLog(store, NodeKey.generate())
+
+
+def test_a_reader_follows_the_log_as_the_writer_appends(tmp_path: Path) -> None:
+    from node.translog import LogView
+
+    key = NodeKey.generate()
+    url = f"sqlite:///{tmp_path / 'node.db'}"
+    with Store.open(url) as wstore, Store.open(url) as rstore:
+        writer = NodeLog(wstore, key, checkpoint_every=1000)
+        reader = LogView(rstore)
+        for n in range(3):
+            writer.append(EVENT_KIND, event_statement(writer.node_id, "tick", n=n))
+        assert reader.size == 3 and reader.root(3) == writer.root(3)
+        for n in range(3, 11):
+            writer.append(EVENT_KIND, event_statement(writer.node_id, "tick", n=n))
+        assert reader.size == 11
+        assert reader.inclusion_proof(9, 11) == writer.inclusion_proof(9, 11)
+        assert reader.consistency_proof(3, 11) == writer.consistency_proof(3, 11)
