@@ -9,7 +9,7 @@ bundle names, whose fingerprint the report shows so it can be compared out of ba
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -47,9 +47,16 @@ StepSink = Callable[[str, str], None]
 
 
 def verify_bundle(
-    data: bytes, trusted_fingerprint: str | None = None, on_step: StepSink | None = None
+    data: bytes,
+    trusted_fingerprint: str | None = None,
+    on_step: StepSink | None = None,
+    seen_checkpoints: Sequence[str] = (),
 ) -> VerifiedLog:
-    """Every check in STEPS order; `on_step(name, detail)` after each one passes."""
+    """Every check in STEPS order; `on_step(name, detail)` after each one passes.
+
+    `seen_checkpoints` are signed checkpoint notes the auditor kept from before (or read
+    from an anchor): the bundle must extend each of them, so a node cannot rewrite its
+    history and drop the checkpoints that would show it."""
     done: StepSink = on_step or (lambda name, detail: None)
 
     # 1. The bundle parses, in a format and version this code knows.
@@ -75,7 +82,21 @@ def verify_bundle(
     # 3. Every checkpoint is signed by that key for this log, sizes never shrink.
     checkpoints = _checkpoints(bundle, [verifier])
     latest = checkpoints[-1]
-    done(STEPS[2], f"{len(checkpoints)} checkpoints, latest size {latest.size}")
+    seen = []
+    for i, note in enumerate(seen_checkpoints):
+        try:
+            cp = open_checkpoint(note, [verifier], bundle.origin, STEPS[2])
+        except VerificationError as exc:
+            raise VerificationError(STEPS[2], f"seen checkpoint {i}: {exc.detail}") from None
+        if cp.size > latest.size:
+            raise VerificationError(
+                STEPS[2],
+                f"seen checkpoint {i} has size {cp.size}, beyond the bundle's latest "
+                f"({latest.size}): the bundle is stale or truncated",
+            )
+        seen.append(cp)
+    extra = f", {len(seen)} seen before" if seen else ""
+    done(STEPS[2], f"{len(checkpoints)} checkpoints, latest size {latest.size}{extra}")
 
     # 4. Entries are numbered 0..n-1 in order, and n is the latest checkpoint's size.
     for pos, entry in enumerate(bundle.entries):
@@ -114,7 +135,7 @@ def verify_bundle(
     done(STEPS[4], f"{len(statements)} envelopes signed by the node key")
 
     # 6. Each checkpoint's root is the root of the entries it covers (no fork).
-    for cp in checkpoints:
+    for cp in [*checkpoints, *seen]:
         if tree.root(cp.size) != cp.root_hash:
             raise VerificationError(
                 STEPS[5],
@@ -244,7 +265,12 @@ class AuditReport:
         return "\n".join(lines)
 
 
-def audit(data: bytes, source: str, trusted_fingerprint: str | None = None) -> AuditReport:
+def audit(
+    data: bytes,
+    source: str,
+    trusted_fingerprint: str | None = None,
+    seen_checkpoints: Sequence[str] = (),
+) -> AuditReport:
     """Run every step; the report lists what passed and the step that failed, if any."""
     report = AuditReport(source=source, ok=False)
 
@@ -252,7 +278,7 @@ def audit(data: bytes, source: str, trusted_fingerprint: str | None = None) -> A
         report.steps.append(StepResult(STEPS.index(name) + 1, name, True, detail))
 
     try:
-        report.log = verify_bundle(data, trusted_fingerprint, passed)
+        report.log = verify_bundle(data, trusted_fingerprint, passed, seen_checkpoints)
     except VerificationError as exc:
         number = STEPS.index(exc.step) + 1 if exc.step in STEPS else len(report.steps) + 1
         report.steps.append(StepResult(number, exc.step, False, exc.detail))

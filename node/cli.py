@@ -164,7 +164,8 @@ def cmd_audit(args: argparse.Namespace) -> int:
     from node.audit_source import read_source
 
     data = read_source(args.source)
-    report = audit(data, args.source, trusted_fingerprint=args.key)
+    seen = [read_source(str(path)).decode("utf-8", "replace") for path in args.checkpoint]
+    report = audit(data, args.source, trusted_fingerprint=args.key, seen_checkpoints=seen)
     if args.json:
         print(json.dumps(report.as_json(), indent=2))
     else:
@@ -330,6 +331,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("source", help="bundle file, or a node's base URL (http://host:port)")
     p.add_argument("--json", action="store_true", help="machine-readable report")
     p.add_argument("--key", help="trusted node key fingerprint (sha256:...) to pin")
+    p.add_argument(
+        "--checkpoint",
+        type=Path,
+        action="append",
+        default=[],
+        help="a signed checkpoint seen before (file); the log must extend it (repeatable)",
+    )
     p.set_defaults(func=cmd_audit)
 
     p = sub.add_parser("serve", help="serve the read-only HTTP API")

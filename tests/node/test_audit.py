@@ -244,3 +244,38 @@ def test_a_record_of_an_unknown_version_is_named() -> None:
         report = audit(tlog.export().to_bytes(), "future")
     assert report.failure is not None and report.failure.name == "record rules"
     assert "version 2" in report.failure.detail and "upgrade" in report.failure.detail
+
+
+def test_a_rewritten_history_that_drops_its_old_checkpoints_fails_a_seen_checkpoint() -> None:
+    key = NodeKey.generate()
+    with Store.open("sqlite://") as store:
+        tlog, _ = run_logged_campaign(store, key, candidates=1)
+        seen = tlog.checkpoint().note
+        honest = _load(tlog.export().to_bytes())
+    # The operator rewrites entry 2 and re-signs: a bundle that holds only new checkpoints.
+    with Store.open("sqlite://") as store:
+        forged = NodeLog(store, key, checkpoint_every=1000)
+        for pos, entry in enumerate(honest["entries"]):
+            stmt = json.loads(Envelope.from_bytes(base64.b64decode(entry["envelope"])).payload)
+            if pos == 2:
+                stmt["predicate"]["metrics"]["mean_acc"] = 0.99
+            forged.append("record", stmt)
+        forged.checkpoint()
+        data = forged.export().to_bytes()
+    assert audit(data, "forged alone").ok  # internally consistent on its own
+    report = audit(data, "forged", seen_checkpoints=[seen])
+    assert report.failure is not None and report.failure.name == "checkpoint roots"
+    assert "forked or rewritten" in report.failure.detail
+    assert audit(_dump(honest), "honest", seen_checkpoints=[seen]).ok
+
+
+def test_a_bundle_older_than_a_seen_checkpoint_is_named() -> None:
+    key = NodeKey.generate()
+    with Store.open("sqlite://") as store:
+        tlog, _ = run_logged_campaign(store, key, candidates=1)
+        old = tlog.export().to_bytes()
+        tlog.append(EVENT_KIND, event_statement(tlog.node_id, "tick"))
+        newer = tlog.checkpoint().note
+    report = audit(old, "old", seen_checkpoints=[newer])
+    assert report.failure is not None and report.failure.name == "checkpoint signatures"
+    assert "stale or truncated" in report.failure.detail

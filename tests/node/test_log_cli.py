@@ -194,3 +194,21 @@ def test_a_passphrase_encrypts_the_key_and_its_absence_is_a_clear_error(
     monkeypatch.delenv("ASI_NODE_TLOG__KEY_PASSPHRASE_FILE")
     code, _, err = run(capsys, "--home", str(home), "node", "show")
     assert code == 2 and "is encrypted" in err and "Traceback" not in err
+
+
+def test_audit_checks_the_log_extends_a_checkpoint_seen_before(
+    home: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    node = open_node(home)
+    first = node.log().latest_checkpoint()
+    assert first is not None
+    seen = tmp_path / "seen.note"
+    seen.write_text(first.note)
+    node.store.close()
+    bundle = tmp_path / "bundle.json"
+    assert run(capsys, "--home", str(home), "log", "export", str(bundle))[0] == 0
+    code, out, _ = run(capsys, "audit", str(bundle), "--checkpoint", str(seen))
+    assert code == 0 and "1 seen before" in out
+    seen.write_text(first.note.replace(first.origin, first.origin + "x", 1))
+    code, out, _ = run(capsys, "audit", str(bundle), "--checkpoint", str(seen))
+    assert code == 1 and "seen checkpoint 0" in out
