@@ -137,7 +137,9 @@ class Recorder:
         self.catch_up(campaign)
 
     def campaign_stop(self, campaign: CampaignRow, reason: str) -> None:
-        self.catch_up(campaign)
+        # Scoring is over for this run: record what finished, scored or not (a candidate
+        # whose reference failed never gets a fitness, and must not go unrecorded).
+        self.catch_up(campaign, unscored=True)
         self.log.append(
             EVENT_KIND,
             event_statement(
@@ -157,12 +159,13 @@ class Recorder:
         )
         self.log.append(EXPERIMENT_KIND, stmt, subject=exp.id)
 
-    def catch_up(self, campaign: CampaignRow) -> None:
-        """Record final experiments a crash left unrecorded (failed, or done and scored)."""
+    def catch_up(self, campaign: CampaignRow, unscored: bool = False) -> None:
+        """Record finished experiments not yet in the log (a crash came between finishing
+        and recording): failed ones, scored ones, and with `unscored` every done one."""
         recorded = self.log.db.subjects(EXPERIMENT_KIND)
         for exp in sorted(self.store.list_experiments(campaign.id), key=lambda e: e.seq):
             final = exp.status in ("failed", "interrupted") or (
-                exp.status == "done" and exp.fitness is not None
+                exp.status == "done" and (unscored or exp.fitness is not None)
             )
             if final and exp.id not in recorded:
                 self.experiment_final(exp.id)

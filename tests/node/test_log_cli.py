@@ -212,3 +212,28 @@ def test_audit_checks_the_log_extends_a_checkpoint_seen_before(
     seen.write_text(first.note.replace(first.origin, first.origin + "x", 1))
     code, out, _ = run(capsys, "audit", str(bundle), "--checkpoint", str(seen))
     assert code == 1 and "seen checkpoint 0" in out
+
+
+def test_candidates_left_unscored_by_a_failed_reference_are_still_recorded(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from loop.engineer import EvalResult, ExperimentJob
+    from loop.outcome import FailureClass
+
+    class ReferenceFails(FakeEngineer):
+        def run(self, job: ExperimentJob, cancel: threading.Event | None = None) -> EvalResult:
+            if "DeltaNet as Mixer" in job.code:
+                return EvalResult(FailureClass.TIMEOUT, "too slow")
+            return super().run(job, cancel)
+
+    home = tmp_path / "home"
+    assert main(["--home", str(home), "init"]) == 0
+    monkeypatch.setattr(Node, "engineer", lambda self: ReferenceFails(best=0.5))
+    node = open_node(home)
+    camp = node.store.create_campaign("fake", small_config(2).model_dump(mode="json"))
+    node.run_campaign(camp.id)
+    exps = node.store.list_experiments(camp.id)
+    assert any(e.status == "done" and e.fitness is None for e in exps)
+    tlog = node.log()
+    recorded = {e.subject for e in tlog.entries(0, tlog.size) if e.kind == "experiment"}
+    assert recorded == {e.id for e in exps if e.status in ("done", "failed")}
