@@ -11,7 +11,9 @@ from fastapi.responses import JSONResponse
 
 from node import leaderboard
 from node.errors import AsiNodeError, CorruptStoreError, NotFoundError, StoreError
+from node.log_api import log_router
 from node.store import CampaignRow, ExperimentRow, Store
+from node.translog import LogView
 
 # Domain errors mapped to HTTP statuses in one place.
 STATUS_OF: dict[type[AsiNodeError], int] = {
@@ -84,4 +86,5 @@ def create_app(store: Store) -> FastAPI:
         data["candidate"] = asdict(cand)
         return data
 
+    app.include_router(log_router(LogView(store)))
     return app

@@ -12,8 +12,10 @@ processes can share one queue without running anything twice.
     tables.py    the SQLModel tables (the DDL lives in node.migrations)
     database.py  engines, SQLite transaction hooks, database errors translated
     outbox.py    the anchoring outbox (checkpoint roots on their way on-chain)
+    log.py       the transparency log's entries and checkpoints (LogStore)
 """
 
+from node.store.log import CheckpointRow, EntryRow, LogStore
 from node.store.outbox import Outbox, OutboxRow
 from node.store.rows import (
     CampaignRow,
@@ -41,11 +43,14 @@ __all__ = [
     "ROLES",
     "CampaignRow",
     "CandidateRow",
+    "CheckpointRow",
+    "EntryRow",
     "EventRow",
     "ExperimentRow",
     "InsightRow",
     "LLMExchangeRow",
     "LLMUsage",
+    "LogStore",
     "Outbox",
     "OutboxRow",
     "Store",
