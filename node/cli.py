@@ -79,7 +79,9 @@ def _print_event(kind: str, data: dict[str, Any]) -> None:
         )
 
 
-def _run_campaign(node: Node, campaign_ref: str, llm: Any = None) -> int:
+def _run_campaign(
+    node: Node, campaign_ref: str, llm: Any = None, anchor: bool | None = None
+) -> int:
     """Run until done or Ctrl-C; a second Ctrl-C is not needed: in-flight work is killed."""
     stop = threading.Event()
 
@@ -92,7 +94,9 @@ def _run_campaign(node: Node, campaign_ref: str, llm: Any = None) -> int:
     old_int = signal.signal(signal.SIGINT, on_signal)
     old_term = signal.signal(signal.SIGTERM, on_signal)
     try:
-        summary = node.run_campaign(campaign_ref, on_event=_print_event, stop=stop, llm=llm)
+        summary = node.run_campaign(
+            campaign_ref, on_event=_print_event, stop=stop, llm=llm, anchor=anchor
+        )
     finally:
         signal.signal(signal.SIGINT, old_int)
         signal.signal(signal.SIGTERM, old_term)
@@ -103,6 +107,13 @@ def _run_campaign(node: Node, campaign_ref: str, llm: Any = None) -> int:
     if summary.reason == "paused":
         print(f"paused: {summary.detail}")
     print(_llm_line(node, campaign_ref))
+    if node.anchor_summary is not None:
+        a = node.anchor_summary
+        print(
+            f"anchors: {a.confirmed} checkpoint(s) confirmed on {a.chain}"
+            + (f", {a.pending} still queued" if a.pending else "")
+            + (f", {a.failed} FAILED (see `asi-node chain status`)" if a.failed else "")
+        )
     print()
     print(_board(node, campaign_ref))
     return 0 if summary.reason != "stopped" else 130
@@ -184,11 +195,56 @@ def cmd_audit(args: argparse.Namespace) -> int:
     data = read_source(args.source)
     seen = [read_source(str(path)).decode("utf-8", "replace") for path in args.checkpoint]
     report = audit(data, args.source, trusted_fingerprint=args.key, seen_checkpoints=seen)
+    if args.rpc and report.ok:
+        _audit_anchors(report, args)
     if args.json:
         print(json.dumps(report.as_json(), indent=2))
     else:
         print(report.render())
     return 0 if report.ok else 1
+
+
+def _audit_anchors(report: Any, args: argparse.Namespace) -> None:
+    """One more audit step: every checkpoint of the bundle anchored on the chain, with its
+    root, by a node on the allow-list (`--approved-node`, or the controller's own)."""
+    from attestation.audit import StepResult
+    from governance.anchor_audit import verify_with_allow_list
+    from governance.chain import Chain, Controller
+    from governance.errors import GovernanceError
+    from node.chain_home import EMBEDDED, load_deployment, open_audit_chain
+    from node.settings import load_settings
+    from node.translog import log_id
+
+    number, name = len(report.steps) + 1, "chain anchors"
+    try:
+        home = Path(load_settings(args.home).home)
+        if args.rpc == EMBEDDED:
+            chain, deployment = open_audit_chain(EMBEDDED, home)
+        else:
+            chain, deployment = Chain.connect(args.rpc, expected_chain_id=args.chain_id), None
+        address = args.controller
+        if address is None:
+            address = (deployment or load_deployment(home)).addresses["CampaignController"]
+        verified, _ = verify_with_allow_list(
+            Controller(chain, address),
+            log_id(report.log.origin),
+            [(cp.size, cp.root_hash) for cp in report.log.checkpoints],
+            args.approved_node or None,
+        )
+    except (GovernanceError, AsiNodeError) as exc:
+        report.ok = False
+        report.steps.append(StepResult(number, name, False, str(exc)))
+        return
+    nodes = ", ".join(sorted({v.node for v in verified}))
+    report.steps.append(
+        StepResult(
+            number,
+            name,
+            True,
+            f"{len(verified)} checkpoint(s) anchored on chain {chain.chain_id} "
+            f"({chain.label}) by approved node {nodes}",
+        )
+    )
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -211,7 +267,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
         config = demo_config(args.researcher)
         camp = node.store.create_campaign(name, config.model_dump(mode="json"))
         print(f"created demo campaign {camp.id} in {node.settings.home}")
-    return _run_campaign(node, camp.id, llm)
+    # The demo anchors its log: on the embedded chain unless chain.rpc_url names one.
+    return _run_campaign(node, camp.id, llm, anchor=True)
 
 
 def _demo_llm(node: Node, url: str | None, model: str | None) -> Any:
@@ -592,6 +649,18 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         help="a signed checkpoint seen before (file); the log must extend it (repeatable)",
+    )
+    p.add_argument(
+        "--rpc",
+        help='also check every checkpoint is anchored on this chain (URL, or "embedded" '
+        "for the home's embedded chain)",
+    )
+    p.add_argument("--controller", help="CampaignController address (default: the home's record)")
+    p.add_argument("--chain-id", type=int, help="refuse any other chain id")
+    p.add_argument(
+        "--approved-node",
+        action="append",
+        help="node address allowed to anchor (repeatable; default: the controller's allow-list)",
     )
     p.set_defaults(func=cmd_audit)
 

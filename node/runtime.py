@@ -22,6 +22,8 @@ from node.store import Store
 from node.translog import NodeLog
 
 if TYPE_CHECKING:
+    from node.anchor_runner import AnchorSummary
+    from node.chain_home import Anchoring
     from node.llm_loop import LLMSetup
 
 HELDOUT_KEY = "heldout.key"
@@ -35,6 +37,8 @@ class Node:
     settings: Settings
     store: Store
     _log: NodeLog | None = field(default=None, repr=False)
+    _anchoring: Anchoring | None = field(default=None, repr=False)
+    anchor_summary: AnchorSummary | None = field(default=None, repr=False)
 
     @property
     def key_path(self) -> Path:
@@ -106,19 +110,52 @@ class Node:
         )
         return Engineer(home / "workspaces", limits, devices=DevicePool(gpus) if gpus else None)
 
+    def anchoring(self) -> Anchoring:
+        """The chain the log's checkpoints go to: `chain.rpc_url`, or the embedded EVM.
+
+        Connecting checks everything first (chain id, contract code, an approved and
+        funded node account); the embedded chain is journaled in the home.
+        """
+        if self._anchoring is None:
+            from node.chain_home import embedded_anchoring, open_publisher
+
+            chain = self.settings.chain
+            home = Path(self.settings.home)
+            if chain.rpc_url:
+                self._anchoring = open_publisher(chain, home, self.store)
+            else:
+                self._anchoring = embedded_anchoring(chain, home, self.store)
+        return self._anchoring
+
     def run_campaign(
         self,
         campaign_ref: str,
         on_event: EventSink | None = None,
         stop: threading.Event | None = None,
         llm: LLMSetup | None = None,
+        anchor: bool | None = None,
     ) -> RunSummary:
-        """Run a campaign; an llm campaign uses `llm`, or the [llm] settings."""
+        """Run a campaign; an llm campaign uses `llm`, or the [llm] settings.
+
+        With `anchor` (default: when `chain.rpc_url` is set) the log's checkpoints are
+        anchored on the chain while it runs, and drained at the end (`anchor_summary`).
+        """
         campaign = self.store.get_campaign(campaign_ref)
         if llm is None and json.loads(campaign.config_json).get("researcher") == "llm":
             from node.llm_loop import LLMSetup
 
             llm = LLMSetup.from_settings(self.settings)
+        anchors = None
+        if anchor if anchor is not None else bool(self.settings.chain.rpc_url):
+            from node.anchor_runner import AnchorRunner
+            from node.translog import LogView
+
+            view = LogView(self.store)
+            anchors = AnchorRunner(
+                self.anchoring().publisher,
+                lambda: [(c.log_id, c.tree_size, c.root_hash) for c in view.checkpoints()],
+                poll_s=self.settings.chain.poll_seconds,
+            )
         recorder = Recorder(self.log(), self.store)
         recorder.campaign_start(campaign)
         runner = CampaignRunner(
@@ -134,11 +171,15 @@ class Node:
             recorder=recorder,
         )
         reason = "crashed"
+        if anchors is not None:
+            anchors.start()
         try:
             summary = runner.run()
             reason = summary.reason
         finally:
             recorder.campaign_stop(campaign, reason)
+            if anchors is not None:
+                self.anchor_summary = anchors.finish()
         return summary
 
 
