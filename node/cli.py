@@ -115,7 +115,8 @@ def _run_campaign(
             + (f", {a.failed} FAILED (see `asi-node chain status`)" if a.failed else "")
         )
         rpc = node.settings.chain.rpc_url or "embedded"
-        print(f"check it: asi-node log export log.json && asi-node audit log.json --rpc {rpc}")
+        h = f"asi-node --home {node.settings.home}"
+        print(f"check it: {h} log export log.json && {h} audit log.json --rpc {rpc}")
     print()
     print(_board(node, campaign_ref))
     return 0 if summary.reason != "stopped" else 130
