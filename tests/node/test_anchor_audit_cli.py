@@ -74,3 +74,17 @@ def test_audit_names_an_unanchored_checkpoint_and_an_unapproved_key(
         other,
     )
     assert code == 1 and "which is not an approved node key" in out
+
+
+def test_demo_anchors_its_log_and_its_export_audits_with_chain_checks(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    home = tmp_path / "demo-home"
+    monkeypatch.setattr(Node, "engineer", lambda self: FakeEngineer(fail_every=5, best=0.5))
+    code, out, _ = run(capsys, "--home", str(home), "demo")
+    assert code == 0, out
+    assert "checkpoint(s) confirmed on embedded" in out and "still queued" not in out
+    bundle = tmp_path / "demo.json"
+    assert run(capsys, "--home", str(home), "log", "export", str(bundle))[0] == 0
+    code, out, _ = run(capsys, "--home", str(home), "audit", str(bundle), "--rpc", "embedded")
+    assert code == 0 and "[ok  ] chain anchors:" in out, out
