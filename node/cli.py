@@ -526,7 +526,6 @@ def cmd_chain(args: argparse.Namespace) -> int:
     from node.chain_home import (
         deploy_for_node,
         load_key,
-        open_publisher,
         read_key_file,
         save_deployment,
     )
@@ -553,10 +552,10 @@ def cmd_chain(args: argparse.Namespace) -> int:
             print(f"  {name:<20} {address}")
         print(f"  node address         {address_of(node_key)} (approved)")
         return 0
-    settings = node.settings.chain
     if args.rpc:
-        settings = settings.model_copy(update={"rpc_url": args.rpc})
-    anchoring = open_publisher(settings, home, node.store)
+        chain_settings = node.settings.chain.model_copy(update={"rpc_url": args.rpc})
+        node.settings = node.settings.model_copy(update={"chain": chain_settings})
+    anchoring = node.anchoring()  # the embedded chain when no RPC URL is set
     rows = Outbox(node.store).rows()
     counts = {
         s: sum(r.status == s for r in rows) for s in ("pending", "sent", "confirmed", "failed")
@@ -702,7 +701,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--fund-node-eth", type=float, default=0.0, help="ether sent from the deployer to the node"
     )
     d = chsub.add_parser("status", help="connect, check contracts and node account, show outbox")
-    d.add_argument("--rpc", help="JSON-RPC URL (default: chain.rpc_url)")
+    d.add_argument("--rpc", help="JSON-RPC URL (default: chain.rpc_url, else the embedded chain)")
     p.set_defaults(func=cmd_chain)
     return parser
 

@@ -88,3 +88,11 @@ def test_demo_anchors_its_log_and_its_export_audits_with_chain_checks(
     assert run(capsys, "--home", str(home), "log", "export", str(bundle))[0] == 0
     code, out, _ = run(capsys, "--home", str(home), "audit", str(bundle), "--rpc", "embedded")
     assert code == 0 and "[ok  ] chain anchors:" in out, out
+
+
+def test_chain_status_reports_the_embedded_chain_and_its_outbox(
+    home: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, _ = run(capsys, "--home", str(home), "chain", "status")
+    assert code == 0
+    assert "at embedded (" in out and "outbox: 0 pending, 0 sent," in out and "0 failed" in out
