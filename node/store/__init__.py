@@ -11,8 +11,10 @@ processes can share one queue without running anything twice.
     rows.py      the frozen rows it returns
     tables.py    the SQLModel tables (the DDL lives in node.migrations)
     database.py  engines, SQLite transaction hooks, database errors translated
+    governance.py  applied governance directives and campaign forks
 """
 
+from node.store.governance import DirectiveLedger, DirectiveRow
 from node.store.rows import (
     CampaignRow,
     CandidateRow,
@@ -39,6 +41,8 @@ __all__ = [
     "ROLES",
     "CampaignRow",
     "CandidateRow",
+    "DirectiveLedger",
+    "DirectiveRow",
     "EventRow",
     "ExperimentRow",
     "InsightRow",
