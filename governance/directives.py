@@ -193,3 +193,34 @@ class SnsSource:
                 )
             directives.append(directive)
         return Reading(tuple(directives))
+
+
+class QueueSource:
+    """Directives handed in by this process (the operator's own, a benchmark's): final
+    answers with no blocks, read once each. Thread-safe."""
+
+    def __init__(self, name: str = "local") -> None:
+        import threading
+
+        self._name = name
+        self._lock = threading.Lock()
+        self._queued: list[Directive] = []
+        self._epochs: dict[str, int] = {}
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    def issue(self, kind: DirectiveKind, campaign_id: str, **fields: object) -> Directive:
+        """Queue a directive with the campaign's next epoch of this source."""
+        with self._lock:
+            epoch = self._epochs.get(campaign_id, 0) + 1
+            self._epochs[campaign_id] = epoch
+            directive = Directive(kind, campaign_id, epoch, self._name, **fields)  # type: ignore[arg-type]
+            self._queued.append(directive)
+            return directive
+
+    def read(self) -> Reading:
+        with self._lock:
+            out, self._queued = tuple(self._queued), []
+        return Reading(out)
