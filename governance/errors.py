@@ -59,6 +59,19 @@ class ReplayError(BallotError):
     status = 409
 
 
+class NoVotingPowerError(BallotError):
+    """The voter had no votes at the proposal's snapshot. Delegate (to yourself) before
+    the next proposal; votes delegated later do not count for this one."""
+
+    status = 403
+
+
+class UnknownCampaignError(BallotError):
+    """The campaign named is not one this node knows. List campaigns first."""
+
+    status = 404
+
+
 class ProposalStateError(BallotError):
     """The proposal is not open for voting (pending, defeated, executed, ...).
 

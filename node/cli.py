@@ -329,7 +329,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     node = open_node(args.home)
     host = args.host or node.settings.api.host
     port = args.port or node.settings.api.port
-    uvicorn.run(create_app(node.store), host=host, port=port, log_level="warning")
+    app = create_app(node.store, operator_token=node.settings.api.operator_token)
+    uvicorn.run(app, host=host, port=port, log_level="warning")
     return 0
 
 

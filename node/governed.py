@@ -294,3 +294,42 @@ class GovernedNode:
                 self.ledger.update_detail(run.stop_cause.id, facts)
             self.store.add_event(cid, "governed_stop", facts)
             self._mark(cid, self.watcher.state(cid))
+
+
+class StoreGovernanceView:
+    """`governance.api.GovernanceView` over the node's store."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.ledger = DirectiveLedger(store)
+
+    def _describe(self, cid: str) -> dict[str, Any]:
+        camp = self.store.get_campaign(cid)
+        directives = self.ledger.list_applied(camp.id)
+        epochs: dict[str, int] = {}
+        for d in directives:
+            if d.campaign_id == camp.id:
+                epochs[d.source] = max(epochs.get(d.source, 0), d.epoch)
+        return {
+            "id": camp.id,
+            "name": camp.name,
+            "status": camp.status,
+            "config_hash": camp.config_hash,
+            "epochs": epochs,
+            "parent": camp.parent_campaign_id,
+            "fork_position": camp.fork_tree_size,
+            "children": [c.id for c in self.ledger.children(camp.id)],
+            "directives": [d.as_json() for d in directives],
+        }
+
+    def campaigns(self) -> list[dict[str, Any]]:
+        return [self._describe(c.id) for c in self.store.list_campaigns()]
+
+    def campaign(self, campaign_ref: str) -> dict[str, Any] | None:
+        try:
+            return self._describe(campaign_ref)
+        except NotFoundError:
+            return None
+
+    def unacknowledged(self) -> list[dict[str, Any]]:
+        return [d.as_json() for d in self.ledger.unacknowledged()]

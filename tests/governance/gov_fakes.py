@@ -86,3 +86,57 @@ class GatedEngineer:
         metrics = {f"acc_{s}": score for s in sets}
         metrics |= {"mean_acc": score, "state_size": 4096.0, "params": 20000.0}
         return EvalResult(None, "", metrics=metrics, timings={"total_s": 1.0})
+
+
+class FakeGovernor:
+    """A Governor in memory: proposals, nonces, votes; records what was relayed."""
+
+    def __init__(self, chain_id: int = 31337) -> None:
+        from governance.ballots import GovernorDomain, ProposalInfo, ProposalState
+
+        self._domain = GovernorDomain("DaoGovernor", chain_id, "0x" + "c0" * 20)
+        self.controller_address = "0x" + "5c" * 20
+        self.infos: dict[int, ProposalInfo] = {
+            7: ProposalInfo(7, ProposalState.ACTIVE, 10, 100, 0, 0, 0, "pause x"),
+            8: ProposalInfo(8, ProposalState.EXECUTED, 5, 50, 9, 0, 0, "old"),
+        }
+        self.nonces: dict[str, int] = {}
+        self.power: dict[str, int] = {}
+        self.voted: set[tuple[int, str]] = set()
+        self.relayed: list[object] = []
+        self.kept: list[tuple[str, int]] = []
+
+    def domain(self):  # type: ignore[no-untyped-def]
+        return self._domain
+
+    def controller(self) -> str:
+        return self.controller_address
+
+    def proposals(self):  # type: ignore[no-untyped-def]
+        return list(self.infos.values())
+
+    def proposal(self, proposal_id: int):  # type: ignore[no-untyped-def]
+        return self.infos.get(proposal_id)
+
+    def nonce(self, voter: str) -> int:
+        return self.nonces.get(voter.lower(), 0)
+
+    def has_voted(self, proposal_id: int, voter: str) -> bool:
+        return (proposal_id, voter.lower()) in self.voted
+
+    def votes_at(self, voter: str, timepoint: int) -> int:
+        return self.power.get(voter.lower(), 0)
+
+    def cast_vote_by_sig(self, ballot) -> str:  # type: ignore[no-untyped-def]
+        self.relayed.append(ballot)
+        self.voted.add((ballot.proposal_id, ballot.voter.lower()))
+        self.nonces[ballot.voter.lower()] = ballot.nonce + 1
+        return "0x" + "ee" * 32
+
+    def queue(self, proposal_id: int) -> str:
+        self.kept.append(("queue", proposal_id))
+        return "0x" + "aa" * 32
+
+    def execute(self, proposal_id: int) -> str:
+        self.kept.append(("execute", proposal_id))
+        return "0x" + "bb" * 32
