@@ -136,6 +136,13 @@ def governance_router(
         """The EIP-712 domain ballots must be signed under."""
         return gov.domain().as_json()
 
+    @router.get("/voters/{voter}/nonce")
+    def nonce(
+        voter: Annotated[str, Path(pattern=r"^0x[0-9a-fA-F]{40}$")], gov: Chain
+    ) -> dict[str, Any]:
+        """The voter's current ballot nonce (what the next signed ballot must use)."""
+        return {"voter": voter, "nonce": str(gov.nonce(voter))}
+
     @router.get("/proposals")
     def proposals(gov: Chain) -> list[dict[str, Any]]:
         """Proposals with state, votes and deadlines, as the Governor reports them."""

@@ -170,6 +170,11 @@ class GovernorClient(Protocol):
     def execute(self, proposal_id: int) -> str: ...
 
 
+def voter_address(key: bytes) -> str:
+    """The checksummed address of a voter's private key."""
+    return str(Account.from_key(key).address)
+
+
 def sign_ballot(
     key: bytes, domain: GovernorDomain, proposal_id: int, support: int, nonce: int
 ) -> Ballot:

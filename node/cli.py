@@ -207,6 +207,10 @@ def cmd_campaign(args: argparse.Namespace) -> int:
         why = json.loads(stops[-1].payload_json).get("detail") if stops else None
         if camp.status == "paused" and why:
             print(f"paused: {why}")
+        from node.gov_cli import lineage_lines
+
+        for line in lineage_lines(node, camp):
+            print(line)
         print(f"config {camp.config_hash}")
         print(json.dumps(json.loads(camp.config_json), indent=2))
         print(_llm_line(node, camp.id))
@@ -481,6 +485,10 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--url", help="boundary node or replica (default: [icp] url)")
     i.add_argument("--canister", help="anchor canister id (default: [icp] anchor_canister)")
     p.set_defaults(func=cmd_icp)
+
+    from node.gov_cli import add_parser as add_gov_parser
+
+    add_gov_parser(sub)
     return parser
 
 
