@@ -117,6 +117,9 @@ class Watcher:
         self._views = {s.name: _SourceView(fresh_at=now) for s in sources}
         self._epochs: dict[tuple[str, str], int] = dict(applied_epochs or {})
         self._states: dict[tuple[str, str], CampaignState] = dict(states or {})
+        # (source, campaign, epoch) already applied or ignored: a source that re-reads
+        # recent blocks (reorg safety) hands them in again, and they pass silently.
+        self._settled: set[tuple[str, str, int]] = set()
 
     # -- answers ---------------------------------------------------------------------------
     @property
@@ -217,7 +220,10 @@ class Watcher:
             cid = self.resolve(d.campaign_id)
             if cid != d.campaign_id:
                 d = _with_campaign(d, cid)
+            if (name, cid, d.epoch) in self._settled:
+                continue
             if d.epoch <= self.last_epoch(name, cid):
+                self._settled.add((name, cid, d.epoch))
                 ignored.append(Ignored(d, f"stale: epoch {d.epoch} is not after the applied one"))
                 continue
             if (cid, d.epoch) in known:
@@ -251,14 +257,17 @@ class Watcher:
                 confs = self._confirmations(view, d)
                 confirmed = confs is None or confs >= self.confirmations
                 if self._states.get((name, cid)) is CampaignState.STOPPED:
+                    self._settled.add((name, cid, d.epoch))
                     ignored.append(Ignored(d, "the campaign is stopped; a stop is final"))
                     continue
                 if d.kind in IMMEDIATE or (confirmed and not waiting):
                     for w in waiting:
+                        self._settled.add((name, cid, w.directive.epoch))
                         ignored.append(
                             Ignored(w.directive, f"superseded by epoch {d.epoch} ({d.kind})")
                         )
                     waiting = []
+                    self._settled.add((name, cid, d.epoch))
                     self._epochs[(name, cid)] = d.epoch
                     state = d.state
                     if state is not None:
