@@ -1,6 +1,7 @@
 """`asi-node gov ...`: governance for voters and operators, and lineage for `campaign show`.
 
-`directives` reads the node's own store. The others talk to a node's governance API
+`directives` and `audit` read the node's own store (audit: no experiment of the campaign
+started while governance had it paused; exit 1 if one did). The others talk to a node's governance API
 (`--url`, default the configured [api] host and port), which relays to the Governor:
 `proposals` lists them, `propose` prepares calldata and the proposal id for the voter's
 own wallet, `vote` signs an EIP-712 ballot with the voter's key file and hands it to the
@@ -86,6 +87,17 @@ def cmd_gov(args: argparse.Namespace) -> int:
         for line in lineage_lines(node, camp):
             print(line)
         return 0
+    if args.action == "audit":
+        from node.governed import paused_starts
+
+        camp = node.store.get_campaign(args.campaign)
+        found = paused_starts(node.store, camp.id)
+        for v in found:
+            print(
+                f"experiment {v.experiment_id} (#{v.seq}) started {v.started_at} under {v.directive}"
+            )
+        print(f"campaign {camp.id}: {len(found)} experiment(s) started while paused")
+        return 1 if found else 0
     if args.action == "proposals":
         for p in _call(url, "GET", "/gov/proposals"):
             votes = p["votes"]
@@ -150,6 +162,8 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--url", help="the node's API (default: [api] host and port)")
     gsub = p.add_subparsers(dest="action", required=True)
     g = gsub.add_parser("directives", help="a campaign's lineage and applied directives")
+    g.add_argument("campaign", help="campaign id or name")
+    g = gsub.add_parser("audit", help="check that no experiment started while paused")
     g.add_argument("campaign", help="campaign id or name")
     gsub.add_parser("proposals", help="proposals with state, votes and deadlines")
     g = gsub.add_parser("propose", help="calldata and proposal id for your wallet to propose")

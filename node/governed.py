@@ -333,3 +333,46 @@ class StoreGovernanceView:
 
     def unacknowledged(self) -> list[dict[str, Any]]:
         return [d.as_json() for d in self.ledger.unacknowledged()]
+
+
+@dataclass(frozen=True)
+class PausedStart:
+    """An experiment that started while governance had its campaign paused or stopped."""
+
+    experiment_id: str
+    seq: int
+    started_at: str
+    directive: str  # the pause in force: "source epoch kind"
+
+
+def paused_starts(store: Store, campaign_id: str) -> list[PausedStart]:
+    """Check that no experiment of the campaign started while it was paused.
+
+    Each source's applied directives (the campaign's and the all-campaign ones) give
+    intervals in which that source held the campaign paused or stopped: from a pause or
+    stop until that source's next resume (a stop never ends). An experiment that ran (done
+    or failed) with its start inside any such interval is reported. Experiments stopped by
+    a pause are requeued with no start time, so they do not count.
+    """
+    ledger = DirectiveLedger(store)
+    campaign = store.get_campaign(campaign_id)
+    intervals: list[tuple[Any, Any, str]] = []
+    open_since: dict[tuple[str, str], tuple[Any, str]] = {}
+    for d in ledger.list_applied(campaign.id):
+        key = (d.source, d.campaign_id)
+        label = f"{d.source} epoch {d.epoch} {d.kind}"
+        if d.kind in ("pause", "stop"):
+            open_since.setdefault(key, (d.applied_at, label))
+        elif d.kind in ("resume", "fork") and key in open_since:
+            since, what = open_since.pop(key)
+            intervals.append((since, d.applied_at, what))
+    intervals.extend((since, None, what) for since, what in open_since.values())
+    found = []
+    for exp in store.list_experiments(campaign.id):
+        if exp.started_at is None or exp.status not in ("done", "failed"):
+            continue
+        for since, until, what in intervals:
+            if since <= exp.started_at and (until is None or exp.started_at < until):
+                found.append(PausedStart(exp.id, exp.seq, exp.started_at.isoformat(), what))
+                break
+    return found

@@ -99,3 +99,9 @@ def test_campaign_show_prints_lineage_and_directives(
     out = capsys.readouterr().out
     assert f"fork {child.id} (x-child)" in out
     assert "directive pause epoch 2 from evm" in out and "not yet acknowledged" in out
+
+
+def test_gov_audit_passes_a_clean_campaign(home: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    camp = open_node(home).store.create_campaign("x", {"preset": "quick"})
+    assert main(["--home", str(home), "gov", "audit", camp.id]) == 0
+    assert "0 experiment(s) started while paused" in capsys.readouterr().out

@@ -27,10 +27,16 @@ def config(candidates: int = 2, seed: int = 0) -> CampaignConfig:
     )
 
 
+NODES: list[GovernedNode] = []
+
+
 @pytest.fixture
 def store() -> Iterator[Store]:
     with Store.open("sqlite://") as s:
         yield s
+        for node in NODES:  # no campaign thread outlives its test
+            node.shutdown(timeout_s=10)
+        NODES.clear()
 
 
 def governed(
@@ -50,7 +56,9 @@ def governed(
         return runner.run()
 
     watcher = Watcher([src], confirmations=2, resolve=lambda n: _resolve(store, n))
-    return GovernedNode(store, watcher, run, names, stop_deadline_s=5.0, **kw)  # type: ignore[arg-type]
+    node = GovernedNode(store, watcher, run, names, stop_deadline_s=5.0, **kw)  # type: ignore[arg-type]
+    NODES.append(node)
+    return node
 
 
 def _resolve(store: Store, name: str) -> str:
@@ -175,3 +183,32 @@ def test_a_fork_starts_a_child_from_the_parents_state_with_the_named_config(
     node.runs[child.id].thread.join(30)  # the child runs with its own budget, from there
     node.step()
     assert len([c for c in store.list_candidates(child.id) if c.origin != "baseline"]) == 4
+
+
+def test_the_audit_finds_no_start_while_paused_and_catches_one(store: Store) -> None:
+    from node.governed import paused_starts
+
+    camp = store.create_campaign("x", config().model_dump(mode="json"))
+    eng, src = GatedEngineer(), FakeSource(head=None)
+    node = governed(store, eng, src, "x")
+    node.step()
+    assert eng.started.acquire(timeout=10)
+    src.issue(P, "x", 1)
+    node.step()
+    node.wait_stopped(camp.id, 5)
+    src.issue(R, "x", 2)
+    eng.release.set()
+    node.step()
+    node.runs[camp.id].thread.join(30)
+    node.step()
+    assert paused_starts(store, camp.id) == []
+
+    # An experiment that runs while a pause is in force is caught.
+    ledger = DirectiveLedger(store)
+    ledger.record(source="guardian", campaign_id=camp.id, epoch=1, kind="pause")
+    cand = store.list_candidates(camp.id)[0]
+    exp = store.enqueue_experiment(camp.id, cand.id, "baseline", 99)
+    store.start_experiment(exp.id)
+    store.finish_experiment(exp.id, "done", metrics={"mean_acc": 0.5})
+    (violation,) = paused_starts(store, camp.id)
+    assert violation.experiment_id == exp.id and "guardian epoch 1 pause" in violation.directive
