@@ -1,8 +1,9 @@
 """`asi-node gov ...`: governance for voters and operators, and lineage for `campaign show`.
 
 `directives` and `audit` read the node's own store (audit: no experiment of the campaign
-started while governance had it paused; exit 1 if one did). The others talk to a node's governance API
-(`--url`, default the configured [api] host and port), which relays to the Governor:
+started while governance had it paused; exit 1 if one did). The others talk to a node's
+governance API (`--url`, default the configured [api] host and port), which relays to
+the Governor:
 `proposals` lists them, `propose` prepares calldata and the proposal id for the voter's
 own wallet, `vote` signs an EIP-712 ballot with the voter's key file and hands it to the
 relay, `queue` and `execute` act as a keeper with the operator token.
@@ -93,9 +94,7 @@ def cmd_gov(args: argparse.Namespace) -> int:
         camp = node.store.get_campaign(args.campaign)
         found = paused_starts(node.store, camp.id)
         for v in found:
-            print(
-                f"experiment {v.experiment_id} (#{v.seq}) started {v.started_at} under {v.directive}"
-            )
+            print(f"experiment {v.experiment_id} (#{v.seq}) started {v.started_at}: {v.directive}")
         print(f"campaign {camp.id}: {len(found)} experiment(s) started while paused")
         return 1 if found else 0
     if args.action == "proposals":
