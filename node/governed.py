@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from governance.directives import ALL_CAMPAIGNS, CampaignState, DirectiveKind
-from governance.errors import ForkConfigError
+from governance.errors import ForkConfigError, GovernanceError
 from governance.watcher import Applied, Watcher
 from node.errors import AsiNodeError, NotFoundError
 from node.scheduler import RunSummary
@@ -376,3 +376,51 @@ def paused_starts(store: Store, campaign_id: str) -> list[PausedStart]:
                 found.append(PausedStart(exp.id, exp.seq, exp.started_at.isoformat(), what))
                 break
     return found
+
+
+class DirectiveAcker(Protocol):
+    """Sends `CampaignController.acknowledge(campaignId, epoch, logEntryHash)`; returns the
+    transaction hash. Issue 5's chain client implements it; it raises on failure."""
+
+    def acknowledge(self, campaign_key: bytes, epoch: int, entry_hash: bytes) -> str: ...
+
+
+def directive_entry_hash(row: DirectiveRow) -> bytes:
+    """The hash an acknowledgement commits to: SHA-256 of the applied directive's canonical
+    JSON (source, campaign, epoch, kind, ref). When the transparency log lands, this
+    becomes the hash of the directive's log entry."""
+    body = {
+        "source": row.source,
+        "campaign": row.campaign_id,
+        "epoch": row.epoch,
+        "kind": row.kind,
+        "ref": row.ref,
+    }
+    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).digest()
+
+
+def acknowledge_pending(store: Store, acker: DirectiveAcker, source: str) -> list[DirectiveRow]:
+    """Acknowledge `source`'s applied, unacknowledged campaign directives, oldest first.
+
+    Stops at the first failure (the controller wants epochs in order; the rest wait for
+    the next call). All-campaign directives have no campaign epoch to acknowledge.
+    """
+    from governance.directives import campaign_key
+
+    ledger = DirectiveLedger(store)
+    done = []
+    for row in ledger.unacknowledged(source):
+        if row.campaign_id == ALL_CAMPAIGNS or row.detail.get("unknown_campaign"):
+            continue
+        try:
+            tx = acker.acknowledge(
+                campaign_key(row.campaign_id), row.epoch, directive_entry_hash(row)
+            )
+        except (AsiNodeError, GovernanceError, OSError) as exc:
+            log.warning(
+                "acknowledgement failed; retried later",
+                extra={"directive": row.id, "error": str(exc)},
+            )
+            break
+        done.append(ledger.mark_acknowledged(row.id, tx))
+    return done

@@ -212,3 +212,38 @@ def test_the_audit_finds_no_start_while_paused_and_catches_one(store: Store) -> 
     store.finish_experiment(exp.id, "done", metrics={"mean_acc": 0.5})
     (violation,) = paused_starts(store, camp.id)
     assert violation.experiment_id == exp.id and "guardian epoch 1 pause" in violation.directive
+
+
+def test_applied_directives_are_acknowledged_in_order_and_a_failure_is_retried(
+    store: Store,
+) -> None:
+    from governance.directives import campaign_key
+    from governance.errors import SourceError
+    from node.governed import acknowledge_pending, directive_entry_hash
+
+    camp = store.create_campaign("x", config().model_dump(mode="json"))
+    ledger = DirectiveLedger(store)
+    first = ledger.record(source="evm", campaign_id=camp.id, epoch=1, kind="pause")
+    ledger.record(source="evm", campaign_id="*", epoch=1, kind="pause")
+    ledger.record(source="evm", campaign_id=camp.id, epoch=2, kind="resume")
+    ledger.record(source="sns", campaign_id=camp.id, epoch=40, kind="pause")
+
+    class Acker:
+        def __init__(self) -> None:
+            self.sent: list[tuple[bytes, int, bytes]] = []
+            self.fail_at: int | None = 2
+
+        def acknowledge(self, key: bytes, epoch: int, entry: bytes) -> str:
+            if epoch == self.fail_at:
+                raise SourceError("rpc down")
+            self.sent.append((key, epoch, entry))
+            return f"0xtx{epoch}"
+
+    acker = Acker()
+    done = acknowledge_pending(store, acker, "evm")
+    assert [d.epoch for d in done] == [1]
+    assert acker.sent == [(campaign_key(camp.id), 1, directive_entry_hash(first))]
+    acker.fail_at = None
+    assert [d.ack_ref for d in acknowledge_pending(store, acker, "evm")] == ["0xtx2"]
+    left = [(d.source, d.campaign_id) for d in ledger.unacknowledged()]
+    assert left == [("evm", "*"), ("sns", camp.id)]
