@@ -88,6 +88,8 @@ def cmd_gov(args: argparse.Namespace) -> int:
         for line in lineage_lines(node, camp):
             print(line)
         return 0
+    if args.action == "run":
+        return _run(node, args.campaigns)
     if args.action == "audit":
         from node.governed import paused_starts
 
@@ -127,6 +129,28 @@ def cmd_gov(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run(node: Node, campaigns: list[str]) -> int:
+    import signal
+    import threading
+
+    from node.governed import governed_node, sources_from_settings
+
+    sources = sources_from_settings(node.settings)
+    if not sources:
+        raise GovRequestError(
+            "no governance source is configured: set [icp] url, sns_governance_canister and "
+            "the sns_*_function ids (the EVM controller source comes with the chain client)"
+        )
+    governed = governed_node(node, campaigns, sources)
+    stop = threading.Event()
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    names = ", ".join(s.name for s in sources)
+    print(f"obeying {names} for {', '.join(governed.campaigns)}; Ctrl-C stops", flush=True)
+    governed.serve(stop, node.settings.governance.poll_seconds)
+    return 0
+
+
 def _vote(args: argparse.Namespace, url: str) -> int:
     from governance.ballots import GovernorDomain, sign_ballot, voter_address
 
@@ -162,6 +186,8 @@ def add_parser(sub: Any) -> None:
     gsub = p.add_subparsers(dest="action", required=True)
     g = gsub.add_parser("directives", help="a campaign's lineage and applied directives")
     g.add_argument("campaign", help="campaign id or name")
+    g = gsub.add_parser("run", help="run campaigns under governance (pause/resume/stop/fork)")
+    g.add_argument("campaigns", nargs="+", help="campaign ids or names")
     g = gsub.add_parser("audit", help="check that no experiment started while paused")
     g.add_argument("campaign", help="campaign id or name")
     gsub.add_parser("proposals", help="proposals with state, votes and deadlines")

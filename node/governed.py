@@ -22,14 +22,19 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
 
-from governance.directives import ALL_CAMPAIGNS, CampaignState, DirectiveKind
+from governance.directives import ALL_CAMPAIGNS, CampaignState, DirectiveKind, DirectiveSource
 from governance.errors import ForkConfigError, GovernanceError
 from governance.watcher import Applied, Watcher
-from node.errors import AsiNodeError, NotFoundError
+from node.errors import AsiNodeError, ConfigError, NotFoundError
 from node.scheduler import RunSummary
 from node.store import DirectiveLedger, DirectiveRow, Store
+
+if TYPE_CHECKING:
+    from node.runtime import Node
+    from node.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -424,3 +429,101 @@ def acknowledge_pending(store: Store, acker: DirectiveAcker, source: str) -> lis
             break
         done.append(ledger.mark_acknowledged(row.id, tx))
     return done
+
+
+class DirectoryConfigs:
+    """Fork configs from a directory: `<sha256 hex>.json`, checked by the caller's hash."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+
+    def __call__(self, config_hash: bytes, uri: str) -> Mapping[str, Any]:
+        path = self.directory / f"{config_hash.hex()}.json"
+        try:
+            data = json.loads(path.read_text())
+        except FileNotFoundError:
+            origin = uri or "its author"
+            raise ForkConfigError(
+                f"no fork config {path}: put the config the proposal names (from {origin}) "
+                "there as JSON"
+            ) from None
+        except (OSError, ValueError) as exc:
+            raise ForkConfigError(f"fork config {path} is unreadable: {exc}") from None
+        if not isinstance(data, dict):
+            raise ForkConfigError(f"fork config {path} is not a JSON object")
+        return data
+
+
+def sources_from_settings(settings: Settings) -> list[DirectiveSource]:
+    """The directive sources the settings configure: the SNS when [icp] names one.
+
+    The EVM controller joins when the chain client is configured (issue 5).
+    """
+    sources: list[DirectiveSource] = []
+    icp = settings.icp
+    if icp.url and icp.sns_governance_canister:
+        from attestation.icp import MAINNET_ROOT_KEY_DER
+        from attestation.icp.principal import from_text
+        from governance.directives import SnsSource
+        from governance.icp import HttpTransport, IcpClient, NodeIdentity
+        from governance.icp.sns import SnsGovernance
+        from governance.sns import SnsDirectiveSource
+
+        kinds = {
+            icp.sns_pause_function: DirectiveKind.PAUSE,
+            icp.sns_resume_function: DirectiveKind.RESUME,
+            icp.sns_stop_function: DirectiveKind.STOP,
+            icp.sns_fork_function: DirectiveKind.FORK,
+        }
+        functions = {fid: kind for fid, kind in kinds.items() if fid is not None}
+        if not functions:
+            raise ConfigError("[icp] sns_governance_canister is set but no sns_*_function ids")
+        path = icp.root_key_path
+        root_key = Path(path).read_bytes() if path else MAINNET_ROOT_KEY_DER
+        client = IcpClient(
+            HttpTransport(icp.url),
+            NodeIdentity.load_or_create(Path(settings.home) / icp.identity_path),
+            root_key_der=root_key,
+            max_age_ns=int(icp.max_certificate_age_s * 1e9),
+        )
+        reader = SnsGovernance(client, from_text(icp.sns_governance_canister))
+        sources.append(SnsSource(SnsDirectiveSource(reader, functions)))
+    return sources
+
+
+def governed_node(
+    node: Node, campaigns: Iterable[str], sources: Iterable[DirectiveSource]
+) -> GovernedNode:
+    """A GovernedNode over `node`'s store, settings and engineer, resuming applied state."""
+    gs = node.settings.governance
+    store = node.store
+    ledger = DirectiveLedger(store)
+    states: dict[tuple[str, str], CampaignState] = {}
+    for row in ledger.list_applied():
+        states[(row.source, row.campaign_id)] = {
+            "pause": CampaignState.PAUSED,
+            "stop": CampaignState.STOPPED,
+        }.get(row.kind, CampaignState.RUNNING)
+
+    def resolve(name: str) -> str:
+        try:
+            return store.get_campaign(name).id
+        except NotFoundError:
+            return name
+
+    watcher = Watcher(
+        list(sources),
+        confirmations=gs.confirmations,
+        stale_after_s=gs.stale_after_seconds,
+        resolve=resolve,
+        applied_epochs=ledger.applied_epochs(),
+        states=states,
+    )
+    return GovernedNode(
+        store,
+        watcher,
+        lambda cid, stop: node.run_campaign(cid, stop=stop),
+        campaigns,
+        stop_deadline_s=gs.stop_deadline_seconds,
+        configs=DirectoryConfigs(Path(node.settings.home) / gs.fork_configs),
+    )

@@ -105,3 +105,43 @@ def test_gov_audit_passes_a_clean_campaign(home: Path, capsys: pytest.CaptureFix
     camp = open_node(home).store.create_campaign("x", {"preset": "quick"})
     assert main(["--home", str(home), "gov", "audit", camp.id]) == 0
     assert "0 experiment(s) started while paused" in capsys.readouterr().out
+
+
+def test_gov_run_without_a_source_says_what_to_configure(
+    home: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    open_node(home).store.create_campaign("x", {"preset": "quick"})
+    assert main(["--home", str(home), "gov", "run", "x"]) == 2
+    assert "sns_governance_canister" in capsys.readouterr().err
+
+
+def test_the_sns_source_is_built_from_the_icp_settings(
+    home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from node.governed import sources_from_settings
+
+    monkeypatch.setenv("ASI_NODE_ICP__URL", "http://127.0.0.1:1")
+    monkeypatch.setenv("ASI_NODE_ICP__SNS_GOVERNANCE_CANISTER", "ryjl3-tyaaa-aaaaa-aaaba-cai")
+    monkeypatch.setenv("ASI_NODE_ICP__SNS_PAUSE_FUNCTION", "1001")
+    (source,) = sources_from_settings(open_node(home).settings)
+    assert source.name == "sns"
+
+
+def test_a_restarted_governed_node_keeps_what_was_applied(home: Path) -> None:
+    from governance.directives import DirectiveKind, QueueSource
+    from node.governed import governed_node
+
+    node = open_node(home)
+    camp = node.store.create_campaign("x", {"preset": "quick"})
+    DirectiveLedger(node.store).record(source="local", campaign_id=camp.id, epoch=3, kind="pause")
+    source = QueueSource("local")
+    governed = governed_node(node, ["x"], [source])
+    assert governed.step().started == []  # still paused: nothing runs
+    assert node.store.get_campaign(camp.id).status == "paused"
+    for _ in range(3):
+        source.issue(DirectiveKind.RESUME, camp.id)  # epochs 1..3: already applied, stale
+    assert governed.step().applied == []
+    source.issue(DirectiveKind.FORK, "x-child", parent_id=camp.id, config_hash=b"\x01" * 32)
+    (row,) = governed.step().applied
+    assert "no fork config" in row.detail["refused"]
+    assert governed.runs == {}
