@@ -7,6 +7,11 @@ until an experiment's training sandbox is running plus `--settle` seconds, issue
 step the watcher once, and time until the run has ended (sandbox killed, experiment back
 in the queue). Prints one line per round and the median. Asserts nothing.
 
+With `--poll S` the node instead serves in the background, polling every S seconds (as
+`gov run` does), and each round is timed from the directive's issue (for an instantly
+mined chain: its block) to the experiment back in the queue; that adds up to one poll
+interval.
+
 The on-chain figure (directive's block to training stopped) adds the poll interval and
 the RPC read to this; it needs the EVM directive source (issue 5's chain client).
 
@@ -38,6 +43,7 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--settle", type=float, default=3.0, help="seconds of training first")
     parser.add_argument("--home", type=Path, default=None)
+    parser.add_argument("--poll", type=float, default=None, help="serve, polling every S s")
     args = parser.parse_args()
     home = args.home or Path(tempfile.mkdtemp(prefix="asi-bench-gov-"))
     node = open_node(home, create=True)
@@ -52,10 +58,15 @@ def main() -> int:
     latencies = []
     workspaces = Path(node.settings.home) / "workspaces"
     print(f"node home {home}, campaign {camp.id}, quick preset, CPU sandbox")
+    stop_serving = threading.Event()
+    if args.poll is not None:
+        server = threading.Thread(target=governed.serve, args=(stop_serving, args.poll))
+        server.start()
     for round_ in range(args.rounds):
         if round_:
             source.issue(DirectiveKind.RESUME, camp.id)
-        governed.step()
+        if args.poll is None:
+            governed.step()
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
             running = node.store.list_experiments(camp.id, status="running")
@@ -66,6 +77,20 @@ def main() -> int:
             print("no training sandbox started within 120 s")
             return 1
         time.sleep(args.settle)
+        if args.poll is not None:
+            issued = time.monotonic()
+            source.issue(DirectiveKind.PAUSE, camp.id)
+            while node.store.get_experiment(running[0].id).status == "running":
+                time.sleep(0.005)
+            latency = time.monotonic() - issued
+            latencies.append(latency)
+            print(
+                f"round {round_ + 1}: pause issued -> training stopped and requeued "
+                f"{latency:.3f} s (poll {args.poll} s)"
+            )
+            while camp.id in governed.runs:
+                time.sleep(0.01)
+            continue
         source.issue(DirectiveKind.PAUSE, camp.id)
         report = governed.step()
         report = governed.wait_stopped(camp.id, timeout_s=60)
@@ -77,6 +102,9 @@ def main() -> int:
             f"experiment {exp.id} is {exp.status} (attempts {exp.attempts})"
         )
     print(f"median {statistics.median(latencies):.3f} s over {len(latencies)} rounds")
+    stop_serving.set()
+    if args.poll is not None:
+        server.join()
     governed.shutdown()
     return 0
 
