@@ -16,6 +16,7 @@ from typing import Any
 
 from eth_abi.abi import decode, encode
 from eth_abi.exceptions import DecodingError, EncodingError
+from eth_utils.address import to_checksum_address
 from eth_utils.crypto import keccak
 
 from governance.directives import DirectiveKind, campaign_key, campaign_of_key
@@ -118,7 +119,7 @@ def prepare(controller: str, calls: Sequence[DirectiveCall], description: str) -
         raise MalformedCallError("a proposal makes at least one call")
     if not description.strip():
         raise MalformedCallError("a proposal needs a description")
-    address = _address(controller, "controller")
+    address = to_checksum_address(_address(controller, "controller"))
     return Prepared(
         (address,) * len(calls), (0,) * len(calls), tuple(c.calldata() for c in calls), description
     )

@@ -165,7 +165,7 @@ def test_prepare_builds_the_controller_call_and_the_governor_proposal_id(
     )
     assert r.status_code == 200, r.text
     body = r.json()
-    assert body["targets"] == [gov.controller_address]
+    assert [t.lower() for t in body["targets"]] == [gov.controller_address]
     data = bytes.fromhex(body["calldatas"][0][2:])
     assert data[:4] == selector(DirectiveKind.PAUSE)
     (call,) = decode_calls(gov.controller_address, body["targets"], [0], [data])
