@@ -26,6 +26,7 @@ pytestmark = pytest.mark.skipif(
 
 def test_a_signed_ballot_is_counted_by_the_real_governor_and_its_replay_reverts() -> None:
     from eth_account import Account
+    from eth_tester.exceptions import TransactionFailed
     from web3 import EthereumTesterProvider, Web3
 
     w3 = Web3(EthereumTesterProvider())
@@ -64,9 +65,9 @@ def test_a_signed_ballot_is_counted_by_the_real_governor_and_its_replay_reverts(
     gov.functions.castVoteBySig(pid, 1, voter, ballot.signature).transact({"from": relayer})
     assert gov.functions.proposalVotes(pid).call()[1] == 10**24
     assert gov.functions.nonces(voter).call() == ballot.nonce + 1
-    with pytest.raises(Exception, match="revert|Invalid|failed"):
+    with pytest.raises(TransactionFailed):
         gov.functions.castVoteBySig(pid, 1, voter, ballot.signature).transact({"from": relayer})
     wrong = GovernorDomain(domain.name, domain.chain_id + 1, gov.address)
     forged = sign_ballot(VOTER_KEY, wrong, pid, 0, gov.functions.nonces(voter).call())
-    with pytest.raises(Exception, match="revert|Invalid|failed"):
+    with pytest.raises(TransactionFailed):
         gov.functions.castVoteBySig(pid, 0, voter, forged.signature).transact({"from": relayer})
