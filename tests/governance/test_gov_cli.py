@@ -145,3 +145,16 @@ def test_a_restarted_governed_node_keeps_what_was_applied(home: Path) -> None:
     (row,) = governed.step().applied
     assert "no fork config" in row.detail["refused"]
     assert governed.runs == {}
+
+
+def test_the_readme_governance_settings_load(tmp_path: Path) -> None:
+    import re
+
+    from node.settings import load_settings
+
+    readme = Path(__file__).resolve().parents[2] / "README.md"
+    text = readme.read_text().split("## Governance")[1].split("\n## ")[0]
+    (block,) = re.findall(r"```toml\n(.*?)```", text, re.S)
+    (tmp_path / "config.toml").write_text(block)
+    settings = load_settings(tmp_path, env={}).governance
+    assert settings.confirmations == 2 and settings.stop_deadline_seconds == 30.0
