@@ -94,7 +94,7 @@ def create_app(
         data["candidate"] = asdict(cand)
         return data
 
-    from node.governed import StoreGovernanceView
+    from node.gov_records import StoreGovernanceView
 
     app.include_router(governance_router(StoreGovernanceView(store), governor, operator_token))
     return app

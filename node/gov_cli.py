@@ -91,7 +91,7 @@ def cmd_gov(args: argparse.Namespace) -> int:
     if args.action == "run":
         return _run(node, args.campaigns)
     if args.action == "audit":
-        from node.governed import paused_starts
+        from node.gov_records import paused_starts
 
         camp = node.store.get_campaign(args.campaign)
         found = paused_starts(node.store, camp.id)

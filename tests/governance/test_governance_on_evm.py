@@ -27,7 +27,8 @@ from governance.evm_source import ControllerEvent, EvmSource
 from governance.watcher import Watcher
 from node.api import create_app
 from node.campaign import Budget, CampaignConfig
-from node.governed import GovernedNode, config_sha256, paused_starts
+from node.gov_records import paused_starts
+from node.governed import GovernedNode, config_sha256
 from node.scheduler import CampaignRunner, RunSummary
 from node.store import DirectiveLedger, Store
 

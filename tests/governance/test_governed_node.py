@@ -186,7 +186,7 @@ def test_a_fork_starts_a_child_from_the_parents_state_with_the_named_config(
 
 
 def test_the_audit_finds_no_start_while_paused_and_catches_one(store: Store) -> None:
-    from node.governed import paused_starts
+    from node.gov_records import paused_starts
 
     camp = store.create_campaign("x", config().model_dump(mode="json"))
     eng, src = GatedEngineer(), FakeSource(head=None)
@@ -219,7 +219,7 @@ def test_applied_directives_are_acknowledged_in_order_and_a_failure_is_retried(
 ) -> None:
     from governance.directives import campaign_key
     from governance.errors import SourceError
-    from node.governed import acknowledge_pending, directive_entry_hash
+    from node.gov_records import acknowledge_pending, directive_entry_hash
 
     camp = store.create_campaign("x", config().model_dump(mode="json"))
     ledger = DirectiveLedger(store)
