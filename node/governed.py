@@ -175,6 +175,10 @@ class GovernedNode:
             config_hash=("sha256:" + d.config_hash.hex()) if d.config_hash else None,
             detail=detail,
         )
+        if d.kind is DirectiveKind.RESUME:
+            for cid in self.campaigns if campaign == ALL_CAMPAIGNS else [campaign]:
+                if cid in self.finished and self.finished[cid].reason == "paused":
+                    del self.finished[cid]  # a DAO resume retries a self-paused campaign
         if d.kind in (DirectiveKind.PAUSE, DirectiveKind.STOP):
             targets = self.campaigns if campaign == ALL_CAMPAIGNS else [campaign]
             for cid in targets:
@@ -284,7 +288,9 @@ class GovernedNode:
                 self.finished[cid] = RunSummary("failed", 0, 0.0, str(run.error))
                 continue
             if not run.stop.is_set():
-                if run.summary is not None and run.summary.reason in ("complete", "budget"):
+                # Ended on its own (complete, budget spent, or the LLM loop paused it):
+                # not restarted in this session unless a resume directive applies.
+                if run.summary is not None:
                     self.finished[cid] = run.summary
                 continue
             ended = run.ended_at if run.ended_at is not None else self.clock()

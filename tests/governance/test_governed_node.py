@@ -177,7 +177,7 @@ def test_a_fork_starts_a_child_from_the_parents_state_with_the_named_config(
     assert [c.name for c in store.list_candidates(child.id)][:3] == [
         c.name for c in store.list_candidates(parent.id)
     ][:3]
-    assert DirectiveLedger(store).children(parent.id) == [store.get_campaign(child.id)]
+    assert [c.id for c in DirectiveLedger(store).children(parent.id)] == [child.id]
     kinds = [e.kind for e in store.list_events(parent.id)]
     assert "forked_to" in kinds
     node.runs[child.id].thread.join(30)  # the child runs with its own budget, from there
@@ -247,3 +247,23 @@ def test_applied_directives_are_acknowledged_in_order_and_a_failure_is_retried(
     assert [d.ack_ref for d in acknowledge_pending(store, acker, "evm")] == ["0xtx2"]
     left = [(d.source, d.campaign_id) for d in ledger.unacknowledged()]
     assert left == [("evm", "*"), ("sns", camp.id)]
+
+
+def test_a_run_that_pauses_itself_is_not_restarted_every_poll(store: Store) -> None:
+    store.create_campaign("x", config().model_dump(mode="json"))
+    calls: list[str] = []
+
+    def run(cid: str, stop: threading.Event) -> RunSummary:
+        calls.append(cid)
+        return RunSummary("paused", 0, 0.0, "LLM calls 200 of 200")
+
+    src = FakeSource(head=None)
+    node = GovernedNode(store, Watcher([src]), run, ["x"])
+    NODES.append(node)
+    node.step()
+    node.wait_stopped(store.get_campaign("x").id, 5)
+    for _ in range(3):
+        assert node.step().started == []
+    assert len(calls) == 1
+    src.issue(R, "x", 1)
+    assert node.step().started == [store.get_campaign("x").id]  # a resume tries again
