@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from governance.directives import ALL_CAMPAIGNS, CampaignState, DirectiveKind, DirectiveSource
 from governance.errors import ForkConfigError
 from governance.watcher import Applied, Watcher
-from node.errors import AsiNodeError, ConfigError, NotFoundError
+from node.errors import AsiNodeError, ConfigError, NotFoundError, StoreError
 from node.scheduler import RunSummary
 from node.store import DirectiveLedger, DirectiveRow, Store
 
@@ -66,6 +66,7 @@ class _Run:
     cause_observed_at: float | None = None
     ended_at: float | None = None
     late: bool = False  # missed its stop deadline (logged once)
+    directed: bool = False  # stopped by a directive (not staleness or revocation)
 
 
 @dataclass(frozen=True)
@@ -111,17 +112,33 @@ class GovernedNode:
         self.clock = clock
         self.runs: dict[str, _Run] = {}
         self.finished: dict[str, RunSummary] = {}
+        self._unrecorded: list[Applied] = []
+        self._unlinked: dict[str, Stopped] = {}  # stops whose directive is not recorded yet
 
     # -- one poll ------------------------------------------------------------------------
     def step(self) -> StepReport:
+        """Poll once; obey first, then record (a store that fails cannot delay a stop:
+        unrecorded directives are retried on the next step)."""
         report = StepReport()
         result = self.watcher.poll()
         for applied in result.applied:
-            row = self._apply(applied, report)
-            if row is not None:
-                report.applied.append(row)
+            self._note(applied)
         self._reap(report)
         self._enforce(report)
+        todo, self._unrecorded = [*self._unrecorded, *result.applied], []
+        for i, applied in enumerate(todo):
+            try:
+                row = self._apply(applied, report)
+            except StoreError as exc:
+                log.error(
+                    "applied directive not recorded; retried on the next poll",
+                    extra={"epoch": applied.directive.epoch, "error": str(exc)},
+                )
+                self._unrecorded = todo[i:]
+                break
+            report.applied.append(row)
+        if report.forked:
+            self._enforce(report)  # start the children
         return report
 
     def serve(self, stop: threading.Event, poll_interval_s: float) -> None:
@@ -151,7 +168,7 @@ class GovernedNode:
         return report
 
     # -- directives --------------------------------------------------------------------------
-    def _apply(self, applied: Applied, report: StepReport) -> DirectiveRow | None:
+    def _apply(self, applied: Applied, report: StepReport) -> DirectiveRow:
         d = applied.directive
         detail: dict[str, Any] = {
             "observed_to_applied_s": round(applied.applied_at - applied.observed_at, 6),
@@ -175,18 +192,37 @@ class GovernedNode:
             config_hash=("sha256:" + d.config_hash.hex()) if d.config_hash else None,
             detail=detail,
         )
-        if d.kind is DirectiveKind.RESUME:
-            for cid in self.campaigns if campaign == ALL_CAMPAIGNS else [campaign]:
-                if cid in self.finished and self.finished[cid].reason == "paused":
-                    del self.finished[cid]  # a DAO resume retries a self-paused campaign
         if d.kind in (DirectiveKind.PAUSE, DirectiveKind.STOP):
-            targets = self.campaigns if campaign == ALL_CAMPAIGNS else [campaign]
-            for cid in targets:
+            for cid in self._targets(campaign):
                 run = self.runs.get(cid)
                 if run is not None and run.stop_cause is None:
                     run.stop_cause = row
-                    run.cause_observed_at = applied.observed_at
+                stopped = self._unlinked.pop(cid, None)  # ended before this record existed
+                if stopped is not None:
+                    self.ledger.update_detail(row.id, _stop_facts(stopped))
         return row
+
+    def _targets(self, campaign: str) -> list[str]:
+        if campaign == ALL_CAMPAIGNS:
+            return list(self.campaigns)
+        try:
+            return [self.store.get_campaign(campaign).id]
+        except (NotFoundError, StoreError):
+            return [campaign]
+
+    def _note(self, applied: Applied) -> None:
+        """What a directive changes before anything is written: when a stop's cause was
+        seen, and that a DAO resume retries a campaign that paused itself."""
+        d = applied.directive
+        for cid in self._targets(d.campaign_id):
+            if d.kind is DirectiveKind.RESUME:
+                if cid in self.finished and self.finished[cid].reason == "paused":
+                    del self.finished[cid]
+            elif d.kind in (DirectiveKind.PAUSE, DirectiveKind.STOP):
+                run = self.runs.get(cid)
+                if run is not None and run.cause_observed_at is None:
+                    run.cause_observed_at = applied.observed_at
+                    run.directed = True
 
     def _fork(self, applied: Applied, report: StepReport) -> dict[str, Any]:
         d = applied.directive
@@ -209,6 +245,8 @@ class GovernedNode:
                 position=d.from_position,
                 detail={"source": d.source, "epoch": d.epoch, "ref": d.ref},
             )
+        except StoreError:
+            raise  # transient: the whole directive is retried on the next step
         except (ForkConfigError, AsiNodeError, ValueError) as exc:
             log.error(
                 "fork refused",
@@ -237,7 +275,10 @@ class GovernedNode:
                     run.cause_observed_at = now  # staleness or revocation: seen now
                 report.stopping.append(cid)
             elif run is None:
-                self._mark(cid, state)
+                try:
+                    self._mark(cid, state)
+                except StoreError as exc:
+                    log.error("status not recorded", extra={"campaign": cid, "error": str(exc)})
             if run is not None and not run.late and self._overdue(run, now):
                 run.late = True
                 log.error(
@@ -298,14 +339,15 @@ class GovernedNode:
             latency = max(0.0, ended - seen)
             stopped = Stopped(cid, latency, latency <= self.stop_deadline_s, run.summary)
             report.stopped.append(stopped)
-            facts = {
-                "stop_latency_s": round(latency, 6),
-                "within_deadline": stopped.within_deadline,
-            }
-            if run.stop_cause is not None:
-                self.ledger.update_detail(run.stop_cause.id, facts)
-            self.store.add_event(cid, "governed_stop", facts)
-            self._mark(cid, self.watcher.state(cid))
+            try:
+                if run.stop_cause is not None:
+                    self.ledger.update_detail(run.stop_cause.id, _stop_facts(stopped))
+                elif run.directed:
+                    self._unlinked[cid] = stopped
+                self.store.add_event(cid, "governed_stop", _stop_facts(stopped))
+                self._mark(cid, self.watcher.state(cid))
+            except StoreError as exc:
+                log.error("stop not recorded", extra={"campaign": cid, "error": str(exc)})
 
 
 class DirectoryConfigs:
@@ -404,3 +446,10 @@ def governed_node(
         stop_deadline_s=gs.stop_deadline_seconds,
         configs=DirectoryConfigs(Path(node.settings.home) / gs.fork_configs),
     )
+
+
+def _stop_facts(stopped: Stopped) -> dict[str, Any]:
+    return {
+        "stop_latency_s": round(stopped.latency_s, 6),
+        "within_deadline": stopped.within_deadline,
+    }

@@ -267,3 +267,32 @@ def test_a_run_that_pauses_itself_is_not_restarted_every_poll(store: Store) -> N
     assert len(calls) == 1
     src.issue(R, "x", 1)
     assert node.step().started == [store.get_campaign("x").id]  # a resume tries again
+
+
+def test_a_failing_store_does_not_delay_a_pause_and_the_record_follows(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from node.errors import StoreError
+
+    camp = store.create_campaign("x", config().model_dump(mode="json"))
+    eng, src = GatedEngineer(), FakeSource(head=None)
+    node = governed(store, eng, src, "x")
+    node.step()
+    assert eng.started.acquire(timeout=10)
+    real = node.ledger.record
+    failures = iter([StoreError("database is locked")])
+
+    def flaky(**kw: object) -> object:
+        for exc in failures:
+            raise exc
+        return real(**kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(node.ledger, "record", flaky)
+    src.issue(P, "x", 1)
+    report = node.step()
+    assert report.stopping == [camp.id] and report.applied == []  # obeyed, not yet recorded
+    node.wait_stopped(camp.id, 5)
+    report = node.step()
+    assert [r.kind for r in report.applied] == ["pause"]
+    (row,) = DirectiveLedger(store).list_applied(camp.id)
+    assert row.detail["within_deadline"] is True
