@@ -1,4 +1,5 @@
-"""The node's read-only HTTP API: health, campaigns, leaderboards, experiment detail."""
+"""The node's HTTP API: health, campaigns, leaderboards, experiment detail; governance
+routes from `governance.api`."""
 
 from __future__ import annotations
 
@@ -8,7 +9,10 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
+from pydantic import SecretStr
 
+from governance.api import governance_router
+from governance.ballots import GovernorClient
 from node import leaderboard
 from node.errors import AsiNodeError, CorruptStoreError, NotFoundError, StoreError
 from node.log_api import log_router
@@ -39,8 +43,14 @@ def _experiment(row: ExperimentRow, code: str | None = None) -> dict[str, Any]:
     return data
 
 
-def create_app(store: Store) -> FastAPI:
-    """The app over one store; the caller owns the store's lifetime."""
+def create_app(
+    store: Store,
+    *,
+    governor: GovernorClient | None = None,
+    operator_token: SecretStr | None = None,
+) -> FastAPI:
+    """The app over one store; the caller owns the store's lifetime. The governance
+    routes (`/gov`) relay to `governor` when one is given."""
     app = FastAPI(title="asi-node", version="0.1.0", summary="Read-only view of a research node")
 
     @app.exception_handler(AsiNodeError)
@@ -87,4 +97,7 @@ def create_app(store: Store) -> FastAPI:
         return data
 
     app.include_router(log_router(LogView(store)))
+    from node.gov_records import StoreGovernanceView
+
+    app.include_router(governance_router(StoreGovernanceView(store), governor, operator_token))
     return app

@@ -330,6 +330,10 @@ def cmd_campaign(args: argparse.Namespace) -> int:
         why = json.loads(stops[-1].payload_json).get("detail") if stops else None
         if camp.status == "paused" and why:
             print(f"paused: {why}")
+        from node.gov_cli import lineage_lines
+
+        for line in lineage_lines(node, camp):
+            print(line)
         print(f"config {camp.config_hash}")
         print(json.dumps(json.loads(camp.config_json), indent=2))
         print(_llm_line(node, camp.id))
@@ -452,7 +456,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     node = open_node(args.home)
     host = args.host or node.settings.api.host
     port = args.port or node.settings.api.port
-    uvicorn.run(create_app(node.store), host=host, port=port, log_level="warning")
+    app = create_app(node.store, operator_token=node.settings.api.operator_token)
+    uvicorn.run(app, host=host, port=port, log_level="warning")
     return 0
 
 
@@ -686,6 +691,10 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--url", help="boundary node or replica (default: [icp] url)")
     i.add_argument("--canister", help="anchor canister id (default: [icp] anchor_canister)")
     p.set_defaults(func=cmd_icp)
+
+    from node.gov_cli import add_parser as add_gov_parser
+
+    add_gov_parser(sub)
 
     p = sub.add_parser("chain", help="deploy the contracts; check the node's chain set-up")
     chsub = p.add_subparsers(dest="action", required=True)

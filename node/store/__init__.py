@@ -13,8 +13,10 @@ processes can share one queue without running anything twice.
     database.py  engines, SQLite transaction hooks, database errors translated
     outbox.py    the anchoring outbox (checkpoint roots on their way on-chain)
     log.py       the transparency log's entries and checkpoints (LogStore)
+    governance.py  applied governance directives and campaign forks
 """
 
+from node.store.governance import DirectiveLedger, DirectiveRow
 from node.store.log import CheckpointRow, EntryRow, LogStore
 from node.store.outbox import Outbox, OutboxRow
 from node.store.rows import (
@@ -44,6 +46,8 @@ __all__ = [
     "CampaignRow",
     "CandidateRow",
     "CheckpointRow",
+    "DirectiveLedger",
+    "DirectiveRow",
     "EntryRow",
     "EventRow",
     "ExperimentRow",
