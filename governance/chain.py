@@ -44,10 +44,12 @@ from governance.errors import (
     ContractMismatchError,
     NonceError,
     NotAnEvmNodeError,
+    SourceError,
     TransactionRevertedError,
     UnfundedAccountError,
     WrongChainError,
 )
+from governance.evm_source import ControllerEvent
 
 log = logging.getLogger(__name__)
 
@@ -596,6 +598,59 @@ class Controller:
             if anchor.tree_size == tree_size:
                 return anchor
         return None
+
+
+class ControllerReader:
+    """The controller as `governance.evm_source.ControllerReader`: head, decoded events,
+    `effectiveStatus` (0 for a campaign it does not know); chain failures become
+    `SourceError`, so the watcher keeps its last state and reads again next poll."""
+
+    EVENTS = ("DirectiveIssued", "CampaignForked", "GlobalPauseSet", "NodeApproved", "NodeRevoked")
+
+    def __init__(self, controller: Controller) -> None:
+        self.controller = controller
+
+    def head(self) -> int:
+        try:
+            return self.controller.chain.head()
+        except ChainError as exc:
+            raise SourceError(f"the EVM controller's chain cannot be read: {exc}") from exc
+
+    def events(self, from_block: int, to_block: int) -> list[ControllerEvent]:
+        out: list[ControllerEvent] = []
+        for name in self.EVENTS:
+            event = getattr(self.controller.contract.events, name)()
+            try:
+                logs = self.controller.chain._call(
+                    f"reading {name} events",
+                    event.get_logs,
+                    from_block=from_block,
+                    to_block=to_block,
+                )
+            except ChainError as exc:
+                raise SourceError(f"the EVM controller's events cannot be read: {exc}") from exc
+            out += [
+                ControllerEvent(
+                    name=name,
+                    block=int(e["blockNumber"]),
+                    log_index=int(e["logIndex"]),
+                    tx_hash="0x" + bytes(e["transactionHash"]).hex(),
+                    args=dict(e["args"]),
+                )
+                for e in logs
+            ]
+        return out
+
+    def effective_status(self, campaign_key: bytes) -> int:
+        call = self.controller.contract.functions.effectiveStatus(campaign_key).call
+        try:
+            return int(self.controller.chain._call("reading effectiveStatus", call))
+        except TransactionRevertedError as exc:
+            if exc.reason.startswith("UnknownCampaign("):
+                return 0
+            raise SourceError(f"effectiveStatus reverted: {exc}") from exc
+        except ChainError as exc:
+            raise SourceError(f"the EVM controller cannot be read: {exc}") from exc
 
 
 def deploy(

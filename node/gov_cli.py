@@ -135,11 +135,11 @@ def _run(node: Node, campaigns: list[str]) -> int:
 
     from node.governed import governed_node, sources_from_settings
 
-    sources = sources_from_settings(node.settings)
+    sources = sources_from_settings(node.settings, campaigns)
     if not sources:
         raise GovRequestError(
             "no governance source is configured: set [icp] url, sns_governance_canister and "
-            "the sns_*_function ids (the EVM controller source comes with the chain client)"
+            "the sns_*_function ids, or chain.rpc_url after `asi-node chain deploy`"
         )
     governed = governed_node(node, campaigns, sources)
     stop = threading.Event()

@@ -373,12 +373,33 @@ class DirectoryConfigs:
         return data
 
 
-def sources_from_settings(settings: Settings) -> list[DirectiveSource]:
-    """The directive sources the settings configure: the SNS when [icp] names one.
-
-    The EVM controller joins when the chain client is configured (issue 5).
+def sources_from_settings(
+    settings: Settings, campaigns: Iterable[str] = ()
+) -> list[DirectiveSource]:
+    """The directive sources the settings configure: the SNS when [icp] names one, and
+    the EVM CampaignController when `chain.rpc_url` is set (addresses from chain.json;
+    `campaigns` are the ones whose `effectiveStatus` it snapshots each poll).
     """
     sources: list[DirectiveSource] = []
+    if settings.chain.rpc_url:
+        from governance.chain import Chain, Controller, ControllerReader, address_of
+        from governance.evm_source import EvmSource
+        from node.chain_home import load_deployment, load_key
+
+        home = Path(settings.home)
+        deployment = load_deployment(home)
+        expected = settings.chain.chain_id or deployment.chain_id
+        chain = Chain.connect(settings.chain.rpc_url, expected_chain_id=expected)
+        controller = Controller(chain, deployment.addresses["CampaignController"])
+        watched = list(campaigns)
+        sources.append(
+            EvmSource(
+                ControllerReader(controller),
+                start_block=deployment.block_number,
+                node_address=address_of(load_key(home)),
+                campaigns=lambda: watched,
+            )
+        )
     icp = settings.icp
     if icp.url and icp.sns_governance_canister:
         from attestation.icp import MAINNET_ROOT_KEY_DER

@@ -18,14 +18,17 @@ from governance.errors import (
     ContractMismatchError,
     NonceError,
     NotAnEvmNodeError,
+    SourceError,
     UnfundedAccountError,
     VerificationError,
     WrongChainError,
 )
+from governance.evm_source import EvmSource
 from node.anchor import AnchorPublisher, Backoff
 from node.chain_home import load_deployment, load_key, open_publisher
 from node.cli import main
-from node.settings import ChainSettings
+from node.governed import sources_from_settings
+from node.settings import ChainSettings, load_settings
 from node.store import Outbox, Store
 
 pytestmark = pytest.mark.integration
@@ -260,3 +263,19 @@ def test_an_unmined_anchor_is_replaced_with_higher_fees(anvil: Anvil, tmp_path: 
     assert (final.status, final.tx_hash) == ("confirmed", second.tx_hash)
     assert publisher.chain.receipt(first.tx_hash or b"") is None  # the old one was replaced
     assert [e.tree_size for e in publisher.controller.anchors(LOG)] == [3]
+
+
+def test_configured_chain_is_a_directive_source_that_fails_as_source_error(
+    anvil: Anvil, tmp_path: Path
+) -> None:
+    home = tmp_path / "home"
+    _deploy(anvil, home)
+    settings = load_settings(home, env={"ASI_NODE_CHAIN__RPC_URL": anvil.url})
+    (source,) = sources_from_settings(settings, ["demo"])
+    assert isinstance(source, EvmSource)
+    reading = source.read()
+    assert list(reading.directives) == []  # nothing registered yet; this node is approved
+    assert not source.revoked
+    anvil.stop()
+    with pytest.raises(SourceError, match="cannot be read"):
+        source.read()

@@ -8,7 +8,14 @@ import pytest
 from chains import Deployed
 
 from governance.anchor_audit import verify_anchors, verify_on, verify_with_allow_list
-from governance.chain import Controller, address_of, decode_revert, new_private_key
+from governance.chain import (
+    Controller,
+    ControllerReader,
+    address_of,
+    decode_revert,
+    new_private_key,
+)
+from governance.directives import ALL_CAMPAIGNS, DirectiveKind
 from governance.errors import (
     ContractMismatchError,
     NodeNotApprovedError,
@@ -16,6 +23,7 @@ from governance.errors import (
     UnfundedAccountError,
     VerificationError,
 )
+from governance.evm_source import EvmSource
 from node.anchor import AnchorPublisher
 from node.anchor_runner import AnchorRunner
 from node.chain_home import check_ready, deploy_for_node, embedded_anchoring, open_audit_chain
@@ -174,3 +182,18 @@ def test_audit_defaults_to_the_controllers_allow_list(embedded: Deployed) -> Non
     assert publisher.drain(timeout_s=30, poll_s=0)
     verified, approved = verify_with_allow_list(ctl, log_id, [(5, _root(5))])
     assert approved == {embedded.node} and [v.tree_size for v in verified] == [5]
+
+
+def test_controller_reader_feeds_the_directive_watcher(embedded: Deployed) -> None:
+    chain = embedded.chain
+    assert chain.faucet_key is not None
+    deployment = deploy_for_node(chain, chain.faucet_key, new_private_key())
+    ctl = Controller(chain, deployment.addresses["CampaignController"])
+    reader = ControllerReader(ctl)
+    assert reader.effective_status(_root(77)) == 0  # a campaign the controller does not know
+    chain.send(chain.faucet_key, ctl.contract.functions.pauseAll())  # the deployer is guardian
+    names = [e.name for e in reader.events(deployment.block_number, reader.head())]
+    assert names.count("NodeApproved") == 1 and names.count("GlobalPauseSet") == 1
+    reading = EvmSource(reader, start_block=deployment.block_number).read()
+    (pause,) = [d for d in reading.directives if d.kind == DirectiveKind.PAUSE]
+    assert pause.campaign_id == ALL_CAMPAIGNS and pause.epoch == 1
