@@ -86,13 +86,15 @@ def parse_report(data: bytes) -> SpdmReport:
     request, response = data[:REQUEST_LEN], data[REQUEST_LEN:]
     if request[0] != SPDM_VERSION or request[1] != 0xE0:
         raise NvidiaFormatError(
-            f"not an SPDM 1.1 GET_MEASUREMENTS request (version {request[0]:#x}, code {request[1]:#x})"
+            f"not an SPDM 1.1 GET_MEASUREMENTS request "
+            f"(version {request[0]:#x}, code {request[1]:#x})"
         )
     if not request[2] & 1:
         raise NvidiaFormatError("the request did not ask for a signature")
     if response[0] != SPDM_VERSION or response[1] != 0x60:
         raise NvidiaFormatError(
-            f"not an SPDM 1.1 MEASUREMENTS response (version {response[0]:#x}, code {response[1]:#x})"
+            f"not an SPDM 1.1 MEASUREMENTS response "
+            f"(version {response[0]:#x}, code {response[1]:#x})"
         )
     blocks = response[4]
     record_len = int.from_bytes(response[5:8], "little")

@@ -51,7 +51,8 @@ class Policy:
         for part, svn in self.snp_min_tcb.items():
             if part not in SNP_TCB_PARTS:
                 raise PolicyError(
-                    f"snp_min_tcb: unknown part {part!r}; expected one of {', '.join(SNP_TCB_PARTS)}"
+                    f"snp_min_tcb: unknown part {part!r}; "
+                    f"expected one of {', '.join(SNP_TCB_PARTS)}"
                 )
             if not isinstance(svn, int) or isinstance(svn, bool) or not 0 <= svn <= 255:
                 raise PolicyError(f"snp_min_tcb.{part}: expected an integer 0..255, got {svn!r}")
@@ -79,7 +80,8 @@ class Policy:
         unknown = sorted(set(data) - _KEYS)
         if unknown:
             raise PolicyError(
-                f"{source}: unknown key(s) {', '.join(unknown)}; expected {', '.join(sorted(_KEYS))}"
+                f"{source}: unknown key(s) {', '.join(unknown)}; "
+                f"expected {', '.join(sorted(_KEYS))}"
             )
         allow_debug = data.get("allow_debug", False)
         any_measurement = data.get("any_measurement", False)

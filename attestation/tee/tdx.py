@@ -19,7 +19,6 @@ import struct
 from dataclasses import dataclass
 from datetime import datetime
 
-from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 
@@ -209,7 +208,8 @@ def verify_tdx(
     if cert_sha256(root) != INTEL_ROOT_SHA256:
         check.fail(
             step,
-            f"chain root {common_name(root)!r} ({cert_sha256(root)[:16]}…) is not the Intel SGX Root CA",
+            f"chain root {common_name(root)!r} ({cert_sha256(root)[:16]}…) "
+            "is not the Intel SGX Root CA",
         )
     check.ok(step, f"Intel SGX Root CA {INTEL_ROOT_SHA256[:16]}…")
     # 3. Root -> PCK CA -> PCK signatures.
