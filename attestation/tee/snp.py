@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import struct
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -43,7 +44,7 @@ SUPPORTED_VERSIONS = (2, 3)
 POLICY_DEBUG_BIT = 1 << 19
 SIGNING_KEY_NAMES = {0: "VCEK", 1: "VLEK"}
 
-# SHA-256 of the DER SubjectPublicKeyInfo of each ARK (see tests/attestation/vectors/README).
+# SHA-256 of the DER SubjectPublicKeyInfo of each ARK (see tests/attestation/tee/vectors/README.md).
 PINNED_ARKS: dict[str, str] = {
     "9f056bee44377e29308cb5ffa895bdfb62d18881fa6bed8d6f075b0204089cb9": "Milan",
     "429a69c9422aa258ee4d8db5fcda9c6470ef15f8cd5a9cebd6cbc7d90b863831": "Genoa",
@@ -213,6 +214,7 @@ def verify_snp(
     policy: Policy,
     at: datetime,
     report_data: bytes | None = None,
+    pinned_arks: Mapping[str, str] = PINNED_ARKS,
 ) -> VerifiedSnp:
     """Verify a raw SNP report or an Azure HCL report against the pinned AMD roots.
 
@@ -220,6 +222,7 @@ def verify_snp(
     ASVK and ARK (the ARK must match a pin; the chain's own copy is never trusted as is).
     `report_data`: the expected REPORT_DATA (SHA-256(binding document) || 0^32), or None
     to skip the binding step (raw evidence with no binding document; the caller says so).
+    `pinned_arks` maps ARK SPKI SHA-256 digests to product lines (default: AMD's three).
     Returns the verified report or raises VerificationError naming the failing step.
     """
     check = Checklist()
@@ -243,7 +246,7 @@ def verify_snp(
     # 2. Find the ARK among the certificates and match it against the pins.
     step = "snp.2 pinned AMD root"
     certs = _load(check, "snp.2 pinned AMD root", certificates)
-    chain = _pick_chain(check, step, certs, key_kind)
+    chain = _pick_chain(check, step, certs, key_kind, pinned_arks)
     check.ok(step, f"ARK-{chain.product}, SPKI {spki_sha256(chain.ark)[:16]}…")
     # 3. The ARK signed itself, the ASK/ASVK and (through it) the VCEK/VLEK.
     step = "snp.3 certificate chain"
@@ -301,10 +304,14 @@ def _load(check: Checklist, step: str, certificates: bytes | list[bytes]) -> lis
 
 
 def _pick_chain(
-    check: Checklist, step: str, certs: list[x509.Certificate], key_kind: str
+    check: Checklist,
+    step: str,
+    certs: list[x509.Certificate],
+    key_kind: str,
+    pins: Mapping[str, str],
 ) -> _Chain:
     arks = [c for c in certs if c.subject == c.issuer and common_name(c).startswith("ARK-")]
-    pinned = [(c, PINNED_ARKS[spki_sha256(c)]) for c in arks if spki_sha256(c) in PINNED_ARKS]
+    pinned = [(c, pins[spki_sha256(c)]) for c in arks if spki_sha256(c) in pins]
     if not pinned:
         found = ", ".join(f"{common_name(c)} {spki_sha256(c)[:16]}…" for c in arks) or "none"
         check.fail(step, f"no ARK matching a pinned AMD root key (found: {found})")
