@@ -141,6 +141,8 @@ def icp_principal_error(text: str) -> str | None:
         return "wrong length for a principal"
     if int.from_bytes(decoded[:4], "big") != binascii.crc32(decoded[4:]):
         return "checksum does not match"
+    if icp_principal_text(decoded[4:]) != text:
+        return "not in canonical textual form"
     return None
 
 

@@ -14,7 +14,7 @@ import base64
 import binascii
 import json
 import struct
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -132,6 +132,7 @@ def verify_bundle(
     policy: Policy,
     at: datetime,
     extra_certificates: Sequence[bytes] = (),
+    pinned_arks: Mapping[str, str] = snp.PINNED_ARKS,
 ) -> Verdict:
     """Verify every report of a bundle against the pinned roots, the policy and its binding.
 
@@ -146,7 +147,14 @@ def verify_bundle(
     report_data = bundle.binding.report_data()
     if bundle.provider == "sev-snp":
         certs = [c for c in (bundle.certificates, *extra_certificates) if c]
-        cpu = snp.verify_snp(bundle.report, certs, policy=policy, at=at, report_data=report_data)
+        cpu = snp.verify_snp(
+            bundle.report,
+            certs,
+            policy=policy,
+            at=at,
+            report_data=report_data,
+            pinned_arks=pinned_arks,
+        )
         steps += cpu.steps
     elif bundle.provider == "tdx":
         steps += tdx.verify_tdx(bundle.report, policy=policy, at=at, report_data=report_data).steps

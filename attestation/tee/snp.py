@@ -166,9 +166,11 @@ def parse_hcl(data: bytes) -> HclReport:
         raise SnpFormatError(f"HCL report too short: {len(data)} bytes")
     if data[:4] != HCL_MAGIC:
         raise SnpFormatError("not an HCL report (no HCLA magic)")
-    version, total, request_type = struct.unpack_from("<III", data, 4)
+    version, total, request_type, status = struct.unpack_from("<IIII", data, 4)
     if version not in (1, 2) or request_type != 2:
         raise SnpFormatError(f"HCL report version {version}, request type {request_type} unknown")
+    if status != 0 or any(data[20:HCL_HEADER_LEN]):
+        raise SnpFormatError(f"HCL report status {status:#x}: the report request failed")
     report = parse_report(data[HCL_HEADER_LEN:HCL_RUNTIME_OFFSET])
     data_size, rt_version, report_type, hash_type, var_size = struct.unpack_from(
         "<IIIII", data, HCL_RUNTIME_OFFSET

@@ -15,6 +15,7 @@ TCB info, QE identity and revocation lists from Intel PCS are not checked here.
 from __future__ import annotations
 
 import hashlib
+import re
 import struct
 from dataclasses import dataclass
 from datetime import datetime
@@ -41,6 +42,9 @@ INTEL_QE_VENDOR_ID = bytes.fromhex("939a7233f79c4ca9940a0db3957f0607")
 BODY_LEN = {2: 584, 3: 648}
 QE_REPORT_LEN = 384
 TD_ATTRIBUTES_DEBUG = 1
+_PEM_CHAIN = re.compile(
+    rb"(-----BEGIN CERTIFICATE-----\n[A-Za-z0-9+/=\n]+-----END CERTIFICATE-----\n)+"
+)
 # Intel SGX Root CA, SHA-256 of the DER certificate.
 INTEL_ROOT_SHA256 = "44a0196b2b99f889b8e149e95b807a350e7424964399e885a7cbb8ccfab674d3"
 
@@ -133,6 +137,10 @@ def parse_quote(data: bytes) -> TdxQuote:
     if inner + 6 + inner_size != len(cert_data):
         raise TdxFormatError("PCK chain size does not match the certification data")
     chain = cert_data[inner + 6 :]
+    # The chain is not signed: accept only exact PEM (and the NUL some QEs append), so
+    # that no byte of a quote can change without verification noticing.
+    if not _PEM_CHAIN.fullmatch(chain.removesuffix(b"\0")):
+        raise TdxFormatError("the PCK chain is not plain PEM certificates")
     return TdxQuote(
         version=version,
         body_type=body_type,
