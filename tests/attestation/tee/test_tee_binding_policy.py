@@ -159,3 +159,17 @@ def test_malformed_bundles_are_named() -> None:
         with pytest.raises(VerificationError, match=message) as info:
             verify_file(bad, policy=Policy.default(), at=NOW)
         assert info.value.step == "bundle.1 binding document"
+
+
+def test_tee_package_imports_neither_the_node_nor_training() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, attestation.tee.collect, attestation.tee.evidence, attestation.tee.nvidia_sdk;"
+        "print(sorted(m for m in ('node', 'loop', 'torch', 'kernels') if m in sys.modules))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert out.stdout.strip() == "[]"

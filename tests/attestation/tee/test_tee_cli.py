@@ -1,0 +1,145 @@
+"""`asi-node attest collect` and `asi-node attest verify` with a step-by-step report."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from tee_vectors import VECTORS as VECTOR_DIR
+
+from node.cli import main
+
+KEYS = [
+    "--log-key",
+    "ab" * 32,
+    "--evm-address",
+    "0x" + "12" * 20,
+    "--icp-principal",
+    "2vxsx-fae",
+]
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def vec(rel: str) -> str:
+    return str(VECTOR_DIR / rel)
+
+
+def test_verify_reports_every_step_and_exit_code(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    home = str(tmp_path / "home")
+    code, out, _ = run(
+        capsys, "--home", home, "attest", "verify", vec("tdx/trustee/tdx_quote_5.dat")
+    )
+    assert code == 0
+    assert [line.split()[1] for line in out.splitlines() if line.startswith("  ok")] == [
+        f"tdx.{i}" for i in range(1, 10)
+    ]
+    assert out.strip().endswith("result: VERIFIED tdx")
+
+
+def test_expired_vlek_fails_today_and_passes_at_a_chosen_date(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = [
+        "--home",
+        str(tmp_path / "home"),
+        "attest",
+        "verify",
+        vec("snp/trustee_milan_vlek/test-vlek-report.bin"),
+        "--certs",
+        vec("snp/trustee_milan_vlek/test-vlek.der"),
+        vec("snp/trustee_milan_vlek/milan_ask_ark_asvk.pem"),
+    ]
+    code, out, _ = run(capsys, *argv)
+    assert code == 1
+    assert "  FAIL  snp.4 validity dates: 'SEV-VLEK' expired on 2025-12-10" in out
+    assert "result: REJECTED at step snp.4 validity dates" in out
+    code, out, _ = run(capsys, *argv, "--at", "2025-06-01")
+    assert code == 0, out
+    assert "result: VERIFIED sev-snp (Milan, VLEK)" in out
+
+
+def test_policy_file_is_applied_and_an_empty_one_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    home = str(tmp_path / "home")
+    policy = tmp_path / "policy.toml"
+    policy.write_text("allow_debug = true\nany_measurement = true\n")
+    debug_quote = vec("tdx/trustee/tdx_quote_4.dat")
+    code, out, _ = run(capsys, "--home", home, "attest", "verify", debug_quote)
+    assert code == 1 and "FAIL  tdx.9 policy: TD attributes allow debugging" in out
+    code, out, _ = run(
+        capsys, "--home", home, "attest", "verify", debug_quote, "--policy", str(policy)
+    )
+    assert code == 0
+    policy.write_text("")
+    code, _, err = run(
+        capsys, "--home", home, "attest", "verify", debug_quote, "--policy", str(policy)
+    )
+    assert code == 2 and "empty policy" in err
+
+
+def test_settings_allow_list_is_the_default_policy(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "config.toml").write_text('[attestation]\nmeasurements = ["' + "00" * 48 + '"]\n')
+    code, out, _ = run(
+        capsys, "--home", str(home), "attest", "verify", vec("tdx/trustee/tdx_quote_5.dat")
+    )
+    assert code == 1
+    assert "not in the allow-list (1 entries)" in out
+
+
+def test_collect_none_writes_an_unattested_bundle_that_verify_flags(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    home = str(tmp_path / "home")
+    out_file = tmp_path / "evidence.json"
+    code, out, _ = run(capsys, "--home", home, "attest", "collect", *KEYS, "--out", str(out_file))
+    assert code == 0 and "UNATTESTED" in out
+    code, out, _ = run(capsys, "--home", home, "attest", "verify", str(out_file))
+    assert code == 3
+    assert "result: UNATTESTED" in out
+
+
+def test_collect_errors_are_clear(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "config.toml").write_text(f'[attestation]\ntsm_path = "{tmp_path / "absent"}"\n')
+    code, _, err = run(capsys, "--home", str(home), "attest", "collect", "--provider", "tdx", *KEYS)
+    assert code == 2 and "configfs-tsm" in err and "does not exist" in err
+    bad = [*KEYS[:5], "not-a-principal"]
+    code, _, err = run(capsys, "--home", str(home), "attest", "collect", *bad)
+    assert code == 2 and "icp_principal" in err
+
+
+def test_bad_input_files_are_named(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    home = str(tmp_path / "home")
+    junk = tmp_path / "junk.bin"
+    junk.write_bytes(b"not evidence at all")
+    code, out, _ = run(capsys, "--home", home, "attest", "verify", str(junk))
+    assert code == 1 and "FAIL  input detect format: not a known evidence format" in out
+    code, _, err = run(capsys, "--home", home, "attest", "verify", str(tmp_path / "absent"))
+    assert code == 2 and "cannot read" in err
+    code, _, err = run(
+        capsys, "--home", home, "attest", "verify", str(junk), "--at", "last tuesday"
+    )
+    assert code == 2 and "--at 'last tuesday'" in err
+
+
+@pytest.mark.parametrize("argv", [["attest"], ["attest", "collect"], ["attest", "verify"]])
+def test_help_describes_the_attest_commands(
+    argv: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main([*argv, "--help"])
+    assert exc.value.code == 0
+    assert capsys.readouterr().out.startswith("usage: asi-node attest")
