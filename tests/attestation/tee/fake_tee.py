@@ -38,11 +38,21 @@ def _int_ext(oid: str, value: int) -> x509.Extension[x509.UnrecognizedExtension]
     )
 
 
+# TCB byte index per part, and the VCEK extension arc, for each product line.
+LAYOUT = {
+    "Milan": {"1": 0, "2": 1, "3": 6, "8": 7},
+    "Turin": {"9": 0, "1": 1, "2": 2, "3": 3, "8": 7},
+}
+CPUID = {"Milan": (0x19, 0x01, 0x01), "Turin": (0x1A, 0x02, 0x01)}
+
+
 @dataclass
 class FakeAmd:
-    """ARK -> ASK -> VCEK for a made-up Milan chip, and the key that signs its reports."""
+    """ARK -> ASK -> VCEK for a made-up chip, and the key that signs its reports."""
 
+    product: str = "Milan"
     chip_id: bytes = bytes(range(64))
+    tcb: bytes = TCB
     ark_key: rsa.RSAPrivateKey = field(init=False)
     vcek_key: ec.EllipticCurvePrivateKey = field(init=False)
     ark: x509.Certificate = field(init=False)
@@ -66,33 +76,37 @@ class FakeAmd:
                 .not_valid_after(now + timedelta(days=365))
             )
 
-        self.ark = build("ARK-Milan", "ARK-Milan", self.ark_key.public_key()).sign(
+        ark, ask = f"ARK-{self.product}", f"SEV-{self.product}"
+        self.ark = build(ark, ark, self.ark_key.public_key()).sign(
             self.ark_key, hashes.SHA384(), rsa_padding=PSS
         )
-        self.ask = build("SEV-Milan", "ARK-Milan", ask_key.public_key()).sign(
+        self.ask = build(ask, ark, ask_key.public_key()).sign(
             self.ark_key, hashes.SHA384(), rsa_padding=PSS
         )
-        vcek = build("SEV-VCEK", "SEV-Milan", self.vcek_key.public_key())
-        for oid, index in (("1", 0), ("2", 1), ("3", 6), ("8", 7)):
-            ext = _int_ext(f"1.3.6.1.4.1.3704.1.3.{oid}", TCB[index])
+        vcek = build("SEV-VCEK", ask, self.vcek_key.public_key())
+        for oid, index in LAYOUT[self.product].items():
+            ext = _int_ext(f"1.3.6.1.4.1.3704.1.3.{oid}", self.tcb[index])
             vcek = vcek.add_extension(ext.value, critical=False)
         hwid = ObjectIdentifier("1.3.6.1.4.1.3704.1.4")
-        vcek = vcek.add_extension(x509.UnrecognizedExtension(hwid, self.chip_id), critical=False)
+        chip = self.chip_id[:8] if self.product == "Turin" else self.chip_id
+        vcek = vcek.add_extension(x509.UnrecognizedExtension(hwid, chip), critical=False)
         self.vcek = vcek.sign(ask_key, hashes.SHA384(), rsa_padding=PSS)
 
     @property
     def pins(self) -> dict[str, str]:
-        return {spki_sha256(self.ark): "Milan"}
+        return {spki_sha256(self.ark): self.product}
 
-    def report(self, report_data: bytes, policy: int = 0x30000) -> bytes:
-        """A v2 SNP report over `report_data`, signed like the firmware signs."""
+    def report(self, report_data: bytes, policy: int = 0x30000, version: int = 2) -> bytes:
+        """An SNP report over `report_data`, signed like the firmware signs."""
         body = bytearray(0x2A0)
-        struct.pack_into("<IIQ", body, 0, 2, 0, policy)
+        struct.pack_into("<IIQ", body, 0, version, 0, policy)
         struct.pack_into("<II", body, 0x30, 0, 1)
-        body[0x38:0x40] = TCB
+        body[0x38:0x40] = self.tcb
         body[0x50:0x90] = report_data.ljust(64, b"\0")
         body[0x90:0xC0] = b"\x42" * 48
-        body[0x180:0x188] = TCB
+        body[0x180:0x188] = self.tcb
+        if version >= 3:
+            body[0x188:0x18B] = bytes(CPUID[self.product])
         body[0x1A0:0x1E0] = self.chip_id
         r, s = decode_dss_signature(self.vcek_key.sign(bytes(body), ec.ECDSA(hashes.SHA384())))
         sig = r.to_bytes(72, "little") + s.to_bytes(72, "little")

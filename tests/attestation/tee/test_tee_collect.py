@@ -200,3 +200,36 @@ def test_nvidia_without_the_sdk_names_the_extra(binding: BindingDocument) -> Non
             collect.collect_evidence("nvidia", binding, collected_at="now")
     else:  # pragma: no cover - only on machines with NVIDIA's SDK
         pytest.skip("NVIDIA SDK installed; collection needs a GPU in CC mode")
+
+
+def test_turin_layout_fmc_and_short_hardware_id_are_checked() -> None:
+    # No real Turin report is public; a synthetic chip checks the Turin TCB layout (FMC
+    # first), its 8-byte hardware ID and the CPUID family 0x1A.
+    tcb = bytes([1, 2, 3, 4, 0, 0, 0, 90])  # fmc 1, bootloader 2, tee 3, snp 4, microcode 90
+    turin = FakeAmd(product="Turin", tcb=tcb)
+    certs = [collect.snp_certificates_pem(turin.cert_table())]
+    report = turin.report(bytes(64), version=3)
+    verified = snp.verify_snp(
+        report, certs, policy=Policy.default(), at=NOW, pinned_arks=turin.pins
+    )
+    assert verified.product == "Turin"
+    assert "fmc=1 bootloader=2 tee=3 snp=4 microcode=90" in verified.steps[4]
+    low_fmc = Policy(any_measurement=True, snp_min_tcb={"fmc": 2})
+    with pytest.raises(VerificationError, match="TCB fmc SVN 1 is below the minimum 2"):
+        snp.verify_snp(report, certs, policy=low_fmc, at=NOW, pinned_arks=turin.pins)
+    other_chip = FakeAmd(product="Turin", tcb=tcb, chip_id=bytes(64))
+    other_chip.vcek_key = turin.vcek_key  # same key, different chip: only the ID differs
+    with pytest.raises(VerificationError, match="CHIP_ID differs"):
+        snp.verify_snp(
+            other_chip.report(bytes(64), version=3),
+            certs,
+            policy=Policy.default(),
+            at=NOW,
+            pinned_arks=turin.pins,
+        )
+    milan_cpuid = bytearray(report)
+    milan_cpuid[0x188] = 0x19
+    with pytest.raises(VerificationError, match="is not a Turin part"):
+        snp.verify_snp(
+            bytes(milan_cpuid), certs, policy=Policy.default(), at=NOW, pinned_arks=turin.pins
+        )
