@@ -68,9 +68,10 @@ def flat_metrics(evaluation: Mapping[str, Any]) -> dict[str, float]:
     out: dict[str, float] = {
         "params": float(evaluation["n_params"]),
         "state_size": float(evaluation["state_size"]),
-        "time_ratio": float(evaluation["time_ratio"]),
         "eval_seconds": float(evaluation["eval_seconds"]),
     }
+    if evaluation.get("time_ratio") is not None:
+        out["time_ratio"] = float(evaluation["time_ratio"])
     if evaluation["task"] == "lm":
         out["heldout_loss"] = float(evaluation["mean_loss"])
     else:

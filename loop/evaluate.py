@@ -13,10 +13,12 @@ so loading is fenced (see `_load_program`):
    `operator.getitem`, may not mutate buffers or inputs, and must have the input and
    output shapes the manifest promises.
 
-Then it computes per-test-set loss and accuracy, counts parameters from the graph's
+Then it computes per-test-set loss and accuracy (running each set through the shortest
+forward graph at least as long, right-padded), counts parameters from the graph's
 state dict, measures the recurrent state from the step graph's input shapes, re-checks
 causality on the held-out inputs themselves, compares step-by-step to parallel logits,
-and times the forward graph at the shortest and longest test lengths.
+and times the forward graphs (the per-token time at the longest length over that at the
+shortest when the artifact has graphs of more than one length).
 
 Run the CLI as its own process, ideally with TORCH_FORCE_WEIGHTS_ONLY_LOAD=1 set and the
 sandbox's limits (no network, no secrets), as a second fence:
@@ -35,6 +37,7 @@ import operator
 import re
 import sys
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -136,7 +139,7 @@ class Metrics:
     n_buffer_elements: int  # buffers and constants in the forward graph, not parameters
     state_size: int  # recurrent state elements per sequence, from the step graph's inputs
     seconds_per_token: tuple[tuple[int, float], ...]  # (T, forward seconds per token)
-    time_ratio: float  # per-token time at the longest T over that at the shortest
+    time_ratio: float | None  # per-token time at the longest graph over the shortest's
     checks: tuple[CheckResult, ...]
     failure: FailureClass | None = None
     detail: str = ""
@@ -284,12 +287,11 @@ def _load_artifact(directory: Path, spec: Task) -> _Programs:
     if manifest.vocab_size != spec.vocab_size:
         raise ArtifactError(f"vocab {manifest.vocab_size} != task vocab {spec.vocab_size}")
     lengths = {entry.seq_len: entry for entry in manifest.forward}
-    missing = set(spec.test_lengths()) - set(lengths)
-    if missing:
-        raise ArtifactError(f"no forward graph for test lengths {sorted(missing)}")
+    if not lengths or max(lengths) < max(spec.test_lengths()):
+        raise ArtifactError(f"no forward graph as long as T={max(spec.test_lengths())}")
     batch = manifest.eval_batch
     forward = {}
-    for seq_len in spec.test_lengths():
+    for seq_len in sorted({_graph_length(lengths, t) for t in spec.test_lengths()}):
         tokens = torch.zeros(batch, seq_len, dtype=torch.long)
         program = _load_program(directory / lengths[seq_len].file, (tokens,))
         if _user_input_shapes(program) != [((batch, seq_len), torch.long)]:
@@ -315,6 +317,11 @@ def _load_artifact(directory: Path, spec: Task) -> _Programs:
     return _Programs(forward, step, init_state, batch, manifest.step_batch)
 
 
+def _graph_length(lengths: Mapping[int, object], seq_len: int) -> int:
+    """The shortest exported length that fits a sequence of `seq_len` tokens."""
+    return min(length for length in lengths if length >= seq_len)
+
+
 # ---- measuring ---------------------------------------------------------------------------
 
 
@@ -328,15 +335,19 @@ class _ForwardRunner:
         self.best_seconds: dict[int, float] = {}
 
     def __call__(self, tokens: Tensor) -> Tensor:
-        """Logits for up to eval_batch rows; a short chunk is padded with its own rows."""
+        """Logits for up to eval_batch rows; a short chunk is padded with its own rows, a
+        short sequence with zeros after its end (causal: they cannot reach its logits)."""
         rows, seq_len = tokens.shape
         if rows < self._batch:
             tokens = tokens.repeat(math.ceil(self._batch / rows), 1)[: self._batch]
+        length = _graph_length(self._modules, seq_len)
+        if length > seq_len:
+            tokens = F.pad(tokens, (0, length - seq_len))
         begin = time.perf_counter()
-        logits: Tensor = self._modules[seq_len](tokens)
-        per_token = (time.perf_counter() - begin) / (self._batch * seq_len)
-        self.best_seconds[seq_len] = min(per_token, self.best_seconds.get(seq_len, math.inf))
-        return logits[:rows]
+        logits: Tensor = self._modules[length](tokens)
+        per_token = (time.perf_counter() - begin) / (self._batch * length)
+        self.best_seconds[length] = min(per_token, self.best_seconds.get(length, math.inf))
+        return logits[:rows, :seq_len]
 
 
 def _score_set(run: _ForwardRunner, test_set: TestSet, batch: int) -> tuple[SetMetrics, Tensor]:
@@ -464,7 +475,9 @@ def evaluate(artifact_dir: Path, spec: Task, heldout_seed: int) -> Metrics:
         if not check.passed and failure is None:
             failure, detail = _FAILURE_OF_CHECK[check.name], check.detail
     n_params, n_buffers = _count_tensors(programs.forward[max(programs.forward)])
-    ratio = timings[-1][1] / timings[0][1] if timings[0][1] > 0 else math.inf
+    ratio = None
+    if len(timings) > 1:
+        ratio = timings[-1][1] / timings[0][1] if timings[0][1] > 0 else math.inf
     metrics = Metrics(
         task=spec.kind,
         spec_digest=spec.spec_digest(),

@@ -2,15 +2,21 @@
 
 The sandbox calls this after training. It writes, into one directory:
 
-- `forward_<T>.pt2`: `Backbone.forward` at (eval_batch, T) for every distinct test length;
+- `forward_<T>.pt2`: `Backbone.forward` at (eval_batch, T) for the lengths `graph_lengths`
+  picks: always the longest test length, and a shorter one only where padding its test
+  sets up to the next graph would cost more than another graph does (the evaluator
+  right-pads each test sequence to the shortest graph that fits it: the model is causal,
+  which it re-checks, so padding after a sequence cannot change its logits);
 - `step.pt2`: one recurrent step, `(token_t (B,), *state) -> (logits_t (B, V), *new_state)`
   at (step_batch,);
 - `init_state.pt`: the initial state for step_batch sequences (plain tensors, so the
   evaluator can read it with `torch.load(weights_only=True)`);
 - `manifest.json`: shapes, file names and the sha256 of every file (`loop.evaluate.Manifest`).
 
-Shapes are fixed because candidate mixers may branch on shapes (chunking, padding): one
-graph per length is robust where a dynamic length would need guards the mixer cannot give.
+Shapes are fixed because candidate mixers may branch on shapes (chunking, padding): a
+fixed-length graph is robust where a dynamic length would need guards the mixer cannot
+give. Not one graph per length: exporting, saving and (in the evaluator) loading a graph
+costs about 2.5 s of CPU, as much as a forward pass over ~100k padding tokens.
 """
 
 from __future__ import annotations
@@ -40,6 +46,10 @@ from loop.model import Backbone
 from loop.tasks import Task
 
 logger = logging.getLogger(__name__)
+
+# Padding tokens that cost about as much evaluation time as one more exported graph
+# (export + save + fenced load, ~2.5 s; DeltaNet forward ~18 us/token on one thread).
+PAD_TOKENS_PER_GRAPH = 100_000
 
 
 class ExportError(RuntimeError):
@@ -85,6 +95,22 @@ def _export(module: nn.Module, args: tuple[Tensor, ...], path: Path, what: str) 
     return FileEntry(file=path.name, sha256=_sha256(path))
 
 
+def graph_lengths(spec: Task) -> tuple[int, ...]:
+    """Forward-graph lengths, ascending: the longest test length, plus each shorter length
+    whose test sets would add over PAD_TOKENS_PER_GRAPH padding in the next graph up."""
+    rows: dict[int, int] = {}
+    for test_set in spec.test_sets(0):
+        rows[test_set.batch.seq_len] = rows.get(test_set.batch.seq_len, 0) + len(
+            test_set.batch.tokens
+        )
+    lengths = sorted(rows, reverse=True)
+    chosen = [lengths[0]]
+    for seq_len in lengths[1:]:
+        if rows[seq_len] * (chosen[-1] - seq_len) > PAD_TOKENS_PER_GRAPH:
+            chosen.append(seq_len)
+    return tuple(sorted(chosen))
+
+
 def export_model(
     model: Backbone,
     spec: Task,
@@ -102,7 +128,7 @@ def export_model(
     out_dir.mkdir(parents=True, exist_ok=True)
     model.eval()
     forward: list[ForwardEntry] = []
-    for seq_len in spec.test_lengths():
+    for seq_len in graph_lengths(spec):
         tokens = torch.zeros(eval_batch, seq_len, dtype=torch.long)
         entry = _export(
             model, (tokens,), out_dir / forward_file(seq_len), f"forward at T={seq_len}"

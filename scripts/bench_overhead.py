@@ -61,6 +61,12 @@ def main() -> None:
             total += tot
             train += tr
             print(f"{exp.id:<20} {exp.status:<8} {tot:8.1f} {tr:8.1f} {tot - tr:10.1f}")
+        keys = sorted({k for e in exps for k in json.loads(e.timings_json or "{}")})
+        print("\nmean seconds per experiment, by stage:")
+        for key in keys:
+            vals = [json.loads(e.timings_json or "{}").get(key) for e in exps]
+            got = [v for v in vals if v is not None]
+            print(f"  {key:<28} {sum(got) / len(got):8.2f}  (n={len(got)})")
         node_s = wall - total
         print(f"\nrun wall {wall:.1f} s over {len(exps)} experiments ({args.preset} preset)")
         print(f"training          {train:8.1f} s  {train / wall:6.1%}")

@@ -19,8 +19,9 @@ import torch
 from torch import Tensor, nn
 from torch.export.pt2_archive import PT2ArchiveReader, PT2ArchiveWriter
 
+import loop.export
 from loop.evaluate import ArtifactError, EvalOutput, evaluate, main
-from loop.export import ExportError, export_model
+from loop.export import ExportError, export_model, graph_lengths
 from loop.model import Backbone, BackboneConfig
 from loop.outcome import FailureClass
 from loop.tasks import LMSpec, MQARSpec
@@ -135,7 +136,7 @@ def honest(tmp_path_factory: pytest.TempPathFactory) -> Trained:
 
 def test_exported_graphs_reproduce_the_eager_model(honest: Trained) -> None:
     manifest = json.loads((honest.directory / "manifest.json").read_text())
-    assert [f["seq_len"] for f in manifest["forward"]] == [16, 24, 32]
+    assert [f["seq_len"] for f in manifest["forward"]] == [32]  # shorter sets are padded
     tokens = SPEC.test_sets(0)[2].batch.tokens[:EVAL_BATCH]
     program = torch.export.load(honest.directory / "forward_32.pt2")
     with torch.no_grad():
@@ -160,7 +161,27 @@ def test_evaluator_scores_like_eager_evaluation_on_held_out_sets(honest: Trained
     assert metrics.n_params == sum(p.numel() for p in honest.model.parameters())
     # per sequence and layer: conv state 16 x 2, running sum 16, count 1
     assert metrics.state_size == 2 * (16 * 2 + 16 + 1)
-    assert [t for t, _ in metrics.seconds_per_token] == [16, 32] and metrics.time_ratio > 0
+    # one forward graph, so no per-length cost ratio (the screen measures cost scaling)
+    assert [t for t, _ in metrics.seconds_per_token] == [32] and metrics.time_ratio is None
+
+
+def test_shorter_graphs_are_exported_only_where_padding_would_cost_more() -> None:
+    assert graph_lengths(SPEC) == (32,)  # 24 rows x 16 padding tokens: cheap
+    assert graph_lengths(MQARSpec()) == (128, 256)  # 1,000 rows of 128 padded by 128: not
+
+
+def test_evaluator_uses_the_shortest_graph_that_fits_each_set(
+    honest: Trained, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(loop.export, "PAD_TOKENS_PER_GRAPH", 0)  # a graph per length
+    export_model(honest.model, SPEC, tmp_path, eval_batch=EVAL_BATCH, step_batch=STEP_BATCH)
+    per_length = evaluate(tmp_path, SPEC, heldout_seed=99)
+    padded = evaluate(honest.directory, SPEC, heldout_seed=99)
+    assert [t for t, _ in per_length.seconds_per_token] == [16, 32]
+    assert per_length.time_ratio is not None and per_length.time_ratio > 0
+    for own, shared in zip(per_length.sets, padded.sets, strict=True):
+        assert own.accuracy == pytest.approx(shared.accuracy, abs=1e-9)
+        assert own.loss == pytest.approx(shared.loss, rel=1e-5)
 
 
 def test_evaluator_reports_held_out_loss_for_the_language_model_task(tmp_path: Path) -> None:
@@ -235,7 +256,7 @@ def test_evaluator_refuses_archives_that_would_unpickle(
     honest: Trained, tmp_path: Path, attack: str
 ) -> None:
     directory = _copy_artifact(honest.directory, tmp_path / "copy")
-    path = directory / "forward_16.pt2"
+    path = directory / "forward_32.pt2"
     reader = PT2ArchiveReader(str(path))
     buffer = io.BytesIO()
     with PT2ArchiveWriter(buffer) as writer:
