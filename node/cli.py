@@ -294,7 +294,9 @@ def cmd_attest(args: argparse.Namespace) -> int:
         if policy.any_measurement:
             print("  note: no measurement allow-list ([attestation] measurements or --policy)")
         try:
-            verdict = verify_file(data, policy=policy, at=at, certificates=certs)
+            verdict = verify_file(
+                data, policy=policy, at=at, certificates=certs, log_public_key=args.log_key
+            )
         except VerificationError as exc:
             for step in exc.passed:
                 print(f"  ok    {step}")
@@ -374,6 +376,7 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument(
         "--certs", type=Path, nargs="*", help="certificates raw evidence lacks (PEM/DER)"
     )
+    a.add_argument("--log-key", help="require the binding document to name this node log key")
     p.set_defaults(func=cmd_attest)
     return parser
 

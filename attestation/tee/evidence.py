@@ -133,14 +133,25 @@ def verify_bundle(
     at: datetime,
     extra_certificates: Sequence[bytes] = (),
     pinned_arks: Mapping[str, str] = snp.PINNED_ARKS,
+    log_public_key: str | None = None,
 ) -> Verdict:
     """Verify every report of a bundle against the pinned roots, the policy and its binding.
+
+    `log_public_key`: the key of the node being audited; the binding document must name
+    it, or the evidence (however valid) vouches for some other node.
 
     SEV-SNP and TDX reports must carry REPORT_DATA = SHA-256(document) || 0^32, GPU reports
     the nonce SHA-256(document). `extra_certificates` supply what the bundle lacks (an SNP
     chain fetched from AMD KDS when the host provided no certificate table).
     """
-    steps = [f"bundle.1 binding document: well formed, nonce {bundle.binding.nonce[:16]}…"]
+    if log_public_key is not None and bundle.binding.log_public_key != log_public_key.lower():
+        raise VerificationError(
+            "bundle.1 binding document",
+            f"names log key {bundle.binding.log_public_key[:16]}…, not the node's "
+            f"{log_public_key[:16]}…",
+        )
+    named = ", names the node's log key" if log_public_key is not None else ""
+    steps = [f"bundle.1 binding document: well formed{named}, nonce {bundle.binding.nonce[:16]}…"]
     if bundle.provider == "none":
         steps.append("bundle.2 provider: none (no TEE): this node is UNATTESTED")
         return Verdict("bundle/none", tuple(steps), attested=False, binding=bundle.binding)
@@ -229,6 +240,7 @@ def verify_file(
     policy: Policy,
     at: datetime,
     certificates: Sequence[bytes] = (),
+    log_public_key: str | None = None,
 ) -> Verdict:
     """Verify an evidence file of any known kind; raises VerificationError naming the step.
 
@@ -236,12 +248,23 @@ def verify_file(
     skipped; only a bundle ties evidence to a node's keys.
     """
     kind = detect(data)
+    if log_public_key is not None and kind != "bundle":
+        raise VerificationError(
+            "bundle.1 binding document",
+            "raw evidence names no node key: verify the node's evidence bundle instead",
+        )
     if kind == "bundle":
         try:
             bundle = EvidenceBundle.from_json(json.loads(data))
         except (ValueError, BindingError) as exc:
             raise VerificationError("bundle.1 binding document", str(exc)) from None
-        return verify_bundle(bundle, policy=policy, at=at, extra_certificates=certificates)
+        return verify_bundle(
+            bundle,
+            policy=policy,
+            at=at,
+            extra_certificates=certificates,
+            log_public_key=log_public_key,
+        )
     if kind == "snp":
         if not certificates:
             raise VerificationError(

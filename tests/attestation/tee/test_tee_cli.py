@@ -143,3 +143,19 @@ def test_help_describes_the_attest_commands(
         main([*argv, "--help"])
     assert exc.value.code == 0
     assert capsys.readouterr().out.startswith("usage: asi-node attest")
+
+
+def test_verify_checks_the_named_node_key(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    home = str(tmp_path / "home")
+    out_file = tmp_path / "evidence.json"
+    assert run(capsys, "--home", home, "attest", "collect", *KEYS, "--out", str(out_file))[0] == 0
+    code, out, _ = run(
+        capsys, "--home", home, "attest", "verify", str(out_file), "--log-key", "cd" * 32
+    )
+    assert code == 1 and "FAIL  bundle.1 binding document: names log key abababab" in out
+    code, out, _ = run(
+        capsys, "--home", home, "attest", "verify", str(out_file), "--log-key", "ab" * 32
+    )
+    assert code == 3

@@ -233,3 +233,20 @@ def test_turin_layout_fmc_and_short_hardware_id_are_checked() -> None:
         snp.verify_snp(
             bytes(milan_cpuid), certs, policy=Policy.default(), at=NOW, pinned_arks=turin.pins
         )
+
+
+def test_bundle_for_another_node_key_is_rejected(
+    kernel: FakeTsmKernel, amd: FakeAmd, binding: BindingDocument
+) -> None:
+    bundle = collect.collect_evidence(
+        "sev-snp", binding, collected_at="now", tsm_root=kernel.root, fs=kernel
+    )
+    verdict = verify_bundle(
+        bundle, policy=Policy.default(), at=NOW, pinned_arks=amd.pins, log_public_key="ab" * 32
+    )
+    assert "names the node's log key" in verdict.steps[0]
+    with pytest.raises(VerificationError, match="not the node's") as info:
+        verify_bundle(
+            bundle, policy=Policy.default(), at=NOW, pinned_arks=amd.pins, log_public_key="ef" * 32
+        )
+    assert info.value.step == "bundle.1 binding document"
