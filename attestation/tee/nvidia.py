@@ -6,10 +6,11 @@ caller's 32-byte nonce, slot) followed by the MEASUREMENTS response (version 0x1
 opaque data, and a 96-byte ECDSA P-384 signature, r || s, over request || response up to
 the signature). The signing key is the leaf of a 5-certificate chain (GSP FMC -> GSP
 BROM -> GH100 Provisioner ICA -> GH100 Identity -> NVIDIA Device Identity CA), and the
-root is pinned. The request nonce is the only caller-chosen field, so the node binds its
-keys there: nonce = SHA-256(binding document). Golden measurements (NVIDIA's RIMs) are
-not checked here; the policy's allow-list holds SHA-384 digests of whole measurement
-records instead.
+root is pinned. The FWID in the report's opaque data must be one that the leaf
+certificate's TCG DICE TcbInfo extension names. The request nonce is the only
+caller-chosen field, so the node binds its keys there: nonce = SHA-256(binding document).
+Golden measurements (NVIDIA's RIMs) are not checked here; the policy's allow-list holds
+SHA-384 digests of whole measurement records instead.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import struct
 from dataclasses import dataclass
 from datetime import datetime
 
+from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 
@@ -41,6 +43,11 @@ SPDM_VERSION = 0x11
 # NVIDIA Device Identity CA, SHA-256 of the DER certificate.
 NVIDIA_ROOT_SHA256 = "102bf659d5419614c9d8e6aecebc80454eb26b1df6a769ac720b9a690b167b48"
 _DRIVER_VERSION_TYPE = 3
+_FWID_TYPE = 20
+# In the leaf's TCG DICE TcbInfo extension each FWID is SEQUENCE { hashAlg, OCTET STRING };
+# H100 FWIDs are SHA-384: the OID 2.16.840.1.101.3.4.2.2, then a 48-byte OCTET STRING.
+_TCB_INFO_OID = "2.23.133.5.4.1"
+_SHA384_FWID_PREFIX = bytes.fromhex("0609608648016503040202" + "0430")
 
 
 class NvidiaFormatError(ValueError):
@@ -64,19 +71,20 @@ class SpdmReport:
         """SHA-384 of the measurement record: what the policy's allow-list holds for GPUs."""
         return hashlib.sha384(self.record).hexdigest()
 
-    @property
-    def driver_version(self) -> str | None:
+    def opaque_field(self, kind: int) -> bytes | None:
+        """The value of one type-length-value field of NVIDIA's opaque data."""
         offset = 0
         while offset + 4 <= len(self.opaque):
-            kind, size = struct.unpack_from("<HH", self.opaque, offset)
-            if kind == _DRIVER_VERSION_TYPE:
-                return (
-                    self.opaque[offset + 4 : offset + 4 + size]
-                    .rstrip(b"\0")
-                    .decode("ascii", "replace")
-                )
+            field_kind, size = struct.unpack_from("<HH", self.opaque, offset)
+            if field_kind == kind:
+                return self.opaque[offset + 4 : offset + 4 + size]
             offset += 4 + size
         return None
+
+    @property
+    def driver_version(self) -> str | None:
+        raw = self.opaque_field(_DRIVER_VERSION_TYPE)
+        return None if raw is None else raw.rstrip(b"\0").decode("ascii", "replace")
 
 
 def parse_report(data: bytes) -> SpdmReport:
@@ -193,8 +201,17 @@ def verify_gpu(
     ):
         check.fail(step, f"signature does not verify with {common_name(certs[0])!r}")
     check.ok(step, "ECDSA P-384 over request and response")
-    # 6. The request nonce is the one the caller chose (the binding document's hash).
-    step = "gpu.6 nonce"
+    # 6. The firmware the report names is the firmware the leaf certificate was made for.
+    step = "gpu.6 firmware ID"
+    fwid = report.opaque_field(_FWID_TYPE)
+    cert_fwids = _leaf_fwids(certs[0])
+    if fwid is None or len(fwid) != 48:
+        check.fail(step, "the report's opaque data holds no 48-byte FWID")
+    if fwid not in cert_fwids:
+        check.fail(step, f"FWID {fwid.hex()[:16]}… is not in {common_name(certs[0])!r}")
+    check.ok(step, f"FWID {fwid.hex()[:16]}… matches the leaf certificate")
+    # 7. The request nonce is the one the caller chose (the binding document's hash).
+    step = "gpu.7 nonce"
     if nonce is None:
         check.ok(step, "no nonce given: the report is not tied to a node key")
     elif report.nonce != nonce:
@@ -204,10 +221,25 @@ def verify_gpu(
         )
     else:
         check.ok(step, "request nonce matches")
-    # 7. Policy: the measurement record is allowed (debug and TCB do not apply to GPUs here).
-    step = "gpu.7 policy"
+    # 8. Policy: the measurement record is allowed (debug and TCB do not apply to GPUs here).
+    step = "gpu.8 policy"
     problem = policy.measurement_error(report.measurement_digest)
     if problem:
         check.fail(step, problem)
     check.ok(step, policy.describe())
     return VerifiedGpu(report, check.passed)
+
+
+def _leaf_fwids(cert: x509.Certificate) -> list[bytes]:
+    for ext in cert.extensions:
+        if ext.oid.dotted_string == _TCB_INFO_OID and isinstance(
+            ext.value, x509.UnrecognizedExtension
+        ):
+            raw = ext.value.value
+            found, start = [], raw.find(_SHA384_FWID_PREFIX)
+            while start >= 0:
+                begin = start + len(_SHA384_FWID_PREFIX)
+                found.append(raw[begin : begin + 48])
+                start = raw.find(_SHA384_FWID_PREFIX, begin)
+            return found
+    return []

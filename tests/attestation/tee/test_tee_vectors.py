@@ -56,7 +56,7 @@ def test_every_pass_vector_verifies_through_all_steps(vector: Vector) -> None:
     steps = vector.verify()
     numbers = [s.split(" ", 1)[0] for s in steps]
     assert numbers == [f"{vector.kind}.{i}" for i in range(1, len(steps) + 1)]
-    assert len(steps) == {"snp": 8, "tdx": 9, "gpu": 7}[vector.kind]
+    assert len(steps) == {"snp": 8, "tdx": 9, "gpu": 8}[vector.kind]
 
 
 @pytest.mark.parametrize("vector", VECTORS, ids=IDS)
@@ -277,7 +277,7 @@ def test_gpu_nonce_that_does_not_match_is_rejected() -> None:
     assert v.nonce is not None
     with pytest.raises(VerificationError) as info:
         with_vector(v, nonce=bytes(32)).verify()
-    assert info.value.step == "gpu.6 nonce"
+    assert info.value.step == "gpu.7 nonce"
 
 
 def test_report_data_that_does_not_match_the_binding_is_rejected() -> None:
@@ -342,3 +342,14 @@ def test_unsupported_versions_are_named() -> None:
     quote[0] = 6
     with pytest.raises(VerificationError, match="quote version 6 is not supported"):
         t.verify(bytes(quote))
+
+
+def test_gpu_report_must_name_the_leaf_certificates_firmware() -> None:
+    from attestation.tee import nvidia
+
+    v = BY_NAME["nvidia-trustee-coco"]
+    other = BY_NAME["nvidia-nvtrust-hopper"]
+    # Both leaves chain to the pinned root; only the FWID ties a leaf to this report.
+    fwid = nvidia.parse_report(v.evidence).opaque_field(20)
+    assert fwid is not None and fwid not in nvidia._leaf_fwids(load_certificates(other.certs[0])[0])
+    assert fwid in nvidia._leaf_fwids(load_certificates(v.certs[0])[0])
