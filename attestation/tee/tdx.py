@@ -9,7 +9,9 @@ report (384 bytes), the PCK's signature over it, the QE authentication data and 
 PCK certificate chain (certification data type 5, PEM). The QE report's REPORT_DATA
 must be SHA-256(attestation key || QE auth data) || 32 zero bytes. Bytes after the quote
 (zero padding, or the test text some samples carry) are counted, not interpreted.
-TCB info, QE identity and revocation lists from Intel PCS are not checked here.
+The QE must be Intel's TD quoting enclave (its MRSIGNER and product ID) and not debug;
+TCB info, the QE identity's TCB levels and revocation lists from Intel PCS are not
+checked here.
 """
 
 from __future__ import annotations
@@ -45,6 +47,13 @@ TD_ATTRIBUTES_DEBUG = 1
 _PEM_CHAIN = re.compile(
     rb"(-----BEGIN CERTIFICATE-----\n[A-Za-z0-9+/=\n]+-----END CERTIFICATE-----\n)+"
 )
+# Intel's quoting-enclave signer (MRSIGNER of the QE identity Intel PCS publishes), the
+# TD QE's product ID, and the DEBUG bit of SGX enclave attributes.
+INTEL_QE_MRSIGNER = bytes.fromhex(
+    "dc9e2a7c6f948f17474e34a7fc43ed030f7c1563f1babddf6340c82e0e54a8c5"
+)
+TD_QE_ISV_PROD_ID = 2
+SGX_ATTRIBUTES_DEBUG = 0x02
 # Intel SGX Root CA, SHA-256 of the DER certificate.
 INTEL_ROOT_SHA256 = "44a0196b2b99f889b8e149e95b807a350e7424964399e885a7cbb8ccfab674d3"
 
@@ -244,28 +253,39 @@ def verify_tdx(
     if not _sig_ok(pck_key, quote.qe_report_signature, quote.qe_report):
         check.fail(step, "QE report signature does not verify with the PCK key")
     check.ok(step, "signed by the PCK")
-    # 6. The QE report vouches for the attestation key.
-    step = "tdx.6 QE report data"
+    # 6. The QE is Intel's TD quoting enclave, not in debug mode.
+    step = "tdx.6 QE identity"
+    isv_prod_id = int.from_bytes(quote.qe_report[256:258], "little")
+    if quote.qe_report[128:160] != INTEL_QE_MRSIGNER:
+        check.fail(step, f"QE MRSIGNER {quote.qe_report[128:160].hex()[:16]}… is not Intel's")
+    if isv_prod_id != TD_QE_ISV_PROD_ID:
+        check.fail(step, f"QE product ID {isv_prod_id} is not the TD quoting enclave (2)")
+    if quote.qe_report[48] & SGX_ATTRIBUTES_DEBUG:
+        check.fail(step, "the quoting enclave runs in debug mode")
+    isv_svn = int.from_bytes(quote.qe_report[258:260], "little")
+    check.ok(step, f"Intel TD QE, ISVSVN {isv_svn}")
+    # 7. The QE report vouches for the attestation key.
+    step = "tdx.7 QE report data"
     expected = hashlib.sha256(quote.attestation_key + quote.qe_auth_data).digest() + bytes(32)
     if quote.qe_report[320:384] != expected:
         check.fail(step, "QE REPORT_DATA is not SHA-256(attestation key || QE auth data) || 0^32")
     check.ok(step, "binds the attestation key")
-    # 7. The attestation key signed the header and TD report.
-    step = "tdx.7 quote signature"
+    # 8. The attestation key signed the header and TD report.
+    step = "tdx.8 quote signature"
     att_key = _p256_key(quote.attestation_key)
     if att_key is None or not _sig_ok(att_key, quote.signature, quote.signed):
         check.fail(step, "quote signature does not verify with the attestation key")
     check.ok(step, f"ECDSA P-256 over {len(quote.signed)} bytes of header and TD report")
-    # 8. REPORTDATA matches the binding document.
-    step = "tdx.8 binding"
+    # 9. REPORTDATA matches the binding document.
+    step = "tdx.9 binding"
     if report_data is None:
         check.ok(step, "no binding document given: the quote is not tied to a node key")
     elif quote.report_data != report_data:
         check.fail(step, "REPORTDATA does not match the binding document (SHA-256 || 0^32)")
     else:
         check.ok(step, "REPORTDATA = SHA-256(binding document) || 0^32")
-    # 9. Policy: debug, TEE TCB minimums, MRTD allow-list.
-    step = "tdx.9 policy"
+    # 10. Policy: debug, TEE TCB minimums, MRTD allow-list.
+    step = "tdx.10 policy"
     if quote.debug and not policy.allow_debug:
         check.fail(step, "TD attributes allow debugging; the policy forbids it")
     for index, minimum in enumerate(policy.tdx_min_tee_tcb_svn[:TDX_TCB_SVN_LEN]):

@@ -38,7 +38,7 @@ def test_verify_reports_every_step_and_exit_code(
     )
     assert code == 0
     assert [line.split()[1] for line in out.splitlines() if line.startswith("  ok")] == [
-        f"tdx.{i}" for i in range(1, 10)
+        f"tdx.{i}" for i in range(1, 11)
     ]
     assert out.strip().endswith("result: VERIFIED tdx")
 
@@ -73,7 +73,7 @@ def test_policy_file_is_applied_and_an_empty_one_refused(
     policy.write_text("allow_debug = true\nany_measurement = true\n")
     debug_quote = vec("tdx/trustee/tdx_quote_4.dat")
     code, out, _ = run(capsys, "--home", home, "attest", "verify", debug_quote)
-    assert code == 1 and "FAIL  tdx.9 policy: TD attributes allow debugging" in out
+    assert code == 1 and "FAIL  tdx.10 policy: TD attributes allow debugging" in out
     code, out, _ = run(
         capsys, "--home", home, "attest", "verify", debug_quote, "--policy", str(policy)
     )

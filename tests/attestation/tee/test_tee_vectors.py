@@ -30,7 +30,7 @@ BY_NAME = {v.name: v for v in VECTORS}
 IDS = [v.name for v in VECTORS]
 SIGNATURE_STEP = {
     "snp": "snp.6 report signature",
-    "tdx": "tdx.7 quote signature",
+    "tdx": "tdx.8 quote signature",
     "gpu": "gpu.5 report signature",
 }
 PARSE_STEP = {"snp": "snp.1 parse report", "tdx": "tdx.1 parse quote", "gpu": "gpu.1 parse report"}
@@ -56,7 +56,7 @@ def test_every_pass_vector_verifies_through_all_steps(vector: Vector) -> None:
     steps = vector.verify()
     numbers = [s.split(" ", 1)[0] for s in steps]
     assert numbers == [f"{vector.kind}.{i}" for i in range(1, len(steps) + 1)]
-    assert len(steps) == {"snp": 8, "tdx": 9, "gpu": 8}[vector.kind]
+    assert len(steps) == {"snp": 8, "tdx": 10, "gpu": 8}[vector.kind]
 
 
 @pytest.mark.parametrize("vector", VECTORS, ids=IDS)
@@ -169,7 +169,7 @@ def test_debug_tdx_quote_is_rejected_by_the_default_policy() -> None:
     v = BY_NAME["tdx-trustee-v4-debug"]
     with pytest.raises(VerificationError) as info:
         tdx.verify_tdx(v.evidence, policy=Policy.default(), at=NOW)
-    assert info.value.step == "tdx.9 policy"
+    assert info.value.step == "tdx.10 policy"
 
 
 def test_expired_vlek_is_rejected_today_and_accepted_before_it_expired() -> None:
@@ -288,7 +288,7 @@ def test_report_data_that_does_not_match_the_binding_is_rejected() -> None:
     t = BY_NAME["tdx-trustee-v5"]
     with pytest.raises(VerificationError) as info:
         tdx.verify_tdx(t.evidence, policy=t.policy(), at=NOW, report_data=bytes(64))
-    assert info.value.step == "tdx.8 binding"
+    assert info.value.step == "tdx.9 binding"
     matching = tdx.parse_quote(t.evidence).report_data
     tdx.verify_tdx(t.evidence, policy=t.policy(), at=NOW, report_data=matching)
 
