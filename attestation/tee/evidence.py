@@ -241,6 +241,7 @@ def verify_file(
     at: datetime,
     certificates: Sequence[bytes] = (),
     log_public_key: str | None = None,
+    pinned_arks: Mapping[str, str] = snp.PINNED_ARKS,
 ) -> Verdict:
     """Verify an evidence file of any known kind; raises VerificationError naming the step.
 
@@ -264,6 +265,7 @@ def verify_file(
             at=at,
             extra_certificates=certificates,
             log_public_key=log_public_key,
+            pinned_arks=pinned_arks,
         )
     if kind == "snp":
         if not certificates:
