@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict
+from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from node import leaderboard
+from node.attestation_api import attestation_router
 from node.errors import AsiNodeError, CorruptStoreError, NotFoundError, StoreError
 from node.store import CampaignRow, ExperimentRow, Store
 
@@ -37,9 +39,12 @@ def _experiment(row: ExperimentRow, code: str | None = None) -> dict[str, Any]:
     return data
 
 
-def create_app(store: Store) -> FastAPI:
-    """The app over one store; the caller owns the store's lifetime."""
+def create_app(store: Store, *, attestation_evidence: Path | None = None) -> FastAPI:
+    """The app over one store; the caller owns the store's lifetime. With
+    `attestation_evidence`, the node's evidence bundle is published at /attestation."""
     app = FastAPI(title="asi-node", version="0.1.0", summary="Read-only view of a research node")
+    if attestation_evidence is not None:
+        app.include_router(attestation_router(attestation_evidence))
 
     @app.exception_handler(AsiNodeError)
     async def domain_error(_: Request, exc: AsiNodeError) -> JSONResponse:

@@ -210,12 +210,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from node.api import create_app
+    from node.attestation_api import evidence_path
     from node.runtime import open_node
 
     node = open_node(args.home)
     host = args.host or node.settings.api.host
     port = args.port or node.settings.api.port
-    uvicorn.run(create_app(node.store), host=host, port=port, log_level="warning")
+    app = create_app(node.store, attestation_evidence=evidence_path(node.settings))
+    uvicorn.run(app, host=host, port=port, log_level="warning")
     return 0
 
 
@@ -252,6 +254,7 @@ def cmd_attest(args: argparse.Namespace) -> int:
     from attestation.tee.collect import collect_evidence
     from attestation.tee.errors import TeeError, VerificationError
     from attestation.tee.evidence import verify_file
+    from node.attestation_api import evidence_path
     from node.settings import load_settings
 
     settings = load_settings(args.home)
@@ -274,7 +277,7 @@ def cmd_attest(args: argparse.Namespace) -> int:
                 sev_device=Path(section.sev_guest_device),
                 gpus=args.gpus or section.gpus,
             )
-            out = args.out or settings.home / "attestation" / "evidence.json"
+            out = args.out or evidence_path(settings)
             out.parent.mkdir(parents=True, exist_ok=True)
             out.write_text(json.dumps(bundle.to_json(), indent=2) + "\n", encoding="utf-8")
             if provider == "none":

@@ -159,3 +159,24 @@ def test_verify_checks_the_named_node_key(
         capsys, "--home", home, "attest", "verify", str(out_file), "--log-key", "ab" * 32
     )
     assert code == 3
+
+
+def test_api_publishes_the_collected_bundle(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from fastapi.testclient import TestClient
+
+    from node.api import create_app
+    from node.attestation_api import evidence_path
+    from node.runtime import open_node
+
+    home = tmp_path / "home"
+    assert main(["--home", str(home), "init"]) == 0
+    node = open_node(home)
+    client = TestClient(create_app(node.store, attestation_evidence=evidence_path(node.settings)))
+    assert client.get("/attestation/evidence").status_code == 404
+    assert run(capsys, "--home", str(home), "attest", "collect", *KEYS)[0] == 0
+    body = client.get("/attestation/evidence").json()
+    assert body["provider"] == "none" and body["binding"]["log_public_key"] == "ab" * 32
+    evidence_path(node.settings).write_text("[1]")
+    assert client.get("/attestation/evidence").status_code == 500
