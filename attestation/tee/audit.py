@@ -62,8 +62,6 @@ def assess(
         )
     except VerificationError as exc:
         return AttestationFinding("rejected", f"step {exc.step}: {exc.reason}", exc.passed)
-    if verdict.kind == "bundle" or not verdict.kind.startswith("bundle/"):
-        return AttestationFinding("rejected", "only an evidence bundle binds a node key")
     if not verdict.attested:
         return AttestationFinding(
             "unattested", "the node runs without a TEE (provider none)", verdict.steps
