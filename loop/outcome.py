@@ -26,6 +26,8 @@ class FailureClass(enum.StrEnum):
     BAD_OUTPUT = "bad_output"  # the sandbox returned no valid result
     CRASH = "crash"  # any other error inside the sandbox
     INTERRUPTED = "interrupted"  # stopped from outside (pause, shutdown); runs again
+    LLM_RESPONSE = "llm_response"  # the LLM's reply held no usable code (or the call failed)
+    DUPLICATE = "duplicate"  # the LLM kept proposing what the archive already holds
 
 
 @dataclass(frozen=True)

@@ -31,7 +31,7 @@ def _campaign(row: CampaignRow) -> dict[str, Any]:
 
 def _experiment(row: ExperimentRow, code: str | None = None) -> dict[str, Any]:
     data = asdict(row)
-    for key in ("screen", "train", "metrics", "timings"):
+    for key in ("screen", "train", "metrics", "timings", "llm"):
         raw = data.pop(f"{key}_json", None)
         data[key] = json.loads(raw) if raw else None
     if code is not None:

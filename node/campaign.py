@@ -24,6 +24,10 @@ class Budget(BaseModel):
     max_rerun_candidates: int | None = Field(
         default=None, ge=0, description="candidates that may earn re-runs; None: all"
     )
+    # LLM budget (researcher = "llm"): when one is spent the campaign pauses.
+    max_llm_calls: int | None = Field(default=None, ge=0)
+    max_llm_tokens: int | None = Field(default=None, ge=0)
+    max_llm_cost_usd: float | None = Field(default=None, ge=0)
 
 
 class CampaignConfig(BaseModel):
@@ -39,7 +43,9 @@ class CampaignConfig(BaseModel):
     seed: int = 0
     rerun_seeds: tuple[int, ...] = (1, 2)
     promote_margin: float = 0.01  # re-runs only above seed noise (about a point on MQAR)
-    researcher: Literal["offline"] = "offline"
+    researcher: Literal["offline", "llm"] = "offline"
+    # "fitness-v1+judge" adds the LLM Analyst's judge score (llm campaigns only).
+    fitness: Literal["fitness-v1", "fitness-v1+judge"] = "fitness-v1"
     researcher_seed: int = 0
     budget: Budget = Budget()
 
@@ -52,6 +58,8 @@ class CampaignConfig(BaseModel):
             raise ValueError(f"reference {self.reference!r} must be one of the baselines")
         if self.seed in self.rerun_seeds:
             raise ValueError("rerun_seeds must differ from seed")
+        if self.fitness != "fitness-v1" and self.researcher != "llm":
+            raise ValueError(f"fitness {self.fitness!r} needs researcher = 'llm'")
         return self
 
     def canonical_json(self) -> str:
@@ -84,12 +92,20 @@ def load_config(path: Path) -> CampaignConfig:
     return parse_config(data, str(path))
 
 
-def demo_config() -> CampaignConfig:
+def demo_config(researcher: Literal["offline", "llm"] = "offline") -> CampaignConfig:
     """The demo: the quick preset, two baselines and eight generated candidates, without
     promotion re-runs so that it fits about ten minutes on two cores; `campaign run` on
-    a config of your own re-runs and promotes."""
+    a config of your own re-runs and promotes. With the llm researcher, a budget of 200
+    calls and two million tokens."""
+    llm = researcher == "llm"
     return CampaignConfig(
         preset="quick",
         baselines=("deltanet", "linear"),
-        budget=Budget(max_candidates=8, max_rerun_candidates=0),
+        researcher=researcher,
+        budget=Budget(
+            max_candidates=8,
+            max_rerun_candidates=0,
+            max_llm_calls=200 if llm else None,
+            max_llm_tokens=2_000_000 if llm else None,
+        ),
     )

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 # Commands import the loop (and so torch) only when they run: `init` and `--help` stay quick.
 
 DEMO_NAME = "demo"
+DEMO_LLM_NAME = "demo-llm"
 
 
 def _print_event(kind: str, data: dict[str, Any]) -> None:
@@ -69,9 +70,16 @@ def _print_event(kind: str, data: dict[str, Any]) -> None:
         print(f"  [{data['seq']:>3}] interrupted {data['candidate']}: queued again", flush=True)
     elif kind == "no_proposal":
         print(f"  researcher: {data['reason']}", flush=True)
+    elif kind == "duplicate":
+        print(f"  researcher: {data['sent_back']} near-duplicate(s) sent back", flush=True)
+    elif kind == "repaired":
+        print(
+            f"  engineer: repaired as {data['candidate']} in {data['rounds']} round(s)",
+            flush=True,
+        )
 
 
-def _run_campaign(node: Node, campaign_ref: str) -> int:
+def _run_campaign(node: Node, campaign_ref: str, llm: Any = None) -> int:
     """Run until done or Ctrl-C; a second Ctrl-C is not needed: in-flight work is killed."""
     stop = threading.Event()
 
@@ -84,7 +92,7 @@ def _run_campaign(node: Node, campaign_ref: str) -> int:
     old_int = signal.signal(signal.SIGINT, on_signal)
     old_term = signal.signal(signal.SIGTERM, on_signal)
     try:
-        summary = node.run_campaign(campaign_ref, on_event=_print_event, stop=stop)
+        summary = node.run_campaign(campaign_ref, on_event=_print_event, stop=stop, llm=llm)
     finally:
         signal.signal(signal.SIGINT, old_int)
         signal.signal(signal.SIGTERM, old_term)
@@ -92,9 +100,17 @@ def _run_campaign(node: Node, campaign_ref: str) -> int:
         f"campaign {campaign_ref}: {summary.reason} after {summary.finished} "
         f"experiment(s), {summary.wall_s:.0f}s"
     )
+    if summary.reason == "paused":
+        print(f"paused: {summary.detail}")
+    print(_llm_line(node, campaign_ref))
     print()
     print(_board(node, campaign_ref))
     return 0 if summary.reason != "stopped" else 130
+
+
+def _llm_line(node: Node, campaign_ref: str) -> str:
+    camp = node.store.get_campaign(campaign_ref)
+    return "LLM: " + node.store.llm_usage(camp.id).line()
 
 
 def _board(node: Node, campaign_ref: str) -> str:
@@ -118,15 +134,46 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from node.campaign import demo_config
     from node.runtime import open_node
 
+    if args.researcher != "llm" and (args.llm_url or args.model):
+        raise _config_error("--llm-url and --model go with --researcher llm")
     node = open_node(args.home, create=True)
-    existing = [c for c in node.store.list_campaigns() if c.name == DEMO_NAME]
+    llm = None
+    name = DEMO_NAME
+    if args.researcher == "llm":
+        llm = _demo_llm(node, args.llm_url, args.model)
+        name = DEMO_LLM_NAME
+    existing = [c for c in node.store.list_campaigns() if c.name == name]
     if existing:
         camp = existing[0]
         print(f"resuming demo campaign {camp.id} in {node.settings.home}")
     else:
-        camp = node.store.create_campaign(DEMO_NAME, demo_config().model_dump(mode="json"))
+        config = demo_config(args.researcher)
+        camp = node.store.create_campaign(name, config.model_dump(mode="json"))
         print(f"created demo campaign {camp.id} in {node.settings.home}")
-    return _run_campaign(node, camp.id)
+    return _run_campaign(node, camp.id, llm)
+
+
+def _demo_llm(node: Node, url: str | None, model: str | None) -> Any:
+    """The demo's LLM setup, checked against the endpoint before anything runs."""
+    from node.errors import ConfigError
+    from node.llm_loop import LLMSetup, check_endpoints, first_model
+
+    settings = node.settings
+    if url is None and not settings.llm.base_url:
+        raise ConfigError("--researcher llm needs --llm-url URL (or [llm] base_url in config)")
+    if model is None and not settings.llm.model:
+        key = settings.llm.api_key.get_secret_value() if settings.llm.api_key else ""
+        model = first_model(url or settings.llm.base_url, key)
+        if model is None:
+            raise ConfigError(
+                f"{url or settings.llm.base_url} lists no models (or cannot be reached); "
+                "name one with --model"
+            )
+        print(f"using model {model} (the first the endpoint lists; --model to choose)")
+    setup = LLMSetup.from_settings(settings, url, model)
+    for line in check_endpoints(setup):
+        print(f"LLM endpoint ok: {line}")
+    return setup
 
 
 def cmd_campaign(args: argparse.Namespace) -> int:
@@ -158,8 +205,13 @@ def cmd_campaign(args: argparse.Namespace) -> int:
     if args.action == "show":
         camp = node.store.get_campaign(args.campaign)
         print(f"campaign {camp.id} ({camp.name}): {camp.status}")
+        stops = node.store.list_events(camp.id, kind="run_stopped")
+        why = json.loads(stops[-1].payload_json).get("detail") if stops else None
+        if camp.status == "paused" and why:
+            print(f"paused: {why}")
         print(f"config {camp.config_hash}")
         print(json.dumps(json.loads(camp.config_json), indent=2))
+        print(_llm_line(node, camp.id))
         print()
         print(_board(node, camp.id))
         return 0
@@ -197,13 +249,77 @@ def cmd_experiments(args: argparse.Namespace) -> int:
         if raw:
             print(f"{label}:")
             print(json.dumps(json.loads(raw), indent=2))
+    if exp.llm_json:
+        llm = json.loads(exp.llm_json)
+        print(
+            f"llm: {llm['calls']} call(s) ({llm['failed']} failed), "
+            f"{llm['prompt_tokens'] + llm['completion_tokens']} tokens "
+            f"({llm['prompt_tokens']} prompt, {llm['completion_tokens']} completion), "
+            f"{llm['seconds']:.1f}s, ${llm['cost_usd']:.4f}"
+            + (f"; models {', '.join(llm['models'])}" if llm["models"] else "")
+        )
     if exp.fitness is not None:
         print(f"fitness {exp.fitness:+.4f} ({exp.fitness_version})")
     if exp.analysis:
         print(f"analysis: {exp.analysis}")
     print("code:")
     print(node.store.get_code(cand.digest))
+    if args.transcript:
+        _print_transcript(node, exp.campaign_id, exp.id)
     return 0
+
+
+def _print_transcript(node: Node, campaign_id: str, experiment_id: str) -> None:
+    """What the LLM agents were sent and answered for one experiment, as kept locally."""
+    for x in node.store.list_llm_exchanges(campaign_id, experiment_id):
+        print()
+        print(
+            f"--- {x.role} {x.purpose} ({x.model}, {x.status}, {x.prompt_tokens}+"
+            f"{x.completion_tokens} tokens, {x.latency_s:.1f}s)"
+            + (f": {x.error}" if x.error else "")
+        )
+        for message in json.loads(x.prompt):
+            print(f"[{message['role']}]")
+            print(message["content"])
+        print("[reply]")
+        print(x.completion)
+
+
+def cmd_cognition(args: argparse.Namespace) -> int:
+    from loop.cognition import CognitionError, Entry, append_user_entry, entry_from
+    from node.llm_loop import COGNITION_FILE, load_cognition
+    from node.settings import load_settings
+
+    settings = load_settings(args.home)
+    user_file = settings.home / COGNITION_FILE
+    if args.action == "add":
+        fields = ("source", "title", "topic", "insight", "symptoms", "guidance")
+        try:
+            entry = entry_from({f: getattr(args, f) for f in fields}, "the new entry")
+        except CognitionError as exc:
+            raise _config_error(str(exc)) from None
+        if not settings.home.is_dir():
+            raise _config_error(f"{settings.home} is not a node home yet: run `asi-node init`")
+        append_user_entry(user_file, entry)
+        print(f"added {entry.source} to {user_file}")
+        return 0
+    base = load_cognition(user_file)
+    found: list[Entry]
+    if args.action == "list":
+        found = [e for e in base.entries if args.topic is None or e.topic == args.topic]
+        for e in found:
+            print(f"{e.source:<18} {e.topic:<18} {e.title}")
+        print(f"{len(found)} entr{'y' if len(found) == 1 else 'ies'}")
+        return 0
+    for entry, score in base.search_scored(args.query, args.k):
+        print(f"{score:6.2f} {entry.render()}")
+    return 0
+
+
+def _config_error(message: str) -> Exception:
+    from node.errors import ConfigError
+
+    return ConfigError(message)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -331,6 +447,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_init)
 
     p = sub.add_parser("demo", help="run (or resume) the demo campaign on embedded defaults")
+    p.add_argument(
+        "--researcher", choices=["offline", "llm"], default="offline", help="who proposes"
+    )
+    p.add_argument("--llm-url", help="OpenAI-compatible base URL (llm researcher)")
+    p.add_argument("--model", help="model name (default: [llm] model, or the first listed)")
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("campaign", help="create, list, show or run campaigns")
@@ -354,7 +475,26 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--status", choices=["queued", "running", "done", "failed", "interrupted"])
     e = esub.add_parser("show", help="code, screening, metrics of one experiment")
     e.add_argument("experiment", help="experiment id")
+    e.add_argument(
+        "--transcript", action="store_true", help="also print the LLM prompts and replies"
+    )
     p.set_defaults(func=cmd_experiments)
+
+    p = sub.add_parser("cognition", help="list, search or extend the cognition base")
+    gsub = p.add_subparsers(dest="action", required=True)
+    g = gsub.add_parser("list", help="the entries (shipped and your own)")
+    g.add_argument("--topic", help="only entries of this topic")
+    g = gsub.add_parser("search", help="entries matching a query (BM25)")
+    g.add_argument("query")
+    g.add_argument("-k", type=int, default=5, help="how many (default 5)")
+    g = gsub.add_parser("add", help="add an entry to <home>/cognition.jsonl")
+    g.add_argument("--source", required=True, help="e.g. arXiv:2406.06484")
+    g.add_argument("--title", required=True)
+    g.add_argument("--topic", required=True, help="e.g. gating, delta rule, routing")
+    g.add_argument("--insight", required=True, help="the design idea")
+    g.add_argument("--symptoms", required=True, help="what it addresses, in metric words")
+    g.add_argument("--guidance", required=True, help="how to build it as a Mixer")
+    p.set_defaults(func=cmd_cognition)
 
     p = sub.add_parser("serve", help="serve the read-only HTTP API")
     p.add_argument("--host")

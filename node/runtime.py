@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import secrets
 import threading
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from loop.engineer import Engineer
 from loop.sandbox import Limits
@@ -13,6 +15,9 @@ from node.errors import ConfigError
 from node.scheduler import CampaignRunner, EventSink, RunSummary
 from node.settings import Settings, init_home, load_settings
 from node.store import Store
+
+if TYPE_CHECKING:
+    from node.llm_loop import LLMSetup
 
 HELDOUT_KEY = "heldout.key"
 
@@ -54,8 +59,14 @@ class Node:
         campaign_ref: str,
         on_event: EventSink | None = None,
         stop: threading.Event | None = None,
+        llm: LLMSetup | None = None,
     ) -> RunSummary:
+        """Run a campaign; an llm campaign uses `llm`, or the [llm] settings."""
         campaign = self.store.get_campaign(campaign_ref)
+        if llm is None and json.loads(campaign.config_json).get("researcher") == "llm":
+            from node.llm_loop import LLMSetup
+
+            llm = LLMSetup.from_settings(self.settings)
         runner = CampaignRunner(
             self.store,
             campaign,
@@ -65,6 +76,7 @@ class Node:
             node_secret=self.heldout_secret(),
             on_event=on_event,
             stop=stop,
+            llm=llm,
         )
         return runner.run()
 

@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from loop.analyst import Scores, analyse, fitness, needs_reruns
 from loop.archive import (
@@ -35,6 +35,9 @@ from node.campaign import CampaignConfig
 from node.store import CampaignRow, CandidateRow, ExperimentRow, Store
 from node.tasks import build_backbone, build_screen, build_task, build_train, heldout_seed
 
+if TYPE_CHECKING:
+    from node.llm_loop import ChatFactory, LLMAgents, LLMSetup
+
 log = logging.getLogger(__name__)
 
 EventSink = Callable[[str, dict[str, Any]], None]
@@ -52,9 +55,10 @@ def baseline_code(name: str) -> str:
 class RunSummary:
     """How a `run` call ended."""
 
-    reason: str  # "complete", "budget", "stopped"
+    reason: str  # "complete", "budget", "stopped", "paused" (LLM budget or endpoint)
     finished: int
     wall_s: float
+    detail: str = ""  # why it paused
 
 
 class CampaignRunner:
@@ -70,6 +74,8 @@ class CampaignRunner:
         node_secret: bytes,
         on_event: EventSink | None = None,
         stop: threading.Event | None = None,
+        llm: LLMSetup | None = None,
+        chat_factory: ChatFactory | None = None,
     ) -> None:
         self.store = store
         self.campaign = campaign
@@ -81,9 +87,27 @@ class CampaignRunner:
         self.emit: EventSink = on_event or (lambda kind, data: None)
         self.stop = stop or threading.Event()
         self.researcher = OfflineResearcher(self.config.researcher_seed)
+        self.llm: LLMAgents | None = None
+        if self.config.researcher == "llm":
+            from node.errors import ConfigError
+            from node.llm_loop import LLMAgents
+
+            if llm is None:
+                raise ConfigError(
+                    f"campaign {campaign.name} uses the llm researcher, but no LLM is "
+                    "configured: set [llm] base_url and model, or pass --llm-url"
+                )
+            self.llm = LLMAgents(llm, store, campaign, self.config, chat_factory)
 
     # -- the main loop -------------------------------------------------------------------
     def run(self) -> RunSummary:
+        try:
+            return self._run()
+        finally:
+            if self.llm is not None:
+                self.llm.close()
+
+    def _run(self) -> RunSummary:
         started = time.monotonic()
         cid = self.campaign.id
         recovered = self.store.recover_interrupted(cid)
@@ -110,6 +134,8 @@ class CampaignRunner:
                     in_flight[pool.submit(self._execute, exp)] = exp
                 if not in_flight:
                     reason = "budget" if self._budget_spent() else "complete"
+                    if self.llm is not None and self.llm.pause is not None:
+                        reason = "paused"
                     break
                 done, _ = wait(in_flight, timeout=0.5, return_when=FIRST_COMPLETED)
                 for fut in done:
@@ -122,14 +148,19 @@ class CampaignRunner:
                 for fut, exp in in_flight.items():
                     self._record(exp, fut.result())
         self._finalize_scores()
-        status = "paused" if reason == "stopped" else "done"
+        detail = (self.llm.pause if self.llm is not None else None) or ""
+        status = "paused" if reason in ("stopped", "paused") else "done"
         self.store.set_campaign_status(cid, status)
-        self.store.add_event(cid, "run_stopped", {"reason": reason, "finished": finished})
-        return RunSummary(reason, finished, time.monotonic() - started)
+        self.store.add_event(
+            cid, "run_stopped", {"reason": reason, "finished": finished, "detail": detail}
+        )
+        return RunSummary(reason, finished, time.monotonic() - started, detail)
 
     # -- what runs next ------------------------------------------------------------------
     def _next_experiment(self, busy: bool) -> ExperimentRow | None:
         cid = self.campaign.id
+        if self.llm is not None and self.llm.pause is not None:
+            return None  # pausing: in-flight work finishes, nothing new starts
         exp = self.store.claim_next_experiment(cid)
         if exp is not None:
             return exp
@@ -137,6 +168,12 @@ class CampaignRunner:
             return None  # candidates are scored against baselines: let those finish first
         if self._budget_spent() or not self._baselines_scored():
             return None
+        if self.llm is not None:
+            archive = self._archive()
+            rng = random.Random(f"{self.config.researcher_seed}:{len(self._generated())}")
+            parents = sample_parents(archive, rng, k=2)
+            references = sample_references(archive, rng, exclude=parents)
+            return self.llm.next_experiment(self, parents, references)
         proposal = self._propose()
         if proposal is None:
             return None
@@ -259,6 +296,8 @@ class CampaignRunner:
             options=json.loads(cand.options_json or "{}"),
             screen=build_screen(cand.origin),
         )
+        if self.llm is not None:
+            return self.llm.execute(self.engineer, job, exp.role, self.stop)
         return self.engineer.run(job, cancel=self.stop)
 
     def _record(self, exp: ExperimentRow, result: EvalResult) -> None:
@@ -283,6 +322,8 @@ class CampaignRunner:
         data["metrics"] = result.metrics
         data["timings"] = result.timings
         self.emit("finished", data)
+        if self.llm is not None:
+            self.llm.record(self, exp)
 
     # -- the Analyst -----------------------------------------------------------------------
     def _finalize_scores(self) -> None:
@@ -322,7 +363,21 @@ class CampaignRunner:
                 parent_name=cands[parent[0]].name if parent else None,
                 changes=changes,
             )
+            insights = text.insights
             notes = [text.text]
+            if self.llm is not None:
+                fit, extra, more = self.llm.analyse(
+                    exp,
+                    cand.name,
+                    cand.motivation,
+                    self.store.get_code(cand.digest),
+                    json.loads(exp.metrics_json or "{}"),
+                    fit,
+                    text,
+                    analyse_with_llm=cand.origin != "baseline" and exp.seed == self.config.seed,
+                )
+                notes += [extra] if extra else []
+                insights = insights + more
             if "recheck_mean_acc" in json.loads(exp.metrics_json or "{}"):
                 notes.append("Scored high enough to be re-evaluated on a second held-out draw.")
             twin = behaviour_twin(
@@ -332,7 +387,7 @@ class CampaignRunner:
             if twin is not None and exp.seed == self.config.seed:
                 notes.append(f"Behaves like {twin.name} within a point on every test set.")
             self.store.set_experiment_score(exp.id, fit.value, fit.version, " ".join(notes))
-            for insight in text.insights:
+            for insight in insights:
                 self.store.add_insight(cid, insight, exp.id)
             self.emit("scored", {"candidate": cand.name, "seed": exp.seed, "fitness": fit.value})
             if (

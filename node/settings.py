@@ -108,6 +108,58 @@ class ApiSettings(_Section):
     )
 
 
+class LLMRoleSettings(_Section):
+    """One agent's own endpoint; every key left out falls back to the [llm] value."""
+
+    base_url: str | None = Field(default=None, description="OpenAI-compatible base URL")
+    model: str | None = Field(default=None, description="model name")
+    api_key: SecretStr | None = Field(
+        default=None, description="API key; prefer the _FILE variable of this key"
+    )
+    price_input_per_mtok: float | None = Field(
+        default=None, ge=0, description="USD per million prompt tokens"
+    )
+    price_output_per_mtok: float | None = Field(
+        default=None, ge=0, description="USD per million completion tokens"
+    )
+
+
+class LLMSettings(_Section):
+    """The LLM agents (campaigns with researcher = "llm"): endpoint, model, key, limits."""
+
+    base_url: str = Field(
+        default="", description="OpenAI-compatible base URL, e.g. http://127.0.0.1:11434/v1"
+    )
+    model: str = Field(default="", description="model name for every role without its own")
+    api_key: SecretStr | None = Field(
+        default=None, description="API key; prefer ASI_NODE_LLM__API_KEY_FILE"
+    )
+    timeout_seconds: float = Field(default=120.0, gt=0, description="per request, per attempt")
+    max_retries: int = Field(
+        default=2, ge=0, description="the SDK's retries (backoff; a 429's Retry-After honoured)"
+    )
+    structured_outputs: Literal["auto", "on", "off"] = Field(
+        default="auto",
+        description='JSON-schema replies: "auto" falls back when the server refuses them',
+    )
+    max_output_tokens: int = Field(default=4096, ge=16, description="per reply")
+    temperature: float | None = Field(default=None, ge=0, description="sampling temperature")
+    price_input_per_mtok: float = Field(default=0.0, ge=0, description="USD per 1M prompt tokens")
+    price_output_per_mtok: float = Field(
+        default=0.0, ge=0, description="USD per 1M completion tokens"
+    )
+    max_code_chars: int = Field(
+        default=20_000, ge=100, description="longest module the Researcher may send"
+    )
+    repair_rounds: int = Field(default=2, ge=0, description="debugger rounds per failed run")
+    duplicate_rounds: int = Field(
+        default=2, ge=0, description="times a near-duplicate proposal is sent back"
+    )
+    researcher: LLMRoleSettings = LLMRoleSettings()
+    engineer: LLMRoleSettings = LLMRoleSettings()
+    analyst: LLMRoleSettings = LLMRoleSettings()
+
+
 class LogSettings(_Section):
     """What the node logs."""
 
@@ -165,6 +217,7 @@ class Settings(BaseSettings):
     sandbox: SandboxSettings = SandboxSettings()
     api: ApiSettings = ApiSettings()
     log: LogSettings = LogSettings()
+    llm: LLMSettings = LLMSettings()
     attestation: AttestationSettings = AttestationSettings()
 
     @classmethod
@@ -387,21 +440,31 @@ def default_config_text() -> str:
         '# database_url = "postgresql+psycopg://asi@db.example:5432/asi"',
     ]
     defaults = Settings()
-    for name, field in Settings.model_fields.items():
+    for name in Settings.model_fields:
         section = getattr(defaults, name)
-        if not isinstance(section, BaseModel):
-            continue
-        lines += ["", f"[{name}]"]
-        if field.annotation is not None and field.annotation.__doc__:
-            lines.append(f"# {field.annotation.__doc__.strip()}")
-        for key, sub in type(section).model_fields.items():
-            lines.append(f"# {sub.description}")
-            value = getattr(section, key)
-            if value is None:
-                lines.append(f'# {key} = "..."')
-            else:
-                lines.append(tomli_w.dumps({key: value}).strip())
+        if isinstance(section, BaseModel):
+            lines += _section_text(name, section)
     return "\n".join(lines) + "\n"
+
+
+def _section_text(name: str, section: BaseModel) -> list[str]:
+    lines = ["", f"[{name}]"]
+    if type(section).__doc__:
+        lines.append(f"# {(type(section).__doc__ or '').strip()}")
+    tables = []
+    for key, sub in type(section).model_fields.items():
+        value = getattr(section, key)
+        if isinstance(value, BaseModel):
+            tables.append((f"{name}.{key}", value))
+            continue
+        lines.append(f"# {sub.description}")
+        if value is None:
+            lines.append(f'# {key} = "..."')
+        else:
+            lines.append(tomli_w.dumps({key: value}).strip())
+    for table, value in tables:
+        lines += _section_text(table, value)
+    return lines
 
 
 def init_home(

@@ -1,4 +1,5 @@
-"""The node's database: campaigns, code, candidates, experiments, metrics, insights, events.
+"""The node's database: campaigns, code, candidates, experiments, metrics, insights, events,
+and the LLM agents' exchanges.
 
 The only package that uses SQLModel. Every `Store` method runs in one transaction of its
 own and returns frozen dataclasses (never live ORM objects), so nothing a caller does to
@@ -12,7 +13,15 @@ processes can share one queue without running anything twice.
     database.py  engines, SQLite transaction hooks, database errors translated
 """
 
-from node.store.rows import CampaignRow, CandidateRow, EventRow, ExperimentRow, InsightRow
+from node.store.rows import (
+    CampaignRow,
+    CandidateRow,
+    EventRow,
+    ExperimentRow,
+    InsightRow,
+    LLMExchangeRow,
+    LLMUsage,
+)
 from node.store.store import (
     CAMPAIGN_STATUSES,
     DEFAULT_MAX_ATTEMPTS,
@@ -33,5 +42,7 @@ __all__ = [
     "EventRow",
     "ExperimentRow",
     "InsightRow",
+    "LLMExchangeRow",
+    "LLMUsage",
     "Store",
 ]

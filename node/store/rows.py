@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from node.errors import StoreError
-from node.store.tables import Campaign, Candidate, Event, Experiment, Insight
+from node.store.tables import Campaign, Candidate, Event, Experiment, Insight, LLMExchange
 
 
 @dataclass(frozen=True)
@@ -62,6 +62,7 @@ class ExperimentRow:
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
+    llm_json: str | None = None  # LLM calls, tokens, seconds, cost and exchange digests
 
 
 @dataclass(frozen=True)
@@ -144,6 +145,7 @@ def experiment_row(r: Experiment) -> ExperimentRow:
         created_at=_utc(r.created_at),
         started_at=_utc_or_none(r.started_at),
         finished_at=_utc_or_none(r.finished_at),
+        llm_json=r.llm_json,
     )
 
 
@@ -165,5 +167,77 @@ def event_row(r: Event) -> EventRow:
         campaign_id=r.campaign_id,
         kind=r.kind,
         payload_json=r.payload_json,
+        created_at=_utc(r.created_at),
+    )
+
+
+@dataclass(frozen=True)
+class LLMExchangeRow:
+    """One LLM call an agent made: the full text, kept on this node only."""
+
+    id: int
+    campaign_id: str
+    experiment_id: str | None
+    role: str
+    purpose: str
+    model: str
+    status: str
+    error: str
+    prompt: str
+    completion: str
+    prompt_sha256: str
+    completion_sha256: str
+    prompt_tokens: int
+    completion_tokens: int
+    cost_usd: float
+    latency_s: float
+    structured: bool
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class LLMUsage:
+    """Summed LLM use of a campaign or an experiment."""
+
+    calls: int = 0
+    failed: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost_usd: float = 0.0
+    seconds: float = 0.0
+
+    @property
+    def tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+    def line(self) -> str:
+        return (
+            f"{self.calls} call(s) ({self.failed} failed), {self.tokens} tokens "
+            f"({self.prompt_tokens} prompt, {self.completion_tokens} completion), "
+            f"{self.seconds:.1f}s, ${self.cost_usd:.4f}"
+        )
+
+
+def llm_exchange_row(r: LLMExchange) -> LLMExchangeRow:
+    if r.id is None:
+        raise StoreError("an LLM exchange was read back without its id")
+    return LLMExchangeRow(
+        id=r.id,
+        campaign_id=r.campaign_id,
+        experiment_id=r.experiment_id,
+        role=r.role,
+        purpose=r.purpose,
+        model=r.model,
+        status=r.status,
+        error=r.error,
+        prompt=r.prompt,
+        completion=r.completion,
+        prompt_sha256=r.prompt_sha256,
+        completion_sha256=r.completion_sha256,
+        prompt_tokens=r.prompt_tokens,
+        completion_tokens=r.completion_tokens,
+        cost_usd=r.cost_usd,
+        latency_s=r.latency_s,
+        structured=r.structured,
         created_at=_utc(r.created_at),
     )

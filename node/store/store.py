@@ -29,13 +29,25 @@ from node.store.rows import (
     EventRow,
     ExperimentRow,
     InsightRow,
+    LLMExchangeRow,
+    LLMUsage,
     campaign_row,
     candidate_row,
     event_row,
     experiment_row,
     insight_row,
+    llm_exchange_row,
 )
-from node.store.tables import Campaign, Candidate, CodeBlob, Event, Experiment, Insight, Metric
+from node.store.tables import (
+    Campaign,
+    Candidate,
+    CodeBlob,
+    Event,
+    Experiment,
+    Insight,
+    LLMExchange,
+    Metric,
+)
 
 log = logging.getLogger(__name__)
 
@@ -598,6 +610,122 @@ class Store:
         with self._session() as s:
             return [event_row(r) for r in s.exec(query)]
 
+    # -- LLM exchanges ------------------------------------------------------------------------
+
+    def start_experiment(self, experiment_id: str) -> ExperimentRow:
+        """Claim one named queued experiment (as `claim_next_experiment` does for the
+        oldest). Raises ConflictError if it is not queued."""
+        with self._session(write=True) as s:
+            claimed = s.exec(
+                sa.update(Experiment)
+                .where(col(Experiment.id) == experiment_id, col(Experiment.status) == "queued")
+                .values(
+                    status="running",
+                    attempts=col(Experiment.attempts) + 1,
+                    started_at=self._now(),
+                    finished_at=None,
+                )
+                .execution_options(synchronize_session=False)
+            )
+            if claimed.rowcount != 1:
+                current = self._experiment(s, experiment_id)
+                raise ConflictError(f"experiment {experiment_id} is {current.status}, not queued")
+            return experiment_row(self._experiment(s, experiment_id))
+
+    def add_llm_exchanges(
+        self,
+        campaign_id: str,
+        experiment_id: str | None,
+        exchanges: Sequence[Mapping[str, Any]],
+    ) -> list[LLMExchangeRow]:
+        """Keep what an agent sent and got back (fields of `loop.llm.Exchange`)."""
+        with self._session(write=True) as s:
+            if s.get(Campaign, campaign_id) is None:
+                raise NotFoundError(f"campaign {campaign_id} not found")
+            if experiment_id is not None:
+                self._experiment(s, experiment_id)
+            rows = []
+            for x in exchanges:
+                row = LLMExchange(
+                    campaign_id=campaign_id,
+                    experiment_id=experiment_id,
+                    role=str(x["role"]),
+                    purpose=str(x["purpose"]),
+                    model=str(x["model"]),
+                    status=str(x["status"]),
+                    error=str(x.get("error", "")),
+                    prompt=str(x["prompt"]),
+                    completion=str(x["completion"]),
+                    prompt_sha256=_sha256(str(x["prompt"])),
+                    completion_sha256=_sha256(str(x["completion"])),
+                    prompt_tokens=int(x["prompt_tokens"]),
+                    completion_tokens=int(x["completion_tokens"]),
+                    cost_usd=float(x["cost_usd"]),
+                    latency_s=float(x["latency_s"]),
+                    structured=bool(x.get("structured", False)),
+                    created_at=self._now(),
+                )
+                s.add(row)
+                rows.append(row)
+            s.flush()
+            return [llm_exchange_row(r) for r in rows]
+
+    def list_llm_exchanges(
+        self, campaign_id: str, experiment_id: str | None = None
+    ) -> list[LLMExchangeRow]:
+        """A campaign's LLM exchanges (one experiment's when given), in call order."""
+        query = select(LLMExchange).where(col(LLMExchange.campaign_id) == campaign_id)
+        if experiment_id is not None:
+            query = query.where(col(LLMExchange.experiment_id) == experiment_id)
+        with self._session() as s:
+            return [llm_exchange_row(r) for r in s.exec(query.order_by(col(LLMExchange.id)))]
+
+    def llm_usage(self, campaign_id: str, experiment_id: str | None = None) -> LLMUsage:
+        """Calls, tokens, seconds and cost spent by a campaign (or one experiment)."""
+        rows = self.list_llm_exchanges(campaign_id, experiment_id)
+        return LLMUsage(
+            calls=len(rows),
+            failed=sum(1 for r in rows if r.status != "ok"),
+            prompt_tokens=sum(r.prompt_tokens for r in rows),
+            completion_tokens=sum(r.completion_tokens for r in rows),
+            cost_usd=sum(r.cost_usd for r in rows),
+            seconds=sum(r.latency_s for r in rows),
+        )
+
+    def refresh_experiment_llm(self, experiment_id: str) -> ExperimentRow:
+        """Write the experiment's LLM summary (counts and digests, no text) into llm_json."""
+        exp = self.get_experiment(experiment_id)
+        rows = self.list_llm_exchanges(exp.campaign_id, experiment_id)
+        usage = self.llm_usage(exp.campaign_id, experiment_id)
+        summary = {
+            "calls": usage.calls,
+            "failed": usage.failed,
+            "prompt_tokens": usage.prompt_tokens,
+            "completion_tokens": usage.completion_tokens,
+            "cost_usd": usage.cost_usd,
+            "seconds": usage.seconds,
+            "models": sorted({r.model for r in rows}),
+            "exchanges": [
+                {
+                    "role": r.role,
+                    "purpose": r.purpose,
+                    "status": r.status,
+                    "prompt": r.prompt_sha256,
+                    "completion": r.completion_sha256,
+                    "tokens": r.prompt_tokens + r.completion_tokens,
+                }
+                for r in rows
+            ],
+        }
+        with self._session(write=True) as s:
+            s.exec(
+                sa.update(Experiment)
+                .where(col(Experiment.id) == experiment_id)
+                .values(llm_json=_canonical_json(summary, "llm summary"))
+                .execution_options(synchronize_session=False)
+            )
+            return experiment_row(self._experiment(s, experiment_id))
+
     # -- internals ----------------------------------------------------------------------------
 
     @contextmanager
@@ -688,6 +816,10 @@ def _check(value: str, allowed: Sequence[str], what: str) -> None:
 def _check_finite(value: float, what: str) -> None:
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
         raise ValueError(f"{what} must be a finite number, got {value!r}")
+
+
+def _sha256(text: str) -> str:
+    return "sha256:" + hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 def _new_id(prefix: str, nbytes: int) -> str:

@@ -72,6 +72,7 @@ class Experiment(SQLModel, table=True):
     created_at: datetime = Field(sa_type=_Tz)
     started_at: datetime | None = Field(default=None, sa_type=_Tz)
     finished_at: datetime | None = Field(default=None, sa_type=_Tz)
+    llm_json: str | None = Field(default=None, sa_type=sa.Text)
 
 
 class Metric(SQLModel, table=True):
@@ -99,4 +100,27 @@ class Event(SQLModel, table=True):
     campaign_id: str | None = Field(default=None, sa_type=sa.String(32))
     kind: str = Field(sa_type=sa.String(64))
     payload_json: str = Field(sa_type=sa.Text)
+    created_at: datetime = Field(sa_type=_Tz)
+
+
+class LLMExchange(SQLModel, table=True):
+    __tablename__ = "llm_exchange"
+
+    id: int | None = Field(default=None, primary_key=True)
+    campaign_id: str = Field(sa_type=sa.String(32))
+    experiment_id: str | None = Field(default=None, sa_type=sa.String(32))
+    role: str = Field(sa_type=sa.String(16))
+    purpose: str = Field(sa_type=sa.String(16))
+    model: str = Field(sa_type=sa.Text)
+    status: str = Field(sa_type=sa.String(16))
+    error: str = Field(sa_type=sa.Text)
+    prompt: str = Field(sa_type=sa.Text)
+    completion: str = Field(sa_type=sa.Text)
+    prompt_sha256: str = Field(sa_type=sa.String(80))
+    completion_sha256: str = Field(sa_type=sa.String(80))
+    prompt_tokens: int
+    completion_tokens: int
+    cost_usd: float
+    latency_s: float
+    structured: bool
     created_at: datetime = Field(sa_type=_Tz)

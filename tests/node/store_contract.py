@@ -365,6 +365,49 @@ class StoreContract:
         assert isinstance(row, CampaignRow)
         assert store.get_campaign(row.id).status == "created"
 
+    # -- LLM exchanges ---------------------------------------------------------------------
+
+    def test_llm_exchanges_are_kept_in_full_and_summed_as_counts_and_digests(
+        self, store: Store
+    ) -> None:
+        camp = store.create_campaign("alpha", {})
+        cand = store.add_candidate(camp.id, proposal())
+        exp = store.enqueue_experiment(camp.id, cand.id, "candidate", 0)
+        assert store.start_experiment(exp.id).status == "running"
+        with pytest.raises(ConflictError, match="not queued"):
+            store.start_experiment(exp.id)
+        call = {
+            "role": "researcher",
+            "purpose": "propose",
+            "model": "m",
+            "status": "ok",
+            "prompt": '[{"role": "user", "content": "write a Mixer"}]',
+            "completion": '{"code": "class Mixer: ..."}',
+            "prompt_tokens": 120,
+            "completion_tokens": 30,
+            "cost_usd": 0.002,
+            "latency_s": 1.5,
+            "structured": True,
+        }
+        failed = call | {"status": "timeout", "completion": "", "completion_tokens": 0}
+        rows = store.add_llm_exchanges(camp.id, exp.id, [call, failed])
+        store.add_llm_exchanges(camp.id, None, [call])
+        assert rows[0].prompt == call["prompt"] and rows[0].structured is True
+        assert (
+            rows[0].prompt_sha256
+            == "sha256:" + hashlib.sha256(str(call["prompt"]).encode()).hexdigest()
+        )
+        assert len(store.list_llm_exchanges(camp.id)) == 3
+        usage = store.llm_usage(camp.id, exp.id)
+        assert (usage.calls, usage.failed, usage.tokens) == (2, 1, 270)
+        assert usage.seconds == pytest.approx(3.0) and usage.cost_usd == pytest.approx(0.004)
+        summary = json.loads(store.refresh_experiment_llm(exp.id).llm_json or "{}")
+        assert summary["calls"] == 2 and summary["models"] == ["m"]
+        assert summary["exchanges"][0]["completion"] == rows[0].completion_sha256
+        assert "Mixer" not in json.dumps(summary)
+        with pytest.raises(NotFoundError):
+            store.add_llm_exchanges("c-00000000", None, [call])
+
     # -- schema --------------------------------------------------------------------------
 
     def test_migrated_schema_matches_the_models(self, store: Store) -> None:

@@ -59,7 +59,9 @@ def test_every_command_in_the_readme_parses() -> None:
             parser.parse_args(argv if i == 0 else [group, *argv])
 
 
-@pytest.mark.parametrize("argv", [[], ["campaign"], ["experiments"], ["init"], ["demo"], ["serve"]])
+@pytest.mark.parametrize(
+    "argv", [[], ["campaign"], ["experiments"], ["init"], ["demo"], ["serve"], ["cognition"]]
+)
 def test_help_describes_each_command(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exc:
         main([*argv, "--help"])

@@ -26,7 +26,16 @@ CANDIDATE_URLS = (
 )
 
 # The store's tables, each before any table it refers to.
-CHILDREN_FIRST = ("metric", "insight", "event", "experiment", "candidate", "code_blob", "campaign")
+CHILDREN_FIRST = (
+    "llm_exchange",
+    "metric",
+    "insight",
+    "event",
+    "experiment",
+    "candidate",
+    "code_blob",
+    "campaign",
+)
 
 
 @pytest.fixture(scope="module")
