@@ -16,17 +16,20 @@ import logging
 import shutil
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from loop.devices import DevicePool, sandbox_gpu_env
 from loop.model import BackboneConfig
 from loop.outcome import FailureClass
 from loop.sandbox import Limits, SandboxOutcome, run_sandboxed
 from loop.screen import ScreenConfig, check_source
 from loop.tasks import TaskSpec
 from loop.train import TrainConfig
+from loop.train_device import DeviceConfig
 from loop.worker import evaluate_job, train_job
 
 log = logging.getLogger(__name__)
@@ -88,12 +91,33 @@ def second_seed(heldout_seed: int) -> int:
 
 
 class Engineer:
-    """Runs experiments in sandboxes under one set of limits; each in its own workspace."""
+    """Runs experiments in sandboxes under one set of limits; each in its own workspace.
 
-    def __init__(self, workspaces: Path, limits: Limits, keep_workspaces: bool = False) -> None:
+    With a non-empty `devices` pool each training run leases one GPU for its duration and
+    trains there (bf16, loop.train_device); evaluation stays on the CPU.
+    """
+
+    def __init__(
+        self,
+        workspaces: Path,
+        limits: Limits,
+        keep_workspaces: bool = False,
+        devices: DevicePool | None = None,
+    ) -> None:
         self.workspaces = workspaces
         self.limits = limits
         self.keep = keep_workspaces
+        self.devices = devices
+
+    @contextmanager
+    def _training_device(self, limits: Limits) -> Iterator[tuple[Limits, DeviceConfig | None]]:
+        """The limits and device for one training run: a leased GPU, or the CPU."""
+        if not self.devices:
+            yield limits, None
+            return
+        with self.devices.lease() as index:
+            env = {**limits.extra_env, **sandbox_gpu_env(index)}
+            yield dataclasses.replace(limits, extra_env=env), DeviceConfig("cuda")
 
     def run(self, job: ExperimentJob, cancel: threading.Event | None = None) -> EvalResult:
         started = time.perf_counter()
@@ -126,17 +150,19 @@ class Engineer:
         started: float,
         cancel: threading.Event | None,
     ) -> EvalResult:
-        train_spec = train_job(
-            job.code,
-            job.task,
-            job.train,
-            options=job.options,
-            backbone=job.backbone,
-            model_seed=job.seed,
-            screen=job.screen,
-        )
         limits = dataclasses.replace(self.limits, threads=job.train.threads)
-        trained = run_sandboxed(train_spec, root / "train", limits, stop=cancel)
+        with self._training_device(limits) as (limits, device):
+            train_spec = train_job(
+                job.code,
+                job.task,
+                job.train,
+                options=job.options,
+                backbone=job.backbone,
+                model_seed=job.seed,
+                screen=job.screen,
+                device=device,
+            )
+            trained = run_sandboxed(train_spec, root / "train", limits, stop=cancel)
         timings["sandbox_train_s"] = trained.wall_s
         payload = (trained.result or {}).get("payload") or {}
         inner = payload.get("timings") or {}

@@ -51,6 +51,7 @@ if TYPE_CHECKING:
     from loop.screen import ScreenConfig
     from loop.tasks import TaskSpec
     from loop.train import TrainConfig
+    from loop.train_device import DeviceConfig
 
 logger = logging.getLogger(__name__)
 
@@ -106,8 +107,13 @@ def train_job(
     backbone: BackboneConfig | None = None,
     model_seed: int = 0,
     screen: ScreenConfig | None = None,
+    device: DeviceConfig | None = None,
 ) -> dict[str, Any]:
-    """A `train` job: screen, train a Backbone around the Mixer, export it to artifacts/."""
+    """A `train` job: screen, train a Backbone around the Mixer, export it to artifacts/.
+
+    With `device`, training runs there (loop.train_device: bf16 autocast, tokens/s) and the
+    model comes back to the CPU for export; without it, loop.train trains on the CPU.
+    """
     job = screen_job(code, options, screen)
     job.update(
         kind="train",
@@ -116,6 +122,8 @@ def train_job(
         backbone=None if backbone is None else dataclasses.asdict(backbone),
         model_seed=model_seed,
     )
+    if device is not None:
+        job["device"] = dataclasses.asdict(device)
     return job
 
 
@@ -561,8 +569,16 @@ def _train(
     config = TrainConfig(**_as_tuples(job["train"]))
     backbone = BackboneConfig(**_as_tuples(job["backbone"] or {}))
     model = Backbone(mixer_cls, backbone, job.get("options") or {}, seed=int(job["model_seed"]))
-    log = train(model, spec, config)
-    payload: dict[str, Any] = {"train_log": dataclasses.asdict(log)}
+    payload: dict[str, Any] = {}
+    if job.get("device"):
+        from loop.train_device import DeviceConfig, train_on_device
+
+        log, throughput = train_on_device(model, spec, config, DeviceConfig(**job["device"]))
+        model.cpu()  # export and the evaluator run on the CPU, through the references
+        payload["throughput"] = dataclasses.asdict(throughput)
+    else:
+        log = train(model, spec, config)
+    payload["train_log"] = dataclasses.asdict(log)
     if log.failure is not None:
         return {"failure": str(log.failure), "message": log.detail, "payload": payload}
     try:

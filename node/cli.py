@@ -9,7 +9,8 @@ import logging
 import signal
 import sys
 import threading
-from collections.abc import Sequence
+import time
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -337,6 +338,71 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_icp(args: argparse.Namespace) -> int:
+    """The node's ICP principal, certificate checks, certified anchors read back."""
+    from attestation.icp import MAINNET_ROOT_KEY_DER, VerificationError, verify_certificate
+    from attestation.icp.certificate import certificate_from_read_state, decode_cbor
+    from attestation.icp.principal import from_text, to_text
+    from governance.icp import AnchorCanister, HttpTransport, IcpClient, IcpError, NodeIdentity
+    from node.settings import load_settings
+
+    settings = load_settings(args.home)
+    icp = settings.icp
+    root_key_path = getattr(args, "root_key", None)
+    root_key_path = root_key_path or (Path(icp.root_key_path) if icp.root_key_path else None)
+    try:
+        root_key = root_key_path.read_bytes() if root_key_path else MAINNET_ROOT_KEY_DER
+        if args.action == "principal":
+            identity = NodeIdentity.load_or_create(settings.home / icp.identity_path)
+            print(identity.principal_text)
+            return 0
+        if args.action == "verify":
+            data = args.certificate.read_bytes()
+            obj = decode_cbor(data, str(args.certificate))
+            if isinstance(obj, Mapping) and set(obj) == {"certificate"}:
+                data = certificate_from_read_state(data)  # a read_state response body
+            cert = verify_certificate(
+                data,
+                root_key_der=root_key,
+                canister_id=from_text(args.canister),
+                now_ns=args.at if args.at is not None else time.time_ns(),
+                max_age_ns=int(args.max_age * 1e9),
+            )
+            signer = f"subnet {to_text(cert.subnet_id)}" if cert.subnet_id else "the root key"
+            print(f"valid: certified at {cert.time_ns} ns, signed by {signer}")
+            print(f"root hash {cert.root_hash.hex()}")
+            return 0
+        url = args.url or icp.url
+        canister = args.canister or icp.anchor_canister
+        if not url or not canister:
+            print(
+                "asi-node: error: give --url and --canister, or set [icp] url and anchor_canister",
+                file=sys.stderr,
+            )
+            return 2
+        client = IcpClient(
+            HttpTransport(url),
+            NodeIdentity.load_or_create(settings.home / icp.identity_path),
+            root_key_der=root_key,
+            max_age_ns=int(icp.max_certificate_age_s * 1e9),
+        )
+        anchor = AnchorCanister(client, from_text(canister)).latest(args.log_id)
+    except VerificationError as exc:
+        print(f"asi-node: not verified: {exc}", file=sys.stderr)
+        return 1
+    except (IcpError, ValueError, OSError) as exc:
+        print(f"asi-node: error: {exc}", file=sys.stderr)
+        return 2
+    if anchor is None:
+        print(f"{args.log_id}: no anchor (certified absent)")
+    else:
+        print(
+            f"{args.log_id}: size {anchor.tree_size} root {anchor.root.hex()} "
+            f"(certified at {anchor.certified_at_ns} ns)"
+        )
+    return 0
+
+
 def _attest_policy(args: argparse.Namespace, settings: Settings) -> Policy:
     from attestation.tee.policy import Policy
 
@@ -500,6 +566,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host")
     p.add_argument("--port", type=int)
     p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("icp", help="Internet Computer: node principal, certificates, anchors")
+    isub = p.add_subparsers(dest="action", required=True)
+    isub.add_parser("principal", help="print the node's ICP principal (creates its key)")
+    i = isub.add_parser("verify", help="verify an IC certificate (or read_state answer) file")
+    i.add_argument("certificate", type=Path)
+    i.add_argument("--canister", required=True, help="canister id the certificate is about")
+    i.add_argument("--root-key", type=Path, help="DER root key (default: [icp] or mainnet)")
+    i.add_argument("--at", type=int, help="check freshness at this time, ns since epoch")
+    i.add_argument("--max-age", type=float, default=300.0, help="seconds (default 300)")
+    i = isub.add_parser("latest", help="the certified latest anchor of a log")
+    i.add_argument("log_id")
+    i.add_argument("--root-key", type=Path, help="DER root key (default: [icp] or mainnet)")
+    i.add_argument("--url", help="boundary node or replica (default: [icp] url)")
+    i.add_argument("--canister", help="anchor canister id (default: [icp] anchor_canister)")
+    p.set_defaults(func=cmd_icp)
 
     p = sub.add_parser("attest", help="collect or verify TEE attestation evidence")
     asub = p.add_subparsers(dest="action", required=True)

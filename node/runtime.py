@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
 import secrets
 import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from loop.devices import DevicePool
 from loop.engineer import Engineer
 from loop.sandbox import Limits
 from node.errors import ConfigError
@@ -40,19 +42,38 @@ class Node:
             path.write_bytes(secrets.token_bytes(32))
         return path.read_bytes()
 
+    def compile_cache(self) -> Path:
+        """The Triton/Inductor cache every sandboxed GPU run shares (created on first use).
+
+        The sandbox user must own it (loop.sandbox.Limits.shared_cache), so a root node
+        hands it to that user; compiled kernels then survive from one experiment to the
+        next and only the first run pays for compiling and autotuning.
+        """
+        path = Path(self.settings.home) / self.settings.gpu.compile_cache
+        path.mkdir(parents=True, exist_ok=True, mode=0o700)
+        if os.geteuid() == 0:
+            limits = Limits()
+            os.chown(path, limits.uid, limits.gid)
+        return path
+
     def engineer(self) -> Engineer:
         sb = self.settings.sandbox
         home = Path(self.settings.home)
+        gpus = self.settings.gpu.devices
         limits = Limits(
             wall_s=sb.wall_seconds,
             cpu_s=sb.cpu_seconds,
-            address_space_bytes=sb.memory_bytes or None,
+            # The CUDA driver reserves huge virtual ranges: no address-space cap with GPUs.
+            address_space_bytes=None if gpus else sb.memory_bytes or None,
             max_processes=sb.max_processes,
             max_file_bytes=sb.max_file_bytes,
             threads=self.settings.loop.threads_per_worker,
             hidden_paths=(home,),  # config, database and keys stay out of the jail
+            shared_cache=self.compile_cache() if gpus else None,
+            # Autotuning results go into the same cache, so later runs skip the benchmarks.
+            extra_env={"TRITON_CACHE_AUTOTUNING": "1"} if gpus else {},
         )
-        return Engineer(home / "workspaces", limits)
+        return Engineer(home / "workspaces", limits, devices=DevicePool(gpus) if gpus else None)
 
     def run_campaign(
         self,

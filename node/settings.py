@@ -97,6 +97,19 @@ class SandboxSettings(_Section):
     )
 
 
+class GpuSettings(_Section):
+    """Training on GPUs: the devices experiments lease and the compile cache they share."""
+
+    devices: tuple[int, ...] = Field(
+        default=(),
+        description="CUDA device indices; one experiment trains per GPU (bf16); empty = CPU",
+    )
+    compile_cache: str = Field(
+        default="cache/compile",
+        description="Triton/Inductor cache kept across sandboxed runs, relative to the home",
+    )
+
+
 class ApiSettings(_Section):
     """The local HTTP API."""
 
@@ -173,6 +186,44 @@ class LogSettings(_Section):
         return value.upper() if isinstance(value, str) else value
 
 
+class IcpSettings(_Section):
+    """The Internet Computer: the anchor canister and SNS governance (off while url is unset)."""
+
+    url: str | None = Field(
+        default=None, description="boundary node or local replica, e.g. https://icp-api.io"
+    )
+    root_key_path: str | None = Field(
+        default=None, description="DER root key of a local replica; default: the IC mainnet key"
+    )
+    identity_path: str = Field(
+        default="icp_identity.pem",
+        description="the node's Ed25519 ICP key (PEM), relative to the home; created if absent",
+    )
+    anchor_canister: str | None = Field(default=None, description="anchor canister id")
+    sns_governance_canister: str | None = Field(
+        default=None, description="SNS governance canister id"
+    )
+    sns_pause_function: int | None = Field(default=None, description="SNS function id: pause")
+    sns_resume_function: int | None = Field(default=None, description="SNS function id: resume")
+    sns_stop_function: int | None = Field(default=None, description="SNS function id: stop")
+    sns_fork_function: int | None = Field(default=None, description="SNS function id: fork")
+    max_certificate_age_s: float = Field(
+        default=300.0, gt=0, description="oldest certificate accepted (its /time), seconds"
+    )
+    call_timeout_s: float = Field(
+        default=60.0, gt=0, description="how long to poll for an update call's answer"
+    )
+
+    @field_validator("anchor_canister", "sns_governance_canister")
+    @classmethod
+    def _principal(cls, value: str | None) -> str | None:
+        if value is not None:
+            from attestation.icp.principal import from_text
+
+            from_text(value)  # ValueError names the problem
+        return value
+
+
 class AttestationSettings(_Section):
     """TEE evidence: how this node collects it, and the policy `attest verify` applies."""
 
@@ -215,9 +266,11 @@ class Settings(BaseSettings):
     )
     loop: LoopSettings = LoopSettings()
     sandbox: SandboxSettings = SandboxSettings()
+    gpu: GpuSettings = GpuSettings()
     api: ApiSettings = ApiSettings()
     log: LogSettings = LogSettings()
     llm: LLMSettings = LLMSettings()
+    icp: IcpSettings = IcpSettings()
     attestation: AttestationSettings = AttestationSettings()
 
     @classmethod

@@ -11,4 +11,8 @@ fi
 .venv/bin/python -m pip install --quiet --upgrade pip
 .venv/bin/python -m pip install --quiet "torch==2.13.0"
 .venv/bin/python -m pip install --quiet -e ".[${extras}]"
+# The ICP anchor canister's toolchain (moc compiled to JS); skipped where npm is absent.
+if command -v npm >/dev/null 2>&1; then
+    (cd contracts/icp && npm ci --no-audit --no-fund --silent)
+fi
 echo "asi-node installed in .venv (extras: ${extras})"

@@ -14,6 +14,10 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
+import torch
+from torch import Tensor
+
+from kernels.fla_ops import FlaOp
 
 
 def _fla_root() -> Path | None:
@@ -45,3 +49,37 @@ def fla_naive() -> Callable[[str], ModuleType]:
         return loaded[op]
 
     return load
+
+
+def _fake_fla(op: FlaOp) -> Callable[..., tuple[Tensor, Tensor]]:
+    """fla's documented call for `op`, computed by our oracle, with fla's own input checks."""
+    from kernels.linear_rnn.naive import naive_linear_rnn
+
+    def call(q: Tensor, k: Tensor, v: Tensor, **kw: object) -> tuple[Tensor, Tensor]:
+        assert kw.pop("output_final_state") is True
+        if op is FlaOp.LINEAR_ATTN:
+            assert kw.pop("normalize") is False  # fla's default would divide by q.sum(k)
+        if op is FlaOp.DELTA_RULE:
+            assert q.dtype != torch.float32, "ChunkDeltaRuleFunction does not support float32"
+        assert q.dtype == k.dtype == v.dtype
+        g = kw.pop("g", None)
+        assert g is None or g.dtype == torch.float32
+        beta = kw.pop("beta", None)
+        h0 = kw.pop("initial_state")
+        scale = kw.pop("scale")
+        assert not kw, f"unexpected arguments {sorted(kw)}"
+        o, s = naive_linear_rnn(
+            q.float(), k.float(), v.float(),
+            beta=None if beta is None else beta.float(), log_decay=g, scale=scale,  # type: ignore[arg-type]
+            initial_state=h0,  # type: ignore[arg-type]
+        )  # fmt: skip
+        return o.to(q.dtype), s  # fla returns its final state in float32
+
+    return call
+
+
+@pytest.fixture
+def fake_fla() -> Callable[[FlaOp], Callable[..., tuple[Tensor, Tensor]]]:
+    """A stand-in for `kernels.fla_ops._fla_function`: fla's call, computed by our oracle,
+    with fla's own input checks (fp32 refused by the delta rule, normalize off)."""
+    return _fake_fla

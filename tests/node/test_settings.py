@@ -135,8 +135,8 @@ def test_unknown_key_in_the_file_is_named_with_the_known_ones(tmp_path: Path) ->
 
 
 def test_unknown_section_in_the_file_is_an_error(tmp_path: Path) -> None:
-    message = config_error(tmp_path, "[gpu]\ncount = 8\n")
-    assert "gpu: unknown key" in message and "loop, sandbox, api, log" in message
+    message = config_error(tmp_path, "[tpu]\ncount = 8\n")
+    assert "tpu: unknown key" in message and "loop, sandbox, gpu, api, log" in message
 
 
 def test_wrong_type_in_the_file_says_what_was_expected(tmp_path: Path) -> None:
@@ -209,7 +209,7 @@ def test_written_config_is_commented_and_loads_as_the_defaults(tmp_path: Path) -
     assert text.count("\n# ") > 10
     assert load_settings(tmp_path, env={}) == Settings(home=tmp_path)
     parsed = tomllib.loads(text)
-    assert set(parsed) == {"loop", "sandbox", "api", "log", "llm", "attestation"}
+    assert set(parsed) == {"loop", "sandbox", "gpu", "api", "log", "llm", "icp", "attestation"}
     assert set(parsed["llm"]["researcher"]) == set()  # per-role overrides all commented
     assert set(parsed["sandbox"]) == set(Settings().sandbox.model_dump())
 
@@ -246,3 +246,11 @@ def test_init_home_without_a_path_uses_asi_node_home(tmp_path: Path) -> None:
     home = tmp_path / "from-env"
     assert init_home(env={"ASI_NODE_HOME": str(home)}) == home
     assert (home / "config.toml").exists()
+
+
+def test_icp_canister_ids_must_be_principals(tmp_path: Path) -> None:
+    env = {"ASI_NODE_ICP__ANCHOR_CANISTER": "ryjl3-tyaaa-aaaaa-aaaba-caa"}
+    with pytest.raises(ConfigError, match="anchor_canister"):
+        load_settings(tmp_path, env=env)
+    env = {"ASI_NODE_ICP__ANCHOR_CANISTER": "ryjl3-tyaaa-aaaaa-aaaba-cai"}
+    assert load_settings(tmp_path, env=env).icp.anchor_canister == "ryjl3-tyaaa-aaaaa-aaaba-cai"

@@ -1,0 +1,1 @@
+"""Causal depthwise FIR convolution: a plain-torch oracle and a Triton kernel (see kernels.ops)."""
