@@ -1,1 +1,5 @@
-"""Trust: keys, DSSE envelopes, transparency log, TEE evidence, audit (issues 4 and 7)."""
+"""Trust: keys, canonical JSON, DSSE envelopes, the Merkle log, checkpoints, audit.
+
+Knows nothing of training or of the node: it signs and verifies bytes and documents.
+TEE evidence (issue 7) goes here too.
+"""

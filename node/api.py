@@ -13,7 +13,9 @@ from fastapi.responses import JSONResponse
 from node import leaderboard
 from node.attestation_api import attestation_router
 from node.errors import AsiNodeError, CorruptStoreError, NotFoundError, StoreError
+from node.log_api import log_router
 from node.store import CampaignRow, ExperimentRow, Store
+from node.translog import LogView
 
 # Domain errors mapped to HTTP statuses in one place.
 STATUS_OF: dict[type[AsiNodeError], int] = {
@@ -89,4 +91,5 @@ def create_app(store: Store, *, attestation_evidence: Path | None = None) -> Fas
         data["candidate"] = asdict(cand)
         return data
 
+    app.include_router(log_router(LogView(store)))
     return app

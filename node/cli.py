@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from attestation.errors import TrustError
 from node.errors import AsiNodeError, ConfigError
 from node.settings import Settings, init_home
 
@@ -126,9 +127,70 @@ def _board(node: Node, campaign_ref: str) -> str:
 
 
 def cmd_init(args: argparse.Namespace) -> int:
+    from node.records import EVENT_KIND, event_statement
+    from node.runtime import open_node
+
     home = init_home(args.home, force=args.force)
+    node = open_node(home)
+    existed = node.key_path.exists()
+    tlog = node.log()  # creates the key if the home has none
+    if tlog.size == 0:
+        tlog.append(EVENT_KIND, event_statement(tlog.node_id, "node_key_created"))
+        tlog.checkpoint()
     print(f"node home ready: {home}")
+    print(f"node key {'kept' if existed else 'created'}: {tlog.node_id} ({node.key_path})")
     return 0
+
+
+def cmd_node(args: argparse.Namespace) -> int:
+    from node.runtime import open_node
+
+    node = open_node(args.home)
+    tlog = node.log()
+    print(f"node id (key fingerprint): {tlog.node_id}")
+    print(f"public key (C2SP verifier key): {tlog.vkey}")
+    print(f"log origin: {tlog.origin}")
+    print(f"log id: 0x{log_id_hex(tlog.origin)}")
+    cp = tlog.latest_checkpoint()
+    print(f"log size: {tlog.size}")
+    if cp is not None:
+        print(f"latest checkpoint: size {cp.tree_size}, root {cp.root_hash.hex()}")
+    return 0
+
+
+def log_id_hex(origin: str) -> str:
+    from node.translog import log_id
+
+    return log_id(origin).hex()
+
+
+def cmd_log(args: argparse.Namespace) -> int:
+    from node.runtime import open_node
+
+    node = open_node(args.home)
+    tlog = node.log()
+    tlog.checkpoint()  # the bundle covers everything appended so far
+    bundle = tlog.export()
+    args.path.write_bytes(bundle.to_bytes())
+    print(
+        f"wrote {args.path}: {len(bundle.entries)} entries, {len(bundle.checkpoints)} "
+        f"checkpoints, node {tlog.node_id}"
+    )
+    return 0
+
+
+def cmd_audit(args: argparse.Namespace) -> int:
+    from attestation.audit import audit
+    from node.audit_source import read_source
+
+    data = read_source(args.source)
+    seen = [read_source(str(path)).decode("utf-8", "replace") for path in args.checkpoint]
+    report = audit(data, args.source, trusted_fingerprint=args.key, seen_checkpoints=seen)
+    if args.json:
+        print(json.dumps(report.as_json(), indent=2))
+    else:
+        print(report.render())
+    return 0 if report.ok else 1
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -561,6 +623,29 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--symptoms", required=True, help="what it addresses, in metric words")
     g.add_argument("--guidance", required=True, help="how to build it as a Mixer")
     p.set_defaults(func=cmd_cognition)
+    p = sub.add_parser("node", help="this node's identity")
+    nsub = p.add_subparsers(dest="action", required=True)
+    nsub.add_parser("show", help="public key, fingerprint, log id and size")
+    p.set_defaults(func=cmd_node)
+
+    p = sub.add_parser("log", help="the transparency log")
+    lsub = p.add_subparsers(dest="action", required=True)
+    e = lsub.add_parser("export", help="write a self-contained bundle for `asi-node audit`")
+    e.add_argument("path", type=Path, help="bundle file to write (JSON)")
+    p.set_defaults(func=cmd_log)
+
+    p = sub.add_parser("audit", help="verify a log bundle or a node's log offline")
+    p.add_argument("source", help="bundle file, or a node's base URL (http://host:port)")
+    p.add_argument("--json", action="store_true", help="machine-readable report")
+    p.add_argument("--key", help="trusted node key fingerprint (sha256:...) to pin")
+    p.add_argument(
+        "--checkpoint",
+        type=Path,
+        action="append",
+        default=[],
+        help="a signed checkpoint seen before (file); the log must extend it (repeatable)",
+    )
+    p.set_defaults(func=cmd_audit)
 
     p = sub.add_parser("serve", help="serve the read-only HTTP API")
     p.add_argument("--host")
@@ -615,7 +700,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     try:
         return int(args.func(args))
-    except AsiNodeError as exc:
+    except (AsiNodeError, TrustError) as exc:
         print(f"asi-node: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

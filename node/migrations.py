@@ -195,9 +195,34 @@ def _v2_llm_exchanges(op: Operations) -> None:
         batch.add_column(sa.Column("llm_json", sa.Text, nullable=True))
 
 
+def _v3_transparency_log(op: Operations) -> None:
+    """The transparency log: signed envelopes by index, and signed checkpoints."""
+    op.create_table(
+        "log_entry",
+        sa.Column("idx", sa.BigInteger, primary_key=True, autoincrement=False),
+        sa.Column("leaf_hash", sa.LargeBinary(32), nullable=False),
+        sa.Column("kind", sa.String(32), nullable=False),
+        # The experiment id a record is about: finding unrecorded experiments on restart.
+        sa.Column("subject", sa.String(64), nullable=True),
+        sa.Column("envelope", sa.LargeBinary, nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    )
+    op.create_index("ix_log_entry_kind_subject", "log_entry", ["kind", "subject"])
+    op.create_table(
+        "log_checkpoint",
+        sa.Column("tree_size", sa.BigInteger, primary_key=True, autoincrement=False),
+        sa.Column("root_hash", sa.LargeBinary(32), nullable=False),
+        sa.Column("origin", sa.Text, nullable=False),
+        sa.Column("public_key", sa.Text, nullable=False),
+        sa.Column("note", sa.Text, nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    )
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration("initial schema", _v1_initial),
     Migration("llm exchanges", _v2_llm_exchanges),
+    Migration("transparency log", _v3_transparency_log),
 )
 
 # Tables the steps above create; finding any of them in a database without a version
@@ -212,6 +237,8 @@ _OWN_TABLES = frozenset(
         "insight",
         "event",
         "llm_exchange",
+        "log_entry",
+        "log_checkpoint",
     }
 )
 

@@ -6,22 +6,26 @@ import json
 import os
 import secrets
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from attestation.keys import NodeKey
 from loop.devices import DevicePool
 from loop.engineer import Engineer
 from loop.sandbox import Limits
 from node.errors import ConfigError
+from node.records import Recorder
 from node.scheduler import CampaignRunner, EventSink, RunSummary
 from node.settings import Settings, init_home, load_settings
 from node.store import Store
+from node.translog import NodeLog
 
 if TYPE_CHECKING:
     from node.llm_loop import LLMSetup
 
 HELDOUT_KEY = "heldout.key"
+NODE_KEY = "node.key"
 
 
 @dataclass
@@ -30,6 +34,33 @@ class Node:
 
     settings: Settings
     store: Store
+    _log: NodeLog | None = field(default=None, repr=False)
+
+    @property
+    def key_path(self) -> Path:
+        return Path(self.settings.home) / NODE_KEY
+
+    def _passphrase(self) -> bytes | None:
+        secret = self.settings.tlog.key_passphrase
+        return secret.get_secret_value().encode() if secret is not None else None
+
+    def node_key(self) -> NodeKey:
+        """The node's signing key; created (0600) on first use for homes made before it."""
+        if not self.key_path.exists():
+            NodeKey.generate().save(self.key_path, self._passphrase())
+        return NodeKey.load(self.key_path, self._passphrase())
+
+    def log(self) -> NodeLog:
+        """The node's transparency log (opened once)."""
+        if self._log is None:
+            tl = self.settings.tlog
+            self._log = NodeLog(
+                self.store,
+                self.node_key(),
+                checkpoint_every=tl.checkpoint_every,
+                checkpoint_interval_s=tl.checkpoint_interval_s,
+            )
+        return self._log
 
     def heldout_secret(self) -> bytes:
         """The secret that seeds held-out test sets; candidates never see it.
@@ -88,6 +119,8 @@ class Node:
             from node.llm_loop import LLMSetup
 
             llm = LLMSetup.from_settings(self.settings)
+        recorder = Recorder(self.log(), self.store, self.settings.loop.researcher_mode)
+        recorder.campaign_start(campaign)
         runner = CampaignRunner(
             self.store,
             campaign,
@@ -98,8 +131,15 @@ class Node:
             on_event=on_event,
             stop=stop,
             llm=llm,
+            recorder=recorder,
         )
-        return runner.run()
+        reason = "crashed"
+        try:
+            summary = runner.run()
+            reason = summary.reason
+        finally:
+            recorder.campaign_stop(campaign, reason)
+        return summary
 
 
 def open_node(home: Path | None = None, create: bool = False) -> Node:

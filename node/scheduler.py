@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from loop.analyst import Scores, analyse, fitness, needs_reruns
 from loop.archive import (
@@ -42,6 +42,12 @@ log = logging.getLogger(__name__)
 
 EventSink = Callable[[str, dict[str, Any]], None]
 MAX_PROPOSAL_TRIES = 20
+
+
+class RecordSink(Protocol):
+    """Where final experiments go to be signed into the log (node.records.Recorder)."""
+
+    def experiment_final(self, experiment_id: str) -> None: ...
 
 
 def baseline_code(name: str) -> str:
@@ -76,8 +82,10 @@ class CampaignRunner:
         stop: threading.Event | None = None,
         llm: LLMSetup | None = None,
         chat_factory: ChatFactory | None = None,
+        recorder: RecordSink | None = None,
     ) -> None:
         self.store = store
+        self.recorder = recorder
         self.campaign = campaign
         self.config = CampaignConfig.model_validate_json(campaign.config_json)
         self.engineer = engineer
@@ -318,6 +326,8 @@ class CampaignRunner:
             timings=result.timings,
             analysis=result.message if result.failure else "",
         )
+        if status == "failed" and self.recorder is not None:
+            self.recorder.experiment_final(exp.id)
         data = self._describe(exp) | {"status": status, "message": result.message}
         data["metrics"] = result.metrics
         data["timings"] = result.timings
@@ -387,6 +397,8 @@ class CampaignRunner:
             if twin is not None and exp.seed == self.config.seed:
                 notes.append(f"Behaves like {twin.name} within a point on every test set.")
             self.store.set_experiment_score(exp.id, fit.value, fit.version, " ".join(notes))
+            if self.recorder is not None:
+                self.recorder.experiment_final(exp.id)
             for insight in insights:
                 self.store.add_insight(cid, insight, exp.id)
             self.emit("scored", {"candidate": cand.name, "seed": exp.seed, "fitness": fit.value})

@@ -224,6 +224,21 @@ class IcpSettings(_Section):
         return value
 
 
+class TlogSettings(_Section):
+    """The transparency log: node key and checkpoints."""
+
+    checkpoint_every: int = Field(
+        default=100, gt=0, description="sign a checkpoint after this many new log entries"
+    )
+    checkpoint_interval_s: float = Field(
+        default=60.0, gt=0, description="or when this many seconds passed since the last one"
+    )
+    key_passphrase: SecretStr | None = Field(
+        default=None,
+        description="passphrase of the node key; prefer ASI_NODE_TLOG__KEY_PASSPHRASE_FILE",
+    )
+
+
 class AttestationSettings(_Section):
     """TEE evidence: how this node collects it, and the policy `attest verify` applies."""
 
@@ -271,6 +286,7 @@ class Settings(BaseSettings):
     log: LogSettings = LogSettings()
     llm: LLMSettings = LLMSettings()
     icp: IcpSettings = IcpSettings()
+    tlog: TlogSettings = TlogSettings()
     attestation: AttestationSettings = AttestationSettings()
 
     @classmethod

@@ -11,8 +11,10 @@ processes can share one queue without running anything twice.
     rows.py      the frozen rows it returns
     tables.py    the SQLModel tables (the DDL lives in node.migrations)
     database.py  engines, SQLite transaction hooks, database errors translated
+    log.py       the transparency log's entries and checkpoints (LogStore)
 """
 
+from node.store.log import CheckpointRow, EntryRow, LogStore
 from node.store.rows import (
     CampaignRow,
     CandidateRow,
@@ -39,10 +41,13 @@ __all__ = [
     "ROLES",
     "CampaignRow",
     "CandidateRow",
+    "CheckpointRow",
+    "EntryRow",
     "EventRow",
     "ExperimentRow",
     "InsightRow",
     "LLMExchangeRow",
     "LLMUsage",
+    "LogStore",
     "Store",
 ]

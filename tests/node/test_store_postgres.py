@@ -28,6 +28,8 @@ CANDIDATE_URLS = (
 # The store's tables, each before any table it refers to.
 CHILDREN_FIRST = (
     "llm_exchange",
+    "log_entry",
+    "log_checkpoint",
     "metric",
     "insight",
     "event",
@@ -112,3 +114,28 @@ class TestPostgresStore(StoreContract):
         camp = store.create_campaign("alpha", {})
         assert camp.created_at.utcoffset() is not None
         assert store.get_campaign(camp.id).created_at == camp.created_at
+
+
+def test_the_log_appends_checkpoints_and_audits_on_postgres(store: Store) -> None:
+    from logfix import run_logged_campaign
+
+    from attestation.audit import verify_bundle
+    from attestation.keys import NodeKey
+    from node.errors import ConflictError
+    from node.translog import NodeLog
+
+    key = NodeKey.generate()
+    tlog, cid = run_logged_campaign(store, key, candidates=1)
+    verified = verify_bundle(tlog.export().to_bytes(), key.public.fingerprint)
+    assert verified.size == tlog.size and cid in verified.records.campaigns
+    # A second writer with a stale view is refused by the primary key, not forked.
+    stale = NodeLog(store, key)
+    tlog.append("event", _event(tlog.node_id))
+    with pytest.raises(ConflictError, match="another process"):
+        stale.append("event", _event(tlog.node_id))
+
+
+def _event(node_id: str) -> dict[str, object]:
+    from node.records import event_statement
+
+    return event_statement(node_id, "tick")

@@ -1,0 +1,171 @@
+"""Experiment records and node events as in-toto statements, and the scheduler's hook.
+
+A record holds what DESIGN section 4 lists: campaign id and config hash, sequence number,
+parents, code digest (the statement's subject), motivation, screening, training config,
+seeds, task spec digest, metrics, fitness, timings, environment, node id, researcher
+mode, status and failure class. Each finished experiment is recorded once; on start the
+node records any it finished but did not get to record before a crash.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import platform
+import sys
+from datetime import UTC, datetime
+from functools import cache
+from importlib import metadata
+from typing import Any
+
+from attestation.canonical import canonical_json
+from attestation.dsse import statement
+from attestation.records import CAMPAIGN_START, EVENT_PREDICATE, EXPERIMENT_PREDICATE
+from node.campaign import CampaignConfig
+from node.store import FINISHED_STATUSES, CampaignRow, ExperimentRow, Store
+from node.tasks import build_task, build_train
+from node.translog import NodeLog
+
+EXPERIMENT_KIND = "experiment"
+EVENT_KIND = "event"
+RECORD_VERSION = 1
+
+
+@cache
+def environment() -> dict[str, Any]:
+    """Package versions and the device the node runs on (no host names, no paths)."""
+    versions: dict[str, str | None] = {}
+    for dist in ("asi-node", "torch", "numpy", "cryptography"):
+        try:
+            versions[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            versions[dist] = None
+    return {
+        "python": platform.python_version(),
+        "implementation": sys.implementation.name,
+        "packages": versions,
+        "device": {"machine": platform.machine(), "system": platform.system()},
+    }
+
+
+def _digest(value: Any) -> str:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        value = dataclasses.asdict(value)
+    return "sha256:" + hashlib.sha256(canonical_json(json.loads(json.dumps(value)))).hexdigest()
+
+
+def _json(raw: str | None) -> Any:
+    return json.loads(raw) if raw else None
+
+
+def experiment_statement(
+    store: Store,
+    campaign: CampaignRow,
+    exp: ExperimentRow,
+    node_id: str,
+    researcher_mode: str,
+) -> dict[str, Any]:
+    """The in-toto statement recording one finished experiment."""
+    cand = store.get_candidate(exp.candidate_id)
+    config = CampaignConfig.model_validate_json(campaign.config_json)
+    train = build_train(config, 1, exp.seed)
+    record = {
+        "record_version": RECORD_VERSION,
+        "node_id": node_id,
+        "campaign_id": campaign.id,
+        "config_hash": campaign.config_hash,
+        "experiment_id": exp.id,
+        "seq": exp.seq,
+        "role": exp.role,
+        "candidate": {"id": cand.id, "name": cand.name, "origin": cand.origin},
+        "parent_ids": json.loads(cand.parent_ids_json or "[]"),
+        "code_digest": cand.digest,
+        "motivation": cand.motivation,
+        "screening": _json(exp.screen_json),
+        "training": _json(exp.train_json),
+        "train_config_digest": _digest(train),
+        "seeds": {"train": exp.seed, "heldout": "secret (per experiment, node-held)"},
+        "task_spec_digest": _digest(build_task(config)),
+        "metrics": _json(exp.metrics_json),
+        "fitness": (
+            {"version": exp.fitness_version, "value": exp.fitness}
+            if exp.fitness is not None
+            else None
+        ),
+        "timings": _json(exp.timings_json),
+        "environment": environment(),
+        "researcher": {"mode": researcher_mode, "model": None, "llm_tokens": None},
+        "status": exp.status,
+        "failure_class": exp.failure_class,
+        "attempts": exp.attempts,
+        "finished_at": exp.finished_at.isoformat() if exp.finished_at else None,
+    }
+    digest = cand.digest.removeprefix("sha256:")
+    return statement(f"candidate/{cand.name}", digest, EXPERIMENT_PREDICATE, record)
+
+
+def event_statement(node_id: str, event: str, **fields: Any) -> dict[str, Any]:
+    """A node event (campaign start/stop, later key and attestation registrations)."""
+    predicate = {
+        "node_id": node_id,
+        "event": event,
+        "at": datetime.now(UTC).isoformat(),
+        **fields,
+    }
+    return statement(f"node/{node_id}", node_id.removeprefix("sha256:"), EVENT_PREDICATE, predicate)
+
+
+class Recorder:
+    """Appends records to the node's log; the scheduler calls `experiment_final`."""
+
+    def __init__(self, log: NodeLog, store: Store, researcher_mode: str) -> None:
+        self.log = log
+        self.store = store
+        self.researcher_mode = researcher_mode
+
+    def campaign_start(self, campaign: CampaignRow) -> None:
+        self.log.append(
+            EVENT_KIND,
+            event_statement(
+                self.log.node_id,
+                CAMPAIGN_START,
+                campaign_id=campaign.id,
+                config_hash=campaign.config_hash,
+            ),
+        )
+        self.catch_up(campaign)
+
+    def campaign_stop(self, campaign: CampaignRow, reason: str) -> None:
+        # Scoring is over for this run: record what finished, scored or not (a candidate
+        # whose reference failed never gets a fitness, and must not go unrecorded).
+        self.catch_up(campaign, unscored=True)
+        self.log.append(
+            EVENT_KIND,
+            event_statement(
+                self.log.node_id, "campaign_stop", campaign_id=campaign.id, reason=reason
+            ),
+        )
+        self.log.checkpoint()
+
+    def experiment_final(self, experiment_id: str) -> None:
+        """Record a finished (scored or failed) experiment, once."""
+        exp = self.store.get_experiment(experiment_id)
+        if exp.status not in FINISHED_STATUSES or self.log.db.has_subject(EXPERIMENT_KIND, exp.id):
+            return
+        campaign = self.store.get_campaign(exp.campaign_id)
+        stmt = experiment_statement(
+            self.store, campaign, exp, self.log.node_id, self.researcher_mode
+        )
+        self.log.append(EXPERIMENT_KIND, stmt, subject=exp.id)
+
+    def catch_up(self, campaign: CampaignRow, unscored: bool = False) -> None:
+        """Record finished experiments not yet in the log (a crash came between finishing
+        and recording): failed ones, scored ones, and with `unscored` every done one."""
+        recorded = self.log.db.subjects(EXPERIMENT_KIND)
+        for exp in sorted(self.store.list_experiments(campaign.id), key=lambda e: e.seq):
+            final = exp.status in ("failed", "interrupted") or (
+                exp.status == "done" and (unscored or exp.fitness is not None)
+            )
+            if final and exp.id not in recorded:
+                self.experiment_final(exp.id)
