@@ -504,9 +504,15 @@ def cmd_attest(args: argparse.Namespace) -> int:
     settings = load_settings(args.home)
     try:
         if args.action == "collect":
+            from attestation.audit import ATTESTATION_EVENT
+            from node.records import EVENT_KIND, event_statement
+            from node.runtime import open_node
+
+            node = open_node(args.home)
+            log_key = node.node_key().public.raw.hex()
             config = settings.model_dump(mode="json", exclude={"home"})
             binding = BindingDocument.fresh(
-                log_public_key=args.log_key,
+                log_public_key=log_key,
                 evm_address=args.evm_address,
                 icp_principal=args.icp_principal,
                 config_hash=hashlib.sha256(rfc8785.dumps(config)).hexdigest(),
@@ -524,6 +530,13 @@ def cmd_attest(args: argparse.Namespace) -> int:
             out = args.out or evidence_path(settings)
             out.parent.mkdir(parents=True, exist_ok=True)
             out.write_text(json.dumps(bundle.to_json(), indent=2) + "\n", encoding="utf-8")
+            tlog = node.log()
+            index = tlog.append(
+                EVENT_KIND,
+                event_statement(tlog.node_id, ATTESTATION_EVENT, evidence=bundle.to_json()),
+            )
+            tlog.checkpoint()
+            print(f"logged as entry {index} of the node's log (node {tlog.node_id})")
             if provider == "none":
                 print("provider none: no TEE evidence; this node is UNATTESTED and says so")
             else:
@@ -673,7 +686,6 @@ def build_parser() -> argparse.ArgumentParser:
     a = asub.add_parser("collect", help="collect evidence bound to the node's keys")
     a.add_argument("--provider", choices=["none", "sev-snp", "tdx", "nvidia"])
     a.add_argument("--gpus", action="store_true", help="also collect NVIDIA GPU evidence")
-    a.add_argument("--log-key", required=True, help="the node's Ed25519 log key, 64 hex digits")
     a.add_argument("--evm-address", required=True, help="the node's EVM address, 0x...")
     a.add_argument("--icp-principal", required=True, help="the node's ICP principal (text)")
     a.add_argument(

@@ -12,7 +12,7 @@ import warnings
 from datetime import datetime
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
@@ -38,9 +38,21 @@ def load_certificates(data: bytes) -> list[x509.Certificate]:
                 certs = [x509.load_der_x509_certificate(data)]
         except ValueError as exc:
             raise CertificateFormatError(f"not a certificate: {exc}") from None
+        for cert in certs:
+            _parse_eagerly(cert)
     if not certs:
         raise CertificateFormatError("no certificate found")
     return certs
+
+
+def _parse_eagerly(cert: x509.Certificate) -> None:
+    """Touch every field the verifiers read: `cryptography` parses some lazily, and a
+    damaged field must fail here, as a format error, not deep inside a check."""
+    try:
+        _ = (cert.subject, cert.issuer, cert.not_valid_before_utc, cert.not_valid_after_utc)
+        _ = (list(cert.extensions), cert.public_key(), cert.signature_hash_algorithm)
+    except (ValueError, TypeError, UnsupportedAlgorithm, x509.UnsupportedGeneralNameType) as exc:
+        raise CertificateFormatError(f"malformed certificate: {exc}") from None
 
 
 def common_name(cert: x509.Certificate) -> str:
@@ -54,7 +66,7 @@ def issuer_error(child: x509.Certificate, issuer: x509.Certificate) -> str | Non
         child.verify_directly_issued_by(issuer)
     except InvalidSignature:
         return f"signature of {common_name(child)!r} does not verify with {common_name(issuer)!r}"
-    except (ValueError, TypeError) as exc:
+    except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
         return f"{common_name(child)!r} is not issued by {common_name(issuer)!r}: {exc}"
     return None
 

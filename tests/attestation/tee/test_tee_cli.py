@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -10,13 +11,26 @@ from tee_vectors import VECTORS as VECTOR_DIR
 from node.cli import main
 
 KEYS = [
-    "--log-key",
-    "ab" * 32,
     "--evm-address",
     "0x" + "12" * 20,
     "--icp-principal",
     "2vxsx-fae",
 ]
+
+
+def init(tmp_path: Path, config: str = "") -> str:
+    home = tmp_path / "home"
+    assert main(["--home", str(home), "init"]) == 0
+    if config:
+        with (home / "config.toml").open("a") as fh:
+            fh.write(config)
+    return str(home)
+
+
+def node_key_hex(home: str) -> str:
+    from node.runtime import open_node
+
+    return open_node(Path(home)).node_key().public.raw.hex()
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
@@ -101,23 +115,45 @@ def test_settings_allow_list_is_the_default_policy(
 def test_collect_none_writes_an_unattested_bundle_that_verify_flags(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    home = str(tmp_path / "home")
+    home = init(tmp_path)
     out_file = tmp_path / "evidence.json"
     code, out, _ = run(capsys, "--home", home, "attest", "collect", *KEYS, "--out", str(out_file))
-    assert code == 0 and "UNATTESTED" in out
+    assert code == 0 and "UNATTESTED" in out and "logged as entry" in out
+    bundle = json.loads(out_file.read_text())
+    assert bundle["binding"]["log_public_key"] == node_key_hex(home)
     code, out, _ = run(capsys, "--home", home, "attest", "verify", str(out_file))
     assert code == 3
     assert "result: UNATTESTED" in out
 
 
+def test_audit_flags_a_node_whose_log_says_it_has_no_tee(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    home = init(tmp_path)
+    exported = tmp_path / "log.json"
+    assert run(capsys, "--home", home, "log", "export", str(exported))[0] == 0
+    code, out, _ = run(capsys, "--home", home, "audit", str(exported))
+    assert code == 0 and "FLAGGED missing: the node published no attestation evidence" in out
+    assert run(capsys, "--home", home, "attest", "collect", *KEYS)[0] == 0
+    assert run(capsys, "--home", home, "log", "export", str(exported))[0] == 0
+    code, out, _ = run(capsys, "--home", home, "audit", str(exported))
+    assert code == 0 and "[ok  ] attestation: FLAGGED unattested" in out
+
+
 def test_collect_errors_are_clear(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    home = tmp_path / "home"
-    home.mkdir()
-    (home / "config.toml").write_text(f'[attestation]\ntsm_path = "{tmp_path / "absent"}"\n')
-    code, _, err = run(capsys, "--home", str(home), "attest", "collect", "--provider", "tdx", *KEYS)
+    code, _, err = run(capsys, "--home", str(tmp_path / "new"), "attest", "collect", *KEYS)
+    assert code == 2 and "asi-node init" in err
+    home = init(tmp_path)
+    absent = tmp_path / "absent"
+    env_home = Path(home)
+    text = (env_home / "config.toml").read_text()
+    (env_home / "config.toml").write_text(
+        text.replace('tsm_path = "/sys/kernel/config/tsm/report"', f'tsm_path = "{absent}"')
+    )
+    code, _, err = run(capsys, "--home", home, "attest", "collect", "--provider", "tdx", *KEYS)
     assert code == 2 and "configfs-tsm" in err and "does not exist" in err
-    bad = [*KEYS[:5], "not-a-principal"]
-    code, _, err = run(capsys, "--home", str(home), "attest", "collect", *bad)
+    bad = [*KEYS[:3], "not-a-principal"]
+    code, _, err = run(capsys, "--home", home, "attest", "collect", *bad)
     assert code == 2 and "icp_principal" in err
 
 
@@ -148,16 +184,15 @@ def test_help_describes_the_attest_commands(
 def test_verify_checks_the_named_node_key(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    home = str(tmp_path / "home")
+    home = init(tmp_path)
     out_file = tmp_path / "evidence.json"
     assert run(capsys, "--home", home, "attest", "collect", *KEYS, "--out", str(out_file))[0] == 0
     code, out, _ = run(
         capsys, "--home", home, "attest", "verify", str(out_file), "--log-key", "cd" * 32
     )
-    assert code == 1 and "FAIL  bundle.1 binding document: names log key abababab" in out
-    code, out, _ = run(
-        capsys, "--home", home, "attest", "verify", str(out_file), "--log-key", "ab" * 32
-    )
+    key = node_key_hex(home)
+    assert code == 1 and f"FAIL  bundle.1 binding document: names log key {key[:16]}" in out
+    code, out, _ = run(capsys, "--home", home, "attest", "verify", str(out_file), "--log-key", key)
     assert code == 3
 
 
@@ -177,6 +212,35 @@ def test_api_publishes_the_collected_bundle(
     assert client.get("/attestation/evidence").status_code == 404
     assert run(capsys, "--home", str(home), "attest", "collect", *KEYS)[0] == 0
     body = client.get("/attestation/evidence").json()
-    assert body["provider"] == "none" and body["binding"]["log_public_key"] == "ab" * 32
+    assert body["provider"] == "none"
+    assert body["binding"]["log_public_key"] == node.node_key().public.raw.hex()
     evidence_path(node.settings).write_text("[1]")
     assert client.get("/attestation/evidence").status_code == 500
+
+
+def test_audit_fails_when_logged_evidence_binds_another_key(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from attestation.audit import ATTESTATION_EVENT
+    from attestation.tee.binding import BindingDocument
+    from attestation.tee.evidence import EvidenceBundle
+    from node.records import EVENT_KIND, event_statement
+    from node.runtime import open_node
+
+    home = init(tmp_path)
+    node = open_node(Path(home))
+    other = BindingDocument.fresh(
+        log_public_key="ef" * 32,
+        evm_address="0x" + "12" * 20,
+        icp_principal="2vxsx-fae",
+        config_hash="cd" * 32,
+    )
+    tlog = node.log()
+    bundle = EvidenceBundle("none", other, "now").to_json()
+    tlog.append(EVENT_KIND, event_statement(tlog.node_id, ATTESTATION_EVENT, evidence=bundle))
+    exported = tmp_path / "log.json"
+    assert run(capsys, "--home", home, "log", "export", str(exported))[0] == 0
+    code, out, _ = run(capsys, "--home", home, "audit", str(exported))
+    assert code == 1
+    assert "[FAIL] attestation: step bundle.1 binding document: names log key efef" in out
+    assert "result: FAIL at step 10" in out
