@@ -511,10 +511,16 @@ def cmd_attest(args: argparse.Namespace) -> int:
             node = open_node(args.home)
             log_key = node.node_key().public.raw.hex()
             config = settings.model_dump(mode="json", exclude={"home"})
+            principal = args.icp_principal
+            if principal is None:  # the node's own ICP identity (issue 8), created if absent
+                from governance.icp import NodeIdentity
+
+                identity_path = node.settings.home / node.settings.icp.identity_path
+                principal = NodeIdentity.load_or_create(identity_path).principal_text
             binding = BindingDocument.fresh(
                 log_public_key=log_key,
                 evm_address=args.evm_address,
-                icp_principal=args.icp_principal,
+                icp_principal=principal,
                 config_hash=hashlib.sha256(rfc8785.dumps(config)).hexdigest(),
             )
             section = settings.attestation
@@ -687,7 +693,9 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--provider", choices=["none", "sev-snp", "tdx", "nvidia"])
     a.add_argument("--gpus", action="store_true", help="also collect NVIDIA GPU evidence")
     a.add_argument("--evm-address", required=True, help="the node's EVM address, 0x...")
-    a.add_argument("--icp-principal", required=True, help="the node's ICP principal (text)")
+    a.add_argument(
+        "--icp-principal", help="the node's ICP principal (default: its [icp] identity's)"
+    )
     a.add_argument(
         "--out", type=Path, help="output file (default: <home>/attestation/evidence.json)"
     )

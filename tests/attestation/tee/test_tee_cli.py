@@ -244,3 +244,15 @@ def test_audit_fails_when_logged_evidence_binds_another_key(
     assert code == 1
     assert "[FAIL] attestation: step bundle.1 binding document: names log key efef" in out
     assert "result: FAIL at step 10" in out
+
+
+def test_collect_defaults_the_icp_principal_to_the_node_identity(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    home = init(tmp_path)
+    out_file = tmp_path / "evidence.json"
+    argv = ["--home", home, "attest", "collect", "--evm-address", "0x" + "12" * 20]
+    assert run(capsys, *argv, "--out", str(out_file))[0] == 0
+    code, principal, _ = run(capsys, "--home", home, "icp", "principal")
+    assert code == 0
+    assert json.loads(out_file.read_text())["binding"]["icp_principal"] == principal.strip()
