@@ -8,7 +8,8 @@ restrictive signal wins and needs no confirmation); resume and fork apply only a
 the proposal has been read again through an update call, whose reply the IC certifies,
 and that certified payload hashes to the same value as the one first read.
 
-The watcher consumes `SnsDirectiveSource.poll()`; nothing here imports ic-py.
+The watcher reads it through `governance.directives.SnsSource`; nothing here imports
+ic-py. The directive kinds and their order live in `governance.directives`.
 """
 
 from __future__ import annotations
@@ -17,28 +18,14 @@ import hashlib
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
-from enum import StrEnum
 from typing import Protocol
 
+from governance.directives import RESTRICTIVENESS, DirectiveKind, most_restrictive
 from governance.icp import IcpReplyError, SnsProposal, decode_directive_payload
 
 log = logging.getLogger(__name__)
 
 
-class DirectiveKind(StrEnum):
-    PAUSE = "pause"
-    RESUME = "resume"
-    STOP = "stop"
-    FORK = "fork"
-
-
-# Higher is more restrictive: when signals disagree, the highest wins.
-RESTRICTIVENESS = {
-    DirectiveKind.STOP: 3,
-    DirectiveKind.PAUSE: 2,
-    DirectiveKind.FORK: 1,
-    DirectiveKind.RESUME: 0,
-}
 NEEDS_CERTIFIED = frozenset({DirectiveKind.RESUME, DirectiveKind.FORK})
 
 
@@ -171,6 +158,13 @@ class SnsDirectiveSource:
         )
 
 
-def most_restrictive(kinds: list[DirectiveKind]) -> DirectiveKind | None:
-    """The signal that wins when sources disagree (stop > pause > fork > resume)."""
-    return max(kinds, key=RESTRICTIVENESS.__getitem__, default=None)
+__all__ = [
+    "NEEDS_CERTIFIED",
+    "RESTRICTIVENESS",
+    "DirectiveKind",
+    "ProposalReader",
+    "RejectedProposal",
+    "SnsDirective",
+    "SnsDirectiveSource",
+    "most_restrictive",
+]

@@ -1,4 +1,5 @@
-"""The node's read-only HTTP API: health, campaigns, leaderboards, experiment detail."""
+"""The node's HTTP API: health, campaigns, leaderboards, experiment detail; governance
+routes from `governance.api`."""
 
 from __future__ import annotations
 
@@ -9,7 +10,10 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
+from pydantic import SecretStr
 
+from governance.api import governance_router
+from governance.ballots import GovernorClient
 from node import leaderboard
 from node.attestation_api import attestation_router
 from node.errors import AsiNodeError, CorruptStoreError, NotFoundError, StoreError
@@ -41,9 +45,16 @@ def _experiment(row: ExperimentRow, code: str | None = None) -> dict[str, Any]:
     return data
 
 
-def create_app(store: Store, *, attestation_evidence: Path | None = None) -> FastAPI:
-    """The app over one store; the caller owns the store's lifetime. With
-    `attestation_evidence`, the node's evidence bundle is published at /attestation."""
+def create_app(
+    store: Store,
+    *,
+    governor: GovernorClient | None = None,
+    operator_token: SecretStr | None = None,
+    attestation_evidence: Path | None = None,
+) -> FastAPI:
+    """The app over one store; the caller owns the store's lifetime. The governance
+    routes (`/gov`) relay to `governor` when one is given; with `attestation_evidence` the
+    node's TEE evidence bundle is published at /attestation."""
     app = FastAPI(title="asi-node", version="0.1.0", summary="Read-only view of a research node")
     if attestation_evidence is not None:
         app.include_router(attestation_router(attestation_evidence))
@@ -92,4 +103,7 @@ def create_app(store: Store, *, attestation_evidence: Path | None = None) -> Fas
         return data
 
     app.include_router(log_router(LogView(store)))
+    from node.gov_records import StoreGovernanceView
+
+    app.include_router(governance_router(StoreGovernanceView(store), governor, operator_token))
     return app

@@ -272,6 +272,10 @@ def cmd_campaign(args: argparse.Namespace) -> int:
         why = json.loads(stops[-1].payload_json).get("detail") if stops else None
         if camp.status == "paused" and why:
             print(f"paused: {why}")
+        from node.gov_cli import lineage_lines
+
+        for line in lineage_lines(node, camp):
+            print(line)
         print(f"config {camp.config_hash}")
         print(json.dumps(json.loads(camp.config_json), indent=2))
         print(_llm_line(node, camp.id))
@@ -395,7 +399,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
     node = open_node(args.home)
     host = args.host or node.settings.api.host
     port = args.port or node.settings.api.port
-    app = create_app(node.store, attestation_evidence=evidence_path(node.settings))
+    app = create_app(
+        node.store,
+        operator_token=node.settings.api.operator_token,
+        attestation_evidence=evidence_path(node.settings),
+    )
     uvicorn.run(app, host=host, port=port, log_level="warning")
     return 0
 
@@ -708,6 +716,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     a.add_argument("--log-key", help="require the binding document to name this node log key")
     p.set_defaults(func=cmd_attest)
+
+    from node.gov_cli import add_parser as add_gov_parser
+
+    add_gov_parser(sub)
     return parser
 
 

@@ -219,10 +219,34 @@ def _v3_transparency_log(op: Operations) -> None:
     )
 
 
+def _v4_governance_directives(op: Operations) -> None:
+    """Governance directives the node applied, awaiting their on-chain acknowledgement."""
+    op.create_table(
+        "governance_directive",
+        sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+        sa.Column("source", sa.String(32), nullable=False),
+        # The node's campaign id, or "*" for a directive to every campaign: no foreign key.
+        sa.Column("campaign_id", sa.String(64), nullable=False),
+        sa.Column("epoch", sa.BigInteger, nullable=False),
+        sa.Column("kind", sa.String(16), nullable=False),
+        sa.Column("ref", sa.Text, nullable=False),
+        sa.Column("height", sa.BigInteger, nullable=True),
+        sa.Column("config_hash", sa.String(80), nullable=True),
+        sa.Column("detail_json", sa.Text, nullable=False),
+        sa.Column("applied_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("acknowledged_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("ack_ref", sa.Text, nullable=True),
+        sa.UniqueConstraint("source", "campaign_id", "epoch", name="uq_directive_epoch"),
+        sa.CheckConstraint("kind IN ('pause', 'resume', 'stop', 'fork')", name="ck_directive_kind"),
+    )
+    op.create_index("ix_directive_campaign", "governance_directive", ["campaign_id", "id"])
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration("initial schema", _v1_initial),
     Migration("llm exchanges", _v2_llm_exchanges),
     Migration("transparency log", _v3_transparency_log),
+    Migration("governance directives", _v4_governance_directives),
 )
 
 # Tables the steps above create; finding any of them in a database without a version
@@ -239,6 +263,7 @@ _OWN_TABLES = frozenset(
         "llm_exchange",
         "log_entry",
         "log_checkpoint",
+        "governance_directive",
     }
 )
 

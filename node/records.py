@@ -64,12 +64,12 @@ def experiment_statement(
     campaign: CampaignRow,
     exp: ExperimentRow,
     node_id: str,
-    researcher_mode: str,
 ) -> dict[str, Any]:
     """The in-toto statement recording one finished experiment."""
     cand = store.get_candidate(exp.candidate_id)
     config = CampaignConfig.model_validate_json(campaign.config_json)
     train = build_train(config, 1, exp.seed)
+    llm = _json(exp.llm_json)
     record = {
         "record_version": RECORD_VERSION,
         "node_id": node_id,
@@ -95,7 +95,12 @@ def experiment_statement(
         ),
         "timings": _json(exp.timings_json),
         "environment": environment(),
-        "researcher": {"mode": researcher_mode, "model": None, "llm_tokens": None},
+        # LLM use as counts and digests only; the prompt and completion text stay on the node.
+        "researcher": {
+            "mode": config.researcher,
+            "models": (llm or {}).get("models", []),
+            "llm": llm,
+        },
         "status": exp.status,
         "failure_class": exp.failure_class,
         "attempts": exp.attempts,
@@ -119,10 +124,9 @@ def event_statement(node_id: str, event: str, **fields: Any) -> dict[str, Any]:
 class Recorder:
     """Appends records to the node's log; the scheduler calls `experiment_final`."""
 
-    def __init__(self, log: NodeLog, store: Store, researcher_mode: str) -> None:
+    def __init__(self, log: NodeLog, store: Store) -> None:
         self.log = log
         self.store = store
-        self.researcher_mode = researcher_mode
 
     def campaign_start(self, campaign: CampaignRow) -> None:
         self.log.append(
@@ -154,9 +158,7 @@ class Recorder:
         if exp.status not in FINISHED_STATUSES or self.log.db.has_subject(EXPERIMENT_KIND, exp.id):
             return
         campaign = self.store.get_campaign(exp.campaign_id)
-        stmt = experiment_statement(
-            self.store, campaign, exp, self.log.node_id, self.researcher_mode
-        )
+        stmt = experiment_statement(self.store, campaign, exp, self.log.node_id)
         self.log.append(EXPERIMENT_KIND, stmt, subject=exp.id)
 
     def catch_up(self, campaign: CampaignRow, unscored: bool = False) -> None:

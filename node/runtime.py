@@ -119,7 +119,7 @@ class Node:
             from node.llm_loop import LLMSetup
 
             llm = LLMSetup.from_settings(self.settings)
-        recorder = Recorder(self.log(), self.store, self.settings.loop.researcher_mode)
+        recorder = Recorder(self.log(), self.store)
         recorder.campaign_start(campaign)
         runner = CampaignRunner(
             self.store,

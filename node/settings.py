@@ -239,6 +239,25 @@ class TlogSettings(_Section):
     )
 
 
+class GovernanceSettings(_Section):
+    """How the node obeys governance directives (`asi-node gov run`)."""
+
+    poll_seconds: float = Field(default=5.0, gt=0, description="directive poll interval")
+    confirmations: int = Field(
+        default=2, ge=1, description="blocks on a resume or fork before it applies"
+    )
+    stale_after_seconds: float = Field(
+        default=60.0, gt=0, description="pause every campaign after this long without fresh state"
+    )
+    stop_deadline_seconds: float = Field(
+        default=30.0, gt=0, description="a paused campaign's training must stop within this"
+    )
+    fork_configs: str = Field(
+        default="fork-configs",
+        description="directory (relative to the home) of fork configs named <sha256 hex>.json",
+    )
+
+
 class AttestationSettings(_Section):
     """TEE evidence: how this node collects it, and the policy `attest verify` applies."""
 
@@ -287,6 +306,7 @@ class Settings(BaseSettings):
     llm: LLMSettings = LLMSettings()
     icp: IcpSettings = IcpSettings()
     tlog: TlogSettings = TlogSettings()
+    governance: GovernanceSettings = GovernanceSettings()
     attestation: AttestationSettings = AttestationSettings()
 
     @classmethod

@@ -12,8 +12,10 @@ processes can share one queue without running anything twice.
     tables.py    the SQLModel tables (the DDL lives in node.migrations)
     database.py  engines, SQLite transaction hooks, database errors translated
     log.py       the transparency log's entries and checkpoints (LogStore)
+    governance.py  applied governance directives and campaign forks
 """
 
+from node.store.governance import DirectiveLedger, DirectiveRow
 from node.store.log import CheckpointRow, EntryRow, LogStore
 from node.store.rows import (
     CampaignRow,
@@ -42,6 +44,8 @@ __all__ = [
     "CampaignRow",
     "CandidateRow",
     "CheckpointRow",
+    "DirectiveLedger",
+    "DirectiveRow",
     "EntryRow",
     "EventRow",
     "ExperimentRow",

@@ -24,7 +24,7 @@ def run_logged_campaign(
     """Run a campaign with the FakeEngineer, recording into the node log as the node does."""
     tlog = NodeLog(store, key, checkpoint_every=4)
     camp = store.create_campaign(name, small_config(candidates).model_dump(mode="json"))
-    recorder = Recorder(tlog, store, "offline")
+    recorder = Recorder(tlog, store)
     recorder.campaign_start(camp)
     runner = CampaignRunner(
         store,

@@ -10,6 +10,7 @@ out and pauses the campaign.
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import json
 import threading
@@ -26,6 +27,7 @@ from loop.screen import check_source
 from node.campaign import Budget, CampaignConfig
 from node.cli import main
 from node.llm_loop import LLMSetup
+from node.records import Recorder
 from node.runtime import open_node
 from node.scheduler import CampaignRunner
 from node.settings import init_home
@@ -189,6 +191,7 @@ def test_llm_campaign_repairs_analyses_rejects_and_pauses_on_budget(
             node_secret=b"s" * 32,
             on_event=lambda k, d: events.append((k, d)),
             llm=setup_for(server.url),
+            recorder=Recorder(node.log(), node.store),
         )
         summary = runner.run()
         seen = list(server.seen)
@@ -274,6 +277,17 @@ def test_llm_campaign_repairs_analyses_rejects_and_pauses_on_budget(
     conv = by_name["short-conv-keys"]
     assert conv.fitness == pytest.approx(gain(conv) + 0.02 * 0.3)
     assert ref.fitness == pytest.approx(0.0) and ref.fitness_version == "fitness-v1+judge"
+
+    # The signed record carries the LLM use as counts and digests, never the text.
+    log = node.log()
+    records = [json.loads(e.envelope) for e in log.db.entries(0, log.size) if e.subject]
+    statements = [json.loads(base64.b64decode(r["payload"])) for r in records]
+    record = next(
+        s["predicate"] for s in statements if s["predicate"]["experiment_id"] == decayed.id
+    )
+    assert record["researcher"]["mode"] == "llm" and record["researcher"]["models"] == [MODELS[0]]
+    assert record["researcher"]["llm"]["calls"] == 3
+    assert "Mixer" not in json.dumps(record["researcher"])
 
     # What the agents saw and said is kept in full, locally.
     kept = node.store.list_llm_exchanges(camp.id)

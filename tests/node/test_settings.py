@@ -209,8 +209,18 @@ def test_written_config_is_commented_and_loads_as_the_defaults(tmp_path: Path) -
     assert text.count("\n# ") > 10
     assert load_settings(tmp_path, env={}) == Settings(home=tmp_path)
     parsed = tomllib.loads(text)
-    sections = {"loop", "sandbox", "gpu", "api", "log", "llm", "icp", "tlog", "attestation"}
-    assert set(parsed) == sections
+    assert set(parsed) == {
+        "loop",
+        "sandbox",
+        "gpu",
+        "api",
+        "log",
+        "llm",
+        "icp",
+        "tlog",
+        "governance",
+        "attestation",
+    }
     assert set(parsed["llm"]["researcher"]) == set()  # per-role overrides all commented
     assert set(parsed["sandbox"]) == set(Settings().sandbox.model_dump())
 

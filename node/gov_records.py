@@ -1,0 +1,148 @@
+"""What governance leaves in the node's store, read back: the `/gov` view of campaigns,
+the audit that no experiment started while paused, and on-chain acknowledgements.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from governance.directives import ALL_CAMPAIGNS
+from governance.errors import GovernanceError
+from node.errors import AsiNodeError, NotFoundError
+from node.store import DirectiveLedger, DirectiveRow, Store
+
+log = logging.getLogger(__name__)
+
+
+class StoreGovernanceView:
+    """`governance.api.GovernanceView` over the node's store."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.ledger = DirectiveLedger(store)
+
+    def _describe(self, cid: str) -> dict[str, Any]:
+        camp = self.store.get_campaign(cid)
+        directives = self.ledger.list_applied(camp.id)
+        epochs: dict[str, int] = {}
+        for d in directives:
+            if d.campaign_id == camp.id:
+                epochs[d.source] = max(epochs.get(d.source, 0), d.epoch)
+        return {
+            "id": camp.id,
+            "name": camp.name,
+            "status": camp.status,
+            "config_hash": camp.config_hash,
+            "epochs": epochs,
+            "parent": camp.parent_campaign_id,
+            "fork_position": camp.fork_tree_size,
+            "children": [c.id for c in self.ledger.children(camp.id)],
+            "directives": [d.as_json() for d in directives],
+        }
+
+    def campaigns(self) -> list[dict[str, Any]]:
+        return [self._describe(c.id) for c in self.store.list_campaigns()]
+
+    def campaign(self, campaign_ref: str) -> dict[str, Any] | None:
+        try:
+            return self._describe(campaign_ref)
+        except NotFoundError:
+            return None
+
+    def unacknowledged(self) -> list[dict[str, Any]]:
+        return [d.as_json() for d in self.ledger.unacknowledged()]
+
+
+@dataclass(frozen=True)
+class PausedStart:
+    """An experiment that started while governance had its campaign paused or stopped."""
+
+    experiment_id: str
+    seq: int
+    started_at: str
+    directive: str  # the pause in force: "source epoch kind"
+
+
+def paused_starts(store: Store, campaign_id: str) -> list[PausedStart]:
+    """Check that no experiment of the campaign started while it was paused.
+
+    Each source's applied directives (the campaign's and the all-campaign ones) give
+    intervals in which that source held the campaign paused or stopped: from a pause or
+    stop until that source's next resume (a stop never ends). An experiment that ran (done
+    or failed) with its start inside any such interval is reported. Experiments stopped by
+    a pause are requeued with no start time, so they do not count.
+    """
+    ledger = DirectiveLedger(store)
+    campaign = store.get_campaign(campaign_id)
+    intervals: list[tuple[Any, Any, str]] = []
+    open_since: dict[tuple[str, str], tuple[Any, str]] = {}
+    for d in ledger.list_applied(campaign.id):
+        key = (d.source, d.campaign_id)
+        label = f"{d.source} epoch {d.epoch} {d.kind}"
+        if d.kind in ("pause", "stop"):
+            open_since.setdefault(key, (d.applied_at, label))
+        elif d.kind in ("resume", "fork") and key in open_since:
+            since, what = open_since.pop(key)
+            intervals.append((since, d.applied_at, what))
+    intervals.extend((since, None, what) for since, what in open_since.values())
+    found = []
+    for exp in store.list_experiments(campaign.id):
+        if exp.started_at is None or exp.status not in ("done", "failed"):
+            continue
+        for since, until, what in intervals:
+            if since <= exp.started_at and (until is None or exp.started_at < until):
+                found.append(PausedStart(exp.id, exp.seq, exp.started_at.isoformat(), what))
+                break
+    return found
+
+
+class DirectiveAcker(Protocol):
+    """Sends `CampaignController.acknowledge(campaignId, epoch, logEntryHash)`; returns the
+    transaction hash. Issue 5's chain client implements it; it raises on failure."""
+
+    def acknowledge(self, campaign_key: bytes, epoch: int, entry_hash: bytes) -> str: ...
+
+
+def directive_entry_hash(row: DirectiveRow) -> bytes:
+    """The hash an acknowledgement commits to: SHA-256 of the applied directive's canonical
+    JSON (source, campaign, epoch, kind, ref). When the transparency log lands, this
+    becomes the hash of the directive's log entry."""
+    body = {
+        "source": row.source,
+        "campaign": row.campaign_id,
+        "epoch": row.epoch,
+        "kind": row.kind,
+        "ref": row.ref,
+    }
+    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).digest()
+
+
+def acknowledge_pending(store: Store, acker: DirectiveAcker, source: str) -> list[DirectiveRow]:
+    """Acknowledge `source`'s applied, unacknowledged campaign directives, oldest first.
+
+    Stops at the first failure (the controller wants epochs in order; the rest wait for
+    the next call). All-campaign directives have no campaign epoch to acknowledge.
+    """
+    from governance.directives import campaign_key
+
+    ledger = DirectiveLedger(store)
+    done = []
+    for row in ledger.unacknowledged(source):
+        if row.campaign_id == ALL_CAMPAIGNS or row.detail.get("unknown_campaign"):
+            continue
+        try:
+            tx = acker.acknowledge(
+                campaign_key(row.campaign_id), row.epoch, directive_entry_hash(row)
+            )
+        except (AsiNodeError, GovernanceError, OSError) as exc:
+            log.warning(
+                "acknowledgement failed; retried later",
+                extra={"directive": row.id, "error": str(exc)},
+            )
+            break
+        done.append(ledger.mark_acknowledged(row.id, tx))
+    return done

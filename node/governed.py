@@ -1,0 +1,455 @@
+"""Node obedience: campaigns run only while governance allows, and stop when it says so.
+
+`GovernedNode.step()` polls the watcher once, records every applied directive in the
+store (`DirectiveLedger`, which the chain client later acknowledges on-chain), carries
+out forks, and then makes each campaign's run match what the watcher allows: a campaign
+that may no longer run has its run's stop event set, which kills its sandboxed training
+within about 0.1 s (`loop.sandbox`), and the scheduler's stop path puts the interrupted
+experiments back in the queue (never lost, not counted as attempts); a campaign that may
+run again is started again (the scheduler resumes from the store). Nothing of a campaign
+starts while it is paused, because no run of it exists then.
+
+Each run is a thread that calls `run(campaign_id, stop_event)`; `serve` steps every poll
+interval until told to stop. `governed_node` wires one from a node's settings; what the
+store keeps of it is read back in `node.gov_records`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+from governance.directives import ALL_CAMPAIGNS, CampaignState, DirectiveKind, DirectiveSource
+from governance.errors import ForkConfigError
+from governance.watcher import Applied, Watcher
+from node.errors import AsiNodeError, ConfigError, NotFoundError, StoreError
+from node.scheduler import RunSummary
+from node.store import DirectiveLedger, DirectiveRow, Store
+
+if TYPE_CHECKING:
+    from node.runtime import Node
+    from node.settings import Settings
+
+log = logging.getLogger(__name__)
+
+RunFn = Callable[[str, threading.Event], RunSummary]
+
+
+class ForkConfigs(Protocol):
+    """Finds the config a fork names (by its SHA-256 and URI), as a mapping."""
+
+    def __call__(self, config_hash: bytes, uri: str) -> Mapping[str, Any]: ...
+
+
+def config_sha256(config: Mapping[str, Any]) -> bytes:
+    """The hash a fork's config is named by: SHA-256 of its canonical JSON, as stored."""
+    text = json.dumps(dict(config), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).digest()
+
+
+@dataclass
+class _Run:
+    campaign_id: str
+    stop: threading.Event
+    thread: threading.Thread
+    summary: RunSummary | None = None
+    error: BaseException | None = None
+    stop_requested_at: float | None = None
+    stop_cause: DirectiveRow | None = None
+    cause_observed_at: float | None = None
+    ended_at: float | None = None
+    late: bool = False  # missed its stop deadline (logged once)
+    directed: bool = False  # stopped by a directive (not staleness or revocation)
+
+
+@dataclass(frozen=True)
+class Stopped:
+    """A run that ended because governance stopped it, and how fast."""
+
+    campaign_id: str
+    latency_s: float  # directive observed -> run ended (training killed, work requeued)
+    within_deadline: bool
+    summary: RunSummary | None
+
+
+@dataclass
+class StepReport:
+    applied: list[DirectiveRow] = field(default_factory=list)
+    started: list[str] = field(default_factory=list)
+    stopping: list[str] = field(default_factory=list)
+    stopped: list[Stopped] = field(default_factory=list)
+    forked: list[str] = field(default_factory=list)
+
+
+class GovernedNode:
+    """Drives `campaigns` (ids) under `watcher`; see the module docstring."""
+
+    def __init__(
+        self,
+        store: Store,
+        watcher: Watcher,
+        run: RunFn,
+        campaigns: Iterable[str],
+        *,
+        stop_deadline_s: float = 30.0,
+        configs: ForkConfigs | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.store = store
+        self.ledger = DirectiveLedger(store)
+        self.watcher = watcher
+        self.run = run
+        self.campaigns = [store.get_campaign(c).id for c in campaigns]
+        self.stop_deadline_s = stop_deadline_s
+        self.configs = configs
+        self.clock = clock
+        self.runs: dict[str, _Run] = {}
+        self.finished: dict[str, RunSummary] = {}
+        self._unrecorded: list[Applied] = []
+        self._unlinked: dict[str, Stopped] = {}  # stops whose directive is not recorded yet
+
+    # -- one poll ------------------------------------------------------------------------
+    def step(self) -> StepReport:
+        """Poll once; obey first, then record (a store that fails cannot delay a stop:
+        unrecorded directives are retried on the next step)."""
+        report = StepReport()
+        result = self.watcher.poll()
+        for applied in result.applied:
+            self._note(applied)
+        self._reap(report)
+        self._enforce(report)
+        todo, self._unrecorded = [*self._unrecorded, *result.applied], []
+        for i, applied in enumerate(todo):
+            try:
+                row = self._apply(applied, report)
+            except StoreError as exc:
+                log.error(
+                    "applied directive not recorded; retried on the next poll",
+                    extra={"epoch": applied.directive.epoch, "error": str(exc)},
+                )
+                self._unrecorded = todo[i:]
+                break
+            report.applied.append(row)
+        if report.forked:
+            self._enforce(report)  # start the children
+        return report
+
+    def serve(self, stop: threading.Event, poll_interval_s: float) -> None:
+        """Step every `poll_interval_s` until `stop`; then stop every run and wait."""
+        try:
+            while not stop.is_set():
+                self.step()
+                stop.wait(poll_interval_s)
+        finally:
+            self.shutdown()
+
+    def shutdown(self, timeout_s: float | None = None) -> None:
+        for run in self.runs.values():
+            run.stop.set()
+        for run in list(self.runs.values()):
+            run.thread.join(timeout_s if timeout_s is not None else self.stop_deadline_s)
+        self._reap(StepReport())
+
+    def wait_stopped(self, campaign_id: str, timeout_s: float) -> StepReport:
+        """Step until the campaign's run has ended (or `timeout_s`); for tests and benches."""
+        deadline = self.clock() + timeout_s
+        report = StepReport()
+        while campaign_id in self.runs and self.clock() < deadline:
+            run = self.runs[campaign_id]
+            run.thread.join(0.02)
+            self._reap(report)
+        return report
+
+    # -- directives --------------------------------------------------------------------------
+    def _apply(self, applied: Applied, report: StepReport) -> DirectiveRow:
+        d = applied.directive
+        detail: dict[str, Any] = {
+            "observed_to_applied_s": round(applied.applied_at - applied.observed_at, 6),
+            "confirmations": applied.confirmations,
+        }
+        if d.kind is DirectiveKind.FORK:
+            detail |= self._fork(applied, report)
+        campaign = d.campaign_id
+        if campaign != ALL_CAMPAIGNS:
+            try:
+                campaign = self.store.get_campaign(campaign).id
+            except NotFoundError:
+                detail["unknown_campaign"] = True
+        row = self.ledger.record(
+            source=d.source,
+            campaign_id=campaign,
+            epoch=d.epoch,
+            kind=d.kind.value,
+            ref=d.ref,
+            height=d.height,
+            config_hash=("sha256:" + d.config_hash.hex()) if d.config_hash else None,
+            detail=detail,
+        )
+        if d.kind in (DirectiveKind.PAUSE, DirectiveKind.STOP):
+            for cid in self._targets(campaign):
+                run = self.runs.get(cid)
+                if run is not None and run.stop_cause is None:
+                    run.stop_cause = row
+                stopped = self._unlinked.pop(cid, None)  # ended before this record existed
+                if stopped is not None:
+                    self.ledger.update_detail(row.id, _stop_facts(stopped))
+        return row
+
+    def _targets(self, campaign: str) -> list[str]:
+        if campaign == ALL_CAMPAIGNS:
+            return list(self.campaigns)
+        try:
+            return [self.store.get_campaign(campaign).id]
+        except (NotFoundError, StoreError):
+            return [campaign]
+
+    def _note(self, applied: Applied) -> None:
+        """What a directive changes before anything is written: when a stop's cause was
+        seen, and that a DAO resume retries a campaign that paused itself."""
+        d = applied.directive
+        for cid in self._targets(d.campaign_id):
+            if d.kind is DirectiveKind.RESUME:
+                if cid in self.finished and self.finished[cid].reason == "paused":
+                    del self.finished[cid]
+            elif d.kind in (DirectiveKind.PAUSE, DirectiveKind.STOP):
+                run = self.runs.get(cid)
+                if run is not None and run.cause_observed_at is None:
+                    run.cause_observed_at = applied.observed_at
+                    run.directed = True
+
+    def _fork(self, applied: Applied, report: StepReport) -> dict[str, Any]:
+        d = applied.directive
+        assert d.parent_id is not None and d.config_hash is not None
+        try:
+            if self.configs is None:
+                raise ForkConfigError("this node has no source of fork configs configured")
+            config = dict(self.configs(d.config_hash, d.config_uri))
+            got = config_sha256(config)
+            if got != d.config_hash:
+                raise ForkConfigError(
+                    f"the fork names config sha256:{d.config_hash.hex()}, but the config "
+                    f"found at {d.config_uri or 'its hash'} hashes to sha256:{got.hex()}"
+                )
+            parent = self.store.get_campaign(d.parent_id)
+            child = self.ledger.fork(
+                parent.id,
+                d.campaign_id,
+                config,
+                position=d.from_position,
+                detail={"source": d.source, "epoch": d.epoch, "ref": d.ref},
+            )
+        except StoreError:
+            raise  # transient: the whole directive is retried on the next step
+        except (ForkConfigError, AsiNodeError, ValueError) as exc:
+            log.error(
+                "fork refused",
+                extra={"child": d.campaign_id, "parent": d.parent_id, "error": str(exc)},
+            )
+            return {"refused": str(exc)}
+        self.campaigns.append(child.id)
+        report.forked.append(child.id)
+        return {"child": child.id, "parent": parent.id, "position": child.fork_tree_size}
+
+    # -- runs ------------------------------------------------------------------------------
+    def _enforce(self, report: StepReport) -> None:
+        now = self.clock()
+        for cid in self.campaigns:
+            state = self.watcher.state(cid)
+            run = self.runs.get(cid)
+            if state is CampaignState.RUNNING:
+                if run is None and cid not in self.finished and self._runnable(cid):
+                    self._start(cid)
+                    report.started.append(cid)
+                continue
+            if run is not None and not run.stop.is_set():
+                run.stop.set()
+                run.stop_requested_at = now
+                if run.cause_observed_at is None:
+                    run.cause_observed_at = now  # staleness or revocation: seen now
+                report.stopping.append(cid)
+            elif run is None:
+                try:
+                    self._mark(cid, state)
+                except StoreError as exc:
+                    log.error("status not recorded", extra={"campaign": cid, "error": str(exc)})
+            if run is not None and not run.late and self._overdue(run, now):
+                run.late = True
+                log.error(
+                    "run missed its stop deadline",
+                    extra={"campaign": cid, "deadline_s": self.stop_deadline_s},
+                )
+
+    def _overdue(self, run: _Run, now: float) -> bool:
+        asked = run.stop_requested_at
+        return asked is not None and now - asked > self.stop_deadline_s
+
+    def _runnable(self, cid: str) -> bool:
+        return self.store.get_campaign(cid).status not in ("stopped", "done")
+
+    def _mark(self, cid: str, state: CampaignState) -> None:
+        if state is CampaignState.RUNNING:
+            return
+        status = self.store.get_campaign(cid).status
+        want = "stopped" if state is CampaignState.STOPPED else "paused"
+        if status == want or status == "stopped" or (status == "done" and want == "paused"):
+            return
+        self.store.set_campaign_status(cid, want)
+
+    def _start(self, cid: str) -> None:
+        stop = threading.Event()
+        holder = _Run(cid, stop, threading.Thread())
+
+        def body() -> None:
+            try:
+                holder.summary = self.run(cid, stop)
+            except BaseException as exc:  # reported by _reap; the thread must not die silently
+                holder.error = exc
+            finally:
+                holder.ended_at = self.clock()
+
+        holder.thread = threading.Thread(target=body, name=f"campaign-{cid}", daemon=True)
+        self.runs[cid] = holder
+        holder.thread.start()
+
+    def _reap(self, report: StepReport) -> None:
+        for cid, run in list(self.runs.items()):
+            if run.thread.is_alive():
+                continue
+            del self.runs[cid]
+            if run.error is not None:
+                log.error("campaign run failed", extra={"campaign": cid, "error": str(run.error)})
+                self.store.add_event(cid, "governed_run_failed", {"error": str(run.error)})
+                self.finished[cid] = RunSummary("failed", 0, 0.0, str(run.error))
+                continue
+            if not run.stop.is_set():
+                # Ended on its own (complete, budget spent, or the LLM loop paused it):
+                # not restarted in this session unless a resume directive applies.
+                if run.summary is not None:
+                    self.finished[cid] = run.summary
+                continue
+            ended = run.ended_at if run.ended_at is not None else self.clock()
+            seen = run.cause_observed_at if run.cause_observed_at is not None else ended
+            latency = max(0.0, ended - seen)
+            stopped = Stopped(cid, latency, latency <= self.stop_deadline_s, run.summary)
+            report.stopped.append(stopped)
+            try:
+                if run.stop_cause is not None:
+                    self.ledger.update_detail(run.stop_cause.id, _stop_facts(stopped))
+                elif run.directed:
+                    self._unlinked[cid] = stopped
+                self.store.add_event(cid, "governed_stop", _stop_facts(stopped))
+                self._mark(cid, self.watcher.state(cid))
+            except StoreError as exc:
+                log.error("stop not recorded", extra={"campaign": cid, "error": str(exc)})
+
+
+class DirectoryConfigs:
+    """Fork configs from a directory: `<sha256 hex>.json`, checked by the caller's hash."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+
+    def __call__(self, config_hash: bytes, uri: str) -> Mapping[str, Any]:
+        path = self.directory / f"{config_hash.hex()}.json"
+        try:
+            data = json.loads(path.read_text())
+        except FileNotFoundError:
+            origin = uri or "its author"
+            raise ForkConfigError(
+                f"no fork config {path}: put the config the proposal names (from {origin}) "
+                "there as JSON"
+            ) from None
+        except (OSError, ValueError) as exc:
+            raise ForkConfigError(f"fork config {path} is unreadable: {exc}") from None
+        if not isinstance(data, dict):
+            raise ForkConfigError(f"fork config {path} is not a JSON object")
+        return data
+
+
+def sources_from_settings(settings: Settings) -> list[DirectiveSource]:
+    """The directive sources the settings configure: the SNS when [icp] names one.
+
+    The EVM controller joins when the chain client is configured (issue 5).
+    """
+    sources: list[DirectiveSource] = []
+    icp = settings.icp
+    if icp.url and icp.sns_governance_canister:
+        from attestation.icp import MAINNET_ROOT_KEY_DER
+        from attestation.icp.principal import from_text
+        from governance.directives import SnsSource
+        from governance.icp import HttpTransport, IcpClient, NodeIdentity
+        from governance.icp.sns import SnsGovernance
+        from governance.sns import SnsDirectiveSource
+
+        kinds = {
+            icp.sns_pause_function: DirectiveKind.PAUSE,
+            icp.sns_resume_function: DirectiveKind.RESUME,
+            icp.sns_stop_function: DirectiveKind.STOP,
+            icp.sns_fork_function: DirectiveKind.FORK,
+        }
+        functions = {fid: kind for fid, kind in kinds.items() if fid is not None}
+        if not functions:
+            raise ConfigError("[icp] sns_governance_canister is set but no sns_*_function ids")
+        path = icp.root_key_path
+        root_key = Path(path).read_bytes() if path else MAINNET_ROOT_KEY_DER
+        client = IcpClient(
+            HttpTransport(icp.url),
+            NodeIdentity.load_or_create(Path(settings.home) / icp.identity_path),
+            root_key_der=root_key,
+            max_age_ns=int(icp.max_certificate_age_s * 1e9),
+        )
+        reader = SnsGovernance(client, from_text(icp.sns_governance_canister))
+        sources.append(SnsSource(SnsDirectiveSource(reader, functions)))
+    return sources
+
+
+def governed_node(
+    node: Node, campaigns: Iterable[str], sources: Iterable[DirectiveSource]
+) -> GovernedNode:
+    """A GovernedNode over `node`'s store, settings and engineer, resuming applied state."""
+    gs = node.settings.governance
+    store = node.store
+    ledger = DirectiveLedger(store)
+    states: dict[tuple[str, str], CampaignState] = {}
+    for row in ledger.list_applied():
+        states[(row.source, row.campaign_id)] = {
+            "pause": CampaignState.PAUSED,
+            "stop": CampaignState.STOPPED,
+        }.get(row.kind, CampaignState.RUNNING)
+
+    def resolve(name: str) -> str:
+        try:
+            return store.get_campaign(name).id
+        except NotFoundError:
+            return name
+
+    watcher = Watcher(
+        list(sources),
+        confirmations=gs.confirmations,
+        stale_after_s=gs.stale_after_seconds,
+        resolve=resolve,
+        applied_epochs=ledger.applied_epochs(),
+        states=states,
+    )
+    return GovernedNode(
+        store,
+        watcher,
+        lambda cid, stop: node.run_campaign(cid, stop=stop),
+        campaigns,
+        stop_deadline_s=gs.stop_deadline_seconds,
+        configs=DirectoryConfigs(Path(node.settings.home) / gs.fork_configs),
+    )
+
+
+def _stop_facts(stopped: Stopped) -> dict[str, Any]:
+    return {
+        "stop_latency_s": round(stopped.latency_s, 6),
+        "within_deadline": stopped.within_deadline,
+    }

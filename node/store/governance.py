@@ -1,0 +1,327 @@
+"""Governance in the store: the directives a node applied, and forks of campaigns.
+
+`DirectiveLedger` works on a `Store`'s database in the Store's own transactions. Each
+applied directive is one row (unique per source, campaign and epoch, so applying it
+twice is a no-op) that waits for its on-chain acknowledgement (`unacknowledged` /
+`mark_acknowledged`: the chain client sends `acknowledge(campaign, epoch, entryHash)`).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlmodel import Field, SQLModel, col, select
+
+from node.errors import ConflictError, NotFoundError
+from node.store.rows import CampaignRow, campaign_row
+from node.store.store import Store, _canonical_json, _new_id
+from node.store.tables import Campaign, Candidate, Event, Experiment, Insight, Metric
+
+_Tz = sa.DateTime(timezone=True)
+COPIED_STATUSES = ("done", "failed")
+
+
+class GovernanceDirective(SQLModel, table=True):
+    __tablename__ = "governance_directive"
+
+    id: int | None = Field(default=None, primary_key=True)
+    source: str = Field(sa_type=sa.String(32))
+    campaign_id: str = Field(sa_type=sa.String(64))
+    epoch: int = Field(sa_type=sa.BigInteger)
+    kind: str = Field(sa_type=sa.String(16))
+    ref: str = Field(sa_type=sa.Text)
+    height: int | None = Field(default=None, sa_type=sa.BigInteger)
+    config_hash: str | None = Field(default=None, sa_type=sa.String(80))
+    detail_json: str = Field(sa_type=sa.Text)
+    applied_at: datetime = Field(sa_type=_Tz)
+    acknowledged_at: datetime | None = Field(default=None, sa_type=_Tz)
+    ack_ref: str | None = Field(default=None, sa_type=sa.Text)
+
+
+@dataclass(frozen=True)
+class DirectiveRow:
+    """A directive this node applied. `campaign_id` is the node's id, or "*" for all."""
+
+    id: int
+    source: str
+    campaign_id: str
+    epoch: int
+    kind: str
+    ref: str
+    height: int | None
+    config_hash: str | None
+    detail: dict[str, Any]
+    applied_at: datetime
+    acknowledged_at: datetime | None
+    ack_ref: str | None
+
+    def as_json(self) -> dict[str, Any]:
+        data = {k: getattr(self, k) for k in self.__dataclass_fields__}
+        data["applied_at"] = self.applied_at.isoformat()
+        data["acknowledged_at"] = self.acknowledged_at.isoformat() if self.acknowledged_at else None
+        return data
+
+
+def _row(r: GovernanceDirective) -> DirectiveRow:
+    from node.store.rows import _utc, _utc_or_none
+
+    assert r.id is not None
+    return DirectiveRow(
+        id=r.id,
+        source=r.source,
+        campaign_id=r.campaign_id,
+        epoch=r.epoch,
+        kind=r.kind,
+        ref=r.ref,
+        height=r.height,
+        config_hash=r.config_hash,
+        detail=json.loads(r.detail_json),
+        applied_at=_utc(r.applied_at),
+        acknowledged_at=_utc_or_none(r.acknowledged_at),
+        ack_ref=r.ack_ref,
+    )
+
+
+class DirectiveLedger:
+    """Applied directives and forks, on `store`'s database."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    def record(
+        self,
+        *,
+        source: str,
+        campaign_id: str,
+        epoch: int,
+        kind: str,
+        ref: str = "",
+        height: int | None = None,
+        config_hash: str | None = None,
+        detail: Mapping[str, Any] | None = None,
+    ) -> DirectiveRow:
+        """Record an applied directive (and an event in its campaign); idempotent."""
+        s_ = self.store
+        with s_._session(write=True) as s:
+            found = s.exec(
+                select(GovernanceDirective).where(
+                    col(GovernanceDirective.source) == source,
+                    col(GovernanceDirective.campaign_id) == campaign_id,
+                    col(GovernanceDirective.epoch) == epoch,
+                )
+            ).first()
+            if found is not None:
+                return _row(found)
+            row = GovernanceDirective(
+                source=source,
+                campaign_id=campaign_id,
+                epoch=epoch,
+                kind=kind,
+                ref=ref,
+                height=height,
+                config_hash=config_hash,
+                detail_json=_canonical_json(dict(detail or {}), "directive detail"),
+                applied_at=s_._now(),
+            )
+            s.add(row)
+            s.flush()
+            known = s.get(Campaign, campaign_id) is not None
+            s_._event(
+                s,
+                campaign_id if known else None,
+                "directive_applied",
+                {"source": source, "campaign": campaign_id, "epoch": epoch, "kind": kind},
+            )
+            return _row(row)
+
+    def update_detail(self, directive_id: int, extra: Mapping[str, Any]) -> DirectiveRow:
+        """Add facts learnt after applying (how long the stop took)."""
+        with self.store._session(write=True) as s:
+            row = s.get(GovernanceDirective, directive_id)
+            if row is None:
+                raise NotFoundError(f"no applied directive {directive_id}")
+            row.detail_json = _canonical_json(
+                json.loads(row.detail_json) | dict(extra), "directive detail"
+            )
+            s.add(row)
+            s.flush()
+            return _row(row)
+
+    def list_applied(self, campaign_id: str | None = None) -> list[DirectiveRow]:
+        """Applied directives in the order applied; one campaign's (with the global ones)."""
+        query = select(GovernanceDirective).order_by(col(GovernanceDirective.id))
+        if campaign_id is not None:
+            query = query.where(col(GovernanceDirective.campaign_id).in_((campaign_id, "*")))
+        with self.store._session() as s:
+            return [_row(r) for r in s.exec(query)]
+
+    def unacknowledged(self, source: str | None = None) -> list[DirectiveRow]:
+        """Applied directives not yet acknowledged on their source, oldest first."""
+        query = (
+            select(GovernanceDirective)
+            .where(col(GovernanceDirective.acknowledged_at).is_(None))
+            .order_by(col(GovernanceDirective.id))
+        )
+        if source is not None:
+            query = query.where(col(GovernanceDirective.source) == source)
+        with self.store._session() as s:
+            return [_row(r) for r in s.exec(query)]
+
+    def mark_acknowledged(self, directive_id: int, ack_ref: str) -> DirectiveRow:
+        """Note the acknowledgement (e.g. its transaction hash). ConflictError if already."""
+        with self.store._session(write=True) as s:
+            row = s.get(GovernanceDirective, directive_id)
+            if row is None:
+                raise NotFoundError(f"no applied directive {directive_id}")
+            if row.acknowledged_at is not None:
+                raise ConflictError(f"directive {directive_id} was acknowledged as {row.ack_ref}")
+            row.acknowledged_at = self.store._now()
+            row.ack_ref = ack_ref
+            s.add(row)
+            s.flush()
+            return _row(row)
+
+    def applied_epochs(self) -> dict[tuple[str, str], int]:
+        """The highest applied epoch per (source, campaign): what a restarted watcher skips."""
+        query = select(
+            GovernanceDirective.source,
+            GovernanceDirective.campaign_id,
+            sa.func.max(GovernanceDirective.epoch),
+        ).group_by(col(GovernanceDirective.source), col(GovernanceDirective.campaign_id))
+        with self.store._session() as s:
+            return {(src, cid): int(epoch) for src, cid, epoch in s.exec(query)}
+
+    # -- forks ----------------------------------------------------------------------------
+    def fork(
+        self,
+        parent_id: str,
+        child_name: str,
+        config: Mapping[str, Any],
+        *,
+        position: int | None = None,
+        detail: Mapping[str, Any] | None = None,
+    ) -> CampaignRow:
+        """A child campaign holding the parent's archive and memory as of `position`.
+
+        The position is the parent's experiment sequence number (None: its latest); the
+        child gets copies of the parent's finished experiments up to it (with their
+        candidates, code, metrics and scores) and their insights, so its Researcher
+        continues from that state with the new `config`. Both campaigns get a lineage
+        event. One transaction: a failed fork leaves nothing behind.
+        """
+        child = self.store.create_campaign(child_name, config, parent_campaign_id=parent_id)
+        try:
+            return self._fill(parent_id, child, position, dict(detail or {}))
+        except BaseException:
+            self._drop(child.id)
+            raise
+
+    def _fill(
+        self, parent_id: str, child: CampaignRow, position: int | None, detail: dict[str, Any]
+    ) -> CampaignRow:
+        s_ = self.store
+        with s_._session(write=True) as s:
+            parent = s.get(Campaign, parent_id)
+            if parent is None:
+                raise NotFoundError(f"parent campaign {parent_id} not found")
+            upto = parent.last_seq if position is None else position
+            if upto > parent.last_seq:
+                raise ConflictError(
+                    f"campaign {parent_id} has {parent.last_seq} experiments; a fork at "
+                    f"position {upto} is in its future"
+                )
+            exps = s.exec(
+                select(Experiment)
+                .where(
+                    col(Experiment.campaign_id) == parent_id,
+                    col(Experiment.seq) <= upto,
+                    col(Experiment.status).in_(COPIED_STATUSES),
+                )
+                .order_by(col(Experiment.seq))
+            ).all()
+            cand_ids = {e.candidate_id for e in exps}
+            cands = s.exec(
+                select(Candidate)
+                .where(col(Candidate.campaign_id) == parent_id)
+                .order_by(col(Candidate.created_at), col(Candidate.id))
+            ).all()
+            new_cand = {c.id: _new_id("cand-", 6) for c in cands if c.id in cand_ids}
+            for c in cands:
+                if c.id not in new_cand:
+                    continue
+                parents = [new_cand.get(p, p) for p in json.loads(c.parent_ids_json or "[]")]
+                s.add(
+                    Candidate(
+                        id=new_cand[c.id],
+                        campaign_id=child.id,
+                        digest=c.digest,
+                        name=c.name,
+                        motivation=c.motivation,
+                        origin=c.origin,
+                        parent_ids_json=_canonical_json(parents, "parent_ids"),
+                        options_json=c.options_json,
+                        created_at=c.created_at,
+                    )
+                )
+            s.flush()
+            new_exp: dict[str, str] = {}
+            for e in exps:
+                new_exp[e.id] = _new_id("exp-", 6)
+                data = e.model_dump()
+                data |= {"id": new_exp[e.id], "campaign_id": child.id}
+                data["candidate_id"] = new_cand[e.candidate_id]
+                s.add(Experiment(**data))
+            s.flush()
+            for old, new in new_exp.items():
+                for m in s.exec(select(Metric).where(col(Metric.experiment_id) == old)).all():
+                    s.add(Metric(experiment_id=new, name=m.name, value=m.value))
+            insights = s.exec(
+                select(Insight)
+                .where(col(Insight.campaign_id) == parent_id)
+                .order_by(col(Insight.created_at), col(Insight.id))
+            ).all()
+            for i in insights:
+                if i.experiment_id is not None and i.experiment_id not in new_exp:
+                    continue
+                s.add(
+                    Insight(
+                        id=_new_id("ins-", 6),
+                        campaign_id=child.id,
+                        experiment_id=new_exp.get(i.experiment_id or ""),
+                        text=i.text,
+                        created_at=i.created_at,
+                    )
+                )
+            row = s.get(Campaign, child.id)
+            assert row is not None
+            row.fork_tree_size = upto
+            row.last_seq = upto
+            s.add(row)
+            s.flush()
+            lineage = detail | {"parent": parent_id, "child": child.id, "position": upto}
+            lineage["experiments"] = len(exps)
+            s_._event(s, child.id, "forked_from", lineage)
+            s_._event(s, parent_id, "forked_to", lineage)
+            return campaign_row(row)
+
+    def _drop(self, campaign_id: str) -> None:
+        with self.store._session(write=True) as s:
+            s.exec(sa.delete(Insight).where(col(Insight.campaign_id) == campaign_id))
+            s.exec(sa.delete(Candidate).where(col(Candidate.campaign_id) == campaign_id))
+            s.exec(sa.delete(Event).where(col(Event.campaign_id) == campaign_id))
+            s.exec(sa.delete(Campaign).where(col(Campaign.id) == campaign_id))
+
+    def children(self, campaign_id: str) -> list[CampaignRow]:
+        """Campaigns forked from this one."""
+        with self.store._session() as s:
+            rows = s.exec(
+                select(Campaign)
+                .where(col(Campaign.parent_campaign_id) == campaign_id)
+                .order_by(col(Campaign.created_at))
+            )
+            return [campaign_row(r) for r in rows]

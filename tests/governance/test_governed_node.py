@@ -1,0 +1,298 @@
+"""Node obedience: pause stops training and requeues it, resume restarts, stop is final, fork."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+
+import pytest
+from gov_fakes import FakeClock, FakeSource, GatedEngineer
+
+from governance.directives import DirectiveKind
+from governance.watcher import Watcher
+from node.campaign import Budget, CampaignConfig
+from node.governed import GovernedNode, config_sha256
+from node.scheduler import CampaignRunner, RunSummary
+from node.store import DirectiveLedger, Store
+
+P, R, S, F = DirectiveKind.PAUSE, DirectiveKind.RESUME, DirectiveKind.STOP, DirectiveKind.FORK
+
+
+def config(candidates: int = 2, seed: int = 0) -> CampaignConfig:
+    return CampaignConfig(
+        preset="quick",
+        baselines=("deltanet", "linear"),
+        budget=Budget(max_candidates=candidates),
+        researcher_seed=seed,
+    )
+
+
+NODES: list[GovernedNode] = []
+
+
+@pytest.fixture
+def store() -> Iterator[Store]:
+    with Store.open("sqlite://") as s:
+        yield s
+        for node in NODES:  # no campaign thread outlives its test
+            node.shutdown(timeout_s=10)
+        NODES.clear()
+
+
+def governed(
+    store: Store, engineer: GatedEngineer, src: FakeSource, *names: str, **kw: object
+) -> GovernedNode:
+    def run(cid: str, stop: threading.Event) -> RunSummary:
+        camp = store.get_campaign(cid)
+        runner = CampaignRunner(
+            store,
+            camp,
+            engineer,
+            workers=1,
+            threads_per_worker=1,  # type: ignore[arg-type]
+            node_secret=b"s" * 32,
+            stop=stop,
+        )
+        return runner.run()
+
+    watcher = Watcher([src], confirmations=2, resolve=lambda n: _resolve(store, n))
+    node = GovernedNode(store, watcher, run, names, stop_deadline_s=5.0, **kw)  # type: ignore[arg-type]
+    NODES.append(node)
+    return node
+
+
+def _resolve(store: Store, name: str) -> str:
+    try:
+        return store.get_campaign(name).id
+    except Exception:
+        return name
+
+
+def test_pause_stops_training_within_deadline_and_requeues_it_then_resume_restarts(
+    store: Store,
+) -> None:
+    camp = store.create_campaign("x", config().model_dump(mode="json"))
+    other = store.create_campaign("y", config(seed=1).model_dump(mode="json"))
+    eng, src = GatedEngineer(), FakeSource(head=100)
+    node = governed(store, eng, src, "x")
+    assert node.step().started == [camp.id]
+    assert eng.started.acquire(timeout=10)  # training is in flight
+    running = store.list_experiments(camp.id, status="running")
+    assert len(running) == 1
+
+    src.issue(P, "x", 1, height=100)
+    report = node.step()
+    assert [r.kind for r in report.applied] == ["pause"] and report.stopping == [camp.id]
+    report = node.wait_stopped(camp.id, timeout_s=5)
+    (stopped,) = report.stopped
+    assert stopped.within_deadline and stopped.latency_s < 5
+    exp = store.get_experiment(running[0].id)
+    assert exp.status == "queued" and exp.attempts == 0  # requeued, not lost, not an attempt
+    assert eng.interrupted == [running[0].id]
+    assert store.get_campaign(camp.id).status == "paused"
+    (row,) = DirectiveLedger(store).list_applied(camp.id)
+    assert row.kind == "pause" and row.epoch == 1 and row.source == "evm"
+    assert row.detail["stop_latency_s"] == pytest.approx(stopped.latency_s, abs=1e-5)
+    assert DirectiveLedger(store).unacknowledged() == [row]
+
+    jobs = len(eng.jobs)
+    for _ in range(3):  # nothing of x starts while it is paused
+        assert node.step().started == []
+    assert len(eng.jobs) == jobs and not store.list_experiments(camp.id, status="running")
+    assert store.get_campaign(other.id).status == "created"  # y is not driven by this node
+
+    src.issue(R, "x", 2, height=101)
+    assert node.step().started == []  # one confirmation of two
+    src.head = 102
+    report = node.step()
+    assert [r.kind for r in report.applied] == ["resume"] and report.started == [camp.id]
+    eng.release.set()
+    node.runs[camp.id].thread.join(30)
+    node.step()
+    assert store.get_campaign(camp.id).status == "done"
+    assert all(e.status == "done" for e in store.list_experiments(camp.id))
+    assert running[0].id in eng.jobs[jobs:]  # the interrupted experiment ran again
+
+
+def test_a_stop_is_final_and_a_later_resume_does_not_restart(store: Store) -> None:
+    camp = store.create_campaign("x", config().model_dump(mode="json"))
+    eng, src = GatedEngineer(), FakeSource(head=None)
+    node = governed(store, eng, src, "x")
+    node.step()
+    assert eng.started.acquire(timeout=10)
+    src.issue(S, camp.id, 1)
+    node.step()
+    node.wait_stopped(camp.id, 5)
+    assert store.get_campaign(camp.id).status == "stopped"
+    src.issue(R, camp.id, 2)
+    assert node.step().started == []
+    assert store.get_campaign(camp.id).status == "stopped"
+
+
+def test_a_node_without_fresh_governance_state_pauses_itself(store: Store) -> None:
+    camp = store.create_campaign("x", config().model_dump(mode="json"))
+    eng, src, clock = GatedEngineer(), FakeSource(head=None), FakeClock()
+    node = governed(store, eng, src, "x")
+    node.watcher = Watcher([src], stale_after_s=10, clock=clock)
+    node.step()
+    assert eng.started.acquire(timeout=10)
+    src.down = True
+    clock.advance(11)
+    assert node.step().stopping == [camp.id]
+    node.wait_stopped(camp.id, 5)
+    assert store.get_campaign(camp.id).status == "paused"
+    src.down = False
+    assert node.step().started == [camp.id]
+    node.shutdown()
+
+
+def test_a_fork_starts_a_child_from_the_parents_state_with_the_named_config(
+    store: Store,
+) -> None:
+    parent = store.create_campaign("x", config().model_dump(mode="json"))
+    eng, src = GatedEngineer(), FakeSource(head=None)
+    eng.release.set()
+    node = governed(store, eng, src, "x")
+    node.step()
+    node.runs[parent.id].thread.join(30)
+    node.step()
+    done = store.list_experiments(parent.id)
+    assert store.get_campaign(parent.id).status == "done" and len(done) >= 3
+    child_cfg = config(candidates=4).model_dump(mode="json")
+    good = config_sha256(child_cfg)
+    node.configs = lambda h, uri: child_cfg
+    position = done[2].seq
+    src.issue(F, "x-wider", 1, parent_id="x", from_position=position, config_hash=b"\x00" * 32)
+    report = node.step()
+    assert report.forked == [] and "hashes to" in report.applied[0].detail["refused"]
+    src.issue(F, "x-wide", 1, parent_id="x", from_position=position, config_hash=good)
+    report = node.step()
+    (child_id,) = report.forked
+    child = store.get_campaign(child_id)
+    assert child.parent_campaign_id == parent.id and child.fork_tree_size == position
+    assert child.config_hash == "sha256:" + good.hex()
+    copied = store.list_experiments(child.id)
+    assert [e.seq for e in copied[:3]] == [e.seq for e in done[:3]]
+    assert {e.metrics_json for e in copied[:3]} == {e.metrics_json for e in done[:3]}
+    assert [c.name for c in store.list_candidates(child.id)][:3] == [
+        c.name for c in store.list_candidates(parent.id)
+    ][:3]
+    assert [c.id for c in DirectiveLedger(store).children(parent.id)] == [child.id]
+    kinds = [e.kind for e in store.list_events(parent.id)]
+    assert "forked_to" in kinds
+    node.runs[child.id].thread.join(30)  # the child runs with its own budget, from there
+    node.step()
+    assert len([c for c in store.list_candidates(child.id) if c.origin != "baseline"]) == 4
+
+
+def test_the_audit_finds_no_start_while_paused_and_catches_one(store: Store) -> None:
+    from node.gov_records import paused_starts
+
+    camp = store.create_campaign("x", config().model_dump(mode="json"))
+    eng, src = GatedEngineer(), FakeSource(head=None)
+    node = governed(store, eng, src, "x")
+    node.step()
+    assert eng.started.acquire(timeout=10)
+    src.issue(P, "x", 1)
+    node.step()
+    node.wait_stopped(camp.id, 5)
+    src.issue(R, "x", 2)
+    eng.release.set()
+    node.step()
+    node.runs[camp.id].thread.join(30)
+    node.step()
+    assert paused_starts(store, camp.id) == []
+
+    # An experiment that runs while a pause is in force is caught.
+    ledger = DirectiveLedger(store)
+    ledger.record(source="guardian", campaign_id=camp.id, epoch=1, kind="pause")
+    cand = store.list_candidates(camp.id)[0]
+    exp = store.enqueue_experiment(camp.id, cand.id, "baseline", 99)
+    store.start_experiment(exp.id)
+    store.finish_experiment(exp.id, "done", metrics={"mean_acc": 0.5})
+    (violation,) = paused_starts(store, camp.id)
+    assert violation.experiment_id == exp.id and "guardian epoch 1 pause" in violation.directive
+
+
+def test_applied_directives_are_acknowledged_in_order_and_a_failure_is_retried(
+    store: Store,
+) -> None:
+    from governance.directives import campaign_key
+    from governance.errors import SourceError
+    from node.gov_records import acknowledge_pending, directive_entry_hash
+
+    camp = store.create_campaign("x", config().model_dump(mode="json"))
+    ledger = DirectiveLedger(store)
+    first = ledger.record(source="evm", campaign_id=camp.id, epoch=1, kind="pause")
+    ledger.record(source="evm", campaign_id="*", epoch=1, kind="pause")
+    ledger.record(source="evm", campaign_id=camp.id, epoch=2, kind="resume")
+    ledger.record(source="sns", campaign_id=camp.id, epoch=40, kind="pause")
+
+    class Acker:
+        def __init__(self) -> None:
+            self.sent: list[tuple[bytes, int, bytes]] = []
+            self.fail_at: int | None = 2
+
+        def acknowledge(self, key: bytes, epoch: int, entry: bytes) -> str:
+            if epoch == self.fail_at:
+                raise SourceError("rpc down")
+            self.sent.append((key, epoch, entry))
+            return f"0xtx{epoch}"
+
+    acker = Acker()
+    done = acknowledge_pending(store, acker, "evm")
+    assert [d.epoch for d in done] == [1]
+    assert acker.sent == [(campaign_key(camp.id), 1, directive_entry_hash(first))]
+    acker.fail_at = None
+    assert [d.ack_ref for d in acknowledge_pending(store, acker, "evm")] == ["0xtx2"]
+    left = [(d.source, d.campaign_id) for d in ledger.unacknowledged()]
+    assert left == [("evm", "*"), ("sns", camp.id)]
+
+
+def test_a_run_that_pauses_itself_is_not_restarted_every_poll(store: Store) -> None:
+    store.create_campaign("x", config().model_dump(mode="json"))
+    calls: list[str] = []
+
+    def run(cid: str, stop: threading.Event) -> RunSummary:
+        calls.append(cid)
+        return RunSummary("paused", 0, 0.0, "LLM calls 200 of 200")
+
+    src = FakeSource(head=None)
+    node = GovernedNode(store, Watcher([src]), run, ["x"])
+    NODES.append(node)
+    node.step()
+    node.wait_stopped(store.get_campaign("x").id, 5)
+    for _ in range(3):
+        assert node.step().started == []
+    assert len(calls) == 1
+    src.issue(R, "x", 1)
+    assert node.step().started == [store.get_campaign("x").id]  # a resume tries again
+
+
+def test_a_failing_store_does_not_delay_a_pause_and_the_record_follows(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from node.errors import StoreError
+
+    camp = store.create_campaign("x", config().model_dump(mode="json"))
+    eng, src = GatedEngineer(), FakeSource(head=None)
+    node = governed(store, eng, src, "x")
+    node.step()
+    assert eng.started.acquire(timeout=10)
+    real = node.ledger.record
+    failures = iter([StoreError("database is locked")])
+
+    def flaky(**kw: object) -> object:
+        for exc in failures:
+            raise exc
+        return real(**kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(node.ledger, "record", flaky)
+    src.issue(P, "x", 1)
+    report = node.step()
+    assert report.stopping == [camp.id] and report.applied == []  # obeyed, not yet recorded
+    node.wait_stopped(camp.id, 5)
+    report = node.step()
+    assert [r.kind for r in report.applied] == ["pause"]
+    (row,) = DirectiveLedger(store).list_applied(camp.id)
+    assert row.detail["within_deadline"] is True
