@@ -9,8 +9,10 @@ bundle names, whose fingerprint the report shows so it can be compared out of ba
 from __future__ import annotations
 
 import itertools
+import json
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from attestation.bundle import Bundle, parse_bundle, unb64
@@ -18,7 +20,9 @@ from attestation.dsse import IN_TOTO_PAYLOAD_TYPE, Envelope, parse_statement, ve
 from attestation.errors import FormatError, TrustError, VerificationError
 from attestation.merkle import Tree, leaf_hash, verify_consistency, verify_inclusion
 from attestation.note import Checkpoint, Ed25519NoteVerifier, NoteVerifier, open_checkpoint
-from attestation.records import RecordSummary, check_records
+from attestation.records import EVENT_PREDICATE, RecordSummary, check_records
+from attestation.tee.audit import assess
+from attestation.tee.policy import Policy
 
 STEPS = (
     "bundle format",
@@ -41,9 +45,15 @@ class VerifiedLog:
     root_hash: bytes
     checkpoints: tuple[Checkpoint, ...]
     records: RecordSummary
+    public_key_hex: str = ""
+    # The evidence bundle of the log's latest "attestation" node event, JSON (issue 7).
+    attestation_evidence: bytes | None = None
 
 
 StepSink = Callable[[str, str], None]
+# The node event that publishes TEE evidence (attestation.tee); audits assess the latest.
+ATTESTATION_EVENT = "attestation"
+ATTESTATION_STEP = "attestation"
 
 
 def verify_bundle(
@@ -193,7 +203,22 @@ def verify_bundle(
         root_hash=latest.root_hash,
         checkpoints=tuple(checkpoints),
         records=records,
+        public_key_hex=key.raw.hex(),
+        attestation_evidence=_latest_attestation(statements),
     )
+
+
+def _latest_attestation(statements: Sequence[tuple[int, dict[str, Any]]]) -> bytes | None:
+    """The evidence bundle of the last `attestation` node event, or None if there is none."""
+    for _, stmt in reversed(statements):
+        pred = stmt.get("predicate")
+        if (
+            stmt.get("predicateType") == EVENT_PREDICATE
+            and isinstance(pred, dict)
+            and pred.get("event") == ATTESTATION_EVENT
+        ):
+            return json.dumps(pred.get("evidence")).encode()
+    return None
 
 
 def _checkpoints(bundle: Bundle, verifiers: list[NoteVerifier]) -> list[Checkpoint]:
@@ -228,6 +253,7 @@ class AuditReport:
     ok: bool
     steps: list[StepResult] = field(default_factory=list)
     log: VerifiedLog | None = None
+    attestation: dict[str, Any] | None = None
 
     @property
     def failure(self) -> StepResult | None:
@@ -239,6 +265,8 @@ class AuditReport:
             "ok": self.ok,
             "steps": [asdict(s) for s in self.steps],
         }
+        if self.attestation is not None:
+            out["attestation"] = self.attestation
         if self.log is not None:
             out["log"] = {
                 "origin": self.log.origin,
@@ -288,4 +316,27 @@ def audit(
         report.steps.append(StepResult(len(report.steps) + 1, name, False, str(exc)))
         return report
     report.ok = True
+    _assess_attestation(report, report.log)
     return report
+
+
+def _assess_attestation(report: AuditReport, log: VerifiedLog) -> None:
+    """After the log verified: its TEE evidence must bind the node key (issue 7). Evidence
+    that fails a step fails the audit; a node with no TEE, or no evidence, passes the log
+    checks but is flagged in the report."""
+    finding = assess(
+        log.attestation_evidence,
+        log_public_key=log.public_key_hex,
+        policy=Policy.default(),
+        at=datetime.now(UTC),
+    )
+    ok = finding.status != "rejected"
+    flag = f"FLAGGED {finding.status}: " if finding.flagged and ok else ""
+    detail = flag + finding.detail
+    report.steps.append(StepResult(len(STEPS) + 1, ATTESTATION_STEP, ok, detail))
+    report.attestation = {
+        "status": finding.status,
+        "flagged": finding.flagged,
+        "detail": finding.detail,
+    }
+    report.ok = ok

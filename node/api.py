@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict
+from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -14,6 +15,7 @@ from pydantic import SecretStr
 from governance.api import governance_router
 from governance.ballots import GovernorClient
 from node import leaderboard
+from node.attestation_api import attestation_router
 from node.errors import AsiNodeError, CorruptStoreError, NotFoundError, StoreError
 from node.log_api import log_router
 from node.store import CampaignRow, ExperimentRow, Store
@@ -48,10 +50,14 @@ def create_app(
     *,
     governor: GovernorClient | None = None,
     operator_token: SecretStr | None = None,
+    attestation_evidence: Path | None = None,
 ) -> FastAPI:
     """The app over one store; the caller owns the store's lifetime. The governance
-    routes (`/gov`) relay to `governor` when one is given."""
+    routes (`/gov`) relay to `governor` when one is given; with `attestation_evidence` the
+    node's TEE evidence bundle is published at /attestation."""
     app = FastAPI(title="asi-node", version="0.1.0", summary="Read-only view of a research node")
+    if attestation_evidence is not None:
+        app.include_router(attestation_router(attestation_evidence))
 
     @app.exception_handler(AsiNodeError)
     async def domain_error(_: Request, exc: AsiNodeError) -> JSONResponse:

@@ -1,8 +1,9 @@
-"""The `asi-node` command line: init, demo, campaigns, experiments, the HTTP API."""
+"""The `asi-node` command line: init, demo, campaigns, experiments, the HTTP API, attestation."""
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import logging
 import signal
@@ -10,15 +11,17 @@ import sys
 import threading
 import time
 from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from attestation.errors import TrustError
 from governance.errors import GovernanceError
-from node.errors import AsiNodeError
-from node.settings import init_home
+from node.errors import AsiNodeError, ConfigError
+from node.settings import Settings, init_home
 
 if TYPE_CHECKING:
+    from attestation.tee.policy import Policy
     from node.runtime import Node
 
 # Commands import the loop (and so torch) only when they run: `init` and `--help` stay quick.
@@ -451,12 +454,17 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from node.api import create_app
+    from node.attestation_api import evidence_path
     from node.runtime import open_node
 
     node = open_node(args.home)
     host = args.host or node.settings.api.host
     port = args.port or node.settings.api.port
-    app = create_app(node.store, operator_token=node.settings.api.operator_token)
+    app = create_app(
+        node.store,
+        operator_token=node.settings.api.operator_token,
+        attestation_evidence=evidence_path(node.settings),
+    )
     uvicorn.run(app, host=host, port=port, log_level="warning")
     return 0
 
@@ -524,6 +532,122 @@ def cmd_icp(args: argparse.Namespace) -> int:
             f"(certified at {anchor.certified_at_ns} ns)"
         )
     return 0
+
+
+def _attest_policy(args: argparse.Namespace, settings: Settings) -> Policy:
+    from attestation.tee.policy import Policy
+
+    if args.policy is not None:
+        return Policy.load(args.policy)
+    section = settings.attestation
+    if section.measurements:
+        return Policy.from_mapping(
+            {"allow_debug": section.allow_debug, "measurements": section.measurements},
+            f"{settings.config_path} [attestation]",
+        )
+    return Policy(allow_debug=section.allow_debug, any_measurement=True)
+
+
+def _parse_at(text: str | None) -> datetime:
+    if text is None:
+        return datetime.now(UTC)
+    try:
+        at = datetime.fromisoformat(text)
+    except ValueError:
+        raise ConfigError(
+            f"--at {text!r}: expected a date like 2025-06-01 or an ISO time"
+        ) from None
+    return at if at.tzinfo else at.replace(tzinfo=UTC)
+
+
+def cmd_attest(args: argparse.Namespace) -> int:
+    import rfc8785
+
+    from attestation.tee.binding import BindingDocument
+    from attestation.tee.collect import collect_evidence
+    from attestation.tee.errors import TeeError, VerificationError
+    from attestation.tee.evidence import verify_file
+    from node.attestation_api import evidence_path
+    from node.settings import load_settings
+
+    settings = load_settings(args.home)
+    try:
+        if args.action == "collect":
+            from attestation.audit import ATTESTATION_EVENT
+            from node.records import EVENT_KIND, event_statement
+            from node.runtime import open_node
+
+            node = open_node(args.home)
+            log_key = node.node_key().public.raw.hex()
+            config = settings.model_dump(mode="json", exclude={"home"})
+            principal = args.icp_principal
+            if principal is None:  # the node's own ICP identity (issue 8), created if absent
+                from governance.icp import NodeIdentity
+
+                identity_path = node.settings.home / node.settings.icp.identity_path
+                principal = NodeIdentity.load_or_create(identity_path).principal_text
+            binding = BindingDocument.fresh(
+                log_public_key=log_key,
+                evm_address=args.evm_address,
+                icp_principal=principal,
+                config_hash=hashlib.sha256(rfc8785.dumps(config)).hexdigest(),
+            )
+            section = settings.attestation
+            provider = args.provider or section.provider
+            bundle = collect_evidence(
+                provider,
+                binding,
+                collected_at=datetime.now(UTC).isoformat(timespec="seconds"),
+                tsm_root=Path(section.tsm_path),
+                sev_device=Path(section.sev_guest_device),
+                gpus=args.gpus or section.gpus,
+            )
+            out = args.out or evidence_path(settings)
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_text(json.dumps(bundle.to_json(), indent=2) + "\n", encoding="utf-8")
+            tlog = node.log()
+            index = tlog.append(
+                EVENT_KIND,
+                event_statement(tlog.node_id, ATTESTATION_EVENT, evidence=bundle.to_json()),
+            )
+            tlog.checkpoint()
+            print(f"logged as entry {index} of the node's log (node {tlog.node_id})")
+            if provider == "none":
+                print("provider none: no TEE evidence; this node is UNATTESTED and says so")
+            else:
+                print(f"collected {provider} evidence ({len(bundle.gpus)} GPU report(s))")
+            print(f"binding nonce {binding.nonce}; written to {out}")
+            return 0
+        try:
+            data = args.file.read_bytes()
+            certs = [path.read_bytes() for path in args.certs or []]
+        except OSError as exc:
+            raise ConfigError(f"{exc.filename}: cannot read: {exc.strerror}") from None
+        at = _parse_at(args.at)
+        policy = _attest_policy(args, settings)
+        print(f"verifying {args.file} at {at:%Y-%m-%d %H:%M} UTC; policy: {policy.describe()}")
+        if policy.any_measurement:
+            print("  note: no measurement allow-list ([attestation] measurements or --policy)")
+        try:
+            verdict = verify_file(
+                data, policy=policy, at=at, certificates=certs, log_public_key=args.log_key
+            )
+        except VerificationError as exc:
+            for step in exc.passed:
+                print(f"  ok    {step}")
+            print(f"  FAIL  {exc.step}: {exc.reason}")
+            print(f"result: REJECTED at step {exc.step}")
+            return 1
+        for step in verdict.steps:
+            print(f"  ok    {step}")
+        if not verdict.attested:
+            print("result: UNATTESTED (provider none): the node runs without a TEE")
+            return 3
+        print(f"result: VERIFIED {verdict.kind}")
+        return 0
+    except TeeError as exc:
+        print(f"asi-node: error: {exc}", file=sys.stderr)
+        return 2
 
 
 def cmd_chain(args: argparse.Namespace) -> int:
@@ -691,6 +815,28 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--url", help="boundary node or replica (default: [icp] url)")
     i.add_argument("--canister", help="anchor canister id (default: [icp] anchor_canister)")
     p.set_defaults(func=cmd_icp)
+
+    p = sub.add_parser("attest", help="collect or verify TEE attestation evidence")
+    asub = p.add_subparsers(dest="action", required=True)
+    a = asub.add_parser("collect", help="collect evidence bound to the node's keys")
+    a.add_argument("--provider", choices=["none", "sev-snp", "tdx", "nvidia"])
+    a.add_argument("--gpus", action="store_true", help="also collect NVIDIA GPU evidence")
+    a.add_argument("--evm-address", required=True, help="the node's EVM address, 0x...")
+    a.add_argument(
+        "--icp-principal", help="the node's ICP principal (default: its [icp] identity's)"
+    )
+    a.add_argument(
+        "--out", type=Path, help="output file (default: <home>/attestation/evidence.json)"
+    )
+    a = asub.add_parser("verify", help="verify an evidence file step by step")
+    a.add_argument("file", type=Path, help="evidence bundle, SNP/HCL report, TDX quote, GPU report")
+    a.add_argument("--at", help="judge validity dates at this date (default: now)")
+    a.add_argument("--policy", type=Path, help="policy TOML/JSON (default: [attestation] settings)")
+    a.add_argument(
+        "--certs", type=Path, nargs="*", help="certificates raw evidence lacks (PEM/DER)"
+    )
+    a.add_argument("--log-key", help="require the binding document to name this node log key")
+    p.set_defaults(func=cmd_attest)
 
     from node.gov_cli import add_parser as add_gov_parser
 

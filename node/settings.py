@@ -258,6 +258,31 @@ class GovernanceSettings(_Section):
     )
 
 
+class AttestationSettings(_Section):
+    """TEE evidence: how this node collects it, and the policy `attest verify` applies."""
+
+    provider: Literal["none", "sev-snp", "tdx", "nvidia"] = Field(
+        default="none",
+        description='"sev-snp", "tdx", "nvidia" (GPU only) or "none" (no TEE: records say so)',
+    )
+    gpus: bool = Field(
+        default=False, description="also collect NVIDIA GPU evidence (needs asi-node[nvidia])"
+    )
+    tsm_path: str = Field(
+        default="/sys/kernel/config/tsm/report", description="the configfs-tsm report directory"
+    )
+    sev_guest_device: str = Field(
+        default="/dev/sev-guest", description="SEV-SNP fallback device when configfs-tsm is absent"
+    )
+    allow_debug: bool = Field(
+        default=False, description="accept evidence from debuggable guests (never in production)"
+    )
+    measurements: list[str] = Field(
+        default_factory=list,
+        description="allowed launch measurements (hex); empty: any, with a warning in reports",
+    )
+
+
 class ChainSettings(_Section):
     """The EVM chain that log roots are anchored on."""
 
@@ -302,6 +327,7 @@ class Settings(BaseSettings):
     icp: IcpSettings = IcpSettings()
     tlog: TlogSettings = TlogSettings()
     governance: GovernanceSettings = GovernanceSettings()
+    attestation: AttestationSettings = AttestationSettings()
     chain: ChainSettings = ChainSettings()
 
     @classmethod

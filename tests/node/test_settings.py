@@ -219,6 +219,7 @@ def test_written_config_is_commented_and_loads_as_the_defaults(tmp_path: Path) -
         "icp",
         "tlog",
         "governance",
+        "attestation",
         "chain",
     }
     assert set(parsed["llm"]["researcher"]) == set()  # per-role overrides all commented
