@@ -109,7 +109,7 @@ def _run_campaign(
     )
     if summary.reason == "paused":
         print(f"paused: {summary.detail}")
-    print(_llm_line(node, campaign_ref))
+    _print_llm_line(node, campaign_ref)
     if node.anchor_summary is not None:
         a = node.anchor_summary
         print(
@@ -125,9 +125,12 @@ def _run_campaign(
     return 0 if summary.reason != "stopped" else 130
 
 
-def _llm_line(node: Node, campaign_ref: str) -> str:
+def _print_llm_line(node: Node, campaign_ref: str) -> None:
+    """The campaign's LLM use; nothing for an offline campaign that made no calls."""
     camp = node.store.get_campaign(campaign_ref)
-    return "LLM: " + node.store.llm_usage(camp.id).line()
+    usage = node.store.llm_usage(camp.id)
+    if usage.calls or json.loads(camp.config_json).get("researcher") == "llm":
+        print("LLM: " + usage.line())
 
 
 def _board(node: Node, campaign_ref: str) -> str:
@@ -339,7 +342,7 @@ def cmd_campaign(args: argparse.Namespace) -> int:
             print(line)
         print(f"config {camp.config_hash}")
         print(json.dumps(json.loads(camp.config_json), indent=2))
-        print(_llm_line(node, camp.id))
+        _print_llm_line(node, camp.id)
         print()
         print(_board(node, camp.id))
         return 0

@@ -11,16 +11,12 @@ fi
 .venv/bin/python -m pip install --quiet --upgrade pip
 .venv/bin/python -m pip install --quiet "torch==2.13.0"
 .venv/bin/python -m pip install --quiet -e ".[${extras}]"
-# The ICP anchor canister's toolchain (moc compiled to JS); skipped where npm is absent.
-if command -v npm >/dev/null 2>&1; then
-    (cd contracts/icp && npm ci --no-audit --no-fund --silent)
-fi
-# The EVM contract toolchain from npm (solc-js, OpenZeppelin, forge, anvil), pinned by
-# contracts/package-lock.json; the anchoring integration tests and forge need it.
+# The contract toolchains from npm, pinned by their package-lock.json files: solc-js,
+# OpenZeppelin, forge and anvil (contracts/), and moc for the ICP canister (contracts/icp/).
 if command -v npm >/dev/null 2>&1; then
     (cd contracts && npm ci --no-audit --no-fund --loglevel=error)
-    echo "contract toolchain installed in contracts/node_modules"
+    (cd contracts/icp && npm ci --no-audit --no-fund --loglevel=error)
 else
-    echo "npm not found: skipping the contract toolchain (anvil and forge tests will skip)" >&2
+    echo "npm not found: skipping the contract toolchains (their tests will skip)" >&2
 fi
 echo "asi-node installed in .venv (extras: ${extras})"
