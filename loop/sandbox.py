@@ -249,13 +249,18 @@ def _jail_paths(workspace: Path, limits: Limits) -> dict[str, list[str]]:
     masks = _real_dirs([Path(p) for p in MASKED_DIRS])
     masks += _real_dirs([p.resolve() for p in limits.hidden_paths])
     masks += [a for p in sorted(needed) if (a := _closed_ancestor(p)) is not None]
-    masks = [
-        m for m in dict.fromkeys(masks) if not any(_under(m, s) for s in scratch)
-    ]  # what sits in a scratch dir is gone already
+    masks = list(dict.fromkeys(masks))
     hidden = scratch + masks
     rw = [limits.shared_cache.resolve()] if limits.shared_cache else []
     ro = sorted(p for p in needed if any(_under(p, h) for h in hidden))
     ro = [p for p in ro if not any(q != p and _under(p, q) for q in ro + rw + [workspace])]
+    # What sits in a scratch dir is gone already, unless a path exposed again brings it
+    # back (the project checked out under /tmp): then its mask must stay.
+    masks = [
+        m
+        for m in masks
+        if not any(_under(m, s) for s in scratch) or any(_under(m, e) for e in ro + rw)
+    ]
     return {
         "scratch": [str(p) for p in scratch],
         "masks": [str(p) for p in masks],

@@ -223,9 +223,14 @@ def _build_jail(spec: Mapping[str, Any]) -> int:
     scratch = f"mode=1777,size={int(spec['tmpfs_bytes'])}"
     for path in spec["scratch"]:
         _mount("tmpfs", path, "tmpfs", MS_NOSUID | MS_NODEV, scratch)
-    for path in spec["masks"]:
-        _mount("tmpfs", path, "tmpfs", MS_NOSUID | MS_NODEV, "mode=755,size=1m")
-    for path in sorted(handles, key=len):
+    # Masks and exposed paths, shallowest first, so the deeper one wins where they nest: a
+    # path exposed inside a masked home stays visible, and a masked home inside an exposed
+    # directory (the project checked out under /tmp, say) stays hidden.
+    layers = [(path, False) for path in spec["masks"]] + [(path, True) for path in handles]
+    for path, exposed in sorted(layers, key=lambda layer: (len(layer[0]), layer[1])):
+        if not exposed:
+            _mount("tmpfs", path, "tmpfs", MS_NOSUID | MS_NODEV, "mode=755,size=1m")
+            continue
         Path(path).mkdir(parents=True, exist_ok=True)
         _mount(f"/proc/self/fd/{handles[path]}", path, None, MS_BIND)
         _remount(path, read_only=path not in spec["expose_rw"])

@@ -66,14 +66,14 @@ def _byte_encoder() -> tuple[Encoder, int]:
 
 
 def _file_encoder(path: Path) -> tuple[Encoder, int]:
+    if not path.is_file():
+        raise ShardError(f"tokenizer file {path} does not exist")
     try:
         from tokenizers import Tokenizer
     except ImportError as exc:
         raise ShardError(
             f"tokenizer {path} needs the `tokenizers` package (pip install tokenizers)"
         ) from exc
-    if not path.is_file():
-        raise ShardError(f"tokenizer file {path} does not exist")
     tokenizer = Tokenizer.from_file(str(path))
 
     def encode(text: str) -> list[int]:
