@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from mixers import CumulativeMean
 from torch import Tensor, nn
 from torch.export.pt2_archive import PT2ArchiveReader, PT2ArchiveWriter
 
@@ -42,28 +43,6 @@ SPEC = MQARSpec(
 LEAN_SPEC = dataclasses.replace(SPEC, test_shapes=((24, 3),))
 MODEL = BackboneConfig(vocab_size=64, d_model=16, n_layers=2, n_heads=2)
 EVAL_BATCH, STEP_BATCH = 10, 2
-
-
-class CumulativeMean(nn.Module):
-    """A causal mixer with a (B, D) running sum and a count as its state."""
-
-    def __init__(self, d_model: int, n_heads: int) -> None:
-        super().__init__()
-        self.proj = nn.Linear(d_model, d_model)
-
-    def forward(self, x: Tensor) -> Tensor:
-        count = torch.arange(1, x.shape[1] + 1, dtype=x.dtype).view(1, -1, 1)
-        out: Tensor = self.proj(x.cumsum(dim=1) / count)
-        return out
-
-    def init_state(self, batch: int) -> State:
-        weight = self.proj.weight
-        return weight.new_zeros(batch, weight.shape[1]), weight.new_zeros(batch, 1)
-
-    def step(self, x_t: Tensor, state: State) -> tuple[Tensor, State]:
-        total, count = state[0] + x_t, state[1] + 1
-        out: Tensor = self.proj(total / count)
-        return out, (total, count)
 
 
 class LooksAhead(CumulativeMean):

@@ -7,14 +7,13 @@ import math
 
 import pytest
 import torch
-from torch import Tensor, nn
+from mixers import CumulativeMean
+from torch import Tensor
 
 from loop.model import Backbone, BackboneConfig
 from loop.outcome import FailureClass
 from loop.tasks import MQARSpec
 from loop.train import Preset, StopReason, TrainConfig, score_model, train
-
-State = tuple[Tensor, ...]
 
 TINY_SPEC = MQARSpec(
     vocab_size=64,
@@ -27,28 +26,6 @@ TINY_SPEC = MQARSpec(
     probe_examples=32,
 )
 TINY_MODEL = BackboneConfig(vocab_size=64, d_model=16, n_layers=2, n_heads=2)
-
-
-class CumulativeMean(nn.Module):
-    """A causal mixer with a (B, D) running sum and a count as its state."""
-
-    def __init__(self, d_model: int, n_heads: int) -> None:
-        super().__init__()
-        self.proj = nn.Linear(d_model, d_model)
-
-    def forward(self, x: Tensor) -> Tensor:
-        count = torch.arange(1, x.shape[1] + 1, dtype=x.dtype).view(1, -1, 1)
-        out: Tensor = self.proj(x.cumsum(dim=1) / count)
-        return out
-
-    def init_state(self, batch: int) -> State:
-        weight = self.proj.weight
-        return weight.new_zeros(batch, weight.shape[1]), weight.new_zeros(batch, 1)
-
-    def step(self, x_t: Tensor, state: State) -> tuple[Tensor, State]:
-        total, count = state[0] + x_t, state[1] + 1
-        out: Tensor = self.proj(total / count)
-        return out, (total, count)
 
 
 class Silent(CumulativeMean):
