@@ -26,6 +26,7 @@ from loop.tasks import IGNORE_INDEX, Batch, MQARSpec, Task
 logger = logging.getLogger(__name__)
 
 OnStep = Callable[[int, float], bool]
+LossFn = Callable[[Backbone, Batch], tuple[Tensor, Tensor, Tensor]]
 
 QUICK_STEPS = 400  # the demo's default; see TrainConfig.quick
 # Measured on the quick task (1 thread, seed 0): at lr 3e-3 DeltaNet is still on its 1/P
@@ -166,27 +167,27 @@ def masked_loss(model: Backbone, batch: Batch) -> tuple[Tensor, Tensor, Tensor]:
 
 
 @torch.no_grad()
-def score_model(model: Backbone, batch: Batch) -> tuple[float, float]:
+def score_model(
+    model: Backbone, batch: Batch, loss_fn: LossFn = masked_loss
+) -> tuple[float, float]:
     """(mean loss, accuracy) of the eager model on a batch, in eval mode."""
     was_training = model.training
     model.eval()
     try:
-        loss, correct, total = masked_loss(model, batch)
+        loss, correct, total = loss_fn(model, batch)
     finally:
         model.train(was_training)
     return float(loss), float(correct) / max(1, int(total))
 
 
-def _optimizer(model: Backbone, config: TrainConfig) -> torch.optim.AdamW:
+def optimizer_for(model: Backbone, config: TrainConfig, fused: bool = False) -> torch.optim.AdamW:
     """AdamW with decay on matrices only; norms, biases and gains are left undecayed."""
     params = [p for p in model.parameters() if p.requires_grad]
-    decay = [p for p in params if p.dim() >= 2]
-    no_decay = [p for p in params if p.dim() < 2]
     groups = [
-        {"params": decay, "weight_decay": config.weight_decay},
-        {"params": no_decay, "weight_decay": 0.0},
+        {"params": [p for p in params if p.dim() >= 2], "weight_decay": config.weight_decay},
+        {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
     ]
-    return torch.optim.AdamW(groups, lr=config.lr, betas=config.betas)
+    return torch.optim.AdamW(groups, lr=config.lr, betas=config.betas, fused=fused)
 
 
 def train(
@@ -200,7 +201,33 @@ def train(
     """
     torch.set_num_threads(config.threads)
     torch.manual_seed(config.seed)  # for any randomness inside the mixer (dropout, noise)
-    optimizer = _optimizer(model, config)
+    log = run_steps(model, spec, config, optimizer_for(model, config), masked_loss, on_step)
+    logger.info(
+        "training finished",
+        extra={
+            "steps": log.steps_done,
+            "final_loss": log.final_loss,
+            "stop": log.stop_reason,
+            "seconds": log.wall_seconds,
+        },
+    )
+    return log
+
+
+def run_steps(
+    model: Backbone,
+    spec: Task,
+    config: TrainConfig,
+    optimizer: torch.optim.Optimizer,
+    loss_fn: LossFn,
+    on_step: OnStep | None = None,
+    *,
+    prepare: Callable[[Batch], Batch] = lambda batch: batch,
+    after_step: Callable[[int, Batch], None] | None = None,
+) -> TrainLog:
+    """The step loop every trainer shares: schedule, NaN checks, clipping, the loss curve,
+    the early-abort probe and `on_step`. `prepare` moves each batch where the model is;
+    `after_step(steps_done, batch)` runs after each optimiser step (device timing)."""
     model.train()
     start = time.perf_counter()
     curve: list[tuple[int, float]] = []
@@ -213,7 +240,8 @@ def train(
     for step in range(config.steps):
         for group in optimizer.param_groups:
             group["lr"] = config.lr_at(step)
-        loss, _, _ = masked_loss(model, spec.train_batch(step, config.seed))
+        batch = prepare(spec.train_batch(step, config.seed))
+        loss, _, _ = loss_fn(model, batch)
         value = loss.item()
         if not math.isfinite(value):
             stop, detail = StopReason.NAN, f"non-finite loss {value} at step {step}"
@@ -226,13 +254,15 @@ def train(
             break
         optimizer.step()
         steps_done = step + 1
+        if after_step is not None:
+            after_step(steps_done, batch)
         window.append(value)
         if steps_done % config.log_every == 0 or steps_done == config.steps:
             curve.append((steps_done, sum(window) / len(window)))
             window = []
 
         if steps_done == config.abort_step:
-            probe = score_model(model, spec.probe_batch(config.seed))
+            probe = score_model(model, prepare(spec.probe_batch(config.seed)), loss_fn)
             probe_loss, probe_accuracy = probe
             if probe_accuracy < config.abort_max_accuracy and probe_loss > config.abort_min_loss:
                 stop = StopReason.HOPELESS
@@ -247,10 +277,9 @@ def train(
 
     if window:
         curve.append((steps_done, sum(window) / len(window)))
-    final_loss = curve[-1][1] if curve else math.nan
-    log = TrainLog(
+    return TrainLog(
         steps_done=steps_done,
-        final_loss=final_loss,
+        final_loss=curve[-1][1] if curve else math.nan,
         loss_curve=tuple(curve),
         stop_reason=stop,
         detail=detail,
@@ -258,13 +287,3 @@ def train(
         probe_loss=None if probe is None else probe[0],
         probe_accuracy=None if probe is None else probe[1],
     )
-    logger.info(
-        "training finished",
-        extra={
-            "steps": steps_done,
-            "final_loss": final_loss,
-            "stop": stop,
-            "seconds": log.wall_seconds,
-        },
-    )
-    return log

@@ -29,7 +29,7 @@ from torch import Tensor
 
 from loop.model import Backbone, BackboneConfig
 from loop.tasks import IGNORE_INDEX, Batch, LMSpec, Task
-from loop.train import OnStep, StopReason, TrainConfig, TrainLog
+from loop.train import OnStep, TrainConfig, TrainLog, optimizer_for, run_steps
 
 logger = logging.getLogger(__name__)
 
@@ -141,29 +141,9 @@ def _loss(model: Backbone, batch: Batch, amp: bool) -> tuple[Tensor, Tensor, Ten
     return loss, correct, valid.sum()
 
 
-def _optimizer(model: Backbone, config: TrainConfig, fused: bool) -> torch.optim.AdamW:
-    """AdamW with decay on matrices only, as loop.train does."""
-    params = [p for p in model.parameters() if p.requires_grad]
-    groups = [
-        {"params": [p for p in params if p.dim() >= 2], "weight_decay": config.weight_decay},
-        {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
-    ]
-    return torch.optim.AdamW(groups, lr=config.lr, betas=config.betas, fused=fused)
-
-
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-
-
-@torch.no_grad()
-def _probe(model: Backbone, batch: Batch, amp: bool) -> tuple[float, float]:
-    model.eval()
-    try:
-        loss, correct, total = _loss(model, batch, amp)
-    finally:
-        model.train()
-    return float(loss), float(correct) / max(1, int(total))
 
 
 def train_on_device(
@@ -184,99 +164,68 @@ def train_on_device(
     amp = dc.amp == "bf16"
     torch.manual_seed(config.seed)
     model.to(device)
-    model.train()
-    optimizer = _optimizer(model, config, fused=device.type == "cuda")
+    optimizer = optimizer_for(model, config, fused=device.type == "cuda")
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-
-    start = time.perf_counter()
-    curve: list[tuple[int, float]] = []
-    window: list[float] = []
-    stop: StopReason | None = None
-    detail = ""
-    probe: tuple[float, float] | None = None
-    steps_done = tokens = steady_tokens = 0
-    first_step_s = 0.0
-    steady_start: float | None = None
-
-    for step in range(config.steps):
-        for group in optimizer.param_groups:
-            group["lr"] = config.lr_at(step)
-        batch = _to_device(spec.train_batch(step, config.seed), device)
-        loss, _, _ = _loss(model, batch, amp)
-        value = loss.item()
-        if not math.isfinite(value):
-            stop, detail = StopReason.NAN, f"non-finite loss {value} at step {step}"
-            break
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()  # type: ignore[no-untyped-call]
-        grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), config.clip))
-        if not math.isfinite(grad_norm):
-            stop, detail = StopReason.NAN, f"non-finite gradient norm at step {step}"
-            break
-        optimizer.step()
-        _sync(device)
-        steps_done = step + 1
-        tokens += batch.tokens.numel()
-        now = time.perf_counter()
-        if steps_done == 1:
-            first_step_s = now - start
-        if steps_done == dc.warmup_steps:
-            steady_start = now
-        elif steps_done > dc.warmup_steps:
-            steady_tokens += batch.tokens.numel()
-            if steady_start is None:  # warmup_steps == 0
-                steady_start = start
-        window.append(value)
-        if steps_done % config.log_every == 0 or steps_done == config.steps:
-            curve.append((steps_done, sum(window) / len(window)))
-            window = []
-        if steps_done == config.abort_step:
-            probe = _probe(model, _to_device(spec.probe_batch(config.seed), device), amp)
-            if probe[1] < config.abort_max_accuracy and probe[0] > config.abort_min_loss:
-                stop = StopReason.HOPELESS
-                detail = (
-                    f"after {steps_done} steps probe accuracy {probe[1]:.3f} "
-                    f"and loss {probe[0]:.2f}"
-                )
-                break
-        if on_step is not None and not on_step(steps_done, value):
-            stop, detail = StopReason.INTERRUPTED, f"stopped by caller after {steps_done} steps"
-            break
-
+    meter = _Meter(device, dc.warmup_steps)
+    log = run_steps(
+        model,
+        spec,
+        config,
+        optimizer,
+        lambda m, batch: _loss(m, batch, amp),
+        on_step,
+        prepare=lambda batch: _to_device(batch, device),
+        after_step=meter.step,
+    )
     _sync(device)
     end = time.perf_counter()
-    if window:
-        curve.append((steps_done, sum(window) / len(window)))
-    seconds = end - start
-    log = TrainLog(
-        steps_done=steps_done,
-        final_loss=curve[-1][1] if curve else math.nan,
-        loss_curve=tuple(curve),
-        stop_reason=stop,
-        detail=detail,
-        wall_seconds=seconds,
-        probe_loss=None if probe is None else probe[0],
-        probe_accuracy=None if probe is None else probe[1],
-    )
+    seconds = end - meter.start
     steady = None
-    if steady_start is not None and steady_tokens and end > steady_start:
-        steady = steady_tokens / (end - steady_start)
+    if meter.steady_start is not None and meter.steady_tokens and end > meter.steady_start:
+        steady = meter.steady_tokens / (end - meter.steady_start)
     throughput = Throughput(
         device=str(device),
         amp=dc.amp,
-        steps=steps_done,
-        tokens=tokens,
+        steps=log.steps_done,
+        tokens=meter.tokens,
         seconds=seconds,
-        tokens_per_s=tokens / seconds if seconds > 0 else 0.0,
+        tokens_per_s=meter.tokens / seconds if seconds > 0 else 0.0,
         steady_tokens_per_s=steady,
-        first_step_s=first_step_s,
+        first_step_s=meter.first_step_s,
         peak_memory_bytes=(
             int(torch.cuda.max_memory_allocated(device)) if device.type == "cuda" else None
         ),
     )
     logger.info(
         "device training finished",
-        extra={"steps": steps_done, "stop": stop} | dataclasses.asdict(throughput),
+        extra={"steps": log.steps_done, "stop": log.stop_reason} | dataclasses.asdict(throughput),
     )
     return log, throughput
+
+
+class _Meter:
+    """Counts tokens per step, the first step's time and the steady rate after warm-up.
+
+    Each step is synchronised with the device, so the times are the kernels' own."""
+
+    def __init__(self, device: torch.device, warmup_steps: int) -> None:
+        self.device = device
+        self.warmup_steps = warmup_steps
+        self.start = time.perf_counter()
+        self.tokens = self.steady_tokens = 0
+        self.first_step_s = 0.0
+        self.steady_start: float | None = None
+
+    def step(self, steps_done: int, batch: Batch) -> None:
+        _sync(self.device)
+        self.tokens += batch.tokens.numel()
+        now = time.perf_counter()
+        if steps_done == 1:
+            self.first_step_s = now - self.start
+        if steps_done == self.warmup_steps:
+            self.steady_start = now
+        elif steps_done > self.warmup_steps:
+            self.steady_tokens += batch.tokens.numel()
+            if self.steady_start is None:  # warmup_steps == 0
+                self.steady_start = self.start
