@@ -89,17 +89,19 @@ class SnsDirectiveSource:
         """New directives since the last poll (IcpError if the SNS cannot be read)."""
         directives: list[SnsDirective] = []
         proposals = self._recent()
-        for proposal in proposals:
+        handled: set[int] = set()  # kept only if the whole poll succeeds: a certified read
+        for proposal in proposals:  # that fails (IcpError) leaves it for the next poll
             relevant = proposal.function_id in self.functions
             if not relevant or proposal.id in self.handled:
                 continue
             if proposal.executed_s > 0:
-                self.handled.add(proposal.id)
                 directive = self._directive(proposal)
+                handled.add(proposal.id)
                 if directive is not None:
                     directives.append(directive)
             elif proposal.failed_s > 0:
-                self.handled.add(proposal.id)  # adopted but failed to execute: nothing to obey
+                handled.add(proposal.id)  # adopted but failed to execute: nothing to obey
+        self.handled |= handled
         for proposal in proposals:
             # Advance past settled proposals only: an open directive proposal (or one
             # adopted and not yet executed) must be seen again on the next poll.

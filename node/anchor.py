@@ -64,6 +64,21 @@ class StepReport:
     errors: list[str] = field(default_factory=list)
 
 
+def feed_outbox(outbox: Outbox, checkpoints: Iterable[tuple[bytes, int, bytes]]) -> int:
+    """Queue in `outbox` the checkpoints past the largest size it holds for each log;
+    returns how many were new (see `AnchorPublisher.feed`)."""
+    queued: dict[bytes, int] = {}
+    for row in outbox.rows():
+        queued[row.log_id] = max(queued.get(row.log_id, 0), row.tree_size)
+    new = 0
+    for log_id, tree_size, root in sorted(checkpoints, key=lambda c: (c[0], c[1])):
+        if tree_size > queued.get(log_id, 0):
+            outbox.enqueue(log_id, tree_size, root)
+            queued[log_id] = tree_size
+            new += 1
+    return new
+
+
 class AnchorPublisher:
     """Publishes queued checkpoint roots through `controller`, signing with `key`."""
 
@@ -94,22 +109,18 @@ class AnchorPublisher:
         """Queue a checkpoint root; idempotent for a checkpoint already queued."""
         return self.outbox.enqueue(log_id, tree_size, root)
 
+    @property
+    def label(self) -> str:
+        """Where the anchors go, for summaries: the chain's label."""
+        return self.chain.label
+
     def feed(self, checkpoints: Iterable[tuple[bytes, int, bytes]]) -> int:
         """Queue the (log id, tree size, root) checkpoints past what each log has queued.
 
         The log's own checkpoints are the source of truth: feeding all of them again after
         a crash queues exactly the ones the outbox has not seen. Returns how many were new.
         """
-        queued: dict[bytes, int] = {}
-        for row in self.outbox.rows():
-            queued[row.log_id] = max(queued.get(row.log_id, 0), row.tree_size)
-        new = 0
-        for log_id, tree_size, root in sorted(checkpoints, key=lambda c: (c[0], c[1])):
-            if tree_size > queued.get(log_id, 0):
-                self.submit(log_id, tree_size, root)
-                queued[log_id] = tree_size
-                new += 1
-        return new
+        return feed_outbox(self.outbox, checkpoints)
 
     def step(self) -> StepReport:
         """One pass over the outbox (see the module docstring)."""

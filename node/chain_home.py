@@ -13,6 +13,7 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from governance.chain import Chain, Controller, Deployment, address_of, deploy, new_private_key
 from governance.errors import NodeNotApprovedError, UnfundedAccountError
@@ -20,6 +21,9 @@ from node.anchor import AnchorPublisher, Backoff
 from node.errors import ConfigError
 from node.settings import ChainSettings
 from node.store import Outbox, Store
+
+if TYPE_CHECKING:
+    from node.anchor_icp import IcpPublisher
 
 log = logging.getLogger(__name__)
 
@@ -36,12 +40,14 @@ ANCHOR_GAS_CEILING = 80_000
 
 @dataclass
 class Anchoring:
-    """A connected chain, the checked controller and the publisher feeding it."""
+    """A connected chain, the checked controller and the publisher feeding it; and the
+    ICP anchor canister's publisher when [icp] url and anchor_canister are set."""
 
     chain: Chain
     deployment: Deployment
     controller: Controller
     publisher: AnchorPublisher
+    icp: IcpPublisher | None = None
 
 
 def load_key(home: Path, *, create: bool = True) -> bytes:

@@ -22,6 +22,7 @@ from node.settings import Settings, init_home
 
 if TYPE_CHECKING:
     from attestation.tee.policy import Policy
+    from node.audit_icp import IcpFinding
     from node.runtime import Node
 
 # Commands import the loop (and so torch) only when they run: `init` and `--help` stay quick.
@@ -117,9 +118,16 @@ def _run_campaign(
             + (f", {a.pending} still queued" if a.pending else "")
             + (f", {a.failed} FAILED (see `asi-node chain status`)" if a.failed else "")
         )
+        for a in node.anchor_summaries[1:]:  # the ICP anchor canister, when configured
+            print(
+                f"anchors: {a.confirmed} checkpoint(s) confirmed on {a.chain}"
+                + (f", {a.pending} still queued (see the log for why)" if a.pending else "")
+                + (f", {a.failed} FAILED" if a.failed else "")
+            )
         rpc = node.settings.chain.rpc_url or "embedded"
         h = f"asi-node --home {node.settings.home}"
-        print(f"check it: {h} log export log.json && {h} audit log.json --rpc {rpc}")
+        icp = f" --icp {node.settings.icp.url}" if node.icp_anchoring else ""
+        print(f"check it: {h} log export log.json && {h} audit log.json --rpc {rpc}{icp}")
     print()
     print(_board(node, campaign_ref))
     return 0 if summary.reason != "stopped" else 130
@@ -201,16 +209,56 @@ def cmd_audit(args: argparse.Namespace) -> int:
     from attestation.audit import audit
     from node.audit_source import read_source
 
+    icp = _icp_audit_target(args) if args.icp else None  # a user mistake stops us first
     data = read_source(args.source)
     seen = [read_source(str(path)).decode("utf-8", "replace") for path in args.checkpoint]
     report = audit(data, args.source, trusted_fingerprint=args.key, seen_checkpoints=seen)
     if args.rpc and report.ok:
         _audit_anchors(report, args)
+    finding = None
+    if icp is not None and report.ok and report.log is not None:
+        finding = _audit_icp(report, data, *icp)
     if args.json:
-        print(json.dumps(report.as_json(), indent=2))
+        out = report.as_json()
+        if finding is not None:
+            out["icp_anchor"] = finding.as_json()
+        print(json.dumps(out, indent=2))
     else:
         print(report.render())
     return 0 if report.ok else 1
+
+
+def _icp_audit_target(args: argparse.Namespace) -> tuple[str, str, bytes, float]:
+    """(url, canister, root key, max age) for `audit --icp`: flags, else the [icp] settings."""
+    from attestation.icp import MAINNET_ROOT_KEY_DER
+    from node.settings import load_settings
+
+    icp = load_settings(args.home).icp
+    canister = args.canister or icp.anchor_canister
+    if not canister:
+        raise ConfigError("audit --icp needs the anchor canister: give --canister ID")
+    key_path = args.root_key or (Path(icp.root_key_path) if icp.root_key_path else None)
+    if key_path is None:
+        return args.icp, canister, MAINNET_ROOT_KEY_DER, icp.max_certificate_age_s
+    try:
+        return args.icp, canister, key_path.read_bytes(), icp.max_certificate_age_s
+    except OSError as exc:
+        raise ConfigError(f"--root-key {key_path}: {exc.strerror}") from None
+
+
+def _audit_icp(
+    report: Any, data: bytes, url: str, canister: str, key: bytes, age: float
+) -> IcpFinding:
+    """One more audit step: the log's certified anchor on the IC matches the log."""
+    from attestation.audit import StepResult
+    from node.audit_icp import STEP_NAME, check_icp_anchor
+
+    finding = check_icp_anchor(
+        data, report.log.origin, url=url, canister=canister, root_key_der=key, max_age_s=age
+    )
+    report.steps.append(StepResult(len(report.steps) + 1, STEP_NAME, finding.ok, finding.detail))
+    report.ok = report.ok and finding.ok
+    return finding
 
 
 def _audit_anchors(report: Any, args: argparse.Namespace) -> None:
@@ -795,6 +843,19 @@ def build_parser() -> argparse.ArgumentParser:
         "--approved-node",
         action="append",
         help="node address allowed to anchor (repeatable; default: the controller's allow-list)",
+    )
+    p.add_argument(
+        "--icp",
+        metavar="URL",
+        help="also check the log's certified anchor in the ICP anchor canister at this "
+        "boundary node or replica URL",
+    )
+    p.add_argument("--canister", help="anchor canister id (default: [icp] anchor_canister)")
+    p.add_argument(
+        "--root-key",
+        type=Path,
+        metavar="DER",
+        help="IC root key file, DER (default: [icp] root_key_path, else the mainnet key)",
     )
     p.set_defaults(func=cmd_audit)
 

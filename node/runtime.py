@@ -39,6 +39,7 @@ class Node:
     _log: NodeLog | None = field(default=None, repr=False)
     _anchoring: Anchoring | None = field(default=None, repr=False)
     anchor_summary: AnchorSummary | None = field(default=None, repr=False)
+    anchor_summaries: list[AnchorSummary] = field(default_factory=list, repr=False)
 
     @property
     def key_path(self) -> Path:
@@ -111,21 +112,36 @@ class Node:
         return Engineer(home / "workspaces", limits, devices=DevicePool(gpus) if gpus else None)
 
     def anchoring(self) -> Anchoring:
-        """The chain the log's checkpoints go to: `chain.rpc_url`, or the embedded EVM.
+        """The chain the log's checkpoints go to: `chain.rpc_url`, or the embedded EVM;
+        and the ICP anchor canister too when [icp] url and anchor_canister are set.
 
         Connecting checks everything first (chain id, contract code, an approved and
         funded node account); the embedded chain is journaled in the home.
         """
         if self._anchoring is None:
+            from node.anchor import Backoff
             from node.chain_home import embedded_anchoring, open_publisher
 
             chain = self.settings.chain
             home = Path(self.settings.home)
             if chain.rpc_url:
-                self._anchoring = open_publisher(chain, home, self.store)
+                anchoring = open_publisher(chain, home, self.store)
             else:
-                self._anchoring = embedded_anchoring(chain, home, self.store)
+                anchoring = embedded_anchoring(chain, home, self.store)
+            if self.icp_anchoring:
+                from node.anchor_icp import open_icp_publisher
+
+                backoff = Backoff(chain.retry_base_seconds, chain.retry_max_seconds)
+                anchoring.icp = open_icp_publisher(
+                    self.settings.icp, home, self.store, backoff=backoff
+                )
+            self._anchoring = anchoring
         return self._anchoring
+
+    @property
+    def icp_anchoring(self) -> bool:
+        """Whether [icp] names a replica and an anchor canister to anchor in."""
+        return bool(self.settings.icp.url and self.settings.icp.anchor_canister)
 
     def run_campaign(
         self,
@@ -137,8 +153,10 @@ class Node:
     ) -> RunSummary:
         """Run a campaign; an llm campaign uses `llm`, or the [llm] settings.
 
-        With `anchor` (default: when `chain.rpc_url` is set) the log's checkpoints are
-        anchored on the chain while it runs, and drained at the end (`anchor_summary`).
+        With `anchor` (default: when `chain.rpc_url` or the [icp] anchor canister is set)
+        the log's checkpoints are anchored while it runs, on the chain (the embedded one
+        without an RPC URL) and in the ICP canister when configured, and drained at the
+        end (`anchor_summary` for the chain, `anchor_summaries` for every target).
         """
         campaign = self.store.get_campaign(campaign_ref)
         if llm is None and json.loads(campaign.config_json).get("researcher") == "llm":
@@ -146,15 +164,18 @@ class Node:
 
             llm = LLMSetup.from_settings(self.settings)
         anchors = None
-        if anchor if anchor is not None else bool(self.settings.chain.rpc_url):
+        default = bool(self.settings.chain.rpc_url) or self.icp_anchoring
+        if anchor if anchor is not None else default:
             from node.anchor_runner import AnchorRunner
             from node.translog import LogView
 
             view = LogView(self.store)
+            anchoring = self.anchoring()
             anchors = AnchorRunner(
-                self.anchoring().publisher,
+                anchoring.publisher,
                 lambda: [(c.log_id, c.tree_size, c.root_hash) for c in view.checkpoints()],
                 poll_s=self.settings.chain.poll_seconds,
+                also=[anchoring.icp] if anchoring.icp is not None else [],
             )
         recorder = Recorder(self.log(), self.store)
         recorder.campaign_start(campaign)
@@ -180,6 +201,7 @@ class Node:
             recorder.campaign_stop(campaign, reason)
             if anchors is not None:
                 self.anchor_summary = anchors.finish()
+                self.anchor_summaries = list(anchors.summaries)
         return summary
 
 

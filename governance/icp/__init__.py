@@ -15,9 +15,11 @@ from governance.icp.anchor import (
     IcpAnchorTarget,
     IcpReceipt,
     audit_latest,
+    log_label,
 )
 from governance.icp.client import HttpTransport, IcpClient, NodeIdentity, Reply, Transport
 from governance.icp.errors import (
+    IcpConflictError,
     IcpError,
     IcpNetworkError,
     IcpRejectError,
@@ -38,6 +40,7 @@ __all__ = [
     "HttpTransport",
     "IcpAnchorTarget",
     "IcpClient",
+    "IcpConflictError",
     "IcpError",
     "IcpNetworkError",
     "IcpReceipt",
@@ -52,4 +55,5 @@ __all__ = [
     "audit_latest",
     "decode_directive_payload",
     "encode_directive_payload",
+    "log_label",
 ]

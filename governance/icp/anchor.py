@@ -13,7 +13,7 @@ from attestation.icp.errors import Step
 from attestation.icp.hashtree import Outcome, lookup, parse_tree
 from governance.icp.candid import blob, typed_value
 from governance.icp.client import IcpClient
-from governance.icp.errors import IcpRejectError, IcpReplyError
+from governance.icp.errors import IcpConflictError, IcpRejectError, IcpReplyError
 
 _ANCHOR_ERROR = Types.Variant(
     {
@@ -43,6 +43,13 @@ _LATEST = Types.Record(
 )
 
 
+def log_label(log_id: bytes) -> str:
+    """The canister's text id for a 32-byte log id (the EVM chain's): `0x` + hex."""
+    if len(log_id) != 32:
+        raise ValueError(f"a log id is 32 bytes, got {len(log_id)}")
+    return "0x" + log_id.hex()
+
+
 @dataclass(frozen=True)
 class CertifiedAnchor:
     """A log root the anchor canister certified, checked back to the IC root key."""
@@ -63,6 +70,10 @@ class AnchorCanister:
     def anchor(self, log_id: str, tree_size: int, root: bytes) -> int:
         """Append a root; returns the log's anchor count. IcpRejectError if the canister
         refuses (the message names why), IcpNetworkError if it could not be reached."""
+        return self.anchor_certified(log_id, tree_size, root)[0]
+
+    def anchor_certified(self, log_id: str, tree_size: int, root: bytes) -> tuple[int, int]:
+        """As `anchor`, with the time (ns) of the certificate that vouched for the reply."""
         arg = encode(
             [
                 {"type": Types.Text, "value": log_id},
@@ -75,7 +86,9 @@ class AnchorCanister:
         if not isinstance(result, dict) or len(result) != 1:
             raise IcpReplyError("anchor reply is not a result variant")
         if "ok" in result:
-            return int(result["ok"])
+            if reply.certificate is None:
+                raise IcpReplyError("anchor reply came without a certificate")
+            return int(result["ok"]), reply.certificate.time_ns
         error = result.get("err")
         kind = next(iter(error)) if isinstance(error, dict) and error else "unknown"
         detail = error.get(kind) if isinstance(error, dict) else None
@@ -120,7 +133,7 @@ class IcpReceipt:
     tree_size: int
     root: bytes
     anchor_count: int | None  # the log's anchor count after this call; None if found later
-    certified_at_ns: int | None  # set when the anchor was confirmed by a certified query
+    certified_at_ns: int  # the certificate's time: the update call's, or the certified query's
 
 
 class IcpAnchorTarget:
@@ -128,9 +141,10 @@ class IcpAnchorTarget:
 
     IcpNetworkError (retryable): keep the root in the outbox and retry. IcpRejectError:
     the canister refused (unauthorised node, bad log id): alert the operator, keep the
-    root. A retry after a lost answer is safe: when the canister says the size does not
-    grow, the certified latest anchor is read back, and an equal (or later) size with
-    the same root for this size counts as done.
+    root. IcpConflictError (a reject): the IC holds another root at this size. A retry
+    after a lost answer is safe: when the canister says the size does not grow, the
+    certified latest anchor is read back, and an equal size with the same root, or a
+    later size, counts as done.
     """
 
     name = "icp"
@@ -140,7 +154,7 @@ class IcpAnchorTarget:
 
     def publish(self, log_id: str, tree_size: int, root: bytes) -> IcpReceipt:
         try:
-            count = self.canister.anchor(log_id, tree_size, root)
+            count, certified_at = self.canister.anchor_certified(log_id, tree_size, root)
         except IcpRejectError as exc:
             if "size_not_growing" not in str(exc):
                 raise
@@ -148,12 +162,12 @@ class IcpAnchorTarget:
             if latest is None or latest.tree_size < tree_size:
                 raise
             if latest.tree_size == tree_size and latest.root != root:
-                raise IcpRejectError(
+                raise IcpConflictError(
                     f"{log_id}@{tree_size} is already anchored on the IC with a different "
                     f"root {latest.root.hex()}: the log forked; stop and investigate"
                 ) from exc
             return IcpReceipt(self.name, log_id, tree_size, root, None, latest.certified_at_ns)
-        return IcpReceipt(self.name, log_id, tree_size, root, count, None)
+        return IcpReceipt(self.name, log_id, tree_size, root, count, certified_at)
 
 
 @dataclass(frozen=True)

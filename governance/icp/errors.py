@@ -38,6 +38,11 @@ class IcpRejectError(IcpError):
         self.code = code
 
 
+class IcpConflictError(IcpRejectError):
+    """The IC already holds a different root for this log and tree size: the log has two
+    histories. Retrying can never succeed; stop and investigate."""
+
+
 class IcpReplyError(IcpError):
     """A reply could not be read: not CBOR, not the expected Candid, or inconsistent.
 

@@ -1,12 +1,17 @@
 """The anchoring outbox: checkpoint roots waiting to go on-chain, and what became of them.
 
-One row per (log id, tree size), so enqueueing the same checkpoint twice is a no-op and
-a different root for a size already queued is refused. A row moves
+One row per (target, log id, tree size): each checkpoint is queued once for every
+target it goes to, `evm` (the chain through `node.anchor`) and `icp` (the anchor
+canister through `node.anchor_icp`); an `Outbox` object sees one target. Enqueueing the
+same checkpoint twice is a no-op and a different root for a size already queued is
+refused. An EVM row moves
 pending -> sent (signed transaction stored before it is broadcast, so a crash can only
 lead to re-broadcasting the very same transaction) -> confirmed (mined and buried under
 the confirmation depth); a reorg or a nonce taken by another transaction moves it back.
 `failed` is for anchors the chain will never accept (the log already anchored with a
-different root); it needs an operator.
+different root); it needs an operator. An ICP row goes pending -> confirmed in one step
+(the canister's certified reply is final), keeping the log's anchor count and the
+certificate's time as its receipt.
 """
 
 from __future__ import annotations
@@ -21,12 +26,14 @@ from node.errors import ConflictError, NotFoundError
 from node.store.store import Store
 
 OUTBOX_STATUSES = ("pending", "sent", "confirmed", "failed")
+TARGETS = ("evm", "icp")
 _Tz = sa.DateTime(timezone=True)
 
 
 class AnchorOutbox(SQLModel, table=True):
     __tablename__ = "anchor_outbox"
 
+    target: str = Field(default="evm", primary_key=True, sa_type=sa.String(16))
     log_id: str = Field(primary_key=True, sa_type=sa.String(66))
     tree_size: int = Field(primary_key=True, sa_type=sa.BigInteger)
     root: str = Field(sa_type=sa.String(66))
@@ -44,6 +51,8 @@ class AnchorOutbox(SQLModel, table=True):
     created_at: datetime = Field(sa_type=_Tz)
     sent_at: datetime | None = Field(default=None, sa_type=_Tz)
     confirmed_at: datetime | None = Field(default=None, sa_type=_Tz)
+    anchor_count: int | None = Field(default=None, sa_type=sa.BigInteger)
+    certified_at_ns: int | None = Field(default=None, sa_type=sa.BigInteger)
 
 
 @dataclass(frozen=True)
@@ -67,6 +76,9 @@ class OutboxRow:
     created_at: datetime
     sent_at: datetime | None
     confirmed_at: datetime | None
+    target: str = "evm"
+    anchor_count: int | None = None  # icp: the log's anchor count after this one
+    certified_at_ns: int | None = None  # icp: the time of the certificate that vouched
 
 
 def _hex(value: bytes) -> str:
@@ -102,6 +114,9 @@ def _row(r: AnchorOutbox) -> OutboxRow:
         created_at=_utc(r.created_at) or r.created_at,
         sent_at=_utc(r.sent_at),
         confirmed_at=_utc(r.confirmed_at),
+        target=r.target,
+        anchor_count=r.anchor_count,
+        certified_at_ns=r.certified_at_ns,
     )
 
 
@@ -111,10 +126,17 @@ def _check32(value: bytes, what: str) -> None:
 
 
 class Outbox:
-    """The anchor outbox in a Store's database; every method is one transaction."""
+    """One target's rows of the anchor outbox in a Store's database (`evm` unless told);
+    every method is one transaction."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, target: str = "evm") -> None:
+        if target not in TARGETS:
+            raise ValueError(f"unknown anchoring target {target!r}; known: {', '.join(TARGETS)}")
         self._store = store
+        self.target = target
+
+    def _key(self, log_id: bytes, tree_size: int) -> dict[str, object]:
+        return {"target": self.target, "log_id": _hex(log_id), "tree_size": tree_size}
 
     def _now(self) -> datetime:
         return self._store._now()
@@ -131,15 +153,17 @@ class Outbox:
             raise ValueError(f"tree size must be positive, got {tree_size}")
         now = self._now()
         with self._store._session(write=True) as s:
-            existing = s.get(AnchorOutbox, (_hex(log_id), tree_size))
+            existing = s.get(AnchorOutbox, self._key(log_id, tree_size))
             if existing is not None:
                 if existing.root != _hex(root):
                     raise ConflictError(
-                        f"log {_hex(log_id)} size {tree_size} is already queued with root "
+                        f"log {_hex(log_id)} size {tree_size} is already queued for "
+                        f"{self.target} with root "
                         f"{existing.root}, not {_hex(root)}: the log has two histories"
                     )
                 return _row(existing)
             row = AnchorOutbox(
+                target=self.target,
                 log_id=_hex(log_id),
                 tree_size=tree_size,
                 root=_hex(root),
@@ -158,7 +182,7 @@ class Outbox:
     def rows(self, status: str | None = None, log_id: bytes | None = None) -> list[OutboxRow]:
         """Rows by log and tree size, optionally of one status or one log."""
         with self._store._session() as s:
-            query = select(AnchorOutbox)
+            query = select(AnchorOutbox).where(col(AnchorOutbox.target) == self.target)
             if status is not None:
                 query = query.where(col(AnchorOutbox.status) == status)
             if log_id is not None:
@@ -241,10 +265,28 @@ class Outbox:
     def failed(self, row: OutboxRow, error: str) -> OutboxRow:
         return self._update(row, status="failed", last_error=error)
 
+    def published(
+        self, row: OutboxRow, *, anchor_count: int | None, certified_at_ns: int
+    ) -> OutboxRow:
+        """An ICP anchor the canister took (or already held): pending -> confirmed."""
+        now = self._now()
+        return self._update(
+            row,
+            status="confirmed",
+            attempts=row.attempts + 1,
+            anchor_count=anchor_count,
+            certified_at_ns=certified_at_ns,
+            sent_at=row.sent_at or now,
+            confirmed_at=now,
+            last_error=None,
+        )
+
     def _get(self, s: Session, log_id: bytes, tree_size: int) -> AnchorOutbox:
-        found = s.get(AnchorOutbox, (_hex(log_id), tree_size), populate_existing=True)
+        found = s.get(AnchorOutbox, self._key(log_id, tree_size), populate_existing=True)
         if found is None:
-            raise NotFoundError(f"no queued anchor for log {_hex(log_id)} size {tree_size}")
+            raise NotFoundError(
+                f"no queued {self.target} anchor for log {_hex(log_id)} size {tree_size}"
+            )
         return found
 
     def _update(self, row: OutboxRow, **changes: object) -> OutboxRow:

@@ -20,6 +20,7 @@ import cbor2
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import load_der_public_key
 from ic.candid import Types, decode, encode
+from ic.utils import labelHash
 from py_ecc.bls.hash_to_curve import hash_to_G1
 from py_ecc.bls.point_compression import compress_G1, compress_G2
 from py_ecc.optimized_bls12_381.optimized_curve import G2, multiply
@@ -148,6 +149,78 @@ class AnchorModel:
         return Labeled(b"anchors", labeled_forks(items))
 
 
+# The SNS governance canister's types the node reads (sns_governance.did, a subset of
+# ProposalData's fields plus some the node ignores, so its untyped decoding skips them).
+SNS_GENERIC = Types.Record({"function_id": Types.Nat64, "payload": Types.Vec(Types.Nat8)})
+SNS_ACTION = Types.Variant(
+    {
+        "Motion": Types.Record({"motion_text": Types.Text}),
+        "ExecuteGenericNervousSystemFunction": SNS_GENERIC,
+    }
+)
+SNS_PROPOSAL = Types.Record(
+    {"url": Types.Text, "title": Types.Text, "action": Types.Opt(SNS_ACTION), "summary": Types.Text}
+)
+SNS_PROPOSAL_DATA = Types.Record(
+    {
+        "id": Types.Opt(Types.Record({"id": Types.Nat64})),
+        "payload_text_rendering": Types.Opt(Types.Text),
+        "action": Types.Nat64,
+        "decided_timestamp_seconds": Types.Nat64,
+        "executed_timestamp_seconds": Types.Nat64,
+        "failed_timestamp_seconds": Types.Nat64,
+        "proposal": Types.Opt(SNS_PROPOSAL),
+        "is_eligible_for_rewards": Types.Bool,
+    }
+)
+SNS_ERROR = Types.Record({"error_message": Types.Text, "error_type": Types.Int32})
+
+
+@dataclass
+class SnsModel:
+    """An SNS governance canister's proposals, answering `list_proposals` (newest first)
+    and `get_proposal`; put it in `Replica.methods` with `methods()`."""
+
+    proposals: dict[int, dict[str, Any]] = field(default_factory=dict)
+
+    def add_generic(self, pid: int, function_id: int, payload: bytes, executed_s: int) -> None:
+        """An ExecuteGenericNervousSystemFunction proposal, adopted and executed at
+        `executed_s` (0: still open)."""
+        action = {
+            "ExecuteGenericNervousSystemFunction": {"function_id": function_id, "payload": payload}
+        }
+        self.proposals[pid] = {
+            "id": [{"id": pid}],
+            "payload_text_rendering": ["rendered"],
+            "action": function_id,
+            "decided_timestamp_seconds": executed_s,
+            "executed_timestamp_seconds": executed_s,
+            "failed_timestamp_seconds": 0,
+            "proposal": [{"url": "", "title": f"p{pid}", "action": [action], "summary": ""}],
+            "is_eligible_for_rewards": True,
+        }
+
+    def list_proposals(self, arg: bytes) -> bytes:
+        newest = [self.proposals[i] for i in sorted(self.proposals, reverse=True)]
+        response = Types.Record({"proposals": Types.Vec(SNS_PROPOSAL_DATA)})
+        return bytes(encode([{"type": response, "value": {"proposals": newest}}]))
+
+    def get_proposal(self, arg: bytes) -> bytes:
+        request = decode(arg)[0]["value"]
+        (wanted,) = request[f"_{labelHash('proposal_id')}"]
+        pid = wanted[f"_{labelHash('id')}"]
+        result = Types.Variant({"Error": SNS_ERROR, "Proposal": SNS_PROPOSAL_DATA})
+        if pid in self.proposals:
+            value: dict[str, Any] = {"Proposal": self.proposals[pid]}
+        else:
+            value = {"Error": {"error_message": f"no proposal {pid}", "error_type": 4}}
+        response = Types.Record({"result": Types.Opt(result)})
+        return bytes(encode([{"type": response, "value": {"result": [value]}}]))
+
+    def methods(self) -> dict[str, Callable[[bytes], bytes]]:
+        return {"list_proposals": self.list_proposals, "get_proposal": self.get_proposal}
+
+
 @dataclass
 class Replica:
     """Replica state plus switches a test flips to provoke each flow."""
@@ -158,6 +231,7 @@ class Replica:
     sync_calls: bool = False  # v3: answer a call with its certificate at once
     polls_before_final: int = 1  # read_state answers "processing" this many times first
     http_errors: list[int] = field(default_factory=list)  # statuses to answer next, in order
+    down_for: set[str] = field(default_factory=set)  # request kinds answered 503 while listed
     query_override: Callable[[bytes], bytes] | None = None
     methods: dict[str, Callable[[bytes], bytes]] = field(default_factory=dict)  # other canisters
     # Sign as an application subnet does: with a subnet key the root key delegated,
@@ -221,6 +295,8 @@ class Replica:
             return self.http_errors.pop(0), b"service unavailable"
         envelope = cbor2.loads(body)
         content = dict(envelope["content"])
+        if content["request_type"] in self.down_for:
+            return 503, b"service unavailable"
         rid = request_id(content)
         key = load_der_public_key(envelope["sender_pubkey"])
         assert isinstance(key, Ed25519PublicKey)
