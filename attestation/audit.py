@@ -189,12 +189,14 @@ def verify_bundle(
             raise VerificationError(STEPS[7], f"entry {index}: {exc}") from None
     done(STEPS[7], f"{latest.size} entries included in the latest checkpoint")
 
-    # 9. The records obey the log's rules (campaign, config hash, no replay, signer).
+    # 9. The records obey the log's rules (campaign, config hash, no replay, signer), and
+    #    no experiment started while a logged directive held its campaign paused.
     records = check_records(statements, key.fingerprint)
     done(
         STEPS[8],
         f"{sum(records.experiments.values())} experiment records in "
-        f"{len(records.campaigns)} campaign(s)",
+        f"{len(records.campaigns)} campaign(s); {records.directives} directive(s), "
+        f"{records.starts_checked} start(s) checked: none while paused",
     )
     return VerifiedLog(
         origin=bundle.origin,
@@ -277,6 +279,8 @@ class AuditReport:
                 "campaigns": self.log.records.campaigns,
                 "experiment_records": self.log.records.experiments,
                 "events": self.log.records.events,
+                "directives": self.log.records.directives,
+                "starts_checked": self.log.records.starts_checked,
             }
         return out
 

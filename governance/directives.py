@@ -59,8 +59,9 @@ class Directive:
 
     `campaign_id` is the node's campaign id or name. `height` is the block it was issued
     in (None for a source whose answers are final, such as a certified SNS read). A
-    fork's `campaign_id` is the child's name; it names the parent, the parent's log
-    position it starts from (None: its latest) and the SHA-256 of the child's config.
+    fork's `campaign_id` is the child's name; it names the parent, the size of the
+    node's log it starts from (None: its latest) with the log's root at that size, and
+    the SHA-256 of the child's config.
     """
 
     kind: DirectiveKind
@@ -72,6 +73,7 @@ class Directive:
     config_hash: bytes | None = None
     parent_id: str | None = None
     from_position: int | None = None
+    checkpoint_root: bytes | None = None
     pause_parent: bool = False
     config_uri: str = ""
 
@@ -87,6 +89,8 @@ class Directive:
                 raise ValueError("a fork names its new config's 32-byte SHA-256")
             if self.from_position is not None and self.from_position < 0:
                 raise ValueError("a fork's log position cannot be negative")
+            if self.checkpoint_root is not None and len(self.checkpoint_root) != 32:
+                raise ValueError("a fork's checkpoint root is a 32-byte Merkle root")
 
     @property
     def state(self) -> CampaignState | None:

@@ -158,6 +158,7 @@ class EvmSource:
                 config_hash=bytes(fork.args["configHash"]),
                 parent_id=parent,
                 from_position=int(fork.args["fromTreeSize"]),
+                checkpoint_root=bytes(fork.args["checkpointRoot"]),
                 config_uri=str(fork.args["configURI"]),
             )
         except ValueError as exc:

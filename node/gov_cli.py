@@ -36,26 +36,35 @@ class GovRequestError(AsiNodeError):
 
 
 def lineage_lines(node: Node, camp: CampaignRow) -> list[str]:
-    """Lines for `campaign show`: fork lineage and applied directives."""
+    """Lines for `campaign show` and `gov directives`: fork lineage (at a size of the
+    node's log) and applied directives with their log entries."""
     from node.store import DirectiveLedger
 
     ledger = DirectiveLedger(node.store)
     lines = []
     if camp.parent_campaign_id is not None:
         parent = node.store.get_campaign(camp.parent_campaign_id)
-        lines.append(
-            f"forked from {parent.id} ({parent.name}) at experiment #{camp.fork_tree_size}"
-        )
+        lines.append(f"forked from {parent.id} ({parent.name}) at {_position(camp.fork_tree_size)}")
     for child in ledger.children(camp.id):
-        lines.append(f"fork {child.id} ({child.name}) from experiment #{child.fork_tree_size}")
+        lines.append(f"forked to {child.id} ({child.name}) at {_position(child.fork_tree_size)}")
     for d in ledger.list_applied(camp.id):
         ack = f"acknowledged {d.ack_ref}" if d.ack_ref else "not yet acknowledged"
         scope = "all campaigns" if d.campaign_id == "*" else "this campaign"
+        logged = d.detail.get("log_index")
+        entry = f", log entry {logged}" if logged is not None else ""
         lines.append(
             f"directive {d.kind} epoch {d.epoch} from {d.source} ({scope}) "
-            f"at {d.applied_at:%Y-%m-%d %H:%M:%S}, {ack}"
+            f"at {d.applied_at:%Y-%m-%d %H:%M:%S}{entry}, {ack}"
         )
+        if "refused" in d.detail:
+            lines.append(f"  refused: {d.detail['refused']}")
     return lines
+
+
+def _position(tree_size: int | None) -> str:
+    if tree_size is None:
+        return "its latest state (no log position)"
+    return f"log size {tree_size}"
 
 
 def _call(

@@ -107,10 +107,17 @@ class DirectiveAcker(Protocol):
     def acknowledge(self, campaign_key: bytes, epoch: int, entry_hash: bytes) -> str: ...
 
 
-def directive_entry_hash(row: DirectiveRow) -> bytes:
-    """The hash an acknowledgement commits to: SHA-256 of the applied directive's canonical
-    JSON (source, campaign, epoch, kind, ref). When the transparency log lands, this
-    becomes the hash of the directive's log entry."""
+@dataclass(frozen=True)
+class EntryCommitment:
+    """What an acknowledgement commits to, and a phrase saying which it is."""
+
+    hash: bytes
+    what: str
+
+
+def directive_json_hash(row: DirectiveRow) -> bytes:
+    """SHA-256 of the applied directive's canonical JSON (source, campaign, epoch, kind,
+    ref): the fallback commitment of a directive that is not in the node's log."""
     body = {
         "source": row.source,
         "campaign": row.campaign_id,
@@ -121,11 +128,50 @@ def directive_entry_hash(row: DirectiveRow) -> bytes:
     return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).digest()
 
 
+def entry_commitment(store: Store, row: DirectiveRow) -> EntryCommitment:
+    """The hash `acknowledge(campaign, epoch, logEntryHash)` sends for `row`.
+
+    It is the RFC 6962 Merkle leaf hash of the directive's log entry (SHA-256 of 0x00 and
+    the DSSE envelope bytes): the very value an inclusion proof starts from, so an auditor
+    holding an anchored root proves the acknowledged entry is in the log without the
+    envelope's encoding mattering. A directive with no log entry (a node run without a
+    log, or a row whose entry is missing from the log table) falls back to
+    `directive_json_hash`, with a warning, and the row's detail says which was sent.
+    """
+    from node.records import DIRECTIVE_KIND, directive_subject
+    from node.store import LogStore
+
+    index = row.detail.get("log_index")
+    if isinstance(index, int):
+        found = LogStore(store).entries(index, index + 1)
+        subject = directive_subject(row.source, row.campaign_id, row.epoch)
+        if found and found[0].kind == DIRECTIVE_KIND and found[0].subject == subject:
+            return EntryCommitment(found[0].leaf_hash, f"log entry {index} (Merkle leaf hash)")
+        log.warning(
+            "directive's log entry missing; acknowledging its JSON hash",
+            extra={"directive": row.id, "log_index": index},
+        )
+        return EntryCommitment(
+            directive_json_hash(row), f"directive JSON (log entry {index} missing)"
+        )
+    return EntryCommitment(directive_json_hash(row), "directive JSON (not in the log)")
+
+
+def directive_entry_hash(row: DirectiveRow, store: Store | None = None) -> bytes:
+    """The hash an acknowledgement of `row` commits to (see `entry_commitment`); without
+    a store, the directive-JSON fallback."""
+    if store is None:
+        return directive_json_hash(row)
+    return entry_commitment(store, row).hash
+
+
 def acknowledge_pending(store: Store, acker: DirectiveAcker, source: str) -> list[DirectiveRow]:
     """Acknowledge `source`'s applied, unacknowledged campaign directives, oldest first.
 
-    Stops at the first failure (the controller wants epochs in order; the rest wait for
-    the next call). All-campaign directives have no campaign epoch to acknowledge.
+    Each commits to the directive's log entry (`entry_commitment`); the row's detail
+    keeps the hash sent and what it is. Stops at the first failure (the controller wants
+    epochs in order; the rest wait for the next call). All-campaign directives have no
+    campaign epoch to acknowledge.
     """
     from governance.directives import campaign_key
 
@@ -134,15 +180,15 @@ def acknowledge_pending(store: Store, acker: DirectiveAcker, source: str) -> lis
     for row in ledger.unacknowledged(source):
         if row.campaign_id == ALL_CAMPAIGNS or row.detail.get("unknown_campaign"):
             continue
+        commitment = entry_commitment(store, row)
         try:
-            tx = acker.acknowledge(
-                campaign_key(row.campaign_id), row.epoch, directive_entry_hash(row)
-            )
+            tx = acker.acknowledge(campaign_key(row.campaign_id), row.epoch, commitment.hash)
         except (AsiNodeError, GovernanceError, OSError) as exc:
             log.warning(
                 "acknowledgement failed; retried later",
                 extra={"directive": row.id, "error": str(exc)},
             )
             break
-        done.append(ledger.mark_acknowledged(row.id, tx))
+        sent = {"ack_entry_hash": "0x" + commitment.hash.hex(), "ack_commits_to": commitment.what}
+        done.append(ledger.mark_acknowledged(row.id, tx, sent))
     return done

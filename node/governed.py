@@ -1,13 +1,23 @@
 """Node obedience: campaigns run only while governance allows, and stop when it says so.
 
-`GovernedNode.step()` polls the watcher once, records every applied directive in the
-store (`DirectiveLedger`, which the chain client later acknowledges on-chain), carries
-out forks, and then makes each campaign's run match what the watcher allows: a campaign
-that may no longer run has its run's stop event set, which kills its sandboxed training
-within about 0.1 s (`loop.sandbox`), and the scheduler's stop path puts the interrupted
-experiments back in the queue (never lost, not counted as attempts); a campaign that may
-run again is started again (the scheduler resumes from the store). Nothing of a campaign
-starts while it is paused, because no run of it exists then.
+`GovernedNode.step()` polls the watcher once, records every applied directive as a
+signed entry of the node's transparency log (with a `Recorder`) and in the store
+(`DirectiveLedger`, which the chain client later acknowledges on-chain, committing to
+that entry), carries out forks, and then makes each campaign's run match what the
+watcher allows: a campaign that may no longer run has its run's stop event set, which
+kills its sandboxed training within about 0.1 s (`loop.sandbox`), and the scheduler's
+stop path puts the interrupted experiments back in the queue (never lost, not counted as
+attempts); a campaign that may run again is started again (the scheduler resumes from
+the store). Nothing of a campaign starts while it is paused, because no run of it exists
+then. A directive's `applied_at`
+is read from the store's clock right after the poll that applied it, before any run is
+stopped or started, so the audit's replay of the log (`attestation.records`) compares
+experiment starts against the moment the node acted.
+
+A fork starts at a size of this node's log: its checkpoint root must be the log's root
+at that size, and the child inherits the parent's finished experiments whose records lie
+in the log below it (with their candidates and insights). Anything else is refused, the
+reason kept in the directive's detail and log entry.
 
 Each run is a thread that calls `run(campaign_id, stop_event)`; `serve` steps every poll
 interval until told to stop. `governed_node` wires one from a node's settings; what the
@@ -23,13 +33,21 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from governance.directives import ALL_CAMPAIGNS, CampaignState, DirectiveKind, DirectiveSource
+from governance.directives import (
+    ALL_CAMPAIGNS,
+    CampaignState,
+    Directive,
+    DirectiveKind,
+    DirectiveSource,
+)
 from governance.errors import ForkConfigError
 from governance.watcher import Applied, Watcher
-from node.errors import AsiNodeError, ConfigError, NotFoundError, StoreError
+from node.errors import AsiNodeError, ConfigError, ConflictError, NotFoundError, StoreError
+from node.records import Recorder, logged_experiments
 from node.scheduler import RunSummary
 from node.store import DirectiveLedger, DirectiveRow, Store
 
@@ -40,6 +58,15 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 RunFn = Callable[[str, threading.Event], RunSummary]
+# What a fork keeps in its directive's detail and log entry.
+FORK_FACTS = ("parent", "child", "position", "checkpoint_root", "experiments", "pause_parent")
+INHERITED_STATUSES = ("done", "failed")
+
+
+class ForkRefused(AsiNodeError):
+    """A fork names a log position this node cannot start a child from (beyond its log,
+    or with another root). Nothing was created; the reason is in the directive's detail.
+    A new proposal must name a size of this node's log and its root there."""
 
 
 class ForkConfigs(Protocol):
@@ -101,8 +128,10 @@ class GovernedNode:
         stop_deadline_s: float = 30.0,
         configs: ForkConfigs | None = None,
         clock: Callable[[], float] = time.monotonic,
+        recorder: Recorder | None = None,
     ) -> None:
         self.store = store
+        self.recorder = recorder  # None: directives only in the store; forks at "latest"
         self.ledger = DirectiveLedger(store)
         self.watcher = watcher
         self.run = run
@@ -112,8 +141,9 @@ class GovernedNode:
         self.clock = clock
         self.runs: dict[str, _Run] = {}
         self.finished: dict[str, RunSummary] = {}
-        self._unrecorded: list[Applied] = []
+        self._unrecorded: list[tuple[Applied, datetime]] = []
         self._unlinked: dict[str, Stopped] = {}  # stops whose directive is not recorded yet
+        self._backlog = recorder is not None  # rows applied before the log was wired
 
     # -- one poll ------------------------------------------------------------------------
     def step(self) -> StepReport:
@@ -121,15 +151,18 @@ class GovernedNode:
         unrecorded directives are retried on the next step)."""
         report = StepReport()
         result = self.watcher.poll()
+        applied_at = self.ledger.now()  # the directives take effect from here on
         for applied in result.applied:
             self._note(applied)
         self._reap(report)
         self._enforce(report)
-        todo, self._unrecorded = [*self._unrecorded, *result.applied], []
-        for i, applied in enumerate(todo):
+        self._log_backlog()
+        fresh = [(applied, applied_at) for applied in result.applied]
+        todo, self._unrecorded = [*self._unrecorded, *fresh], []
+        for i, (applied, at) in enumerate(todo):
             try:
-                row = self._apply(applied, report)
-            except StoreError as exc:
+                row = self._apply(applied, at, report)
+            except (StoreError, ConflictError) as exc:
                 log.error(
                     "applied directive not recorded; retried on the next poll",
                     extra={"epoch": applied.directive.epoch, "error": str(exc)},
@@ -168,7 +201,8 @@ class GovernedNode:
         return report
 
     # -- directives --------------------------------------------------------------------------
-    def _apply(self, applied: Applied, report: StepReport) -> DirectiveRow:
+    def _apply(self, applied: Applied, applied_at: datetime, report: StepReport) -> DirectiveRow:
+        """Carry out a fork, log the directive, record it; link stops to it."""
         d = applied.directive
         detail: dict[str, Any] = {
             "observed_to_applied_s": round(applied.applied_at - applied.observed_at, 6),
@@ -182,6 +216,13 @@ class GovernedNode:
                 campaign = self.store.get_campaign(campaign).id
             except NotFoundError:
                 detail["unknown_campaign"] = True
+        config_hash = ("sha256:" + d.config_hash.hex()) if d.config_hash else None
+        if self.recorder is not None:
+            facts = _facts(d.source, campaign, d.epoch, d.kind.value, d.ref, d.height)
+            facts |= _detail_facts(config_hash, applied_at, detail)
+            index, logged = self.recorder.directive(facts)
+            detail["log_index"] = index
+            applied_at = datetime.fromisoformat(logged["applied_at"])  # the earlier, if any
         row = self.ledger.record(
             source=d.source,
             campaign_id=campaign,
@@ -189,9 +230,12 @@ class GovernedNode:
             kind=d.kind.value,
             ref=d.ref,
             height=d.height,
-            config_hash=("sha256:" + d.config_hash.hex()) if d.config_hash else None,
+            config_hash=config_hash,
             detail=detail,
+            applied_at=applied_at,
         )
+        if "log_index" in detail and "log_index" not in row.detail:
+            row = self.ledger.update_detail(row.id, {"log_index": detail["log_index"]})
         if d.kind in (DirectiveKind.PAUSE, DirectiveKind.STOP):
             for cid in self._targets(campaign):
                 run = self.runs.get(cid)
@@ -201,6 +245,26 @@ class GovernedNode:
                 if stopped is not None:
                     self.ledger.update_detail(row.id, _stop_facts(stopped))
         return row
+
+    def _log_backlog(self) -> None:
+        """Once per session: log the applied directives the store holds without a log
+        entry (applied before this node logged directives); retried on a store error."""
+        if not self._backlog or self.recorder is None:
+            return
+        try:
+            for row in self.ledger.list_applied():
+                if "log_index" in row.detail:
+                    continue
+                facts = _facts(
+                    row.source, row.campaign_id, row.epoch, row.kind, row.ref, row.height
+                )
+                facts |= _detail_facts(row.config_hash, row.applied_at, row.detail)
+                index, _ = self.recorder.directive(facts)
+                self.ledger.update_detail(row.id, {"log_index": index})
+        except (StoreError, ConflictError) as exc:
+            log.error("directive backlog not logged; retried", extra={"error": str(exc)})
+            return
+        self._backlog = False
 
     def _targets(self, campaign: str) -> list[str]:
         if campaign == ALL_CAMPAIGNS:
@@ -227,7 +291,16 @@ class GovernedNode:
     def _fork(self, applied: Applied, report: StepReport) -> dict[str, Any]:
         d = applied.directive
         assert d.parent_id is not None and d.config_hash is not None
+        asked: dict[str, Any] = {
+            "parent": d.parent_id,
+            "position": d.from_position,
+            "checkpoint_root": "0x" + d.checkpoint_root.hex() if d.checkpoint_root else None,
+            "pause_parent": d.pause_parent,
+        }
         try:
+            done = self._already_forked(d)
+            if done is not None:
+                return done
             if self.configs is None:
                 raise ForkConfigError("this node has no source of fork configs configured")
             config = dict(self.configs(d.config_hash, d.config_uri))
@@ -238,11 +311,14 @@ class GovernedNode:
                     f"found at {d.config_uri or 'its hash'} hashes to sha256:{got.hex()}"
                 )
             parent = self.store.get_campaign(d.parent_id)
+            asked["parent"] = parent.id
+            size, inherited = self._fork_point(d, parent.id)
             child = self.ledger.fork(
                 parent.id,
                 d.campaign_id,
                 config,
-                position=d.from_position,
+                experiments=inherited,
+                tree_size=size,
                 detail={"source": d.source, "epoch": d.epoch, "ref": d.ref},
             )
         except StoreError:
@@ -252,10 +328,74 @@ class GovernedNode:
                 "fork refused",
                 extra={"child": d.campaign_id, "parent": d.parent_id, "error": str(exc)},
             )
-            return {"refused": str(exc)}
+            return asked | {"refused": str(exc)}
         self.campaigns.append(child.id)
         report.forked.append(child.id)
-        return {"child": child.id, "parent": parent.id, "position": child.fork_tree_size}
+        n = len(self.store.list_experiments(child.id))
+        return asked | {"child": child.id, "position": size, "experiments": n}
+
+    def _fork_point(self, d: Directive, parent_id: str) -> tuple[int | None, list[str] | None]:
+        """The log size a fork starts at and the parent's experiments recorded below it.
+
+        Without a log (no recorder) only a fork at "latest" can be honoured: the child
+        then inherits every finished experiment and has no log position."""
+        if self.recorder is None:
+            if d.from_position is not None:
+                raise ForkRefused(
+                    f"the fork starts at log size {d.from_position}, but this node keeps no "
+                    "transparency log to check that position against"
+                )
+            return None, None
+        tlog = self.recorder.log
+        current = tlog.size
+        size = current if d.from_position is None else d.from_position
+        if size > current:
+            raise ForkRefused(
+                f"the fork starts at log size {size}, beyond this node's log (size "
+                f"{current}): it names another node's log or a position not reached yet"
+            )
+        root = tlog.root(size)
+        if d.checkpoint_root is None:
+            if d.from_position is not None:
+                raise ForkRefused(
+                    f"the fork names log size {size} but no checkpoint root to check it by"
+                )
+        elif d.checkpoint_root != root:
+            raise ForkRefused(
+                f"the fork's checkpoint root 0x{d.checkpoint_root.hex()} is not this node's "
+                f"log root at size {size} (0x{root.hex()}): it names another log or history"
+            )
+        records = logged_experiments(tlog, size)
+        inherited = [
+            exp_id
+            for exp_id, record in records.items()
+            if record.get("campaign_id") == parent_id and record.get("status") in INHERITED_STATUSES
+        ]
+        return size, inherited
+
+    def _already_forked(self, d: Directive) -> dict[str, Any] | None:
+        """The facts of this very fork if it was carried out before its record was
+        written (a store error or a crash in between): applying it again is a no-op."""
+        try:
+            child = self.store.get_campaign(d.campaign_id)
+        except NotFoundError:
+            return None
+        for event in self.store.list_events(child.id, kind="forked_from"):
+            lineage = json.loads(event.payload_json)
+            if lineage.get("source") == d.source and lineage.get("epoch") == d.epoch:
+                if child.id not in self.campaigns:
+                    self.campaigns.append(child.id)
+                return {
+                    "parent": lineage.get("parent"),
+                    "child": child.id,
+                    "position": lineage.get("position"),
+                    "checkpoint_root": (
+                        "0x" + d.checkpoint_root.hex() if d.checkpoint_root else None
+                    ),
+                    "experiments": lineage.get("experiments"),
+                    "pause_parent": d.pause_parent,
+                }
+        return None
 
     # -- runs ------------------------------------------------------------------------------
     def _enforce(self, report: StepReport) -> None:
@@ -466,7 +606,34 @@ def governed_node(
         campaigns,
         stop_deadline_s=gs.stop_deadline_seconds,
         configs=DirectoryConfigs(Path(node.settings.home) / gs.fork_configs),
+        recorder=Recorder(node.log(), store),
     )
+
+
+def _facts(
+    source: str, campaign: str, epoch: int, kind: str, ref: str, height: int | None
+) -> dict[str, Any]:
+    return {
+        "source": source,
+        "campaign_id": campaign,
+        "epoch": epoch,
+        "kind": kind,
+        "ref": ref,
+        "height": height,
+    }
+
+
+def _detail_facts(
+    config_hash: str | None, applied_at: datetime, detail: Mapping[str, Any]
+) -> dict[str, Any]:
+    """The rest of a directive's log statement: config hash, time, and what a fork did."""
+    facts: dict[str, Any] = {"config_hash": config_hash, "applied_at": applied_at.isoformat()}
+    if detail.get("unknown_campaign"):
+        facts["unknown_campaign"] = True
+    fork = {k: detail[k] for k in (*FORK_FACTS, "refused") if k in detail}
+    if fork:
+        facts["fork"] = fork
+    return facts
 
 
 def _stop_facts(stopped: Stopped) -> dict[str, Any]:

@@ -1,10 +1,13 @@
-"""Experiment records and node events as in-toto statements, and the scheduler's hook.
+"""Experiment records, node events and applied directives as in-toto statements.
 
 A record holds what DESIGN section 4 lists: campaign id and config hash, sequence number,
 parents, code digest (the statement's subject), motivation, screening, training config,
 seeds, task spec digest, metrics, fitness, timings, environment, node id, researcher
-mode, status and failure class. Each finished experiment is recorded once; on start the
-node records any it finished but did not get to record before a crash.
+mode, status and failure class, and (from record version 2) when it started, so an
+auditor can check it against the governance directives in the same log. Each finished
+experiment is recorded once; on start the node records any it finished but did not get
+to record before a crash. Each governance directive the node applies is recorded once
+too (`Recorder.directive`, keyed by source, campaign and epoch).
 """
 
 from __future__ import annotations
@@ -20,16 +23,24 @@ from importlib import metadata
 from typing import Any
 
 from attestation.canonical import canonical_json
-from attestation.dsse import statement
-from attestation.records import CAMPAIGN_START, EVENT_PREDICATE, EXPERIMENT_PREDICATE
+from attestation.dsse import Envelope, statement
+from attestation.records import (
+    CAMPAIGN_START,
+    DIRECTIVE_PREDICATE,
+    EVENT_PREDICATE,
+    EXPERIMENT_PREDICATE,
+)
 from node.campaign import CampaignConfig
 from node.store import FINISHED_STATUSES, CampaignRow, ExperimentRow, Store
 from node.tasks import build_task, build_train
-from node.translog import NodeLog
+from node.translog import LogView, NodeLog
 
 EXPERIMENT_KIND = "experiment"
 EVENT_KIND = "event"
-RECORD_VERSION = 1
+DIRECTIVE_KIND = "directive"
+# 2 adds "started_at"; auditors read both (attestation.records.RECORD_VERSIONS).
+RECORD_VERSION = 2
+_SUBJECT_CHARS = 64  # the log table's subject column
 
 
 @cache
@@ -104,6 +115,7 @@ def experiment_statement(
         "status": exp.status,
         "failure_class": exp.failure_class,
         "attempts": exp.attempts,
+        "started_at": exp.started_at.isoformat() if exp.started_at else None,
         "finished_at": exp.finished_at.isoformat() if exp.finished_at else None,
     }
     digest = cand.digest.removeprefix("sha256:")
@@ -119,6 +131,44 @@ def event_statement(node_id: str, event: str, **fields: Any) -> dict[str, Any]:
         **fields,
     }
     return statement(f"node/{node_id}", node_id.removeprefix("sha256:"), EVENT_PREDICATE, predicate)
+
+
+def directive_subject(source: str, campaign_id: str, epoch: int) -> str:
+    """The log subject of an applied directive: one entry per source, campaign and epoch
+    (hashed when the names are too long for the subject column)."""
+    subject = f"{source}:{campaign_id}:{epoch}"
+    if len(subject) <= _SUBJECT_CHARS:
+        return subject
+    return "sha256:" + hashlib.sha256(subject.encode()).hexdigest()[: _SUBJECT_CHARS - 7]
+
+
+def directive_statement(node_id: str, facts: dict[str, Any]) -> dict[str, Any]:
+    """The in-toto statement of an applied directive. `facts` holds source, campaign_id,
+    epoch, kind, ref, height, config_hash, applied_at and, for a fork, a `fork` object;
+    the subject names the directive and digests the predicate."""
+    predicate = {"node_id": node_id, **facts}
+    digest = hashlib.sha256(canonical_json(predicate)).hexdigest()
+    name = f"directive/{facts['source']}/{facts['campaign_id']}/{facts['epoch']}"
+    return statement(name, digest, DIRECTIVE_PREDICATE, predicate)
+
+
+def predicate_of(envelope: bytes) -> dict[str, Any]:
+    """The predicate of a statement this node logged (its own envelope: not re-verified)."""
+    stmt = json.loads(Envelope.from_bytes(envelope).payload)
+    predicate: dict[str, Any] = stmt["predicate"]
+    return predicate
+
+
+def logged_experiments(view: LogView, tree_size: int) -> dict[str, dict[str, Any]]:
+    """The experiment records among the log's first `tree_size` entries, by experiment id.
+
+    Records are appended when experiments finish, so their order is not sequence order:
+    what a log position holds is read from the log, never inferred from `seq`."""
+    found = {}
+    for entry in view.entries(0, tree_size):
+        if entry.kind == EXPERIMENT_KIND and entry.subject is not None:
+            found[entry.subject] = predicate_of(entry.envelope)
+    return found
 
 
 class Recorder:
@@ -151,6 +201,19 @@ class Recorder:
             ),
         )
         self.log.checkpoint()
+
+    def directive(self, facts: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        """Log an applied directive once; return its index and the predicate as logged.
+
+        Keyed by source, campaign and epoch: after a crash between the append and the
+        store's record, applying it again finds the earlier entry and returns that (with
+        the `applied_at` it was logged with)."""
+        subject = directive_subject(facts["source"], facts["campaign_id"], facts["epoch"])
+        found = self.log.db.entry_for(DIRECTIVE_KIND, subject)
+        if found is not None:
+            return found.index, predicate_of(found.envelope)
+        stmt = directive_statement(self.log.node_id, facts)
+        return self.log.append(DIRECTIVE_KIND, stmt, subject=subject), stmt["predicate"]
 
     def experiment_final(self, experiment_id: str) -> None:
         """Record a finished (scored or failed) experiment, once."""

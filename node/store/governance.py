@@ -4,18 +4,20 @@
 applied directive is one row (unique per source, campaign and epoch, so applying it
 twice is a no-op) that waits for its on-chain acknowledgement (`unacknowledged` /
 `mark_acknowledged`: the chain client sends `acknowledge(campaign, epoch, entryHash)`).
+A node with a transparency log also logs each one; the row's detail then holds the
+entry's `log_index`. Forks copy a parent's finished experiments into a child campaign.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
-from sqlmodel import Field, SQLModel, col, select
+from sqlmodel import Field, Session, SQLModel, col, select
 
 from node.errors import ConflictError, NotFoundError
 from node.store.rows import CampaignRow, campaign_row
@@ -93,6 +95,10 @@ class DirectiveLedger:
     def __init__(self, store: Store) -> None:
         self.store = store
 
+    def now(self) -> datetime:
+        """The store's clock: what `applied_at` is measured by (as experiments' starts are)."""
+        return self.store._now()
+
     def record(
         self,
         *,
@@ -104,8 +110,11 @@ class DirectiveLedger:
         height: int | None = None,
         config_hash: str | None = None,
         detail: Mapping[str, Any] | None = None,
+        applied_at: datetime | None = None,
     ) -> DirectiveRow:
-        """Record an applied directive (and an event in its campaign); idempotent."""
+        """Record an applied directive (and an event in its campaign); idempotent.
+
+        `applied_at` is when the node put it into effect (default: now)."""
         s_ = self.store
         with s_._session(write=True) as s:
             found = s.exec(
@@ -126,7 +135,7 @@ class DirectiveLedger:
                 height=height,
                 config_hash=config_hash,
                 detail_json=_canonical_json(dict(detail or {}), "directive detail"),
-                applied_at=s_._now(),
+                applied_at=applied_at or s_._now(),
             )
             s.add(row)
             s.flush()
@@ -172,8 +181,11 @@ class DirectiveLedger:
         with self.store._session() as s:
             return [_row(r) for r in s.exec(query)]
 
-    def mark_acknowledged(self, directive_id: int, ack_ref: str) -> DirectiveRow:
-        """Note the acknowledgement (e.g. its transaction hash). ConflictError if already."""
+    def mark_acknowledged(
+        self, directive_id: int, ack_ref: str, detail: Mapping[str, Any] | None = None
+    ) -> DirectiveRow:
+        """Note the acknowledgement (e.g. its transaction hash) and, in `detail`, what it
+        committed to. ConflictError if already acknowledged."""
         with self.store._session(write=True) as s:
             row = s.get(GovernanceDirective, directive_id)
             if row is None:
@@ -182,6 +194,10 @@ class DirectiveLedger:
                 raise ConflictError(f"directive {directive_id} was acknowledged as {row.ack_ref}")
             row.acknowledged_at = self.store._now()
             row.ack_ref = ack_ref
+            if detail:
+                row.detail_json = _canonical_json(
+                    json.loads(row.detail_json) | dict(detail), "directive detail"
+                )
             s.add(row)
             s.flush()
             return _row(row)
@@ -203,72 +219,48 @@ class DirectiveLedger:
         child_name: str,
         config: Mapping[str, Any],
         *,
-        position: int | None = None,
+        experiments: Collection[str] | None = None,
+        tree_size: int | None = None,
         detail: Mapping[str, Any] | None = None,
     ) -> CampaignRow:
-        """A child campaign holding the parent's archive and memory as of `position`.
+        """A child campaign holding the parent's archive and memory as of a log position.
 
-        The position is the parent's experiment sequence number (None: its latest); the
-        child gets copies of the parent's finished experiments up to it (with their
-        candidates, code, metrics and scores) and their insights, so its Researcher
-        continues from that state with the new `config`. Both campaigns get a lineage
+        `experiments` are the parent's experiment ids the child inherits (the caller reads
+        them from its log below `tree_size`; None: every finished one); each must be a
+        finished (done or failed) experiment of the parent, else ConflictError. The child
+        gets copies of them (with their candidates, code, metrics and scores) and their
+        insights, so its Researcher continues from that state with the new `config`.
+        `tree_size` is kept as the child's fork position. Both campaigns get a lineage
         event. One transaction: a failed fork leaves nothing behind.
         """
         child = self.store.create_campaign(child_name, config, parent_campaign_id=parent_id)
+        wanted = None if experiments is None else set(experiments)
         try:
-            return self._fill(parent_id, child, position, dict(detail or {}))
+            return self._fill(parent_id, child, wanted, tree_size, dict(detail or {}))
         except BaseException:
             self._drop(child.id)
             raise
 
     def _fill(
-        self, parent_id: str, child: CampaignRow, position: int | None, detail: dict[str, Any]
+        self,
+        parent_id: str,
+        child: CampaignRow,
+        wanted: set[str] | None,
+        tree_size: int | None,
+        detail: dict[str, Any],
     ) -> CampaignRow:
         s_ = self.store
         with s_._session(write=True) as s:
-            parent = s.get(Campaign, parent_id)
-            if parent is None:
+            if s.get(Campaign, parent_id) is None:
                 raise NotFoundError(f"parent campaign {parent_id} not found")
-            upto = parent.last_seq if position is None else position
-            if upto > parent.last_seq:
-                raise ConflictError(
-                    f"campaign {parent_id} has {parent.last_seq} experiments; a fork at "
-                    f"position {upto} is in its future"
-                )
-            exps = s.exec(
-                select(Experiment)
-                .where(
-                    col(Experiment.campaign_id) == parent_id,
-                    col(Experiment.seq) <= upto,
-                    col(Experiment.status).in_(COPIED_STATUSES),
-                )
-                .order_by(col(Experiment.seq))
-            ).all()
-            cand_ids = {e.candidate_id for e in exps}
-            cands = s.exec(
-                select(Candidate)
-                .where(col(Candidate.campaign_id) == parent_id)
-                .order_by(col(Candidate.created_at), col(Candidate.id))
-            ).all()
-            new_cand = {c.id: _new_id("cand-", 6) for c in cands if c.id in cand_ids}
-            for c in cands:
-                if c.id not in new_cand:
-                    continue
-                parents = [new_cand.get(p, p) for p in json.loads(c.parent_ids_json or "[]")]
-                s.add(
-                    Candidate(
-                        id=new_cand[c.id],
-                        campaign_id=child.id,
-                        digest=c.digest,
-                        name=c.name,
-                        motivation=c.motivation,
-                        origin=c.origin,
-                        parent_ids_json=_canonical_json(parents, "parent_ids"),
-                        options_json=c.options_json,
-                        created_at=c.created_at,
-                    )
-                )
-            s.flush()
+            query = select(Experiment).where(col(Experiment.campaign_id) == parent_id)
+            if wanted is None:
+                query = query.where(col(Experiment.status).in_(COPIED_STATUSES))
+            else:
+                query = query.where(col(Experiment.id).in_(wanted))
+            exps = s.exec(query.order_by(col(Experiment.seq))).all()
+            _check_inherited(parent_id, wanted, exps)
+            new_cand = self._copy_candidates(s, parent_id, child.id, {e.candidate_id for e in exps})
             new_exp: dict[str, str] = {}
             for e in exps:
                 new_exp[e.id] = _new_id("exp-", 6)
@@ -280,34 +272,70 @@ class DirectiveLedger:
             for old, new in new_exp.items():
                 for m in s.exec(select(Metric).where(col(Metric.experiment_id) == old)).all():
                     s.add(Metric(experiment_id=new, name=m.name, value=m.value))
-            insights = s.exec(
-                select(Insight)
-                .where(col(Insight.campaign_id) == parent_id)
-                .order_by(col(Insight.created_at), col(Insight.id))
-            ).all()
-            for i in insights:
-                if i.experiment_id is not None and i.experiment_id not in new_exp:
-                    continue
-                s.add(
-                    Insight(
-                        id=_new_id("ins-", 6),
-                        campaign_id=child.id,
-                        experiment_id=new_exp.get(i.experiment_id or ""),
-                        text=i.text,
-                        created_at=i.created_at,
-                    )
-                )
+            self._copy_insights(s, parent_id, child.id, new_exp)
             row = s.get(Campaign, child.id)
             assert row is not None
-            row.fork_tree_size = upto
-            row.last_seq = upto
+            row.fork_tree_size = tree_size
+            row.last_seq = max((e.seq for e in exps), default=0)
             s.add(row)
             s.flush()
-            lineage = detail | {"parent": parent_id, "child": child.id, "position": upto}
+            lineage = detail | {"parent": parent_id, "child": child.id, "position": tree_size}
             lineage["experiments"] = len(exps)
             s_._event(s, child.id, "forked_from", lineage)
             s_._event(s, parent_id, "forked_to", lineage)
             return campaign_row(row)
+
+    @staticmethod
+    def _copy_candidates(
+        s: Session, parent_id: str, child_id: str, wanted: set[str]
+    ) -> dict[str, str]:
+        """Copy the parent's candidates in `wanted` to the child; old id -> new id."""
+        cands = s.exec(
+            select(Candidate)
+            .where(col(Candidate.campaign_id) == parent_id)
+            .order_by(col(Candidate.created_at), col(Candidate.id))
+        ).all()
+        new_cand = {c.id: _new_id("cand-", 6) for c in cands if c.id in wanted}
+        for c in cands:
+            if c.id not in new_cand:
+                continue
+            parents = [new_cand.get(p, p) for p in json.loads(c.parent_ids_json or "[]")]
+            s.add(
+                Candidate(
+                    id=new_cand[c.id],
+                    campaign_id=child_id,
+                    digest=c.digest,
+                    name=c.name,
+                    motivation=c.motivation,
+                    origin=c.origin,
+                    parent_ids_json=_canonical_json(parents, "parent_ids"),
+                    options_json=c.options_json,
+                    created_at=c.created_at,
+                )
+            )
+        s.flush()
+        return new_cand
+
+    @staticmethod
+    def _copy_insights(s: Session, parent_id: str, child_id: str, new_exp: dict[str, str]) -> None:
+        """The parent's insights about inherited experiments (and campaign-wide ones)."""
+        insights = s.exec(
+            select(Insight)
+            .where(col(Insight.campaign_id) == parent_id)
+            .order_by(col(Insight.created_at), col(Insight.id))
+        ).all()
+        for i in insights:
+            if i.experiment_id is not None and i.experiment_id not in new_exp:
+                continue
+            s.add(
+                Insight(
+                    id=_new_id("ins-", 6),
+                    campaign_id=child_id,
+                    experiment_id=new_exp.get(i.experiment_id or ""),
+                    text=i.text,
+                    created_at=i.created_at,
+                )
+            )
 
     def _drop(self, campaign_id: str) -> None:
         with self.store._session(write=True) as s:
@@ -325,3 +353,24 @@ class DirectiveLedger:
                 .order_by(col(Campaign.created_at))
             )
             return [campaign_row(r) for r in rows]
+
+
+def _check_inherited(
+    parent_id: str, wanted: set[str] | None, found: Collection[Experiment]
+) -> None:
+    """Every experiment a fork names is a finished experiment of its parent."""
+    if wanted is None:
+        return
+    missing = sorted(wanted - {e.id for e in found})
+    if missing:
+        raise ConflictError(
+            f"campaign {parent_id} has no experiment {missing[0]}: a fork inherits only "
+            "the parent's own experiments"
+        )
+    unfinished = [e for e in found if e.status not in COPIED_STATUSES]
+    if unfinished:
+        e = unfinished[0]
+        raise ConflictError(
+            f"experiment {e.id} of {parent_id} is {e.status}: a fork inherits only finished "
+            "(done or failed) experiments"
+        )

@@ -191,6 +191,17 @@ class LogStore:
             ).first()
             return found is not None
 
+    def entry_for(self, kind: str, subject: str) -> EntryRow | None:
+        """The first entry of `kind` about `subject` (an idempotent append's earlier one)."""
+        with self._store._session() as s:
+            row = s.exec(
+                select(LogEntry)
+                .where(col(LogEntry.kind) == kind, col(LogEntry.subject) == subject)
+                .order_by(col(LogEntry.idx))
+                .limit(1)
+            ).first()
+            return _entry(row) if row is not None else None
+
     def checkpoints(self) -> list[CheckpointRow]:
         with self._store._session() as s:
             rows = s.exec(select(LogCheckpoint).order_by(col(LogCheckpoint.tree_size))).all()

@@ -82,6 +82,7 @@ def test_a_fork_takes_parent_position_and_config_from_its_forked_event() -> None
     (fork,) = EvmSource(reader).read().directives
     assert fork.kind is DirectiveKind.FORK and fork.campaign_id == "wider"
     assert fork.parent_id == "c-00000001" and fork.from_position == 40
+    assert fork.checkpoint_root == b"\x02" * 32
     assert fork.config_hash == b"\x03" * 32 and fork.config_uri == "ipfs://cfg"
 
 

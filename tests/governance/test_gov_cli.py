@@ -91,14 +91,16 @@ def test_campaign_show_prints_lineage_and_directives(
     parent = node.store.create_campaign("x", {"preset": "quick"})
     ledger = DirectiveLedger(node.store)
     ledger.record(source="evm", campaign_id=parent.id, epoch=2, kind="pause", ref="0xabc")
-    child = ledger.fork(parent.id, "x-child", {"preset": "quick", "seed": 1})
+    child = ledger.fork(parent.id, "x-child", {"preset": "quick", "seed": 1}, tree_size=3)
     assert main(["--home", str(home), "campaign", "show", child.id]) == 0
     out = capsys.readouterr().out
-    assert f"forked from {parent.id} (x) at experiment #0" in out
+    assert f"forked from {parent.id} (x) at log size 3" in out
     assert main(["--home", str(home), "campaign", "show", parent.id]) == 0
     out = capsys.readouterr().out
-    assert f"fork {child.id} (x-child)" in out
+    assert f"forked to {child.id} (x-child) at log size 3" in out
     assert "directive pause epoch 2 from evm" in out and "not yet acknowledged" in out
+    assert main(["--home", str(home), "gov", "directives", child.id]) == 0
+    assert f"forked from {parent.id} (x) at log size 3" in capsys.readouterr().out
 
 
 def test_gov_audit_passes_a_clean_campaign(home: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -130,6 +132,7 @@ def test_the_sns_source_is_built_from_the_icp_settings(
 def test_a_restarted_governed_node_keeps_what_was_applied(home: Path) -> None:
     from governance.directives import DirectiveKind, QueueSource
     from node.governed import governed_node
+    from node.records import DIRECTIVE_KIND, predicate_of
 
     node = open_node(home)
     camp = node.store.create_campaign("x", {"preset": "quick"})
@@ -138,12 +141,18 @@ def test_a_restarted_governed_node_keeps_what_was_applied(home: Path) -> None:
     governed = governed_node(node, ["x"], [source])
     assert governed.step().started == []  # still paused: nothing runs
     assert node.store.get_campaign(camp.id).status == "paused"
+    # The pause applied before directives were logged is logged on the first step.
+    (old,) = DirectiveLedger(node.store).list_applied(camp.id)
+    entry = node.log().entries(old.detail["log_index"], old.detail["log_index"] + 1)[0]
+    assert entry.kind == DIRECTIVE_KIND and predicate_of(entry.envelope)["epoch"] == 3
     for _ in range(3):
         source.issue(DirectiveKind.RESUME, camp.id)  # epochs 1..3: already applied, stale
     assert governed.step().applied == []
     source.issue(DirectiveKind.FORK, "x-child", parent_id=camp.id, config_hash=b"\x01" * 32)
     (row,) = governed.step().applied
     assert "no fork config" in row.detail["refused"]
+    logged = node.log().entries(row.detail["log_index"], row.detail["log_index"] + 1)[0]
+    assert predicate_of(logged.envelope)["fork"]["refused"] == row.detail["refused"]
     assert governed.runs == {}
 
 

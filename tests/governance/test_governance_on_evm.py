@@ -278,13 +278,20 @@ def test_dao_pause_and_resume_and_a_guardian_pause_reach_running_training(store:
         child_cfg = cfg.model_copy(update={"budget": Budget(max_candidates=2)})
         child_json = child_cfg.model_dump(mode="json")
         node.configs = lambda config_hash, uri: child_json
-        position = store.list_experiments(x.id)[-1].seq
+        from attestation.keys import NodeKey
+        from node.records import Recorder
+        from node.translog import NodeLog
+
+        tlog = NodeLog(store, NodeKey.generate())  # x's records: the fork names a log size
+        node.recorder = Recorder(tlog, store)
+        node.recorder.catch_up(store.get_campaign(x.id), unscored=True)
+        position = tlog.size
         passes(
             "fork",
             x.id,
             child="x-wide",
             from_tree_size=position,
-            checkpoint_root="0x" + "ab" * 32,
+            checkpoint_root="0x" + tlog.root(position).hex(),
             config_hash="0x" + config_sha256(child_json).hex(),
             config_uri="file:x-wide.json",
         )

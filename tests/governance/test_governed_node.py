@@ -8,12 +8,16 @@ from collections.abc import Iterator
 import pytest
 from gov_fakes import FakeClock, FakeSource, GatedEngineer
 
+from attestation.keys import NodeKey
+from attestation.merkle import leaf_hash
 from governance.directives import DirectiveKind
 from governance.watcher import Watcher
 from node.campaign import Budget, CampaignConfig
 from node.governed import GovernedNode, config_sha256
+from node.records import DIRECTIVE_KIND, EXPERIMENT_KIND, Recorder, predicate_of
 from node.scheduler import CampaignRunner, RunSummary
 from node.store import DirectiveLedger, Store
+from node.translog import NodeLog
 
 P, R, S, F = DirectiveKind.PAUSE, DirectiveKind.RESUME, DirectiveKind.STOP, DirectiveKind.FORK
 
@@ -40,10 +44,19 @@ def store() -> Iterator[Store]:
 
 
 def governed(
-    store: Store, engineer: GatedEngineer, src: FakeSource, *names: str, **kw: object
+    store: Store,
+    engineer: GatedEngineer,
+    src: FakeSource,
+    *names: str,
+    recorder: Recorder | None = None,
+    **kw: object,
 ) -> GovernedNode:
+    """A governed node; with `recorder`, runs and directives are logged as the node does."""
+
     def run(cid: str, stop: threading.Event) -> RunSummary:
         camp = store.get_campaign(cid)
+        if recorder is not None:
+            recorder.campaign_start(camp)
         runner = CampaignRunner(
             store,
             camp,
@@ -52,11 +65,23 @@ def governed(
             threads_per_worker=1,  # type: ignore[arg-type]
             node_secret=b"s" * 32,
             stop=stop,
+            recorder=recorder,
         )
-        return runner.run()
+        summary = runner.run()
+        if recorder is not None:
+            recorder.campaign_stop(camp, summary.reason)
+        return summary
 
     watcher = Watcher([src], confirmations=2, resolve=lambda n: _resolve(store, n))
-    node = GovernedNode(store, watcher, run, names, stop_deadline_s=5.0, **kw)  # type: ignore[arg-type]
+    node = GovernedNode(
+        store,
+        watcher,
+        run,
+        names,
+        stop_deadline_s=5.0,
+        recorder=recorder,
+        **kw,  # type: ignore[arg-type]
+    )
     NODES.append(node)
     return node
 
@@ -146,43 +171,165 @@ def test_a_node_without_fresh_governance_state_pauses_itself(store: Store) -> No
     node.shutdown()
 
 
-def test_a_fork_starts_a_child_from_the_parents_state_with_the_named_config(
+def test_a_fork_starts_a_child_from_the_parents_state_at_a_log_size_with_the_named_config(
     store: Store,
 ) -> None:
     parent = store.create_campaign("x", config().model_dump(mode="json"))
     eng, src = GatedEngineer(), FakeSource(head=None)
     eng.release.set()
-    node = governed(store, eng, src, "x")
+    tlog = NodeLog(store, NodeKey.generate())
+    node = governed(store, eng, src, "x", recorder=Recorder(tlog, store))
     node.step()
     node.runs[parent.id].thread.join(30)
     node.step()
     done = store.list_experiments(parent.id)
-    assert store.get_campaign(parent.id).status == "done" and len(done) >= 3
+    assert store.get_campaign(parent.id).status == "done" and len(done) >= 4
+    records = [e for e in tlog.entries(0, tlog.size) if e.kind == EXPERIMENT_KIND]
+    size = records[2].index + 1  # the log just after the parent's third record
+    before = {e.subject for e in records[:3]}
     child_cfg = config(candidates=4).model_dump(mode="json")
     good = config_sha256(child_cfg)
     node.configs = lambda h, uri: child_cfg
-    position = done[2].seq
-    src.issue(F, "x-wider", 1, parent_id="x", from_position=position, config_hash=b"\x00" * 32)
+    root = tlog.root(size)
+    fork = {"parent_id": "x", "from_position": size, "checkpoint_root": root}
+    src.issue(F, "x-wider", 1, config_hash=b"\x00" * 32, **fork)
     report = node.step()
     assert report.forked == [] and "hashes to" in report.applied[0].detail["refused"]
-    src.issue(F, "x-wide", 1, parent_id="x", from_position=position, config_hash=good)
+    src.issue(F, "x-wide", 1, config_hash=good, **fork)
     report = node.step()
     (child_id,) = report.forked
     child = store.get_campaign(child_id)
-    assert child.parent_campaign_id == parent.id and child.fork_tree_size == position
+    assert child.parent_campaign_id == parent.id and child.fork_tree_size == size
     assert child.config_hash == "sha256:" + good.hex()
+    inherited = [e for e in done if e.id in before]
     copied = store.list_experiments(child.id)
-    assert [e.seq for e in copied[:3]] == [e.seq for e in done[:3]]
-    assert {e.metrics_json for e in copied[:3]} == {e.metrics_json for e in done[:3]}
-    assert [c.name for c in store.list_candidates(child.id)][:3] == [
-        c.name for c in store.list_candidates(parent.id)
-    ][:3]
+    assert [e.seq for e in copied[:3]] == [e.seq for e in inherited]
+    assert [e.metrics_json for e in copied[:3]] == [e.metrics_json for e in inherited]
+    names = {
+        c.name
+        for c in store.list_candidates(parent.id)
+        if c.id in {e.candidate_id for e in inherited}
+    }
+    assert {c.name for c in store.list_candidates(child.id)} >= names
     assert [c.id for c in DirectiveLedger(store).children(parent.id)] == [child.id]
+    (row,) = DirectiveLedger(store).list_applied(child.id)
+    assert row.detail["position"] == size and row.detail["experiments"] == 3
+    assert predicate_of(
+        tlog.entries(row.detail["log_index"], row.detail["log_index"] + 1)[0].envelope
+    )["fork"] == {
+        "parent": parent.id,
+        "child": child.id,
+        "position": size,
+        "checkpoint_root": "0x" + root.hex(),
+        "experiments": 3,
+        "pause_parent": False,
+    }
     kinds = [e.kind for e in store.list_events(parent.id)]
     assert "forked_to" in kinds
     node.runs[child.id].thread.join(30)  # the child runs with its own budget, from there
     node.step()
     assert len([c for c in store.list_candidates(child.id) if c.origin != "baseline"]) == 4
+
+
+def test_a_fork_inherits_by_log_index_not_by_sequence_number(store: Store) -> None:
+    """Records are appended when experiments finish: #3 may be logged before #2."""
+    from loop.proposal import Proposal
+
+    parent = store.create_campaign("x", config().model_dump(mode="json"))
+    store.set_campaign_status(parent.id, "done")  # nothing of x runs in this test
+    tlog = NodeLog(store, NodeKey.generate())
+    recorder = Recorder(tlog, store)
+    recorder.campaign_start(parent)
+    exps = []
+    for i in range(3):
+        code = f"x = {i}\n"
+        cand = store.add_candidate(
+            parent.id, Proposal(name=f"m{i}", motivation="m", code=code, origin="offline")
+        )
+        exps.append(store.enqueue_experiment(parent.id, cand.id, "candidate", i))
+    for exp in exps:
+        store.start_experiment(exp.id)
+    for exp in (exps[2], exps[0], exps[1]):  # finished, and logged, out of seq order
+        store.finish_experiment(exp.id, "done", metrics={"mean_acc": 0.5})
+        recorder.experiment_final(exp.id)
+    size = tlog.size - 1  # below the last record: #3 and #1, not #2
+    ran: list[str] = []
+
+    def run(cid: str, stop: threading.Event) -> RunSummary:
+        ran.append(cid)
+        return RunSummary("complete", 0, 0.0)
+
+    src = FakeSource(head=None)
+    node = GovernedNode(store, Watcher([src]), run, ["x"], recorder=recorder)
+    NODES.append(node)
+    child_cfg = config(seed=5).model_dump(mode="json")
+    node.configs = lambda h, uri: child_cfg
+    src.issue(
+        F,
+        "x2",
+        1,
+        parent_id="x",
+        from_position=size,
+        checkpoint_root=tlog.root(size),
+        config_hash=config_sha256(child_cfg),
+    )
+    (child_id,) = node.step().forked
+    assert [e.seq for e in store.list_experiments(child_id)] == [exps[0].seq, exps[2].seq]
+    cand = store.list_candidates(child_id)[0]
+    later = store.enqueue_experiment(child_id, cand.id, "candidate", 9)
+    assert later.seq == exps[2].seq + 1  # the child's own experiments go on from there
+    assert ran == [child_id]
+
+
+def test_a_fork_with_another_root_or_beyond_the_log_is_refused_and_the_refusal_logged(
+    store: Store,
+) -> None:
+    parent = store.create_campaign("x", config().model_dump(mode="json"))
+    store.set_campaign_status(parent.id, "done")
+    tlog = NodeLog(store, NodeKey.generate())
+    recorder = Recorder(tlog, store)
+    recorder.campaign_start(parent)
+    src = FakeSource(head=None)
+    node = GovernedNode(
+        store, Watcher([src]), lambda c, s: RunSummary("complete", 0, 0.0), ["x"], recorder=recorder
+    )
+    NODES.append(node)
+    child_cfg = config(seed=5).model_dump(mode="json")
+    node.configs = lambda h, uri: child_cfg
+    good = config_sha256(child_cfg)
+    for epoch, case in enumerate(("another root", "beyond", "no root"), start=1):
+        size = tlog.size  # each refusal is logged too: the log grows
+        position, root, reason = {
+            "another root": (size, b"\xab" * 32, f"is not this node's log root at size {size}"),
+            "beyond": (size + 5, tlog.root(size), f"beyond this node's log (size {size})"),
+            "no root": (size, None, "no checkpoint root"),
+        }[case]
+        src.issue(
+            F,
+            f"x-{epoch}",
+            epoch,
+            parent_id="x",
+            from_position=position,
+            checkpoint_root=root,
+            config_hash=good,
+        )
+        report = node.step()
+        (row,) = report.applied
+        assert report.forked == [] and reason in row.detail["refused"]
+        entry = tlog.entries(row.detail["log_index"], row.detail["log_index"] + 1)[0]
+        logged = predicate_of(entry.envelope)
+        assert entry.kind == DIRECTIVE_KIND and logged["fork"]["refused"] == row.detail["refused"]
+    assert [c.name for c in store.list_campaigns()] == ["x"]  # nothing created
+
+    # A node without a log cannot check a position: refused; "latest" (an SNS fork) works.
+    bare = GovernedNode(store, Watcher([src]), lambda c, s: RunSummary("complete", 0, 0.0), ["x"])
+    NODES.append(bare)
+    bare.configs = node.configs
+    src.issue(F, "x-bare", 9, parent_id="x", from_position=0, config_hash=good)
+    assert "keeps no transparency log" in bare.step().applied[0].detail["refused"]
+    src.issue(F, "x-latest", 10, parent_id="x", config_hash=good)
+    (child_id,) = bare.step().forked
+    assert store.get_campaign(child_id).fork_tree_size is None
 
 
 def test_the_audit_finds_no_start_while_paused_and_catches_one(store: Store) -> None:
@@ -296,3 +443,101 @@ def test_a_failing_store_does_not_delay_a_pause_and_the_record_follows(
     assert [r.kind for r in report.applied] == ["pause"]
     (row,) = DirectiveLedger(store).list_applied(camp.id)
     assert row.detail["within_deadline"] is True
+
+
+def test_each_applied_directive_is_one_signed_log_entry_even_across_a_failed_record_and_a_restart(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from node.errors import StoreError
+
+    camp = store.create_campaign("x", config().model_dump(mode="json"))
+    store.set_campaign_status(camp.id, "done")  # no runs: only the directives matter here
+    tlog = NodeLog(store, NodeKey.generate())
+    recorder = Recorder(tlog, store)
+
+    def idle(cid: str, stop: threading.Event) -> RunSummary:
+        return RunSummary("complete", 0, 0.0)
+
+    src = FakeSource(head=None)
+    node = GovernedNode(store, Watcher([src]), idle, ["x"], recorder=recorder)
+    NODES.append(node)
+    real = node.ledger.record
+    failures = iter([StoreError("database is locked")])
+
+    def flaky(**kw: object) -> object:
+        for exc in failures:
+            raise exc  # after the log append: the retry must not append again
+        return real(**kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(node.ledger, "record", flaky)
+    src.issue(P, "x", 1, ref="0xp")
+    assert node.step().applied == []
+    (row,) = node.step().applied
+    entries = [e for e in tlog.entries(0, tlog.size) if e.kind == DIRECTIVE_KIND]
+    assert [e.index for e in entries] == [row.detail["log_index"]]
+    logged = predicate_of(entries[0].envelope)
+    assert logged["node_id"] == tlog.node_id
+    assert (logged["source"], logged["campaign_id"], logged["epoch"]) == ("evm", camp.id, 1)
+    assert (logged["kind"], logged["ref"]) == ("pause", "0xp")
+    assert logged["applied_at"] == row.applied_at.isoformat()
+
+    # A crash after the append and before the store's row: the restarted node applies the
+    # directive again and finds its entry (same index, same applied_at).
+    with store._session(write=True) as s:  # the row never got written
+        from node.store.governance import GovernanceDirective
+
+        s.delete(s.get(GovernanceDirective, row.id))
+    src2 = FakeSource(head=None)
+    again = GovernedNode(store, Watcher([src2]), idle, ["x"], recorder=recorder)
+    NODES.append(again)
+    src2.issue(P, "x", 1, ref="0xp")
+    (redone,) = again.step().applied
+    assert redone.detail["log_index"] == row.detail["log_index"]
+    assert redone.applied_at == row.applied_at
+    assert sum(e.kind == DIRECTIVE_KIND for e in tlog.entries(0, tlog.size)) == 1
+
+
+def test_an_acknowledgement_commits_to_the_directives_log_leaf_or_says_it_could_not(
+    store: Store,
+) -> None:
+    from attestation.merkle import verify_inclusion
+    from node.gov_records import acknowledge_pending
+
+    camp = store.create_campaign("x", config().model_dump(mode="json"))
+    store.set_campaign_status(camp.id, "done")
+    tlog = NodeLog(store, NodeKey.generate())
+    src = FakeSource(head=None)
+    node = GovernedNode(
+        store,
+        Watcher([src]),
+        lambda c, s: RunSummary("complete", 0, 0.0),
+        ["x"],
+        recorder=Recorder(tlog, store),
+    )
+    NODES.append(node)
+    src.issue(P, "x", 1)
+    src.issue(R, "x", 2)
+    node.step()
+    first, second = DirectiveLedger(store).list_applied(camp.id)
+    # The second's entry goes missing from the log's point of view (a wrong index).
+    DirectiveLedger(store).update_detail(second.id, {"log_index": first.detail["log_index"]})
+
+    class Acker:
+        def __init__(self) -> None:
+            self.sent: list[bytes] = []
+
+        def acknowledge(self, key: bytes, epoch: int, entry: bytes) -> str:
+            self.sent.append(entry)
+            return f"0xtx{epoch}"
+
+    acker = Acker()
+    done = acknowledge_pending(store, acker, "evm")
+    index = first.detail["log_index"]
+    entry = tlog.entries(index, index + 1)[0]
+    assert acker.sent[0] == leaf_hash(entry.envelope)
+    proof = tlog.inclusion_proof(index, tlog.size)
+    verify_inclusion(index, tlog.size, acker.sent[0], proof, tlog.root(tlog.size))
+    assert done[0].detail["ack_commits_to"] == f"log entry {index} (Merkle leaf hash)"
+    assert done[0].detail["ack_entry_hash"] == "0x" + acker.sent[0].hex()
+    assert acker.sent[1] != acker.sent[0]
+    assert "missing" in done[1].detail["ack_commits_to"]

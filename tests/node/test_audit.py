@@ -16,6 +16,7 @@ from attestation.errors import VerificationError
 from attestation.keys import NodeKey
 from attestation.merkle import Tree, leaf_hash
 from attestation.note import Checkpoint
+from attestation.records import RECORD_VERSIONS
 from node.records import EVENT_KIND, EXPERIMENT_KIND, event_statement
 from node.store import Store
 from node.translog import NodeLog
@@ -241,12 +242,13 @@ def test_a_record_of_an_unknown_version_is_named() -> None:
         tlog, _ = run_logged_campaign(store, key, candidates=1)
         entry = next(e for e in tlog.entries(0, tlog.size) if e.kind == EXPERIMENT_KIND)
         future = json.loads(Envelope.from_bytes(entry.envelope).payload)
-        future["predicate"] |= {"record_version": 2, "experiment_id": "exp-future"}
+        version = max(RECORD_VERSIONS) + 1
+        future["predicate"] |= {"record_version": version, "experiment_id": "exp-future"}
         tlog.append(EXPERIMENT_KIND, future, subject="future")
         tlog.checkpoint()
         report = audit(tlog.export().to_bytes(), "future")
     assert report.failure is not None and report.failure.name == "record rules"
-    assert "version 2" in report.failure.detail and "upgrade" in report.failure.detail
+    assert f"version {version}" in report.failure.detail and "upgrade" in report.failure.detail
 
 
 def test_a_rewritten_history_that_drops_its_old_checkpoints_fails_a_seen_checkpoint() -> None:

@@ -1,0 +1,157 @@
+"""The record rules' replay of governance directives: who holds a campaign, and when.
+
+Statements are built here as a node writes them (the envelope checks come earlier in the
+audit and are tested with real logs in tests/governance/test_directive_audit.py).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from attestation.errors import VerificationError
+from attestation.records import (
+    CAMPAIGN_START,
+    DIRECTIVE_PREDICATE,
+    EVENT_PREDICATE,
+    EXPERIMENT_PREDICATE,
+    check_records,
+)
+
+NODE = "sha256:" + "ab" * 32
+T0 = datetime(2025, 6, 1, 12, 0, tzinfo=UTC)
+CID = "c-1"
+
+
+def at(minutes: float) -> str:
+    return (T0 + timedelta(minutes=minutes)).isoformat()
+
+
+def start(cid: str = CID) -> dict[str, Any]:
+    pred = {"node_id": NODE, "event": CAMPAIGN_START, "campaign_id": cid, "config_hash": "h"}
+    return {
+        "subject": [{"digest": {"sha256": "00"}}],
+        "predicateType": EVENT_PREDICATE,
+        "predicate": pred,
+    }
+
+
+def directive(
+    kind: str, epoch: int, minutes: float, source: str = "evm", cid: str = CID, **extra: Any
+) -> dict[str, Any]:
+    pred = {
+        "node_id": NODE,
+        "source": source,
+        "campaign_id": cid,
+        "epoch": epoch,
+        "kind": kind,
+        "ref": f"0x{epoch}",
+        "applied_at": at(minutes),
+        **extra,
+    }
+    return {
+        "subject": [{"digest": {"sha256": "11"}}],
+        "predicateType": DIRECTIVE_PREDICATE,
+        "predicate": pred,
+    }
+
+
+def experiment(n: int, minutes: float | None, cid: str = CID, version: int = 2) -> dict[str, Any]:
+    pred: dict[str, Any] = {
+        "node_id": NODE,
+        "record_version": version,
+        "campaign_id": cid,
+        "config_hash": "h",
+        "experiment_id": f"exp-{cid}-{n}",
+        "seq": n,
+        "code_digest": "sha256:22",
+    }
+    if version >= 2:
+        pred["started_at"] = at(minutes) if minutes is not None else None
+    return {
+        "subject": [{"digest": {"sha256": "22"}}],
+        "predicateType": EXPERIMENT_PREDICATE,
+        "predicate": pred,
+    }
+
+
+def check(*stmts: dict[str, Any]) -> Any:
+    return check_records(list(enumerate(stmts)), NODE)
+
+
+def held(*stmts: dict[str, Any]) -> str:
+    with pytest.raises(VerificationError) as exc:
+        check(*stmts)
+    return exc.value.detail
+
+
+def test_starts_between_a_pause_and_its_resume_are_caught_and_the_edges_are_exact() -> None:
+    log = [start(), directive("pause", 1, 10), directive("resume", 2, 20)]
+    summary = check(*log, experiment(1, 5), experiment(2, 20), experiment(3, 30))
+    assert summary.directives == 2 and summary.starts_checked == 3
+    detail = held(*log, experiment(4, 10))  # at the very moment the pause applied
+    assert "exp-c-1-4 (#4)" in detail and at(10) in detail and "evm epoch 1 pause (0x1)" in detail
+    assert "log entry 1" in detail
+    # Recorded after the resume (records are appended at finish), started before it.
+    assert "exp-c-1-5" in held(*log, experiment(5, 19.9))
+
+
+def test_every_source_holds_its_own_pause_and_pause_all_applies_to_every_campaign() -> None:
+    log = [
+        start(),
+        start("c-2"),
+        directive("pause", 1, 10, source="guardian", cid="*"),
+        directive("resume", 5, 15, source="evm"),  # another source cannot lift it
+    ]
+    assert "guardian epoch 1 pause" in held(*log, experiment(1, 16))
+    assert "exp-c-2-1" in held(*log, experiment(1, 16, cid="c-2"))
+    lifted = [*log, directive("resume", 2, 20, source="guardian", cid="*")]
+    assert check(*lifted, experiment(1, 21), experiment(1, 21, cid="c-2")).starts_checked == 2
+
+
+def test_a_stop_is_final_and_outranks_a_pause() -> None:
+    log = [start(), directive("pause", 1, 5, source="sns"), directive("stop", 1, 10)]
+    log.append(directive("resume", 2, 20))  # a forged resume after the stop changes nothing
+    log.append(directive("resume", 2, 21, source="sns"))
+    detail = held(*log, experiment(1, 30))
+    assert "stopped by evm epoch 1 stop" in detail
+
+
+def test_a_fork_that_pauses_its_parent_holds_the_parent_and_not_the_child() -> None:
+    fork = {"parent": CID, "child": "c-9", "position": 4, "pause_parent": True}
+    log = [start(), start("c-9"), directive("fork", 1, 10, cid="c-9", fork=fork)]
+    assert "paused by evm epoch 1 fork" in held(*log, experiment(1, 11))
+    assert check(*log, experiment(2, 11, cid="c-9")).starts_checked == 1
+
+
+def test_old_records_are_not_checked_and_new_ones_must_say_when_they_started() -> None:
+    log = [start(), directive("pause", 1, 10)]
+    assert check(*log, experiment(1, None, version=1)).starts_checked == 0
+    assert check(*log, experiment(2, None)).starts_checked == 0  # never started (null)
+    bad = experiment(3, 12)
+    del bad["predicate"]["started_at"]
+    assert "without started_at" in held(*log, bad)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"applied_at": "2025-06-01T12:00:00"}, "has no time zone"),
+        ({"applied_at": "yesterday"}, "not an ISO 8601 time"),
+        ({"kind": "dissolve"}, "unknown kind 'dissolve'"),
+        ({"epoch": 0}, "epoch 0"),
+        ({"source": ""}, "without a source"),
+        ({"node_id": "sha256:" + "cd" * 32}, "not the signer"),
+    ],
+)
+def test_a_malformed_directive_entry_is_named(change: dict[str, Any], message: str) -> None:
+    bad = directive("pause", 1, 10)
+    bad["predicate"] |= change
+    assert message in held(start(), bad)
+
+
+def test_a_directive_logged_twice_is_a_replay() -> None:
+    detail = held(start(), directive("pause", 1, 10), directive("pause", 1, 12))
+    assert "again (first at entry 1)" in detail
