@@ -158,13 +158,12 @@ class IcpPublisher:
             log.warning("icp unreachable; the root stays queued", extra=extra)
 
 
-def open_icp_publisher(
-    settings: IcpSettings, home: Path, store: Store, *, backoff: Backoff | None = None
-) -> IcpPublisher:
-    """The publisher for `[icp] url` and `anchor_canister`, signing as the node's ICP
-    identity (`<home>/<identity_path>`, created on first use)."""
-    if not settings.url or not settings.anchor_canister:
-        raise ConfigError("ICP anchoring needs [icp] url and anchor_canister")
+def icp_client(settings: IcpSettings, home: Path) -> IcpClient:
+    """An IC client for `[icp] url`, signing as the node's ICP identity
+    (`<home>/<identity_path>`, created on first use), verifying certificates under
+    `root_key_path` (default: the mainnet root key). ConfigError names a bad setting."""
+    if not settings.url:
+        raise ConfigError("[icp] url is not set")
     if settings.root_key_path:
         try:
             root_key = Path(settings.root_key_path).read_bytes()
@@ -178,13 +177,22 @@ def open_icp_publisher(
         identity = NodeIdentity.load_or_create(home / settings.identity_path)
     except IcpError as exc:
         raise ConfigError(str(exc)) from None
-    client = IcpClient(
+    return IcpClient(
         HttpTransport(settings.url),
         identity,
         root_key_der=root_key,
         max_age_ns=int(settings.max_certificate_age_s * 1e9),
         poll_timeout_s=settings.call_timeout_s,
     )
+
+
+def open_icp_publisher(
+    settings: IcpSettings, home: Path, store: Store, *, backoff: Backoff | None = None
+) -> IcpPublisher:
+    """The publisher for `[icp] url` and `anchor_canister` (client: `icp_client`)."""
+    if not settings.url or not settings.anchor_canister:
+        raise ConfigError("ICP anchoring needs [icp] url and anchor_canister")
+    client = icp_client(settings, home)
     canister = AnchorCanister(client, from_text(settings.anchor_canister))
     publisher = IcpPublisher(
         Outbox(store, TARGET),
@@ -194,6 +202,6 @@ def open_icp_publisher(
     )
     log.info(
         "icp anchoring ready",
-        extra={"canister": settings.anchor_canister, "principal": identity.principal_text},
+        extra={"canister": settings.anchor_canister, "principal": client.identity.principal_text},
     )
     return publisher

@@ -542,12 +542,11 @@ def sources_from_settings(
         )
     icp = settings.icp
     if icp.url and icp.sns_governance_canister:
-        from attestation.icp import MAINNET_ROOT_KEY_DER
         from attestation.icp.principal import from_text
         from governance.directives import SnsSource
-        from governance.icp import HttpTransport, IcpClient, NodeIdentity
         from governance.icp.sns import SnsGovernance
         from governance.sns import SnsDirectiveSource
+        from node.anchor_icp import icp_client
 
         kinds = {
             icp.sns_pause_function: DirectiveKind.PAUSE,
@@ -558,15 +557,9 @@ def sources_from_settings(
         functions = {fid: kind for fid, kind in kinds.items() if fid is not None}
         if not functions:
             raise ConfigError("[icp] sns_governance_canister is set but no sns_*_function ids")
-        path = icp.root_key_path
-        root_key = Path(path).read_bytes() if path else MAINNET_ROOT_KEY_DER
-        client = IcpClient(
-            HttpTransport(icp.url),
-            NodeIdentity.load_or_create(Path(settings.home) / icp.identity_path),
-            root_key_der=root_key,
-            max_age_ns=int(icp.max_certificate_age_s * 1e9),
+        reader = SnsGovernance(
+            icp_client(icp, Path(settings.home)), from_text(icp.sns_governance_canister)
         )
-        reader = SnsGovernance(client, from_text(icp.sns_governance_canister))
         sources.append(SnsSource(SnsDirectiveSource(reader, functions)))
     return sources
 
