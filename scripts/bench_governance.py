@@ -19,9 +19,9 @@ mining a block per transaction), read by the node exactly as `asi-node gov run` 
 once by the guardian's `pauseCampaign` and once by a DAO proposal's `execute` (proposed,
 voted, queued and its 60 s timelock delay passed on the chain's clock beforehand), each
 timed from the signed transaction handed to anvil, which mines it at once into the block
-that carries the directive, to the running experiment back in the queue; a DAO resume
-(after its confirmations) starts the next round. Prints each figure, then per kind the
-median and p95 beside the poll interval.
+that carries the directive (sent at a random point of the poll cycle), to the running
+experiment back in the queue; a DAO resume (after its confirmations) starts the next
+round. Prints each figure, then per kind the median and p95 beside the poll interval.
 
 Run: .venv/bin/python scripts/bench_governance.py [--rounds N] [--settle S] [--home DIR]
      .venv/bin/python scripts/bench_governance.py --chain [--trials N] [--poll S]
@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import random
 import socket
 import statistics
 import subprocess
@@ -259,7 +260,9 @@ def on_chain(args: argparse.Namespace) -> int:
                     call = dao.execute_call(pid)
                 else:
                     call = dao.ctl.functions.pauseCampaign(campaign_key(camp.id))
-                time.sleep(args.settle)
+                # A random phase against the node's polls, or every trial would land at
+                # the same point of the poll cycle.
+                time.sleep(args.settle + random.uniform(0, poll))
                 signed = chain.sign(ANVIL_KEY, call)
                 sent = time.monotonic()
                 chain.broadcast(signed.raw)  # anvil mines it into a block at once
