@@ -110,6 +110,8 @@ class VerificationError(GovernanceError):
 class ChainError(GovernanceError):
     """Root of the errors talking to an EVM chain (see the subclasses for what to do)."""
 
+    status = 502  # behind an HTTP route: the chain the node relays to failed
+
 
 class ChainUnavailableError(ChainError):
     """The RPC endpoint did not answer (refused, timed out, or returned a server error).
@@ -117,6 +119,8 @@ class ChainUnavailableError(ChainError):
     Transient: anchors wait in the outbox and are retried with backoff. If it persists,
     check that the node at the URL in the message is running and reachable.
     """
+
+    status = 503
 
 
 class NotAnEvmNodeError(ChainError):
@@ -146,6 +150,8 @@ class UnfundedAccountError(ChainError):
     Fund the address in the message on that chain; queued anchors are kept meanwhile.
     """
 
+    status = 503
+
 
 class TransactionRevertedError(ChainError):
     """A contract call reverted. `reason` is the decoded custom error or message.
@@ -153,6 +159,8 @@ class TransactionRevertedError(ChainError):
     Usually a state or permission problem named by the reason (an unapproved node, a
     tree size that does not grow): fix that; resending the same call fails the same way.
     """
+
+    status = 409
 
     def __init__(self, message: str, reason: str = "") -> None:
         super().__init__(message)
@@ -165,6 +173,8 @@ class NonceError(ChainError):
     The anchor publisher handles it by checking what was mined and signing again; a
     caller outside it should read the pending nonce again and retry.
     """
+
+    status = 503
 
 
 class NodeNotApprovedError(ChainError):

@@ -14,6 +14,7 @@ from pydantic import SecretStr
 
 from governance.api import governance_router
 from governance.ballots import GovernorClient
+from governance.errors import GovernanceError
 from node import leaderboard
 from node.attestation_api import attestation_router
 from node.errors import AsiNodeError, CorruptStoreError, NotFoundError, StoreError
@@ -65,6 +66,14 @@ def create_app(
         return JSONResponse(
             status_code=status, content={"error": type(exc).__name__, "detail": str(exc)}
         )
+
+    @app.exception_handler(GovernanceError)
+    async def governance_error(_: Request, exc: GovernanceError) -> JSONResponse:
+        # The /gov routes' own refusals carry a status; a chain that fails under a read
+        # (unreachable, wrong answer) is the upstream's fault: 502/503, never a bare 500.
+        status = getattr(exc, "status", 502)
+        body = {"error": type(exc).__name__, "detail": str(exc)}
+        return JSONResponse(status_code=status, content={"detail": body})
 
     @app.get("/health")
     def health() -> dict[str, Any]:

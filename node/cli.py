@@ -21,7 +21,10 @@ from node.errors import AsiNodeError, ConfigError
 from node.settings import Settings, init_home
 
 if TYPE_CHECKING:
+    from fastapi import FastAPI
+
     from attestation.tee.policy import Policy
+    from governance.chain import ChainGovernor
     from node.audit_icp import IcpFinding
     from node.runtime import Node
 
@@ -504,20 +507,71 @@ def _config_error(message: str) -> Exception:
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from node.api import create_app
-    from node.attestation_api import evidence_path
     from node.runtime import open_node
 
     node = open_node(args.home)
     host = args.host or node.settings.api.host
     port = args.port or node.settings.api.port
-    app = create_app(
+    uvicorn.run(serve_app(node), host=host, port=port, log_level="warning")
+    return 0
+
+
+def serve_app(node: Node) -> FastAPI:
+    """The app `serve` runs: the node's store, operator token and TEE evidence, and the
+    Governor of the deployment when a chain is configured (`serve_governor`)."""
+    from node.api import create_app
+    from node.attestation_api import evidence_path
+
+    return create_app(
         node.store,
+        governor=serve_governor(node),
         operator_token=node.settings.api.operator_token,
         attestation_evidence=evidence_path(node.settings),
     )
-    uvicorn.run(app, host=host, port=port, log_level="warning")
-    return 0
+
+
+def serve_governor(node: Node) -> ChainGovernor | None:
+    """The Governor the /gov proposal, ballot and keeper routes relay through.
+
+    None (those routes answer 503) without `chain.rpc_url`, or, with a warning, when no
+    deployment is recorded in the home. Otherwise the chain is connected and checked
+    (chain id, contract code) and `api.relayer_key_path` (default: the node's chain key)
+    pays the gas; it needs no votes, and a warning says so if it has some.
+    """
+    from governance.chain import Chain, ChainGovernor
+    from node.chain_home import DEPLOYMENT_FILE, load_deployment, load_key, read_key_file
+
+    settings = node.settings
+    if not settings.chain.rpc_url:
+        return None
+    home = Path(settings.home)
+    if not (home / DEPLOYMENT_FILE).exists():
+        print(
+            f"asi-node: warning: chain.rpc_url is set but {home / DEPLOYMENT_FILE} does not "
+            "exist (run `asi-node chain deploy`); the /gov proposal, ballot and keeper routes "
+            "answer 503",
+            file=sys.stderr,
+        )
+        return None
+    deployment = load_deployment(home)
+    expected = settings.chain.chain_id or deployment.chain_id
+    chain = Chain.connect(settings.chain.rpc_url, expected_chain_id=expected)
+    path = settings.api.relayer_key_path
+    key = read_key_file(home / path) if path else load_key(home)
+    governor = ChainGovernor.from_deployment(chain, deployment, key)
+    if governor.relayer_votes():
+        print(
+            f"asi-node: warning: the relayer {governor.relayer} holds voting power; it only "
+            "pays gas, so relay from an account without votes (api.relayer_key_path)",
+            file=sys.stderr,
+        )
+    if not chain.balance(governor.relayer):
+        print(
+            f"asi-node: warning: the relayer {governor.relayer} holds no ether on chain "
+            f"{chain.chain_id}; relayed ballots and keeper calls fail until it is funded",
+            file=sys.stderr,
+        )
+    return governor
 
 
 def cmd_icp(args: argparse.Namespace) -> int:
@@ -859,7 +913,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_audit)
 
-    p = sub.add_parser("serve", help="serve the read-only HTTP API")
+    p = sub.add_parser("serve", help="serve the HTTP API (read-only, and the /gov relay)")
     p.add_argument("--host")
     p.add_argument("--port", type=int)
     p.set_defaults(func=cmd_serve)

@@ -6,25 +6,36 @@ governance API (`--url`, default the configured [api] host and port), which rela
 the Governor:
 `proposals` lists them, `propose` prepares calldata and the proposal id for the voter's
 own wallet, `vote` signs an EIP-712 ballot with the voter's key file and hands it to the
-relay, `queue` and `execute` act as a keeper with the operator token.
+relay, `queue` and `execute` act as a keeper with the operator token. `run` obeys the
+configured sources and acknowledges applied directives on the EVM controller.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import logging
+import sys
+import threading
 import urllib.error
 import urllib.request
+from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from node.errors import AsiNodeError
+from node.errors import AsiNodeError, NotFoundError
 
 if TYPE_CHECKING:
+    from governance.directives import DirectiveSource
+    from node.gov_records import DirectiveAcker
+    from node.governed import StepReport
     from node.runtime import Node
-    from node.store import CampaignRow
+    from node.store import CampaignRow, DirectiveRow, Store
+
+log = logging.getLogger(__name__)
 
 SUPPORT = {"against": 0, "for": 1, "abstain": 2}
+ACK_SHUTDOWN_WAIT_S = 10.0  # how long `gov run` lets an acknowledgement in flight finish
 
 
 class GovRequestError(AsiNodeError):
@@ -140,7 +151,6 @@ def cmd_gov(args: argparse.Namespace) -> int:
 
 def _run(node: Node, campaigns: list[str]) -> int:
     import signal
-    import threading
 
     from node.governed import governed_node, sources_from_settings
 
@@ -151,13 +161,94 @@ def _run(node: Node, campaigns: list[str]) -> int:
             "the sns_*_function ids, or chain.rpc_url after `asi-node chain deploy`"
         )
     governed = governed_node(node, campaigns, sources)
+    acks = chain_acks(node, sources)
     stop = threading.Event()
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     names = ", ".join(s.name for s in sources)
     print(f"obeying {names} for {', '.join(governed.campaigns)}; Ctrl-C stops", flush=True)
-    governed.serve(stop, node.settings.governance.poll_seconds)
+    governed.serve(stop, node.settings.governance.poll_seconds, after_step=acks)
+    if acks is not None:
+        acks.wait(ACK_SHUTDOWN_WAIT_S)
     return 0
+
+
+class OnChainAcks:
+    """Acknowledges on-chain the directives a GovernedNode applied from one EVM source.
+
+    Called after each step (`GovernedNode.serve(after_step=...)`): unless a round is still
+    in flight it starts one in a background thread, so a slow chain never delays the next
+    poll. A round sends `acknowledge` for each applied, unacknowledged directive in order
+    (`acknowledge_pending`) and stops at the first failure, which is logged and retried
+    after the next step. A fork's child is known on chain by the name its proposal gave
+    it, which the node keeps as the child's name (its id is the node's own).
+    """
+
+    def __init__(self, store: Store, acker: DirectiveAcker, source: str) -> None:
+        self.store = store
+        self.acker = acker
+        self.source = source
+        self._thread: threading.Thread | None = None
+
+    def __call__(self, report: StepReport | None = None) -> None:
+        if self._thread is not None and self._thread.is_alive():
+            return
+        self._thread = threading.Thread(target=self.round, name="directive-acks", daemon=True)
+        self._thread.start()
+
+    def round(self) -> list[DirectiveRow]:
+        """One pass over the pending acknowledgements; never raises."""
+        from node.gov_records import acknowledge_pending
+
+        try:
+            return acknowledge_pending(self.store, self, self.source)
+        except Exception as exc:  # a store or chain failure must not end the acknowledgements
+            log.warning("acknowledgements not sent; retried later", extra={"error": str(exc)})
+            return []
+
+    def wait(self, timeout_s: float) -> None:
+        if self._thread is not None:
+            self._thread.join(timeout_s)
+
+    def acknowledge(self, campaign_key: bytes, epoch: int, entry_hash: bytes) -> str:
+        return self.acker.acknowledge(self._on_chain(campaign_key), epoch, entry_hash)
+
+    def _on_chain(self, key: bytes) -> bytes:
+        from governance.directives import campaign_key, campaign_of_key
+
+        try:
+            camp = self.store.get_campaign(campaign_of_key(key))
+            if camp.parent_campaign_id is not None:
+                return campaign_key(camp.name)
+        except (NotFoundError, ValueError):
+            pass
+        return key
+
+
+def chain_acks(node: Node, sources: Iterable[DirectiveSource]) -> OnChainAcks | None:
+    """On-chain acknowledgements for the EVM controller among `sources` (None without
+    one), sent with the node's chain key over a connection of their own. A node not on
+    the controller's allow-list still obeys; a warning says its acknowledgements fail."""
+    from governance.chain import Chain, ChainAcker, Controller
+    from governance.errors import NodeNotApprovedError
+    from governance.evm_source import EvmSource
+    from node.chain_home import load_deployment, load_key
+
+    evm = next((s for s in sources if isinstance(s, EvmSource)), None)
+    if evm is None:
+        return None
+    settings = node.settings
+    home = Path(settings.home)
+    deployment = load_deployment(home)
+    expected = settings.chain.chain_id or deployment.chain_id
+    chain = Chain.connect(settings.chain.rpc_url, expected_chain_id=expected)
+    controller = Controller(chain, deployment.addresses["CampaignController"])
+    acker = ChainAcker(controller, load_key(home))
+    try:
+        acker.check_approved()
+    except NodeNotApprovedError as exc:
+        print(f"asi-node: warning: {exc}", file=sys.stderr, flush=True)
+    return OnChainAcks(node.store, acker, evm.name)
 
 
 def _vote(args: argparse.Namespace, url: str) -> int:

@@ -174,11 +174,20 @@ class GovernedNode:
             self._enforce(report)  # start the children
         return report
 
-    def serve(self, stop: threading.Event, poll_interval_s: float) -> None:
-        """Step every `poll_interval_s` until `stop`; then stop every run and wait."""
+    def serve(
+        self,
+        stop: threading.Event,
+        poll_interval_s: float,
+        after_step: Callable[[StepReport], None] | None = None,
+    ) -> None:
+        """Step every `poll_interval_s` until `stop`; then stop every run and wait.
+        `after_step` (e.g. on-chain acknowledgements) gets each step's report; it must
+        not raise, nor block for long: the next poll waits for it."""
         try:
             while not stop.is_set():
-                self.step()
+                report = self.step()
+                if after_step is not None:
+                    after_step(report)
                 stop.wait(poll_interval_s)
         finally:
             self.shutdown()

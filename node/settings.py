@@ -119,6 +119,11 @@ class ApiSettings(_Section):
         default=None,
         description="bearer token for operator actions; prefer ASI_NODE_API__OPERATOR_TOKEN_FILE",
     )
+    relayer_key_path: str = Field(
+        default="",
+        description="hex key file (relative to the home) of the account that pays gas for "
+        'relayed ballots, queue and execute; it needs no votes. "" = the node\'s chain.key',
+    )
 
 
 class LLMRoleSettings(_Section):

@@ -1,147 +1,59 @@
-"""Near end to end on py-evm: DAO votes (a signed ballot relayed by the API), queue and
-execute, and the node obeying the controller's events; a guardian pause; the guardian
-cannot resume.
+"""The DAO flow on the embedded EVM (py-evm) through `governance/chain.py`: a signed
+ballot relayed by the API through `ChainGovernor`, queue and execute as a keeper, the node
+obeying the controller through `ControllerReader`; a guardian pause the guardian cannot
+undo; reverts of the real Governor and controller decoded into the errors callers act on;
+acknowledgements through `ChainAcker`.
 
-Uses issue 5's compiled artifacts and deploys them with web3 on eth-tester; the reader
-and Governor client here are test-only stand-ins for issue 5's chain client (the only
-web3 user in the package). Skipped on a tree without the artifacts. The same flow on
-anvil through `governance/chain.py` is what issue 5's merge makes possible.
+The embedded EVM has no clock to move, so its timelock has no delay; the same flow with a
+real delay, real HTTP and the node serving at a real poll interval runs on anvil in
+test_governance_anvil.py.
 """
 
 from __future__ import annotations
 
-import json
 import threading
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
+from dao import Dao
 from fastapi.testclient import TestClient
 from gov_fakes import GatedEngineer
 from pydantic import SecretStr
 
-from governance.ballots import Ballot, GovernorDomain, ProposalInfo, ProposalState, sign_ballot
-from governance.directives import campaign_key
-from governance.evm_source import ControllerEvent, EvmSource
+from governance.ballots import sign_ballot
+from governance.chain import (
+    Chain,
+    ChainAcker,
+    ChainGovernor,
+    Controller,
+    ControllerReader,
+    address_of,
+    deploy,
+    new_private_key,
+)
+from governance.directives import DirectiveKind, campaign_key
+from governance.errors import (
+    ChainUnavailableError,
+    NodeNotApprovedError,
+    ProposalStateError,
+    TransactionRevertedError,
+    UnknownProposalError,
+)
+from governance.evm_source import EvmSource
+from governance.proposals import DirectiveCall, prepare
 from governance.watcher import Watcher
 from node.api import create_app
 from node.campaign import Budget, CampaignConfig
-from node.gov_records import paused_starts
+from node.gov_cli import OnChainAcks
+from node.gov_records import acknowledge_pending, directive_entry_hash, paused_starts
 from node.governed import GovernedNode, config_sha256
 from node.scheduler import CampaignRunner, RunSummary
 from node.store import DirectiveLedger, Store
 
-ARTIFACTS = Path(__file__).resolve().parents[2] / "governance" / "artifacts"
-VOTER_KEY = bytes.fromhex("4c0883a69102937d6231471b5dbb6204fe5129617082792ae468d01a3f362318")
-EVENTS = ("DirectiveIssued", "CampaignForked", "GlobalPauseSet", "NodeRevoked", "NodeApproved")
 TOKEN = "operator"
-
-pytestmark = pytest.mark.skipif(
-    not (ARTIFACTS / "DaoGovernor.json").exists(), reason="needs issue 5's contract artifacts"
-)
-
-
-class Web3Reader:
-    def __init__(self, w3: Any, ctl: Any) -> None:
-        self.w3, self.ctl = w3, ctl
-
-    def head(self) -> int:
-        return int(self.w3.eth.block_number)
-
-    def events(self, from_block: int, to_block: int) -> list[ControllerEvent]:
-        out = []
-        for name in EVENTS:
-            logs = getattr(self.ctl.events, name)().get_logs(
-                from_block=from_block, to_block=to_block
-            )
-            out += [
-                ControllerEvent(
-                    name,
-                    int(e["blockNumber"]),
-                    int(e["logIndex"]),
-                    "0x" + bytes(e["transactionHash"]).hex(),
-                    dict(e["args"]),
-                )
-                for e in logs
-            ]
-        return out
-
-    def effective_status(self, key: bytes) -> int:
-        from web3.exceptions import ContractLogicError
-
-        try:
-            return int(self.ctl.functions.effectiveStatus(key).call())
-        except ContractLogicError:
-            return 0
-
-
-class Web3Governor:
-    def __init__(self, w3: Any, gov: Any, ctl: Any, relayer: str) -> None:
-        self.w3, self.gov, self.ctl, self.relayer = w3, gov, ctl, relayer
-
-    def domain(self) -> GovernorDomain:
-        f = self.gov.functions
-        return GovernorDomain(
-            f.name().call(), self.w3.eth.chain_id, self.gov.address, f.version().call()
-        )
-
-    def controller(self) -> str:
-        return str(self.ctl.address)
-
-    def proposals(self) -> list[ProposalInfo]:
-        count = self.gov.functions.proposalCount().call()
-        found = []
-        for i in range(count):
-            pid = self.gov.functions.proposalDetailsAt(i).call()[0]
-            info = self.proposal(pid)
-            if info is not None:
-                found.append(info)
-        return found
-
-    def proposal(self, proposal_id: int) -> ProposalInfo | None:
-        from web3.exceptions import ContractLogicError
-
-        f = self.gov.functions
-        try:
-            state = ProposalState(f.state(proposal_id).call())
-        except ContractLogicError:
-            return None
-        against, for_, abstain = f.proposalVotes(proposal_id).call()
-        return ProposalInfo(
-            proposal_id,
-            state,
-            f.proposalSnapshot(proposal_id).call(),
-            f.proposalDeadline(proposal_id).call(),
-            for_,
-            against,
-            abstain,
-        )
-
-    def nonce(self, voter: str) -> int:
-        return int(self.gov.functions.nonces(self.w3.to_checksum_address(voter)).call())
-
-    def has_voted(self, proposal_id: int, voter: str) -> bool:
-        voter = self.w3.to_checksum_address(voter)
-        return bool(self.gov.functions.hasVoted(proposal_id, voter).call())
-
-    def votes_at(self, voter: str, timepoint: int) -> int:
-        voter = self.w3.to_checksum_address(voter)
-        return int(self.gov.functions.getVotes(voter, timepoint).call())
-
-    def _send(self, call: Any) -> str:
-        return "0x" + bytes(call.transact({"from": self.relayer})).hex()
-
-    def cast_vote_by_sig(self, ballot: Ballot) -> str:
-        voter = self.w3.to_checksum_address(ballot.voter)
-        f = self.gov.functions.castVoteBySig
-        return self._send(f(ballot.proposal_id, ballot.support, voter, ballot.signature))
-
-    def queue(self, proposal_id: int) -> str:
-        return self._send(self.gov.get_function_by_signature("queue(uint256)")(proposal_id))
-
-    def execute(self, proposal_id: int) -> str:
-        return self._send(self.gov.get_function_by_signature("execute(uint256)")(proposal_id))
+OPERATOR = {"Authorization": f"Bearer {TOKEN}"}
+SUPPLY = 10**24
 
 
 @pytest.fixture
@@ -150,94 +62,102 @@ def store() -> Iterator[Store]:
         yield s
 
 
-def test_dao_pause_and_resume_and_a_guardian_pause_reach_running_training(store: Store) -> None:
-    from eth_account import Account
-    from eth_tester.exceptions import TransactionFailed
-    from web3 import EthereumTesterProvider, Web3
+@pytest.fixture
+def world() -> dict[str, Any]:
+    """The contract set deployed (no timelock delay), one approved funded node, a voter
+    holding most votes, a relayer holding none."""
+    chain = Chain.embedded()
+    assert chain.faucet_key is not None
+    node_key = new_private_key()
+    deployment = deploy(
+        chain,
+        chain.faucet_key,
+        nodes=[address_of(node_key)],
+        timelock_delay_s=0,
+        voting_period_blocks=10,
+    )
+    dao = Dao(chain, deployment, chain.faucet_key, anvil=False)
+    voter = dao.holder(SUPPLY * 6 // 10)
+    chain.transfer(chain.faucet_key, address_of(node_key), 10**18)
+    governor = ChainGovernor.from_deployment(chain, deployment, dao.funded())
+    controller = Controller(chain, deployment.addresses["CampaignController"])
+    return {
+        "chain": chain,
+        "dao": dao,
+        "voter": voter,
+        "node_key": node_key,
+        "governor": governor,
+        "controller": controller,
+    }
 
-    w3 = Web3(EthereumTesterProvider())
-    deployer, relayer, guardian = w3.eth.accounts[:3]
-    voter = Account.from_key(VOTER_KEY).address
-    w3.eth.send_transaction({"from": deployer, "to": voter, "value": 10**18})
-    tester = w3.provider.ethereum_tester
 
-    def deploy(name: str, *args: Any) -> Any:
-        art = json.loads((ARTIFACTS / f"{name}.json").read_text())
-        factory = w3.eth.contract(abi=art["abi"], bytecode=art["bytecode"])
-        tx = factory.constructor(*args).transact({"from": deployer, "gas": 12_000_000})
-        address = w3.eth.get_transaction_receipt(tx)["contractAddress"]
-        return w3.eth.contract(address=address, abi=art["abi"])
+def _ballot_body(governor: ChainGovernor, key: bytes, pid: int, nonce: int) -> dict[str, Any]:
+    domain = governor.domain()
+    ballot = sign_ballot(key, domain, pid, 1, nonce)
+    return {
+        "proposal_id": pid,
+        "support": 1,
+        "voter": ballot.voter,
+        "nonce": nonce,
+        "signature": "0x" + ballot.signature.hex(),
+        "chain_id": domain.chain_id,
+        "verifying_contract": domain.verifying_contract,
+    }
 
-    token = deploy("GovToken", "g", "G", deployer, 10**24)
-    timelock = deploy("DaoTimelock", 0, [], ["0x" + "00" * 20], deployer)
-    gov = deploy("DaoGovernor", token.address, timelock.address, 1, 10, 4)
-    ctl = deploy("CampaignController", deployer, guardian)
+
+def test_dao_pause_resume_fork_and_a_guardian_pause_reach_running_training(
+    store: Store, world: dict[str, Any]
+) -> None:
+    chain: Chain = world["chain"]
+    dao: Dao = world["dao"]
+    governor: ChainGovernor = world["governor"]
+    controller: Controller = world["controller"]
+    voter_key: bytes = world["voter"]
+    voter = address_of(voter_key)
+    guardian_key = dao.treasury_key  # `deploy` makes the deployer the guardian
 
     cfg = CampaignConfig(preset="quick", baselines=("deltanet",), budget=Budget(max_candidates=1))
     x = store.create_campaign("x", cfg.model_dump(mode="json"))
     y = store.create_campaign(
         "y", cfg.model_copy(update={"researcher_seed": 1}).model_dump(mode="json")
     )
-    for camp in (x, y):
-        ctl.functions.registerCampaign(campaign_key(camp.id), b"\x00" * 32, "").transact(
-            {"from": deployer}
-        )
-    role = timelock.functions.PROPOSER_ROLE().call()
-    timelock.functions.grantRole(role, gov.address).transact({"from": deployer})
-    gov_role = ctl.functions.GOVERNANCE_ROLE().call()
-    ctl.functions.grantRole(gov_role, timelock.address).transact({"from": deployer})
-    ctl.functions.renounceRole(gov_role, deployer).transact({"from": deployer})
-    token.functions.delegate(voter).transact({"from": deployer})  # holders delegate
+    dao.register([x.id, y.id], voter_key, governor)
 
-    governor = Web3Governor(w3, gov, ctl, relayer)
     api = TestClient(create_app(store, governor=governor, operator_token=SecretStr(TOKEN)))
-    operator = {"Authorization": f"Bearer {TOKEN}"}
-    source = EvmSource(Web3Reader(w3, ctl), campaigns=lambda: [x.id, y.id])
+    source = EvmSource(ControllerReader(controller), campaigns=lambda: [x.id, y.id])
     watcher = Watcher([source], confirmations=2, stale_after_s=3600)
     eng = GatedEngineer()
 
     def run(cid: str, stop: threading.Event) -> RunSummary:
-        runner = CampaignRunner(
-            store,
-            store.get_campaign(cid),
-            eng,
-            1,
-            1,
-            b"s" * 32,
-            stop=stop,  # type: ignore[arg-type]
-        )
+        runner = CampaignRunner(store, store.get_campaign(cid), eng, 1, 1, b"s" * 32, stop=stop)
         return runner.run()
 
     node = GovernedNode(store, watcher, run, [x.id, y.id], stop_deadline_s=10)
     try:
 
-        def passes(action: str, campaign: str, **extra: Any) -> None:
+        def passes(action: str, campaign: str, **extra: Any) -> int:
             body = {"action": action, "campaign": campaign, "description": f"{action} {campaign}"}
-            prep = api.post("/gov/proposals/prepare", json=body | extra).json()
-            calldatas = [bytes.fromhex(c[2:]) for c in prep["calldatas"]]
-            gov.functions.propose(prep["targets"], [0], calldatas, prep["description"]).transact(
-                {"from": deployer}
+            prep = api.post("/gov/proposals/prepare", json=body | extra)
+            assert prep.status_code == 200, prep.text
+            calldatas = [bytes.fromhex(c[2:]) for c in prep.json()["calldatas"]]
+            pid = int(prep.json()["proposal_id"])
+            gov = dao.contract("DaoGovernor").functions
+            chain.send(
+                voter_key,
+                gov.propose(prep.json()["targets"], [0], calldatas, prep.json()["description"]),
             )
-            pid = int(prep["proposal_id"])
-            tester.mine_blocks(2)
+            dao.mine(2)
             nonce = int(api.get(f"/gov/voters/{voter}/nonce").json()["nonce"])
-            ballot = sign_ballot(VOTER_KEY, governor.domain(), pid, 1, nonce)
-            vote = {
-                "proposal_id": pid,
-                "support": 1,
-                "voter": voter,
-                "nonce": nonce,
-                "signature": "0x" + ballot.signature.hex(),
-                "chain_id": w3.eth.chain_id,
-                "verifying_contract": gov.address,
-            }
+            vote = _ballot_body(governor, voter_key, pid, nonce)
             assert api.post("/gov/ballots", json=vote).status_code == 202
             assert api.post("/gov/ballots", json=vote).status_code == 409  # replay
-            tester.mine_blocks(11)
+            dao.close_vote(pid)
             assert api.get(f"/gov/proposals/{pid}").json()["state"] == "succeeded"
-            assert api.post(f"/gov/proposals/{pid}/queue", headers=operator).status_code == 200
-            assert api.post(f"/gov/proposals/{pid}/execute", headers=operator).status_code == 200
-            assert api.get(f"/gov/proposals/{pid}").json()["state"] == "executed"
+            assert api.post(f"/gov/proposals/{pid}/queue", headers=OPERATOR).status_code == 200
+            assert api.post(f"/gov/proposals/{pid}/execute", headers=OPERATOR).status_code == 200
+            shown = api.get(f"/gov/proposals/{pid}").json()
+            assert shown["state"] == "executed" and shown["description"] == f"{action} {campaign}"
+            return pid
 
         assert sorted(node.step().started) == sorted([x.id, y.id])
         assert eng.started.acquire(timeout=10) and eng.started.acquire(timeout=10)
@@ -250,19 +170,21 @@ def test_dao_pause_and_resume_and_a_guardian_pause_reach_running_training(store:
         assert stopped.within_deadline
         assert store.get_experiment(running_x.id).status == "queued"
         for _ in range(3):
-            tester.mine_blocks(1)
+            dao.mine()
             assert x.id not in node.step().started
 
-        # The guardian pauses y: applied within two polls; it cannot resume.
-        ctl.functions.pauseCampaign(campaign_key(y.id)).transact({"from": guardian})
+        # The guardian pauses y: applied on the next poll; it cannot resume.
+        chain.send(guardian_key, controller.contract.functions.pauseCampaign(campaign_key(y.id)))
         assert y.id in node.step().stopping
-        with pytest.raises(TransactionFailed):
-            ctl.functions.resumeCampaign(campaign_key(y.id)).transact({"from": guardian})
+        with pytest.raises(TransactionRevertedError, match="AccessControlUnauthorizedAccount"):
+            chain.send(
+                guardian_key, controller.contract.functions.resumeCampaign(campaign_key(y.id))
+            )
 
         passes("resume", x.id)
         started = node.step().started + node.step().started
         if x.id not in started:
-            tester.mine_blocks(1)
+            dao.mine()
             started += node.step().started
         assert x.id in started
         eng.release.set()
@@ -297,7 +219,7 @@ def test_dao_pause_and_resume_and_a_guardian_pause_reach_running_training(store:
         )
         forked = node.step().forked
         if not forked:
-            tester.mine_blocks(1)  # a fork waits for its confirmations
+            dao.mine()  # a fork waits for its confirmations
             forked = node.step().forked
         (child_id,) = forked
         child = store.get_campaign(child_id)
@@ -312,3 +234,127 @@ def test_dao_pause_and_resume_and_a_guardian_pause_reach_running_training(store:
     finally:
         eng.release.set()
         node.shutdown(timeout_s=10)
+
+    # The node acknowledges what it applied, in epoch order, with its own key.
+    acker = ChainAcker(controller, world["node_key"])
+    acked = acknowledge_pending(store, acker, "evm")
+    ledger = DirectiveLedger(store)
+    x_rows = [r for r in ledger.list_applied(x.id) if r.campaign_id == x.id]
+    assert [r.kind for r in x_rows] == ["resume", "pause", "resume"]  # register, pause, resume
+    assert {r.id for r in x_rows} <= {r.id for r in acked}
+    node_address = address_of(world["node_key"])
+    assert controller.acknowledged_epoch(campaign_key(x.id), node_address) == 3
+    events = controller.acknowledgements(campaign_key=campaign_key(x.id), node=node_address)
+    assert [(e.epoch, e.entry_hash) for e in events] == [
+        (r.epoch, directive_entry_hash(r)) for r in x_rows
+    ]
+    assert [r.ack_ref for r in x_rows] == ["0x" + e.tx_hash.hex() for e in events]
+
+
+def test_reverts_of_the_real_governor_come_back_as_errors_and_nothing_is_relayed(
+    store: Store, world: dict[str, Any]
+) -> None:
+    chain: Chain = world["chain"]
+    dao: Dao = world["dao"]
+    governor: ChainGovernor = world["governor"]
+    voter_key: bytes = world["voter"]
+    camp = store.create_campaign("x", {"preset": "quick"})
+    dao.register([camp.id], voter_key, governor)
+    assert governor.relayer_votes() == 0  # the relay pays gas and holds no votes
+
+    prepared = prepare(governor.controller(), [DirectiveCall(DirectiveKind.PAUSE, camp.id)], "p")
+    pid = dao.propose(prepared, voter_key)
+    api = TestClient(create_app(store, governor=governor, operator_token=SecretStr(TOKEN)))
+    sent_before = chain.nonce(governor.relayer)
+
+    # Keeper calls too early: the Governor's refusal, decoded, as 409; nothing sent.
+    r = api.post(f"/gov/proposals/{pid}/queue", headers=OPERATOR)
+    assert r.status_code == 409, r.text
+    assert r.json()["detail"]["detail"] == (
+        f"proposal {pid} is active: only a succeeded proposal can be queued"
+    )
+    dao.vote(voter_key, pid)
+    dao.close_vote(pid)
+    r = api.post(f"/gov/proposals/{pid}/execute", headers=OPERATOR)
+    assert r.status_code == 409 and "not queued yet: queue it first" in r.text
+    r = api.post(f"/gov/proposals/{12345}/queue", headers=OPERATOR)
+    assert r.status_code == 404 and r.json()["detail"]["error"] == "UnknownProposalError"
+
+    # A ballot for the closed proposal: refused by the relay's checks (409)...
+    nonce = governor.nonce(address_of(voter_key))
+    body = _ballot_body(governor, voter_key, pid, nonce)
+    r = api.post("/gov/ballots", json=body)
+    assert r.status_code == 409 and r.json()["detail"]["error"] == "ProposalStateError"
+    # ...and by the Governor itself, should it close between the checks and the send.
+    ballot = sign_ballot(voter_key, governor.domain(), pid, 1, nonce)
+    with pytest.raises(ProposalStateError, match=rf"proposal {pid} is succeeded, not active"):
+        governor.cast_vote_by_sig(ballot)
+    with pytest.raises(UnknownProposalError):
+        governor.execute(7)
+    assert chain.nonce(governor.relayer) == sent_before  # nothing was sent
+
+    assert api.post(f"/gov/proposals/{pid}/queue", headers=OPERATOR).status_code == 200
+    r = api.post(f"/gov/proposals/{pid}/queue", headers=OPERATOR)
+    assert r.status_code == 409 and "queued: only a succeeded proposal" in r.text
+    assert chain.nonce(governor.relayer) == sent_before + 1
+
+
+def test_acknowledgements_need_an_approved_node_and_are_idempotent(
+    store: Store, world: dict[str, Any]
+) -> None:
+    dao: Dao = world["dao"]
+    controller: Controller = world["controller"]
+    camp = store.create_campaign("x", {"preset": "quick"})
+    dao.register([camp.id], world["voter"], world["governor"])
+    key = campaign_key(camp.id)
+
+    stranger = dao.funded()
+    unapproved = ChainAcker(controller, stranger)
+    with pytest.raises(NodeNotApprovedError, match=rf"{address_of(stranger)} is not approved"):
+        unapproved.check_approved()
+    with pytest.raises(NodeNotApprovedError, match="ask governance to approve it"):
+        unapproved.acknowledge(key, 1, bytes(32))
+
+    acker = ChainAcker(controller, world["node_key"])
+    acker.check_approved()
+    tx = acker.acknowledge(key, 1, b"\x01" * 32)
+    # Sent again (a restart before the store noted it): the first acknowledgement's hash.
+    assert acker.acknowledge(key, 1, b"\x01" * 32) == tx
+    with pytest.raises(TransactionRevertedError, match="EpochNotIssued"):
+        acker.acknowledge(key, 2, bytes(32))
+    with pytest.raises(TransactionRevertedError, match="is not registered"):
+        acker.acknowledge(campaign_key("c-unknown"), 1, bytes(32))
+    (event,) = controller.acknowledgements(campaign_key=key)
+    assert (event.epoch, event.entry_hash, event.node) == (1, b"\x01" * 32, acker.address)
+
+
+def test_acknowledgements_after_each_poll_survive_failures_and_catch_up(
+    store: Store, world: dict[str, Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    controller: Controller = world["controller"]
+    x = store.create_campaign("x", {"preset": "quick"})
+    world["dao"].register([x.id], world["voter"], world["governor"])
+    ledger = DirectiveLedger(store)
+    ledger.record(source="evm", campaign_id=x.id, epoch=1, kind="resume")
+    real = ChainAcker(controller, world["node_key"])
+    failures: list[Exception] = [
+        ChainUnavailableError("the RPC endpoint did not answer"),  # a chain failure
+        RuntimeError("database is on fire"),  # anything else: still not the loop's end
+    ]
+
+    class Flaky:
+        def acknowledge(self, key: bytes, epoch: int, entry_hash: bytes) -> str:
+            if failures:
+                raise failures.pop(0)
+            return real.acknowledge(key, epoch, entry_hash)
+
+    acks = OnChainAcks(store, Flaky(), "evm")
+    for _ in range(2):
+        acks(None)  # as GovernedNode.serve calls it after a step
+        acks.wait(10)
+        assert [r.epoch for r in ledger.unacknowledged("evm")] == [1]
+    assert "acknowledgements not sent" in caplog.text
+    acks(None)
+    acks.wait(10)
+    assert ledger.unacknowledged("evm") == []
+    assert controller.acknowledged_epoch(campaign_key(x.id), real.address) == 1
