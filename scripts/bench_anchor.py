@@ -12,9 +12,7 @@ checkpoint to the publisher until it is confirmed `--confirmations` deep.
 from __future__ import annotations
 
 import argparse
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -23,20 +21,12 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from governance.anvil import ANVIL_KEY, Anvil  # noqa: E402
 from governance.chain import Chain, Controller, new_private_key  # noqa: E402
 from node.anchor import AnchorPublisher, Backoff  # noqa: E402
 from node.chain_home import deploy_for_node  # noqa: E402
 from node.settings import ChainSettings  # noqa: E402
 from node.store import Outbox, Store  # noqa: E402
-
-ANVIL = REPO / "contracts" / "node_modules" / ".bin" / "anvil"
-ANVIL_KEY = bytes.fromhex("ac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def main() -> int:
@@ -49,28 +39,14 @@ def main() -> int:
     parser.add_argument("--block-time", type=float, default=1.0, help="anvil block time, s")
     parser.add_argument("--poll", type=float, default=0.1, help="publisher poll interval, s")
     args = parser.parse_args()
-    if not ANVIL.exists():
-        print("anvil not installed: run `npm ci` in contracts/", file=sys.stderr)
-        return 2
-    port = free_port()
-    command = [str(ANVIL), "--host", "127.0.0.1", "--port", str(port), "--silent"]
-    command += ["--block-time", str(args.block_time)]
-    anvil = subprocess.Popen(
-        command,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    anvil = Anvil(extra=["--block-time", str(args.block_time)])
     try:
-        url = f"http://127.0.0.1:{port}"
-        for _ in range(200):
-            try:
-                chain = Chain.connect(url)
-                break
-            except Exception:
-                time.sleep(0.05)
-        else:
-            print("anvil did not start", file=sys.stderr)
-            return 2
+        anvil.start()
+    except RuntimeError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    try:
+        chain = Chain.connect(anvil.url)
         node_key = new_private_key()
         deployment = deploy_for_node(chain, ANVIL_KEY, node_key, fund_node_wei=10**18)
         controller = Controller(chain, deployment.addresses["CampaignController"])
@@ -102,8 +78,7 @@ def main() -> int:
                 )
             store.close()
     finally:
-        anvil.terminate()
-        anvil.wait(timeout=10)
+        anvil.stop()
     steady = gas[1:] or gas
     print(
         f"batch size {args.batch_size}: gas per anchored experiment "

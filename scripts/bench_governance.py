@@ -32,9 +32,7 @@ from __future__ import annotations
 import argparse
 import math
 import random
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -47,9 +45,9 @@ sys.path.insert(0, str(REPO))
 
 from eth_utils.crypto import keccak  # noqa: E402
 
+from governance.anvil import ANVIL_KEY, Anvil  # noqa: E402
 from governance.chain import Chain, Deployment, address_of  # noqa: E402
 from governance.directives import DirectiveKind, QueueSource, campaign_key  # noqa: E402
-from governance.errors import ChainError  # noqa: E402
 from governance.watcher import Watcher  # noqa: E402
 from node.campaign import Budget, CampaignConfig  # noqa: E402
 from node.chain_home import deploy_for_node, load_key, save_deployment  # noqa: E402
@@ -138,16 +136,6 @@ def main() -> int:
 
 # -- the on-chain figure ---------------------------------------------------------------------
 
-ANVIL = REPO / "contracts" / "node_modules" / ".bin" / "anvil"
-# anvil's first default account (its well-known test mnemonic): deployer, holder, guardian.
-ANVIL_KEY = bytes.fromhex("ac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
 
 class Dao:
     """The deployer as the only token holder (self-delegated), proposing and voting from
@@ -203,26 +191,18 @@ def p95(values: list[float]) -> float:
 
 
 def on_chain(args: argparse.Namespace) -> int:
-    if not ANVIL.exists():
-        print("anvil not installed: run `npm ci` in contracts/", file=sys.stderr)
-        return 2
     poll = args.poll if args.poll is not None else 1.0
-    port = free_port()
-    command = [str(ANVIL), "--host", "127.0.0.1", "--port", str(port), "--silent"]
-    anvil = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    anvil = Anvil()  # ANVIL_KEY: deployer, holder and guardian
+    try:
+        anvil.start()
+    except RuntimeError as exc:
+        print(exc, file=sys.stderr)
+        return 2
     stop_serving = threading.Event()
     server: threading.Thread | None = None
     try:
-        url = f"http://127.0.0.1:{port}"
-        for _ in range(200):
-            try:
-                chain = Chain.connect(url)
-                break
-            except ChainError:
-                time.sleep(0.05)
-        else:
-            print("anvil did not start", file=sys.stderr)
-            return 2
+        url = anvil.url
+        chain = Chain.connect(url)
         home = args.home or Path(tempfile.mkdtemp(prefix="asi-bench-gov-chain-"))
         open_node(home, create=True).store.close()
         deployment = deploy_for_node(chain, ANVIL_KEY, load_key(home), fund_node_wei=10**19)
@@ -289,8 +269,7 @@ def on_chain(args: argparse.Namespace) -> int:
         stop_serving.set()
         if server is not None:
             server.join()
-        anvil.terminate()
-        anvil.wait(timeout=10)
+        anvil.stop()
 
 
 def _training(node: Node, campaign: str, workspaces: Path) -> str | None:

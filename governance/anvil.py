@@ -1,0 +1,75 @@
+"""A local anvil (Foundry's dev chain, from `contracts/node_modules`) for tests and benches.
+
+`Anvil(port).start()` runs it on a loopback port and returns once it listens; `stop`
+ends it (SIGTERM, so with a `state` file it saves its chain there, and `start` again
+resumes it). The keys are anvil's well-known default accounts, funded on every anvil.
+"""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+ANVIL_BIN = Path(__file__).resolve().parents[1] / "contracts" / "node_modules" / ".bin" / "anvil"
+# anvil's first default account (its well-known test mnemonic), and its second.
+ANVIL_KEY = bytes.fromhex("ac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80")
+ANVIL_KEY_2 = bytes.fromhex("59c6995e998f97a5a0044966f0945389dc9e86dae88c7a8412f4603b6b78690d")
+MISSING = "anvil is not installed: run `npm ci` in contracts/ (scripts/install.sh does)"
+
+
+def free_port() -> int:
+    """A loopback TCP port nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Anvil:
+    """An anvil process on a loopback port; `extra` are more anvil flags."""
+
+    def __init__(
+        self,
+        port: int | None = None,
+        state: Path | None = None,
+        chain_id: int = 31337,
+        extra: Sequence[str] = (),
+    ) -> None:
+        self.port = port or free_port()
+        self.state = state
+        self.chain_id = chain_id
+        self.extra = list(extra)
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout_s: float = 20.0) -> None:
+        if not ANVIL_BIN.exists():
+            raise RuntimeError(MISSING)
+        args = [str(ANVIL_BIN), "--host", "127.0.0.1", "--port", str(self.port), "--silent"]
+        args += ["--chain-id", str(self.chain_id), *self.extra]
+        if self.state is not None:
+            args += ["--state", str(self.state)]
+        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
+                    return
+            except OSError:
+                if self.proc.poll() is not None:
+                    raise RuntimeError(f"anvil exited with {self.proc.returncode}") from None
+                time.sleep(0.05)
+        self.stop()
+        raise RuntimeError(f"anvil did not start listening within {timeout_s:g} s")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()  # SIGTERM: anvil writes its state file on the way out
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
