@@ -79,6 +79,11 @@ def feed_outbox(outbox: Outbox, checkpoints: Iterable[tuple[bytes, int, bytes]])
     return new
 
 
+def settled(outbox: Outbox) -> bool:
+    """Nothing left to publish or to track: every row confirmed or failed."""
+    return not outbox.rows("pending") and not outbox.rows("sent")
+
+
 class AnchorPublisher:
     """Publishes queued checkpoint roots through `controller`, signing with `key`."""
 
@@ -148,7 +153,7 @@ class AnchorPublisher:
         deadline = time.monotonic() + timeout_s
         while True:
             self.step()
-            if not self.outbox.rows("pending") and not self.outbox.rows("sent"):
+            if settled(self.outbox):
                 return True
             if time.monotonic() >= deadline:
                 return False

@@ -24,7 +24,6 @@ Nothing is ever dropped; later sizes of a log wait behind an earlier one that fa
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -101,17 +100,6 @@ class IcpPublisher:
             if not report.reachable:
                 break
         return report
-
-    def drain(self, timeout_s: float, poll_s: float = 0.2) -> bool:
-        """Step until nothing is pending, or `timeout_s` passes; True if drained."""
-        deadline = time.monotonic() + timeout_s
-        while True:
-            self.step()
-            if not self.outbox.rows("pending"):
-                return True
-            if time.monotonic() >= deadline:
-                return False
-            time.sleep(poll_s)
 
     # -- internals
 

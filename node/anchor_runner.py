@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from node.anchor import StepReport
+from node.anchor import StepReport, settled
 from node.store import Outbox
 
 log = logging.getLogger(__name__)
@@ -101,11 +101,6 @@ class AnchorRunner:
         drained = drain_all(self.publishers, timeout_s, poll_s=0.1)
         self.summaries = [summarize(p.outbox, p.label, p in drained) for p in self.publishers]
         return self.summaries[0]
-
-
-def settled(outbox: Outbox) -> bool:
-    """Nothing left to publish or to track: every row confirmed or failed."""
-    return not outbox.rows("pending") and not outbox.rows("sent")
 
 
 def drain_all(

@@ -131,6 +131,25 @@ def check_ready(controller: Controller, address: str) -> None:
         )
 
 
+def connect_deployed(settings: ChainSettings, home: Path) -> tuple[Chain, Deployment]:
+    """The chain at `chain.rpc_url` and the deployment `<home>/chain.json` records on it;
+    ConfigError when the URL is empty or the chain is not the one deployed to."""
+    if not settings.rpc_url:
+        raise ConfigError(
+            "chain.rpc_url is empty (the embedded chain) but no embedded chain was "
+            "started; set chain.rpc_url or use the demo"
+        )
+    deployment = load_deployment(home)
+    expected = settings.chain_id or deployment.chain_id
+    chain = Chain.connect(settings.rpc_url, expected_chain_id=expected)
+    if chain.chain_id != deployment.chain_id:
+        raise ConfigError(
+            f"{home / DEPLOYMENT_FILE} records chain id {deployment.chain_id}, but "
+            f"chain.chain_id is {expected}; redeploy or fix the setting"
+        )
+    return chain, deployment
+
+
 def open_publisher(
     settings: ChainSettings,
     home: Path,
@@ -145,21 +164,8 @@ def open_publisher(
     are used; otherwise the RPC URL of the settings and `<home>/chain.json`.
     """
     key = load_key(home)
-    if deployment is None:
-        deployment = load_deployment(home)
-    if chain is None:
-        if not settings.rpc_url:
-            raise ConfigError(
-                "chain.rpc_url is empty (the embedded chain) but no embedded chain was "
-                "started; set chain.rpc_url or use the demo"
-            )
-        expected = settings.chain_id or deployment.chain_id
-        chain = Chain.connect(settings.rpc_url, expected_chain_id=expected)
-        if chain.chain_id != deployment.chain_id:
-            raise ConfigError(
-                f"{home / DEPLOYMENT_FILE} records chain id {deployment.chain_id}, but "
-                f"chain.chain_id is {expected}; redeploy or fix the setting"
-            )
+    if chain is None or deployment is None:
+        chain, deployment = connect_deployed(settings, home)
     controller = Controller(chain, deployment.addresses["CampaignController"])
     check_ready(controller, address_of(key))
     publisher = AnchorPublisher(

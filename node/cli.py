@@ -538,8 +538,8 @@ def serve_governor(node: Node) -> ChainGovernor | None:
     (chain id, contract code) and `api.relayer_key_path` (default: the node's chain key)
     pays the gas; it needs no votes, and a warning says so if it has some.
     """
-    from governance.chain import Chain, ChainGovernor
-    from node.chain_home import DEPLOYMENT_FILE, load_deployment, load_key, read_key_file
+    from governance.chain import ChainGovernor
+    from node.chain_home import DEPLOYMENT_FILE, connect_deployed, load_key, read_key_file
 
     settings = node.settings
     if not settings.chain.rpc_url:
@@ -553,9 +553,7 @@ def serve_governor(node: Node) -> ChainGovernor | None:
             file=sys.stderr,
         )
         return None
-    deployment = load_deployment(home)
-    expected = settings.chain.chain_id or deployment.chain_id
-    chain = Chain.connect(settings.chain.rpc_url, expected_chain_id=expected)
+    chain, deployment = connect_deployed(settings.chain, home)
     path = settings.api.relayer_key_path
     key = read_key_file(home / path) if path else load_key(home)
     governor = ChainGovernor.from_deployment(chain, deployment, key)

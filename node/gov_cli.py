@@ -229,19 +229,17 @@ def chain_acks(node: Node, sources: Iterable[DirectiveSource]) -> OnChainAcks | 
     """On-chain acknowledgements for the EVM controller among `sources` (None without
     one), sent with the node's chain key over a connection of their own. A node not on
     the controller's allow-list still obeys; a warning says its acknowledgements fail."""
-    from governance.chain import Chain, ChainAcker, Controller
+    from governance.chain import ChainAcker, Controller
     from governance.errors import NodeNotApprovedError
     from governance.evm_source import EvmSource
-    from node.chain_home import load_deployment, load_key
+    from node.chain_home import connect_deployed, load_key
 
     evm = next((s for s in sources if isinstance(s, EvmSource)), None)
     if evm is None:
         return None
     settings = node.settings
     home = Path(settings.home)
-    deployment = load_deployment(home)
-    expected = settings.chain.chain_id or deployment.chain_id
-    chain = Chain.connect(settings.chain.rpc_url, expected_chain_id=expected)
+    chain, deployment = connect_deployed(settings.chain, home)
     controller = Controller(chain, deployment.addresses["CampaignController"])
     acker = ChainAcker(controller, load_key(home))
     try:

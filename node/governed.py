@@ -531,14 +531,12 @@ def sources_from_settings(
     """
     sources: list[DirectiveSource] = []
     if settings.chain.rpc_url:
-        from governance.chain import Chain, Controller, ControllerReader, address_of
+        from governance.chain import Controller, ControllerReader, address_of
         from governance.evm_source import EvmSource
-        from node.chain_home import load_deployment, load_key
+        from node.chain_home import connect_deployed, load_key
 
         home = Path(settings.home)
-        deployment = load_deployment(home)
-        expected = settings.chain.chain_id or deployment.chain_id
-        chain = Chain.connect(settings.chain.rpc_url, expected_chain_id=expected)
+        chain, deployment = connect_deployed(settings.chain, home)
         controller = Controller(chain, deployment.addresses["CampaignController"])
         watched = list(campaigns)
         sources.append(
