@@ -157,14 +157,6 @@ def entry_commitment(store: Store, row: DirectiveRow) -> EntryCommitment:
     return EntryCommitment(directive_json_hash(row), "directive JSON (not in the log)")
 
 
-def directive_entry_hash(row: DirectiveRow, store: Store | None = None) -> bytes:
-    """The hash an acknowledgement of `row` commits to (see `entry_commitment`); without
-    a store, the directive-JSON fallback."""
-    if store is None:
-        return directive_json_hash(row)
-    return entry_commitment(store, row).hash
-
-
 def acknowledge_pending(store: Store, acker: DirectiveAcker, source: str) -> list[DirectiveRow]:
     """Acknowledge `source`'s applied, unacknowledged campaign directives, oldest first.
 

@@ -36,7 +36,7 @@ from node.campaign import Budget, CampaignConfig
 from node.chain_home import load_deployment, load_key
 from node.cli import main, serve_app, serve_governor
 from node.gov_cli import chain_acks
-from node.gov_records import directive_entry_hash, paused_starts
+from node.gov_records import entry_commitment, paused_starts
 from node.governed import config_sha256, governed_node, sources_from_settings
 from node.runtime import Node, open_node
 from node.scheduler import CampaignRunner, RunSummary
@@ -315,7 +315,7 @@ def test_dao_and_guardian_directives_reach_training_on_anvil(
                 campaign_key=campaign_key(on_chain), node=node_address
             )
             assert [(e.epoch, e.entry_hash) for e in events] == [
-                (r.epoch, directive_entry_hash(r, store)) for r in rows
+                (r.epoch, entry_commitment(store, r).hash) for r in rows
             ]
             assert all(r.detail["ack_commits_to"].endswith("(Merkle leaf hash)") for r in rows)
             assert [r.ack_ref for r in rows] == ["0x" + e.tx_hash.hex() for e in events]

@@ -46,7 +46,7 @@ from governance.watcher import Watcher
 from node.api import create_app
 from node.campaign import Budget, CampaignConfig
 from node.gov_cli import OnChainAcks
-from node.gov_records import acknowledge_pending, directive_entry_hash, paused_starts
+from node.gov_records import acknowledge_pending, directive_json_hash, paused_starts
 from node.governed import GovernedNode, config_sha256
 from node.scheduler import CampaignRunner, RunSummary
 from node.store import DirectiveLedger, Store
@@ -246,7 +246,7 @@ def test_dao_pause_resume_fork_and_a_guardian_pause_reach_running_training(
     assert controller.acknowledged_epoch(campaign_key(x.id), node_address) == 3
     events = controller.acknowledgements(campaign_key=campaign_key(x.id), node=node_address)
     assert [(e.epoch, e.entry_hash) for e in events] == [
-        (r.epoch, directive_entry_hash(r)) for r in x_rows
+        (r.epoch, directive_json_hash(r)) for r in x_rows
     ]
     assert [r.ack_ref for r in x_rows] == ["0x" + e.tx_hash.hex() for e in events]
 

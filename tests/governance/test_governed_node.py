@@ -366,7 +366,7 @@ def test_applied_directives_are_acknowledged_in_order_and_a_failure_is_retried(
 ) -> None:
     from governance.directives import campaign_key
     from governance.errors import SourceError
-    from node.gov_records import acknowledge_pending, directive_entry_hash
+    from node.gov_records import acknowledge_pending, directive_json_hash
 
     camp = store.create_campaign("x", config().model_dump(mode="json"))
     ledger = DirectiveLedger(store)
@@ -389,7 +389,7 @@ def test_applied_directives_are_acknowledged_in_order_and_a_failure_is_retried(
     acker = Acker()
     done = acknowledge_pending(store, acker, "evm")
     assert [d.epoch for d in done] == [1]
-    assert acker.sent == [(campaign_key(camp.id), 1, directive_entry_hash(first))]
+    assert acker.sent == [(campaign_key(camp.id), 1, directive_json_hash(first))]
     acker.fail_at = None
     assert [d.ack_ref for d in acknowledge_pending(store, acker, "evm")] == ["0xtx2"]
     left = [(d.source, d.campaign_id) for d in ledger.unacknowledged()]
