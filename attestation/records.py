@@ -53,7 +53,10 @@ class RecordSummary:
 
 
 @dataclass(frozen=True)
-class _Directive:
+class AppliedDirective:
+    """An applied directive as the paused-start replay (`holding`) needs it; `index` is
+    its log entry (or any number giving the order applied, for ties)."""
+
     index: int
     source: str
     campaign: str
@@ -85,7 +88,7 @@ def check_records(statements: Iterable[tuple[int, dict[str, Any]]], node_id: str
     names the first entry that breaks one."""
     summary = RecordSummary()
     seen: set[tuple[str, str]] = set()
-    directives: dict[tuple[str, str, int], _Directive] = {}
+    directives: dict[tuple[str, str, int], AppliedDirective] = {}
     starts: list[_Start] = []
     for index, stmt in statements:
         ptype = stmt["predicateType"]
@@ -170,7 +173,7 @@ def _time(value: object, what: str) -> datetime:
     return at
 
 
-def _directive(index: int, pred: dict[str, Any]) -> _Directive:
+def _directive(index: int, pred: dict[str, Any]) -> AppliedDirective:
     """A directive entry's facts, checked for shape."""
     where = f"entry {index}"
     source, campaign, epoch, kind = (
@@ -190,7 +193,7 @@ def _directive(index: int, pred: dict[str, Any]) -> _Directive:
         if parent is None:
             raise VerificationError(STEP, f"{where} is a fork that pauses an unnamed parent")
     ref = pred.get("ref")
-    return _Directive(
+    return AppliedDirective(
         index,
         source,
         campaign,
@@ -217,12 +220,12 @@ def _started(index: int, pred: dict[str, Any], cid: str, exp: str) -> _Start | N
     return _Start(index, cid, exp, pred.get("seq"), at)
 
 
-def _check_starts(directives: Sequence[_Directive], starts: Sequence[_Start]) -> int:
+def _check_starts(directives: Sequence[AppliedDirective], starts: Sequence[_Start]) -> int:
     """No experiment started while a directive held its campaign; returns how many were
     checked. Directives take effect in the order applied (log order breaks ties)."""
     timeline = sorted(directives, key=lambda d: (d.applied_at, d.index))
     for start in sorted(starts, key=lambda s: s.index):
-        held = _holding(timeline, start.campaign, start.at)
+        held = holding(timeline, start.campaign, start.at)
         if held is not None:
             raise VerificationError(
                 STEP,
@@ -233,10 +236,12 @@ def _check_starts(directives: Sequence[_Directive], starts: Sequence[_Start]) ->
     return len(starts)
 
 
-def _holding(timeline: Sequence[_Directive], campaign: str, at: datetime) -> _Directive | None:
+def holding(
+    timeline: Sequence[AppliedDirective], campaign: str, at: datetime
+) -> AppliedDirective | None:
     """The directive holding `campaign` paused or stopped at time `at`, if any: the
     sources' states replayed up to `at`, the most restrictive winning."""
-    states: dict[tuple[str, str], tuple[str, _Directive]] = {}
+    states: dict[tuple[str, str], tuple[str, AppliedDirective]] = {}
     for d in timeline:
         if d.applied_at > at:
             break
@@ -251,10 +256,10 @@ def _holding(timeline: Sequence[_Directive], campaign: str, at: datetime) -> _Di
 
 
 def _set(
-    states: dict[tuple[str, str], tuple[str, _Directive]],
+    states: dict[tuple[str, str], tuple[str, AppliedDirective]],
     key: tuple[str, str],
     state: str,
-    d: _Directive,
+    d: AppliedDirective,
     only_stricter: bool = False,
 ) -> None:
     current = states.get(key)

@@ -70,34 +70,49 @@ class PausedStart:
 def paused_starts(store: Store, campaign_id: str) -> list[PausedStart]:
     """Check that no experiment of the campaign started while it was paused.
 
-    Each source's applied directives (the campaign's and the all-campaign ones) give
-    intervals in which that source held the campaign paused or stopped: from a pause or
-    stop until that source's next resume (a stop never ends). An experiment that ran (done
-    or failed) with its start inside any such interval is reported. Experiments stopped by
-    a pause are requeued with no start time, so they do not count.
+    The store's applied directives are replayed as the log audit replays the log's
+    (`attestation.records.holding`): each source holds the campaign (or every campaign)
+    from a pause or stop until that source resumes it, a stop is final, and a fork that
+    pauses its parent holds the parent. An experiment that ran (done or failed) with its
+    start while held is reported. Experiments stopped by a pause are requeued with no
+    start time, so they do not count.
     """
-    ledger = DirectiveLedger(store)
+    from attestation.records import AppliedDirective, holding
+
     campaign = store.get_campaign(campaign_id)
-    intervals: list[tuple[Any, Any, str]] = []
-    open_since: dict[tuple[str, str], tuple[Any, str]] = {}
-    for d in ledger.list_applied(campaign.id):
-        key = (d.source, d.campaign_id)
-        label = f"{d.source} epoch {d.epoch} {d.kind}"
-        if d.kind in ("pause", "stop"):
-            open_since.setdefault(key, (d.applied_at, label))
-        elif d.kind in ("resume", "fork") and key in open_since:
-            since, what = open_since.pop(key)
-            intervals.append((since, d.applied_at, what))
-    intervals.extend((since, None, what) for since, what in open_since.values())
+    timeline = sorted(
+        (
+            AppliedDirective(
+                d.id,
+                d.source,
+                d.campaign_id,
+                d.epoch,
+                d.kind,
+                d.applied_at,
+                d.detail.get("parent")
+                if d.kind == "fork" and d.detail.get("pause_parent")
+                else None,
+                d.ref,
+            )
+            for d in DirectiveLedger(store).list_applied()
+        ),
+        key=lambda d: (d.applied_at, d.index),
+    )
     found = []
     for exp in store.list_experiments(campaign.id):
         if exp.started_at is None or exp.status not in ("done", "failed"):
             continue
-        for since, until, what in intervals:
-            if since <= exp.started_at and (until is None or exp.started_at < until):
-                found.append(PausedStart(exp.id, exp.seq, exp.started_at.isoformat(), what))
-                break
+        held = holding(timeline, campaign.id, exp.started_at)
+        if held is not None:
+            what = f"{held.source} epoch {held.epoch} {held.kind}"
+            found.append(PausedStart(exp.id, exp.seq, exp.started_at.isoformat(), what))
     return found
+
+
+def _paused_parent(d: DirectiveRow) -> str | None:
+    """The parent a fork directive pauses, if it does."""
+    pauses = d.kind == "fork" and d.detail.get("pause_parent") is True
+    return d.detail.get("parent") if pauses else None
 
 
 class DirectiveAcker(Protocol):
