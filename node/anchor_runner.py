@@ -62,7 +62,6 @@ class AnchorRunner:
         *,
         also: Sequence[Publisher] = (),
     ) -> None:
-        self.publisher = publisher
         self.publishers: list[Publisher] = [publisher, *also]
         self.checkpoints = checkpoints
         self.poll_s = poll_s

@@ -38,8 +38,12 @@ class Node:
     store: Store
     _log: NodeLog | None = field(default=None, repr=False)
     _anchoring: Anchoring | None = field(default=None, repr=False)
-    anchor_summary: AnchorSummary | None = field(default=None, repr=False)
     anchor_summaries: list[AnchorSummary] = field(default_factory=list, repr=False)
+
+    @property
+    def anchor_summary(self) -> AnchorSummary | None:
+        """The chain's summary of the last anchored run (the first target's)."""
+        return self.anchor_summaries[0] if self.anchor_summaries else None
 
     @property
     def key_path(self) -> Path:
@@ -200,7 +204,7 @@ class Node:
         finally:
             recorder.campaign_stop(campaign, reason)
             if anchors is not None:
-                self.anchor_summary = anchors.finish()
+                anchors.finish()
                 self.anchor_summaries = list(anchors.summaries)
         return summary
 
