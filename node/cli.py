@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from governance.chain import ChainGovernor
     from node.audit_icp import IcpFinding
     from node.runtime import Node
+    from node.store import OutboxRow
 
 # Commands import the loop (and so torch) only when they run: `init` and `--help` stay quick.
 
@@ -788,17 +789,31 @@ def cmd_chain(args: argparse.Namespace) -> int:
         chain_settings = node.settings.chain.model_copy(update={"rpc_url": args.rpc})
         node.settings = node.settings.model_copy(update={"chain": chain_settings})
     anchoring = node.anchoring()  # the embedded chain when no RPC URL is set
-    rows = Outbox(node.store).rows()
-    counts = {
-        s: sum(r.status == s for r in rows) for s in ("pending", "sent", "confirmed", "failed")
-    }
     print(
         f"chain {anchoring.chain.chain_id} at {anchoring.chain.label}, "
         f"head {anchoring.chain.head()}"
     )
     print(f"controller {anchoring.controller.address}; node {anchoring.publisher.address} approved")
-    print("outbox: " + ", ".join(f"{n} {s}" for s, n in counts.items()))
+    print("outbox: " + _outbox_line(Outbox(node.store).rows(), ("pending", "sent")))
+    icp = node.settings.icp
+    icp_rows = Outbox(node.store, "icp").rows()
+    if icp.anchor_canister or icp_rows:
+        where = f"canister {icp.anchor_canister} at {icp.url}" if icp.anchor_canister else "off"
+        print(f"icp outbox ({where}): " + _outbox_line(icp_rows, ("pending",)))
     return 0
+
+
+def _outbox_line(rows: list[OutboxRow], open_states: tuple[str, ...]) -> str:
+    """Counts per status, the latest confirmed size and why the oldest open root waits."""
+    states = (*open_states, "confirmed", "failed")
+    line = ", ".join(f"{sum(r.status == s for r in rows)} {s}" for s in states)
+    confirmed = [r.tree_size for r in rows if r.status == "confirmed"]
+    if confirmed:
+        line += f"; latest confirmed size {max(confirmed)}"
+    waiting = [r for r in rows if r.status in open_states and r.last_error]
+    if waiting:
+        line += f"; size {waiting[0].tree_size} waits: {waiting[0].last_error}"
+    return line
 
 
 def build_parser() -> argparse.ArgumentParser:

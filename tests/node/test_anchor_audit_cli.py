@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,7 @@ from logfix import small_config
 
 from node.cli import main
 from node.runtime import Node, open_node
+from node.store import Outbox
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
@@ -93,6 +95,15 @@ def test_demo_anchors_its_log_and_its_export_audits_with_chain_checks(
 def test_chain_status_reports_the_embedded_chain_and_its_outbox(
     home: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    node = open_node(home)
+    outbox = Outbox(node.store)
+    rows = outbox.rows()
+    latest = max(r.tree_size for r in rows)
+    waiting = outbox.enqueue(rows[0].log_id, latest + 4, bytes(32))
+    outbox.retry(waiting, "the RPC endpoint timed out", datetime.now(UTC))
+    node.store.close()
     code, out, _ = run(capsys, "--home", str(home), "chain", "status")
-    assert code == 0
-    assert "at embedded (" in out and "outbox: 0 pending, 0 sent," in out and "0 failed" in out
+    assert code == 0 and "at embedded (" in out
+    assert f"outbox: 1 pending, 0 sent, {len(rows)} confirmed, 0 failed" in out
+    assert f"latest confirmed size {latest}; size {latest + 4} waits: the RPC endpoint" in out
+    assert "icp outbox" not in out  # no canister configured and nothing queued for one

@@ -123,6 +123,19 @@ def test_the_canister_holds_the_latest_checkpoint_and_the_audit_passes(
     assert report["icp_anchor"]["root"] == a.root.hex()
 
 
+def test_chain_status_shows_both_outboxes(
+    anchored: Anchored, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["--home", str(anchored.home), "chain", "status"]) == 0
+    out = capsys.readouterr().out
+    node = open_node(anchored.home)
+    n = len(Outbox(node.store, "icp").rows())
+    node.store.close()
+    icp = f"icp outbox (canister {CANISTER} at {anchored.url}): 0 pending, {n} confirmed, 0 failed"
+    assert f"{icp}; latest confirmed size {anchored.size}" in out
+    assert f"0 sent, {n} confirmed, 0 failed; latest confirmed size {anchored.size}" in out
+
+
 def test_an_auditor_names_canister_and_root_key_and_each_mismatch_fails_with_its_cause(
     anchored: Anchored, capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
