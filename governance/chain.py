@@ -4,7 +4,8 @@ It connects to a JSON-RPC endpoint by URL, or to an embedded in-process EVM (eth
 on py-evm) for the demo and the fast tests; checks the chain id and that each contract
 address holds the code compiled from `contracts/`; deploys the contract set; signs
 transactions with a local key (nonce, EIP-1559 fees and gas estimated here); reads
-events; and translates every web3, provider and eth-tester failure into the `ChainError`
+events (in block windows that narrow while an endpoint refuses a wide eth_getLogs range);
+and translates every web3, provider and eth-tester failure into the `ChainError`
 tree, decoding reverts into the contracts' custom errors.
 
 On top of that: `Controller` (anchors, the node allow-list, acknowledgements),
@@ -77,6 +78,7 @@ REPLACEMENT_BUMP = 1.125  # geth and anvil want >= 10% higher fees to replace a 
 _ERROR_STRING = bytes.fromhex("08c379a0")  # Error(string)
 _PANIC = bytes.fromhex("4e487b71")  # Panic(uint256)
 REORG_RESCAN_BLOCKS = 12  # recent blocks read again when scanning events incrementally
+LOG_WINDOW = 5_000  # blocks per eth_getLogs request at first (public endpoints cap ranges)
 
 
 # -- artifacts ------------------------------------------------------------------------------
@@ -269,6 +271,7 @@ class Chain:
         self.chain_id = chain_id
         self.label = label
         self.faucet_key: bytes | None = None
+        self.log_window = LOG_WINDOW
         self._journal: Path | None = None
 
     @classmethod
@@ -350,6 +353,44 @@ class Chain:
 
     def head(self) -> int:
         return int(self._call("reading the block number", lambda: self._w3.eth.block_number))
+
+    def events(
+        self,
+        event: Any,
+        what: str,
+        *,
+        from_block: int = 0,
+        to_block: int | str = "latest",
+        filters: Mapping[str, Any] | None = None,
+    ) -> list[Any]:
+        """Every log of the contract event `event` (optionally filtered on indexed
+        arguments) from `from_block` to `to_block`, in chain order.
+
+        Read in windows of `log_window` blocks: public endpoints refuse a wide eth_getLogs
+        range or a large answer. A refused window is split in halves, and the narrower
+        window kept for later reads, until a single block is refused: that error is
+        raised. An endpoint that does not answer raises at once."""
+        last = self.head() if to_block == "latest" else int(to_block)
+        extra = {} if filters is None else {"argument_filters": dict(filters)}
+        found: list[Any] = []
+        start = from_block
+        while start <= last:
+            end = min(last, start + self.log_window - 1)
+            try:
+                found += self._call(what, event.get_logs, from_block=start, to_block=end, **extra)
+            except ChainUnavailableError:
+                raise
+            except ChainError as exc:
+                if end == start:
+                    raise
+                self.log_window = (end - start + 1) // 2
+                log.info(
+                    "eth_getLogs range narrowed",
+                    extra={"chain": self.label, "blocks": self.log_window, "error": str(exc)},
+                )
+                continue
+            start = end + 1
+        return found
 
     def block_hash(self, number: int) -> bytes | None:
         """The hash of block `number` on the current canonical chain, or None past the head."""
@@ -583,13 +624,12 @@ class Controller:
         self, log_id: bytes, *, from_block: int = 0, to_block: int | str = "latest"
     ) -> list[AnchorEvent]:
         """Every `LogRootAnchored` event of `log_id` in the block range, in chain order."""
-        event = self.contract.events.LogRootAnchored()
-        logs = self.chain._call(
+        logs = self.chain.events(
+            self.contract.events.LogRootAnchored(),
             "reading anchor events",
-            event.get_logs,
             from_block=from_block,
             to_block=to_block,
-            argument_filters={"logId": _bytes32(log_id, "log id")},
+            filters={"logId": _bytes32(log_id, "log id")},
         )
         return [
             AnchorEvent(
@@ -629,13 +669,11 @@ class Controller:
             filters["campaignId"] = _bytes32(campaign_key, "campaign key")
         if node is not None:
             filters["node"] = _checksum(node)
-        event = self.contract.events.DirectiveAcknowledged()
-        logs = self.chain._call(
+        logs = self.chain.events(
+            self.contract.events.DirectiveAcknowledged(),
             "reading acknowledgement events",
-            event.get_logs,
             from_block=from_block,
-            to_block="latest",
-            argument_filters=filters,
+            filters=filters,
         )
         return [
             AckEvent(
@@ -654,9 +692,7 @@ class Controller:
         events = []
         for name in ("NodeApproved", "NodeRevoked"):
             event = getattr(self.contract.events, name)()
-            logs = self.chain._call(
-                f"reading {name} events", event.get_logs, from_block=from_block, to_block="latest"
-            )
+            logs = self.chain.events(event, f"reading {name} events", from_block=from_block)
             events += [
                 (int(e["blockNumber"]), int(e["logIndex"]), name, e["args"]["node"]) for e in logs
             ]
@@ -705,11 +741,8 @@ class ControllerReader:
         for name in self.EVENTS:
             event = getattr(self.controller.contract.events, name)()
             try:
-                logs = self.controller.chain._call(
-                    f"reading {name} events",
-                    event.get_logs,
-                    from_block=from_block,
-                    to_block=to_block,
+                logs = self.controller.chain.events(
+                    event, f"reading {name} events", from_block=from_block, to_block=to_block
                 )
             except ChainError as exc:
                 raise SourceError(f"the EVM controller's events cannot be read: {exc}") from exc
@@ -868,10 +901,9 @@ class ChainGovernor:
             head = self.chain.head()
             start = max(self._start_block, self._scanned - REORG_RESCAN_BLOCKS)
             if head >= start:
-                event = self.contract.events.ProposalCreated()
-                logs = self.chain._call(
+                logs = self.chain.events(
+                    self.contract.events.ProposalCreated(),
                     "reading ProposalCreated events",
-                    event.get_logs,
                     from_block=start,
                     to_block=head,
                 )

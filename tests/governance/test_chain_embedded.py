@@ -17,6 +17,8 @@ from governance.chain import (
 )
 from governance.directives import ALL_CAMPAIGNS, DirectiveKind
 from governance.errors import (
+    ChainError,
+    ChainUnavailableError,
     ContractMismatchError,
     NodeNotApprovedError,
     TransactionRevertedError,
@@ -90,6 +92,61 @@ def test_outbox_anchors_every_checkpoint_once(embedded: Deployed) -> None:
     assert rows[1].gas_used is not None and rows[1].gas_used < 64 * 1000
     verified = verify_on(ctl, log_id, [(s, _root(s)) for s in (64, 128, 192)], [embedded.node])
     assert [v.tree_size for v in verified] == [64, 128, 192]
+
+
+def test_events_are_read_in_windows_narrowed_while_the_endpoint_refuses(
+    embedded: Deployed, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = Store.open("sqlite://")
+    chain = embedded.chain
+    ctl = Controller(chain, embedded.controller_address)
+    publisher = AnchorPublisher(Outbox(store), ctl, embedded.node_key, confirmations=1)
+    log_id = _root(1002)
+    for size in (8, 16, 24, 32):
+        publisher.submit(log_id, size, _root(size))
+    assert publisher.drain(timeout_s=30, poll_s=0)
+    whole = ctl.anchors(log_id)
+    assert [e.tree_size for e in whole] == [8, 16, 24, 32]
+    assert len({e.block_number for e in whole}) == 4  # one block each: windows split them
+
+    monkeypatch.setattr(chain, "log_window", 1)
+    assert ctl.anchors(log_id) == whole
+
+    asked: list[tuple[int, int]] = []
+    real = chain._w3.eth.get_logs
+
+    def capped(params: dict[str, object]) -> object:  # like a public endpoint's range cap
+        first, last = (int(str(params[k]), 0) for k in ("fromBlock", "toBlock"))
+        asked.append((first, last))
+        if last - first + 1 > 3:
+            raise ValueError({"code": -32005, "message": "query exceeds max block range 3"})
+        return real(params)
+
+    monkeypatch.setattr(chain, "log_window", 5_000)
+    monkeypatch.setattr(chain._w3.eth, "get_logs", capped)
+    assert ctl.anchors(log_id) == whole
+    assert chain.log_window <= 3 and all(b - a + 1 <= 3 for a, b in asked[-3:])
+    assert asked[-1][1] == chain.head()  # "latest" is the head when the read began
+
+    def refused(params: dict[str, object]) -> object:
+        asked.append((0, 0))
+        raise ValueError({"code": -32602, "message": "invalid filter"})
+
+    monkeypatch.setattr(chain._w3.eth, "get_logs", refused)
+    with pytest.raises(ChainError, match=r"reading anchor events on embedded.*invalid filter"):
+        ctl.anchors(log_id, from_block=whole[0].block_number)
+    assert chain.log_window == 1  # split down to one block before giving up
+
+    def down(params: dict[str, object]) -> object:
+        asked.append((0, 0))
+        raise ConnectionError("connection refused")
+
+    monkeypatch.setattr(chain, "log_window", 5_000)
+    monkeypatch.setattr(chain._w3.eth, "get_logs", down)
+    before = len(asked)
+    with pytest.raises(ChainUnavailableError, match="did not answer"):
+        ctl.anchors(log_id)
+    assert len(asked) == before + 1 and chain.log_window == 5_000  # no splitting
 
 
 def test_anchor_audit_names_missing_wrong_and_unapproved(embedded: Deployed) -> None:
