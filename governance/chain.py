@@ -8,10 +8,9 @@ events (in block windows that narrow while an endpoint refuses a wide eth_getLog
 and translates every web3, provider and eth-tester failure into the `ChainError`
 tree, decoding reverts into the contracts' custom errors.
 
-On top of that: `Controller` (anchors, the node allow-list, acknowledgements),
-`ControllerReader` (the controller as a directive source's reader), `ChainGovernor` (the
-Governor for the `/gov` routes: reads, and relayed ballots and keeper calls paid by a
-relayer key) and `ChainAcker` (a node acknowledging applied directives).
+On top of that: `Controller` (anchors, the node allow-list, acknowledgements) and
+`ControllerReader` (the controller as a directive source's reader). The Governor relay
+and the node's acknowledgements are in `governance.relay`.
 """
 
 from __future__ import annotations
@@ -20,7 +19,6 @@ import ast
 import json
 import logging
 import re
-import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import cache
@@ -45,23 +43,15 @@ from web3.exceptions import (
     Web3RPCError,
 )
 
-from governance.ballots import Ballot, GovernorDomain, ProposalInfo, ProposalState
-from governance.directives import campaign_of_key
 from governance.errors import (
-    BadSignatureError,
     ChainError,
     ChainUnavailableError,
     ContractMismatchError,
-    GovernanceError,
-    NodeNotApprovedError,
     NonceError,
     NotAnEvmNodeError,
-    ProposalStateError,
-    ReplayError,
     SourceError,
     TransactionRevertedError,
     UnfundedAccountError,
-    UnknownProposalError,
     WrongChainError,
 )
 from governance.evm_source import ControllerEvent
@@ -77,7 +67,6 @@ GAS_MARGIN = 1.2  # estimates can fall short when state changes between estimate
 REPLACEMENT_BUMP = 1.125  # geth and anvil want >= 10% higher fees to replace a pending tx
 _ERROR_STRING = bytes.fromhex("08c379a0")  # Error(string)
 _PANIC = bytes.fromhex("4e487b71")  # Panic(uint256)
-REORG_RESCAN_BLOCKS = 12  # recent blocks read again when scanning events incrementally
 LOG_WINDOW = 5_000  # blocks per eth_getLogs request at first (public endpoints cap ranges)
 
 
@@ -342,7 +331,7 @@ class Chain:
 
     # -- reads
 
-    def _call(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+    def call(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
         """Run one web3 call, translating its failures into ChainError."""
         try:
             return fn(*args, **kwargs)
@@ -352,7 +341,7 @@ class Chain:
             raise translate(exc, f"{what} on {self.label}") from exc
 
     def head(self) -> int:
-        return int(self._call("reading the block number", lambda: self._w3.eth.block_number))
+        return int(self.call("reading the block number", lambda: self._w3.eth.block_number))
 
     def events(
         self,
@@ -377,7 +366,7 @@ class Chain:
         while start <= last:
             end = min(last, start + self.log_window - 1)
             try:
-                found += self._call(what, event.get_logs, from_block=start, to_block=end, **extra)
+                found += self.call(what, event.get_logs, from_block=start, to_block=end, **extra)
             except ChainUnavailableError:
                 raise
             except ChainError as exc:
@@ -404,19 +393,19 @@ class Chain:
 
     def timestamp(self) -> int:
         """The latest block's timestamp: the chain's clock (timelock delays count in it)."""
-        block = self._call("reading the latest block", self._w3.eth.get_block, "latest")
+        block = self.call("reading the latest block", self._w3.eth.get_block, "latest")
         return int(block["timestamp"])
 
     def balance(self, address: str) -> Wei:
-        return Wei(int(self._call("reading a balance", self._w3.eth.get_balance, address)))
+        return Wei(int(self.call("reading a balance", self._w3.eth.get_balance, address)))
 
     def nonce(self, address: str, *, pending: bool = False) -> int:
         """The next nonce of `address`: counting mined transactions, or pending ones too."""
         tag = "pending" if pending else "latest"
-        return int(self._call("reading a nonce", self._w3.eth.get_transaction_count, address, tag))
+        return int(self.call("reading a nonce", self._w3.eth.get_transaction_count, address, tag))
 
     def code(self, address: str) -> bytes:
-        return bytes(self._call("reading contract code", self._w3.eth.get_code, address))
+        return bytes(self.call("reading contract code", self._w3.eth.get_code, address))
 
     def receipt(self, tx_hash: bytes) -> Receipt | None:
         """The receipt of `tx_hash` on the current chain, or None if it is not mined there."""
@@ -439,7 +428,7 @@ class Chain:
     def contract(self, name: str, address: str, *, check_code: bool = True) -> Contract:
         """A handle on contract `name` at `address`, refusing an address with other code."""
         art = artifact(name)
-        checksummed = _checksum(address)
+        checksummed = checksum_address(address)
         if check_code:
             code = self.code(checksummed)
             if not code:
@@ -458,7 +447,7 @@ class Chain:
 
     def fees(self) -> dict[str, int]:
         """EIP-1559 fee fields: twice the latest base fee plus the priority fee."""
-        block = self._call("reading the latest block", self._w3.eth.get_block, "latest")
+        block = self.call("reading the latest block", self._w3.eth.get_block, "latest")
         base = int(block.get("baseFeePerGas") or 0)
         try:
             tip = int(self._w3.eth.max_priority_fee)
@@ -496,7 +485,7 @@ class Chain:
                 tx_fields[name] = max(tx_fields[name], bumped)
         tx_fields["chainId"] = self.chain_id
         if gas is None:
-            estimate = self._call(
+            estimate = self.call(
                 "estimating gas", call.estimate_gas, {"from": sender, "value": value}
             )
             gas = int(estimate * GAS_MARGIN)
@@ -508,7 +497,7 @@ class Chain:
                 f"account {sender} on {self.label} holds {balance} wei but the transaction "
                 f"may cost up to {cost} wei; fund it and retry"
             )
-        tx = self._call("building a transaction", call.build_transaction, tx_fields)
+        tx = self.call("building a transaction", call.build_transaction, tx_fields)
         signed = acct.sign_transaction(tx)
         return SignedTx(
             tx_hash=bytes(signed.hash),
@@ -522,7 +511,7 @@ class Chain:
         acct: LocalAccount = Account.from_key(key)
         fees = self.fees()
         tx: dict[str, Any] = {
-            "to": _checksum(to),
+            "to": checksum_address(to),
             "value": value,
             "gas": 21_000,
             "nonce": self.nonce(acct.address, pending=True),
@@ -548,7 +537,7 @@ class Chain:
 
     def wait(self, tx_hash: bytes, timeout_s: float = 60.0) -> Receipt:
         """Wait until `tx_hash` is mined; raise TransactionRevertedError if it failed."""
-        self._call(
+        self.call(
             "waiting for a receipt",
             self._w3.eth.wait_for_transaction_receipt,
             tx_hash,
@@ -570,7 +559,7 @@ class Chain:
 
     def rpc(self, method: str, params: Sequence[Any]) -> Any:
         """A raw JSON-RPC request (tests use it for anvil's evm_* methods)."""
-        response = self._call(method, self._w3.provider.make_request, method, list(params))
+        response = self.call(method, self._w3.provider.make_request, method, list(params))
         if "error" in response:
             raise ChainError(f"{method} failed on {self.label}: {response['error']}")
         return response.get("result")
@@ -607,16 +596,16 @@ class Controller:
         return self.chain.sign(key, call, nonce=nonce, replaces=replaces)
 
     def log_head(self, log_id: bytes) -> tuple[Address, int]:
-        node, size = self.chain._call(
+        node, size = self.chain.call(
             "reading logHead", self.contract.functions.logHead(_bytes32(log_id, "log id")).call
         )
         return Address(node), int(size)
 
     def node_approved(self, address: str) -> bool:
         return bool(
-            self.chain._call(
+            self.chain.call(
                 "reading nodeApproved",
-                self.contract.functions.nodeApproved(_checksum(address)).call,
+                self.contract.functions.nodeApproved(checksum_address(address)).call,
             )
         )
 
@@ -652,9 +641,9 @@ class Controller:
     def acknowledged_epoch(self, campaign_key: bytes, node: str) -> int:
         """The last epoch of the campaign that `node` acknowledged (0: none)."""
         call = self.contract.functions.acknowledgedEpoch(
-            _bytes32(campaign_key, "campaign key"), _checksum(node)
+            _bytes32(campaign_key, "campaign key"), checksum_address(node)
         ).call
-        return int(self.chain._call("reading acknowledgedEpoch", call))
+        return int(self.chain.call("reading acknowledgedEpoch", call))
 
     def acknowledgements(
         self,
@@ -668,7 +657,7 @@ class Controller:
         if campaign_key is not None:
             filters["campaignId"] = _bytes32(campaign_key, "campaign key")
         if node is not None:
-            filters["node"] = _checksum(node)
+            filters["node"] = checksum_address(node)
         logs = self.chain.events(
             self.contract.events.DirectiveAcknowledged(),
             "reading acknowledgement events",
@@ -763,7 +752,7 @@ class ControllerReader:
         at: int | str = self._at if self._at is not None else "latest"
         try:
             return int(
-                self.controller.chain._call("reading effectiveStatus", call, block_identifier=at)
+                self.controller.chain.call("reading effectiveStatus", call, block_identifier=at)
             )
         except TransactionRevertedError as exc:
             if exc.reason.startswith("UnknownCampaign("):
@@ -771,287 +760,6 @@ class ControllerReader:
             raise SourceError(f"effectiveStatus reverted: {exc}") from exc
         except ChainError as exc:
             raise SourceError(f"the EVM controller cannot be read: {exc}") from exc
-
-
-# -- the Governor and acknowledgements ----------------------------------------------------
-
-
-class ChainGovernor:
-    """`governance.ballots.GovernorClient` over the DaoGovernor of a deployment.
-
-    Reads are contract calls (descriptions come from `ProposalCreated` events, scanned
-    once and cached). `castVoteBySig`, `queue` and `execute` are transactions signed with
-    the relayer's key: the relayer pays gas and needs no votes (a relayed ballot counts
-    the voter's own power). Each is estimated before it is signed, so a call the Governor
-    would refuse raises before anything is sent, as the error the API maps to a status:
-    UnknownProposalError, ProposalStateError (not active, not succeeded, not queued, the
-    timelock delay not over), BadSignatureError or ReplayError; other reverts stay a
-    TransactionRevertedError naming the contract's error. The transaction methods return
-    the 0x hash once the transaction is mined. Safe to call from several threads.
-    """
-
-    def __init__(
-        self,
-        chain: Chain,
-        governor: str,
-        controller: str,
-        relayer_key: bytes,
-        *,
-        start_block: int = 0,
-        check_code: bool = True,
-    ) -> None:
-        self.chain = chain
-        self.contract = chain.contract("DaoGovernor", governor, check_code=check_code)
-        self.address = Address(self.contract.address)
-        self._controller = Controller(chain, controller, check_code=check_code).address
-        self.relayer_key = relayer_key
-        self.relayer = address_of(relayer_key)
-        self._domain: GovernorDomain | None = None
-        self._descriptions: dict[int, str] = {}
-        self._start_block = start_block
-        self._scanned = start_block
-        self._scan_lock = threading.Lock()
-        self._send_lock = threading.Lock()
-
-    @classmethod
-    def from_deployment(
-        cls, chain: Chain, deployment: Deployment, relayer_key: bytes
-    ) -> ChainGovernor:
-        return cls(
-            chain,
-            deployment.addresses["DaoGovernor"],
-            deployment.addresses["CampaignController"],
-            relayer_key,
-            start_block=deployment.block_number,
-        )
-
-    # -- reads
-
-    def _read(self, function: str, *args: Any) -> Any:
-        call = getattr(self.contract.functions, function)(*args).call
-        return self.chain._call(f"reading {function} from the Governor", call)
-
-    def domain(self) -> GovernorDomain:
-        if self._domain is None:  # name and version are fixed at construction
-            name, version = str(self._read("name")), str(self._read("version"))
-            self._domain = GovernorDomain(name, self.chain.chain_id, self.address, version)
-        return self._domain
-
-    def controller(self) -> str:
-        return self._controller
-
-    def proposals(self) -> list[ProposalInfo]:
-        descriptions = self._scan_descriptions()
-        found = []
-        for i in range(int(self._read("proposalCount"))):
-            pid = int(self._read("proposalDetailsAt", i)[0])
-            state = self._state(pid)
-            if state is not None:
-                found.append(self._info(pid, state, descriptions))
-        return found
-
-    def proposal(self, proposal_id: int) -> ProposalInfo | None:
-        state = self._state(proposal_id)
-        if state is None:
-            return None
-        return self._info(proposal_id, state, self._scan_descriptions())
-
-    def nonce(self, voter: str) -> int:
-        return int(self._read("nonces", _checksum(voter)))
-
-    def has_voted(self, proposal_id: int, voter: str) -> bool:
-        return bool(self._read("hasVoted", proposal_id, _checksum(voter)))
-
-    def votes_at(self, voter: str, timepoint: int) -> int:
-        return int(self._read("getVotes", _checksum(voter), timepoint))
-
-    def relayer_votes(self) -> int:
-        """The relayer's own voting power now (it should have none: it only pays gas)."""
-        token = self.chain.contract("GovToken", str(self._read("token")))
-        call = token.functions.getVotes(self.relayer).call
-        return int(self.chain._call("reading the relayer's votes", call))
-
-    def _state(self, proposal_id: int) -> ProposalState | None:
-        try:
-            return ProposalState(int(self._read("state", proposal_id)))
-        except TransactionRevertedError as exc:
-            if _error_name(exc.reason) == "GovernorNonexistentProposal":
-                return None
-            raise
-
-    def _info(
-        self, proposal_id: int, state: ProposalState, descriptions: Mapping[int, str]
-    ) -> ProposalInfo:
-        against, votes_for, abstain = self._read("proposalVotes", proposal_id)
-        return ProposalInfo(
-            proposal_id=proposal_id,
-            state=state,
-            snapshot=int(self._read("proposalSnapshot", proposal_id)),
-            deadline=int(self._read("proposalDeadline", proposal_id)),
-            votes_for=int(votes_for),
-            votes_against=int(against),
-            votes_abstain=int(abstain),
-            description=descriptions.get(proposal_id, ""),
-        )
-
-    def _scan_descriptions(self) -> dict[int, str]:
-        """Proposal id -> description, from the `ProposalCreated` events not read yet (the
-        last few blocks again, so an event a reorg moved is still found)."""
-        with self._scan_lock:
-            head = self.chain.head()
-            start = max(self._start_block, self._scanned - REORG_RESCAN_BLOCKS)
-            if head >= start:
-                logs = self.chain.events(
-                    self.contract.events.ProposalCreated(),
-                    "reading ProposalCreated events",
-                    from_block=start,
-                    to_block=head,
-                )
-                for e in logs:
-                    self._descriptions[int(e["args"]["proposalId"])] = str(e["args"]["description"])
-                self._scanned = head + 1
-            return dict(self._descriptions)
-
-    # -- transactions from the relayer
-
-    def cast_vote_by_sig(self, ballot: Ballot) -> str:
-        call = self.contract.functions.castVoteBySig(
-            ballot.proposal_id, ballot.support, _checksum(ballot.voter), ballot.signature
-        )
-        return self._send("castVoteBySig", ballot.proposal_id, call)
-
-    def queue(self, proposal_id: int) -> str:
-        call = self.contract.get_function_by_signature("queue(uint256)")(proposal_id)
-        return self._send("queue", proposal_id, call)
-
-    def execute(self, proposal_id: int) -> str:
-        call = self.contract.get_function_by_signature("execute(uint256)")(proposal_id)
-        return self._send("execute", proposal_id, call)
-
-    def _send(self, action: str, proposal_id: int, call: Any) -> str:
-        try:
-            with self._send_lock:  # one pending nonce at a time for the relayer
-                signed = self.chain.sign(self.relayer_key, call)
-                self.chain.broadcast(signed.raw)
-            self.chain.wait(signed.tx_hash)
-        except TransactionRevertedError as exc:
-            raise self._refusal(action, proposal_id, exc) from exc
-        log.info("relayed", extra={"action": action, "tx": "0x" + signed.tx_hash.hex()})
-        return "0x" + signed.tx_hash.hex()
-
-    def _refusal(self, action: str, pid: int, exc: TransactionRevertedError) -> GovernanceError:
-        """The Governor's refusal of `action` as the error a caller can act on."""
-        name = _error_name(exc.reason)
-        if name == "GovernorNonexistentProposal":
-            return UnknownProposalError(f"no proposal {pid} on the Governor {self.address}")
-        if name == "GovernorInvalidSignature":
-            return BadSignatureError(
-                f"the Governor refused the ballot's signature ({exc.reason}): it does not "
-                "match the voter's current nonce (a replay) or what was signed; sign a new one"
-            )
-        if name == "GovernorAlreadyCastVote":
-            return ReplayError(f"the Governor says the voter has voted on {pid} already")
-        if name in ("GovernorUnexpectedProposalState", "TimelockUnexpectedOperationState"):
-            return ProposalStateError(self._state_problem(action, pid, exc.reason))
-        return exc
-
-    def _state_problem(self, action: str, pid: int, reason: str) -> str:
-        try:
-            state = self._state(pid)
-            if state is None:
-                return f"no proposal {pid} on the Governor {self.address}"
-            if action == "castVoteBySig":
-                return (
-                    f"proposal {pid} is {state.name.lower()}, not active: only an active "
-                    "one takes votes"
-                )
-            if action == "queue":
-                return (
-                    f"proposal {pid} is {state.name.lower()}: only a succeeded proposal can "
-                    "be queued"
-                )
-            if state is ProposalState.SUCCEEDED:
-                return f"proposal {pid} has succeeded but is not queued yet: queue it first"
-            if state is ProposalState.QUEUED:
-                eta, now = int(self._read("proposalEta", pid)), self.chain.timestamp()
-                return (
-                    f"proposal {pid} is queued in the timelock until {eta} (chain time now "
-                    f"{now}, {max(0, eta - now)} s to go): execute it after that"
-                )
-            return (
-                f"proposal {pid} is {state.name.lower()}: only a queued proposal whose "
-                "timelock delay has passed can be executed"
-            )
-        except ChainError:
-            return f"the Governor refused {action} of proposal {pid}: {reason}"
-
-
-class ChainAcker:
-    """`node.gov_records.DirectiveAcker` on the controller: sends
-    `acknowledge(campaignId, epoch, logEntryHash)` signed with the node's chain key and
-    waits until it is mined; returns the 0x transaction hash.
-
-    The node's address must be on the controller's allow-list: otherwise the call raises
-    NodeNotApprovedError before anything is sent. An epoch this node acknowledged already
-    (a restart after the transaction but before the store noted it) returns the earlier
-    acknowledgement's hash instead of failing.
-    """
-
-    def __init__(self, controller: Controller, node_key: bytes) -> None:
-        self.controller = controller
-        self.key = node_key
-        self.address = address_of(node_key)
-
-    def check_approved(self) -> None:
-        """Raise NodeNotApprovedError unless this node may acknowledge directives."""
-        if not self.controller.node_approved(self.address):
-            raise self._not_approved()
-
-    def acknowledge(self, campaign_key: bytes, epoch: int, entry_hash: bytes) -> str:
-        call = self.controller.acknowledge_call(campaign_key, epoch, entry_hash)
-        try:
-            receipt = self.controller.chain.send(self.key, call)
-        except TransactionRevertedError as exc:
-            name = _error_name(exc.reason)
-            if name == "NodeNotApproved":
-                raise self._not_approved() from exc
-            if name == "EpochAlreadyAcknowledged":
-                earlier = self.controller.acknowledgements(
-                    campaign_key=campaign_key, node=self.address
-                )
-                for ack in earlier:
-                    if ack.epoch == epoch:
-                        return "0x" + ack.tx_hash.hex()
-            if name == "UnknownCampaign":
-                raise TransactionRevertedError(
-                    f"campaign {_campaign_label(campaign_key)} is not registered on the "
-                    f"CampaignController {self.controller.address}: its directive "
-                    f"{epoch} cannot be acknowledged there",
-                    exc.reason,
-                ) from exc
-            raise
-        return "0x" + receipt.tx_hash.hex()
-
-    def _not_approved(self) -> NodeNotApprovedError:
-        return NodeNotApprovedError(
-            f"node address {self.address} is not approved on the CampaignController "
-            f"{self.controller.address} ({self.controller.chain.label}), so it cannot "
-            "acknowledge directives (it still obeys them); ask governance to approve it "
-            "(approveNode)"
-        )
-
-
-def _error_name(reason: str) -> str:
-    """`Name` of a decoded custom error `Name(args)`; "" for anything else."""
-    match = re.match(r"([A-Za-z_][A-Za-z0-9_]*)\(", reason)
-    return match.group(1) if match else ""
-
-
-def _campaign_label(key: bytes) -> str:
-    try:
-        return campaign_of_key(key)
-    except ValueError:
-        return "0x" + key.hex()
 
 
 def deploy(
@@ -1074,14 +782,14 @@ def deploy(
     a DAO vote governs. The guardian defaults to the deployer.
     """
     deployer = address_of(deployer_key)
-    guardian_address = _checksum(guardian) if guardian else deployer
+    guardian_address = checksum_address(guardian) if guardian else deployer
     start = chain.head()
 
     def create(name: str, *args: Any) -> Address:
         art = artifact(name)
         factory = chain._w3.eth.contract(abi=art.abi, bytecode=art.bytecode)
         receipt = chain.send(deployer_key, factory.constructor(*args))
-        raw = chain._call(
+        raw = chain.call(
             "reading a receipt", chain._w3.eth.get_transaction_receipt, receipt.tx_hash
         )
         return Address(raw["contractAddress"])
@@ -1099,7 +807,7 @@ def deploy(
     admin = tl.functions.DEFAULT_ADMIN_ROLE().call()
     gov_role = ctl.functions.GOVERNANCE_ROLE().call()
     for node in nodes:
-        chain.send(deployer_key, ctl.functions.approveNode(_checksum(node), bytes(32)))
+        chain.send(deployer_key, ctl.functions.approveNode(checksum_address(node), bytes(32)))
     chain.send(deployer_key, tl.functions.grantRole(proposer, governor))
     chain.send(deployer_key, tl.functions.grantRole(canceller, governor))
     chain.send(deployer_key, tl.functions.renounceRole(admin, deployer))
@@ -1191,7 +899,7 @@ def _short(exc: BaseException) -> str:
     return text if len(text) <= 300 else text[:300] + "..."
 
 
-def _checksum(address: str) -> Address:
+def checksum_address(address: str) -> Address:
     try:
         return Address(to_checksum_address(address))
     except (ValueError, TypeError):

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from fastapi import FastAPI
 
     from attestation.tee.policy import Policy
-    from governance.chain import ChainGovernor
+    from governance.relay import ChainGovernor
     from node.audit_icp import IcpFinding
     from node.runtime import Node
     from node.store import OutboxRow
@@ -539,7 +539,7 @@ def serve_governor(node: Node) -> ChainGovernor | None:
     (chain id, contract code) and `api.relayer_key_path` (default: the node's chain key)
     pays the gas; it needs no votes, and a warning says so if it has some.
     """
-    from governance.chain import ChainGovernor
+    from governance.relay import ChainGovernor
     from node.chain_home import DEPLOYMENT_FILE, connect_deployed, load_key, read_key_file
 
     settings = node.settings

@@ -229,9 +229,10 @@ def chain_acks(node: Node, sources: Iterable[DirectiveSource]) -> OnChainAcks | 
     """On-chain acknowledgements for the EVM controller among `sources` (None without
     one), sent with the node's chain key over a connection of their own. A node not on
     the controller's allow-list still obeys; a warning says its acknowledgements fail."""
-    from governance.chain import ChainAcker, Controller
+    from governance.chain import Controller
     from governance.errors import NodeNotApprovedError
     from governance.evm_source import EvmSource
+    from governance.relay import ChainAcker
     from node.chain_home import connect_deployed, load_key
 
     evm = next((s for s in sources if isinstance(s, EvmSource)), None)

@@ -12,9 +12,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from governance.chain import Chain, ChainGovernor, Deployment, address_of, new_private_key
+from governance.chain import Chain, Deployment, address_of, new_private_key
 from governance.directives import campaign_key
 from governance.proposals import Prepared
+from governance.relay import ChainGovernor
 
 
 @dataclass

@@ -28,10 +28,11 @@ from gov_fakes import GatedEngineer
 
 from attestation.audit import verify_bundle
 from governance.ballots import GovernorDomain, sign_ballot
-from governance.chain import Chain, ChainGovernor, Controller, address_of
+from governance.chain import Chain, Controller, address_of
 from governance.directives import campaign_key
 from governance.errors import TransactionRevertedError
 from governance.proposals import Prepared
+from governance.relay import ChainGovernor
 from node.campaign import Budget, CampaignConfig
 from node.chain_home import load_deployment, load_key
 from node.cli import main, serve_app, serve_governor

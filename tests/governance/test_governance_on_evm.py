@@ -24,8 +24,6 @@ from pydantic import SecretStr
 from governance.ballots import sign_ballot
 from governance.chain import (
     Chain,
-    ChainAcker,
-    ChainGovernor,
     Controller,
     ControllerReader,
     address_of,
@@ -42,6 +40,7 @@ from governance.errors import (
 )
 from governance.evm_source import EvmSource
 from governance.proposals import DirectiveCall, prepare
+from governance.relay import ChainAcker, ChainGovernor
 from governance.watcher import Watcher
 from node.api import create_app
 from node.campaign import Budget, CampaignConfig

@@ -3,7 +3,7 @@
 Each operation's strategy is drawn by hypothesis directly (schemathesis' pytest plugin
 does not load under this pytest); a handful of examples per operation keeps it short.
 The API is driven twice: over a fake Governor, and over the real relay
-(`governance.chain.ChainGovernor`) on the embedded EVM with the contracts deployed and
+(`governance.relay.ChainGovernor`) on the embedded EVM with the contracts deployed and
 one live proposal, so the relay's own error paths (estimates, reverts) are reached too.
 """
 
@@ -18,9 +18,10 @@ from hypothesis import strategies as st
 from pydantic import SecretStr
 
 from governance.ballots import GovernorClient
-from governance.chain import Chain, ChainGovernor, deploy
+from governance.chain import Chain, deploy
 from governance.directives import DirectiveKind
 from governance.proposals import DirectiveCall, prepare
+from governance.relay import ChainGovernor
 from node.api import create_app
 from node.store import DirectiveLedger, Store
 
