@@ -326,20 +326,33 @@ class Store:
                 ).first()
                 if found is None:
                     return None
-                claimed = s.exec(
-                    sa.update(Experiment)
-                    .where(col(Experiment.id) == found, col(Experiment.status) == "queued")
-                    .values(
-                        status="running",
-                        attempts=col(Experiment.attempts) + 1,
-                        started_at=self._now(),
-                        finished_at=None,
-                    )
-                    .execution_options(synchronize_session=False)
-                )
-                if claimed.rowcount == 1:
+                if self._claim(s, found):
                     return experiment_row(self._experiment(s, found))
                 # Another worker took it between our SELECT and UPDATE: try the next one.
+
+    def start_experiment(self, experiment_id: str) -> ExperimentRow:
+        """Claim one named queued experiment (as `claim_next_experiment` does for the
+        oldest). Raises ConflictError if it is not queued."""
+        with self._session(write=True) as s:
+            if not self._claim(s, experiment_id):
+                current = self._experiment(s, experiment_id)
+                raise ConflictError(f"experiment {experiment_id} is {current.status}, not queued")
+            return experiment_row(self._experiment(s, experiment_id))
+
+    def _claim(self, s: Session, experiment_id: str) -> bool:
+        """queued -> running in one conditional UPDATE; False if it was not queued."""
+        claimed = s.exec(
+            sa.update(Experiment)
+            .where(col(Experiment.id) == experiment_id, col(Experiment.status) == "queued")
+            .values(
+                status="running",
+                attempts=col(Experiment.attempts) + 1,
+                started_at=self._now(),
+                finished_at=None,
+            )
+            .execution_options(synchronize_session=False)
+        )
+        return bool(claimed.rowcount == 1)
 
     def finish_experiment(
         self,
@@ -611,26 +624,6 @@ class Store:
             return [event_row(r) for r in s.exec(query)]
 
     # -- LLM exchanges ------------------------------------------------------------------------
-
-    def start_experiment(self, experiment_id: str) -> ExperimentRow:
-        """Claim one named queued experiment (as `claim_next_experiment` does for the
-        oldest). Raises ConflictError if it is not queued."""
-        with self._session(write=True) as s:
-            claimed = s.exec(
-                sa.update(Experiment)
-                .where(col(Experiment.id) == experiment_id, col(Experiment.status) == "queued")
-                .values(
-                    status="running",
-                    attempts=col(Experiment.attempts) + 1,
-                    started_at=self._now(),
-                    finished_at=None,
-                )
-                .execution_options(synchronize_session=False)
-            )
-            if claimed.rowcount != 1:
-                current = self._experiment(s, experiment_id)
-                raise ConflictError(f"experiment {experiment_id} is {current.status}, not queued")
-            return experiment_row(self._experiment(s, experiment_id))
 
     def add_llm_exchanges(
         self,
