@@ -58,6 +58,12 @@ def lineage_lines(node: Node, camp: CampaignRow) -> list[str]:
         lines.append(f"forked from {parent.id} ({parent.name}) at {_position(camp.fork_tree_size)}")
     for child in ledger.children(camp.id):
         lines.append(f"forked to {child.id} ({child.name}) at {_position(child.fork_tree_size)}")
+    for d in ledger.list_applied():  # refused forks are filed under the child they named
+        if d.kind == "fork" and "refused" in d.detail and d.detail.get("parent") == camp.id:
+            lines.append(
+                f"fork to {d.campaign_id} refused (epoch {d.epoch} from {d.source}): "
+                f"{d.detail['refused']}"
+            )
     for d in ledger.list_applied(camp.id):
         ack = f"acknowledged {d.ack_ref}" if d.ack_ref else "not yet acknowledged"
         scope = "all campaigns" if d.campaign_id == "*" else "this campaign"

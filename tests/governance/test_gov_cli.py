@@ -99,6 +99,14 @@ def test_campaign_show_prints_lineage_and_directives(
     out = capsys.readouterr().out
     assert f"forked to {child.id} (x-child) at log size 3" in out
     assert "directive pause epoch 2 from evm" in out and "not yet acknowledged" in out
+    assert "refused" not in out
+    why = "the fork's checkpoint root 0x00 is not this node's log root at size 9"
+    detail = {"parent": parent.id, "refused": why}
+    ledger.record(source="evm", campaign_id="x-bad", epoch=1, kind="fork", ref="0x1", detail=detail)
+    assert main(["--home", str(home), "campaign", "show", parent.id]) == 0
+    assert f"fork to x-bad refused (epoch 1 from evm): {why}" in capsys.readouterr().out
+    assert main(["--home", str(home), "campaign", "show", child.id]) == 0
+    assert "x-bad" not in capsys.readouterr().out
     assert main(["--home", str(home), "gov", "directives", child.id]) == 0
     assert f"forked from {parent.id} (x) at log size 3" in capsys.readouterr().out
 
