@@ -513,8 +513,40 @@ def cmd_serve(args: argparse.Namespace) -> int:
     node = open_node(args.home)
     host = args.host or node.settings.api.host
     port = args.port or node.settings.api.port
+    _check_listen(host, port)
     uvicorn.run(serve_app(node), host=host, port=port, log_level="warning")
     return 0
+
+
+def _check_listen(host: str, port: int) -> None:
+    """ConfigError naming why `host:port` cannot be listened on (a bad host, a port in
+    use), before anything starts."""
+    import socket
+
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except (socket.gaierror, UnicodeError) as exc:
+        raise ConfigError(
+            f"cannot listen on {host}:{port}: the host does not resolve ({exc})"
+        ) from None
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+
+
+def _port(text: str) -> int:
+    """argparse type: a TCP port, 1 to 65535."""
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"port {port} is outside 1-65535")
+    return port
 
 
 def serve_app(node: Node) -> FastAPI:
@@ -928,7 +960,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("serve", help="serve the HTTP API (read-only, and the /gov relay)")
     p.add_argument("--host")
-    p.add_argument("--port", type=int)
+    p.add_argument("--port", type=_port)
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("icp", help="Internet Computer: node principal, certificates, anchors")

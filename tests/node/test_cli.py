@@ -70,6 +70,25 @@ def test_help_describes_each_command(argv: list[str], capsys: pytest.CaptureFixt
     assert out.startswith("usage: asi-node")
 
 
+def test_serve_names_a_port_it_cannot_listen_on_before_starting(
+    home: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        code, _, err = run(capsys, "--home", str(home), "serve", "--port", str(port))
+    assert code == 2 and f"cannot listen on 127.0.0.1:{port}: Address already in use" in err
+    code, _, err = run(capsys, "--home", str(home), "serve", "--host", "no-such-host.invalid")
+    assert code == 2 and "no-such-host.invalid:8787: the host does not resolve" in err
+    for bad, why in (("70000", "port 70000 is outside 1-65535"), ("http", "'http' is not a port")):
+        with pytest.raises(SystemExit) as exc:
+            main(["--home", str(home), "serve", "--port", bad])
+        assert exc.value.code == 2 and why in capsys.readouterr().err
+
+
 def test_init_twice_refuses_to_overwrite(home: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code, _, err = run(capsys, "--home", str(home), "init")
     assert code == 2 and "force" in err and "Traceback" not in err
