@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import logging
@@ -201,12 +202,27 @@ def cmd_log(args: argparse.Namespace) -> int:
     tlog = node.log()
     tlog.checkpoint()  # the bundle covers everything appended so far
     bundle = tlog.export()
-    args.path.write_bytes(bundle.to_bytes())
+    write_file(args.path, bundle.to_bytes())
     print(
         f"wrote {args.path}: {len(bundle.entries)} entries, {len(bundle.checkpoints)} "
         f"checkpoints, node {tlog.node_id}"
     )
     return 0
+
+
+def write_file(path: Path, data: bytes, *, mkdir: bool = False) -> None:
+    """Write an output file whole or not at all (a temporary file beside it, renamed);
+    ConfigError names the path when it cannot be written."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        if mkdir:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_bytes(data)
+        tmp.replace(path)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        raise ConfigError(f"cannot write {path}: {exc.strerror or exc}") from None
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
@@ -356,7 +372,7 @@ def _demo_llm(node: Node, url: str | None, model: str | None) -> Any:
 
 
 def cmd_campaign(args: argparse.Namespace) -> int:
-    from node.campaign import CampaignConfig, load_config
+    from node.campaign import CampaignConfig, load_config, parse_config
     from node.runtime import open_node
 
     node = open_node(args.home)
@@ -370,7 +386,7 @@ def cmd_campaign(args: argparse.Namespace) -> int:
                 updates["budget"] = config.budget.model_copy(
                     update={"max_candidates": args.candidates}
                 )
-            config = CampaignConfig.model_validate(config.model_copy(update=updates).model_dump())
+            config = parse_config(config.model_copy(update=updates).model_dump(), "campaign create")
         camp = node.store.create_campaign(args.name, config.model_dump(mode="json"))
         print(f"created campaign {camp.id} ({camp.name}), config {camp.config_hash}")
         return 0
@@ -739,8 +755,7 @@ def cmd_attest(args: argparse.Namespace) -> int:
                 gpus=args.gpus or section.gpus,
             )
             out = args.out or evidence_path(settings)
-            out.parent.mkdir(parents=True, exist_ok=True)
-            out.write_text(json.dumps(bundle.to_json(), indent=2) + "\n", encoding="utf-8")
+            write_file(out, (json.dumps(bundle.to_json(), indent=2) + "\n").encode(), mkdir=True)
             tlog = node.log()
             index = tlog.append(
                 EVENT_KIND,

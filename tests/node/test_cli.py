@@ -89,6 +89,18 @@ def test_serve_names_a_port_it_cannot_listen_on_before_starting(
         assert exc.value.code == 2 and why in capsys.readouterr().err
 
 
+def test_bad_flags_and_unwritable_outputs_are_named_without_a_traceback(
+    home: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, _, err = run(capsys, "--home", str(home), "campaign", "create", "x", "--candidates", "-3")
+    assert code == 2 and "budget.max_candidates: Input should be greater than or equal to 0" in err
+    assert open_node(home).store.list_campaigns() == []
+    missing = tmp_path / "no-such-dir" / "bundle.json"
+    code, _, err = run(capsys, "--home", str(home), "log", "export", str(missing))
+    assert code == 2 and f"cannot write {missing}: No such file or directory" in err
+    assert "Traceback" not in err and not missing.parent.exists()
+
+
 def test_init_twice_refuses_to_overwrite(home: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code, _, err = run(capsys, "--home", str(home), "init")
     assert code == 2 and "force" in err and "Traceback" not in err
