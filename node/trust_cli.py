@@ -1,0 +1,500 @@
+"""The trust commands: `log export`, `audit`, `icp`, `attest` and `chain`.
+
+What an auditor or an operator runs to export and check the node's log, its anchors on
+the EVM chain and the Internet Computer, its TEE evidence and its chain set-up. Like the
+rest of the CLI, each imports what it needs when it runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import hashlib
+import json
+import sys
+import time
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from node.errors import AsiNodeError, ConfigError
+
+if TYPE_CHECKING:
+    from attestation.tee.policy import Policy
+    from node.audit_icp import IcpFinding
+    from node.settings import Settings
+    from node.store import OutboxRow
+
+
+def cmd_log(args: argparse.Namespace) -> int:
+    from node.runtime import open_node
+
+    node = open_node(args.home)
+    tlog = node.log()
+    tlog.checkpoint()  # the bundle covers everything appended so far
+    bundle = tlog.export()
+    write_file(args.path, bundle.to_bytes())
+    print(
+        f"wrote {args.path}: {len(bundle.entries)} entries, {len(bundle.checkpoints)} "
+        f"checkpoints, node {tlog.node_id}"
+    )
+    return 0
+
+
+def write_file(path: Path, data: bytes, *, mkdir: bool = False) -> None:
+    """Write an output file whole or not at all (a temporary file beside it, renamed);
+    ConfigError names the path when it cannot be written."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        if mkdir:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_bytes(data)
+        tmp.replace(path)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        raise ConfigError(f"cannot write {path}: {exc.strerror or exc}") from None
+
+
+def cmd_audit(args: argparse.Namespace) -> int:
+    from attestation.audit import audit
+    from node.audit_source import read_source
+
+    icp = _icp_audit_target(args) if args.icp else None  # a user mistake stops us first
+    data = read_source(args.source)
+    seen = [read_source(str(path)).decode("utf-8", "replace") for path in args.checkpoint]
+    report = audit(data, args.source, trusted_fingerprint=args.key, seen_checkpoints=seen)
+    if args.rpc and report.ok:
+        _audit_anchors(report, args)
+    finding = None
+    if icp is not None and report.ok and report.log is not None:
+        finding = _audit_icp(report, data, *icp)
+    if args.json:
+        out = report.as_json()
+        if finding is not None:
+            out["icp_anchor"] = finding.as_json()
+        print(json.dumps(out, indent=2))
+    else:
+        print(report.render())
+    return 0 if report.ok else 1
+
+
+def _icp_audit_target(args: argparse.Namespace) -> tuple[str, str, bytes, float]:
+    """(url, canister, root key, max age) for `audit --icp`: flags, else the [icp] settings."""
+    from attestation.icp import MAINNET_ROOT_KEY_DER
+    from node.settings import load_settings
+
+    icp = load_settings(args.home).icp
+    canister = args.canister or icp.anchor_canister
+    if not canister:
+        raise ConfigError("audit --icp needs the anchor canister: give --canister ID")
+    key_path = args.root_key or (Path(icp.root_key_path) if icp.root_key_path else None)
+    if key_path is None:
+        return args.icp, canister, MAINNET_ROOT_KEY_DER, icp.max_certificate_age_s
+    try:
+        return args.icp, canister, key_path.read_bytes(), icp.max_certificate_age_s
+    except OSError as exc:
+        raise ConfigError(f"--root-key {key_path}: {exc.strerror}") from None
+
+
+def _audit_icp(
+    report: Any, data: bytes, url: str, canister: str, key: bytes, age: float
+) -> IcpFinding:
+    """One more audit step: the log's certified anchor on the IC matches the log."""
+    from attestation.audit import StepResult
+    from node.audit_icp import STEP_NAME, check_icp_anchor
+
+    finding = check_icp_anchor(
+        data, report.log.origin, url=url, canister=canister, root_key_der=key, max_age_s=age
+    )
+    report.steps.append(StepResult(len(report.steps) + 1, STEP_NAME, finding.ok, finding.detail))
+    report.ok = report.ok and finding.ok
+    return finding
+
+
+def _audit_anchors(report: Any, args: argparse.Namespace) -> None:
+    """One more audit step: every checkpoint of the bundle anchored on the chain, with its
+    root, by a node on the allow-list (`--approved-node`, or the controller's own)."""
+    from attestation.audit import StepResult
+    from governance.anchor_audit import verify_with_allow_list
+    from governance.chain import Chain, Controller
+    from governance.errors import GovernanceError
+    from node.chain_home import EMBEDDED, load_deployment, open_audit_chain
+    from node.settings import load_settings
+    from node.translog import log_id
+
+    number, name = len(report.steps) + 1, "chain anchors"
+    try:
+        home = Path(load_settings(args.home).home)
+        if args.rpc == EMBEDDED:
+            chain, deployment = open_audit_chain(EMBEDDED, home)
+        else:
+            chain, deployment = Chain.connect(args.rpc, expected_chain_id=args.chain_id), None
+        address = args.controller
+        if address is None:
+            address = (deployment or load_deployment(home)).addresses["CampaignController"]
+        verified, _ = verify_with_allow_list(
+            Controller(chain, address),
+            log_id(report.log.origin),
+            [(cp.size, cp.root_hash) for cp in report.log.checkpoints],
+            args.approved_node or None,
+        )
+    except (GovernanceError, AsiNodeError) as exc:
+        report.ok = False
+        report.steps.append(StepResult(number, name, False, str(exc)))
+        return
+    nodes = ", ".join(sorted({v.node for v in verified}))
+    report.steps.append(
+        StepResult(
+            number,
+            name,
+            True,
+            f"{len(verified)} checkpoint(s) anchored on chain {chain.chain_id} "
+            f"({chain.label}) by approved node {nodes}",
+        )
+    )
+
+
+def cmd_icp(args: argparse.Namespace) -> int:
+    """The node's ICP principal, certificate checks, certified anchors read back."""
+    from attestation.icp import MAINNET_ROOT_KEY_DER, VerificationError, verify_certificate
+    from attestation.icp.certificate import certificate_from_read_state, decode_cbor
+    from attestation.icp.principal import from_text, to_text
+    from governance.icp import AnchorCanister, HttpTransport, IcpClient, IcpError, NodeIdentity
+    from node.settings import load_settings
+
+    settings = load_settings(args.home)
+    icp = settings.icp
+    root_key_path = getattr(args, "root_key", None)
+    root_key_path = root_key_path or (Path(icp.root_key_path) if icp.root_key_path else None)
+    try:
+        root_key = root_key_path.read_bytes() if root_key_path else MAINNET_ROOT_KEY_DER
+        if args.action == "principal":
+            identity = NodeIdentity.load_or_create(settings.home / icp.identity_path)
+            print(identity.principal_text)
+            return 0
+        if args.action == "verify":
+            data = args.certificate.read_bytes()
+            obj = decode_cbor(data, str(args.certificate))
+            if isinstance(obj, Mapping) and set(obj) == {"certificate"}:
+                data = certificate_from_read_state(data)  # a read_state response body
+            cert = verify_certificate(
+                data,
+                root_key_der=root_key,
+                canister_id=from_text(args.canister),
+                now_ns=args.at if args.at is not None else time.time_ns(),
+                max_age_ns=int(args.max_age * 1e9),
+            )
+            signer = f"subnet {to_text(cert.subnet_id)}" if cert.subnet_id else "the root key"
+            print(f"valid: certified at {cert.time_ns} ns, signed by {signer}")
+            print(f"root hash {cert.root_hash.hex()}")
+            return 0
+        url = args.url or icp.url
+        canister = args.canister or icp.anchor_canister
+        if not url or not canister:
+            print(
+                "asi-node: error: give --url and --canister, or set [icp] url and anchor_canister",
+                file=sys.stderr,
+            )
+            return 2
+        client = IcpClient(
+            HttpTransport(url),
+            NodeIdentity.load_or_create(settings.home / icp.identity_path),
+            root_key_der=root_key,
+            max_age_ns=int(icp.max_certificate_age_s * 1e9),
+        )
+        anchor = AnchorCanister(client, from_text(canister)).latest(args.log_id)
+    except VerificationError as exc:
+        print(f"asi-node: not verified: {exc}", file=sys.stderr)
+        return 1
+    except (IcpError, ValueError, OSError) as exc:
+        print(f"asi-node: error: {exc}", file=sys.stderr)
+        return 2
+    if anchor is None:
+        print(f"{args.log_id}: no anchor (certified absent)")
+    else:
+        print(
+            f"{args.log_id}: size {anchor.tree_size} root {anchor.root.hex()} "
+            f"(certified at {anchor.certified_at_ns} ns)"
+        )
+    return 0
+
+
+def _attest_policy(args: argparse.Namespace, settings: Settings) -> Policy:
+    from attestation.tee.policy import Policy
+
+    if args.policy is not None:
+        return Policy.load(args.policy)
+    section = settings.attestation
+    if section.measurements:
+        return Policy.from_mapping(
+            {"allow_debug": section.allow_debug, "measurements": section.measurements},
+            f"{settings.config_path} [attestation]",
+        )
+    return Policy(allow_debug=section.allow_debug, any_measurement=True)
+
+
+def _parse_at(text: str | None) -> datetime:
+    if text is None:
+        return datetime.now(UTC)
+    try:
+        at = datetime.fromisoformat(text)
+    except ValueError:
+        raise ConfigError(
+            f"--at {text!r}: expected a date like 2025-06-01 or an ISO time"
+        ) from None
+    return at if at.tzinfo else at.replace(tzinfo=UTC)
+
+
+def cmd_attest(args: argparse.Namespace) -> int:
+    import rfc8785
+
+    from attestation.tee.binding import BindingDocument
+    from attestation.tee.collect import collect_evidence
+    from attestation.tee.errors import TeeError, VerificationError
+    from attestation.tee.evidence import verify_file
+    from node.attestation_api import evidence_path
+    from node.settings import load_settings
+
+    settings = load_settings(args.home)
+    try:
+        if args.action == "collect":
+            from attestation.audit import ATTESTATION_EVENT
+            from node.records import EVENT_KIND, event_statement
+            from node.runtime import open_node
+
+            node = open_node(args.home)
+            log_key = node.node_key().public.raw.hex()
+            config = settings.model_dump(mode="json", exclude={"home"})
+            principal = args.icp_principal
+            if principal is None:  # the node's own ICP identity (issue 8), created if absent
+                from governance.icp import NodeIdentity
+
+                identity_path = node.settings.home / node.settings.icp.identity_path
+                principal = NodeIdentity.load_or_create(identity_path).principal_text
+            binding = BindingDocument.fresh(
+                log_public_key=log_key,
+                evm_address=args.evm_address,
+                icp_principal=principal,
+                config_hash=hashlib.sha256(rfc8785.dumps(config)).hexdigest(),
+            )
+            section = settings.attestation
+            provider = args.provider or section.provider
+            bundle = collect_evidence(
+                provider,
+                binding,
+                collected_at=datetime.now(UTC).isoformat(timespec="seconds"),
+                tsm_root=Path(section.tsm_path),
+                sev_device=Path(section.sev_guest_device),
+                gpus=args.gpus or section.gpus,
+            )
+            out = args.out or evidence_path(settings)
+            write_file(out, (json.dumps(bundle.to_json(), indent=2) + "\n").encode(), mkdir=True)
+            tlog = node.log()
+            index = tlog.append(
+                EVENT_KIND,
+                event_statement(tlog.node_id, ATTESTATION_EVENT, evidence=bundle.to_json()),
+            )
+            tlog.checkpoint()
+            print(f"logged as entry {index} of the node's log (node {tlog.node_id})")
+            if provider == "none":
+                print("provider none: no TEE evidence; this node is UNATTESTED and says so")
+            else:
+                print(f"collected {provider} evidence ({len(bundle.gpus)} GPU report(s))")
+            print(f"binding nonce {binding.nonce}; written to {out}")
+            return 0
+        try:
+            data = args.file.read_bytes()
+            certs = [path.read_bytes() for path in args.certs or []]
+        except OSError as exc:
+            raise ConfigError(f"{exc.filename}: cannot read: {exc.strerror}") from None
+        at = _parse_at(args.at)
+        policy = _attest_policy(args, settings)
+        print(f"verifying {args.file} at {at:%Y-%m-%d %H:%M} UTC; policy: {policy.describe()}")
+        if policy.any_measurement:
+            print("  note: no measurement allow-list ([attestation] measurements or --policy)")
+        try:
+            verdict = verify_file(
+                data, policy=policy, at=at, certificates=certs, log_public_key=args.log_key
+            )
+        except VerificationError as exc:
+            for step in exc.passed:
+                print(f"  ok    {step}")
+            print(f"  FAIL  {exc.step}: {exc.reason}")
+            print(f"result: REJECTED at step {exc.step}")
+            return 1
+        for step in verdict.steps:
+            print(f"  ok    {step}")
+        if not verdict.attested:
+            print("result: UNATTESTED (provider none): the node runs without a TEE")
+            return 3
+        print(f"result: VERIFIED {verdict.kind}")
+        return 0
+    except TeeError as exc:
+        print(f"asi-node: error: {exc}", file=sys.stderr)
+        return 2
+
+
+def cmd_chain(args: argparse.Namespace) -> int:
+    from governance.chain import Chain, address_of
+    from node.chain_home import (
+        deploy_for_node,
+        load_key,
+        read_key_file,
+        save_deployment,
+    )
+    from node.runtime import open_node
+    from node.store import Outbox
+
+    node = open_node(args.home, create=True)
+    home = Path(node.settings.home)
+    if args.action == "deploy":
+        deployer_key = read_key_file(args.deployer_key_file)
+        chain = Chain.connect(args.rpc, expected_chain_id=args.chain_id)
+        node_key = load_key(home)
+        deployment = deploy_for_node(
+            chain,
+            deployer_key,
+            node_key,
+            guardian=args.guardian,
+            extra_nodes=tuple(args.approve or ()),
+            fund_node_wei=int(args.fund_node_eth * 10**18),
+        )
+        path = save_deployment(home, deployment)
+        print(f"deployed on chain {deployment.chain_id} ({args.rpc}); recorded in {path}")
+        for name, address in deployment.addresses.items():
+            print(f"  {name:<20} {address}")
+        print(f"  node address         {address_of(node_key)} (approved)")
+        return 0
+    if args.rpc:
+        chain_settings = node.settings.chain.model_copy(update={"rpc_url": args.rpc})
+        node.settings = node.settings.model_copy(update={"chain": chain_settings})
+    anchoring = node.anchoring()  # the embedded chain when no RPC URL is set
+    print(
+        f"chain {anchoring.chain.chain_id} at {anchoring.chain.label}, "
+        f"head {anchoring.chain.head()}"
+    )
+    print(f"controller {anchoring.controller.address}; node {anchoring.publisher.address} approved")
+    print("outbox: " + _outbox_line(Outbox(node.store).rows(), ("pending", "sent")))
+    icp = node.settings.icp
+    icp_rows = Outbox(node.store, "icp").rows()
+    if icp.anchor_canister or icp_rows:
+        where = f"canister {icp.anchor_canister} at {icp.url}" if icp.anchor_canister else "off"
+        print(f"icp outbox ({where}): " + _outbox_line(icp_rows, ("pending",)))
+    return 0
+
+
+def _outbox_line(rows: list[OutboxRow], open_states: tuple[str, ...]) -> str:
+    """Counts per status, the latest confirmed size and why the oldest open root waits."""
+    states = (*open_states, "confirmed", "failed")
+    line = ", ".join(f"{sum(r.status == s for r in rows)} {s}" for s in states)
+    confirmed = [r.tree_size for r in rows if r.status == "confirmed"]
+    if confirmed:
+        line += f"; latest confirmed size {max(confirmed)}"
+    waiting = [r for r in rows if r.status in open_states and r.last_error]
+    if waiting:
+        line += f"; size {waiting[0].tree_size} waits: {waiting[0].last_error}"
+    return line
+
+
+def add_parsers(sub: Any) -> None:
+    """The `log`, `audit`, `icp`, `attest` and `chain` commands."""
+    p = sub.add_parser("log", help="the transparency log")
+    lsub = p.add_subparsers(dest="action", required=True)
+    e = lsub.add_parser("export", help="write a self-contained bundle for `asi-node audit`")
+    e.add_argument("path", type=Path, help="bundle file to write (JSON)")
+    p.set_defaults(func=cmd_log)
+
+    p = sub.add_parser("audit", help="verify a log bundle or a node's log offline")
+    p.add_argument("source", help="bundle file, or a node's base URL (http://host:port)")
+    p.add_argument("--json", action="store_true", help="machine-readable report")
+    p.add_argument("--key", help="trusted node key fingerprint (sha256:...) to pin")
+    p.add_argument(
+        "--checkpoint",
+        type=Path,
+        action="append",
+        default=[],
+        help="a signed checkpoint seen before (file); the log must extend it (repeatable)",
+    )
+    p.add_argument(
+        "--rpc",
+        help='also check every checkpoint is anchored on this chain (URL, or "embedded" '
+        "for the home's embedded chain)",
+    )
+    p.add_argument("--controller", help="CampaignController address (default: the home's record)")
+    p.add_argument("--chain-id", type=int, help="refuse any other chain id")
+    p.add_argument(
+        "--approved-node",
+        action="append",
+        help="node address allowed to anchor (repeatable; default: the controller's allow-list)",
+    )
+    p.add_argument(
+        "--icp",
+        metavar="URL",
+        help="also check the log's certified anchor in the ICP anchor canister at this "
+        "boundary node or replica URL",
+    )
+    p.add_argument("--canister", help="anchor canister id (default: [icp] anchor_canister)")
+    p.add_argument(
+        "--root-key",
+        type=Path,
+        metavar="DER",
+        help="IC root key file, DER (default: [icp] root_key_path, else the mainnet key)",
+    )
+    p.set_defaults(func=cmd_audit)
+
+    p = sub.add_parser("icp", help="Internet Computer: node principal, certificates, anchors")
+    isub = p.add_subparsers(dest="action", required=True)
+    isub.add_parser("principal", help="print the node's ICP principal (creates its key)")
+    i = isub.add_parser("verify", help="verify an IC certificate (or read_state answer) file")
+    i.add_argument("certificate", type=Path)
+    i.add_argument("--canister", required=True, help="canister id the certificate is about")
+    i.add_argument("--root-key", type=Path, help="DER root key (default: [icp] or mainnet)")
+    i.add_argument("--at", type=int, help="check freshness at this time, ns since epoch")
+    i.add_argument("--max-age", type=float, default=300.0, help="seconds (default 300)")
+    i = isub.add_parser("latest", help="the certified latest anchor of a log")
+    i.add_argument("log_id")
+    i.add_argument("--root-key", type=Path, help="DER root key (default: [icp] or mainnet)")
+    i.add_argument("--url", help="boundary node or replica (default: [icp] url)")
+    i.add_argument("--canister", help="anchor canister id (default: [icp] anchor_canister)")
+    p.set_defaults(func=cmd_icp)
+
+    p = sub.add_parser("attest", help="collect or verify TEE attestation evidence")
+    asub = p.add_subparsers(dest="action", required=True)
+    a = asub.add_parser("collect", help="collect evidence bound to the node's keys")
+    a.add_argument("--provider", choices=["none", "sev-snp", "tdx", "nvidia"])
+    a.add_argument("--gpus", action="store_true", help="also collect NVIDIA GPU evidence")
+    a.add_argument("--evm-address", required=True, help="the node's EVM address, 0x...")
+    a.add_argument(
+        "--icp-principal", help="the node's ICP principal (default: its [icp] identity's)"
+    )
+    a.add_argument(
+        "--out", type=Path, help="output file (default: <home>/attestation/evidence.json)"
+    )
+    a = asub.add_parser("verify", help="verify an evidence file step by step")
+    a.add_argument("file", type=Path, help="evidence bundle, SNP/HCL report, TDX quote, GPU report")
+    a.add_argument("--at", help="judge validity dates at this date (default: now)")
+    a.add_argument("--policy", type=Path, help="policy TOML/JSON (default: [attestation] settings)")
+    a.add_argument(
+        "--certs", type=Path, nargs="*", help="certificates raw evidence lacks (PEM/DER)"
+    )
+    a.add_argument("--log-key", help="require the binding document to name this node log key")
+    p.set_defaults(func=cmd_attest)
+
+    p = sub.add_parser("chain", help="deploy the contracts; check the node's chain set-up")
+    chsub = p.add_subparsers(dest="action", required=True)
+    d = chsub.add_parser("deploy", help="deploy token, governor, timelock, controller; record them")
+    d.add_argument("--rpc", required=True, help="JSON-RPC URL of the chain")
+    d.add_argument(
+        "--deployer-key-file", type=Path, required=True, help="file with the funded deployer key"
+    )
+    d.add_argument("--chain-id", type=int, help="refuse any other chain id")
+    d.add_argument("--guardian", help="guardian address (default: the deployer)")
+    d.add_argument("--approve", action="append", help="approve another node address (repeatable)")
+    d.add_argument(
+        "--fund-node-eth", type=float, default=0.0, help="ether sent from the deployer to the node"
+    )
+    d = chsub.add_parser("status", help="connect, check contracts and node account, show outbox")
+    d.add_argument("--rpc", help="JSON-RPC URL (default: chain.rpc_url, else the embedded chain)")
+    p.set_defaults(func=cmd_chain)
