@@ -12,6 +12,8 @@ Rules (DESIGN.md section 6):
 - when a source has given no fresh reading for `stale_after_s`, every campaign pauses
   until it answers again.
 
+With no source at all nothing directs: every campaign may run (an ungoverned node).
+
 The watcher only decides; `node.governed` makes the node obey. It is not thread-safe:
 one thread polls it and reads its answers.
 """
@@ -99,8 +101,6 @@ class Watcher:
         applied_epochs: Mapping[tuple[str, str], int] | None = None,
         states: Mapping[tuple[str, str], CampaignState] | None = None,
     ) -> None:
-        if not sources:
-            raise ValueError("the watcher needs at least one directive source")
         names = [s.name for s in sources]
         if len(set(names)) != len(names):
             raise ValueError(f"directive source names must be unique, got {names}")

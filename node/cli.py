@@ -22,9 +22,6 @@ from node.errors import AsiNodeError, ConfigError
 from node.settings import init_home
 
 if TYPE_CHECKING:
-    from fastapi import FastAPI
-
-    from governance.relay import ChainGovernor
     from node.runtime import Node
 
 # Commands import the loop (and so torch) only when they run: `init` and `--help` stay quick.
@@ -218,7 +215,6 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def _demo_llm(node: Node, url: str | None, model: str | None) -> Any:
     """The demo's LLM setup, checked against the endpoint before anything runs."""
-    from node.errors import ConfigError
     from node.llm_loop import LLMSetup, check_endpoints, first_model
 
     settings = node.settings
@@ -384,109 +380,8 @@ def cmd_cognition(args: argparse.Namespace) -> int:
 
 
 def _config_error(message: str) -> Exception:
-    from node.errors import ConfigError
 
     return ConfigError(message)
-
-
-def cmd_serve(args: argparse.Namespace) -> int:
-    import uvicorn
-
-    from node.runtime import open_node
-
-    node = open_node(args.home)
-    host = args.host or node.settings.api.host
-    port = args.port or node.settings.api.port
-    _check_listen(host, port)
-    uvicorn.run(serve_app(node), host=host, port=port, log_level="warning")
-    return 0
-
-
-def _check_listen(host: str, port: int) -> None:
-    """ConfigError naming why `host:port` cannot be listened on (a bad host, a port in
-    use), before anything starts."""
-    import socket
-
-    try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    except (socket.gaierror, UnicodeError) as exc:
-        raise ConfigError(
-            f"cannot listen on {host}:{port}: the host does not resolve ({exc})"
-        ) from None
-    family, kind, proto, _, address = infos[0]
-    with socket.socket(family, kind, proto) as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            probe.bind(address)
-        except OSError as exc:
-            raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
-
-
-def _port(text: str) -> int:
-    """argparse type: a TCP port, 1 to 65535."""
-    try:
-        port = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
-    if not 1 <= port <= 65535:
-        raise argparse.ArgumentTypeError(f"port {port} is outside 1-65535")
-    return port
-
-
-def serve_app(node: Node) -> FastAPI:
-    """The app `serve` runs: the node's store, operator token and TEE evidence, and the
-    Governor of the deployment when a chain is configured (`serve_governor`)."""
-    from node.api import create_app
-    from node.attestation_api import evidence_path
-
-    return create_app(
-        node.store,
-        governor=serve_governor(node),
-        operator_token=node.settings.api.operator_token,
-        attestation_evidence=evidence_path(node.settings),
-    )
-
-
-def serve_governor(node: Node) -> ChainGovernor | None:
-    """The Governor the /gov proposal, ballot and keeper routes relay through.
-
-    None (those routes answer 503) without `chain.rpc_url`, or, with a warning, when no
-    deployment is recorded in the home. Otherwise the chain is connected and checked
-    (chain id, contract code) and `api.relayer_key_path` (default: the node's chain key)
-    pays the gas; it needs no votes, and a warning says so if it has some.
-    """
-    from governance.relay import ChainGovernor
-    from node.chain_home import DEPLOYMENT_FILE, connect_deployed, load_key, read_key_file
-
-    settings = node.settings
-    if not settings.chain.rpc_url:
-        return None
-    home = Path(settings.home)
-    if not (home / DEPLOYMENT_FILE).exists():
-        print(
-            f"asi-node: warning: chain.rpc_url is set but {home / DEPLOYMENT_FILE} does not "
-            "exist (run `asi-node chain deploy`); the /gov proposal, ballot and keeper routes "
-            "answer 503",
-            file=sys.stderr,
-        )
-        return None
-    chain, deployment = connect_deployed(settings.chain, home)
-    path = settings.api.relayer_key_path
-    key = read_key_file(home / path) if path else load_key(home)
-    governor = ChainGovernor.from_deployment(chain, deployment, key)
-    if governor.relayer_votes():
-        print(
-            f"asi-node: warning: the relayer {governor.relayer} holds voting power; it only "
-            "pays gas, so relay from an account without votes (api.relayer_key_path)",
-            file=sys.stderr,
-        )
-    if not chain.balance(governor.relayer):
-        print(
-            f"asi-node: warning: the relayer {governor.relayer} holds no ether on chain "
-            f"{chain.chain_id}; relayed ballots and keeper calls fail until it is funded",
-            file=sys.stderr,
-        )
-    return governor
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -555,10 +450,9 @@ def build_parser() -> argparse.ArgumentParser:
     nsub.add_parser("show", help="public key, fingerprint, log id and size")
     p.set_defaults(func=cmd_node)
 
-    p = sub.add_parser("serve", help="serve the HTTP API (read-only, and the /gov relay)")
-    p.add_argument("--host")
-    p.add_argument("--port", type=_port)
-    p.set_defaults(func=cmd_serve)
+    from node.daemon import add_parsers as add_daemon_parsers
+
+    add_daemon_parsers(sub)
 
     from node.gov_cli import add_parser as add_gov_parser
     from node.trust_cli import add_parsers as add_trust_parsers

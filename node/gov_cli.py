@@ -156,9 +156,8 @@ def cmd_gov(args: argparse.Namespace) -> int:
 
 
 def _run(node: Node, campaigns: list[str]) -> int:
-    import signal
-
-    from node.governed import governed_node, sources_from_settings
+    from node.daemon import obey, stop_on_signals
+    from node.governed import sources_from_settings
 
     sources = sources_from_settings(node.settings, campaigns)
     if not sources:
@@ -166,16 +165,8 @@ def _run(node: Node, campaigns: list[str]) -> int:
             "no governance source is configured: set [icp] url, sns_governance_canister and "
             "the sns_*_function ids, or chain.rpc_url after `asi-node chain deploy`"
         )
-    governed = governed_node(node, campaigns, sources)
-    acks = chain_acks(node, sources)
-    stop = threading.Event()
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    names = ", ".join(s.name for s in sources)
-    print(f"obeying {names} for {', '.join(governed.campaigns)}; Ctrl-C stops", flush=True)
-    governed.serve(stop, node.settings.governance.poll_seconds, after_step=acks)
-    if acks is not None:
-        acks.wait(ACK_SHUTDOWN_WAIT_S)
+    with stop_on_signals() as stop:
+        obey(node, campaigns, sources, stop)
     return 0
 
 

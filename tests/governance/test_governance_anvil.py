@@ -35,7 +35,8 @@ from governance.proposals import Prepared
 from governance.relay import ChainGovernor
 from node.campaign import Budget, CampaignConfig
 from node.chain_home import load_deployment, load_key
-from node.cli import main, serve_app, serve_governor
+from node.cli import main
+from node.daemon import serve_app, serve_governor
 from node.gov_cli import chain_acks
 from node.gov_records import entry_commitment, paused_starts
 from node.governed import config_sha256, governed_node, sources_from_settings

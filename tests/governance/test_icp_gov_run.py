@@ -15,7 +15,7 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -66,20 +66,10 @@ def _wait(what: str, check: Callable[[], bool], timeout_s: float = 30.0) -> None
         time.sleep(0.02)
 
 
-@pytest.fixture
-def restored_signals() -> Iterator[None]:
-    """`gov run` installs SIGINT/SIGTERM handlers for good; give pytest its own back."""
-    saved = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
-    yield
-    for sig, handler in saved.items():
-        signal.signal(sig, handler)
-
-
 def test_gov_run_obeys_an_sns_pause_and_resumes_only_on_a_certified_answer(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
-    restored_signals: None,
 ) -> None:
     home, key = tmp_path / "home", tmp_path / "replica.der"
     key.write_bytes(ROOT_KEY_DER)
@@ -137,11 +127,13 @@ def test_gov_run_obeys_an_sns_pause_and_resumes_only_on_a_certified_answer(
 
         driver = threading.Thread(target=drive, name="sns-driver")
         driver.start()
+        handler = signal.getsignal(signal.SIGTERM)
         code = main(["--home", str(home), "gov", "run", "x"])
         driver.join(30)
     if errors:
         raise errors[0]
     assert code == 0
+    assert signal.getsignal(signal.SIGTERM) is handler  # gov run gave it back
     out = capsys.readouterr().out
     assert f"obeying sns for {camp.id}" in out
     certified = [p for p in replica.seen_paths if p.endswith(("/call", "/read_state"))]

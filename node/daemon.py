@@ -1,0 +1,245 @@
+"""The long-running commands: `serve` (the HTTP API) and `daemon` (the whole node).
+
+`daemon` is what a contributor's container runs: the HTTP API (as `serve`) in a thread,
+and the campaigns under governance (as `gov run`): the directive sources the settings
+configure (the EVM CampaignController, the SNS), acknowledged on-chain; with no source
+configured the campaigns run ungoverned, and the daemon says so. Each run anchors its
+log's checkpoints as `campaign run` does. SIGTERM (`docker stop`) or Ctrl-C stops the
+training at its next safe point (the experiments go back to the queue, nothing is lost),
+then the API, and the command exits 0; starting it again resumes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import signal
+import sys
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from node.errors import ConfigError
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
+
+    from governance.directives import DirectiveSource
+    from governance.relay import ChainGovernor
+    from node.runtime import Node
+
+API_START_TIMEOUT_S = 30.0
+API_STOP_TIMEOUT_S = 10.0
+RUNNABLE = ("created", "running", "paused")  # the campaigns `daemon` takes by default
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from node.runtime import open_node
+
+    node = open_node(args.home)
+    host = args.host or node.settings.api.host
+    port = args.port or node.settings.api.port
+    check_listen(host, port)
+    uvicorn.run(serve_app(node), host=host, port=port, log_level="warning")
+    return 0
+
+
+def check_listen(host: str, port: int) -> None:
+    """ConfigError naming why `host:port` cannot be listened on (a bad host, a port in
+    use), before anything starts."""
+    import socket
+
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except (socket.gaierror, UnicodeError) as exc:
+        raise ConfigError(
+            f"cannot listen on {host}:{port}: the host does not resolve ({exc})"
+        ) from None
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+
+
+def port_number(text: str) -> int:
+    """argparse type: a TCP port, 1 to 65535."""
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"port {port} is outside 1-65535")
+    return port
+
+
+def serve_app(node: Node) -> FastAPI:
+    """The app `serve` runs: the node's store, operator token and TEE evidence, and the
+    Governor of the deployment when a chain is configured (`serve_governor`)."""
+    from node.api import create_app
+    from node.attestation_api import evidence_path
+
+    return create_app(
+        node.store,
+        governor=serve_governor(node),
+        operator_token=node.settings.api.operator_token,
+        attestation_evidence=evidence_path(node.settings),
+    )
+
+
+def serve_governor(node: Node) -> ChainGovernor | None:
+    """The Governor the /gov proposal, ballot and keeper routes relay through.
+
+    None (those routes answer 503) without `chain.rpc_url`, or, with a warning, when no
+    deployment is recorded in the home. Otherwise the chain is connected and checked
+    (chain id, contract code) and `api.relayer_key_path` (default: the node's chain key)
+    pays the gas; it needs no votes, and a warning says so if it has some.
+    """
+    from governance.relay import ChainGovernor
+    from node.chain_home import DEPLOYMENT_FILE, connect_deployed, load_key, read_key_file
+
+    settings = node.settings
+    if not settings.chain.rpc_url:
+        return None
+    home = Path(settings.home)
+    if not (home / DEPLOYMENT_FILE).exists():
+        print(
+            f"asi-node: warning: chain.rpc_url is set but {home / DEPLOYMENT_FILE} does not "
+            "exist (run `asi-node chain deploy`); the /gov proposal, ballot and keeper routes "
+            "answer 503",
+            file=sys.stderr,
+        )
+        return None
+    chain, deployment = connect_deployed(settings.chain, home)
+    path = settings.api.relayer_key_path
+    key = read_key_file(home / path) if path else load_key(home)
+    governor = ChainGovernor.from_deployment(chain, deployment, key)
+    if governor.relayer_votes():
+        print(
+            f"asi-node: warning: the relayer {governor.relayer} holds voting power; it only "
+            "pays gas, so relay from an account without votes (api.relayer_key_path)",
+            file=sys.stderr,
+        )
+    if not chain.balance(governor.relayer):
+        print(
+            f"asi-node: warning: the relayer {governor.relayer} holds no ether on chain "
+            f"{chain.chain_id}; relayed ballots and keeper calls fail until it is funded",
+            file=sys.stderr,
+        )
+    return governor
+
+
+def cmd_daemon(args: argparse.Namespace) -> int:
+    from node.governed import sources_from_settings
+    from node.runtime import open_node
+    from node.store import DirectiveLedger
+
+    node = open_node(args.home)
+    host = args.host or node.settings.api.host
+    port = args.port or node.settings.api.port
+    check_listen(host, port)
+    campaigns = list(args.campaigns) or [
+        c.id for c in node.store.list_campaigns() if c.status in RUNNABLE
+    ]
+    sources = sources_from_settings(node.settings, campaigns)
+    if not sources:
+        obeyed = sorted({d.source for d in DirectiveLedger(node.store).list_applied()})
+        if obeyed:
+            raise ConfigError(
+                f"this node has obeyed governance ({', '.join(obeyed)}) but no governance "
+                "source is configured now: running ungoverned could start campaigns it was "
+                "told to pause or stop; configure the source again (chain.rpc_url, [icp])"
+            )
+        print(
+            "asi-node: warning: no governance source is configured (chain.rpc_url after "
+            "`asi-node chain deploy`, or the [icp] SNS settings): the campaigns run "
+            "ungoverned",
+            file=sys.stderr,
+        )
+    with stop_on_signals() as stop, api_running(serve_app(node), host, port):
+        print(f"serving the HTTP API on http://{host}:{port}", flush=True)
+        obey(node, campaigns, sources, stop)
+    print("asi-node: stopped; run again to resume", flush=True)
+    return 0
+
+
+def obey(
+    node: Node, campaigns: list[str], sources: Iterable[DirectiveSource], stop: threading.Event
+) -> None:
+    """Run `campaigns` as the directive `sources` allow, acknowledging on-chain what was
+    applied (the EVM source), until `stop`; then stop every run and wait for it."""
+    from node.gov_cli import ACK_SHUTDOWN_WAIT_S, chain_acks
+    from node.governed import governed_node
+
+    sources = list(sources)
+    governed = governed_node(node, campaigns, sources)
+    acks = chain_acks(node, sources)
+    names = ", ".join(s.name for s in sources) or "no governance source"
+    which = ", ".join(governed.campaigns) or "no campaign yet"
+    print(f"obeying {names} for {which}; Ctrl-C stops", flush=True)
+    governed.serve(stop, node.settings.governance.poll_seconds, after_step=acks)
+    if acks is not None:
+        acks.wait(ACK_SHUTDOWN_WAIT_S)
+
+
+@contextlib.contextmanager
+def stop_on_signals() -> Iterator[threading.Event]:
+    """An event SIGINT and SIGTERM set while the block runs; the old handlers come back."""
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: object) -> None:
+        print(f"\nasi-node: stopping ({signal.Signals(signum).name})", flush=True)
+        stop.set()
+
+    old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield stop
+    finally:
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
+
+
+@contextlib.contextmanager
+def api_running(app: FastAPI, host: str, port: int) -> Iterator[None]:
+    """uvicorn serving `app` in a thread while the block runs (from the moment it
+    listens); stopped, and waited for, at the end. ConfigError if it could not start
+    (the port taken since it was checked)."""
+    import uvicorn
+
+    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, name="http-api", daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + API_START_TIMEOUT_S
+        while not server.started:
+            if not thread.is_alive() or time.monotonic() > deadline:
+                raise ConfigError(f"the HTTP API did not start on {host}:{port}")
+            time.sleep(0.02)
+        yield
+    finally:
+        server.should_exit = True
+        thread.join(API_STOP_TIMEOUT_S)
+
+
+def add_parsers(sub: Any) -> None:
+    """The `serve` and `daemon` commands."""
+    p = sub.add_parser("serve", help="serve the HTTP API (read-only, and the /gov relay)")
+    p.add_argument("--host", help="address to listen on (default: api.host)")
+    p.add_argument("--port", type=port_number, help="TCP port (default: api.port)")
+    p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("daemon", help="the whole node: HTTP API, governed campaign runs, anchoring")
+    p.add_argument(
+        "campaigns",
+        nargs="*",
+        help="campaign ids or names (default: every one created, running or paused)",
+    )
+    p.add_argument("--host", help="address to listen on (default: api.host)")
+    p.add_argument("--port", type=port_number, help="TCP port (default: api.port)")
+    p.set_defaults(func=cmd_daemon)
