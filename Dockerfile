@@ -1,5 +1,7 @@
 # The node container. Build: docker build -t asi-node .
 # Run:   docker run --cap-add SYS_ADMIN -v asi-node-home:/data asi-node demo
+# Node:  docker run --cap-add SYS_ADMIN -p 127.0.0.1:8787:8787 -v asi-node-home:/data \
+#            -e ASI_NODE_API__HOST=0.0.0.0 asi-node daemon   (API and governed campaigns)
 # SYS_ADMIN lets the sandbox create PID, mount and network namespaces for candidate code;
 # without it the sandbox falls back to rlimits and an unprivileged user, and says so.
 FROM python:3.11-slim-bookworm
