@@ -30,56 +30,49 @@ DEMO_NAME = "demo"
 DEMO_LLM_NAME = "demo-llm"
 
 
-def _print_event(kind: str, data: dict[str, Any]) -> None:
-    """Progress lines for long work: one per proposal, start, finish and score."""
+def event_line(kind: str, data: dict[str, Any]) -> str | None:
+    """The progress line of a campaign event (one per proposal, start, finish and score);
+    None for events that print nothing."""
     if kind == "started":
-        print(
-            f"  [{data['seq']:>3}] start  {data['candidate']} "
-            f"({data['role']}, seed {data['seed']})",
-            flush=True,
+        return (
+            f"  [{data['seq']:>3}] start  {data['candidate']} ({data['role']}, seed {data['seed']})"
         )
     elif kind == "finished":
         metrics = data.get("metrics") or {}
         timings = data.get("timings") or {}
         if data["status"] == "done":
             score = metrics.get("mean_acc", metrics.get("heldout_loss", float("nan")))
-            print(
+            return (
                 f"  [{data['seq']:>3}] done   {data['candidate']}: score {score:.3f}, "
-                f"state {int(metrics.get('state_size', 0))}, {timings.get('total_s', 0):.0f}s",
-                flush=True,
+                f"state {int(metrics.get('state_size', 0))}, {timings.get('total_s', 0):.0f}s"
             )
         else:
-            print(f"  [{data['seq']:>3}] failed {data['candidate']}: {data['message']}", flush=True)
+            return f"  [{data['seq']:>3}] failed {data['candidate']}: {data['message']}"
     elif kind == "proposed":
-        print(f"  propose {data['candidate']}: {data['motivation'][:110]}", flush=True)
+        return f"  propose {data['candidate']}: {data['motivation'][:110]}"
     elif kind == "scored":
-        print(
-            f"        fitness {data['candidate']} (seed {data['seed']}): {data['fitness']:+.3f}",
-            flush=True,
-        )
+        return f"        fitness {data['candidate']} (seed {data['seed']}): {data['fitness']:+.3f}"
     elif kind == "rerun":
-        print(
-            f"        re-run {data['candidate']} on seed {data['seed']} before promotion",
-            flush=True,
-        )
+        return f"        re-run {data['candidate']} on seed {data['seed']} before promotion"
     elif kind == "rerun_skipped":
-        print(f"        no re-runs for {data['candidate']}: re-run budget ({data['limit']}) spent")
+        return f"        no re-runs for {data['candidate']}: re-run budget ({data['limit']}) spent"
     elif kind == "recovered":
-        print(
-            f"  resumed: {len(data['experiments'])} interrupted experiment(s) queued again",
-            flush=True,
-        )
+        return f"  resumed: {len(data['experiments'])} interrupted experiment(s) queued again"
     elif kind == "interrupted":
-        print(f"  [{data['seq']:>3}] interrupted {data['candidate']}: queued again", flush=True)
+        return f"  [{data['seq']:>3}] interrupted {data['candidate']}: queued again"
     elif kind == "no_proposal":
-        print(f"  researcher: {data['reason']}", flush=True)
+        return f"  researcher: {data['reason']}"
     elif kind == "duplicate":
-        print(f"  researcher: {data['sent_back']} near-duplicate(s) sent back", flush=True)
+        return f"  researcher: {data['sent_back']} near-duplicate(s) sent back"
     elif kind == "repaired":
-        print(
-            f"  engineer: repaired as {data['candidate']} in {data['rounds']} round(s)",
-            flush=True,
-        )
+        return f"  engineer: repaired as {data['candidate']} in {data['rounds']} round(s)"
+    return None
+
+
+def _print_event(kind: str, data: dict[str, Any]) -> None:
+    line = event_line(kind, data)
+    if line is not None:
+        print(line, flush=True)
 
 
 def _run_campaign(

@@ -17,7 +17,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -178,7 +178,7 @@ def obey(
     from node.governed import governed_node
 
     sources = list(sources)
-    governed = governed_node(node, campaigns, sources)
+    governed = governed_node(node, campaigns, sources, on_event=_progress(node))
     acks = chain_acks(node, sources)
     names = ", ".join(s.name for s in sources) or "no governance source"
     which = ", ".join(governed.campaigns) or "no campaign yet"
@@ -186,6 +186,22 @@ def obey(
     governed.serve(stop, node.settings.governance.poll_seconds, after_step=acks)
     if acks is not None:
         acks.wait(ACK_SHUTDOWN_WAIT_S)
+
+
+def _progress(node: Node) -> Callable[[str, str, dict[str, Any]], None]:
+    """Progress lines of every run, each led by its campaign's name."""
+    from node.cli import event_line
+
+    names: dict[str, str] = {}
+
+    def show(campaign_id: str, kind: str, data: dict[str, Any]) -> None:
+        line = event_line(kind, data)
+        if line is not None:
+            if campaign_id not in names:
+                names[campaign_id] = node.store.get_campaign(campaign_id).name
+            print(f"{names[campaign_id]}: {line.strip()}", flush=True)
+
+    return show
 
 
 @contextlib.contextmanager

@@ -34,6 +34,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -572,9 +573,13 @@ def sources_from_settings(
 
 
 def governed_node(
-    node: Node, campaigns: Iterable[str], sources: Iterable[DirectiveSource]
+    node: Node,
+    campaigns: Iterable[str],
+    sources: Iterable[DirectiveSource],
+    on_event: Callable[[str, str, dict[str, Any]], None] | None = None,
 ) -> GovernedNode:
-    """A GovernedNode over `node`'s store, settings and engineer, resuming applied state."""
+    """A GovernedNode over `node`'s store, settings and engineer, resuming applied state;
+    `on_event(campaign_id, kind, data)` gets each run's progress events."""
     gs = node.settings.governance
     store = node.store
     ledger = DirectiveLedger(store)
@@ -602,7 +607,9 @@ def governed_node(
     return GovernedNode(
         store,
         watcher,
-        lambda cid, stop: node.run_campaign(cid, stop=stop),
+        lambda cid, stop: node.run_campaign(
+            cid, stop=stop, on_event=None if on_event is None else partial(on_event, cid)
+        ),
         campaigns,
         stop_deadline_s=gs.stop_deadline_seconds,
         configs=DirectoryConfigs(Path(node.settings.home) / gs.fork_configs),
