@@ -1,5 +1,5 @@
-"""The node's HTTP API: health, campaigns, leaderboards, experiment detail; governance
-routes from `governance.api`."""
+"""The node's HTTP API: health, campaigns, leaderboards, experiment detail, Prometheus
+metrics; governance routes from `governance.api`."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from node import leaderboard
 from node.attestation_api import attestation_router
 from node.errors import AsiNodeError, CorruptStoreError, NotFoundError, StoreError
 from node.log_api import log_router
+from node.metrics_api import metrics_router
 from node.store import CampaignRow, ExperimentRow, Store
 from node.translog import LogView
 
@@ -112,6 +113,7 @@ def create_app(
         return data
 
     app.include_router(log_router(LogView(store)))
+    app.include_router(metrics_router(store))
     from node.gov_records import StoreGovernanceView
 
     app.include_router(governance_router(StoreGovernanceView(store), governor, operator_token))

@@ -18,7 +18,7 @@ processes can share one queue without running anything twice.
 
 from node.store.governance import DirectiveLedger, DirectiveRow
 from node.store.log import CheckpointRow, EntryRow, LogStore
-from node.store.outbox import Outbox, OutboxRow
+from node.store.outbox import Outbox, OutboxRow, outbox_stats
 from node.store.rows import (
     CampaignRow,
     CandidateRow,
@@ -58,4 +58,5 @@ __all__ = [
     "Outbox",
     "OutboxRow",
     "Store",
+    "outbox_stats",
 ]

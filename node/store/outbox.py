@@ -125,6 +125,18 @@ def _check32(value: bytes, what: str) -> None:
         raise ValueError(f"{what} must be 32 bytes, got {len(value)}")
 
 
+def outbox_stats(store: Store) -> list[tuple[str, str, int, int]]:
+    """(target, status, rows, highest tree size) for every pair the outbox holds."""
+    query = select(
+        AnchorOutbox.target,
+        AnchorOutbox.status,
+        sa.func.count(),
+        sa.func.max(AnchorOutbox.tree_size),
+    ).group_by(col(AnchorOutbox.target), col(AnchorOutbox.status))
+    with store._session() as s:
+        return [(t, status, int(n), int(size)) for t, status, n, size in s.exec(query)]
+
+
 class Outbox:
     """One target's rows of the anchor outbox in a Store's database (`evm` unless told);
     every method is one transaction."""

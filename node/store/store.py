@@ -545,6 +545,21 @@ class Store:
         with self._session() as s:
             return int(s.exec(query).one())
 
+    def experiment_stats(self) -> list[tuple[str, str, int, float | None]]:
+        """(campaign id, status, experiments, highest fitness) for every pair that has
+        experiments: one grouped query, for the metrics endpoint."""
+        query = select(
+            Experiment.campaign_id,
+            Experiment.status,
+            sa.func.count(),
+            sa.func.max(Experiment.fitness),
+        ).group_by(col(Experiment.campaign_id), col(Experiment.status))
+        with self._session() as s:
+            return [
+                (cid, status, int(n), None if best is None else float(best))
+                for cid, status, n, best in s.exec(query)
+            ]
+
     def best_by_metric(
         self, campaign_id: str, metric: str, *, limit: int = 10, highest: bool = True
     ) -> list[tuple[ExperimentRow, float]]:

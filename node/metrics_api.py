@@ -1,0 +1,123 @@
+"""GET /metrics: the node's state in the Prometheus text format (version 0.0.4).
+
+Gauges read from the store on each scrape, so they survive restarts and need no
+instrumentation in the workers: campaigns by status; experiments by campaign and status
+with each campaign's best fitness; the transparency log's size and latest checkpoint;
+the anchoring outbox by target and status with the largest confirmed tree size (the log
+size minus it is what is not anchored yet); governance directives applied and not yet
+acknowledged, by source.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Mapping
+
+from fastapi import APIRouter
+from fastapi.responses import PlainTextResponse
+
+from node.store import CAMPAIGN_STATUSES, DirectiveLedger, Store, outbox_stats
+from node.translog import LogView
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+Sample = tuple[Mapping[str, str], float]
+
+
+def metrics_router(store: Store) -> APIRouter:
+    router = APIRouter(tags=["metrics"])
+
+    @router.get("/metrics", response_class=PlainTextResponse)
+    def metrics() -> PlainTextResponse:
+        return PlainTextResponse(render(store), media_type=CONTENT_TYPE)
+
+    return router
+
+
+def render(store: Store) -> str:
+    """Every family, HELP and TYPE lines first, one sample per line."""
+    campaigns = store.list_campaigns()
+    names = {c.id: c.name for c in campaigns}
+    by_status = Counter(c.status for c in campaigns)
+    stats = store.experiment_stats()
+    best: dict[str, float] = {}
+    for cid, _, _, fitness in stats:
+        if fitness is not None:
+            best[cid] = max(fitness, best.get(cid, fitness))
+    view = LogView(store)
+    latest = view.latest_checkpoint()
+    outbox = outbox_stats(store)
+    ledger = DirectiveLedger(store)
+    applied = Counter((d.source, d.kind) for d in ledger.list_applied())
+    unacked = Counter(d.source for d in ledger.unacknowledged())
+
+    def campaign(cid: str) -> dict[str, str]:
+        return {"campaign": names.get(cid, cid), "campaign_id": cid}
+
+    out: list[str] = []
+    _family(
+        out,
+        "asi_node_campaigns",
+        "Campaigns by status.",
+        [({"status": s}, by_status[s]) for s in CAMPAIGN_STATUSES],
+    )
+    _family(
+        out,
+        "asi_node_experiments",
+        "Experiments by campaign and status.",
+        [(campaign(cid) | {"status": status}, n) for cid, status, n, _ in stats],
+    )
+    _family(
+        out,
+        "asi_node_best_fitness",
+        "Highest fitness of a scored experiment, by campaign.",
+        [(campaign(cid), value) for cid, value in sorted(best.items())],
+    )
+    _family(out, "asi_node_log_entries", "Entries in the transparency log.", [({}, view.size)])
+    _family(
+        out,
+        "asi_node_log_checkpoint_size",
+        "Tree size of the latest signed checkpoint (0: none yet).",
+        [({}, latest.tree_size if latest is not None else 0)],
+    )
+    _family(
+        out,
+        "asi_node_anchor_outbox",
+        "Anchoring outbox rows by target and status.",
+        [({"target": t, "status": status}, n) for t, status, n, _ in outbox],
+    )
+    _family(
+        out,
+        "asi_node_anchor_confirmed_size",
+        "Largest tree size whose root is confirmed, by anchoring target.",
+        [({"target": t}, size) for t, status, _, size in outbox if status == "confirmed"],
+    )
+    _family(
+        out,
+        "asi_node_directives_applied",
+        "Governance directives applied, by source and kind.",
+        [({"source": src, "kind": kind}, n) for (src, kind), n in sorted(applied.items())],
+    )
+    _family(
+        out,
+        "asi_node_directives_unacknowledged",
+        "Applied directives not yet acknowledged on their source.",
+        [({"source": src}, n) for src, n in sorted(unacked.items())],
+    )
+    return "\n".join(out) + "\n"
+
+
+def _family(out: list[str], name: str, help_text: str, samples: Iterable[Sample]) -> None:
+    out.append(f"# HELP {name} {help_text}")
+    out.append(f"# TYPE {name} gauge")
+    for labels, value in samples:
+        inner = ",".join(f'{k}="{_escape(v)}"' for k, v in labels.items())
+        out.append(f"{name}{{{inner}}} {_number(value)}" if inner else f"{name} {_number(value)}")
+
+
+def _escape(value: str) -> str:
+    """A label value as the text format wants it: backslash, quote and newline escaped."""
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def _number(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else repr(float(value))
