@@ -308,6 +308,20 @@ class StoreContract:
         with pytest.raises(ValueError):
             store.count_experiments(camp, status="lost")
 
+    def test_experiment_stats_group_by_campaign_and_status(self, store: Store) -> None:
+        camp, cand = self._campaign_with_candidate(store)
+        ids = [store.enqueue_experiment(camp, cand, "candidate", s).id for s in range(4)]
+        for exp_id, fitness in zip(ids[:2], (0.25, -0.5), strict=True):
+            store.claim_next_experiment(camp)
+            store.finish_experiment(exp_id, "done")
+            store.set_experiment_score(exp_id, fitness, "v1")
+        store.claim_next_experiment(camp)
+        assert sorted(store.experiment_stats()) == [
+            (camp, "done", 2, 0.25),
+            (camp, "queued", 1, None),
+            (camp, "running", 1, None),
+        ]
+
     def test_concurrent_claims_never_share_an_experiment(self, store: Store, db: Database) -> None:
         camp, cand = self._campaign_with_candidate(store)
         for seed in range(40):
