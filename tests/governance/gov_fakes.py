@@ -1,9 +1,26 @@
-"""Test doubles for governance: a scripted directive source and a hand-driven clock."""
+"""Test doubles for governance: a scripted directive source, a hand-driven clock, a gated
+engineer; and `wait_until` for tests that watch another thread or process."""
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
+from typing import Any
+
 from governance.directives import CampaignState, Directive, DirectiveKind, Reading
 from governance.errors import SourceError
+
+
+def wait_until(what: str, check: Callable[[], Any], timeout_s: float = 30.0) -> Any:
+    """Poll `check` until it returns something truthy, and return that; AssertionError
+    naming `what` after `timeout_s`."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        found = check()
+        if found:
+            return found
+        time.sleep(0.02)
+    raise AssertionError(f"timed out waiting for {what}")
 
 
 class FakeClock:

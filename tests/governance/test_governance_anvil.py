@@ -24,7 +24,7 @@ import pytest
 import uvicorn
 from chains import ANVIL_KEY, ANVIL_KEY_2, Anvil, free_port
 from dao import Dao
-from gov_fakes import GatedEngineer
+from gov_fakes import GatedEngineer, wait_until
 
 from attestation.audit import verify_bundle
 from governance.ballots import GovernorDomain, sign_ballot
@@ -51,16 +51,6 @@ TOKEN = "operator-token"
 OPERATOR = {"Authorization": f"Bearer {TOKEN}"}
 
 
-def _until(what: str, check: Callable[[], Any], timeout_s: float = 20.0) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        found = check()
-        if found:
-            return found
-        time.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 @pytest.fixture
 def http_api() -> Iterator[Callable[[Any], httpx.Client]]:
     """Serve an app under uvicorn on a free loopback port; an httpx client for it."""
@@ -71,7 +61,7 @@ def http_api() -> Iterator[Callable[[Any], httpx.Client]]:
         server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))
         thread = threading.Thread(target=server.run, daemon=True)
         thread.start()
-        _until("uvicorn to start", lambda: server.started, 10)
+        wait_until("uvicorn to start", lambda: server.started, 10)
         client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30)
         servers.append((server, thread, client))
         return client
@@ -211,17 +201,17 @@ def test_dao_and_guardian_directives_reach_training_on_anvil(
         return pid, before, after
 
     try:
-        _until("x and y training", lambda: len(eng.jobs) == 2)
+        wait_until("x and y training", lambda: len(eng.jobs) == 2)
         running_x = store.list_experiments(x.id, status="running")[0]
         running_y = store.list_experiments(y.id, status="running")[0]
 
         # The DAO pauses x: its training stops within the deadline, the experiment requeued.
         pid, paused_at, executed = passes("pause", x.id)
-        _until(
+        wait_until(
             "x's training to stop", lambda: store.get_experiment(running_x.id).status == "queued"
         )
         assert (datetime.now(UTC) - executed).total_seconds() < STOP_DEADLINE_S
-        pause = _until(
+        pause = wait_until(
             "the pause to be recorded with its stop",
             lambda: [
                 d
@@ -258,7 +248,7 @@ def test_dao_and_guardian_directives_reach_training_on_anvil(
         # The guardian pauses y: in force within two poll intervals of the transaction.
         sent_at = time.monotonic()
         chain.send(ANVIL_KEY, ctl.pauseCampaign(campaign_key(y.id)))
-        _until(
+        wait_until(
             "y's training to stop", lambda: store.get_experiment(running_y.id).status == "queued"
         )
         assert time.monotonic() - sent_at <= 2 * POLL_S
@@ -269,9 +259,9 @@ def test_dao_and_guardian_directives_reach_training_on_anvil(
         # The DAO resumes x: after its confirmations, the interrupted experiment runs again.
         _, _, resumed_at = passes("resume", x.id)
         dao.mine(2)
-        _until("x to train again", lambda: eng.jobs.count(running_x.id) == 2)
+        wait_until("x to train again", lambda: eng.jobs.count(running_x.id) == 2)
         eng.release.set()
-        _until("x to finish", lambda: store.get_campaign(x.id).status == "done")
+        wait_until("x to finish", lambda: store.get_campaign(x.id).status == "done")
         assert store.get_campaign(y.id).status == "paused"
         # No experiment of x started from the pause's execution to the resume's.
         starts = [e.started_at for e in store.list_experiments(x.id) if e.started_at]
@@ -296,7 +286,7 @@ def test_dao_and_guardian_directives_reach_training_on_anvil(
             config_uri="file:x-wide.json",
         )
         dao.mine(2)
-        child = _until("the child to finish", lambda: _done(node, "x-wide"), 30)
+        child = wait_until("the child to finish", lambda: _done(node, "x-wide"), 30)
         assert child.parent_campaign_id == x.id and child.fork_tree_size == position
         assert child.config_hash == child_cfg.config_hash()
         generated = [c for c in store.list_candidates(child.id) if c.origin != "baseline"]
@@ -306,7 +296,7 @@ def test_dao_and_guardian_directives_reach_training_on_anvil(
         # the child under the name its proposal gave it.
         ledger = DirectiveLedger(store)
         ours = {x.id: x.id, y.id: y.id, child.id: "x-wide"}
-        _until(
+        wait_until(
             "the acknowledgements",
             lambda: not [r for r in ledger.unacknowledged("evm") if r.campaign_id in ours],
         )

@@ -15,11 +15,10 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from gov_fakes import GatedEngineer
+from gov_fakes import GatedEngineer, wait_until
 from icp_replica import ROOT_KEY_DER, Replica, Server, SnsModel
 
 from attestation.icp.principal import from_text
@@ -58,14 +57,6 @@ def _configure(home: Path, url: str, key: Path) -> None:
     config.write_text(text)
 
 
-def _wait(what: str, check: Callable[[], bool], timeout_s: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)
-
-
 def test_gov_run_obeys_an_sns_pause_and_resumes_only_on_a_certified_answer(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
@@ -102,8 +93,8 @@ def test_gov_run_obeys_an_sns_pause_and_resumes_only_on_a_certified_answer(
                 replica.time_ns = time.time_ns()
                 assert engineer.started.acquire(timeout=30), "training never started"
                 sns.add_generic(1, PAUSE_FN, encode_directive_payload(camp.id, "pause", None), 100)
-                _wait("the pause", lambda: status() == "paused" and kinds() == ["pause"])
-                _wait("training to stop", lambda: bool(engineer.interrupted))
+                wait_until("the pause", lambda: status() == "paused" and kinds() == ["pause"])
+                wait_until("training to stop", lambda: bool(engineer.interrupted))
                 assert calls() == 0  # a pause needs no certified read: the query is enough
 
                 replica.down_for = {"call"}  # update calls fail; queries still answer
@@ -111,14 +102,14 @@ def test_gov_run_obeys_an_sns_pause_and_resumes_only_on_a_certified_answer(
                 sns.add_generic(
                     2, RESUME_FN, encode_directive_payload(camp.id, "resume", None), 110
                 )
-                _wait("two failed certified reads", lambda: calls() >= 2)
+                wait_until("two failed certified reads", lambda: calls() >= 2)
                 assert status() == "paused" and kinds() == ["pause"]  # not on a query alone
                 started = len(engineer.jobs)
                 replica.down_for = set()
-                _wait("the resume", lambda: kinds() == ["pause", "resume"])
-                _wait("training to restart", lambda: len(engineer.jobs) > started)
+                wait_until("the resume", lambda: kinds() == ["pause", "resume"])
+                wait_until("training to restart", lambda: len(engineer.jobs) > started)
                 engineer.release.set()
-                _wait("the campaign to finish", lambda: status() == "done")
+                wait_until("the campaign to finish", lambda: status() == "done")
             except BaseException as exc:  # reported after gov run returns
                 errors.append(exc)
             finally:

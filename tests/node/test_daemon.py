@@ -14,7 +14,6 @@ import signal
 import socket
 import sys
 import threading
-import time
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
@@ -24,21 +23,13 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "governance"))
 
-from gov_fakes import GatedEngineer
+from gov_fakes import GatedEngineer, wait_until
 
 from governance.anvil import free_port
 from node.campaign import Budget, CampaignConfig
 from node.cli import main
 from node.runtime import Node, open_node
 from node.store import DirectiveLedger
-
-
-def _wait(what: str, check: Callable[[], bool], timeout_s: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)
 
 
 def _get(port: int, path: str) -> Any:
@@ -83,7 +74,7 @@ def _daemon(home: Path, port: int, drive: Callable[[], None]) -> int:
 
     def driver() -> None:
         try:
-            _wait("the daemon's API", daemon_listens)
+            wait_until("the daemon's API", daemon_listens)
             drive()
         except BaseException as exc:  # reported after the daemon returns
             errors.append(exc)
@@ -136,7 +127,7 @@ def test_the_daemon_serves_the_api_while_it_trains_and_a_sigterm_loses_nothing(
     engineer.release.set()
 
     def until_done() -> None:
-        _wait(
+        wait_until(
             "the campaign to finish",
             lambda: _get(port, f"/campaigns/{camp.id}")["status"] == "done",
         )
