@@ -25,7 +25,7 @@ from typing import Any
 from loop.devices import DevicePool, sandbox_gpu_env
 from loop.model import BackboneConfig
 from loop.outcome import FailureClass
-from loop.sandbox import Limits, SandboxOutcome, run_sandboxed
+from loop.sandbox import Limits, SandboxError, SandboxOutcome, run_sandboxed
 from loop.screen import ScreenConfig, check_source
 from loop.tasks import TaskSpec
 from loop.train import TrainConfig
@@ -150,7 +150,9 @@ class Engineer:
         started: float,
         cancel: threading.Event | None,
     ) -> EvalResult:
-        limits = dataclasses.replace(self.limits, threads=job.train.threads)
+        limits = dataclasses.replace(
+            self.limits, threads=job.train.threads, readable_paths=self._data_dirs(job.task)
+        )
         with self._training_device(limits) as (limits, device):
             train_spec = train_job(
                 job.code,
@@ -220,6 +222,22 @@ class Engineer:
             isolation=trained.isolation,
         )
 
+    def _data_dirs(self, task: Any) -> tuple[Path, ...]:
+        """The folder of the task's data shard (an LM task on tokenised data): readable
+        in the jail even under a hidden path such as the node's home. SandboxError when
+        that folder holds a hidden path itself: exposing it would expose the node's keys."""
+        data_path = getattr(task, "data_path", None)
+        if data_path is None:
+            return ()
+        folder = Path(data_path).resolve().parent
+        for hidden in self.limits.hidden_paths:
+            if hidden.resolve().is_relative_to(folder):
+                raise SandboxError(
+                    f"the data shard {data_path} lies in {folder}, which holds the hidden "
+                    f"{hidden}: keep shards in a folder of their own"
+                )
+        return (folder,)
+
     def _evaluate(
         self,
         job: ExperimentJob,
@@ -232,7 +250,9 @@ class Engineer:
     ) -> tuple[dict[str, Any] | None, FailureClass | None, str]:
         spec = evaluate_job(artifacts, job.task, heldout_seed, threads=job.train.threads)
         limits = dataclasses.replace(
-            self.limits, threads=job.train.threads, readable_paths=(artifacts,)
+            self.limits,
+            threads=job.train.threads,
+            readable_paths=(artifacts, *self._data_dirs(job.task)),
         )
         outcome = run_sandboxed(spec, root / label, limits, stop=cancel)
         timings[f"sandbox_{label}_s"] = outcome.wall_s

@@ -36,8 +36,19 @@ class CampaignConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     task: Literal["mqar", "lm"] = "mqar"
-    preset: Literal["quick", "full"] = "full"
+    # "exploration": the LM stage at ASI-Arch's exploration scale (about 20 M parameters,
+    # context 2048) on a tokenised shard; for GPU nodes (loop.train_device).
+    preset: Literal["quick", "full", "exploration"] = "full"
     train_steps: int | None = Field(default=None, ge=1, description="overrides the preset's")
+    data_path: str | None = Field(
+        default=None,
+        description="lm: a tokenised shard (.npy, or raw uint16) instead of the generated corpus",
+    )
+    vocab_size: int | None = Field(
+        default=None,
+        ge=2,
+        description="the shard's vocabulary (default: 256, or 32,000 with exploration)",
+    )
     baselines: tuple[str, ...] = ("deltanet", "gated_deltanet", "mamba2", "linear", "softmax")
     reference: str = "deltanet"
     seed: int = 0
@@ -60,6 +71,12 @@ class CampaignConfig(BaseModel):
             raise ValueError("rerun_seeds must differ from seed")
         if self.fitness != "fitness-v1" and self.researcher != "llm":
             raise ValueError(f"fitness {self.fitness!r} needs researcher = 'llm'")
+        if self.data_path is not None and self.task != "lm":
+            raise ValueError("data_path is for task = 'lm' (a tokenised shard)")
+        if self.preset == "exploration" and self.data_path is None:
+            raise ValueError("preset 'exploration' needs task = 'lm' and a data_path shard")
+        if self.vocab_size is not None and self.data_path is None:
+            raise ValueError("vocab_size goes with data_path (the shard's vocabulary)")
         return self
 
     def canonical_json(self) -> str:

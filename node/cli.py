@@ -231,6 +231,7 @@ def _demo_llm(node: Node, url: str | None, model: str | None) -> Any:
 def cmd_campaign(args: argparse.Namespace) -> int:
     from node.campaign import CampaignConfig, load_config, parse_config
     from node.runtime import open_node
+    from node.tasks import check_data
 
     node = open_node(args.home)
     if args.action == "create":
@@ -244,6 +245,7 @@ def cmd_campaign(args: argparse.Namespace) -> int:
                     update={"max_candidates": args.candidates}
                 )
             config = parse_config(config.model_copy(update=updates).model_dump(), "campaign create")
+        check_data(config, Path(node.settings.home))
         camp = node.store.create_campaign(args.name, config.model_dump(mode="json"))
         print(f"created campaign {camp.id} ({camp.name}), config {camp.config_hash}")
         return 0

@@ -14,11 +14,13 @@ from attestation.keys import NodeKey
 from loop.devices import DevicePool
 from loop.engineer import Engineer
 from loop.sandbox import Limits
+from node.campaign import CampaignConfig
 from node.errors import ConfigError
 from node.records import Recorder
 from node.scheduler import CampaignRunner, EventSink, RunSummary
 from node.settings import Settings, init_home, load_settings
 from node.store import Store
+from node.tasks import check_data
 from node.translog import NodeLog
 
 if TYPE_CHECKING:
@@ -163,6 +165,9 @@ class Node:
         end (`anchor_summary` for the chain, `anchor_summaries` for every target).
         """
         campaign = self.store.get_campaign(campaign_ref)
+        check_data(
+            CampaignConfig.model_validate_json(campaign.config_json), Path(self.settings.home)
+        )
         if llm is None and json.loads(campaign.config_json).get("researcher") == "llm":
             from node.llm_loop import LLMSetup
 

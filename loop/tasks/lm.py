@@ -113,7 +113,7 @@ def generated_corpus(seed: int, n_bytes: int) -> bytes:
     return "".join(parts).encode("ascii")[:n_bytes]
 
 
-def _read_stream(spec: LMSpec) -> npt.NDArray[np.integer]:
+def read_stream(spec: LMSpec) -> npt.NDArray[np.integer]:
     """The whole token stream as an array; shards stay memory-mapped."""
     if spec.data_path is None:
         return np.frombuffer(generated_corpus(spec.corpus_seed, spec.corpus_bytes), dtype=np.uint8)
@@ -164,7 +164,7 @@ class LMSpec:
         return tuple(sorted(set(self.test_seq_lens)))
 
     def _split(self) -> tuple[npt.NDArray[np.integer], npt.NDArray[np.integer]]:
-        stream = _read_stream(self)
+        stream = read_stream(self)
         cut = int(len(stream) * (1.0 - self.heldout_frac))
         return stream[:cut], stream[cut:]
 
