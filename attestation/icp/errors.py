@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from enum import Enum
 
+from attestation.errors import TrustError
+
 
 class Step(Enum):
     """The numbered steps of certificate verification, in the order they run."""
@@ -25,7 +27,7 @@ class Step(Enum):
         return self.value[1]
 
 
-class VerificationError(Exception):
+class VerificationError(TrustError):
     """An Internet Computer certificate (or an answer it is meant to certify) failed a check.
 
     Nothing it carries may be used: treat the answer as absent. `step` says which check

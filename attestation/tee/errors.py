@@ -1,13 +1,13 @@
-"""Errors of TEE evidence collection and verification.
-
-`attestation` sits below `node` and cannot import `node.errors`; the CLI catches
-`TeeError` beside `AsiNodeError`.
+"""Errors of TEE evidence collection and verification, under the trust package's root
+(`attestation.errors.TrustError`, which the CLI catches beside `AsiNodeError`).
 """
 
 from __future__ import annotations
 
+from attestation.errors import TrustError
 
-class TeeError(Exception):
+
+class TeeError(TrustError):
     """Root of the errors this package raises on purpose; the message is for a person."""
 
 
