@@ -9,9 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import signal
 import sys
-import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -79,23 +77,14 @@ def _run_campaign(
     node: Node, campaign_ref: str, llm: Any = None, anchor: bool | None = None
 ) -> int:
     """Run until done or Ctrl-C; a second Ctrl-C is not needed: in-flight work is killed."""
-    stop = threading.Event()
+    from node.daemon import stop_on_signals
 
-    def on_signal(signum: int, _frame: object) -> None:
-        print(
-            f"\nasi-node: stopping ({signal.Signals(signum).name}); run again to resume", flush=True
-        )
-        stop.set()
-
-    old_int = signal.signal(signal.SIGINT, on_signal)
-    old_term = signal.signal(signal.SIGTERM, on_signal)
-    try:
+    with stop_on_signals() as stop:
         summary = node.run_campaign(
             campaign_ref, on_event=_print_event, stop=stop, llm=llm, anchor=anchor
         )
-    finally:
-        signal.signal(signal.SIGINT, old_int)
-        signal.signal(signal.SIGTERM, old_term)
+    if stop.is_set():
+        print("asi-node: stopped; run again to resume", flush=True)
     print(
         f"campaign {campaign_ref}: {summary.reason} after {summary.finished} "
         f"experiment(s), {summary.wall_s:.0f}s"

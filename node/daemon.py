@@ -144,7 +144,7 @@ def cmd_daemon(args: argparse.Namespace) -> int:
     host = args.host or node.settings.api.host
     port = args.port or node.settings.api.port
     check_listen(host, port)
-    campaigns = list(args.campaigns) or [
+    campaigns = [node.store.get_campaign(ref).id for ref in args.campaigns] or [
         c.id for c in node.store.list_campaigns() if c.status in RUNNABLE
     ]
     sources = sources_from_settings(node.settings, campaigns)

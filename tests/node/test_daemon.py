@@ -169,3 +169,12 @@ def test_a_node_that_obeyed_governance_refuses_to_run_ungoverned(
     err = capsys.readouterr().err
     assert "this node has obeyed governance (evm) but no governance source is configured" in err
     assert engineer.jobs == []
+
+
+def test_an_unknown_campaign_stops_the_daemon_before_the_api_starts(
+    home: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["--home", str(home), "daemon", "x", "nope", "--port", str(free_port())]) == 2
+    captured = capsys.readouterr()
+    assert "no campaign with id or name 'nope'" in captured.err
+    assert "serving" not in captured.out
