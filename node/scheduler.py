@@ -148,8 +148,9 @@ class CampaignRunner:
                 done, _ = wait(in_flight, timeout=0.5, return_when=FIRST_COMPLETED)
                 for fut in done:
                     exp = in_flight.pop(fut)
-                    self._record(exp, fut.result())
-                    finished += 1
+                    result = fut.result()
+                    self._record(exp, result)
+                    finished += result.failure is not FailureClass.INTERRUPTED
             if reason == "stopped":
                 # Pause point: in-flight sandboxes see `stop` and are killed; their
                 # experiments go back to the queue, not counted as attempts.

@@ -133,7 +133,7 @@ def test_stop_puts_in_flight_work_back_in_the_queue(store: Store) -> None:
             return EvalResult(FailureClass.INTERRUPTED, "stopped")
 
     summary = runner(store, config(candidates=1), Blocking(), stop=stop).run()
-    assert summary.reason == "stopped"
+    assert summary.reason == "stopped" and summary.finished == 0  # interrupted is not finished
     camp = store.list_campaigns()[0]
     assert store.get_campaign(camp.id).status == "paused"
     queued = store.list_experiments(camp.id, status="queued")
