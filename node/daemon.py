@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import logging
 import signal
 import sys
 import threading
@@ -21,7 +22,7 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from node.errors import ConfigError
+from node.errors import ConfigError, StoreError
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
@@ -29,6 +30,8 @@ if TYPE_CHECKING:
     from governance.directives import DirectiveSource
     from governance.relay import ChainGovernor
     from node.runtime import Node
+
+log = logging.getLogger(__name__)
 
 API_START_TIMEOUT_S = 30.0
 API_STOP_TIMEOUT_S = 10.0
@@ -164,18 +167,24 @@ def cmd_daemon(args: argparse.Namespace) -> int:
         )
     with stop_on_signals() as stop, api_running(serve_app(node), host, port):
         print(f"serving the HTTP API on http://{host}:{port}", flush=True)
-        obey(node, campaigns, sources, stop)
+        obey(node, campaigns, sources, stop, adopt_new=not args.campaigns)
     print("asi-node: stopped; run again to resume", flush=True)
     return 0
 
 
 def obey(
-    node: Node, campaigns: list[str], sources: Iterable[DirectiveSource], stop: threading.Event
+    node: Node,
+    campaigns: list[str],
+    sources: Iterable[DirectiveSource],
+    stop: threading.Event,
+    *,
+    adopt_new: bool = False,
 ) -> None:
     """Run `campaigns` as the directive `sources` allow, acknowledging on-chain what was
-    applied (the EVM source), until `stop`; then stop every run and wait for it."""
+    applied (the EVM source), until `stop`; then stop every run and wait for it. With
+    `adopt_new`, a campaign created meanwhile (`campaign create`) is run too."""
     from node.gov_cli import ACK_SHUTDOWN_WAIT_S, chain_acks
-    from node.governed import governed_node
+    from node.governed import StepReport, governed_node
 
     sources = list(sources)
     governed = governed_node(node, campaigns, sources, on_event=_progress(node))
@@ -183,7 +192,21 @@ def obey(
     names = ", ".join(s.name for s in sources) or "no governance source"
     which = ", ".join(governed.campaigns) or "no campaign yet"
     print(f"obeying {names} for {which}; Ctrl-C stops", flush=True)
-    governed.serve(stop, node.settings.governance.poll_seconds, after_step=acks)
+
+    def after_step(report: StepReport) -> None:
+        if adopt_new:
+            try:
+                created = [c for c in node.store.list_campaigns() if c.status == "created"]
+            except StoreError as exc:  # looked for again after the next poll
+                log.warning("new campaigns not looked for", extra={"error": str(exc)})
+                created = []
+            for camp in created:
+                if governed.adopt(camp.id):
+                    print(f"{camp.name}: new campaign {camp.id}, run from now on", flush=True)
+        if acks is not None:
+            acks(report)
+
+    governed.serve(stop, node.settings.governance.poll_seconds, after_step=after_step)
     if acks is not None:
         acks.wait(ACK_SHUTDOWN_WAIT_S)
 

@@ -175,6 +175,13 @@ class GovernedNode:
             self._enforce(report)  # start the children
         return report
 
+    def adopt(self, campaign_id: str) -> bool:
+        """Drive one more campaign from the next step on; False if it is driven already."""
+        if campaign_id in self.campaigns:
+            return False
+        self.campaigns.append(campaign_id)
+        return True
+
     def serve(
         self,
         stop: threading.Event,
@@ -339,7 +346,7 @@ class GovernedNode:
                 extra={"child": d.campaign_id, "parent": d.parent_id, "error": str(exc)},
             )
             return asked | {"refused": str(exc)}
-        self.campaigns.append(child.id)
+        self.adopt(child.id)
         report.forked.append(child.id)
         n = len(self.store.list_experiments(child.id))
         return asked | {"child": child.id, "position": size, "experiments": n}
@@ -393,8 +400,7 @@ class GovernedNode:
         for event in self.store.list_events(child.id, kind="forked_from"):
             lineage = json.loads(event.payload_json)
             if lineage.get("source") == d.source and lineage.get("epoch") == d.epoch:
-                if child.id not in self.campaigns:
-                    self.campaigns.append(child.id)
+                self.adopt(child.id)
                 return {
                     "parent": lineage.get("parent"),
                     "child": child.id,

@@ -123,19 +123,27 @@ def test_the_daemon_serves_the_api_while_it_trains_and_a_sigterm_loses_nothing(
     assert {store.get_experiment(e).status for e in stopped} == {"queued"}  # none lost
     assert store.list_experiments(camp.id, status="running") == []
 
-    # Started again, the daemon resumes the campaign and finishes it.
+    # Started again, the daemon resumes the campaign and finishes it, and runs a campaign
+    # created while it runs.
     engineer.release.set()
 
+    def status(campaign_id: str) -> str:
+        return str(_get(port, f"/campaigns/{campaign_id}")["status"])
+
     def until_done() -> None:
-        wait_until(
-            "the campaign to finish",
-            lambda: _get(port, f"/campaigns/{camp.id}")["status"] == "done",
-        )
+        wait_until("the campaign to finish", lambda: status(camp.id) == "done")
+        cfg = CampaignConfig(preset="quick", baselines=("deltanet",), budget=Budget())
+        later = open_node(home).store.create_campaign("y", cfg.model_dump(mode="json"))
+        wait_until("the new campaign to finish", lambda: status(later.id) == "done")
 
     assert _daemon(home, port, until_done) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"^y: new campaign c-[0-9a-f]+, run from now on$", out, re.M)
     store = open_node(home).store
     assert {store.get_experiment(e).status for e in stopped} == {"done"}  # they ran again
     assert {e.status for e in store.list_experiments(camp.id)} <= {"done", "failed"}
+    later = store.list_experiments(store.get_campaign("y").id)
+    assert later and {e.status for e in later} <= {"done", "failed"}
 
 
 def test_a_port_in_use_stops_the_daemon_before_anything_runs(
