@@ -1,4 +1,4 @@
-"""`asi-node gov run` obeying an SNS, end to end through the CLI.
+"""`asi-node gov run` and `asi-node daemon` obeying an SNS, end to end through the CLI.
 
 The node's settings name the loopback replica as [icp] url, the SNS governance canister
 and its generic-function ids; the replica answers `list_proposals` / `get_proposal` in
@@ -22,6 +22,7 @@ from gov_fakes import GatedEngineer, wait_until
 from icp_replica import ROOT_KEY_DER, Replica, Server, SnsModel
 
 from attestation.icp.principal import from_text
+from governance.anvil import free_port
 from governance.icp import (
     HttpTransport,
     IcpClient,
@@ -57,7 +58,9 @@ def _configure(home: Path, url: str, key: Path) -> None:
     config.write_text(text)
 
 
-def test_gov_run_obeys_an_sns_pause_and_resumes_only_on_a_certified_answer(
+@pytest.mark.parametrize("command", ["gov run", "daemon"])
+def test_the_node_obeys_an_sns_pause_and_resumes_only_on_a_certified_answer(
+    command: str,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
@@ -119,12 +122,13 @@ def test_gov_run_obeys_an_sns_pause_and_resumes_only_on_a_certified_answer(
         driver = threading.Thread(target=drive, name="sns-driver")
         driver.start()
         handler = signal.getsignal(signal.SIGTERM)
-        code = main(["--home", str(home), "gov", "run", "x"])
+        extra = ["--port", str(free_port())] if command == "daemon" else []
+        code = main(["--home", str(home), *command.split(), "x", *extra])
         driver.join(30)
     if errors:
         raise errors[0]
     assert code == 0
-    assert signal.getsignal(signal.SIGTERM) is handler  # gov run gave it back
+    assert signal.getsignal(signal.SIGTERM) is handler  # the command gave it back
     out = capsys.readouterr().out
     assert f"obeying sns for {camp.id}" in out
     certified = [p for p in replica.seen_paths if p.endswith(("/call", "/read_state"))]
