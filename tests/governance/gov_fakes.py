@@ -1,10 +1,12 @@
 """Test doubles for governance: a scripted directive source, a hand-driven clock, a gated
-engineer; and `wait_until` for tests that watch another thread or process."""
+engineer; `wait_until` for tests that watch another thread or process, and
+`edit_config` for tests that set up a node home's config.toml."""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 from governance.directives import CampaignState, Directive, DirectiveKind, Reading
@@ -21,6 +23,16 @@ def wait_until(what: str, check: Callable[[], Any], timeout_s: float = 30.0) -> 
             return found
         time.sleep(0.02)
     raise AssertionError(f"timed out waiting for {what}")
+
+
+def edit_config(home: Path, replacements: Mapping[str, str]) -> None:
+    """Replace lines of `<home>/config.toml` as `asi-node init` wrote it (each must be there)."""
+    config = home / "config.toml"
+    text = config.read_text()
+    for old, new in replacements.items():
+        assert old in text, old
+        text = text.replace(old, new)
+    config.write_text(text)
 
 
 class FakeClock:

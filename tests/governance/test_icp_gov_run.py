@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 import pytest
-from gov_fakes import GatedEngineer, wait_until
+from gov_fakes import GatedEngineer, edit_config, wait_until
 from icp_replica import ROOT_KEY_DER, Replica, Server, SnsModel
 
 from attestation.icp.principal import from_text
@@ -42,20 +42,18 @@ PAUSE_FN, RESUME_FN = 1001, 1002
 
 
 def _configure(home: Path, url: str, key: Path) -> None:
-    config = home / "config.toml"
-    text = config.read_text()
-    for old, new in {
-        '# url = "..."': f'url = "{url}"',
-        '# root_key_path = "..."': f'root_key_path = "{key}"',
-        '# sns_governance_canister = "..."': f'sns_governance_canister = "{SNS}"',
-        '# sns_pause_function = "..."': f"sns_pause_function = {PAUSE_FN}",
-        '# sns_resume_function = "..."': f"sns_resume_function = {RESUME_FN}",
-        "poll_seconds = 5.0": "poll_seconds = 0.1",
-        "stop_deadline_seconds = 30.0": "stop_deadline_seconds = 5.0",
-    }.items():
-        assert old in text, old
-        text = text.replace(old, new)
-    config.write_text(text)
+    edit_config(
+        home,
+        {
+            '# url = "..."': f'url = "{url}"',
+            '# root_key_path = "..."': f'root_key_path = "{key}"',
+            '# sns_governance_canister = "..."': f'sns_governance_canister = "{SNS}"',
+            '# sns_pause_function = "..."': f"sns_pause_function = {PAUSE_FN}",
+            '# sns_resume_function = "..."': f"sns_resume_function = {RESUME_FN}",
+            "poll_seconds = 5.0": "poll_seconds = 0.1",
+            "stop_deadline_seconds = 30.0": "stop_deadline_seconds = 5.0",
+        },
+    )
 
 
 @pytest.mark.parametrize("command", ["gov run", "daemon"])

@@ -23,7 +23,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "governance"))
 
-from gov_fakes import GatedEngineer, wait_until
+from gov_fakes import GatedEngineer, edit_config, wait_until
 
 from governance.anvil import free_port
 from node.campaign import Budget, CampaignConfig
@@ -48,15 +48,13 @@ def _answers(port: int) -> bool:
 def home(tmp_path: Path) -> Path:
     home = tmp_path / "home"
     assert main(["--home", str(home), "init"]) == 0
-    config = home / "config.toml"
-    text = config.read_text()
-    for old, new in {
-        "poll_seconds = 5.0": "poll_seconds = 0.1",
-        "stop_deadline_seconds = 30.0": "stop_deadline_seconds = 5.0",
-    }.items():
-        assert old in text, old
-        text = text.replace(old, new)
-    config.write_text(text)
+    edit_config(
+        home,
+        {
+            "poll_seconds = 5.0": "poll_seconds = 0.1",
+            "stop_deadline_seconds = 30.0": "stop_deadline_seconds = 5.0",
+        },
+    )
     cfg = CampaignConfig(
         preset="quick", baselines=("deltanet", "linear"), budget=Budget(max_candidates=1)
     )
