@@ -234,7 +234,7 @@ def cmd_campaign(args: argparse.Namespace) -> int:
                     update={"max_candidates": args.candidates}
                 )
             config = parse_config(config.model_copy(update=updates).model_dump(), "campaign create")
-        check_data(config, Path(node.settings.home))
+        check_data(config, Path(node.settings.home), scan_tokens=None)  # once: every token
         camp = node.store.create_campaign(args.name, config.model_dump(mode="json"))
         print(f"created campaign {camp.id} ({camp.name}), config {camp.config_hash}")
         return 0

@@ -53,12 +53,15 @@ def _exploration(config: CampaignConfig) -> ExplorationPreset:
     return exploration_preset(config.data_path, vocab_size=config.vocab_size or EXPLORATION_VOCAB)
 
 
-def check_data(config: CampaignConfig, home: Path, scan_tokens: int = 1 << 20) -> None:
+SCAN_CHUNK = 1 << 24  # tokens read at a time when a shard is scanned (memory-mapped)
+
+
+def check_data(config: CampaignConfig, home: Path, scan_tokens: int | None = 1 << 20) -> None:
     """ConfigError unless the campaign's data shard can be read as one (a 1-D integer
-    .npy, or raw little-endian uint16), its first `scan_tokens` tokens lie below the
-    vocabulary, and its folder does not hold the node's `home` (the sandbox exposes
-    that folder to candidates): caught when the campaign is created or run, not as a
-    failure of every experiment."""
+    .npy, or raw little-endian uint16), its first `scan_tokens` tokens (None: every one)
+    lie below the vocabulary, and its folder does not hold the node's `home` (the
+    sandbox exposes that folder to candidates): caught when the campaign is created
+    (every token) or run (the first ones), not as a failure of every experiment."""
     if config.data_path is None:
         return
     spec = build_task(config)
@@ -82,7 +85,8 @@ def check_data(config: CampaignConfig, home: Path, scan_tokens: int = 1 << 20) -
         raise ConfigError(
             f"data_path {path}: {len(stream)} tokens, too few for sequences of {spec.seq_len}"
         )
-    top = int(np.max(stream[:scan_tokens]))
+    end = len(stream) if scan_tokens is None else min(scan_tokens, len(stream))
+    top = max(int(np.max(stream[i : min(i + SCAN_CHUNK, end)])) for i in range(0, end, SCAN_CHUNK))
     if top >= spec.vocab_size:
         raise ConfigError(
             f"data_path {path}: token {top} is outside the vocabulary of {spec.vocab_size} "

@@ -88,6 +88,14 @@ def test_check_data_names_what_is_wrong_with_the_shard(tmp_path: Path) -> None:
             check_data(lm(path, preset="quick"), home)
     check_data(lm(str(wide), preset="quick", vocab_size=512), home)
 
+    late = data / "late.npy"  # a stray token past the first million
+    tokens = np.zeros(1_500_000, dtype=np.uint16)
+    tokens[1_200_000] = 999
+    np.save(late, tokens)
+    check_data(lm(str(late), preset="quick"), home)  # a run reads the first 2**20 only
+    with pytest.raises(ConfigError, match="token 999 is outside the vocabulary of 256"):
+        check_data(lm(str(late), preset="quick"), home, scan_tokens=None)
+
 
 def test_campaign_create_refuses_a_missing_shard(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
@@ -98,6 +106,14 @@ def test_campaign_create_refuses_a_missing_shard(
     config.write_text(f'task = "lm"\npreset = "quick"\ndata_path = "{tmp_path}/gone.npy"\n')
     assert main(["--home", str(home), "campaign", "create", "x", "--config", str(config)]) == 2
     assert f"data_path {tmp_path}/gone.npy: no such file" in capsys.readouterr().err
+    late = tmp_path / "data" / "late.npy"  # create reads every token
+    late.parent.mkdir()
+    tokens = np.zeros(1_500_000, dtype=np.uint16)
+    tokens[-1] = 999
+    np.save(late, tokens)
+    config.write_text(f'task = "lm"\npreset = "quick"\ndata_path = "{late}"\n')
+    assert main(["--home", str(home), "campaign", "create", "x", "--config", str(config)]) == 2
+    assert "token 999 is outside the vocabulary of 256" in capsys.readouterr().err
     assert open_node(home).store.list_campaigns() == []
 
 
