@@ -132,6 +132,11 @@ class Watcher:
         now = self.clock()
         return any(now - v.fresh_at > self.stale_after_s for v in self._views.values())
 
+    def ages(self) -> dict[str, float]:
+        """Seconds since each source last gave a fresh reading."""
+        now = self.clock()
+        return {name: now - view.fresh_at for name, view in self._views.items()}
+
     def directed_state(self, campaign_id: str) -> CampaignState:
         """The most restrictive state the sources direct for the campaign."""
         found = []

@@ -4,6 +4,7 @@ metrics; governance routes from `governance.api`."""
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Mapping
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,11 @@ from node.log_api import log_router
 from node.metrics_api import metrics_router
 from node.store import CampaignRow, ExperimentRow, Store
 from node.translog import LogView
+
+HEALTH_PROBLEMS = {
+    "stale": "no fresh reading from a governance source: every campaign is paused",
+    "revoked": "this node is revoked on the controller: every campaign is stopped",
+}
 
 # Domain errors mapped to HTTP statuses in one place.
 STATUS_OF: dict[type[AsiNodeError], int] = {
@@ -53,10 +59,12 @@ def create_app(
     governor: GovernorClient | None = None,
     operator_token: SecretStr | None = None,
     attestation_evidence: Path | None = None,
+    node_status: Callable[[], Mapping[str, Any]] | None = None,
 ) -> FastAPI:
     """The app over one store; the caller owns the store's lifetime. The governance
     routes (`/gov`) relay to `governor` when one is given; with `attestation_evidence` the
-    node's TEE evidence bundle is published at /attestation."""
+    node's TEE evidence bundle is published at /attestation; `node_status` (the daemon's
+    governed runs, `GovernedNode.status`) goes into /health."""
     app = FastAPI(title="asi-node", version="0.1.0", summary="Read-only view of a research node")
     if attestation_evidence is not None:
         app.include_router(attestation_router(attestation_evidence))
@@ -78,7 +86,16 @@ def create_app(
 
     @app.get("/health")
     def health() -> dict[str, Any]:
-        return {"status": "ok", "campaigns": len(store.list_campaigns())}
+        """ "ok", or "degraded" with the problems when the daemon's governance is stale
+        (it paused every campaign) or this node is revoked (it stopped them)."""
+        body: dict[str, Any] = {"status": "ok", "campaigns": len(store.list_campaigns())}
+        live = dict(node_status()) if node_status is not None else {}
+        if live:
+            body["node"] = live
+            problems = [text for key, text in HEALTH_PROBLEMS.items() if live.get(key)]
+            if problems:
+                body |= {"status": "degraded", "problems": problems}
+        return body
 
     @app.get("/campaigns")
     def campaigns() -> list[dict[str, Any]]:

@@ -18,7 +18,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 
     from governance.directives import DirectiveSource
     from governance.relay import ChainGovernor
+    from node.governed import GovernedNode
     from node.runtime import Node
 
 log = logging.getLogger(__name__)
@@ -82,9 +83,10 @@ def port_number(text: str) -> int:
     return port
 
 
-def serve_app(node: Node) -> FastAPI:
+def serve_app(node: Node, node_status: Callable[[], Mapping[str, Any]] | None = None) -> FastAPI:
     """The app `serve` runs: the node's store, operator token and TEE evidence, and the
-    Governor of the deployment when a chain is configured (`serve_governor`)."""
+    Governor of the deployment when a chain is configured (`serve_governor`); the
+    daemon adds its governed runs' status to /health."""
     from node.api import create_app
     from node.attestation_api import evidence_path
 
@@ -93,6 +95,7 @@ def serve_app(node: Node) -> FastAPI:
         governor=serve_governor(node),
         operator_token=node.settings.api.operator_token,
         attestation_evidence=evidence_path(node.settings),
+        node_status=node_status,
     )
 
 
@@ -165,9 +168,10 @@ def cmd_daemon(args: argparse.Namespace) -> int:
             "ungoverned",
             file=sys.stderr,
         )
-    with stop_on_signals() as stop, api_running(serve_app(node), host, port):
+    live = Live()
+    with stop_on_signals() as stop, api_running(serve_app(node, live.status), host, port):
         print(f"serving the HTTP API on http://{host}:{port}", flush=True)
-        obey(node, campaigns, sources, stop, adopt_new=not args.campaigns)
+        obey(node, campaigns, sources, stop, adopt_new=not args.campaigns, live=live)
     print("asi-node: stopped; run again to resume", flush=True)
     return 0
 
@@ -179,15 +183,19 @@ def obey(
     stop: threading.Event,
     *,
     adopt_new: bool = False,
+    live: Live | None = None,
 ) -> None:
     """Run `campaigns` as the directive `sources` allow, acknowledging on-chain what was
     applied (the EVM source), until `stop`; then stop every run and wait for it. With
-    `adopt_new`, a campaign created meanwhile (`campaign create`) is run too."""
+    `adopt_new`, a campaign created meanwhile (`campaign create`) is run too; `live`
+    gets the governed node, for /health."""
     from node.gov_cli import ACK_SHUTDOWN_WAIT_S, chain_acks
     from node.governed import StepReport, governed_node
 
     sources = list(sources)
     governed = governed_node(node, campaigns, sources, on_event=_progress(node))
+    if live is not None:
+        live.governed = governed
     acks = chain_acks(node, sources)
     names = ", ".join(s.name for s in sources) or "no governance source"
     which = ", ".join(governed.campaigns) or "no campaign yet"
@@ -209,6 +217,16 @@ def obey(
     governed.serve(stop, node.settings.governance.poll_seconds, after_step=after_step)
     if acks is not None:
         acks.wait(ACK_SHUTDOWN_WAIT_S)
+
+
+class Live:
+    """The daemon's governed node once `obey` has built it; /health reads its status."""
+
+    def __init__(self) -> None:
+        self.governed: GovernedNode | None = None
+
+    def status(self) -> dict[str, Any]:
+        return {} if self.governed is None else self.governed.status()
 
 
 def _progress(node: Node) -> Callable[[str, str, dict[str, Any]], None]:

@@ -145,6 +145,7 @@ class GovernedNode:
         self._unrecorded: list[tuple[Applied, datetime]] = []
         self._unlinked: dict[str, Stopped] = {}  # stops whose directive is not recorded yet
         self._backlog = recorder is not None  # rows applied before the log was wired
+        self._status: dict[str, Any] = {}  # the last step's snapshot (`status`)
 
     # -- one poll ------------------------------------------------------------------------
     def step(self) -> StepReport:
@@ -173,7 +174,27 @@ class GovernedNode:
             report.applied.append(row)
         if report.forked:
             self._enforce(report)  # start the children
+        self._status = self._snapshot()
         return report
+
+    def status(self) -> dict[str, Any]:
+        """What the node did at its last step, for `/health` (safe from other threads:
+        the polling thread replaces the snapshot whole): each campaign's governed state
+        and whether it runs, each source's age, staleness and revocation."""
+        return dict(self._status)
+
+    def _snapshot(self) -> dict[str, Any]:
+        watcher = self.watcher
+        return {
+            "polled_at": self.ledger.now().isoformat(),
+            "campaigns": {
+                cid: {"state": watcher.state(cid).value, "running": cid in self.runs}
+                for cid in self.campaigns
+            },
+            "sources": {name: {"age_s": round(age, 3)} for name, age in watcher.ages().items()},
+            "stale": watcher.stale,
+            "revoked": watcher.revoked,
+        }
 
     def adopt(self, campaign_id: str) -> bool:
         """Drive one more campaign from the next step on; False if it is driven already."""

@@ -159,15 +159,23 @@ def test_a_node_without_fresh_governance_state_pauses_itself(store: Store) -> No
     eng, src, clock = GatedEngineer(), FakeSource(head=None), FakeClock()
     node = governed(store, eng, src, "x")
     node.watcher = Watcher([src], stale_after_s=10, clock=clock)
+    assert node.status() == {}  # no step yet
     node.step()
     assert eng.started.acquire(timeout=10)
+    status = node.status()
+    assert status["campaigns"] == {camp.id: {"state": "running", "running": True}}
+    assert status["sources"] == {src.name: {"age_s": 0.0}} and not status["stale"]
     src.down = True
     clock.advance(11)
     assert node.step().stopping == [camp.id]
+    status = node.status()
+    assert status["stale"] and status["sources"] == {src.name: {"age_s": 11.0}}
+    assert status["campaigns"][camp.id]["state"] == "paused"
     node.wait_stopped(camp.id, 5)
     assert store.get_campaign(camp.id).status == "paused"
     src.down = False
     assert node.step().started == [camp.id]
+    assert not node.status()["stale"]
     node.shutdown()
 
 

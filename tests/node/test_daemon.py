@@ -103,6 +103,10 @@ def test_the_daemon_serves_the_api_while_it_trains_and_a_sigterm_loses_nothing(
         assert engineer.started.acquire(timeout=30), "training never started"
         assert [c["name"] for c in _get(port, "/campaigns")] == ["x"]
         assert _get(port, f"/campaigns/{camp.id}")["status"] == "running"
+        health = _get(port, "/health")
+        assert health["status"] == "ok" and health["node"]["stale"] is False
+        assert health["node"]["sources"] == {}  # ungoverned
+        assert health["node"]["campaigns"][camp.id] == {"state": "running", "running": True}
         listed = _get(port, f"/campaigns/{camp.id}/experiments")
         running.extend(e["id"] for e in listed if e["status"] == "running")
         assert running
@@ -184,3 +188,24 @@ def test_an_unknown_campaign_stops_the_daemon_before_the_api_starts(
     captured = capsys.readouterr()
     assert "no campaign with id or name 'nope'" in captured.err
     assert "serving" not in captured.out
+
+
+def test_health_says_degraded_when_governance_is_stale_or_the_node_revoked() -> None:
+    from fastapi.testclient import TestClient
+
+    from node.api import create_app
+    from node.store import Store
+
+    state: dict[str, Any] = {}
+    client = TestClient(create_app(Store.open("sqlite://"), node_status=lambda: state))
+    assert client.get("/health").json() == {"status": "ok", "campaigns": 0}  # not polled yet
+    state |= {"campaigns": {}, "sources": {"evm": {"age_s": 75.0}}, "stale": True}
+    health = client.get("/health").json()
+    assert health["status"] == "degraded" and health["node"] == state
+    assert health["problems"] == [
+        "no fresh reading from a governance source: every campaign is paused"
+    ]
+    state |= {"stale": False, "revoked": True}
+    assert client.get("/health").json()["problems"] == [
+        "this node is revoked on the controller: every campaign is stopped"
+    ]
