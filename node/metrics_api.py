@@ -16,8 +16,7 @@ from collections.abc import Iterable, Mapping
 from fastapi import APIRouter
 from fastapi.responses import PlainTextResponse
 
-from node.store import CAMPAIGN_STATUSES, DirectiveLedger, Store, outbox_stats
-from node.translog import LogView
+from node.store import CAMPAIGN_STATUSES, DirectiveLedger, LogStore, Store, outbox_stats
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 Sample = tuple[Mapping[str, str], float]
@@ -43,8 +42,8 @@ def render(store: Store) -> str:
     for cid, _, _, fitness in stats:
         if fitness is not None:
             best[cid] = max(fitness, best.get(cid, fitness))
-    view = LogView(store)
-    latest = view.latest_checkpoint()
+    log = LogStore(store)  # sizes only: no Merkle tree is built for a scrape
+    latest = log.latest_checkpoint()
     outbox = outbox_stats(store)
     ledger = DirectiveLedger(store)
     applied = Counter((d.source, d.kind) for d in ledger.list_applied())
@@ -72,7 +71,7 @@ def render(store: Store) -> str:
         "Highest fitness of a scored experiment, by campaign.",
         [(campaign(cid), value) for cid, value in sorted(best.items())],
     )
-    _family(out, "asi_node_log_entries", "Entries in the transparency log.", [({}, view.size)])
+    _family(out, "asi_node_log_entries", "Entries in the transparency log.", [({}, log.size())])
     _family(
         out,
         "asi_node_log_checkpoint_size",
