@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import secrets
 import threading
@@ -165,10 +164,9 @@ class Node:
         end (`anchor_summary` for the chain, `anchor_summaries` for every target).
         """
         campaign = self.store.get_campaign(campaign_ref)
-        check_data(
-            CampaignConfig.model_validate_json(campaign.config_json), Path(self.settings.home)
-        )
-        if llm is None and json.loads(campaign.config_json).get("researcher") == "llm":
+        config = CampaignConfig.model_validate_json(campaign.config_json)
+        check_data(config, Path(self.settings.home))
+        if llm is None and config.researcher == "llm":
             from node.llm_loop import LLMSetup
 
             llm = LLMSetup.from_settings(self.settings)
