@@ -10,6 +10,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from loop.proposal import ArchiveView
+from loop.syntax import parse
 
 
 def code_fingerprint(code: str) -> str:
@@ -19,7 +20,7 @@ def code_fingerprint(code: str) -> str:
     does not parse falls back to its whitespace-normalised text.
     """
     try:
-        tree = ast.parse(code)
+        tree = parse(code)
     except SyntaxError:
         return "text:" + hashlib.sha256(" ".join(code.split()).encode()).hexdigest()
     for node in ast.walk(tree):

@@ -8,6 +8,7 @@ import ast
 import inspect
 
 from loop.screen import ALLOWED_MODULES, ScreenConfig
+from loop.syntax import parse
 
 _SC = ScreenConfig()
 
@@ -57,7 +58,7 @@ def interface_problem(code: str) -> str | None:
     the same module; an alias or import named Mixer is accepted as is.
     """
     try:
-        tree = ast.parse(code)
+        tree = parse(code)
     except (SyntaxError, ValueError, RecursionError):
         return None
     classes = {n.name: n for n in tree.body if isinstance(n, ast.ClassDef)}
@@ -96,7 +97,7 @@ def baseline_source(code: str) -> str | None:
     DeltaNet as Mixer`), the baseline's source with the imports it uses, so an agent sees
     the design and the helpers it may import itself; None for any other code."""
     try:
-        tree = ast.parse(code)
+        tree = parse(code)
     except (SyntaxError, ValueError):
         return None
     if not (len(tree.body) == 1 and isinstance(tree.body[0], ast.ImportFrom)):
@@ -112,7 +113,7 @@ def baseline_source(code: str) -> str | None:
     module_source = inspect.getsource(module)
     imports = [
         ast.get_source_segment(module_source, n) or ""
-        for n in ast.parse(module_source).body
+        for n in parse(module_source).body
         if isinstance(n, ast.Import | ast.ImportFrom)
     ]
     classes = [c for c in reversed(cls.__mro__) if c.__module__ == module.__name__]

@@ -22,6 +22,7 @@ import torch
 from torch import Tensor, nn
 
 from loop.outcome import CheckResult, FailureClass, ScreenReport
+from loop.syntax import parse
 
 logger = logging.getLogger(__name__)
 
@@ -123,7 +124,7 @@ def check_source(code: str, *, max_chars: int = MAX_SOURCE_CHARS) -> ScreenRepor
             f"source is {len(code)} characters; the limit is {max_chars}",
         )
     try:
-        tree = ast.parse(code, filename="candidate.py")
+        tree = parse(code, filename="candidate.py")
     except SyntaxError as exc:
         detail = f"line {exc.lineno}: {exc.msg}"
         return _failed("parse", FailureClass.SYNTAX_IMPORT, detail)

@@ -11,6 +11,7 @@ import ast
 import logging
 from collections.abc import Mapping
 
+from loop import syntax
 from loop.researcher.grammar import Genome, InvalidGenome
 
 log = logging.getLogger(__name__)
@@ -59,7 +60,7 @@ def genome_from_code(code: str) -> Genome | None:
     if len(code) > MAX_CODE_CHARS:
         return None
     try:
-        tree = ast.parse(code)
+        tree = syntax.parse(code)
     except (SyntaxError, ValueError, RecursionError, MemoryError):
         return None
     for node in tree.body:
