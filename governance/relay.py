@@ -245,7 +245,7 @@ class ChainGovernor:
 
 
 class ChainAcker:
-    """`node.gov_records.DirectiveAcker` on the controller: sends
+    """`node.governed.records.DirectiveAcker` on the controller: sends
     `acknowledge(campaignId, epoch, logEntryHash)` signed with the node's chain key and
     waits until it is mined; returns the 0x transaction hash.
 

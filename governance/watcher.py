@@ -14,7 +14,7 @@ Rules (DESIGN.md section 6):
 
 With no source at all nothing directs: every campaign may run (an ungoverned node).
 
-The watcher only decides; `node.governed` makes the node obey. It is not thread-safe:
+The watcher only decides; `node.governed.obey` makes the node obey. It is not thread-safe:
 one thread polls it and reads its answers.
 """
 

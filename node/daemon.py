@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 
     from governance.directives import DirectiveSource
     from governance.relay import ChainGovernor
-    from node.governed import GovernedNode
+    from node.governed.obey import GovernedNode
     from node.runtime import Node
 
 log = logging.getLogger(__name__)
@@ -87,8 +87,8 @@ def serve_app(node: Node, node_status: Callable[[], Mapping[str, Any]] | None = 
     """The app `serve` runs: the node's store, operator token and TEE evidence, and the
     Governor of the deployment when a chain is configured (`serve_governor`); the
     daemon adds its governed runs' status to /health."""
-    from node.api import create_app
-    from node.attestation_api import evidence_path
+    from node.api.app import create_app
+    from node.api.attestation import evidence_path
 
     return create_app(
         node.store,
@@ -108,7 +108,7 @@ def serve_governor(node: Node) -> ChainGovernor | None:
     pays the gas; it needs no votes, and a warning says so if it has some.
     """
     from governance.relay import ChainGovernor
-    from node.chain_home import DEPLOYMENT_FILE, connect_deployed, load_key, read_key_file
+    from node.anchoring.chain_home import DEPLOYMENT_FILE, connect_deployed, load_key, read_key_file
 
     settings = node.settings
     if not settings.chain.rpc_url:
@@ -142,7 +142,7 @@ def serve_governor(node: Node) -> ChainGovernor | None:
 
 
 def cmd_daemon(args: argparse.Namespace) -> int:
-    from node.governed import sources_from_settings
+    from node.governed.obey import sources_from_settings
     from node.runtime import open_node
     from node.store import DirectiveLedger
 
@@ -189,8 +189,8 @@ def obey(
     applied (the EVM source), until `stop`; then stop every run and wait for it. With
     `adopt_new`, a campaign created meanwhile (`campaign create`) is run too; `live`
     gets the governed node, for /health."""
-    from node.gov_cli import ACK_SHUTDOWN_WAIT_S, chain_acks
-    from node.governed import StepReport, governed_node
+    from node.cli.gov import ACK_SHUTDOWN_WAIT_S, chain_acks
+    from node.governed.obey import StepReport, governed_node
 
     sources = list(sources)
     governed = governed_node(node, campaigns, sources, on_event=_progress(node))
@@ -231,7 +231,7 @@ class Live:
 
 def _progress(node: Node) -> Callable[[str, str, dict[str, Any]], None]:
     """Progress lines of every run, each led by its campaign's name."""
-    from node.cli import event_line
+    from node.cli.main import event_line
 
     names: dict[str, str] = {}
 

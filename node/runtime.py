@@ -13,19 +13,19 @@ from attestation.keys import NodeKey
 from loop.devices import DevicePool
 from loop.engineer import Engineer
 from loop.sandbox import Limits
-from node.campaign import CampaignConfig
+from node.campaign.config import CampaignConfig
+from node.campaign.scheduler import CampaignRunner, EventSink, RunSummary
+from node.campaign.tasks import check_data
 from node.errors import ConfigError
-from node.records import Recorder
-from node.scheduler import CampaignRunner, EventSink, RunSummary
 from node.settings import Settings, init_home, load_settings
 from node.store import Store
-from node.tasks import check_data
-from node.translog import NodeLog
+from node.tlog.log import NodeLog
+from node.tlog.records import Recorder
 
 if TYPE_CHECKING:
-    from node.anchor_runner import AnchorSummary
-    from node.chain_home import Anchoring
-    from node.llm_loop import LLMSetup
+    from node.anchoring.chain_home import Anchoring
+    from node.anchoring.followers import AnchorSummary
+    from node.campaign.agents import LLMSetup
 
 HELDOUT_KEY = "heldout.key"
 NODE_KEY = "node.key"
@@ -124,8 +124,8 @@ class Node:
         funded node account); the embedded chain is journaled in the home.
         """
         if self._anchoring is None:
-            from node.anchor import Backoff
-            from node.chain_home import embedded_anchoring, open_publisher
+            from node.anchoring.chain_home import embedded_anchoring, open_publisher
+            from node.anchoring.evm import Backoff
 
             chain = self.settings.chain
             home = Path(self.settings.home)
@@ -134,7 +134,7 @@ class Node:
             else:
                 anchoring = embedded_anchoring(chain, home, self.store)
             if self.icp_anchoring:
-                from node.anchor_icp import open_icp_publisher
+                from node.anchoring.icp import open_icp_publisher
 
                 backoff = Backoff(chain.retry_base_seconds, chain.retry_max_seconds)
                 anchoring.icp = open_icp_publisher(
@@ -167,14 +167,14 @@ class Node:
         config = CampaignConfig.model_validate_json(campaign.config_json)
         check_data(config, Path(self.settings.home))
         if llm is None and config.researcher == "llm":
-            from node.llm_loop import LLMSetup
+            from node.campaign.agents import LLMSetup
 
             llm = LLMSetup.from_settings(self.settings)
         anchors = None
         default = bool(self.settings.chain.rpc_url) or self.icp_anchoring
         if anchor if anchor is not None else default:
-            from node.anchor_runner import AnchorRunner
-            from node.translog import LogView
+            from node.anchoring.followers import AnchorRunner
+            from node.tlog.log import LogView
 
             view = LogView(self.store)
             anchoring = self.anchoring()

@@ -23,8 +23,8 @@ sys.path.insert(0, str(REPO))
 
 from governance.anvil import ANVIL_KEY, Anvil  # noqa: E402
 from governance.chain import Chain, Controller, new_private_key  # noqa: E402
-from node.anchor import AnchorPublisher, Backoff  # noqa: E402
-from node.chain_home import deploy_for_node  # noqa: E402
+from node.anchoring.chain_home import deploy_for_node  # noqa: E402
+from node.anchoring.evm import AnchorPublisher, Backoff  # noqa: E402
 from node.settings import ChainSettings  # noqa: E402
 from node.store import Outbox, Store  # noqa: E402
 

@@ -1,7 +1,7 @@
 """Benchmark: latency from a pause directive to the campaign's training stopped.
 
 A throw-away node home, one quick-preset campaign, the real Engineer (sandboxed training
-on the CPU) and the real scheduler under `node.governed.GovernedNode`, with directives
+on the CPU) and the real scheduler under `node.governed.obey.GovernedNode`, with directives
 from an in-process `QueueSource` instead of a chain. Each round: resume (or start), wait
 until an experiment's training sandbox is running plus `--settle` seconds, issue a pause,
 step the watcher once, and time until the run has ended (sandbox killed, experiment back
@@ -49,12 +49,12 @@ from governance.anvil import ANVIL_KEY, Anvil  # noqa: E402
 from governance.chain import Chain, Deployment, address_of  # noqa: E402
 from governance.directives import DirectiveKind, QueueSource, campaign_key  # noqa: E402
 from governance.watcher import Watcher  # noqa: E402
-from node.campaign import Budget, CampaignConfig  # noqa: E402
-from node.chain_home import deploy_for_node, load_key, save_deployment  # noqa: E402
-from node.gov_cli import chain_acks  # noqa: E402
-from node.governed import GovernedNode, governed_node, sources_from_settings  # noqa: E402
+from node.anchoring.chain_home import deploy_for_node, load_key, save_deployment  # noqa: E402
+from node.campaign.config import Budget, CampaignConfig  # noqa: E402
+from node.campaign.scheduler import RunSummary  # noqa: E402
+from node.cli.gov import chain_acks  # noqa: E402
+from node.governed.obey import GovernedNode, governed_node, sources_from_settings  # noqa: E402
 from node.runtime import Node, open_node  # noqa: E402
-from node.scheduler import RunSummary  # noqa: E402
 from node.settings import load_settings  # noqa: E402
 from node.store import Store  # noqa: E402
 

@@ -20,7 +20,7 @@ from attestation.dsse import statement
 from attestation.keys import NodeKey
 from attestation.records import CAMPAIGN_START, EVENT_PREDICATE, EXPERIMENT_PREDICATE
 from node.store import Store
-from node.translog import NodeLog
+from node.tlog.log import NodeLog
 
 
 def record(node_id: str, i: int) -> dict[str, object]:

@@ -18,7 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from node.campaign import Budget, CampaignConfig
+from node.campaign.config import Budget, CampaignConfig
 from node.runtime import open_node
 
 

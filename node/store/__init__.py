@@ -9,7 +9,7 @@ processes can share one queue without running anything twice.
 
     store.py     the Store: every read and write, one transaction per call
     rows.py      the frozen rows it returns
-    tables.py    the SQLModel tables (the DDL lives in node.migrations)
+    tables.py    the SQLModel tables (the DDL lives in node.store.migrations)
     database.py  engines, SQLite transaction hooks, database errors translated
     outbox.py    the anchoring outbox (checkpoint roots on their way on-chain)
     log.py       the transparency log's entries and checkpoints (LogStore)

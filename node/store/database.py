@@ -2,7 +2,7 @@
 
 SQLite gets WAL mode, foreign keys and a busy timeout on every connection, and explicit
 transactions: a reading one starts with BEGIN, a writing one with BEGIN IMMEDIATE (see
-`node.migrations.WRITE_OPTION`), so concurrent writers queue for the lock instead of
+`node.store.migrations.WRITE_OPTION`), so concurrent writers queue for the lock instead of
 failing. PostgreSQL needs nothing special beyond psycopg.
 """
 
@@ -18,7 +18,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError, SQLAlchemyError
 from sqlalchemy.pool import StaticPool
 
 from node.errors import ConflictError, CorruptStoreError, StoreError
-from node.migrations import WRITE_OPTION
+from node.store.migrations import WRITE_OPTION
 
 
 def parse_url(url: str) -> URL:

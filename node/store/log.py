@@ -17,8 +17,8 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Field, SQLModel, col, select
 
 from node.errors import ConflictError
-from node.migrations import WRITE_OPTION
 from node.store.database import translate
+from node.store.migrations import WRITE_OPTION
 from node.store.store import Store
 
 _Tz = sa.DateTime(timezone=True)

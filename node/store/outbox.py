@@ -1,8 +1,8 @@
 """The anchoring outbox: checkpoint roots waiting to go on-chain, and what became of them.
 
 One row per (target, log id, tree size): each checkpoint is queued once for every
-target it goes to, `evm` (the chain through `node.anchor`) and `icp` (the anchor
-canister through `node.anchor_icp`); an `Outbox` object sees one target. Enqueueing the
+target it goes to, `evm` (the chain through `node.anchoring.evm`) and `icp` (the anchor
+canister through `node.anchoring.icp`); an `Outbox` object sees one target. Enqueueing the
 same checkpoint twice is a no-op and a different root for a size already queued is
 refused. An EVM row moves
 pending -> sent (signed transaction stored before it is broadcast, so a crash can only

@@ -21,8 +21,8 @@ from sqlmodel import Session, SQLModel, col, select
 from loop.outcome import FailureClass
 from loop.proposal import Proposal, code_digest
 from node.errors import ConflictError, CorruptStoreError, NotFoundError
-from node.migrations import WRITE_OPTION, current_version, upgrade
 from node.store.database import create_engine, is_in_memory, parse_url, safe_url, translate
+from node.store.migrations import WRITE_OPTION, current_version, upgrade
 from node.store.rows import (
     CampaignRow,
     CandidateRow,

@@ -1,6 +1,6 @@
 """The tables as SQLModel classes: what the code reads and writes today.
 
-`node.migrations` owns the DDL (each step's columns frozen there); a test checks that the
+`node.store.migrations` owns the DDL (each step's columns frozen there); a test checks that the
 migrated schema and these classes agree, so a change here needs a migration step too.
 """
 

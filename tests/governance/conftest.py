@@ -10,7 +10,7 @@ import pytest
 from chains import ANVIL, NPM_MISSING, Anvil, Deployed, free_port
 
 from governance.chain import Chain, new_private_key
-from node.chain_home import deploy_for_node
+from node.anchoring.chain_home import deploy_for_node
 
 
 @pytest.fixture(scope="module")

@@ -24,10 +24,10 @@ from governance.errors import (
     WrongChainError,
 )
 from governance.evm_source import EvmSource
-from node.anchor import AnchorPublisher, Backoff
-from node.chain_home import load_deployment, load_key, open_publisher
-from node.cli import main
-from node.governed import sources_from_settings
+from node.anchoring.chain_home import load_deployment, load_key, open_publisher
+from node.anchoring.evm import AnchorPublisher, Backoff
+from node.cli.main import main
+from node.governed.obey import sources_from_settings
 from node.settings import ChainSettings, load_settings
 from node.store import Outbox, Store
 

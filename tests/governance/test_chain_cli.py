@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from chains import free_port
 
-from node.cli import main
+from node.cli.main import main
 
 
 def test_deploy_to_an_endpoint_that_is_down_says_so(

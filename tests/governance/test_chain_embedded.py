@@ -26,9 +26,14 @@ from governance.errors import (
     VerificationError,
 )
 from governance.evm_source import EvmSource
-from node.anchor import AnchorPublisher
-from node.anchor_runner import AnchorRunner
-from node.chain_home import check_ready, deploy_for_node, embedded_anchoring, open_audit_chain
+from node.anchoring.chain_home import (
+    check_ready,
+    deploy_for_node,
+    embedded_anchoring,
+    open_audit_chain,
+)
+from node.anchoring.evm import AnchorPublisher
+from node.anchoring.followers import AnchorRunner
 from node.settings import ChainSettings
 from node.store import Outbox, Store
 

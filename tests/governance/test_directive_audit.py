@@ -23,14 +23,14 @@ from attestation.dsse import Envelope
 from attestation.keys import NodeKey
 from governance.directives import DirectiveKind
 from governance.watcher import Watcher
-from node.campaign import Budget, CampaignConfig
-from node.cli import main
-from node.gov_records import paused_starts
-from node.governed import GovernedNode
-from node.records import DIRECTIVE_KIND, EXPERIMENT_KIND, Recorder, predicate_of
-from node.scheduler import CampaignRunner, RunSummary
+from node.campaign.config import Budget, CampaignConfig
+from node.campaign.scheduler import CampaignRunner, RunSummary
+from node.cli.main import main
+from node.governed.obey import GovernedNode
+from node.governed.records import paused_starts
 from node.store import Store
-from node.translog import NodeLog
+from node.tlog.log import NodeLog
+from node.tlog.records import DIRECTIVE_KIND, EXPERIMENT_KIND, Recorder, predicate_of
 
 P, R = DirectiveKind.PAUSE, DirectiveKind.RESUME
 
@@ -207,7 +207,7 @@ def test_a_bundle_from_before_directives_were_logged_still_verifies(
 
 
 def test_a_directive_subject_fits_the_log_table_and_stays_unique() -> None:
-    from node.records import directive_subject
+    from node.tlog.records import directive_subject
 
     assert directive_subject("evm", "c-1", 4) == "evm:c-1:4"
     long_a = directive_subject("sns", "a-very-long-campaign-name-" * 3, 4)

@@ -10,9 +10,9 @@ from fastapi.testclient import TestClient
 from gov_fakes import FakeGovernor
 from pydantic import SecretStr
 
-import node.gov_cli as gov_cli
-from node.api import create_app
-from node.cli import main
+import node.cli.gov as gov_cli
+from node.api.app import create_app
+from node.cli.main import main
 from node.runtime import open_node
 from node.store import DirectiveLedger
 
@@ -128,7 +128,7 @@ def test_gov_run_without_a_source_says_what_to_configure(
 def test_the_sns_source_is_built_from_the_icp_settings(
     home: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from node.governed import sources_from_settings
+    from node.governed.obey import sources_from_settings
 
     monkeypatch.setenv("ASI_NODE_ICP__URL", "http://127.0.0.1:1")
     monkeypatch.setenv("ASI_NODE_ICP__SNS_GOVERNANCE_CANISTER", "ryjl3-tyaaa-aaaaa-aaaba-cai")
@@ -139,8 +139,8 @@ def test_the_sns_source_is_built_from_the_icp_settings(
 
 def test_a_restarted_governed_node_keeps_what_was_applied(home: Path) -> None:
     from governance.directives import DirectiveKind, QueueSource
-    from node.governed import governed_node
-    from node.records import DIRECTIVE_KIND, predicate_of
+    from node.governed.obey import governed_node
+    from node.tlog.records import DIRECTIVE_KIND, predicate_of
 
     node = open_node(home)
     camp = node.store.create_campaign("x", {"preset": "quick"})

@@ -33,15 +33,15 @@ from governance.directives import campaign_key
 from governance.errors import TransactionRevertedError
 from governance.proposals import Prepared
 from governance.relay import ChainGovernor
-from node.campaign import Budget, CampaignConfig
-from node.chain_home import load_deployment, load_key
-from node.cli import main
+from node.anchoring.chain_home import load_deployment, load_key
+from node.campaign.config import Budget, CampaignConfig
+from node.campaign.scheduler import CampaignRunner, RunSummary
+from node.cli.gov import chain_acks
+from node.cli.main import main
 from node.daemon import serve_app, serve_governor
-from node.gov_cli import chain_acks
-from node.gov_records import entry_commitment, paused_starts
-from node.governed import config_sha256, governed_node, sources_from_settings
+from node.governed.obey import config_sha256, governed_node, sources_from_settings
+from node.governed.records import entry_commitment, paused_starts
 from node.runtime import Node, open_node
-from node.scheduler import CampaignRunner, RunSummary
 from node.store import DirectiveLedger
 
 SUPPLY = 1_000_000 * 10**18  # `deploy`'s default token supply

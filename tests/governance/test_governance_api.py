@@ -14,7 +14,7 @@ from pydantic import SecretStr
 from governance.ballots import Ballot, GovernorDomain, recover_voter, sign_ballot
 from governance.directives import DirectiveKind
 from governance.proposals import DirectiveCall, decode_calls, prepare, selector
-from node.api import create_app
+from node.api.app import create_app
 from node.store import DirectiveLedger, Store
 
 VOTER_KEY = bytes.fromhex("4c0883a69102937d6231471b5dbb6204fe5129617082792ae468d01a3f362318")

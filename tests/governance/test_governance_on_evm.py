@@ -42,12 +42,12 @@ from governance.evm_source import EvmSource
 from governance.proposals import DirectiveCall, prepare
 from governance.relay import ChainAcker, ChainGovernor
 from governance.watcher import Watcher
-from node.api import create_app
-from node.campaign import Budget, CampaignConfig
-from node.gov_cli import OnChainAcks
-from node.gov_records import acknowledge_pending, directive_json_hash, paused_starts
-from node.governed import GovernedNode, config_sha256
-from node.scheduler import CampaignRunner, RunSummary
+from node.api.app import create_app
+from node.campaign.config import Budget, CampaignConfig
+from node.campaign.scheduler import CampaignRunner, RunSummary
+from node.cli.gov import OnChainAcks
+from node.governed.obey import GovernedNode, config_sha256
+from node.governed.records import acknowledge_pending, directive_json_hash, paused_starts
 from node.store import DirectiveLedger, Store
 
 TOKEN = "operator"
@@ -200,8 +200,8 @@ def test_dao_pause_resume_fork_and_a_guardian_pause_reach_running_training(
         child_json = child_cfg.model_dump(mode="json")
         node.configs = lambda config_hash, uri: child_json
         from attestation.keys import NodeKey
-        from node.records import Recorder
-        from node.translog import NodeLog
+        from node.tlog.log import NodeLog
+        from node.tlog.records import Recorder
 
         tlog = NodeLog(store, NodeKey.generate())  # x's records: the fork names a log size
         node.recorder = Recorder(tlog, store)

@@ -22,7 +22,7 @@ from governance.chain import Chain, deploy
 from governance.directives import DirectiveKind
 from governance.proposals import DirectiveCall, prepare
 from governance.relay import ChainGovernor
-from node.api import create_app
+from node.api.app import create_app
 from node.store import DirectiveLedger, Store
 
 EXAMPLES = 6

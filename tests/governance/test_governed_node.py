@@ -12,12 +12,12 @@ from attestation.keys import NodeKey
 from attestation.merkle import leaf_hash
 from governance.directives import DirectiveKind
 from governance.watcher import Watcher
-from node.campaign import Budget, CampaignConfig
-from node.governed import GovernedNode, config_sha256
-from node.records import DIRECTIVE_KIND, EXPERIMENT_KIND, Recorder, predicate_of
-from node.scheduler import CampaignRunner, RunSummary
+from node.campaign.config import Budget, CampaignConfig
+from node.campaign.scheduler import CampaignRunner, RunSummary
+from node.governed.obey import GovernedNode, config_sha256
 from node.store import DirectiveLedger, Store
-from node.translog import NodeLog
+from node.tlog.log import NodeLog
+from node.tlog.records import DIRECTIVE_KIND, EXPERIMENT_KIND, Recorder, predicate_of
 
 P, R, S, F = DirectiveKind.PAUSE, DirectiveKind.RESUME, DirectiveKind.STOP, DirectiveKind.FORK
 
@@ -341,7 +341,7 @@ def test_a_fork_with_another_root_or_beyond_the_log_is_refused_and_the_refusal_l
 
 
 def test_the_audit_finds_no_start_while_paused_and_catches_one(store: Store) -> None:
-    from node.gov_records import paused_starts
+    from node.governed.records import paused_starts
 
     camp = store.create_campaign("x", config().model_dump(mode="json"))
     eng, src = GatedEngineer(), FakeSource(head=None)
@@ -374,7 +374,7 @@ def test_applied_directives_are_acknowledged_in_order_and_a_failure_is_retried(
 ) -> None:
     from governance.directives import campaign_key
     from governance.errors import SourceError
-    from node.gov_records import acknowledge_pending, directive_json_hash
+    from node.governed.records import acknowledge_pending, directive_json_hash
 
     camp = store.create_campaign("x", config().model_dump(mode="json"))
     ledger = DirectiveLedger(store)
@@ -509,7 +509,7 @@ def test_an_acknowledgement_commits_to_the_directives_log_leaf_or_says_it_could_
     store: Store,
 ) -> None:
     from attestation.merkle import verify_inclusion
-    from node.gov_records import acknowledge_pending
+    from node.governed.records import acknowledge_pending
 
     camp = store.create_campaign("x", config().model_dump(mode="json"))
     store.set_campaign_status(camp.id, "done")

@@ -32,8 +32,8 @@ from governance.icp import (
     encode_directive_payload,
 )
 from governance.sns import DirectiveKind, SnsDirectiveSource
-from node.campaign import Budget, CampaignConfig
-from node.cli import main
+from node.campaign.config import Budget, CampaignConfig
+from node.cli.main import main
 from node.runtime import Node, open_node
 from node.store import DirectiveLedger
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 from fakes import FakeEngineer
 
 from attestation.keys import NodeKey
-from node.campaign import Budget, CampaignConfig
-from node.records import Recorder
-from node.scheduler import CampaignRunner
+from node.campaign.config import Budget, CampaignConfig
+from node.campaign.scheduler import CampaignRunner
 from node.store import Store
-from node.translog import NodeLog
+from node.tlog.log import NodeLog
+from node.tlog.records import Recorder
 
 
 def small_config(candidates: int = 3) -> CampaignConfig:

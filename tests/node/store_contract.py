@@ -20,8 +20,8 @@ from sqlmodel import SQLModel
 
 from loop.proposal import Proposal, code_digest
 from node.errors import ConflictError, CorruptStoreError, NotFoundError
-from node.migrations import MIGRATIONS, current_version
 from node.store import CampaignRow, Store
+from node.store.migrations import MIGRATIONS, current_version
 
 MIXER = "from kernels.baselines import DeltaNet as Mixer\n"
 

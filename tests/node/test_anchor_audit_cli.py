@@ -9,7 +9,7 @@ import pytest
 from fakes import FakeEngineer
 from logfix import small_config
 
-from node.cli import main
+from node.cli.main import main
 from node.runtime import Node, open_node
 from node.store import Outbox
 

@@ -30,9 +30,9 @@ from governance.icp import (
     NodeIdentity,
     log_label,
 )
-from node.anchor import Backoff
-from node.anchor_icp import IcpPublisher
-from node.anchor_runner import AnchorRunner
+from node.anchoring.evm import Backoff
+from node.anchoring.followers import AnchorRunner
+from node.anchoring.icp import IcpPublisher
 from node.store import Outbox, Store
 
 CANISTER = from_text("uxrrr-q7777-77774-qaaaq-cai")
@@ -144,7 +144,7 @@ def test_a_reject_keeps_the_root_alerts_and_survives_a_restart_until_authorised(
     with Store.open(url, now=clock) as store:
         publisher, client = _publisher(server.url, store, clock)
         publisher.submit(LOG, 4, _root(4))
-        with caplog.at_level(logging.ERROR, logger="node.anchor_icp"):
+        with caplog.at_level(logging.ERROR, logger="node.anchoring.icp"):
             report = publisher.step()
         assert report.reachable and report.retried == 1 and report.confirmed == 0
         (alert,) = [r for r in caplog.records if r.levelno == logging.ERROR]
@@ -175,7 +175,7 @@ def test_an_answer_that_fails_verification_is_no_receipt(
     publisher, client = _publisher(server.url, store, clock, key=MAINNET_KEY)
     replica.model.writers.add(client.identity.principal)
     publisher.submit(LOG, 4, _root(4))
-    with caplog.at_level(logging.ERROR, logger="node.anchor_icp"):
+    with caplog.at_level(logging.ERROR, logger="node.anchoring.icp"):
         publisher.step()
     row = publisher.outbox.get(LOG, 4)
     assert row.status == "pending"

@@ -24,10 +24,10 @@ from logfix import small_config
 
 from attestation.icp.principal import from_text
 from governance.icp import log_label
-from node.cli import main
+from node.cli.main import main
 from node.runtime import Node, open_node
 from node.store import Outbox
-from node.translog import LogView
+from node.tlog.log import LogView
 
 CANISTER = "uxrrr-q7777-77774-qaaaq-cai"
 

@@ -15,8 +15,8 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 
 from node.errors import ConflictError
-from node.migrations import MIGRATIONS, current_version, upgrade
 from node.store import Outbox, Store
+from node.store.migrations import MIGRATIONS, current_version, upgrade
 
 LOG = bytes(range(32))
 POSTGRES_URLS = (

@@ -17,9 +17,9 @@ from attestation.keys import NodeKey
 from attestation.merkle import Tree, leaf_hash
 from attestation.note import Checkpoint
 from attestation.records import RECORD_VERSIONS
-from node.records import EVENT_KIND, EXPERIMENT_KIND, event_statement
 from node.store import Store
-from node.translog import NodeLog
+from node.tlog.log import NodeLog
+from node.tlog.records import EVENT_KIND, EXPERIMENT_KIND, event_statement
 
 Bundle = dict[str, Any]
 

@@ -12,11 +12,11 @@ import pytest
 from loop.tasks import LMSpec
 from loop.tasks.shards import generated_shard
 from loop.train_device import exploration_preset
-from node.campaign import Budget, CampaignConfig, parse_config
-from node.cli import main
+from node.campaign.config import Budget, CampaignConfig, parse_config
+from node.campaign.tasks import build_backbone, build_task, build_train, check_data
+from node.cli.main import main
 from node.errors import ConfigError
 from node.runtime import open_node
-from node.tasks import build_backbone, build_task, build_train, check_data
 
 
 def lm(data_path: str, **kw: object) -> CampaignConfig:

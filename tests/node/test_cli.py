@@ -9,11 +9,11 @@ import pytest
 from fakes import FakeEngineer
 from fastapi.testclient import TestClient
 
-from node.api import create_app
-from node.campaign import Budget, CampaignConfig
-from node.cli import build_parser, main
+from node.api.app import create_app
+from node.campaign.config import Budget, CampaignConfig
+from node.campaign.scheduler import CampaignRunner
+from node.cli.main import build_parser, main
 from node.runtime import open_node
-from node.scheduler import CampaignRunner
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 

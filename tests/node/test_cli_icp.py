@@ -15,7 +15,7 @@ from icp_replica import ROOT_KEY_DER, Replica, Server
 from icp_vectors import V4_TIME, VECTORS
 
 from attestation.icp.principal import from_text
-from node.cli import main
+from node.cli.main import main
 
 V4 = VECTORS / "v4_mainnet_request_status_ivg37_delegated_2022.cbor"
 V1 = VECTORS / "v1_mainnet_read_state_time_ivg37_delegated_2025.cbor"

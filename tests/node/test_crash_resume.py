@@ -29,7 +29,7 @@ max_candidates = 1
 
 
 def cli(home: Path, *argv: str) -> list[str]:
-    return [sys.executable, "-m", "node.cli", "--home", str(home), *argv]
+    return [sys.executable, "-m", "node.cli.main", "--home", str(home), *argv]
 
 
 def sandbox_pids(workspaces: Path) -> list[int]:

@@ -26,8 +26,8 @@ sys.path.insert(0, str(Path(__file__).parents[1] / "governance"))
 from gov_fakes import GatedEngineer, edit_config, wait_until
 
 from governance.anvil import free_port
-from node.campaign import Budget, CampaignConfig
-from node.cli import main
+from node.campaign.config import Budget, CampaignConfig
+from node.cli.main import main
 from node.runtime import Node, open_node
 from node.store import DirectiveLedger
 
@@ -193,7 +193,7 @@ def test_an_unknown_campaign_stops_the_daemon_before_the_api_starts(
 def test_health_says_degraded_when_governance_is_stale_or_the_node_revoked() -> None:
     from fastapi.testclient import TestClient
 
-    from node.api import create_app
+    from node.api.app import create_app
     from node.store import Store
 
     state: dict[str, Any] = {}

@@ -24,14 +24,14 @@ from loop.engineer import EvalResult, ExperimentJob, _screen_json
 from loop.llm import ROLES, Endpoint
 from loop.outcome import FailureClass
 from loop.screen import check_source
-from node.campaign import Budget, CampaignConfig
-from node.cli import main
-from node.llm_loop import LLMSetup
-from node.records import Recorder
+from node.campaign.agents import LLMSetup
+from node.campaign.config import Budget, CampaignConfig
+from node.campaign.scheduler import CampaignRunner
+from node.cli.main import main
 from node.runtime import open_node
-from node.scheduler import CampaignRunner
 from node.settings import init_home
 from node.store import ExperimentRow
+from node.tlog.records import Recorder
 
 pytestmark = pytest.mark.integration
 
@@ -312,7 +312,7 @@ def test_llm_campaign_repairs_analyses_rejects_and_pauses_on_budget(
     # And so does the HTTP API, as counts and digests.
     from fastapi.testclient import TestClient
 
-    from node.api import create_app
+    from node.api.app import create_app
 
     shown_api = TestClient(create_app(node.store)).get(f"/experiments/{decayed.id}").json()
     assert shown_api["llm"]["calls"] == 3

@@ -9,7 +9,7 @@ import pytest
 from llm_server import MODELS, Action, ScriptedServer, reply
 from test_llm_campaign import ScriptedEngineer, analysis, mixer, proposal
 
-from node.cli import main
+from node.cli.main import main
 from node.runtime import Node
 
 
@@ -118,8 +118,8 @@ README = Path(__file__).resolve().parents[2] / "README.md"
 def test_readme_llm_configs_load_as_settings_and_campaigns(tmp_path: Path) -> None:
     import tomllib
 
-    from node.campaign import parse_config
-    from node.llm_loop import LLMSetup
+    from node.campaign.agents import LLMSetup
+    from node.campaign.config import parse_config
     from node.settings import load_settings
 
     text = README.read_text().split("## LLM agents")[1].split("\n## ")[0]

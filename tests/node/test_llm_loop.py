@@ -21,10 +21,10 @@ from loop.llm import (
     parse_json_object,
 )
 from loop.proposal import ArchiveView
-from node.campaign import Budget, CampaignConfig
+from node.campaign.agents import LLMSetup, behaviour_notes
+from node.campaign.config import Budget, CampaignConfig
+from node.campaign.scheduler import CampaignRunner
 from node.errors import ConfigError
-from node.llm_loop import LLMSetup, behaviour_notes
-from node.scheduler import CampaignRunner
 from node.settings import load_settings
 from node.store import Store
 

@@ -14,7 +14,7 @@ import pytest
 from llm_server import ScriptedServer, reply
 from test_llm_campaign import analysis, proposal, setup_for
 
-from node.campaign import Budget, CampaignConfig
+from node.campaign.config import Budget, CampaignConfig
 from node.runtime import open_node
 from node.settings import init_home
 

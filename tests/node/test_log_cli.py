@@ -19,8 +19,8 @@ from fastapi.testclient import TestClient
 from logfix import small_config
 
 from attestation.merkle import leaf_hash, verify_consistency, verify_inclusion
-from node.api import create_app
-from node.cli import main
+from node.api.app import create_app
+from node.cli.main import main
 from node.runtime import Node, open_node
 
 

@@ -14,9 +14,9 @@ from attestation.audit import verify_bundle
 from attestation.dsse import Envelope, verify_envelope
 from attestation.keys import NodeKey
 from attestation.merkle import leaf_hash, verify_consistency
-from node.records import EVENT_KIND, event_statement
 from node.store import Store
-from node.translog import NodeLog
+from node.tlog.log import NodeLog
+from node.tlog.records import EVENT_KIND, event_statement
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -27,9 +27,9 @@ from attestation.dsse import statement
 from attestation.keys import NodeKey
 from attestation.records import EVENT_PREDICATE
 from node.store import Store
-from node.translog import NodeLog
+from node.tlog.log import NodeLog
 
-# node.records would import torch (via the campaign config): build the events here.
+# node.tlog.records would import torch (via the campaign config): build the events here.
 def event(node_id, **fields):
     subject = node_id.removeprefix("sha256:")
     return statement("node/" + node_id, subject, EVENT_PREDICATE, {"node_id": node_id, **fields})
@@ -121,7 +121,7 @@ def test_a_log_edited_behind_the_nodes_back_is_refused_on_open(tmp_path: Path) -
 
 
 def test_a_reader_follows_the_log_as_the_writer_appends(tmp_path: Path) -> None:
-    from node.translog import LogView
+    from node.tlog.log import LogView
 
     key = NodeKey.generate()
     url = f"sqlite:///{tmp_path / 'node.db'}"

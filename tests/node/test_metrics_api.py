@@ -11,9 +11,9 @@ from logfix import run_logged_campaign, small_config
 from prometheus_client.parser import text_string_to_metric_families
 
 from attestation.keys import NodeKey
-from node.api import create_app
+from node.api.app import create_app
 from node.store import DirectiveLedger, Outbox, Store
-from node.translog import LogView
+from node.tlog.log import LogView
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 ODD_NAME = 'a "quoted" name \\ with\na newline'

@@ -11,9 +11,9 @@ from fakes import FakeEngineer
 
 from loop.engineer import EvalResult, ExperimentJob
 from loop.outcome import FailureClass
-from node.campaign import Budget, CampaignConfig
-from node.leaderboard import build
-from node.scheduler import CampaignRunner
+from node.campaign.config import Budget, CampaignConfig
+from node.campaign.leaderboard import build
+from node.campaign.scheduler import CampaignRunner
 from node.store import Store
 
 

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from node.errors import ConfigError
-from node.migrations import MIGRATIONS
 from node.settings import Settings, default_config_text, init_home, load_settings
 from node.store import Store
+from node.store.migrations import MIGRATIONS
 
 
 def write_config(home: Path, text: str) -> Path:

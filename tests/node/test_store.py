@@ -14,8 +14,8 @@ from alembic.operations import Operations
 from store_contract import Database, StoreContract, TickingClock, proposal
 
 from node.errors import CorruptStoreError, SchemaVersionError, StoreError
-from node.migrations import MIGRATIONS, Migration, current_version, upgrade
 from node.store import Store
+from node.store.migrations import MIGRATIONS, Migration, current_version, upgrade
 
 
 @pytest.fixture

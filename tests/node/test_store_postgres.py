@@ -15,8 +15,8 @@ import sqlalchemy as sa
 from store_contract import Database, StoreContract, TickingClock
 
 from node.errors import SchemaVersionError
-from node.migrations import MIGRATIONS
 from node.store import Store
+from node.store.migrations import MIGRATIONS
 
 pytestmark = pytest.mark.integration
 
@@ -122,7 +122,7 @@ def test_the_log_appends_checkpoints_and_audits_on_postgres(store: Store) -> Non
     from attestation.audit import verify_bundle
     from attestation.keys import NodeKey
     from node.errors import ConflictError
-    from node.translog import NodeLog
+    from node.tlog.log import NodeLog
 
     key = NodeKey.generate()
     tlog, cid = run_logged_campaign(store, key, candidates=1)
@@ -136,6 +136,6 @@ def test_the_log_appends_checkpoints_and_audits_on_postgres(store: Store) -> Non
 
 
 def _event(node_id: str) -> dict[str, object]:
-    from node.records import event_statement
+    from node.tlog.records import event_statement
 
     return event_statement(node_id, "tick")

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from tee_vectors import VECTORS as VECTOR_DIR
 
-from node.cli import main
+from node.cli.main import main
 
 KEYS = [
     "--evm-address",
@@ -201,8 +201,8 @@ def test_api_publishes_the_collected_bundle(
 ) -> None:
     from fastapi.testclient import TestClient
 
-    from node.api import create_app
-    from node.attestation_api import evidence_path
+    from node.api.app import create_app
+    from node.api.attestation import evidence_path
     from node.runtime import open_node
 
     home = tmp_path / "home"
@@ -224,8 +224,8 @@ def test_audit_fails_when_logged_evidence_binds_another_key(
     from attestation.audit import ATTESTATION_EVENT
     from attestation.tee.binding import BindingDocument
     from attestation.tee.evidence import EvidenceBundle
-    from node.records import EVENT_KIND, event_statement
     from node.runtime import open_node
+    from node.tlog.records import EVENT_KIND, event_statement
 
     home = init(tmp_path)
     node = open_node(Path(home))

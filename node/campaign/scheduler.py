@@ -31,12 +31,12 @@ from loop.outcome import FailureClass
 from loop.proposal import ArchiveView, Proposal
 from loop.researcher import OfflineResearcher
 from loop.researcher.describe import describe_changes
-from node.campaign import CampaignConfig
+from node.campaign.config import CampaignConfig
+from node.campaign.tasks import build_backbone, build_screen, build_task, build_train, heldout_seed
 from node.store import CampaignRow, CandidateRow, ExperimentRow, Store
-from node.tasks import build_backbone, build_screen, build_task, build_train, heldout_seed
 
 if TYPE_CHECKING:
-    from node.llm_loop import ChatFactory, LLMAgents, LLMSetup
+    from node.campaign.agents import ChatFactory, LLMAgents, LLMSetup
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +45,7 @@ MAX_PROPOSAL_TRIES = 20
 
 
 class RecordSink(Protocol):
-    """Where final experiments go to be signed into the log (node.records.Recorder)."""
+    """Where final experiments go to be signed into the log (node.tlog.records.Recorder)."""
 
     def experiment_final(self, experiment_id: str) -> None: ...
 
@@ -97,8 +97,8 @@ class CampaignRunner:
         self.researcher = OfflineResearcher(self.config.researcher_seed)
         self.llm: LLMAgents | None = None
         if self.config.researcher == "llm":
+            from node.campaign.agents import LLMAgents
             from node.errors import ConfigError
-            from node.llm_loop import LLMAgents
 
             if llm is None:
                 raise ConfigError(

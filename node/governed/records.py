@@ -153,8 +153,8 @@ def entry_commitment(store: Store, row: DirectiveRow) -> EntryCommitment:
     log, or a row whose entry is missing from the log table) falls back to
     `directive_json_hash`, with a warning, and the row's detail says which was sent.
     """
-    from node.records import DIRECTIVE_KIND, directive_subject
     from node.store import LogStore
+    from node.tlog.records import DIRECTIVE_KIND, directive_subject
 
     index = row.detail.get("log_index")
     if isinstance(index, int):

@@ -16,13 +16,13 @@ from pydantic import SecretStr
 from governance.api import governance_router
 from governance.ballots import GovernorClient
 from governance.errors import GovernanceError
-from node import leaderboard
-from node.attestation_api import attestation_router
+from node.api.attestation import attestation_router
+from node.api.log import log_router
+from node.api.metrics import metrics_router
+from node.campaign import leaderboard
 from node.errors import AsiNodeError, CorruptStoreError, NotFoundError, StoreError
-from node.log_api import log_router
-from node.metrics_api import metrics_router
 from node.store import CampaignRow, ExperimentRow, Store
-from node.translog import LogView
+from node.tlog.log import LogView
 
 HEALTH_PROBLEMS = {
     "stale": "no fresh reading from a governance source: every campaign is paused",
@@ -131,7 +131,7 @@ def create_app(
 
     app.include_router(log_router(LogView(store)))
     app.include_router(metrics_router(store))
-    from node.gov_records import StoreGovernanceView
+    from node.governed.records import StoreGovernanceView
 
     app.include_router(governance_router(StoreGovernanceView(store), governor, operator_token))
     return app

@@ -30,10 +30,10 @@ from attestation.records import (
     EVENT_PREDICATE,
     EXPERIMENT_PREDICATE,
 )
-from node.campaign import CampaignConfig
+from node.campaign.config import CampaignConfig
+from node.campaign.tasks import build_task, build_train
 from node.store import FINISHED_STATUSES, CampaignRow, ExperimentRow, Store
-from node.tasks import build_task, build_train
-from node.translog import LogView, NodeLog
+from node.tlog.log import LogView, NodeLog
 
 EXPERIMENT_KIND = "experiment"
 EVENT_KIND = "event"

@@ -27,8 +27,8 @@ from node.errors import AsiNodeError, NotFoundError
 
 if TYPE_CHECKING:
     from governance.directives import DirectiveSource
-    from node.gov_records import DirectiveAcker
-    from node.governed import StepReport
+    from node.governed.obey import StepReport
+    from node.governed.records import DirectiveAcker
     from node.runtime import Node
     from node.store import CampaignRow, DirectiveRow, Store
 
@@ -117,7 +117,7 @@ def cmd_gov(args: argparse.Namespace) -> int:
     if args.action == "run":
         return _run(node, args.campaigns)
     if args.action == "audit":
-        from node.gov_records import paused_starts
+        from node.governed.records import paused_starts
 
         camp = node.store.get_campaign(args.campaign)
         found = paused_starts(node.store, camp.id)
@@ -157,7 +157,7 @@ def cmd_gov(args: argparse.Namespace) -> int:
 
 def _run(node: Node, campaigns: list[str]) -> int:
     from node.daemon import obey, stop_on_signals
-    from node.governed import sources_from_settings
+    from node.governed.obey import sources_from_settings
 
     sources = sources_from_settings(node.settings, campaigns)
     if not sources:
@@ -195,7 +195,7 @@ class OnChainAcks:
 
     def round(self) -> list[DirectiveRow]:
         """One pass over the pending acknowledgements; never raises."""
-        from node.gov_records import acknowledge_pending
+        from node.governed.records import acknowledge_pending
 
         try:
             return acknowledge_pending(self.store, self, self.source)
@@ -230,7 +230,7 @@ def chain_acks(node: Node, sources: Iterable[DirectiveSource]) -> OnChainAcks | 
     from governance.errors import NodeNotApprovedError
     from governance.evm_source import EvmSource
     from governance.relay import ChainAcker
-    from node.chain_home import connect_deployed, load_key
+    from node.anchoring.chain_home import connect_deployed, load_key
 
     evm = next((s for s in sources if isinstance(s, EvmSource)), None)
     if evm is None:

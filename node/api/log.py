@@ -7,7 +7,7 @@ from typing import Any
 
 from fastapi import APIRouter, HTTPException, Query, Response
 
-from node.translog import LogView, SignedCheckpoint
+from node.tlog.log import LogView, SignedCheckpoint
 
 MAX_PAGE = 1000
 

@@ -1,7 +1,7 @@
 """The `asi-node` command line: init, demo, campaigns, experiments, cognition, the HTTP API.
 
-The trust commands (log export, audit, icp, attest, chain) are in `node.trust_cli`, the
-governance ones in `node.gov_cli`; `main` maps every user mistake to one error line.
+The trust commands (log export, audit, icp, attest, chain) are in `node.cli.trust`, the
+governance ones in `node.cli.gov`; `main` maps every user mistake to one error line.
 """
 
 from __future__ import annotations
@@ -123,7 +123,7 @@ def _print_llm_line(node: Node, campaign_ref: str) -> None:
 
 
 def _board(node: Node, campaign_ref: str) -> str:
-    from node import leaderboard
+    from node.campaign import leaderboard
 
     camp = node.store.get_campaign(campaign_ref)
     reference = json.loads(camp.config_json).get("reference")
@@ -134,8 +134,8 @@ def _board(node: Node, campaign_ref: str) -> str:
 
 
 def cmd_init(args: argparse.Namespace) -> int:
-    from node.records import EVENT_KIND, event_statement
     from node.runtime import open_node
+    from node.tlog.records import EVENT_KIND, event_statement
 
     home = init_home(args.home, force=args.force)
     node = open_node(home)
@@ -166,13 +166,13 @@ def cmd_node(args: argparse.Namespace) -> int:
 
 
 def log_id_hex(origin: str) -> str:
-    from node.translog import log_id
+    from node.tlog.log import log_id
 
     return log_id(origin).hex()
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from node.campaign import demo_config
+    from node.campaign.config import demo_config
     from node.runtime import open_node
 
     if args.researcher != "llm" and (args.llm_url or args.model):
@@ -197,7 +197,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def _demo_llm(node: Node, url: str | None, model: str | None) -> Any:
     """The demo's LLM setup, checked against the endpoint before anything runs."""
-    from node.llm_loop import LLMSetup, check_endpoints, first_model
+    from node.campaign.agents import LLMSetup, check_endpoints, first_model
 
     settings = node.settings
     if url is None and not settings.llm.base_url:
@@ -218,9 +218,9 @@ def _demo_llm(node: Node, url: str | None, model: str | None) -> Any:
 
 
 def cmd_campaign(args: argparse.Namespace) -> int:
-    from node.campaign import CampaignConfig, load_config, parse_config
+    from node.campaign.config import CampaignConfig, load_config, parse_config
+    from node.campaign.tasks import check_data
     from node.runtime import open_node
-    from node.tasks import check_data
 
     node = open_node(args.home)
     if args.action == "create":
@@ -252,7 +252,7 @@ def cmd_campaign(args: argparse.Namespace) -> int:
         why = json.loads(stops[-1].payload_json).get("detail") if stops else None
         if camp.status == "paused" and why:
             print(f"paused: {why}")
-        from node.gov_cli import lineage_lines
+        from node.cli.gov import lineage_lines
 
         for line in lineage_lines(node, camp):
             print(line)
@@ -334,7 +334,7 @@ def _print_transcript(node: Node, campaign_id: str, experiment_id: str) -> None:
 
 def cmd_cognition(args: argparse.Namespace) -> int:
     from loop.cognition import CognitionError, Entry, append_user_entry, entry_from
-    from node.llm_loop import COGNITION_FILE, load_cognition
+    from node.campaign.agents import COGNITION_FILE, load_cognition
     from node.settings import load_settings
 
     settings = load_settings(args.home)
@@ -438,8 +438,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_daemon_parsers(sub)
 
-    from node.gov_cli import add_parser as add_gov_parser
-    from node.trust_cli import add_parsers as add_trust_parsers
+    from node.cli.gov import add_parser as add_gov_parser
+    from node.cli.trust import add_parsers as add_trust_parsers
 
     add_trust_parsers(sub)
     add_gov_parser(sub)

@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from node.anchor import StepReport, settled
+from node.anchoring.evm import StepReport, settled
 from node.store import Outbox
 
 log = logging.getLogger(__name__)
@@ -26,7 +26,8 @@ Checkpoints = Callable[[], Iterable[tuple[bytes, int, bytes]]]
 
 
 class Publisher(Protocol):
-    """An anchoring target: `node.anchor.AnchorPublisher` or `node.anchor_icp.IcpPublisher`."""
+    """An anchoring target: `node.anchoring.evm.AnchorPublisher` or
+    `node.anchoring.icp.IcpPublisher`."""
 
     @property
     def outbox(self) -> Outbox: ...

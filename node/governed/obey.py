@@ -21,7 +21,7 @@ reason kept in the directive's detail and log entry.
 
 Each run is a thread that calls `run(campaign_id, stop_event)`; `serve` steps every poll
 interval until told to stop. `governed_node` wires one from a node's settings; what the
-store keeps of it is read back in `node.gov_records`.
+store keeps of it is read back in `node.governed.records`.
 """
 
 from __future__ import annotations
@@ -47,10 +47,10 @@ from governance.directives import (
 )
 from governance.errors import ForkConfigError
 from governance.watcher import Applied, Watcher
+from node.campaign.scheduler import RunSummary
 from node.errors import AsiNodeError, ConfigError, ConflictError, NotFoundError, StoreError
-from node.records import Recorder, logged_experiments
-from node.scheduler import RunSummary
 from node.store import DirectiveLedger, DirectiveRow, Store
+from node.tlog.records import Recorder, logged_experiments
 
 if TYPE_CHECKING:
     from node.runtime import Node
@@ -561,7 +561,7 @@ def sources_from_settings(
     if settings.chain.rpc_url:
         from governance.chain import Controller, ControllerReader, address_of
         from governance.evm_source import EvmSource
-        from node.chain_home import connect_deployed, load_key
+        from node.anchoring.chain_home import connect_deployed, load_key
 
         home = Path(settings.home)
         chain, deployment = connect_deployed(settings.chain, home)
@@ -581,7 +581,7 @@ def sources_from_settings(
         from governance.directives import SnsSource
         from governance.icp.sns import SnsGovernance
         from governance.sns import SnsDirectiveSource
-        from node.anchor_icp import icp_client
+        from node.anchoring.icp import icp_client
 
         kinds = {
             icp.sns_pause_function: DirectiveKind.PAUSE,

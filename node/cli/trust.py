@@ -22,7 +22,7 @@ from node.errors import AsiNodeError, ConfigError
 
 if TYPE_CHECKING:
     from attestation.tee.policy import Policy
-    from node.audit_icp import IcpFinding
+    from node.anchoring.audit_icp import IcpFinding
     from node.settings import Settings
     from node.store import OutboxRow
 
@@ -59,7 +59,7 @@ def write_file(path: Path, data: bytes, *, mkdir: bool = False) -> None:
 
 def cmd_audit(args: argparse.Namespace) -> int:
     from attestation.audit import audit
-    from node.audit_source import read_source
+    from node.tlog.audit_source import read_source
 
     icp = _icp_audit_target(args) if args.icp else None  # a user mistake stops us first
     data = read_source(args.source)
@@ -103,7 +103,7 @@ def _audit_icp(
 ) -> IcpFinding:
     """One more audit step: the log's certified anchor on the IC matches the log."""
     from attestation.audit import StepResult
-    from node.audit_icp import STEP_NAME, check_icp_anchor
+    from node.anchoring.audit_icp import STEP_NAME, check_icp_anchor
 
     finding = check_icp_anchor(
         data, report.log.origin, url=url, canister=canister, root_key_der=key, max_age_s=age
@@ -120,9 +120,9 @@ def _audit_anchors(report: Any, args: argparse.Namespace) -> None:
     from governance.anchor_audit import verify_with_allow_list
     from governance.chain import Chain, Controller
     from governance.errors import GovernanceError
-    from node.chain_home import EMBEDDED, load_deployment, open_audit_chain
+    from node.anchoring.chain_home import EMBEDDED, load_deployment, open_audit_chain
     from node.settings import load_settings
-    from node.translog import log_id
+    from node.tlog.log import log_id
 
     number, name = len(report.steps) + 1, "chain anchors"
     try:
@@ -254,15 +254,15 @@ def cmd_attest(args: argparse.Namespace) -> int:
     from attestation.tee.collect import collect_evidence
     from attestation.tee.errors import TeeError, VerificationError
     from attestation.tee.evidence import verify_file
-    from node.attestation_api import evidence_path
+    from node.api.attestation import evidence_path
     from node.settings import load_settings
 
     settings = load_settings(args.home)
     try:
         if args.action == "collect":
             from attestation.audit import ATTESTATION_EVENT
-            from node.records import EVENT_KIND, event_statement
             from node.runtime import open_node
+            from node.tlog.records import EVENT_KIND, event_statement
 
             node = open_node(args.home)
             log_key = node.node_key().public.raw.hex()
@@ -338,7 +338,7 @@ def cmd_attest(args: argparse.Namespace) -> int:
 
 def cmd_chain(args: argparse.Namespace) -> int:
     from governance.chain import Chain, address_of
-    from node.chain_home import (
+    from node.anchoring.chain_home import (
         deploy_for_node,
         load_key,
         read_key_file,

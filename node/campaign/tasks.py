@@ -15,7 +15,7 @@ from loop.tasks import LMSpec, MQARSpec, TaskSpec
 from loop.tasks.lm import read_stream
 from loop.train import TrainConfig
 from loop.train_device import EXPLORATION_VOCAB, ExplorationPreset, exploration_preset
-from node.campaign import CampaignConfig
+from node.campaign.config import CampaignConfig
 from node.errors import ConfigError
 
 

@@ -28,7 +28,7 @@ from governance.icp import (
     audit_latest,
     log_label,
 )
-from node.translog import log_id
+from node.tlog.log import log_id
 
 STEP_NAME = "icp anchor"
 

@@ -1,6 +1,6 @@
 """The ICP anchor publisher: moves the outbox's `icp` rows into the anchor canister.
 
-The second anchoring target beside the EVM chain (`node.anchor`). The log's checkpoints
+The second anchoring target beside the EVM chain (`node.anchoring.evm`). The log's checkpoints
 are queued for it exactly as for the chain (`feed`), and each `step` goes through every
 log's pending roots in tree-size order (the canister takes only growing sizes) through
 `governance.icp.IcpAnchorTarget`:
@@ -42,7 +42,7 @@ from governance.icp import (
     NodeIdentity,
     log_label,
 )
-from node.anchor import Backoff, StepReport, feed_outbox
+from node.anchoring.evm import Backoff, StepReport, feed_outbox
 from node.errors import ConfigError
 from node.settings import IcpSettings
 from node.store import Outbox, OutboxRow, Store

@@ -39,13 +39,13 @@ from loop.outcome import FailureClass
 from loop.proposal import ArchiveView, Proposal
 from loop.repair import Repaired, Repairer, Runs
 from loop.researcher.llm import Known, LLMResearcher, ResearchConfig, ResearchResult
-from node.campaign import CampaignConfig
+from node.campaign.config import CampaignConfig
 from node.errors import ConfigError
 from node.settings import Settings
 from node.store import CampaignRow, ExperimentRow, Store
 
 if TYPE_CHECKING:
-    from node.scheduler import CampaignRunner
+    from node.campaign.scheduler import CampaignRunner
 
 log = logging.getLogger(__name__)
 

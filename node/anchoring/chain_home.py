@@ -17,13 +17,13 @@ from typing import TYPE_CHECKING
 
 from governance.chain import Chain, Controller, Deployment, address_of, deploy, new_private_key
 from governance.errors import NodeNotApprovedError, UnfundedAccountError
-from node.anchor import AnchorPublisher, Backoff
+from node.anchoring.evm import AnchorPublisher, Backoff
 from node.errors import ConfigError
 from node.settings import ChainSettings
 from node.store import Outbox, Store
 
 if TYPE_CHECKING:
-    from node.anchor_icp import IcpPublisher
+    from node.anchoring.icp import IcpPublisher
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,1 @@
+"""Campaigns: config, tasks, the scheduler, the LLM agents, leaderboards."""

@@ -1,0 +1,1 @@
+"""Obedience to governance: directives stop and start campaign runs, forks, acknowledgements."""

@@ -1,0 +1,1 @@
+"""The node's transparency log and the records it signs."""
