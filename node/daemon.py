@@ -3,10 +3,13 @@
 `daemon` is what a contributor's container runs: the HTTP API (as `serve`) in a thread,
 and the campaigns under governance (as `gov run`): the directive sources the settings
 configure (the EVM CampaignController, the SNS), acknowledged on-chain; with no source
-configured the campaigns run ungoverned, and the daemon says so. Each run anchors its
-log's checkpoints as `campaign run` does. SIGTERM (`docker stop`) or Ctrl-C stops the
+configured the campaigns run ungoverned, and the daemon says so. The daemon owns the
+node's log and its anchor followers (the configured chain, or the embedded EVM, and the
+ICP canister when configured) for its whole life; the campaign runs only append to the
+log. SIGTERM (`docker stop`) or Ctrl-C stops the
 training at its next safe point (the experiments go back to the queue, nothing is lost),
-then the API, and the command exits 0; starting it again resumes.
+drains the anchor followers, then stops the API, and the command exits 0; starting it
+again resumes.
 """
 
 from __future__ import annotations
@@ -142,6 +145,7 @@ def serve_governor(node: Node) -> ChainGovernor | None:
 
 
 def cmd_daemon(args: argparse.Namespace) -> int:
+    from node.cli.main import print_anchors
     from node.governed.obey import sources_from_settings
     from node.runtime import open_node
     from node.store import DirectiveLedger
@@ -169,9 +173,14 @@ def cmd_daemon(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     live = Live()
-    with stop_on_signals() as stop, api_running(serve_app(node, live.status), host, port):
+    with (
+        stop_on_signals() as stop,
+        node.anchoring_followers(),
+        api_running(serve_app(node, live.status), host, port),
+    ):
         print(f"serving the HTTP API on http://{host}:{port}", flush=True)
         obey(node, campaigns, sources, stop, adopt_new=not args.campaigns, live=live)
+    print_anchors(node)
     print("asi-node: stopped; run again to resume", flush=True)
     return 0
 

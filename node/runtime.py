@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -19,7 +21,7 @@ from node.campaign.tasks import check_data
 from node.errors import ConfigError
 from node.settings import Settings, init_home, load_settings
 from node.store import Store
-from node.tlog.log import NodeLog
+from node.tlog.log import LogView, NodeLog
 from node.tlog.records import Recorder
 
 if TYPE_CHECKING:
@@ -148,21 +150,48 @@ class Node:
         """Whether [icp] names a replica and an anchor canister to anchor in."""
         return bool(self.settings.icp.url and self.settings.icp.anchor_canister)
 
+    @property
+    def anchors_by_default(self) -> bool:
+        """Whether a run anchors unless told: when `chain.rpc_url` or the [icp] anchor
+        canister is configured."""
+        return bool(self.settings.chain.rpc_url) or self.icp_anchoring
+
+    @contextlib.contextmanager
+    def anchoring_followers(self, enabled: bool = True) -> Iterator[None]:
+        """The log's anchor followers, for as long as the block runs: the chain
+        (`chain.rpc_url`, or the embedded EVM) and the ICP canister when configured follow
+        the log's checkpoints; at the end the last checkpoint is fed and every target
+        drained (`anchor_summary` for the chain, `anchor_summaries` for every target).
+        Nothing happens when not `enabled`."""
+        if not enabled:
+            yield
+            return
+        from node.anchoring.followers import AnchorFollowers
+
+        anchoring = self.anchoring()
+        view = LogView(self.store)
+        followers = AnchorFollowers(
+            [anchoring.publisher, *([anchoring.icp] if anchoring.icp is not None else [])],
+            lambda: [(c.log_id, c.tree_size, c.root_hash) for c in view.checkpoints()],
+            poll_s=self.settings.chain.poll_seconds,
+        )
+        followers.start()
+        try:
+            yield
+        finally:
+            self.log().checkpoint()
+            self.anchor_summaries = followers.drain()
+
     def run_campaign(
         self,
         campaign_ref: str,
         on_event: EventSink | None = None,
         stop: threading.Event | None = None,
         llm: LLMSetup | None = None,
-        anchor: bool | None = None,
     ) -> RunSummary:
-        """Run a campaign; an llm campaign uses `llm`, or the [llm] settings.
-
-        With `anchor` (default: when `chain.rpc_url` or the [icp] anchor canister is set)
-        the log's checkpoints are anchored while it runs, on the chain (the embedded one
-        without an RPC URL) and in the ICP canister when configured, and drained at the
-        end (`anchor_summary` for the chain, `anchor_summaries` for every target).
-        """
+        """Run a campaign; an llm campaign uses `llm`, or the [llm] settings. Its records
+        are appended to the node's log; anchoring them is the process's anchor
+        followers' job (`anchoring_followers`), never the run's."""
         campaign = self.store.get_campaign(campaign_ref)
         config = CampaignConfig.model_validate_json(campaign.config_json)
         check_data(config, Path(self.settings.home))
@@ -170,20 +199,6 @@ class Node:
             from node.campaign.agents import LLMSetup
 
             llm = LLMSetup.from_settings(self.settings)
-        anchors = None
-        default = bool(self.settings.chain.rpc_url) or self.icp_anchoring
-        if anchor if anchor is not None else default:
-            from node.anchoring.followers import AnchorRunner
-            from node.tlog.log import LogView
-
-            view = LogView(self.store)
-            anchoring = self.anchoring()
-            anchors = AnchorRunner(
-                anchoring.publisher,
-                lambda: [(c.log_id, c.tree_size, c.root_hash) for c in view.checkpoints()],
-                poll_s=self.settings.chain.poll_seconds,
-                also=[anchoring.icp] if anchoring.icp is not None else [],
-            )
         recorder = Recorder(self.log(), self.store)
         recorder.campaign_start(campaign)
         runner = CampaignRunner(
@@ -199,16 +214,11 @@ class Node:
             recorder=recorder,
         )
         reason = "crashed"
-        if anchors is not None:
-            anchors.start()
         try:
             summary = runner.run()
             reason = summary.reason
         finally:
             recorder.campaign_stop(campaign, reason)
-            if anchors is not None:
-                anchors.finish()
-                self.anchor_summaries = list(anchors.summaries)
         return summary
 
 

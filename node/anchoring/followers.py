@@ -1,11 +1,15 @@
-"""The anchor publishers beside a running campaign: fed from the log, stepped in threads.
+"""The log's anchor followers: one thread per target, for as long as the node process runs.
 
-The log's stored checkpoints are each publisher's only input (`feed`), so a crash
-between a checkpoint and its anchor loses nothing: the next run feeds it again. Each
-target (the EVM chain, and the ICP anchor canister when configured) has its own outbox
-rows and its own thread, so a slow or unreachable one never holds the other back. At
-the end of a run the last checkpoint is fed and every outbox drained for one shared,
-bounded time; what does not confirm in that time stays queued for the next run.
+The node owns one log and one follower per anchoring target (the EVM chain, and the ICP
+anchor canister when configured), started with the process (`asi-node daemon`, `gov
+run`, `campaign run`, the demo) and drained when it ends; campaign runs only append to
+the log. A follower is the only one stepping its publisher, so a checkpoint is signed
+and sent once however many campaigns the process runs. The log's stored checkpoints are
+each publisher's only input (`feed`), so a crash between a checkpoint and its anchor
+loses nothing: the next start feeds it again. Each target has its own outbox rows and
+its own thread, so a slow or unreachable one never holds the other back. At the end the
+last checkpoint is fed and every outbox drained for one shared, bounded time; what does
+not confirm in that time stays queued for the next start.
 """
 
 from __future__ import annotations
@@ -51,22 +55,18 @@ class AnchorSummary:
     drained: bool
 
 
-class AnchorRunner:
-    """Feed `checkpoints()` to `publisher` (and each of `also`) and step every one of
-    them every `poll_s`, each in its own thread."""
+class AnchorFollowers:
+    """Feed `checkpoints()` to each of `publishers` and step each one every `poll_s`,
+    each in its own thread, from `start` until `drain`."""
 
     def __init__(
-        self,
-        publisher: Publisher,
-        checkpoints: Checkpoints,
-        poll_s: float = 2.0,
-        *,
-        also: Sequence[Publisher] = (),
+        self, publishers: Sequence[Publisher], checkpoints: Checkpoints, poll_s: float = 2.0
     ) -> None:
-        self.publishers: list[Publisher] = [publisher, *also]
+        if not publishers:
+            raise ValueError("anchor followers need at least one publisher")
+        self.publishers = list(publishers)
         self.checkpoints = checkpoints
         self.poll_s = poll_s
-        self.summaries: list[AnchorSummary] = []
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
 
@@ -75,7 +75,7 @@ class AnchorRunner:
             try:
                 publisher.feed(self.checkpoints())
                 publisher.step()
-            except Exception:  # the campaign must not die with its anchor thread
+            except Exception:  # the node must not lose its follower to one bad step
                 log.exception(
                     "anchor publisher step failed; retrying next poll",
                     extra={"target": publisher.outbox.target},
@@ -83,15 +83,17 @@ class AnchorRunner:
             self._stop.wait(self.poll_s)
 
     def start(self) -> None:
+        if self._threads:
+            raise RuntimeError("the anchor followers are already running")
         for publisher in self.publishers:
-            name = f"anchor-publisher-{publisher.outbox.target}"
+            name = f"anchor-follower-{publisher.outbox.target}"
             thread = threading.Thread(target=self._loop, args=(publisher,), name=name, daemon=True)
             thread.start()
             self._threads.append(thread)
 
-    def finish(self, timeout_s: float = 60.0) -> AnchorSummary:
+    def drain(self, timeout_s: float = 60.0) -> list[AnchorSummary]:
         """Stop the threads, feed the last checkpoints and drain every target for up to
-        `timeout_s` in all. Returns the first target's summary; `summaries` has each."""
+        `timeout_s` in all; one summary per target, in the order of `publishers`."""
         self._stop.set()
         for thread in self._threads:
             thread.join()
@@ -99,8 +101,7 @@ class AnchorRunner:
         for publisher in self.publishers:
             publisher.feed(checkpoints)
         drained = drain_all(self.publishers, timeout_s, poll_s=0.1)
-        self.summaries = [summarize(p.outbox, p.label, p in drained) for p in self.publishers]
-        return self.summaries[0]
+        return [summarize(p.outbox, p.label, p in drained) for p in self.publishers]
 
 
 def drain_all(

@@ -156,6 +156,7 @@ def cmd_gov(args: argparse.Namespace) -> int:
 
 
 def _run(node: Node, campaigns: list[str]) -> int:
+    from node.cli.main import print_anchors
     from node.daemon import obey, stop_on_signals
     from node.governed.obey import sources_from_settings
 
@@ -165,8 +166,9 @@ def _run(node: Node, campaigns: list[str]) -> int:
             "no governance source is configured: set [icp] url, sns_governance_canister and "
             "the sns_*_function ids, or chain.rpc_url after `asi-node chain deploy`"
         )
-    with stop_on_signals() as stop:
+    with stop_on_signals() as stop, node.anchoring_followers(node.anchors_by_default):
         obey(node, campaigns, sources, stop)
+    print_anchors(node)
     return 0
 
 

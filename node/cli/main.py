@@ -76,13 +76,13 @@ def _print_event(kind: str, data: dict[str, Any]) -> None:
 def _run_campaign(
     node: Node, campaign_ref: str, llm: Any = None, anchor: bool | None = None
 ) -> int:
-    """Run until done or Ctrl-C; a second Ctrl-C is not needed: in-flight work is killed."""
+    """Run until done or Ctrl-C; a second Ctrl-C is not needed: in-flight work is killed.
+    With `anchor` (default: `Node.anchors_by_default`) the log is anchored meanwhile."""
     from node.daemon import stop_on_signals
 
-    with stop_on_signals() as stop:
-        summary = node.run_campaign(
-            campaign_ref, on_event=_print_event, stop=stop, llm=llm, anchor=anchor
-        )
+    enabled = node.anchors_by_default if anchor is None else anchor
+    with stop_on_signals() as stop, node.anchoring_followers(enabled):
+        summary = node.run_campaign(campaign_ref, on_event=_print_event, stop=stop, llm=llm)
     if stop.is_set():
         print("asi-node: stopped; run again to resume", flush=True)
     print(
@@ -92,26 +92,32 @@ def _run_campaign(
     if summary.reason == "paused":
         print(f"paused: {summary.detail}")
     _print_llm_line(node, campaign_ref)
-    if node.anchor_summary is not None:
-        a = node.anchor_summary
-        print(
-            f"anchors: {a.confirmed} checkpoint(s) confirmed on {a.chain}"
-            + (f", {a.pending} still queued" if a.pending else "")
-            + (f", {a.failed} FAILED (see `asi-node chain status`)" if a.failed else "")
-        )
-        for a in node.anchor_summaries[1:]:  # the ICP anchor canister, when configured
-            print(
-                f"anchors: {a.confirmed} checkpoint(s) confirmed on {a.chain}"
-                + (f", {a.pending} still queued (see the log for why)" if a.pending else "")
-                + (f", {a.failed} FAILED" if a.failed else "")
-            )
-        rpc = node.settings.chain.rpc_url or "embedded"
-        h = f"asi-node --home {node.settings.home}"
-        icp = f" --icp {node.settings.icp.url}" if node.icp_anchoring else ""
-        print(f"check it: {h} log export log.json && {h} audit log.json --rpc {rpc}{icp}")
+    print_anchors(node)
     print()
     print(_board(node, campaign_ref))
     return 0 if summary.reason != "stopped" else 130
+
+
+def print_anchors(node: Node) -> None:
+    """What the anchor followers left behind, per target, and how to audit it."""
+    if node.anchor_summary is None:
+        return
+    a = node.anchor_summary
+    print(
+        f"anchors: {a.confirmed} checkpoint(s) confirmed on {a.chain}"
+        + (f", {a.pending} still queued" if a.pending else "")
+        + (f", {a.failed} FAILED (see `asi-node chain status`)" if a.failed else "")
+    )
+    for a in node.anchor_summaries[1:]:  # the ICP anchor canister, when configured
+        print(
+            f"anchors: {a.confirmed} checkpoint(s) confirmed on {a.chain}"
+            + (f", {a.pending} still queued (see the log for why)" if a.pending else "")
+            + (f", {a.failed} FAILED" if a.failed else "")
+        )
+    rpc = node.settings.chain.rpc_url or "embedded"
+    h = f"asi-node --home {node.settings.home}"
+    icp = f" --icp {node.settings.icp.url}" if node.icp_anchoring else ""
+    print(f"check it: {h} log export log.json && {h} audit log.json --rpc {rpc}{icp}")
 
 
 def _print_llm_line(node: Node, campaign_ref: str) -> None:

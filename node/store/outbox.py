@@ -2,16 +2,18 @@
 
 One row per (target, log id, tree size): each checkpoint is queued once for every
 target it goes to, `evm` (the chain through `node.anchoring.evm`) and `icp` (the anchor
-canister through `node.anchoring.icp`); an `Outbox` object sees one target. Enqueueing the
-same checkpoint twice is a no-op and a different root for a size already queued is
-refused. An EVM row moves
-pending -> sent (signed transaction stored before it is broadcast, so a crash can only
-lead to re-broadcasting the very same transaction) -> confirmed (mined and buried under
-the confirmation depth); a reorg or a nonce taken by another transaction moves it back.
-`failed` is for anchors the chain will never accept (the log already anchored with a
-different root); it needs an operator. An ICP row goes pending -> confirmed in one step
-(the canister's certified reply is final), keeping the log's anchor count and the
-certificate's time as its receipt.
+canister through `node.anchoring.icp`); an `Outbox` object sees one target. Enqueueing
+the same checkpoint twice is a no-op and a different root for a size already queued is
+refused. Every change is conditional on the row being as its writer last read it, so a
+second publisher working the same rows fails loudly instead of signing an anchor twice.
+
+An EVM row moves pending -> sent (signed transaction stored before it is broadcast, so a
+crash can only lead to re-broadcasting the very same transaction) -> confirmed (mined
+and buried under the confirmation depth); a reorg or a nonce taken by another
+transaction moves it back. `failed` is for anchors the chain will never accept (the log
+already anchored with a different root); it needs an operator. An ICP row goes pending
+-> confirmed in one step (the canister's certified reply is final), keeping the log's
+anchor count and the certificate's time as its receipt.
 """
 
 from __future__ import annotations
@@ -302,10 +304,30 @@ class Outbox:
         return found
 
     def _update(self, row: OutboxRow, **changes: object) -> OutboxRow:
+        """Apply `changes` in one conditional UPDATE: only if the stored row is still as
+        `row` was read (status, transaction, attempts); ConflictError if another writer
+        moved it meanwhile."""
+        tx_hash = col(AnchorOutbox.tx_hash)
         with self._store._session(write=True) as s:
-            found = self._get(s, row.log_id, row.tree_size)
-            for key, value in changes.items():
-                setattr(found, key, value)
-            s.add(found)
-            s.flush()
-            return _row(found)
+            self._get(s, row.log_id, row.tree_size)  # NotFoundError for an unknown row
+            moved = s.exec(
+                sa.update(AnchorOutbox)
+                .where(
+                    col(AnchorOutbox.target) == self.target,
+                    col(AnchorOutbox.log_id) == _hex(row.log_id),
+                    col(AnchorOutbox.tree_size) == row.tree_size,
+                    col(AnchorOutbox.status) == row.status,
+                    col(AnchorOutbox.attempts) == row.attempts,
+                    tx_hash.is_(None) if row.tx_hash is None else tx_hash == _hex(row.tx_hash),
+                )
+                .values(**changes)
+                .execution_options(synchronize_session=False)
+            )
+            if moved.rowcount != 1:
+                now = self._get(s, row.log_id, row.tree_size)
+                raise ConflictError(
+                    f"{self.target} anchor of log {_hex(row.log_id)} size {row.tree_size} "
+                    f"changed since it was read ({row.status} -> {now.status}): another "
+                    "publisher works this outbox, and only the node's one anchor follower may"
+                )
+            return _row(self._get(s, row.log_id, row.tree_size))

@@ -33,7 +33,7 @@ from node.anchoring.chain_home import (
     open_audit_chain,
 )
 from node.anchoring.evm import AnchorPublisher
-from node.anchoring.followers import AnchorRunner
+from node.anchoring.followers import AnchorFollowers
 from node.settings import ChainSettings
 from node.store import Outbox, Store
 
@@ -218,18 +218,18 @@ def test_allow_list_is_read_from_the_controller_events(embedded: Deployed) -> No
     assert not ctl.node_approved(address_of(revoked))
 
 
-def test_runner_anchors_checkpoints_as_the_log_grows(embedded: Deployed) -> None:
+def test_followers_anchor_checkpoints_as_the_log_grows(embedded: Deployed) -> None:
     ctl = Controller(embedded.chain, embedded.controller_address)
     publisher = AnchorPublisher(
         Outbox(Store.open("sqlite://")), ctl, embedded.node_key, confirmations=1
     )
     log_id = _root(5005)
     checkpoints: list[tuple[bytes, int, bytes]] = [(log_id, 10, _root(10))]
-    runner = AnchorRunner(publisher, lambda: list(checkpoints), poll_s=0.05)
-    runner.start()
+    followers = AnchorFollowers([publisher], lambda: list(checkpoints), poll_s=0.05)
+    followers.start()
     checkpoints.append((log_id, 20, _root(20)))  # the log grows while the campaign runs
     checkpoints.append((log_id, 25, _root(25)))  # the checkpoint written at stop
-    summary = runner.finish(timeout_s=30)
+    [summary] = followers.drain(timeout_s=30)
     assert (summary.confirmed, summary.pending, summary.failed, summary.drained) == (3, 0, 0, True)
     assert [e.tree_size for e in ctl.anchors(log_id)] == [10, 20, 25]
 

@@ -30,7 +30,8 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setattr(Node, "engineer", lambda self: FakeEngineer(fail_every=4, best=0.5))
     node = open_node(home)
     camp = node.store.create_campaign("fake", small_config(3).model_dump(mode="json"))
-    node.run_campaign(camp.id, anchor=True)
+    with node.anchoring_followers():
+        node.run_campaign(camp.id)
     summary = node.anchor_summary
     assert summary is not None and summary.drained and summary.failed == 0
     assert summary.confirmed >= 3  # several checkpoints of 4 entries, and the one at stop
@@ -54,7 +55,7 @@ def test_audit_names_an_unanchored_checkpoint_and_an_unapproved_key(
     node = open_node(home)
     # A second run with anchoring off: its checkpoints never reach the chain.
     camp = node.store.create_campaign("unanchored", small_config(1).model_dump(mode="json"))
-    node.run_campaign(camp.id, anchor=False)
+    node.run_campaign(camp.id)
     cp = node.log().latest_checkpoint()
     assert cp is not None
     node.store.close()

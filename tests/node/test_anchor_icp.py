@@ -31,7 +31,7 @@ from governance.icp import (
     log_label,
 )
 from node.anchoring.evm import Backoff
-from node.anchoring.followers import AnchorRunner
+from node.anchoring.followers import AnchorFollowers
 from node.anchoring.icp import IcpPublisher
 from node.store import Outbox, Store
 
@@ -214,23 +214,23 @@ def test_both_targets_keep_their_own_rows_for_the_same_checkpoint() -> None:
         Outbox(store, "sol")
 
 
-def test_the_runner_drains_a_target_that_comes_back(replica: Replica, server: Server) -> None:
+def test_the_followers_drain_a_target_that_comes_back(replica: Replica, server: Server) -> None:
     clock = Clock()
     publisher, client = _publisher(server.url, Store.open("sqlite://", now=clock), clock)
     replica.model.writers.add(client.identity.principal)
     client.transport = HttpTransport(_dead_url(), timeout_s=5)
     checkpoints = [(LOG, 4, _root(4))]
-    runner = AnchorRunner(publisher, lambda: checkpoints, poll_s=0.05)
-    runner.start()
-    summary = runner.finish(timeout_s=0.3)
+    followers = AnchorFollowers([publisher], lambda: checkpoints, poll_s=0.05)
+    followers.start()
+    [summary] = followers.drain(timeout_s=0.3)
     assert (summary.confirmed, summary.pending, summary.drained) == (0, 1, False)
     assert summary.chain == "icp canister uxrrr-q7777-77774-qaaaq-cai"
 
     client.transport = HttpTransport(server.url, timeout_s=5)
     clock.advance(600)  # past any backoff
     checkpoints.append((LOG, 9, _root(9)))  # the next run's log grew
-    runner = AnchorRunner(publisher, lambda: checkpoints, poll_s=0.05)
-    runner.start()
-    summary = runner.finish(timeout_s=10)
+    followers = AnchorFollowers([publisher], lambda: checkpoints, poll_s=0.05)
+    followers.start()
+    [summary] = followers.drain(timeout_s=10)
     assert (summary.confirmed, summary.pending, summary.drained) == (2, 0, True)
     assert replica.model.logs[LABEL] == [(4, _root(4)), (9, _root(9))]

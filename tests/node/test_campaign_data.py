@@ -131,7 +131,7 @@ def test_a_sandboxed_campaign_trains_on_a_shard_under_the_hidden_home(tmp_path: 
     )
     node = open_node(home)
     camp = node.store.create_campaign("shard", config.model_dump(mode="json"))
-    summary = node.run_campaign(camp.id, anchor=False)
+    summary = node.run_campaign(camp.id)
     assert summary.reason == "budget" and summary.finished == 2, summary
     exps = node.store.list_experiments(camp.id)
     assert [e.status for e in exps] == ["done", "done"], [e.analysis for e in exps]

@@ -32,6 +32,21 @@ def test_a_second_root_for_a_queued_size_is_refused() -> None:
         outbox.enqueue(LOG, 64, _root(2))
 
 
+def test_a_publisher_holding_a_stale_row_is_refused_and_changes_nothing() -> None:
+    # Two publishers read the same pending row; the first signs it, the second must not
+    # overwrite that transaction with its own (the row would then name a transaction
+    # that may never be mined, while the first one is).
+    outbox = Outbox(Store.open("sqlite://"))
+    pending = outbox.enqueue(LOG, 64, _root(1))
+    sent = outbox.signed(pending, sender="0x" + "11" * 20, nonce=7, tx_hash=_root(7), raw_tx=b"a")
+    with pytest.raises(ConflictError, match="another publisher works this outbox"):
+        outbox.signed(pending, sender="0x" + "11" * 20, nonce=8, tx_hash=_root(8), raw_tx=b"b")
+    with pytest.raises(ConflictError, match=r"changed since it was read \(pending -> sent\)"):
+        outbox.failed(pending, "stale")
+    assert outbox.get(LOG, 64) == sent
+    assert outbox.confirmed(sent).status == "confirmed"  # the fresh row moves on
+
+
 @pytest.mark.parametrize(
     ("log_id", "size", "root", "message"),
     [
