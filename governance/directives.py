@@ -16,12 +16,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import TYPE_CHECKING, Protocol
-
-from governance.errors import SourceError
-
-if TYPE_CHECKING:
-    from governance.sns import SnsDirectiveSource
+from typing import Protocol
 
 ALL_CAMPAIGNS = "*"  # a directive for every campaign (the guardian's pause-all)
 
@@ -151,52 +146,6 @@ def campaign_of_key(key: bytes) -> str:
         return raw.decode("ascii")
     except UnicodeDecodeError:
         raise ValueError(f"campaign key 0x{key.hex()} is not a padded ASCII id") from None
-
-
-class SnsSource:
-    """The SNS as a `DirectiveSource`: executed (and, for resume/fork, certified) proposals.
-
-    An SNS answer is final once executed, so its directives carry no height and need no
-    block confirmations; the proposal id orders them (as the epoch).
-    """
-
-    def __init__(self, sns: SnsDirectiveSource, name: str = "sns") -> None:
-        self.sns = sns
-        self._name = name
-
-    @property
-    def name(self) -> str:
-        return self._name
-
-    def read(self) -> Reading:
-        from governance.icp import IcpError
-
-        try:
-            found = self.sns.poll()
-        except IcpError as exc:
-            raise SourceError(f"the SNS could not be read: {exc}") from exc
-        directives = []
-        for d in found:
-            kind = DirectiveKind(d.kind.value)
-            if kind is DirectiveKind.FORK:
-                # An SNS fork payload names the parent and the child's config, no
-                # position or child: the child starts from the parent's latest state,
-                # named after the proposal.
-                directive = Directive(
-                    kind,
-                    f"{d.campaign_id}-fork-{d.proposal_id}",
-                    d.proposal_id,
-                    self._name,
-                    ref=f"proposal {d.proposal_id}",
-                    config_hash=d.config_sha256,
-                    parent_id=d.campaign_id,
-                )
-            else:
-                directive = Directive(
-                    kind, d.campaign_id, d.proposal_id, self._name, ref=f"proposal {d.proposal_id}"
-                )
-            directives.append(directive)
-        return Reading(tuple(directives))
 
 
 class QueueSource:

@@ -8,7 +8,7 @@ restrictive signal wins and needs no confirmation); resume and fork apply only a
 the proposal has been read again through an update call, whose reply the IC certifies,
 and that certified payload hashes to the same value as the one first read.
 
-The watcher reads it through `governance.directives.SnsSource`; nothing here imports
+The watcher reads it through `SnsSource`, a `DirectiveSource`; nothing here imports
 ic-py. The directive kinds and their order live in `governance.directives`.
 """
 
@@ -20,8 +20,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
-from governance.directives import RESTRICTIVENESS, DirectiveKind, most_restrictive
-from governance.icp import IcpReplyError, SnsProposal, decode_directive_payload
+from governance.directives import (
+    RESTRICTIVENESS,
+    Directive,
+    DirectiveKind,
+    Reading,
+    most_restrictive,
+)
+from governance.errors import SourceError
+from governance.icp import IcpError, IcpReplyError, SnsProposal, decode_directive_payload
 
 log = logging.getLogger(__name__)
 
@@ -170,3 +177,47 @@ __all__ = [
     "SnsDirectiveSource",
     "most_restrictive",
 ]
+
+
+class SnsSource:
+    """The SNS as a `DirectiveSource`: executed (and, for resume/fork, certified) proposals.
+
+    An SNS answer is final once executed, so its directives carry no height and need no
+    block confirmations; the proposal id orders them (as the epoch).
+    """
+
+    def __init__(self, sns: SnsDirectiveSource, name: str = "sns") -> None:
+        self.sns = sns
+        self._name = name
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    def read(self) -> Reading:
+        try:
+            found = self.sns.poll()
+        except IcpError as exc:
+            raise SourceError(f"the SNS could not be read: {exc}") from exc
+        directives = []
+        for d in found:
+            kind = DirectiveKind(d.kind.value)
+            if kind is DirectiveKind.FORK:
+                # An SNS fork payload names the parent and the child's config, no
+                # position or child: the child starts from the parent's latest state,
+                # named after the proposal.
+                directive = Directive(
+                    kind,
+                    f"{d.campaign_id}-fork-{d.proposal_id}",
+                    d.proposal_id,
+                    self._name,
+                    ref=f"proposal {d.proposal_id}",
+                    config_hash=d.config_sha256,
+                    parent_id=d.campaign_id,
+                )
+            else:
+                directive = Directive(
+                    kind, d.campaign_id, d.proposal_id, self._name, ref=f"proposal {d.proposal_id}"
+                )
+            directives.append(directive)
+        return Reading(tuple(directives))

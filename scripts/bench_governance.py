@@ -52,7 +52,7 @@ from governance.watcher import Watcher  # noqa: E402
 from node.anchoring.chain_home import deploy_for_node, load_key, save_deployment  # noqa: E402
 from node.campaign.config import Budget, CampaignConfig  # noqa: E402
 from node.campaign.scheduler import RunSummary  # noqa: E402
-from node.cli.gov import chain_acks  # noqa: E402
+from node.cli.daemon import chain_acks  # noqa: E402
 from node.governed.obey import GovernedNode, governed_node, sources_from_settings  # noqa: E402
 from node.runtime import Node, open_node  # noqa: E402
 from node.settings import load_settings  # noqa: E402

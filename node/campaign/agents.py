@@ -16,7 +16,7 @@ import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
 from loop.analyst import Analysis, Fitness
 from loop.analyst_llm import JUDGE_FITNESS_VERSION, LLMAnalyst, judged_fitness
@@ -44,9 +44,6 @@ from node.errors import ConfigError
 from node.settings import Settings
 from node.store import CampaignRow, ExperimentRow, Store
 
-if TYPE_CHECKING:
-    from node.campaign.scheduler import CampaignRunner
-
 log = logging.getLogger(__name__)
 
 MAX_REJECTIONS = 5  # unusable replies in a row before the step gives up
@@ -57,6 +54,22 @@ INSIGHTS_SHOWN = 8
 COGNITION_FILE = "cognition.jsonl"
 
 ChatFactory = Callable[[Ledger], ChatModel]
+
+
+class CampaignRun(Protocol):
+    """What the agents use of the campaign's scheduler (`CampaignRunner`), which hands
+    itself to them: its archive and budget, its progress events, and the path a finished
+    experiment takes (scoring, records)."""
+
+    def emit(self, kind: str, data: dict[str, Any]) -> None: ...
+
+    def archive(self) -> list[ArchiveView]: ...
+
+    def budget_spent(self) -> bool: ...
+
+    def describe(self, exp: ExperimentRow) -> dict[str, Any]: ...
+
+    def record_result(self, exp: ExperimentRow, result: EvalResult) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -222,16 +235,16 @@ class LLMAgents:
     # -- the Researcher ---------------------------------------------------------------------
     def next_experiment(
         self,
-        runner: CampaignRunner,
+        runner: CampaignRun,
         parents: Sequence[ArchiveView],
         references: Sequence[ArchiveView],
     ) -> ExperimentRow | None:
         """Propose until a proposal is queued (and claimed), the budget is spent, the
         campaign must pause, or MAX_REJECTIONS unusable replies came in a row."""
         cid = self.campaign_id
-        feedback = behaviour_notes(runner._archive())
+        feedback = behaviour_notes(runner.archive())
         for _ in range(MAX_REJECTIONS):
-            if self.pause is not None or runner._budget_spent():
+            if self.pause is not None or runner.budget_spent():
                 return None
             result = self.researcher.propose(
                 parents,
@@ -282,7 +295,7 @@ class LLMAgents:
         return Known(fingerprints, motivations)
 
     def _record_rejection(
-        self, runner: CampaignRunner, result: ResearchResult, parents: Sequence[ArchiveView]
+        self, runner: CampaignRun, result: ResearchResult, parents: Sequence[ArchiveView]
     ) -> None:
         assert result.failure is not None
         cid = self.campaign_id
@@ -312,7 +325,7 @@ class LLMAgents:
         self._keep(exp.id, result.exchanges)
         runner.emit(
             "finished",
-            runner._describe(exp) | {"status": "failed", "message": result.reason},
+            runner.describe(exp) | {"status": "failed", "message": result.reason},
         )
 
     def _keep(self, experiment_id: str | None, exchanges: Sequence[Exchange]) -> None:
@@ -340,7 +353,7 @@ class LLMAgents:
         screen = dict(repaired.first.screen) | {"repair": [r.as_json() for r in repaired.rounds]}
         return dataclasses.replace(repaired.first, screen=screen)
 
-    def record(self, runner: CampaignRunner, exp: ExperimentRow) -> None:
+    def record(self, runner: CampaignRun, exp: ExperimentRow) -> None:
         """After the scheduler recorded `exp`: keep the debugger's calls and code, and
         record the repaired code as a candidate of its own with its result."""
         with self._lock:
@@ -374,7 +387,7 @@ class LLMAgents:
         if repaired.final.failure is FailureClass.INTERRUPTED:
             return  # stays queued and runs again
         self.store.start_experiment(fixed.id)
-        runner._record(self.store.get_experiment(fixed.id), repaired.final)
+        runner.record_result(self.store.get_experiment(fixed.id), repaired.final)
 
     # -- the Analyst ------------------------------------------------------------------------------
     def analyse(

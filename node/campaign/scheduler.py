@@ -138,10 +138,10 @@ class CampaignRunner:
                     exp = self._next_experiment(busy=bool(in_flight))
                     if exp is None:
                         break
-                    self.emit("started", self._describe(exp))
+                    self.emit("started", self.describe(exp))
                     in_flight[pool.submit(self._execute, exp)] = exp
                 if not in_flight:
-                    reason = "budget" if self._budget_spent() else "complete"
+                    reason = "budget" if self.budget_spent() else "complete"
                     if self.llm is not None and self.llm.pause is not None:
                         reason = "paused"
                     break
@@ -149,13 +149,13 @@ class CampaignRunner:
                 for fut in done:
                     exp = in_flight.pop(fut)
                     result = fut.result()
-                    self._record(exp, result)
+                    self.record_result(exp, result)
                     finished += result.failure is not FailureClass.INTERRUPTED
             if reason == "stopped":
                 # Pause point: in-flight sandboxes see `stop` and are killed; their
                 # experiments go back to the queue, not counted as attempts.
                 for fut, exp in in_flight.items():
-                    self._record(exp, fut.result())
+                    self.record_result(exp, fut.result())
         self._finalize_scores()
         detail = (self.llm.pause if self.llm is not None else None) or ""
         status = "paused" if reason in ("stopped", "paused") else "done"
@@ -175,10 +175,10 @@ class CampaignRunner:
             return exp
         if busy and not self._baselines_scored():
             return None  # candidates are scored against baselines: let those finish first
-        if self._budget_spent() or not self._baselines_scored():
+        if self.budget_spent() or not self._baselines_scored():
             return None
         if self.llm is not None:
-            archive = self._archive()
+            archive = self.archive()
             rng = random.Random(f"{self.config.researcher_seed}:{len(self._generated())}")
             parents = sample_parents(archive, rng, k=2)
             references = sample_references(archive, rng, exclude=parents)
@@ -221,7 +221,7 @@ class CampaignRunner:
     def _generated(self) -> list[CandidateRow]:
         return [c for c in self.store.list_candidates(self.campaign.id) if c.origin != "baseline"]
 
-    def _budget_spent(self) -> bool:
+    def budget_spent(self) -> bool:
         budget = self.config.budget
         if len(self._generated()) >= budget.max_candidates:
             return True
@@ -242,7 +242,7 @@ class CampaignRunner:
         )
 
     # -- the Researcher ------------------------------------------------------------------
-    def _archive(self) -> list[ArchiveView]:
+    def archive(self) -> list[ArchiveView]:
         cid = self.campaign.id
         views = []
         exps = self.store.list_experiments(cid)
@@ -269,7 +269,7 @@ class CampaignRunner:
         return views
 
     def _propose(self) -> Proposal | None:
-        archive = self._archive()
+        archive = self.archive()
         step = len(self._generated())
         known = {
             code_fingerprint(self.store.get_code(c.digest))
@@ -309,10 +309,10 @@ class CampaignRunner:
             return self.llm.execute(self.engineer, job, exp.role, self.stop)
         return self.engineer.run(job, cancel=self.stop)
 
-    def _record(self, exp: ExperimentRow, result: EvalResult) -> None:
+    def record_result(self, exp: ExperimentRow, result: EvalResult) -> None:
         if result.failure is FailureClass.INTERRUPTED:
             self.store.requeue_experiment(exp.id)
-            self.emit("interrupted", self._describe(exp))
+            self.emit("interrupted", self.describe(exp))
             return
         status = "done" if result.failure is None else "failed"
         self.store.finish_experiment(
@@ -329,7 +329,7 @@ class CampaignRunner:
         )
         if status == "failed" and self.recorder is not None:
             self.recorder.experiment_final(exp.id)
-        data = self._describe(exp) | {"status": status, "message": result.message}
+        data = self.describe(exp) | {"status": status, "message": result.message}
         data["metrics"] = result.metrics
         data["timings"] = result.timings
         self.emit("finished", data)
@@ -345,7 +345,7 @@ class CampaignRunner:
         by_name_seed = {
             (cands[e.candidate_id].name, e.seed, cands[e.candidate_id].origin): e for e in exps
         }
-        archive = self._archive()
+        archive = self.archive()
         for exp in exps:
             if exp.status != "done" or exp.fitness is not None:
                 continue
@@ -454,7 +454,7 @@ class CampaignRunner:
         if not any(e.seed == seed for e in self._experiments_of(ref.id)):
             self.store.enqueue_experiment(cid, ref.id, "baseline", seed)
 
-    def _describe(self, exp: ExperimentRow) -> dict[str, Any]:
+    def describe(self, exp: ExperimentRow) -> dict[str, Any]:
         cand = self.store.get_candidate(exp.candidate_id)
         return {
             "experiment": exp.id,

@@ -15,27 +15,20 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import sys
-import threading
 import urllib.error
 import urllib.request
-from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from node.errors import AsiNodeError, NotFoundError
+from node.errors import AsiNodeError
 
 if TYPE_CHECKING:
-    from governance.directives import DirectiveSource
-    from node.governed.obey import StepReport
-    from node.governed.records import DirectiveAcker
     from node.runtime import Node
-    from node.store import CampaignRow, DirectiveRow, Store
+    from node.store import CampaignRow
 
 log = logging.getLogger(__name__)
 
 SUPPORT = {"against": 0, "for": 1, "abstain": 2}
-ACK_SHUTDOWN_WAIT_S = 10.0  # how long `gov run` lets an acknowledgement in flight finish
 
 
 class GovRequestError(AsiNodeError):
@@ -156,8 +149,8 @@ def cmd_gov(args: argparse.Namespace) -> int:
 
 
 def _run(node: Node, campaigns: list[str]) -> int:
-    from node.cli.main import print_anchors
-    from node.daemon import obey, stop_on_signals
+    from node.cli.daemon import obey, stop_on_signals
+    from node.cli.progress import print_anchors
     from node.governed.obey import sources_from_settings
 
     sources = sources_from_settings(node.settings, campaigns)
@@ -170,83 +163,6 @@ def _run(node: Node, campaigns: list[str]) -> int:
         obey(node, campaigns, sources, stop)
     print_anchors(node)
     return 0
-
-
-class OnChainAcks:
-    """Acknowledges on-chain the directives a GovernedNode applied from one EVM source.
-
-    Called after each step (`GovernedNode.serve(after_step=...)`): unless a round is still
-    in flight it starts one in a background thread, so a slow chain never delays the next
-    poll. A round sends `acknowledge` for each applied, unacknowledged directive in order
-    (`acknowledge_pending`) and stops at the first failure, which is logged and retried
-    after the next step. A fork's child is known on chain by the name its proposal gave
-    it, which the node keeps as the child's name (its id is the node's own).
-    """
-
-    def __init__(self, store: Store, acker: DirectiveAcker, source: str) -> None:
-        self.store = store
-        self.acker = acker
-        self.source = source
-        self._thread: threading.Thread | None = None
-
-    def __call__(self, report: StepReport | None = None) -> None:
-        if self._thread is not None and self._thread.is_alive():
-            return
-        self._thread = threading.Thread(target=self.round, name="directive-acks", daemon=True)
-        self._thread.start()
-
-    def round(self) -> list[DirectiveRow]:
-        """One pass over the pending acknowledgements; never raises."""
-        from node.governed.records import acknowledge_pending
-
-        try:
-            return acknowledge_pending(self.store, self, self.source)
-        except Exception as exc:  # a store or chain failure must not end the acknowledgements
-            log.warning("acknowledgements not sent; retried later", extra={"error": str(exc)})
-            return []
-
-    def wait(self, timeout_s: float) -> None:
-        if self._thread is not None:
-            self._thread.join(timeout_s)
-
-    def acknowledge(self, campaign_key: bytes, epoch: int, entry_hash: bytes) -> str:
-        return self.acker.acknowledge(self._on_chain(campaign_key), epoch, entry_hash)
-
-    def _on_chain(self, key: bytes) -> bytes:
-        from governance.directives import campaign_key, campaign_of_key
-
-        try:
-            camp = self.store.get_campaign(campaign_of_key(key))
-            if camp.parent_campaign_id is not None:
-                return campaign_key(camp.name)
-        except (NotFoundError, ValueError):
-            pass
-        return key
-
-
-def chain_acks(node: Node, sources: Iterable[DirectiveSource]) -> OnChainAcks | None:
-    """On-chain acknowledgements for the EVM controller among `sources` (None without
-    one), sent with the node's chain key over a connection of their own. A node not on
-    the controller's allow-list still obeys; a warning says its acknowledgements fail."""
-    from governance.chain import Controller
-    from governance.errors import NodeNotApprovedError
-    from governance.evm_source import EvmSource
-    from governance.relay import ChainAcker
-    from node.anchoring.chain_home import connect_deployed, load_key
-
-    evm = next((s for s in sources if isinstance(s, EvmSource)), None)
-    if evm is None:
-        return None
-    settings = node.settings
-    home = Path(settings.home)
-    chain, deployment = connect_deployed(settings.chain, home)
-    controller = Controller(chain, deployment.addresses["CampaignController"])
-    acker = ChainAcker(controller, load_key(home))
-    try:
-        acker.check_approved()
-    except NodeNotApprovedError as exc:
-        print(f"asi-node: warning: {exc}", file=sys.stderr, flush=True)
-    return OnChainAcks(node.store, acker, evm.name)
 
 
 def _vote(args: argparse.Namespace, url: str) -> int:

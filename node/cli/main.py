@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from attestation.errors import TrustError
 from governance.errors import GovernanceError
+from node.cli.progress import print_anchors, print_event
 from node.errors import AsiNodeError, ConfigError
 from node.settings import init_home
 
@@ -28,61 +29,16 @@ DEMO_NAME = "demo"
 DEMO_LLM_NAME = "demo-llm"
 
 
-def event_line(kind: str, data: dict[str, Any]) -> str | None:
-    """The progress line of a campaign event (one per proposal, start, finish and score);
-    None for events that print nothing."""
-    if kind == "started":
-        return (
-            f"  [{data['seq']:>3}] start  {data['candidate']} ({data['role']}, seed {data['seed']})"
-        )
-    elif kind == "finished":
-        metrics = data.get("metrics") or {}
-        timings = data.get("timings") or {}
-        if data["status"] == "done":
-            score = metrics.get("mean_acc", metrics.get("heldout_loss", float("nan")))
-            return (
-                f"  [{data['seq']:>3}] done   {data['candidate']}: score {score:.3f}, "
-                f"state {int(metrics.get('state_size', 0))}, {timings.get('total_s', 0):.0f}s"
-            )
-        else:
-            return f"  [{data['seq']:>3}] failed {data['candidate']}: {data['message']}"
-    elif kind == "proposed":
-        return f"  propose {data['candidate']}: {data['motivation'][:110]}"
-    elif kind == "scored":
-        return f"        fitness {data['candidate']} (seed {data['seed']}): {data['fitness']:+.3f}"
-    elif kind == "rerun":
-        return f"        re-run {data['candidate']} on seed {data['seed']} before promotion"
-    elif kind == "rerun_skipped":
-        return f"        no re-runs for {data['candidate']}: re-run budget ({data['limit']}) spent"
-    elif kind == "recovered":
-        return f"  resumed: {len(data['experiments'])} interrupted experiment(s) queued again"
-    elif kind == "interrupted":
-        return f"  [{data['seq']:>3}] interrupted {data['candidate']}: queued again"
-    elif kind == "no_proposal":
-        return f"  researcher: {data['reason']}"
-    elif kind == "duplicate":
-        return f"  researcher: {data['sent_back']} near-duplicate(s) sent back"
-    elif kind == "repaired":
-        return f"  engineer: repaired as {data['candidate']} in {data['rounds']} round(s)"
-    return None
-
-
-def _print_event(kind: str, data: dict[str, Any]) -> None:
-    line = event_line(kind, data)
-    if line is not None:
-        print(line, flush=True)
-
-
 def _run_campaign(
     node: Node, campaign_ref: str, llm: Any = None, anchor: bool | None = None
 ) -> int:
     """Run until done or Ctrl-C; a second Ctrl-C is not needed: in-flight work is killed.
     With `anchor` (default: `Node.anchors_by_default`) the log is anchored meanwhile."""
-    from node.daemon import stop_on_signals
+    from node.cli.daemon import stop_on_signals
 
     enabled = node.anchors_by_default if anchor is None else anchor
     with stop_on_signals() as stop, node.anchoring_followers(enabled):
-        summary = node.run_campaign(campaign_ref, on_event=_print_event, stop=stop, llm=llm)
+        summary = node.run_campaign(campaign_ref, on_event=print_event, stop=stop, llm=llm)
     if stop.is_set():
         print("asi-node: stopped; run again to resume", flush=True)
     print(
@@ -96,28 +52,6 @@ def _run_campaign(
     print()
     print(_board(node, campaign_ref))
     return 0 if summary.reason != "stopped" else 130
-
-
-def print_anchors(node: Node) -> None:
-    """What the anchor followers left behind, per target, and how to audit it."""
-    if node.anchor_summary is None:
-        return
-    a = node.anchor_summary
-    print(
-        f"anchors: {a.confirmed} checkpoint(s) confirmed on {a.chain}"
-        + (f", {a.pending} still queued" if a.pending else "")
-        + (f", {a.failed} FAILED (see `asi-node chain status`)" if a.failed else "")
-    )
-    for a in node.anchor_summaries[1:]:  # the ICP anchor canister, when configured
-        print(
-            f"anchors: {a.confirmed} checkpoint(s) confirmed on {a.chain}"
-            + (f", {a.pending} still queued (see the log for why)" if a.pending else "")
-            + (f", {a.failed} FAILED" if a.failed else "")
-        )
-    rpc = node.settings.chain.rpc_url or "embedded"
-    h = f"asi-node --home {node.settings.home}"
-    icp = f" --icp {node.settings.icp.url}" if node.icp_anchoring else ""
-    print(f"check it: {h} log export log.json && {h} audit log.json --rpc {rpc}{icp}")
 
 
 def _print_llm_line(node: Node, campaign_ref: str) -> None:
@@ -440,7 +374,7 @@ def build_parser() -> argparse.ArgumentParser:
     nsub.add_parser("show", help="public key, fingerprint, log id and size")
     p.set_defaults(func=cmd_node)
 
-    from node.daemon import add_parsers as add_daemon_parsers
+    from node.cli.daemon import add_parsers as add_daemon_parsers
 
     add_daemon_parsers(sub)
 

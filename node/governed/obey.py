@@ -578,9 +578,8 @@ def sources_from_settings(
     icp = settings.icp
     if icp.url and icp.sns_governance_canister:
         from attestation.icp.principal import from_text
-        from governance.directives import SnsSource
         from governance.icp.sns import SnsGovernance
-        from governance.sns import SnsDirectiveSource
+        from governance.sns import SnsDirectiveSource, SnsSource
         from node.anchoring.icp import icp_client
 
         kinds = {

@@ -36,9 +36,8 @@ from governance.relay import ChainGovernor
 from node.anchoring.chain_home import load_deployment, load_key
 from node.campaign.config import Budget, CampaignConfig
 from node.campaign.scheduler import CampaignRunner, RunSummary
-from node.cli.gov import chain_acks
+from node.cli.daemon import chain_acks, serve_app, serve_governor
 from node.cli.main import main
-from node.daemon import serve_app, serve_governor
 from node.governed.obey import config_sha256, governed_node, sources_from_settings
 from node.governed.records import entry_commitment, paused_starts
 from node.runtime import Node, open_node

@@ -45,7 +45,7 @@ from governance.watcher import Watcher
 from node.api.app import create_app
 from node.campaign.config import Budget, CampaignConfig
 from node.campaign.scheduler import CampaignRunner, RunSummary
-from node.cli.gov import OnChainAcks
+from node.governed.acks import OnChainAcks
 from node.governed.obey import GovernedNode, config_sha256
 from node.governed.records import acknowledge_pending, directive_json_hash, paused_starts
 from node.store import DirectiveLedger, Store

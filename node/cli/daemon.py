@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from node.errors import ConfigError, StoreError
+from node.governed.acks import SHUTDOWN_WAIT_S, OnChainAcks
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
@@ -145,7 +146,7 @@ def serve_governor(node: Node) -> ChainGovernor | None:
 
 
 def cmd_daemon(args: argparse.Namespace) -> int:
-    from node.cli.main import print_anchors
+    from node.cli.progress import print_anchors
     from node.governed.obey import sources_from_settings
     from node.runtime import open_node
     from node.store import DirectiveLedger
@@ -198,7 +199,6 @@ def obey(
     applied (the EVM source), until `stop`; then stop every run and wait for it. With
     `adopt_new`, a campaign created meanwhile (`campaign create`) is run too; `live`
     gets the governed node, for /health."""
-    from node.cli.gov import ACK_SHUTDOWN_WAIT_S, chain_acks
     from node.governed.obey import StepReport, governed_node
 
     sources = list(sources)
@@ -225,7 +225,7 @@ def obey(
 
     governed.serve(stop, node.settings.governance.poll_seconds, after_step=after_step)
     if acks is not None:
-        acks.wait(ACK_SHUTDOWN_WAIT_S)
+        acks.wait(SHUTDOWN_WAIT_S)
 
 
 class Live:
@@ -240,7 +240,7 @@ class Live:
 
 def _progress(node: Node) -> Callable[[str, str, dict[str, Any]], None]:
     """Progress lines of every run, each led by its campaign's name."""
-    from node.cli.main import event_line
+    from node.cli.progress import event_line
 
     names: dict[str, str] = {}
 
@@ -291,6 +291,31 @@ def api_running(app: FastAPI, host: str, port: int) -> Iterator[None]:
     finally:
         server.should_exit = True
         thread.join(API_STOP_TIMEOUT_S)
+
+
+def chain_acks(node: Node, sources: Iterable[DirectiveSource]) -> OnChainAcks | None:
+    """On-chain acknowledgements for the EVM controller among `sources` (None without
+    one), sent with the node's chain key over a connection of their own. A node not on
+    the controller's allow-list still obeys; a warning says its acknowledgements fail."""
+    from governance.chain import Controller
+    from governance.errors import NodeNotApprovedError
+    from governance.evm_source import EvmSource
+    from governance.relay import ChainAcker
+    from node.anchoring.chain_home import connect_deployed, load_key
+
+    evm = next((s for s in sources if isinstance(s, EvmSource)), None)
+    if evm is None:
+        return None
+    settings = node.settings
+    home = Path(settings.home)
+    chain, deployment = connect_deployed(settings.chain, home)
+    controller = Controller(chain, deployment.addresses["CampaignController"])
+    acker = ChainAcker(controller, load_key(home))
+    try:
+        acker.check_approved()
+    except NodeNotApprovedError as exc:
+        print(f"asi-node: warning: {exc}", file=sys.stderr, flush=True)
+    return OnChainAcks(node.store, acker, evm.name)
 
 
 def add_parsers(sub: Any) -> None:
