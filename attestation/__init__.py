@@ -1,5 +1,5 @@
 """Trust: keys, canonical JSON, DSSE envelopes, the Merkle log, checkpoints, audit.
 
 Knows nothing of training or of the node: it signs and verifies bytes and documents.
-TEE evidence (issue 7) goes here too.
+TEE evidence goes here too.
 """

@@ -20,7 +20,15 @@ from attestation.dsse import IN_TOTO_PAYLOAD_TYPE, Envelope, parse_statement, ve
 from attestation.errors import FormatError, TrustError, VerificationError
 from attestation.merkle import Tree, leaf_hash, verify_consistency, verify_inclusion
 from attestation.note import Checkpoint, Ed25519NoteVerifier, NoteVerifier, open_checkpoint
-from attestation.records import EVENT_PREDICATE, RecordSummary, check_records
+from attestation.records import RecordSummary, Statement, check_records
+from attestation.schema import (
+    RECORD_VERSIONS,
+    SCHEMA_VERSION,
+    EventStatement,
+    NodeEventKind,
+    SchemaError,
+)
+from attestation.schema import parse_statement as parse_record
 from attestation.tee.audit import assess
 from attestation.tee.policy import Policy
 
@@ -33,6 +41,7 @@ STEPS = (
     "checkpoint roots",
     "consistency proofs",
     "inclusion proofs",
+    "record schema",
     "record rules",
 )
 
@@ -46,13 +55,11 @@ class VerifiedLog:
     checkpoints: tuple[Checkpoint, ...]
     records: RecordSummary
     public_key_hex: str = ""
-    # The evidence bundle of the log's latest "attestation" node event, JSON (issue 7).
+    # The evidence bundle of the log's latest "attestation" node event, JSON.
     attestation_evidence: bytes | None = None
 
 
 StepSink = Callable[[str, str], None]
-# The node event that publishes TEE evidence (attestation.tee); audits assess the latest.
-ATTESTATION_EVENT = "attestation"
 ATTESTATION_STEP = "attestation"
 
 
@@ -123,7 +130,7 @@ def verify_bundle(
     done(STEPS[3], f"entries 0..{latest.size - 1} in order")
 
     # 5. Every envelope is signed by the node key and carries an in-toto statement.
-    statements = []
+    payloads: list[tuple[int, bytes]] = []
     tree = Tree()
     for entry in bundle.entries:
         step = STEPS[4]
@@ -138,11 +145,12 @@ def verify_bundle(
             )
         try:
             payload = verify_envelope(envelope, key, step)
-            statements.append((entry.index, parse_statement(payload, step)))
+            parse_statement(payload, step)
+            payloads.append((entry.index, payload))
         except VerificationError as exc:
             raise VerificationError(step, f"entry {entry.index}: {exc.detail}") from None
         tree.append(leaf_hash(raw))
-    done(STEPS[4], f"{len(statements)} envelopes signed by the node key")
+    done(STEPS[4], f"{len(payloads)} envelopes signed by the node key")
 
     # 6. Each checkpoint's root is the root of the entries it covers (no fork).
     for cp in [*checkpoints, *seen]:
@@ -189,11 +197,21 @@ def verify_bundle(
             raise VerificationError(STEPS[7], f"entry {index}: {exc}") from None
     done(STEPS[7], f"{latest.size} entries included in the latest checkpoint")
 
-    # 9. The records obey the log's rules (campaign, config hash, no replay, signer), and
-    #    no experiment started while a logged directive held its campaign paused.
+    # 9. Every statement fits the schema of the log's records (attestation.schema).
+    if bundle.schema_version > SCHEMA_VERSION:
+        raise VerificationError(
+            STEPS[8],
+            f"the bundle's records follow schema version {bundle.schema_version}; this "
+            f"auditor reads versions up to {SCHEMA_VERSION}: upgrade asi-node",
+        )
+    statements = [(index, _typed(index, payload)) for index, payload in payloads]
+    done(STEPS[8], f"{len(statements)} statements of schema version {bundle.schema_version}")
+
+    # 10. The records obey the log's rules (campaign, config hash, no replay, signer), and
+    #     no experiment started while a logged directive held its campaign paused.
     records = check_records(statements, key.fingerprint)
     done(
-        STEPS[8],
+        STEPS[9],
         f"{sum(records.experiments.values())} experiment records in "
         f"{len(records.campaigns)} campaign(s); {records.directives} directive(s), "
         f"{records.starts_checked} start(s) checked: none while paused",
@@ -210,16 +228,31 @@ def verify_bundle(
     )
 
 
-def _latest_attestation(statements: Sequence[tuple[int, dict[str, Any]]]) -> bytes | None:
+def _typed(index: int, payload: bytes) -> Statement:
+    """Entry `index`'s statement as the schema's model; VerificationError naming the field."""
+    try:
+        return parse_record(payload)
+    except SchemaError as exc:
+        detail = f"entry {index}: {exc}"
+        if str(exc).startswith("predicate.record_version:"):
+            version = json.loads(payload)["predicate"]["record_version"]
+            versions = ", ".join(map(str, RECORD_VERSIONS))
+            detail = (
+                f"entry {index} is an experiment record of version {version!r}; this auditor "
+                f"reads versions {versions}: upgrade asi-node"
+            )
+        raise VerificationError(STEPS[8], detail) from None
+
+
+def _latest_attestation(statements: Sequence[tuple[int, Statement]]) -> bytes | None:
     """The evidence bundle of the last `attestation` node event, or None if there is none."""
     for _, stmt in reversed(statements):
-        pred = stmt.get("predicate")
         if (
-            stmt.get("predicateType") == EVENT_PREDICATE
-            and isinstance(pred, dict)
-            and pred.get("event") == ATTESTATION_EVENT
+            isinstance(stmt, EventStatement)
+            and stmt.predicate.event is NodeEventKind.ATTESTATION
+            and stmt.predicate.evidence is not None
         ):
-            return json.dumps(pred.get("evidence")).encode()
+            return json.dumps(stmt.predicate.evidence).encode()
     return None
 
 
@@ -325,7 +358,7 @@ def audit(
 
 
 def _assess_attestation(report: AuditReport, log: VerifiedLog) -> None:
-    """After the log verified: its TEE evidence must bind the node key (issue 7). Evidence
+    """After the log verified: its TEE evidence must bind the node key. Evidence
     that fails a step fails the audit; a node with no TEE, or no evidence, passes the log
     checks but is flagged in the report."""
     finding = assess(

@@ -15,9 +15,11 @@ from typing import Any, Final, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from attestation.errors import FormatError
+from attestation.schema import SCHEMA_VERSION
 
 BUNDLE_FORMAT: Final = "asi-node/log-bundle"
-BUNDLE_VERSION: Final = 1
+BUNDLE_VERSION: Final = 2  # 2 names the schema version of its records
+READ_VERSIONS: Final = (1, 2)
 
 
 class _Strict(BaseModel):
@@ -43,7 +45,10 @@ class InclusionItem(_Strict):
 
 class Bundle(_Strict):
     format: Literal["asi-node/log-bundle"] = BUNDLE_FORMAT
-    version: Literal[1] = BUNDLE_VERSION
+    version: Literal[1, 2] = BUNDLE_VERSION
+    # The version of attestation.schema its records follow; bundles of version 1 predate
+    # the field and follow schema version 1.
+    schema_version: int = Field(default=SCHEMA_VERSION, ge=1)
     origin: str
     public_key: str  # C2SP verifier key of the node
     entries: list[BundleEntry]
@@ -87,11 +92,13 @@ def parse_bundle(data: bytes) -> Bundle:
         raise FormatError(
             f"not an asi-node log bundle (format {raw.get('format')!r}, expected {BUNDLE_FORMAT!r})"
         )
-    if raw.get("version") != BUNDLE_VERSION:
+    if raw.get("version") not in READ_VERSIONS:
         raise FormatError(
             f"bundle version {raw.get('version')!r} is not supported; this asi-node reads "
-            f"version {BUNDLE_VERSION}. Upgrade asi-node or export again."
+            f"versions {', '.join(map(str, READ_VERSIONS))}. Upgrade asi-node or export again."
         )
+    if raw["version"] == 1 and "schema_version" in raw:
+        raise FormatError("a version 1 bundle carries no schema_version")
     try:
         return Bundle.model_validate(raw)
     except ValidationError as exc:

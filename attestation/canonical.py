@@ -1,15 +1,24 @@
-"""Canonical JSON (RFC 8785, JCS): the one byte form of every signed document.
+"""Canonical JSON (RFC 8785, JCS): the one byte form of every document the node hashes
+or signs.
 
 A small encoder of our own: strings through the stdlib's C escaper (its escapes are
 exactly JCS's: short forms for \\b \\t \\n \\f \\r, lowercase \\u00xx for the other
 controls, everything else literal), keys sorted by UTF-16 code units, and numbers in
 ECMAScript's shortest round-trip form. Tests hold it to the `rfc8785` package.
+
+Hashes of JSON documents (a campaign's config hash, a fork's config) are SHA-256 of this
+form. Nodes before it hashed `json.dumps` with sorted keys and no spaces
+(`HashRule.SORTED_JSON`: ASCII escapes, Python's float text); those hashes stay valid,
+so a verifier asks `hash_rule` which rule, if any, a document and a hash agree under.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 from decimal import Decimal
+from enum import StrEnum
 from json.encoder import encode_basestring
 from typing import Any
 
@@ -17,6 +26,29 @@ from attestation.errors import FormatError
 
 _MAX_SAFE_INT = 2**53 - 1
 _encode_str = encode_basestring  # the C escaper json.dumps(ensure_ascii=False) uses
+
+
+class HashRule(StrEnum):
+    """How a JSON document was turned into the bytes its SHA-256 covers."""
+
+    RFC8785 = "rfc8785"  # every hash written now
+    SORTED_JSON = "sorted-json"  # hashes written before: sorted keys, no spaces, ASCII
+
+
+def json_sha256(value: Any, rule: HashRule = HashRule.RFC8785) -> bytes:
+    """SHA-256 of `value`'s bytes under `rule` (FormatError for data JSON cannot hold)."""
+    if rule is HashRule.RFC8785:
+        return hashlib.sha256(canonical_json(value)).digest()
+    try:
+        text = json.dumps(value, sort_keys=True, separators=(",", ":"), allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise FormatError(f"not JSON data: {exc}") from None
+    return hashlib.sha256(text.encode()).digest()
+
+
+def hash_rule(value: Any, digest: bytes) -> HashRule | None:
+    """The rule under which `value` hashes to `digest` (the current one first), or None."""
+    return next((rule for rule in HashRule if json_sha256(value, rule) == digest), None)
 
 
 def canonical_json(value: Any) -> bytes:

@@ -1,1 +1,1 @@
-"""DAO governance: contract clients, directive watcher, governance API routes (issue 6)."""
+"""DAO governance: contract clients, directive watcher, governance API routes."""

@@ -2,9 +2,10 @@
 
 The routes relay and report; they never hold voting power and are never the source of
 truth (the chain is). Reads of the node's own records go through `GovernanceView`, which
-the node implements over its store; the Governor through `GovernorClient` (issue 5's
-chain client). Without a Governor the proposal routes answer 503. Operator-only routes
-(queue, execute, pending acknowledgements) need `Authorization: Bearer <operator token>`.
+the node implements over its store; the Governor through `GovernorClient`
+(`governance.relay.ChainGovernor`). Without a Governor the proposal routes answer 503.
+Operator-only routes (queue, execute, pending acknowledgements) need `Authorization:
+Bearer <operator token>`.
 Governance errors become 4xx with `{"error", "detail"}`; nothing is relayed on an error.
 """
 

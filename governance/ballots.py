@@ -142,7 +142,8 @@ class ProposalInfo:
 
 
 class GovernorClient(Protocol):
-    """The Governor as the API needs it; issue 5's chain client implements it with web3.
+    """The Governor as the API needs it; `governance.relay.ChainGovernor` implements it
+    with web3.
 
     `proposal` returns None for an unknown id; transaction methods return the hash.
     """

@@ -9,7 +9,9 @@ and translates every web3, provider and eth-tester failure into the `ChainError`
 tree, decoding reverts into the contracts' custom errors.
 
 On top of that: `Controller` (anchors, the node allow-list, acknowledgements) and
-`ControllerReader` (the controller as a directive source's reader). The Governor relay
+`ControllerReader` (the controller as a directive source's reader). A node anchors its log
+(`log_id`, the SHA-256 of its origin line) under `chain_log_id(node, log_id)`, an id bound
+to its address that no other account can write to. The Governor relay
 and the node's acknowledgements are in `governance.relay`.
 """
 
@@ -28,6 +30,7 @@ from typing import Any, NewType, cast
 
 import requests
 from eth_abi.abi import decode as abi_decode
+from eth_abi.abi import encode as abi_encode
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
 from eth_account.typed_transactions.typed_transaction import TypedTransaction
@@ -43,6 +46,7 @@ from web3.exceptions import (
     Web3RPCError,
 )
 
+from governance.deploy_config import DEV_PARAMS, DEV_SUPPLY, Allocation, Clock, DaoParams
 from governance.errors import (
     ChainError,
     ChainUnavailableError,
@@ -68,9 +72,6 @@ REPLACEMENT_BUMP = 1.125  # geth and anvil want >= 10% higher fees to replace a 
 _ERROR_STRING = bytes.fromhex("08c379a0")  # Error(string)
 _PANIC = bytes.fromhex("4e487b71")  # Panic(uint256)
 LOG_WINDOW = 5_000  # blocks per eth_getLogs request at first (public endpoints cap ranges)
-
-
-# -- artifacts ------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -157,9 +158,6 @@ def _show(value: Any, abi_type: str) -> str:
     return str(value)
 
 
-# -- values ---------------------------------------------------------------------------------
-
-
 @dataclass(frozen=True)
 class SignedTx:
     """A signed transaction not yet known to be mined; its hash is fixed before sending."""
@@ -181,15 +179,25 @@ class Receipt:
 
 @dataclass(frozen=True)
 class AnchorEvent:
-    """One `LogRootAnchored` event as read from the chain."""
+    """One `LogRootAnchored` event as read from the chain: `log_id` is the node's name for
+    its log, `chain_log_id` the id it is anchored under (bound to `node`)."""
 
     log_id: bytes
+    chain_log_id: bytes
     tree_size: int
     root: bytes
     node: Address
     block_number: int
     block_hash: bytes
     tx_hash: bytes
+
+
+@dataclass(frozen=True)
+class LogHead:
+    """A log's last anchor on the chain: its tree size and root (0 and zeros: none yet)."""
+
+    tree_size: int
+    root: bytes
 
 
 @dataclass(frozen=True)
@@ -247,9 +255,6 @@ def new_private_key() -> bytes:
 
 def address_of(private_key: bytes) -> Address:
     return Address(Account.from_key(private_key).address)
-
-
-# -- the chain ------------------------------------------------------------------------------
 
 
 class Chain:
@@ -328,8 +333,6 @@ class Chain:
             chain._journal = journal if record else None
             chain.label = f"embedded ({journal})"
         return chain
-
-    # -- reads
 
     def call(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
         """Run one web3 call, translating its failures into ChainError."""
@@ -442,8 +445,6 @@ class Chain:
                 )
         contract: Contract = self._w3.eth.contract(address=cast(Any, checksummed), abi=art.abi)
         return contract
-
-    # -- writes
 
     def fees(self) -> dict[str, int]:
         """EIP-1559 fee fields: twice the latest base fee plus the priority fee."""
@@ -565,9 +566,6 @@ class Chain:
         return response.get("result")
 
 
-# -- the controller -------------------------------------------------------------------------
-
-
 class Controller:
     """The CampaignController at one address, its code checked against the artifact."""
 
@@ -576,9 +574,12 @@ class Controller:
         self.contract = chain.contract("CampaignController", address, check_code=check_code)
         self.address = Address(self.contract.address)
 
-    def anchor_call(self, log_id: bytes, tree_size: int, root: bytes) -> Any:
+    def anchor_call(self, log_id: bytes, tree_size: int, root: bytes, prev_root: bytes) -> Any:
         return self.contract.functions.anchorLogRoot(
-            _bytes32(log_id, "log id"), tree_size, _bytes32(root, "root")
+            _bytes32(log_id, "log id"),
+            tree_size,
+            _bytes32(root, "root"),
+            _bytes32(prev_root, "previous root"),
         )
 
     def prepare_anchor(
@@ -587,42 +588,63 @@ class Controller:
         log_id: bytes,
         tree_size: int,
         root: bytes,
+        prev_root: bytes,
         *,
         nonce: int | None = None,
         replaces: bytes | None = None,
     ) -> SignedTx:
-        """Sign `anchorLogRoot(log_id, tree_size, root)`; a revert is raised, not signed."""
-        call = self.anchor_call(log_id, tree_size, root)
+        """Sign `anchorLogRoot(log_id, tree_size, root, prev_root)` from `key`'s account:
+        `prev_root` is the root last anchored for this log (32 zero bytes for its first
+        anchor). A call that would revert is raised, not signed."""
+        call = self.anchor_call(log_id, tree_size, root, prev_root)
         return self.chain.sign(key, call, nonce=nonce, replaces=replaces)
 
-    def log_head(self, log_id: bytes) -> tuple[Address, int]:
-        node, size = self.chain.call(
-            "reading logHead", self.contract.functions.logHead(_bytes32(log_id, "log id")).call
-        )
-        return Address(node), int(size)
+    def log_head(self, log_id: bytes, node: str) -> LogHead:
+        """The last anchor of `node`'s log `log_id`."""
+        call = self.contract.functions.logHead(chain_log_id(node, log_id)).call
+        _, size, root = self.chain.call("reading logHead", call)
+        return LogHead(int(size), bytes(root))
+
+    def anchored_root(self, log_id: bytes, node: str, tree_size: int) -> bytes | None:
+        """The root `node` anchored for its log `log_id` at `tree_size`, or None."""
+        call = self.contract.functions.anchoredRoot(chain_log_id(node, log_id), tree_size).call
+        root = bytes(self.chain.call("reading anchoredRoot", call))
+        return None if root == bytes(32) else root
 
     def node_approved(self, address: str) -> bool:
+        """Whether `address` may anchor and acknowledge now: approved, and not suspended
+        by the removal of its TEE measurement."""
         return bool(
             self.chain.call(
-                "reading nodeApproved",
-                self.contract.functions.nodeApproved(checksum_address(address)).call,
+                "reading isNodeActive",
+                self.contract.functions.isNodeActive(checksum_address(address)).call,
             )
         )
 
     def anchors(
-        self, log_id: bytes, *, from_block: int = 0, to_block: int | str = "latest"
+        self,
+        log_id: bytes,
+        *,
+        node: str | None = None,
+        from_block: int = 0,
+        to_block: int | str = "latest",
     ) -> list[AnchorEvent]:
-        """Every `LogRootAnchored` event of `log_id` in the block range, in chain order."""
+        """Every `LogRootAnchored` event of log `log_id` in the block range, in chain
+        order: those of `node`'s log, or of every account that anchored under that name."""
+        filters: dict[str, Any] = {"logName": _bytes32(log_id, "log id")}
+        if node is not None:
+            filters["node"] = checksum_address(node)
         logs = self.chain.events(
             self.contract.events.LogRootAnchored(),
             "reading anchor events",
             from_block=from_block,
             to_block=to_block,
-            filters={"logId": _bytes32(log_id, "log id")},
+            filters=filters,
         )
         return [
             AnchorEvent(
-                log_id=bytes(e["args"]["logId"]),
+                log_id=bytes(e["args"]["logName"]),
+                chain_log_id=bytes(e["args"]["logId"]),
                 tree_size=int(e["args"]["treeSize"]),
                 root=bytes(e["args"]["root"]),
                 node=Address(e["args"]["node"]),
@@ -677,26 +699,30 @@ class Controller:
         ]
 
     def approved_nodes(self, *, from_block: int = 0) -> set[Address]:
-        """The node allow-list as the events leave it: approvals minus later revocations."""
+        """The active nodes as the events leave them: approvals, minus later revocations
+        and minus nodes whose measurement was removed after their approval."""
         events = []
-        for name in ("NodeApproved", "NodeRevoked"):
+        for name in ("NodeApproved", "NodeRevoked", "MeasurementSet"):
             event = getattr(self.contract.events, name)()
             logs = self.chain.events(event, f"reading {name} events", from_block=from_block)
-            events += [
-                (int(e["blockNumber"]), int(e["logIndex"]), name, e["args"]["node"]) for e in logs
-            ]
-        approved: set[Address] = set()
-        for _, _, name, node in sorted(events):
+            events += [(int(e["blockNumber"]), int(e["logIndex"]), name, e["args"]) for e in logs]
+        measurement_of: dict[Address, bytes] = {}  # approved nodes -> their measurement
+        for _, _, name, args in sorted(events, key=lambda e: (e[0], e[1])):
             if name == "NodeApproved":
-                approved.add(Address(node))
-            else:
-                approved.discard(Address(node))
-        return approved
+                measurement_of[Address(args["node"])] = bytes(args["measurement"])
+            elif name == "NodeRevoked":
+                measurement_of.pop(Address(args["node"]), None)
+            elif not args["approved"]:
+                removed = bytes(args["measurement"])
+                for node in [n for n, m in measurement_of.items() if m == removed]:
+                    del measurement_of[node]
+        return set(measurement_of)
 
     def find_anchor(
-        self, log_id: bytes, tree_size: int, *, from_block: int = 0
+        self, log_id: bytes, tree_size: int, *, node: str, from_block: int = 0
     ) -> AnchorEvent | None:
-        for anchor in self.anchors(log_id, from_block=from_block):
+        """`node`'s anchor of its log `log_id` at `tree_size`, or None."""
+        for anchor in self.anchors(log_id, node=node, from_block=from_block):
             if anchor.tree_size == tree_size:
                 return anchor
         return None
@@ -768,21 +794,24 @@ def deploy(
     *,
     nodes: Sequence[str] = (),
     guardian: str | None = None,
-    token_supply: int = 1_000_000 * 10**18,
-    timelock_delay_s: int = 60,
-    voting_delay_blocks: int = 1,
-    voting_period_blocks: int = 50,
-    quorum_percent: int = 4,
+    params: DaoParams = DEV_PARAMS,
+    distribution: Sequence[Allocation] = (),
 ) -> Deployment:
     """Deploy token, timelock, governor and controller; approve `nodes`; hand over.
 
-    The deployer holds the whole token supply, approves the given node addresses (with no
-    TEE measurement), then grants the controller's governance and admin roles to the
-    timelock and renounces its own, as it does the timelock's admin role: afterwards only
-    a DAO vote governs. The guardian defaults to the deployer.
+    The token's supply is minted to the `distribution`'s holders (with none, the
+    deployer holds `DEV_SUPPLY`: the dev profile). The governor and timelock take
+    `params` (the dev profile's fast ones by default; `asi-node chain deploy` checks a
+    production set with `deploy_config.check_production`). The guardian (default: the
+    deployer) may pause on the controller and cancel proposals on the governor. The
+    deployer approves the given node addresses (with no TEE measurement), then grants the
+    controller's governance and admin roles to the timelock and renounces its own, as it
+    does the timelock's admin role: afterwards only a DAO vote governs.
     """
     deployer = address_of(deployer_key)
     guardian_address = checksum_address(guardian) if guardian else deployer
+    holders = [checksum_address(a.address) for a in distribution] or [deployer]
+    amounts = [a.amount for a in distribution] or [DEV_SUPPLY]
     start = chain.head()
 
     def create(name: str, *args: Any) -> Address:
@@ -794,10 +823,19 @@ def deploy(
         )
         return Address(raw["contractAddress"])
 
-    token = create("GovToken", "asi-node governance", "ASIG", deployer, token_supply)
-    timelock = create("DaoTimelock", timelock_delay_s, [], ["0x" + "00" * 20], deployer)
+    timestamps = params.clock is Clock.TIMESTAMP
+    token = create("GovToken", "asi-node governance", "ASIG", holders, amounts, timestamps)
+    timelock = create("DaoTimelock", params.timelock_delay_s, [], ["0x" + "00" * 20], deployer)
     governor = create(
-        "DaoGovernor", token, timelock, voting_delay_blocks, voting_period_blocks, quorum_percent
+        "DaoGovernor",
+        token,
+        timelock,
+        params.voting_delay,
+        params.voting_period,
+        params.proposal_threshold,
+        params.quorum_percent,
+        params.late_quorum_extension,
+        guardian_address,
     )
     controller = create("CampaignController", deployer, guardian_address)
     tl = chain.contract("DaoTimelock", timelock)
@@ -828,9 +866,6 @@ def deploy(
     )
     log.info("contracts deployed", extra={"chain_id": chain.chain_id, "controller": controller})
     return deployment
-
-
-# -- errors ---------------------------------------------------------------------------------
 
 
 def translate(exc: BaseException, what: str) -> ChainError:
@@ -904,6 +939,15 @@ def checksum_address(address: str) -> Address:
         return Address(to_checksum_address(address))
     except (ValueError, TypeError):
         raise ContractMismatchError(f"{address!r} is not an EVM address") from None
+
+
+def chain_log_id(node: str, log_id: bytes) -> bytes:
+    """The id under which `node` anchors its log `log_id`: the controller's
+    `logIdOf(node, logName)`, keccak256 of the ABI-encoded address and name."""
+    encoded = abi_encode(
+        ["address", "bytes32"], [checksum_address(node), _bytes32(log_id, "log id")]
+    )
+    return bytes(keccak(encoded))
 
 
 def _bytes32(value: bytes, what: str) -> bytes:

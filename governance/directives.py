@@ -18,14 +18,9 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Protocol
 
-ALL_CAMPAIGNS = "*"  # a directive for every campaign (the guardian's pause-all)
-
-
-class DirectiveKind(StrEnum):
-    PAUSE = "pause"
-    RESUME = "resume"
-    STOP = "stop"
-    FORK = "fork"
+# The kinds and the all-campaigns name are the log schema's: the node records what it applied.
+from attestation.schema import ALL_CAMPAIGNS as ALL_CAMPAIGNS
+from attestation.schema import DirectiveKind as DirectiveKind
 
 
 class CampaignState(StrEnum):

@@ -1,6 +1,6 @@
 """The EVM `CampaignController` as a `DirectiveSource`, over a narrow `ControllerReader`.
 
-The chain client (issue 5's `governance/chain.py`, the only web3 user) implements
+The chain client (`governance/chain.py`, the only web3 user) implements
 `ControllerReader`: the head block, the controller's decoded events in a block range,
 `effectiveStatus(id)` and nothing else; it raises `SourceError` when the RPC cannot be
 read. This module turns that into directives:

@@ -6,6 +6,10 @@ A proposal is (targets, values, calldatas, description); OpenZeppelin's Governor
 calls someone else built (every target the controller, every calldata one of its
 directive functions with well-formed arguments) and raises MalformedCallError otherwise.
 The function signatures mirror contracts/src/CampaignController.sol.
+
+A fork names the log whose anchored root it starts from by that log's id on the
+controller (`governance.chain.chain_log_id(node, log_id)`); its child starts paused, so
+a proposal that wants the child to run at once adds a resume of the child after the fork.
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ SIGNATURES = {
     DirectiveKind.STOP: ("stopCampaign", ("bytes32",)),
     DirectiveKind.FORK: (
         "forkCampaign",
-        ("bytes32", "bytes32", "uint64", "bytes32", "bytes32", "string", "bool"),
+        ("bytes32", "bytes32", "bytes32", "uint64", "bytes32", "bytes32", "string", "bool"),
     ),
 }
 
@@ -40,7 +44,8 @@ def selector(kind: DirectiveKind) -> bytes:
 
 @dataclass(frozen=True)
 class DirectiveCall:
-    """One controller call a proposal makes, decoded."""
+    """One controller call a proposal makes, decoded. A fork's `log_id` is the id on the
+    controller of the log its checkpoint is anchored in (32 bytes)."""
 
     kind: DirectiveKind
     campaign: str  # the forked child for a fork
@@ -50,13 +55,20 @@ class DirectiveCall:
     config_hash: bytes | None = None
     config_uri: str = ""
     pause_parent: bool = False
+    log_id: bytes | None = None
 
     def calldata(self) -> bytes:
         if self.kind is DirectiveKind.FORK:
             assert self.parent is not None and self.from_tree_size is not None
+            if self.log_id is None or len(self.log_id) != 32:
+                raise MalformedCallError(
+                    "a fork names the 32-byte id of the log its checkpoint is anchored in "
+                    "(logIdOf(node, log) on the controller)"
+                )
             args: list[Any] = [
                 campaign_key(self.parent),
                 campaign_key(self.campaign),
+                self.log_id,
                 self.from_tree_size,
                 _b32(self.checkpoint_root, "checkpoint root"),
                 _b32(self.config_hash, "config hash"),
@@ -75,6 +87,7 @@ class DirectiveCall:
             "kind": self.kind.value,
             "campaign": self.campaign,
             "parent": self.parent,
+            "log_id": _hex(self.log_id),
             "from_tree_size": self.from_tree_size,
             "checkpoint_root": _hex(self.checkpoint_root),
             "config_hash": _hex(self.config_hash),
@@ -152,7 +165,7 @@ def decode_calls(
             if len(encode(list(SIGNATURES[kind][1]), list(args))) != len(data) - 4:
                 raise MalformedCallError(f"call {i} has trailing bytes after its arguments")
             if kind is DirectiveKind.FORK:
-                parent, child, size, root, config, uri, pause = args
+                parent, child, log_id, size, root, config, uri, pause = args
                 calls.append(
                     DirectiveCall(
                         kind,
@@ -163,6 +176,7 @@ def decode_calls(
                         bytes(config),
                         str(uri),
                         bool(pause),
+                        bytes(log_id),
                     )
                 )
             else:

@@ -83,8 +83,6 @@ class ChainGovernor:
             start_block=deployment.block_number,
         )
 
-    # -- reads
-
     def _read(self, function: str, *args: Any) -> Any:
         call = getattr(self.contract.functions, function)(*args).call
         return self.chain.call(f"reading {function} from the Governor", call)
@@ -169,8 +167,6 @@ class ChainGovernor:
                     self._descriptions[int(e["args"]["proposalId"])] = str(e["args"]["description"])
                 self._scanned = head + 1
             return dict(self._descriptions)
-
-    # -- transactions from the relayer
 
     def cast_vote_by_sig(self, ballot: Ballot) -> str:
         call = self.contract.functions.castVoteBySig(

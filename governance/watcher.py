@@ -121,7 +121,6 @@ class Watcher:
         # recent blocks (reorg safety) hands them in again, and they pass silently.
         self._settled: set[tuple[str, str, int]] = set()
 
-    # -- answers ---------------------------------------------------------------------------
     @property
     def revoked(self) -> bool:
         return any(v.revoked for v in self._views.values())
@@ -165,7 +164,6 @@ class Watcher:
     def last_epoch(self, source: str, campaign_id: str) -> int:
         return self._epochs.get((source, campaign_id), 0)
 
-    # -- polling ---------------------------------------------------------------------------
     def poll(self) -> PollResult:
         """Read every source once and apply what is ready."""
         applied: list[Applied] = []

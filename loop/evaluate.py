@@ -147,8 +147,6 @@ class Metrics:
     accuracies: dict[str, float] = field(default_factory=dict)  # by test-set name
 
 
-# ---- loading, fenced ---------------------------------------------------------------------
-
 _SAFE_RECORDS = re.compile(
     r"^(archive_format|archive_version|byteorder|\.data/version|\.data/serialization_id"
     r"|models/model\.json|data/sample_inputs/model\.pt"
@@ -320,9 +318,6 @@ def _load_artifact(directory: Path, spec: Task) -> _Programs:
 def _graph_length(lengths: Mapping[int, object], seq_len: int) -> int:
     """The shortest exported length that fits a sequence of `seq_len` tokens."""
     return min(length for length in lengths if length >= seq_len)
-
-
-# ---- measuring ---------------------------------------------------------------------------
 
 
 class _ForwardRunner:
@@ -513,8 +508,6 @@ _FAILURE_OF_CHECK = {
     "finite": FailureClass.NAN_DIVERGENCE,
 }
 
-
-# ---- command line ------------------------------------------------------------------------
 
 SpecModel = Annotated[MQARSpec | LMSpec, pydantic.Field(discriminator="kind")]
 

@@ -38,9 +38,6 @@ StructuredMode = Literal["auto", "on", "off"]
 T = TypeVar("T")
 
 
-# -- values ------------------------------------------------------------------------------
-
-
 @dataclass(frozen=True)
 class Endpoint:
     """Where one role's calls go and how they are made and priced."""
@@ -121,9 +118,6 @@ class Reply:
     exchange: Exchange
 
 
-# -- errors --------------------------------------------------------------------------------
-
-
 class LLMError(Exception):
     """Root of the LLM errors. The caller records what happened and carries on."""
 
@@ -152,9 +146,6 @@ class BudgetExhausted(LLMError):
 
     Pause the campaign; raise its budget in a new campaign config to go on.
     """
-
-
-# -- budget --------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -212,9 +203,6 @@ class Ledger:
             self._spent = Spent(
                 s.calls + 1, s.tokens + exchange.tokens, s.cost_usd + exchange.cost_usd
             )
-
-
-# -- the protocol and the client -------------------------------------------------------------
 
 
 class ChatModel(Protocol):
@@ -471,8 +459,6 @@ def _first_line(text: str) -> str:
     return text.strip().splitlines()[0][:300] if text.strip() else ""
 
 
-# -- the tolerant reader ------------------------------------------------------------------------
-
 _FENCE = re.compile(r"```(?:json|JSON)?\s*\n(.*?)```", re.DOTALL)
 _TRAILING_COMMA = re.compile(r",\s*([}\]])")
 
@@ -526,9 +512,6 @@ def _balanced_end(text: str, start: int) -> int | None:
             if depth == 0:
                 return i
     return None
-
-
-# -- calling async code from threads --------------------------------------------------------------
 
 
 class Portal:

@@ -142,7 +142,6 @@ def evaluate_job(
     }
 
 
-# ---------------------------------------------------------------------------------------
 # The jail's init (trusted; runs before any candidate code exists in the process tree).
 
 
@@ -466,7 +465,6 @@ def run_init(spec: Mapping[str, Any]) -> int:
     return 0
 
 
-# ---------------------------------------------------------------------------------------
 # The runner (unprivileged; loads and runs the candidate).
 
 

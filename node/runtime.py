@@ -193,7 +193,7 @@ class Node:
         are appended to the node's log; anchoring them is the process's anchor
         followers' job (`anchoring_followers`), never the run's."""
         campaign = self.store.get_campaign(campaign_ref)
-        config = CampaignConfig.model_validate_json(campaign.config_json)
+        config = CampaignConfig.model_validate(campaign.config)
         check_data(config, Path(self.settings.home))
         if llm is None and config.researcher == "llm":
             from node.campaign.agents import LLMSetup

@@ -3,8 +3,9 @@
 Starts anvil (from contracts/node_modules) on a loopback port with a fixed block time,
 deploys the contract set through `asi-node chain deploy`'s code, and feeds the outbox one
 checkpoint per `--batch-size` log entries (default 100, the log's checkpoint_every). Prints
-the gas of each anchor divided by the entries it covers, and the time from handing the
-checkpoint to the publisher until it is confirmed `--confirmations` deep.
+the gas of each anchor (which stores its root and checks the root it extends) divided by
+the entries it covers, and the time from handing the checkpoint to the publisher until it
+is confirmed `--confirmations` deep.
 
     .venv/bin/python scripts/bench_anchor.py --checkpoints 5 --block-time 1
 """
@@ -82,8 +83,9 @@ def main() -> int:
     steady = gas[1:] or gas
     print(
         f"batch size {args.batch_size}: gas per anchored experiment "
-        f"{statistics.mean(steady) / args.batch_size:.0f} (steady state; the log's first "
-        f"anchor, which binds it to the node, {gas[0] / args.batch_size:.0f})"
+        f"{statistics.mean(steady) / args.batch_size:.0f} (steady state, "
+        f"{statistics.mean(steady):.0f} gas per anchor; the log's first anchor, which "
+        f"creates its head, {gas[0] / args.batch_size:.0f})"
     )
     print(
         f"checkpoint -> confirmed anchor ({args.confirmations} confirmations, "

@@ -134,9 +134,6 @@ def main() -> int:
     return 0
 
 
-# -- the on-chain figure ---------------------------------------------------------------------
-
-
 class Dao:
     """The deployer as the only token holder (self-delegated), proposing and voting from
     its wallet; a keeper queues and executes; blocks and time move with anvil's methods."""

@@ -16,33 +16,60 @@ import time
 from pathlib import Path
 
 from attestation.audit import verify_bundle
-from attestation.dsse import statement
 from attestation.keys import NodeKey
-from attestation.records import CAMPAIGN_START, EVENT_PREDICATE, EXPERIMENT_PREDICATE
+from attestation.schema import (
+    EXPERIMENT_PREDICATE,
+    RECORD_VERSION,
+    STATEMENT_TYPE,
+    NodeEventKind,
+)
 from node.store import Store
 from node.tlog.log import NodeLog
+from node.tlog.records import event_statement
 
 
 def record(node_id: str, i: int) -> dict[str, object]:
+    """An experiment-sized record that fits the log's schema (the audit validates it)."""
     digest = f"{i:064x}"
     predicate = {
-        "record_version": 1,
+        "record_version": RECORD_VERSION,
         "node_id": node_id,
         "campaign_id": "c-bench001",
         "config_hash": "sha256:" + "ab" * 32,
         "experiment_id": f"exp-{i:012x}",
-        "seq": i,
+        "seq": i + 1,
+        "role": "candidate",
+        "candidate": {"id": f"cand-{i:012x}", "name": f"c{i}", "origin": "offline"},
+        "parent_ids": [],
         "code_digest": "sha256:" + digest,
         "motivation": "swap the feature map for elu+1 and add a short convolution " * 2,
+        "screening": {"checks": [{"name": "causality", "passed": True, "detail": "1e-6"}]},
+        "training": None,
+        "train_config_digest": "sha256:" + "cd" * 32,
+        "seeds": {"train": 0, "heldout": "secret"},
+        "task_spec_digest": "sha256:" + "ef" * 32,
         "metrics": {f"acc_{s}": 0.5 + i % 7 / 100 for s in ("64x8", "128x16", "128x32", "256x64")},
         "fitness": {"version": "fitness-v1", "value": 0.01 * (i % 13)},
         "timings": {"total_s": 61.5, "train_s": 58.2},
-        "screening": {"causal": True, "recurrent_equivalence": 1e-6, "state_size": 4096},
-        "environment": {"python": "3.11.7", "packages": {"torch": "2.13.0"}},
+        "environment": {
+            "python": "3.11.7",
+            "implementation": "cpython",
+            "packages": {"torch": "2.13.0"},
+            "device": {},
+        },
+        "researcher": {"mode": "offline", "models": [], "llm": None},
         "status": "done",
         "failure_class": None,
+        "attempts": 1,
+        "started_at": "2026-12-06T10:00:00+00:00",
+        "finished_at": "2026-12-06T10:01:00+00:00",
     }
-    return statement(f"candidate/c{i}", digest, EXPERIMENT_PREDICATE, predicate)
+    return {
+        "_type": STATEMENT_TYPE,
+        "subject": [{"name": f"candidate/c{i}", "digest": {"sha256": digest}}],
+        "predicateType": EXPERIMENT_PREDICATE,
+        "predicate": predicate,
+    }
 
 
 def main() -> None:
@@ -54,9 +81,13 @@ def main() -> None:
         store = Store.open(f"sqlite:///{tmp}/bench.db")
         key = NodeKey.generate()
         tlog = NodeLog(store, key, checkpoint_every=1000, checkpoint_interval_s=1e9)
-        start = {"node_id": tlog.node_id, "event": CAMPAIGN_START}
-        start |= {"campaign_id": "c-bench001", "config_hash": "sha256:" + "ab" * 32}
-        tlog.append("event", statement("node/x", "00" * 32, EVENT_PREDICATE, start))
+        start = event_statement(
+            tlog.node_id,
+            NodeEventKind.CAMPAIGN_START,
+            campaign_id="c-bench001",
+            config_hash="sha256:" + "ab" * 32,
+        )
+        tlog.append("event", start)
         records = [record(tlog.node_id, i) for i in range(args.entries - 1)]
         t0 = time.perf_counter()
         for i, stmt in enumerate(records):

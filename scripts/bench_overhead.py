@@ -13,7 +13,6 @@ Prints the split per experiment and in total. Figures, not assertions.
 from __future__ import annotations
 
 import argparse
-import json
 import tempfile
 import time
 from pathlib import Path
@@ -56,15 +55,15 @@ def main() -> None:
         print(f"{'experiment':<20} {'status':<8} {'total s':>8} {'train s':>8} {'pipeline s':>10}")
         total = train = 0.0
         for exp in exps:
-            t = json.loads(exp.timings_json or "{}")
+            t = exp.timings or {}
             tot, tr = t.get("total_s", 0.0), t.get("train_s", 0.0)
             total += tot
             train += tr
             print(f"{exp.id:<20} {exp.status:<8} {tot:8.1f} {tr:8.1f} {tot - tr:10.1f}")
-        keys = sorted({k for e in exps for k in json.loads(e.timings_json or "{}")})
+        keys = sorted({k for e in exps for k in (e.timings or {})})
         print("\nmean seconds per experiment, by stage:")
         for key in keys:
-            vals = [json.loads(e.timings_json or "{}").get(key) for e in exps]
+            vals = [(e.timings or {}).get(key) for e in exps]
             got = [v for v in vals if v is not None]
             print(f"  {key:<28} {sum(got) / len(got):8.2f}  (n={len(got)})")
         node_s = wall - total

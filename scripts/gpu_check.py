@@ -119,9 +119,6 @@ def bench_ms(fn: Callable[[], object], device: str, iters: int, warmup: int = 3)
     return statistics.median(times)
 
 
-# ---- 1. start-up ----------------------------------------------------------------------------
-
-
 def startup_probe(smoke: bool) -> dict[str, float]:
     """Child mode: build the exploration model and run one training step; print timings."""
     imported = time.perf_counter()
@@ -173,9 +170,6 @@ def section_startup(sizes: Sizes, cache: Path, smoke: bool, deadline: float) -> 
             Row("start-up", f"{run}: process to first step", "model", wall, "s", None, note)
         )
     return rows
-
-
-# ---- 2. agreement -------------------------------------------------------------------------
 
 
 def _rnn_inputs(shape: tuple[int, int, int, int], form: str, device: str) -> dict[str, Tensor]:
@@ -316,9 +310,6 @@ def section_agreement_fir(sizes: Sizes) -> list[Row]:
     return rows
 
 
-# ---- 3. speed -----------------------------------------------------------------------------
-
-
 def section_speed(sizes: Sizes) -> list[Row]:
     from kernels import dispatch
     from kernels.linear_rnn.chunk import chunk_linear_rnn as reference
@@ -431,9 +422,6 @@ def _fir_speed(sizes: Sizes, taps: int) -> list[Row]:
     ]  # fmt: skip
 
 
-# ---- 4. training ---------------------------------------------------------------------------
-
-
 def _training_preset(tmp: Path, smoke: bool, batch: int) -> tuple[Any, str]:
     from loop.model import BackboneConfig
     from loop.tasks.shards import generated_shard
@@ -482,9 +470,6 @@ def section_training(sizes: Sizes, smoke: bool) -> list[Row]:
             if device == "cuda":
                 torch.cuda.empty_cache()
     return rows
-
-
-# ---- driver --------------------------------------------------------------------------------
 
 
 def environment(sizes: Sizes) -> list[str]:

@@ -6,9 +6,15 @@ import {AccessControl} from "@openzeppelin/contracts/access/AccessControl.sol";
 /// @title CampaignController: the directives nodes obey and the log roots they anchor.
 /// @notice Roles: governance (the DAO timelock) registers, resumes, stops and forks
 /// campaigns, approves TEE measurements and nodes, and lifts a global pause; the guardian
-/// pauses a campaign, pauses all, or revokes a node, and can never resume; an approved node
-/// anchors its log roots and acknowledges directives. Every directive bumps the campaign's
-/// epoch; `effectiveStatus` is what nodes obey.
+/// pauses a campaign, pauses all, or revokes a node, and can never resume; an active node
+/// (approved, under a measurement still approved) anchors its log roots and acknowledges
+/// directives. Every directive bumps the campaign's epoch; `effectiveStatus` is what nodes
+/// obey.
+///
+/// Logs: a node anchors its log under `logIdOf(node, logName)`, derived from its own
+/// address, so no other account can write into (or squat) its log. Each anchor names the
+/// root it extends (the log's last anchored root, zero for the first), tree sizes strictly
+/// grow, and every anchored root stays readable (`anchoredRoot`).
 contract CampaignController is AccessControl {
     bytes32 public constant GOVERNANCE_ROLE = keccak256("GOVERNANCE_ROLE");
     bytes32 public constant GUARDIAN_ROLE = keccak256("GUARDIAN_ROLE");
@@ -35,19 +41,36 @@ contract CampaignController is AccessControl {
         bytes32 parent;
         uint64 forkTreeSize;
         bytes32 forkCheckpointRoot;
+        bytes32 forkLogId;
         string configURI;
     }
 
+    /// A node's approval. `generation` is its measurement's generation at approval: a
+    /// measurement removed (even if approved again later) leaves the node suspended until
+    /// governance approves it again.
+    struct NodeRecord {
+        bytes32 measurement;
+        bool approved;
+        uint64 generation;
+    }
+
+    /// A TEE measurement; `generation` counts its removals.
+    struct MeasurementRecord {
+        bool approved;
+        uint64 generation;
+    }
+
+    /// The newest anchor of a log: its tree size (the root is `_roots[logId][treeSize]`).
     struct LogHead {
         address node;
         uint64 treeSize;
     }
 
     mapping(bytes32 => Campaign) private _campaigns;
-    mapping(bytes32 => bool) public measurementApproved;
-    mapping(address => bytes32) public nodeMeasurement;
-    mapping(address => bool) public nodeApproved;
+    mapping(bytes32 => MeasurementRecord) private _measurements;
+    mapping(address => NodeRecord) private _nodes;
     mapping(bytes32 => LogHead) private _logs;
+    mapping(bytes32 => mapping(uint64 => bytes32)) private _roots;
     mapping(bytes32 => mapping(address => uint64)) public acknowledgedEpoch;
     bool public globalPaused;
     uint64 public globalEpoch;
@@ -59,6 +82,7 @@ contract CampaignController is AccessControl {
     event CampaignForked(
         bytes32 indexed parent,
         bytes32 indexed child,
+        bytes32 logId,
         uint64 fromTreeSize,
         bytes32 checkpointRoot,
         bytes32 configHash,
@@ -69,7 +93,9 @@ contract CampaignController is AccessControl {
     event MeasurementSet(bytes32 indexed measurement, bool approved);
     event NodeApproved(address indexed node, bytes32 indexed measurement);
     event NodeRevoked(address indexed node, address by);
-    event LogRootAnchored(bytes32 indexed logId, uint64 indexed treeSize, bytes32 root, address indexed node);
+    event LogRootAnchored(
+        bytes32 indexed logId, bytes32 indexed logName, address indexed node, uint64 treeSize, bytes32 root
+    );
     event DirectiveAcknowledged(
         bytes32 indexed campaignId, uint64 indexed epoch, address indexed node, bytes32 logEntryHash
     );
@@ -80,10 +106,13 @@ contract CampaignController is AccessControl {
     error NotGuardianOrGovernance(address caller);
     error MeasurementNotApproved(bytes32 measurement);
     error NodeNotApproved(address node);
+    error NodeSuspended(address node, bytes32 measurement);
     error TreeSizeNotGrowing(bytes32 logId, uint64 lastTreeSize, uint64 treeSize);
-    error LogOwnedByOtherNode(bytes32 logId, address owner);
+    error PreviousRootMismatch(bytes32 logId, uint64 lastTreeSize, bytes32 lastRoot, bytes32 prevRoot);
+    error CheckpointNotAnchored(bytes32 logId, uint64 treeSize, bytes32 checkpointRoot, bytes32 anchoredRoot);
     error EpochNotIssued(bytes32 campaignId, uint64 epoch, uint64 currentEpoch);
     error EpochAlreadyAcknowledged(bytes32 campaignId, uint64 epoch, uint64 lastAcknowledged);
+    error EpochSkipped(bytes32 campaignId, uint64 epoch, uint64 expectedEpoch);
     error InvalidArgument(string what);
 
     modifier onlyGuardianOrGovernance() {
@@ -93,8 +122,9 @@ contract CampaignController is AccessControl {
         _;
     }
 
-    modifier onlyApprovedNode() {
-        if (!nodeApproved[msg.sender]) revert NodeNotApproved(msg.sender);
+    /// An approved node whose measurement was not removed since its approval.
+    modifier onlyActiveNode() {
+        _requireActiveNode(msg.sender);
         _;
     }
 
@@ -133,29 +163,35 @@ contract CampaignController is AccessControl {
         _issue(campaignId, Directive.Stop, Status.Stopped);
     }
 
-    /// @notice Starts `child` from `parent`'s state as of log position `fromTreeSize`
-    /// (whose checkpoint root is `checkpointRoot`), with a new config.
+    /// @notice Starts `child` from `parent`'s state as of position `fromTreeSize` of log
+    /// `logId`, with a new config. `checkpointRoot` must be the root anchored for that log
+    /// at that size. The child starts Paused: nodes carry out the fork (fetch the config,
+    /// check the checkpoint against their log) and the child runs only once governance
+    /// resumes it (in the same proposal, after this call, to run it at once).
     function forkCampaign(
         bytes32 parent,
         bytes32 child,
+        bytes32 logId,
         uint64 fromTreeSize,
         bytes32 checkpointRoot,
         bytes32 configHash,
         string calldata configURI,
         bool pauseParent
     ) external onlyRole(GOVERNANCE_ROLE) {
-        Campaign storage p = _existing(parent);
-        if (p.status == Status.Stopped) revert InvalidTransition(parent, p.status, Directive.Fork);
+        Status parentStatus = _existing(parent).status;
+        if (parentStatus == Status.Stopped) revert InvalidTransition(parent, parentStatus, Directive.Fork);
         if (parent == child) revert InvalidArgument("child equals parent");
         if (fromTreeSize == 0) revert InvalidArgument("fromTreeSize is zero");
+        _requireAnchored(logId, fromTreeSize, checkpointRoot);
         Campaign storage c = _create(child, configHash, configURI);
         c.parent = parent;
+        c.forkLogId = logId;
         c.forkTreeSize = fromTreeSize;
         c.forkCheckpointRoot = checkpointRoot;
-        bool paused = pauseParent && p.status == Status.Active;
+        bool paused = pauseParent && parentStatus == Status.Active;
         if (paused) _issue(parent, Directive.Pause, Status.Paused);
-        _issue(child, Directive.Fork, Status.Active);
-        emit CampaignForked(parent, child, fromTreeSize, checkpointRoot, configHash, configURI, paused);
+        _issue(child, Directive.Fork, Status.Paused);
+        emit CampaignForked(parent, child, logId, fromTreeSize, checkpointRoot, configHash, configURI, paused);
     }
 
     function pauseAll() external onlyGuardianOrGovernance {
@@ -186,62 +222,127 @@ contract CampaignController is AccessControl {
 
     // ---- TEE measurements and nodes
 
+    /// @notice Approves or removes a TEE measurement. Removing it suspends every node
+    /// approved under it (checked when the node acts, not by iterating over nodes) until
+    /// governance approves each node again; approving the measurement again does not
+    /// revive them.
     function setMeasurement(bytes32 measurement, bool approved) external onlyRole(GOVERNANCE_ROLE) {
-        measurementApproved[measurement] = approved;
+        if (measurement == bytes32(0)) revert InvalidArgument("measurement is zero");
+        MeasurementRecord storage m = _measurements[measurement];
+        if (m.approved && !approved) m.generation += 1;
+        m.approved = approved;
         emit MeasurementSet(measurement, approved);
     }
 
     /// @notice Approves `node`, attested with `measurement` (bytes32(0) for a node without
-    /// a TEE, which governance may approve explicitly).
+    /// a TEE, which governance may approve explicitly). Approving an approved node again
+    /// records its new measurement (and lifts a suspension).
     function approveNode(address node, bytes32 measurement) external onlyRole(GOVERNANCE_ROLE) {
         if (node == address(0)) revert InvalidArgument("node is the zero address");
-        if (measurement != bytes32(0) && !measurementApproved[measurement]) {
-            revert MeasurementNotApproved(measurement);
-        }
-        nodeApproved[node] = true;
-        nodeMeasurement[node] = measurement;
+        MeasurementRecord storage m = _measurements[measurement];
+        if (measurement != bytes32(0) && !m.approved) revert MeasurementNotApproved(measurement);
+        _nodes[node] = NodeRecord(measurement, true, m.generation);
         emit NodeApproved(node, measurement);
     }
 
     function revokeNode(address node) external onlyGuardianOrGovernance {
-        if (!nodeApproved[node]) revert NodeNotApproved(node);
-        nodeApproved[node] = false;
+        if (!_nodes[node].approved) revert NodeNotApproved(node);
+        _nodes[node].approved = false;
         emit NodeRevoked(node, msg.sender);
+    }
+
+    function measurementApproved(bytes32 measurement) external view returns (bool) {
+        return _measurements[measurement].approved;
+    }
+
+    /// @notice Whether governance approved `node` (and no one revoked it since); see
+    /// `isNodeActive` for whether it may act now.
+    function nodeApproved(address node) external view returns (bool) {
+        return _nodes[node].approved;
+    }
+
+    function nodeMeasurement(address node) external view returns (bytes32) {
+        return _nodes[node].measurement;
+    }
+
+    /// @notice Whether `node` may anchor and acknowledge now: approved, and its measurement
+    /// (if any) not removed since its approval.
+    function isNodeActive(address node) public view returns (bool) {
+        NodeRecord storage n = _nodes[node];
+        if (!n.approved) return false;
+        if (n.measurement == bytes32(0)) return true;
+        MeasurementRecord storage m = _measurements[n.measurement];
+        return m.approved && m.generation == n.generation;
     }
 
     // ---- node duties
 
-    /// @notice Anchors a checkpoint of log `logId`: the root of its first `treeSize` entries.
-    /// The first anchor binds the log to its node; tree sizes only grow.
-    function anchorLogRoot(bytes32 logId, uint64 treeSize, bytes32 root) external onlyApprovedNode {
-        LogHead storage head = _logs[logId];
-        if (head.node == address(0)) {
-            head.node = msg.sender;
-        } else if (head.node != msg.sender) {
-            revert LogOwnedByOtherNode(logId, head.node);
-        }
-        if (treeSize <= head.treeSize) revert TreeSizeNotGrowing(logId, head.treeSize, treeSize);
-        head.treeSize = treeSize;
-        emit LogRootAnchored(logId, treeSize, root, msg.sender);
+    /// @notice The id under which `node` anchors its log `logName` (asi-node: the SHA-256
+    /// of the log's origin line). Only `node` can ever anchor under it.
+    function logIdOf(address node, bytes32 logName) public pure returns (bytes32) {
+        return keccak256(abi.encode(node, logName));
     }
 
-    function logHead(bytes32 logId) external view returns (address node, uint64 treeSize) {
+    /// @notice Anchors a checkpoint of the sender's log `logName`: the root of its first
+    /// `treeSize` entries, extending `prevRoot`, the last root anchored for this log
+    /// (zero for its first anchor). Tree sizes strictly grow; roots are never zero.
+    function anchorLogRoot(bytes32 logName, uint64 treeSize, bytes32 root, bytes32 prevRoot)
+        external
+        onlyActiveNode
+    {
+        if (root == bytes32(0)) revert InvalidArgument("root is zero");
+        bytes32 logId = logIdOf(msg.sender, logName);
+        uint64 last = _logs[logId].treeSize;
+        if (treeSize <= last) revert TreeSizeNotGrowing(logId, last, treeSize);
+        bytes32 lastRoot = _roots[logId][last];
+        if (prevRoot != lastRoot) revert PreviousRootMismatch(logId, last, lastRoot, prevRoot);
+        _logs[logId] = LogHead(msg.sender, treeSize);
+        _roots[logId][treeSize] = root;
+        emit LogRootAnchored(logId, logName, msg.sender, treeSize, root);
+    }
+
+    /// @notice The root anchored for log `logId` at `treeSize`; zero if none was.
+    function anchoredRoot(bytes32 logId, uint64 treeSize) external view returns (bytes32) {
+        return _roots[logId][treeSize];
+    }
+
+    /// @notice The node that anchors log `logId`, and its last anchored size and root
+    /// (zeros for a log never anchored).
+    function logHead(bytes32 logId) external view returns (address node, uint64 treeSize, bytes32 root) {
         LogHead storage head = _logs[logId];
-        return (head.node, head.treeSize);
+        return (head.node, head.treeSize, _roots[logId][head.treeSize]);
     }
 
     /// @notice Records that this node applied the campaign's directive `epoch`, logged as
-    /// the entry whose hash is `logEntryHash`.
-    function acknowledge(bytes32 campaignId, uint64 epoch, bytes32 logEntryHash) external onlyApprovedNode {
+    /// the entry whose hash is `logEntryHash`. Epochs are acknowledged one after another:
+    /// `epoch` is the one after this node's last acknowledged epoch of the campaign.
+    function acknowledge(bytes32 campaignId, uint64 epoch, bytes32 logEntryHash) external onlyActiveNode {
         Campaign storage c = _existing(campaignId);
         if (epoch == 0 || epoch > c.epoch) revert EpochNotIssued(campaignId, epoch, c.epoch);
         uint64 last = acknowledgedEpoch[campaignId][msg.sender];
         if (epoch <= last) revert EpochAlreadyAcknowledged(campaignId, epoch, last);
+        if (epoch != last + 1) revert EpochSkipped(campaignId, epoch, last + 1);
         acknowledgedEpoch[campaignId][msg.sender] = epoch;
         emit DirectiveAcknowledged(campaignId, epoch, msg.sender, logEntryHash);
     }
 
     // ---- internals
+
+    function _requireActiveNode(address node) private view {
+        NodeRecord storage n = _nodes[node];
+        if (!n.approved) revert NodeNotApproved(node);
+        bytes32 measurement = n.measurement;
+        if (measurement == bytes32(0)) return;
+        MeasurementRecord storage m = _measurements[measurement];
+        if (!m.approved || m.generation != n.generation) revert NodeSuspended(node, measurement);
+    }
+
+    function _requireAnchored(bytes32 logId, uint64 treeSize, bytes32 checkpointRoot) private view {
+        bytes32 anchored = _roots[logId][treeSize];
+        if (anchored == bytes32(0) || anchored != checkpointRoot) {
+            revert CheckpointNotAnchored(logId, treeSize, checkpointRoot, anchored);
+        }
+    }
 
     function _existing(bytes32 campaignId) private view returns (Campaign storage c) {
         c = _campaigns[campaignId];

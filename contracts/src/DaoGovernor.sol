@@ -3,6 +3,10 @@ pragma solidity ^0.8.24;
 
 import {Governor} from "@openzeppelin/contracts/governance/Governor.sol";
 import {GovernorCountingSimple} from "@openzeppelin/contracts/governance/extensions/GovernorCountingSimple.sol";
+import {GovernorPreventLateQuorum} from
+    "@openzeppelin/contracts/governance/extensions/GovernorPreventLateQuorum.sol";
+import {GovernorProposalGuardian} from
+    "@openzeppelin/contracts/governance/extensions/GovernorProposalGuardian.sol";
 import {GovernorSettings} from "@openzeppelin/contracts/governance/extensions/GovernorSettings.sol";
 import {GovernorStorage} from "@openzeppelin/contracts/governance/extensions/GovernorStorage.sol";
 import {GovernorTimelockControl} from "@openzeppelin/contracts/governance/extensions/GovernorTimelockControl.sol";
@@ -13,6 +17,10 @@ import {IVotes} from "@openzeppelin/contracts/governance/utils/IVotes.sol";
 import {TimelockController} from "@openzeppelin/contracts/governance/TimelockController.sol";
 
 /// @title DaoGovernor: token holders vote on campaign directives; the timelock executes them.
+/// @notice Delays and periods count in the token's clock (ERC-6372: blocks or seconds).
+/// A vote that reaches quorum late stays open `lateQuorumExtension` longer, so a last-minute
+/// majority can be answered; the proposal guardian can cancel any proposal at any stage
+/// before execution, a queued one included (the timelock operation is cancelled with it).
 contract DaoGovernor is
     Governor,
     GovernorSettings,
@@ -20,6 +28,8 @@ contract DaoGovernor is
     GovernorStorage,
     GovernorVotes,
     GovernorVotesQuorumFraction,
+    GovernorPreventLateQuorum,
+    GovernorProposalGuardian,
     GovernorTimelockControl
 {
     constructor(
@@ -27,14 +37,20 @@ contract DaoGovernor is
         TimelockController timelock,
         uint48 initialVotingDelay,
         uint32 initialVotingPeriod,
-        uint256 quorumPercent
+        uint256 initialProposalThreshold,
+        uint256 quorumPercent,
+        uint48 lateQuorumExtension,
+        address guardian
     )
         Governor("DaoGovernor")
-        GovernorSettings(initialVotingDelay, initialVotingPeriod, 0)
+        GovernorSettings(initialVotingDelay, initialVotingPeriod, initialProposalThreshold)
         GovernorVotes(token)
         GovernorVotesQuorumFraction(quorumPercent)
+        GovernorPreventLateQuorum(lateQuorumExtension)
         GovernorTimelockControl(timelock)
-    {}
+    {
+        _setProposalGuardian(guardian);
+    }
 
     function votingDelay() public view override(Governor, GovernorSettings) returns (uint256) {
         return super.votingDelay();
@@ -46,6 +62,15 @@ contract DaoGovernor is
 
     function proposalThreshold() public view override(Governor, GovernorSettings) returns (uint256) {
         return super.proposalThreshold();
+    }
+
+    function proposalDeadline(uint256 proposalId)
+        public
+        view
+        override(Governor, GovernorPreventLateQuorum)
+        returns (uint256)
+    {
+        return super.proposalDeadline(proposalId);
     }
 
     function quorum(uint256 timepoint)
@@ -73,6 +98,19 @@ contract DaoGovernor is
         returns (bool)
     {
         return super.proposalNeedsQueuing(proposalId);
+    }
+
+    function _tallyUpdated(uint256 proposalId) internal override(Governor, GovernorPreventLateQuorum) {
+        super._tallyUpdated(proposalId);
+    }
+
+    function _validateCancel(uint256 proposalId, address caller)
+        internal
+        view
+        override(Governor, GovernorProposalGuardian)
+        returns (bool)
+    {
+        return super._validateCancel(proposalId, caller);
     }
 
     function _propose(

@@ -12,7 +12,8 @@ contract CampaignControllerTest is TestBase {
     address internal constant NODE = address(0xB0B);
     address internal constant OTHER = address(0xE5E);
     bytes32 internal constant C1 = keccak256("campaign-1");
-    bytes32 internal constant LOG = keccak256("log-1");
+    bytes32 internal constant LOG = keccak256("log-1"); // the node's name for its log
+    bytes32 internal logId; // where NODE anchors LOG
     bytes32 internal constant MEAS = keccak256("measurement");
     bytes32 internal constant GOV_ROLE = keccak256("GOVERNANCE_ROLE");
 
@@ -23,6 +24,7 @@ contract CampaignControllerTest is TestBase {
         ctl.setMeasurement(MEAS, true);
         ctl.approveNode(NODE, MEAS);
         vm.stopPrank();
+        logId = ctl.logIdOf(NODE, LOG);
     }
 
     function _status(bytes32 id) internal view returns (uint256) {
@@ -132,65 +134,179 @@ contract CampaignControllerTest is TestBase {
         ctl.resumeCampaign(C1);
     }
 
-    function test_fork_records_lineage_and_pauses_parent() public {
+    function _anchor(uint64 size, bytes32 root, bytes32 prev) internal {
+        vm.prank(NODE);
+        ctl.anchorLogRoot(LOG, size, root, prev);
+    }
+
+    function test_fork_records_lineage_starts_paused_and_pauses_parent() public {
         bytes32 child = keccak256("child");
+        _anchor(42, keccak256("root"), bytes32(0));
         vm.prank(GOV);
-        ctl.forkCampaign(C1, child, 42, keccak256("root"), keccak256("cfg2"), "ipfs://cfg2", true);
+        ctl.forkCampaign(C1, child, logId, 42, keccak256("root"), keccak256("cfg2"), "ipfs://cfg2", true);
         CampaignController.Campaign memory c = ctl.campaign(child);
         assertEqB(c.parent, C1, "parent");
+        assertEqB(c.forkLogId, logId, "log id");
         assertEqU(c.forkTreeSize, 42, "tree size");
         assertEqB(c.forkCheckpointRoot, keccak256("root"), "root");
         assertEqB(c.configHash, keccak256("cfg2"), "config hash");
         assertEqU(c.epoch, 1, "child epoch");
-        assertEqU(_status(child), uint256(CampaignController.Status.Active), "child active");
+        assertEqU(_status(child), uint256(CampaignController.Status.Paused), "child starts paused");
         assertEqU(_status(C1), uint256(CampaignController.Status.Paused), "parent paused");
         assertEqU(ctl.campaign(C1).epoch, 2, "parent epoch");
+        vm.prank(GUARD);
+        vm.expectRevert(
+            abi.encodeWithSelector(
+                IAccessControl.AccessControlUnauthorizedAccount.selector, GUARD, GOV_ROLE
+            )
+        );
+        ctl.resumeCampaign(child);
+        vm.prank(GOV);
+        ctl.resumeCampaign(child);
+        assertEqU(_status(child), uint256(CampaignController.Status.Active), "child resumed");
+        assertEqU(ctl.campaign(child).epoch, 2, "resume is the child's epoch 2");
     }
 
     function test_fork_can_leave_parent_running() public {
         bytes32 child = keccak256("child");
+        _anchor(7, keccak256("root"), bytes32(0));
         vm.prank(GOV);
-        ctl.forkCampaign(C1, child, 7, keccak256("root"), keccak256("cfg2"), "", false);
+        ctl.forkCampaign(C1, child, logId, 7, keccak256("root"), keccak256("cfg2"), "", false);
         assertEqU(_status(C1), uint256(CampaignController.Status.Active), "parent active");
         assertEqU(ctl.campaign(C1).epoch, 1, "parent epoch unchanged");
+        assertEqU(_status(child), uint256(CampaignController.Status.Paused), "child paused");
+    }
+
+    function test_fork_of_a_paused_parent_starts_paused_too() public {
+        vm.prank(GUARD);
+        ctl.pauseCampaign(C1);
+        _anchor(7, keccak256("root"), bytes32(0));
+        vm.prank(GOV);
+        ctl.forkCampaign(C1, keccak256("child"), logId, 7, keccak256("root"), bytes32(0), "", false);
+        assertEqU(_status(keccak256("child")), uint256(CampaignController.Status.Paused), "child paused");
+        assertEqU(_status(C1), uint256(CampaignController.Status.Paused), "parent still paused");
+    }
+
+    function test_fork_needs_the_root_anchored_for_that_log_and_size() public {
+        bytes32 child = keccak256("child");
+        _anchor(7, keccak256("root"), bytes32(0));
+        vm.startPrank(GOV);
+        // Never anchored at that size:
+        vm.expectRevert(
+            abi.encodeWithSelector(
+                CampaignController.CheckpointNotAnchored.selector, logId, 8, keccak256("root"), bytes32(0)
+            )
+        );
+        ctl.forkCampaign(C1, child, logId, 8, keccak256("root"), bytes32(0), "", false);
+        // Another root than the one anchored:
+        vm.expectRevert(
+            abi.encodeWithSelector(
+                CampaignController.CheckpointNotAnchored.selector, logId, 7, keccak256("other"), keccak256("root")
+            )
+        );
+        ctl.forkCampaign(C1, child, logId, 7, keccak256("other"), bytes32(0), "", false);
+        // The right root, but named under another log:
+        bytes32 elsewhere = ctl.logIdOf(OTHER, LOG);
+        vm.expectRevert(
+            abi.encodeWithSelector(
+                CampaignController.CheckpointNotAnchored.selector, elsewhere, 7, keccak256("root"), bytes32(0)
+            )
+        );
+        ctl.forkCampaign(C1, child, elsewhere, 7, keccak256("root"), bytes32(0), "", false);
+        // A zero root is never anchored (zero reads as "none"):
+        vm.expectRevert(
+            abi.encodeWithSelector(CampaignController.CheckpointNotAnchored.selector, logId, 1, bytes32(0), bytes32(0))
+        );
+        ctl.forkCampaign(C1, child, logId, 1, bytes32(0), bytes32(0), "", false);
+        vm.stopPrank();
     }
 
     function test_fork_rejects_existing_child_and_unknown_parent() public {
+        _anchor(1, keccak256("r1"), bytes32(0));
         vm.startPrank(GOV);
         ctl.registerCampaign(keccak256("c2"), bytes32(0), "");
         vm.expectRevert(abi.encodeWithSelector(CampaignController.CampaignExists.selector, C1));
-        ctl.forkCampaign(keccak256("c2"), C1, 1, bytes32(0), bytes32(0), "", false);
+        ctl.forkCampaign(keccak256("c2"), C1, logId, 1, keccak256("r1"), bytes32(0), "", false);
         vm.stopPrank();
         vm.prank(GOV);
         vm.expectRevert(abi.encodeWithSelector(CampaignController.UnknownCampaign.selector, keccak256("nope")));
-        ctl.forkCampaign(keccak256("nope"), keccak256("y"), 1, bytes32(0), bytes32(0), "", false);
+        ctl.forkCampaign(keccak256("nope"), keccak256("y"), logId, 1, keccak256("r1"), bytes32(0), "", false);
     }
 
-    function test_anchor_tree_sizes_only_grow() public {
+    function test_anchors_chain_and_tree_sizes_strictly_grow() public {
+        _anchor(10, keccak256("r10"), bytes32(0));
+        _anchor(20, keccak256("r20"), keccak256("r10"));
         vm.startPrank(NODE);
-        ctl.anchorLogRoot(LOG, 10, keccak256("r10"));
-        ctl.anchorLogRoot(LOG, 20, keccak256("r20"));
-        vm.expectRevert(abi.encodeWithSelector(CampaignController.TreeSizeNotGrowing.selector, LOG, 20, 20));
-        ctl.anchorLogRoot(LOG, 20, keccak256("again"));
-        vm.expectRevert(abi.encodeWithSelector(CampaignController.TreeSizeNotGrowing.selector, LOG, 20, 15));
-        ctl.anchorLogRoot(LOG, 15, keccak256("older"));
+        vm.expectRevert(abi.encodeWithSelector(CampaignController.TreeSizeNotGrowing.selector, logId, 20, 20));
+        ctl.anchorLogRoot(LOG, 20, keccak256("again"), keccak256("r20"));
+        vm.expectRevert(abi.encodeWithSelector(CampaignController.TreeSizeNotGrowing.selector, logId, 20, 15));
+        ctl.anchorLogRoot(LOG, 15, keccak256("older"), keccak256("r10"));
         vm.stopPrank();
-        (address owner, uint64 size) = ctl.logHead(LOG);
+        (address owner, uint64 size, bytes32 root) = ctl.logHead(logId);
         assertTrue(owner == NODE, "owner");
         assertEqU(size, 20, "head size");
+        assertEqB(root, keccak256("r20"), "head root");
     }
 
-    function test_anchor_needs_approved_node_and_own_log() public {
+    function test_each_anchor_names_the_root_it_extends() public {
+        vm.startPrank(NODE);
+        // The first anchor of a log extends nothing:
+        vm.expectRevert(
+            abi.encodeWithSelector(
+                CampaignController.PreviousRootMismatch.selector, logId, 0, bytes32(0), keccak256("r0")
+            )
+        );
+        ctl.anchorLogRoot(LOG, 10, keccak256("r10"), keccak256("r0"));
+        ctl.anchorLogRoot(LOG, 10, keccak256("r10"), bytes32(0));
+        // A later one extends the last anchored root, not an older or invented one:
+        vm.expectRevert(
+            abi.encodeWithSelector(
+                CampaignController.PreviousRootMismatch.selector, logId, 10, keccak256("r10"), bytes32(0)
+            )
+        );
+        ctl.anchorLogRoot(LOG, 20, keccak256("r20"), bytes32(0));
+        ctl.anchorLogRoot(LOG, 20, keccak256("r20"), keccak256("r10"));
+        vm.expectRevert(abi.encodeWithSelector(CampaignController.InvalidArgument.selector, "root is zero"));
+        ctl.anchorLogRoot(LOG, 30, bytes32(0), keccak256("r20"));
+        vm.stopPrank();
+    }
+
+    function test_every_anchored_root_stays_readable() public {
+        _anchor(10, keccak256("r10"), bytes32(0));
+        _anchor(20, keccak256("r20"), keccak256("r10"));
+        _anchor(35, keccak256("r35"), keccak256("r20"));
+        assertEqB(ctl.anchoredRoot(logId, 10), keccak256("r10"), "size 10");
+        assertEqB(ctl.anchoredRoot(logId, 20), keccak256("r20"), "size 20");
+        assertEqB(ctl.anchoredRoot(logId, 35), keccak256("r35"), "size 35");
+        assertEqB(ctl.anchoredRoot(logId, 30), bytes32(0), "never anchored");
+        assertEqB(ctl.anchoredRoot(ctl.logIdOf(OTHER, LOG), 10), bytes32(0), "another node's log");
+    }
+
+    function test_anchor_needs_an_approved_node() public {
         vm.prank(OTHER);
         vm.expectRevert(abi.encodeWithSelector(CampaignController.NodeNotApproved.selector, OTHER));
-        ctl.anchorLogRoot(LOG, 1, keccak256("r"));
-        vm.prank(NODE);
-        ctl.anchorLogRoot(LOG, 1, keccak256("r"));
+        ctl.anchorLogRoot(LOG, 1, keccak256("r"), bytes32(0));
+    }
+
+    function test_a_squatter_cannot_take_or_block_a_nodes_log() public {
         vm.prank(GOV);
         ctl.approveNode(OTHER, bytes32(0));
+        // OTHER anchors under NODE's log name first, even at a larger size...
         vm.prank(OTHER);
-        vm.expectRevert(abi.encodeWithSelector(CampaignController.LogOwnedByOtherNode.selector, LOG, NODE));
-        ctl.anchorLogRoot(LOG, 2, keccak256("r2"));
+        ctl.anchorLogRoot(LOG, 1000, keccak256("junk"), bytes32(0));
+        // ...which lands in OTHER's own log, never in NODE's:
+        assertEqB(ctl.anchoredRoot(logId, 1000), bytes32(0), "node's log untouched");
+        (address owner, uint64 size,) = ctl.logHead(logId);
+        assertTrue(owner == address(0) && size == 0, "node's log still empty");
+        _anchor(5, keccak256("r5"), bytes32(0));
+        assertEqB(ctl.anchoredRoot(logId, 5), keccak256("r5"), "node anchors its own log");
+        (owner,,) = ctl.logHead(ctl.logIdOf(OTHER, LOG));
+        assertTrue(owner == OTHER, "the squatter's anchors are its own log");
+    }
+
+    function test_log_ids_are_bound_to_the_anchoring_address() public view {
+        assertEqB(ctl.logIdOf(NODE, LOG), keccak256(abi.encode(NODE, LOG)), "derivation");
+        assertTrue(ctl.logIdOf(NODE, LOG) != ctl.logIdOf(OTHER, LOG), "one id per address");
     }
 
     function test_revoked_node_cannot_anchor() public {
@@ -198,7 +314,47 @@ contract CampaignControllerTest is TestBase {
         ctl.revokeNode(NODE);
         vm.prank(NODE);
         vm.expectRevert(abi.encodeWithSelector(CampaignController.NodeNotApproved.selector, NODE));
-        ctl.anchorLogRoot(LOG, 1, keccak256("r"));
+        ctl.anchorLogRoot(LOG, 1, keccak256("r"), bytes32(0));
+    }
+
+    function test_removing_a_measurement_suspends_its_nodes_until_approved_again() public {
+        vm.prank(GOV);
+        ctl.setMeasurement(MEAS, false);
+        assertTrue(ctl.nodeApproved(NODE) && !ctl.isNodeActive(NODE), "suspended, not revoked");
+        vm.startPrank(NODE);
+        vm.expectRevert(abi.encodeWithSelector(CampaignController.NodeSuspended.selector, NODE, MEAS));
+        ctl.anchorLogRoot(LOG, 1, keccak256("r"), bytes32(0));
+        vm.expectRevert(abi.encodeWithSelector(CampaignController.NodeSuspended.selector, NODE, MEAS));
+        ctl.acknowledge(C1, 1, keccak256("entry"));
+        vm.stopPrank();
+        // Approving the measurement again does not revive nodes approved under it before:
+        vm.prank(GOV);
+        ctl.setMeasurement(MEAS, true);
+        assertTrue(!ctl.isNodeActive(NODE), "still suspended");
+        vm.prank(NODE);
+        vm.expectRevert(abi.encodeWithSelector(CampaignController.NodeSuspended.selector, NODE, MEAS));
+        ctl.anchorLogRoot(LOG, 1, keccak256("r"), bytes32(0));
+        // Governance approves the node again, under an approved measurement:
+        bytes32 newer = keccak256("measurement v2");
+        vm.startPrank(GOV);
+        ctl.setMeasurement(newer, true);
+        ctl.approveNode(NODE, newer);
+        vm.stopPrank();
+        assertTrue(ctl.isNodeActive(NODE), "active again");
+        vm.prank(NODE);
+        ctl.anchorLogRoot(LOG, 1, keccak256("r"), bytes32(0));
+    }
+
+    function test_removing_one_measurement_leaves_other_nodes_alone() public {
+        vm.startPrank(GOV);
+        ctl.approveNode(OTHER, bytes32(0));
+        ctl.setMeasurement(keccak256("another"), true);
+        ctl.setMeasurement(keccak256("another"), false);
+        vm.stopPrank();
+        assertTrue(ctl.isNodeActive(NODE) && ctl.isNodeActive(OTHER), "both active");
+        vm.prank(GOV);
+        ctl.setMeasurement(MEAS, false);
+        assertTrue(!ctl.isNodeActive(NODE) && ctl.isNodeActive(OTHER), "no-TEE node unaffected");
     }
 
     function test_node_approval_needs_approved_measurement() public {
@@ -215,10 +371,28 @@ contract CampaignControllerTest is TestBase {
         vm.startPrank(NODE);
         vm.expectRevert(abi.encodeWithSelector(CampaignController.EpochNotIssued.selector, C1, 3, 2));
         ctl.acknowledge(C1, 3, keccak256("entry"));
+        ctl.acknowledge(C1, 1, keccak256("entry"));
         ctl.acknowledge(C1, 2, keccak256("entry"));
         assertEqU(ctl.acknowledgedEpoch(C1, NODE), 2, "acknowledged");
         vm.expectRevert(abi.encodeWithSelector(CampaignController.EpochAlreadyAcknowledged.selector, C1, 2, 2));
         ctl.acknowledge(C1, 2, keccak256("entry"));
         vm.stopPrank();
+    }
+
+    function test_acknowledgements_take_the_next_epoch_without_skipping() public {
+        vm.prank(GUARD);
+        ctl.pauseCampaign(C1);
+        vm.prank(GOV);
+        ctl.resumeCampaign(C1);
+        vm.startPrank(NODE);
+        vm.expectRevert(abi.encodeWithSelector(CampaignController.EpochSkipped.selector, C1, 3, 1));
+        ctl.acknowledge(C1, 3, keccak256("entry"));
+        ctl.acknowledge(C1, 1, keccak256("entry"));
+        vm.expectRevert(abi.encodeWithSelector(CampaignController.EpochSkipped.selector, C1, 3, 2));
+        ctl.acknowledge(C1, 3, keccak256("entry"));
+        ctl.acknowledge(C1, 2, keccak256("entry"));
+        ctl.acknowledge(C1, 3, keccak256("entry"));
+        vm.stopPrank();
+        assertEqU(ctl.acknowledgedEpoch(C1, NODE), 3, "all three, in order");
     }
 }

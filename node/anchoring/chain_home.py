@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from governance.chain import Chain, Controller, Deployment, address_of, deploy, new_private_key
+from governance.deploy_config import DEV_PARAMS, Allocation, DaoParams
 from governance.errors import NodeNotApprovedError, UnfundedAccountError
 from node.anchoring.evm import AnchorPublisher, Backoff
 from node.errors import ConfigError
@@ -33,9 +34,10 @@ DEPLOYMENT_FILE = "chain.json"
 EMBEDDED_JOURNAL = "embedded-chain.txs"
 EMBEDDED_DEPLOYMENT = "embedded-chain.json"
 EMBEDDED = "embedded"
-# What one anchor may cost at most: the gas limit the publisher signs with, times a
+# What one anchor may cost at most: the gas limit the publisher signs with (a log's first
+# anchor, which creates its head, is estimated near 80k gas, plus the 20% margin), times a
 # generous fee. Start-up refuses an account that cannot pay for even one.
-ANCHOR_GAS_CEILING = 80_000
+ANCHOR_GAS_CEILING = 100_000
 
 
 @dataclass
@@ -105,10 +107,20 @@ def deploy_for_node(
     guardian: str | None = None,
     extra_nodes: tuple[str, ...] = (),
     fund_node_wei: int = 0,
+    params: DaoParams = DEV_PARAMS,
+    distribution: tuple[Allocation, ...] = (),
 ) -> Deployment:
-    """Deploy the set with this node approved, and optionally fund the node's account."""
+    """Deploy the set with this node approved, and optionally fund the node's account.
+    The parameters default to the dev profile's (see `governance.deploy_config`)."""
     node_address = address_of(node_key)
-    deployment = deploy(chain, deployer_key, nodes=(node_address, *extra_nodes), guardian=guardian)
+    deployment = deploy(
+        chain,
+        deployer_key,
+        nodes=(node_address, *extra_nodes),
+        guardian=guardian,
+        params=params,
+        distribution=distribution,
+    )
     if fund_node_wei:
         chain.transfer(deployer_key, node_address, fund_node_wei)
     return deployment

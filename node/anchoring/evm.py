@@ -10,12 +10,19 @@ a 32-byte log id, a tree size and the 32-byte checkpoint root. Each `step` is on
    chain is asked whether the anchor landed anyway, and if not it is signed again. A block that held
    an anchor and left the chain (a reorg) sends it back to be tracked again.
 2. Sign the next pending anchor of each log (one in flight per log: tree sizes must only
-   grow on-chain), after checking that the chain does not already hold it; the signed
-   transaction is stored before it is broadcast.
+   grow on-chain), after checking that the chain does not already hold it. Each anchor
+   names the root it extends: the root the chain holds as this node's last anchor of the
+   log (`logHead`), which must be the root of this node's own checkpoint of that size when
+   the outbox holds one. The signed transaction is stored before it is broadcast.
+
+The node anchors under an id the controller derives from its address (`chain_log_id`):
+another account can neither write into its log nor block it; the chain's record of the
+log is this node's own.
 
 Failures are retried with exponential backoff; an unreachable RPC endpoint or an unfunded
 account leaves everything queued. Only an anchor that the chain already holds with a
-different root is marked failed.
+different root, or one whose predecessor on the chain is not this log's checkpoint, is
+marked failed.
 """
 
 from __future__ import annotations
@@ -165,8 +172,6 @@ class AnchorPublisher:
             self.step()
             stop.wait(poll_s)
 
-    # -- internals
-
     def _track(self, row: OutboxRow, head: int, report: StepReport) -> None:
         tx_hash = row.tx_hash
         assert tx_hash is not None
@@ -230,8 +235,17 @@ class AnchorPublisher:
         """
         assert row.raw_tx is not None and row.nonce is not None
         try:
+            head = self.controller.log_head(row.log_id, self.address)
+            if head.tree_size >= row.tree_size:
+                return  # mined meanwhile (by the old one): tracking adopts it
             signed = self.controller.prepare_anchor(
-                self.key, row.log_id, row.tree_size, row.root, nonce=row.nonce, replaces=row.raw_tx
+                self.key,
+                row.log_id,
+                row.tree_size,
+                row.root,
+                head.root,
+                nonce=row.nonce,
+                replaces=row.raw_tx,
             )
         except ChainUnavailableError:
             raise
@@ -253,7 +267,7 @@ class AnchorPublisher:
 
     def _find_or_retry(self, row: OutboxRow, report: StepReport, why: str) -> None:
         """Adopt the anchor if the chain holds it; otherwise sign it again."""
-        found = self.controller.find_anchor(row.log_id, row.tree_size)
+        found = self.controller.find_anchor(row.log_id, row.tree_size, node=self.address)
         if found is None:
             self._retry(row, report, why, drop_transaction=True, immediately=True)
         elif found.root == row.root:
@@ -262,9 +276,10 @@ class AnchorPublisher:
             self._fail(row, report, found.root)
 
     def _send(self, row: OutboxRow, report: StepReport) -> None:
-        _, chain_size = self.controller.log_head(row.log_id)
+        head = self.controller.log_head(row.log_id, self.address)
+        chain_size = head.tree_size
         if chain_size >= row.tree_size:
-            found = self.controller.find_anchor(row.log_id, row.tree_size)
+            found = self.controller.find_anchor(row.log_id, row.tree_size, node=self.address)
             if found is not None and found.root == row.root:
                 self.outbox.adopted(row, tx_hash=found.tx_hash, sender=found.node)
                 return
@@ -278,12 +293,24 @@ class AnchorPublisher:
             )
             report.failed += 1
             return
+        ours = [r for r in self.outbox.rows(log_id=row.log_id) if r.tree_size == chain_size]
+        if ours and ours[0].root != head.root:
+            self.outbox.failed(
+                row,
+                f"the chain's last anchor of this log (size {chain_size}) has root "
+                f"0x{head.root.hex()}, not this node's checkpoint root 0x{ours[0].root.hex()}: "
+                "the log has two histories",
+            )
+            report.failed += 1
+            log.error("anchor would extend another history", extra={"tree_size": row.tree_size})
+            return
         try:
             signed = self.controller.prepare_anchor(
                 self.key,
                 row.log_id,
                 row.tree_size,
                 row.root,
+                head.root,
                 nonce=self.chain.nonce(self.address, pending=True),
             )
         except ChainUnavailableError:

@@ -23,6 +23,7 @@ from typing import Protocol
 
 from node.anchoring.evm import StepReport, settled
 from node.store import Outbox
+from node.store.outbox import OutboxStatus
 
 log = logging.getLogger(__name__)
 
@@ -131,8 +132,8 @@ def summarize(outbox: Outbox, chain: str, drained: bool) -> AnchorSummary:
     rows = outbox.rows()
     return AnchorSummary(
         chain=chain,
-        confirmed=sum(r.status == "confirmed" for r in rows),
-        pending=sum(r.status in ("pending", "sent") for r in rows),
-        failed=sum(r.status == "failed" for r in rows),
+        confirmed=sum(r.status is OutboxStatus.CONFIRMED for r in rows),
+        pending=sum(r.status in (OutboxStatus.PENDING, OutboxStatus.SENT) for r in rows),
+        failed=sum(r.status is OutboxStatus.FAILED for r in rows),
         drained=drained,
     )

@@ -46,6 +46,7 @@ from node.anchoring.evm import Backoff, StepReport, feed_outbox
 from node.errors import ConfigError
 from node.settings import IcpSettings
 from node.store import Outbox, OutboxRow, Store
+from node.store.outbox import OutboxStatus
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +93,7 @@ class IcpPublisher:
         report = StepReport()
         now = self._now()
         blocked: set[bytes] = set()
-        for row in self.outbox.rows("pending"):
+        for row in self.outbox.rows(OutboxStatus.PENDING):
             if row.log_id in blocked:
                 continue
             if row.next_attempt_at > now or not self._publish(row, report):
@@ -100,8 +101,6 @@ class IcpPublisher:
             if not report.reachable:
                 break
         return report
-
-    # -- internals
 
     def _publish(self, row: OutboxRow, report: StepReport) -> bool:
         name = log_label(row.log_id)

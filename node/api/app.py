@@ -3,7 +3,6 @@ metrics; governance routes from `governance.api`."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Mapping
 from dataclasses import asdict
 from pathlib import Path
@@ -13,15 +12,24 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from pydantic import SecretStr
 
+from attestation.schema import ExperimentStatus
 from governance.api import governance_router
 from governance.ballots import GovernorClient
 from governance.errors import GovernanceError
 from node.api.attestation import attestation_router
 from node.api.log import log_router
 from node.api.metrics import metrics_router
+from node.api.models import (
+    Campaign,
+    CampaignDetail,
+    Experiment,
+    ExperimentDetail,
+    Health,
+    LeaderboardRow,
+)
 from node.campaign import leaderboard
 from node.errors import AsiNodeError, CorruptStoreError, NotFoundError, StoreError
-from node.store import CampaignRow, ExperimentRow, Store
+from node.store import Store
 from node.tlog.log import LogView
 
 HEALTH_PROBLEMS = {
@@ -35,22 +43,6 @@ STATUS_OF: dict[type[AsiNodeError], int] = {
     CorruptStoreError: 500,
     StoreError: 503,
 }
-
-
-def _campaign(row: CampaignRow) -> dict[str, Any]:
-    data = asdict(row)
-    data["config"] = json.loads(data.pop("config_json"))
-    return data
-
-
-def _experiment(row: ExperimentRow, code: str | None = None) -> dict[str, Any]:
-    data = asdict(row)
-    for key in ("screen", "train", "metrics", "timings", "llm"):
-        raw = data.pop(f"{key}_json", None)
-        data[key] = json.loads(raw) if raw else None
-    if code is not None:
-        data["code"] = code
-    return data
 
 
 def create_app(
@@ -84,7 +76,7 @@ def create_app(
         body = {"error": type(exc).__name__, "detail": str(exc)}
         return JSONResponse(status_code=status, content={"detail": body})
 
-    @app.get("/health")
+    @app.get("/health", response_model=Health, response_model_exclude_none=True)
     def health() -> dict[str, Any]:
         """ "ok", or "degraded" with the problems when the daemon's governance is stale
         (it paused every campaign) or this node is revoked (it stopped them)."""
@@ -98,36 +90,32 @@ def create_app(
         return body
 
     @app.get("/campaigns")
-    def campaigns() -> list[dict[str, Any]]:
-        return [_campaign(c) for c in store.list_campaigns()]
+    def campaigns() -> list[Campaign]:
+        return [Campaign.model_validate(c) for c in store.list_campaigns()]
 
     @app.get("/campaigns/{campaign_id}")
-    def campaign(campaign_id: str) -> dict[str, Any]:
+    def campaign(campaign_id: str) -> CampaignDetail:
         row = store.get_campaign(campaign_id)
-        data = _campaign(row)
-        data["experiments"] = {
-            status: store.count_experiments(row.id, status=status)
-            for status in ("queued", "running", "done", "failed", "interrupted")
-        }
-        return data
+        counts = {s: store.count_experiments(row.id, status=s) for s in ExperimentStatus}
+        return CampaignDetail.model_validate(asdict(row) | {"experiments": counts})
 
     @app.get("/campaigns/{campaign_id}/leaderboard")
-    def board(campaign_id: str) -> list[dict[str, Any]]:
+    def board(campaign_id: str) -> list[LeaderboardRow]:
         row = store.get_campaign(campaign_id)
-        return [r.as_json() for r in leaderboard.for_campaign(store, row)]
+        return [LeaderboardRow.model_validate(r) for r in leaderboard.for_campaign(store, row)]
 
     @app.get("/campaigns/{campaign_id}/experiments")
-    def experiments(campaign_id: str) -> list[dict[str, Any]]:
+    def experiments(campaign_id: str) -> list[Experiment]:
         row = store.get_campaign(campaign_id)
-        return [_experiment(e) for e in store.list_experiments(row.id)]
+        return [Experiment.model_validate(e) for e in store.list_experiments(row.id)]
 
     @app.get("/experiments/{experiment_id}")
-    def experiment(experiment_id: str) -> dict[str, Any]:
+    def experiment(experiment_id: str) -> ExperimentDetail:
         exp = store.get_experiment(experiment_id)
         cand = store.get_candidate(exp.candidate_id)
-        data = _experiment(exp, code=store.get_code(cand.digest))
-        data["candidate"] = asdict(cand)
-        return data
+        return ExperimentDetail.model_validate(
+            asdict(exp) | {"code": store.get_code(cand.digest), "candidate": asdict(cand)}
+        )
 
     app.include_router(log_router(LogView(store)))
     app.include_router(metrics_router(store))

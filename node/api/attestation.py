@@ -1,4 +1,4 @@
-"""HTTP routes that publish this node's TEE evidence bundle (issue 7)."""
+"""HTTP routes that publish this node's TEE evidence bundle."""
 
 from __future__ import annotations
 

@@ -17,6 +17,7 @@ from fastapi import APIRouter
 from fastapi.responses import PlainTextResponse
 
 from node.store import CAMPAIGN_STATUSES, DirectiveLedger, LogStore, Store, outbox_stats
+from node.store.outbox import OutboxStatus
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 Sample = tuple[Mapping[str, str], float]
@@ -88,7 +89,11 @@ def render(store: Store) -> str:
         out,
         "asi_node_anchor_confirmed_size",
         "Largest tree size whose root is confirmed, by anchoring target.",
-        [({"target": t}, size) for t, status, _, size in outbox if status == "confirmed"],
+        [
+            ({"target": t}, size)
+            for t, status, _, size in outbox
+            if status == OutboxStatus.CONFIRMED
+        ],
     )
     _family(
         out,

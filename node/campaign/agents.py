@@ -3,14 +3,13 @@
 The scheduler calls in at four points (propose, execute, record, analyse) and stays the
 only writer of the store: repairs run in worker threads and hand back values. Every call
 an agent makes is stored in full (`llm_exchange`); experiments carry counts and digests
-(`llm_json`). When the campaign's LLM budget is spent, or the endpoint turns out to be
+(`ExperimentRow.llm`). When the campaign's LLM budget is spent, or the endpoint turns out to be
 unusable, `pause` says why and the scheduler pauses the campaign after in-flight work.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import threading
 from collections.abc import Callable, Mapping, Sequence
@@ -18,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from attestation.schema import CandidateOrigin, ExperimentRole, ExperimentStatus
 from loop.analyst import Analysis, Fitness
 from loop.analyst_llm import JUDGE_FITNESS_VERSION, LLMAnalyst, judged_fitness
 from loop.archive import Behaviour, behaviour_twin, code_fingerprint
@@ -216,7 +216,6 @@ class LLMAgents:
         self._lock = threading.Lock()
         self._repairs: dict[str, Repaired] = {}
 
-    # -- pause ----------------------------------------------------------------------------
     @property
     def pause(self) -> str | None:
         with self._lock:
@@ -232,7 +231,6 @@ class LLMAgents:
             self.portal.call(self.chat.close())
         self.portal.close()
 
-    # -- the Researcher ---------------------------------------------------------------------
     def next_experiment(
         self,
         runner: CampaignRun,
@@ -261,7 +259,9 @@ class LLMAgents:
             if result.proposal is not None:
                 self._failed_calls = 0
                 cand = self.store.add_candidate(cid, result.proposal)
-                exp = self.store.enqueue_experiment(cid, cand.id, "candidate", self.config.seed)
+                exp = self.store.enqueue_experiment(
+                    cid, cand.id, ExperimentRole.CANDIDATE, self.config.seed
+                )
                 self._keep(exp.id, result.exchanges)
                 runner.emit(
                     "proposed",
@@ -290,7 +290,7 @@ class LLMAgents:
         for cand in self.store.list_candidates(self.campaign_id):
             code = self.store.get_code(cand.digest)
             fingerprints.setdefault(code_fingerprint(code), cand.name)
-            if cand.origin != "baseline" and code.strip():
+            if cand.origin is not CandidateOrigin.BASELINE and code.strip():
                 motivations[cand.name] = cand.motivation
         return Known(fingerprints, motivations)
 
@@ -307,7 +307,9 @@ class LLMAgents:
             origin="llm",
         )
         cand = self.store.add_candidate(cid, proposal)
-        exp = self.store.enqueue_experiment(cid, cand.id, "candidate", self.config.seed)
+        exp = self.store.enqueue_experiment(
+            cid, cand.id, ExperimentRole.CANDIDATE, self.config.seed
+        )
         self.store.start_experiment(exp.id)
         screen = {
             "checks": [{"name": "llm_proposal", "passed": False, "detail": result.reason}],
@@ -317,7 +319,7 @@ class LLMAgents:
         }
         self.store.finish_experiment(
             exp.id,
-            "failed",
+            ExperimentStatus.FAILED,
             failure_class=result.failure.value,
             screen=screen,
             analysis=result.reason,
@@ -325,7 +327,7 @@ class LLMAgents:
         self._keep(exp.id, result.exchanges)
         runner.emit(
             "finished",
-            runner.describe(exp) | {"status": "failed", "message": result.reason},
+            runner.describe(exp) | {"status": ExperimentStatus.FAILED, "message": result.reason},
         )
 
     def _keep(self, experiment_id: str | None, exchanges: Sequence[Exchange]) -> None:
@@ -336,13 +338,12 @@ class LLMAgents:
         if experiment_id is not None:
             self.store.refresh_experiment_llm(experiment_id)
 
-    # -- the Engineer's debugger ----------------------------------------------------------------
     def execute(
-        self, engineer: Runs, job: ExperimentJob, role: str, cancel: threading.Event
+        self, engineer: Runs, job: ExperimentJob, role: ExperimentRole, cancel: threading.Event
     ) -> EvalResult:
         """Run the experiment; a repairable failure of a generated candidate goes to the
         debugger. Runs in a worker thread: what the rounds made is kept for `record`."""
-        if role != "candidate" or self.pause is not None:
+        if role is not ExperimentRole.CANDIDATE or self.pause is not None:
             return engineer.run(job, cancel)  # baselines and re-runs are not patched
         repaired = self.repairer.run(engineer, job, cancel)
         self._set_pause(repaired.pause)
@@ -359,7 +360,7 @@ class LLMAgents:
         with self._lock:
             repaired = self._repairs.pop(exp.id, None)
         if repaired is None:
-            if exp.role != "baseline":
+            if exp.role is not ExperimentRole.BASELINE:
                 self.store.refresh_experiment_llm(exp.id)
             return
         for code in repaired.codes:
@@ -379,7 +380,7 @@ class LLMAgents:
             code=repaired.code,
             parent_ids=(original.id,),
             origin="llm",
-            options=json.loads(original.options_json or "{}"),
+            options=original.options,
         )
         cand = self.store.add_candidate(cid, proposal)
         fixed = self.store.enqueue_experiment(cid, cand.id, exp.role, exp.seed)
@@ -389,7 +390,6 @@ class LLMAgents:
         self.store.start_experiment(fixed.id)
         runner.record_result(self.store.get_experiment(fixed.id), repaired.final)
 
-    # -- the Analyst ------------------------------------------------------------------------------
     def analyse(
         self,
         exp: ExperimentRow,

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from attestation.canonical import json_sha256
 from kernels.baselines import BASELINES
 from node.errors import ConfigError
 
@@ -79,11 +78,9 @@ class CampaignConfig(BaseModel):
             raise ValueError("vocab_size goes with data_path (the shard's vocabulary)")
         return self
 
-    def canonical_json(self) -> str:
-        return json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
-
     def config_hash(self) -> str:
-        return "sha256:" + hashlib.sha256(self.canonical_json().encode()).hexdigest()
+        """The hash the config is known by: SHA-256 of its RFC 8785 JSON, as stored."""
+        return "sha256:" + json_sha256(self.model_dump(mode="json")).hex()
 
 
 def parse_config(data: dict[str, Any], source: str = "campaign config") -> CampaignConfig:

@@ -2,13 +2,25 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
+from enum import StrEnum
 from typing import Any
 
+from attestation.schema import CandidateOrigin, ExperimentStatus
 from loop.analyst import promotion
 from node.store import CampaignRow, CandidateRow, ExperimentRow, Store
+
+
+class Standing(StrEnum):
+    """Where a candidate stands: its first experiment's status, or how it scored."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    SCORED = "scored"
+    PROMOTED = "promoted"  # scored on every seed the campaign asks for, above the margin
+    FAILED = "failed"
+    INTERRUPTED = "interrupted"
 
 
 @dataclass(frozen=True)
@@ -17,8 +29,8 @@ class Row:
 
     candidate_id: str
     name: str
-    origin: str
-    status: str  # queued | running | scored | promoted | failed | interrupted
+    origin: CandidateOrigin
+    status: Standing
     failure_class: str | None
     accuracies: dict[str, float] = field(default_factory=dict)
     score: float | None = None
@@ -30,10 +42,6 @@ class Row:
 
     def as_json(self) -> dict[str, Any]:
         return asdict(self)
-
-
-def _metrics(exp: ExperimentRow) -> dict[str, float]:
-    return dict(json.loads(exp.metrics_json)) if exp.metrics_json else {}
 
 
 def build(
@@ -52,16 +60,19 @@ def build(
         if not exps:
             continue
         first = exps[0]
-        metrics = _metrics(first)
-        fits = [e.fitness for e in exps if e.status == "done" and e.fitness is not None]
-        status = first.status
+        metrics = first.metrics or {}
+        fits = [
+            e.fitness for e in exps if e.status is ExperimentStatus.DONE and e.fitness is not None
+        ]
         fitness = first.fitness
-        if first.status == "done":
-            status = "scored"
+        if first.status is not ExperimentStatus.DONE:
+            status = Standing(first.status)
+        else:
+            status = Standing.SCORED
             if len(fits) >= seeds_needed:
                 verdict = promotion(fits, promote_margin, seeds_needed)
                 fitness = verdict.mean_fitness
-                status = "promoted" if verdict.promoted else "scored"
+                status = Standing.PROMOTED if verdict.promoted else Standing.SCORED
         accs = {k.removeprefix("acc_"): v for k, v in metrics.items() if k.startswith("acc_")}
         score = metrics.get(
             "mean_acc", -metrics["heldout_loss"] if "heldout_loss" in metrics else None
@@ -86,7 +97,7 @@ def build(
     def order(row: Row) -> tuple[int, float, str]:
         if row.fitness is not None:
             return (0, -row.fitness, row.name)
-        if row.status in ("failed", "interrupted"):
+        if row.status in (Standing.FAILED, Standing.INTERRUPTED):
             return (2, 0.0, row.name)
         return (1, 0.0, row.name)
 
@@ -95,7 +106,7 @@ def build(
 
 def for_campaign(store: Store, campaign: CampaignRow) -> list[Row]:
     """The leaderboard of a stored campaign, promotion judged by its own config."""
-    config = json.loads(campaign.config_json)
+    config = campaign.config
     return build(
         store.list_candidates(campaign.id),
         store.list_experiments(campaign.id),

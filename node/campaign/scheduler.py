@@ -8,7 +8,6 @@ Only this thread writes to the store; workers run experiments and hand back valu
 
 from __future__ import annotations
 
-import json
 import logging
 import random
 import threading
@@ -16,8 +15,16 @@ import time
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Protocol
 
+from attestation.schema import (
+    PENDING_STATUSES,
+    CampaignStatus,
+    CandidateOrigin,
+    ExperimentRole,
+    ExperimentStatus,
+)
 from loop.analyst import Scores, analyse, fitness, needs_reruns
 from loop.archive import (
     Behaviour,
@@ -57,11 +64,21 @@ def baseline_code(name: str) -> str:
     return f"from kernels.baselines import {BASELINES[name].__name__} as Mixer\n"
 
 
+class RunEnd(StrEnum):
+    """Why a `run` call ended."""
+
+    COMPLETE = "complete"  # nothing left to run
+    BUDGET = "budget"  # the candidate or time budget is spent
+    STOPPED = "stopped"  # told to stop (a directive, a signal); runs again
+    PAUSED = "paused"  # the LLM budget is spent or the endpoint stopped answering
+    FAILED = "failed"  # the run raised (kept by the governed node)
+
+
 @dataclass(frozen=True)
 class RunSummary:
     """How a `run` call ended."""
 
-    reason: str  # "complete", "budget", "stopped", "paused" (LLM budget or endpoint)
+    reason: RunEnd
     finished: int
     wall_s: float
     detail: str = ""  # why it paused
@@ -87,7 +104,7 @@ class CampaignRunner:
         self.store = store
         self.recorder = recorder
         self.campaign = campaign
-        self.config = CampaignConfig.model_validate_json(campaign.config_json)
+        self.config = CampaignConfig.model_validate(campaign.config)
         self.engineer = engineer
         self.workers = max(1, workers)
         self.threads = max(1, threads_per_worker)
@@ -107,7 +124,6 @@ class CampaignRunner:
                 )
             self.llm = LLMAgents(llm, store, campaign, self.config, chat_factory)
 
-    # -- the main loop -------------------------------------------------------------------
     def run(self) -> RunSummary:
         try:
             return self._run()
@@ -121,18 +137,18 @@ class CampaignRunner:
         recovered = self.store.recover_interrupted(cid)
         if recovered:
             self.emit("recovered", {"experiments": recovered})
-        self.store.set_campaign_status(cid, "running")
+        self.store.set_campaign_status(cid, CampaignStatus.RUNNING)
         self.store.add_event(cid, "run_started", {"config_hash": self.campaign.config_hash})
         self._ensure_baselines()
         self._enqueue_orphans()
         finished = 0
-        reason = "complete"
+        reason = RunEnd.COMPLETE
         in_flight: dict[Future[EvalResult], ExperimentRow] = {}
         with ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="experiment") as pool:
             while True:
                 self._finalize_scores()
                 if self.stop.is_set():
-                    reason = "stopped"
+                    reason = RunEnd.STOPPED
                     break
                 while len(in_flight) < self.workers and not self.stop.is_set():
                     exp = self._next_experiment(busy=bool(in_flight))
@@ -141,9 +157,9 @@ class CampaignRunner:
                     self.emit("started", self.describe(exp))
                     in_flight[pool.submit(self._execute, exp)] = exp
                 if not in_flight:
-                    reason = "budget" if self.budget_spent() else "complete"
+                    reason = RunEnd.BUDGET if self.budget_spent() else RunEnd.COMPLETE
                     if self.llm is not None and self.llm.pause is not None:
-                        reason = "paused"
+                        reason = RunEnd.PAUSED
                     break
                 done, _ = wait(in_flight, timeout=0.5, return_when=FIRST_COMPLETED)
                 for fut in done:
@@ -151,21 +167,21 @@ class CampaignRunner:
                     result = fut.result()
                     self.record_result(exp, result)
                     finished += result.failure is not FailureClass.INTERRUPTED
-            if reason == "stopped":
+            if reason is RunEnd.STOPPED:
                 # Pause point: in-flight sandboxes see `stop` and are killed; their
                 # experiments go back to the queue, not counted as attempts.
                 for fut, exp in in_flight.items():
                     self.record_result(exp, fut.result())
         self._finalize_scores()
         detail = (self.llm.pause if self.llm is not None else None) or ""
-        status = "paused" if reason in ("stopped", "paused") else "done"
+        paused = reason in (RunEnd.STOPPED, RunEnd.PAUSED)
+        status = CampaignStatus.PAUSED if paused else CampaignStatus.DONE
         self.store.set_campaign_status(cid, status)
         self.store.add_event(
             cid, "run_stopped", {"reason": reason, "finished": finished, "detail": detail}
         )
         return RunSummary(reason, finished, time.monotonic() - started, detail)
 
-    # -- what runs next ------------------------------------------------------------------
     def _next_experiment(self, busy: bool) -> ExperimentRow | None:
         cid = self.campaign.id
         if self.llm is not None and self.llm.pause is not None:
@@ -187,7 +203,7 @@ class CampaignRunner:
         if proposal is None:
             return None
         cand = self.store.add_candidate(cid, proposal)
-        self.store.enqueue_experiment(cid, cand.id, "candidate", self.config.seed)
+        self.store.enqueue_experiment(cid, cand.id, ExperimentRole.CANDIDATE, self.config.seed)
         self.emit("proposed", {"candidate": cand.name, "motivation": proposal.motivation})
         return self.store.claim_next_experiment(cid)
 
@@ -202,13 +218,19 @@ class CampaignRunner:
             )
             cand = self.store.add_candidate(cid, proposal)
             if not any(e.seed == self.config.seed for e in self._experiments_of(cand.id)):
-                self.store.enqueue_experiment(cid, cand.id, "baseline", self.config.seed)
+                self.store.enqueue_experiment(
+                    cid, cand.id, ExperimentRole.BASELINE, self.config.seed
+                )
 
     def _enqueue_orphans(self) -> None:
         """A crash between adding a candidate and queueing it must not lose the candidate."""
         for cand in self.store.list_candidates(self.campaign.id):
             if not self._experiments_of(cand.id):
-                role = "baseline" if cand.origin == "baseline" else "candidate"
+                role = (
+                    ExperimentRole.BASELINE
+                    if cand.origin is CandidateOrigin.BASELINE
+                    else ExperimentRole.CANDIDATE
+                )
                 self.store.enqueue_experiment(self.campaign.id, cand.id, role, self.config.seed)
 
     def _experiments_of(self, candidate_id: str) -> list[ExperimentRow]:
@@ -219,7 +241,11 @@ class CampaignRunner:
         ]
 
     def _generated(self) -> list[CandidateRow]:
-        return [c for c in self.store.list_candidates(self.campaign.id) if c.origin != "baseline"]
+        return [
+            c
+            for c in self.store.list_candidates(self.campaign.id)
+            if c.origin is not CandidateOrigin.BASELINE
+        ]
 
     def budget_spent(self) -> bool:
         budget = self.config.budget
@@ -227,21 +253,19 @@ class CampaignRunner:
             return True
         if budget.max_wall_seconds is not None:
             spent: float = sum(
-                float(json.loads(e.timings_json).get("total_s", 0.0))
+                float(e.timings.get("total_s", 0.0))
                 for e in self.store.list_experiments(self.campaign.id)
-                if e.timings_json
+                if e.timings
             )
             return spent >= budget.max_wall_seconds
         return False
 
     def _baselines_scored(self) -> bool:
-        pending = ("queued", "running")
         return not any(
-            e.role == "baseline" and e.status in pending
+            e.role is ExperimentRole.BASELINE and e.status in PENDING_STATUSES
             for e in self.store.list_experiments(self.campaign.id)
         )
 
-    # -- the Researcher ------------------------------------------------------------------
     def archive(self) -> list[ArchiveView]:
         cid = self.campaign.id
         views = []
@@ -250,10 +274,9 @@ class CampaignRunner:
             first = next(
                 (e for e in exps if e.candidate_id == cand.id and e.seed == self.config.seed), None
             )
-            if first is None or first.status != "done":
+            if first is None or first.status is not ExperimentStatus.DONE:
                 continue
-            metrics = json.loads(first.metrics_json or "{}")
-            scores = Scores.from_metrics(metrics)
+            scores = Scores.from_metrics(first.metrics or {})
             views.append(
                 ArchiveView(
                     candidate_id=cand.id,
@@ -291,7 +314,6 @@ class CampaignRunner:
         self.emit("no_proposal", {"reason": "every proposal duplicated the archive"})
         return None
 
-    # -- one experiment ------------------------------------------------------------------
     def _execute(self, exp: ExperimentRow) -> EvalResult:
         cand = self.store.get_candidate(exp.candidate_id)
         job = ExperimentJob(
@@ -302,7 +324,7 @@ class CampaignRunner:
             seed=exp.seed,
             heldout_seed=heldout_seed(self.node_secret, exp.id),
             backbone=build_backbone(self.config),
-            options=json.loads(cand.options_json or "{}"),
+            options=cand.options,
             screen=build_screen(cand.origin),
         )
         if self.llm is not None:
@@ -314,7 +336,7 @@ class CampaignRunner:
             self.store.requeue_experiment(exp.id)
             self.emit("interrupted", self.describe(exp))
             return
-        status = "done" if result.failure is None else "failed"
+        status = ExperimentStatus.DONE if result.failure is None else ExperimentStatus.FAILED
         self.store.finish_experiment(
             exp.id,
             status=status,
@@ -327,7 +349,7 @@ class CampaignRunner:
             timings=result.timings,
             analysis=result.message if result.failure else "",
         )
-        if status == "failed" and self.recorder is not None:
+        if status is ExperimentStatus.FAILED and self.recorder is not None:
             self.recorder.experiment_final(exp.id)
         data = self.describe(exp) | {"status": status, "message": result.message}
         data["metrics"] = result.metrics
@@ -336,7 +358,6 @@ class CampaignRunner:
         if self.llm is not None:
             self.llm.record(self, exp)
 
-    # -- the Analyst -----------------------------------------------------------------------
     def _finalize_scores(self) -> None:
         """Score every finished experiment whose reference run on the same seed is done."""
         cid = self.campaign.id
@@ -347,17 +368,17 @@ class CampaignRunner:
         }
         archive = self.archive()
         for exp in exps:
-            if exp.status != "done" or exp.fitness is not None:
+            if exp.status is not ExperimentStatus.DONE or exp.fitness is not None:
                 continue
             cand = cands[exp.candidate_id]
-            ref = by_name_seed.get((self.config.reference, exp.seed, "baseline"))
+            ref = by_name_seed.get((self.config.reference, exp.seed, CandidateOrigin.BASELINE))
             if ref is None:
                 self._enqueue_reference(exp.seed)
                 continue
-            if ref.status != "done":
+            if ref.status is not ExperimentStatus.DONE:
                 continue
-            ref_scores = Scores.from_metrics(json.loads(ref.metrics_json or "{}"))
-            scores = Scores.from_metrics(json.loads(exp.metrics_json or "{}"))
+            ref_scores = Scores.from_metrics(ref.metrics or {})
+            scores = Scores.from_metrics(exp.metrics or {})
             fit = fitness(scores, ref_scores)
             parent = self._parent_scores(cand, cands, exps)
             changes = describe_changes(
@@ -382,14 +403,15 @@ class CampaignRunner:
                     cand.name,
                     cand.motivation,
                     self.store.get_code(cand.digest),
-                    json.loads(exp.metrics_json or "{}"),
+                    exp.metrics or {},
                     fit,
                     text,
-                    analyse_with_llm=cand.origin != "baseline" and exp.seed == self.config.seed,
+                    analyse_with_llm=cand.origin is not CandidateOrigin.BASELINE
+                    and exp.seed == self.config.seed,
                 )
                 notes += [extra] if extra else []
                 insights = insights + more
-            if "recheck_mean_acc" in json.loads(exp.metrics_json or "{}"):
+            if "recheck_mean_acc" in (exp.metrics or {}):
                 notes.append("Scored high enough to be re-evaluated on a second held-out draw.")
             twin = behaviour_twin(
                 Behaviour.of(scores.per_set, scores.state_size),
@@ -404,7 +426,7 @@ class CampaignRunner:
                 self.store.add_insight(cid, insight, exp.id)
             self.emit("scored", {"candidate": cand.name, "seed": exp.seed, "fitness": fit.value})
             if (
-                cand.origin != "baseline"
+                cand.origin is not CandidateOrigin.BASELINE
                 and exp.seed == self.config.seed
                 and needs_reruns(fit, self.config.promote_margin)
             ):
@@ -413,17 +435,19 @@ class CampaignRunner:
     def _parent_scores(
         self, cand: CandidateRow, cands: dict[str, CandidateRow], exps: list[ExperimentRow]
     ) -> tuple[str, Scores] | None:
-        for pid in json.loads(cand.parent_ids_json or "[]"):
+        for pid in cand.parent_ids:
             first = next(
                 (
                     e
                     for e in exps
-                    if e.candidate_id == pid and e.seed == self.config.seed and e.status == "done"
+                    if e.candidate_id == pid
+                    and e.seed == self.config.seed
+                    and e.status is ExperimentStatus.DONE
                 ),
                 None,
             )
             if first is not None and pid in cands:
-                return pid, Scores.from_metrics(json.loads(first.metrics_json or "{}"))
+                return pid, Scores.from_metrics(first.metrics or {})
         return None
 
     def _enqueue_reruns(self, cand: CandidateRow) -> None:
@@ -433,7 +457,7 @@ class CampaignRunner:
             rerun = {
                 e.candidate_id
                 for e in self.store.list_experiments(self.campaign.id)
-                if e.role == "rerun"
+                if e.role is ExperimentRole.RERUN
             }
             if cand.id not in rerun and len(rerun) >= limit:
                 self.emit("rerun_skipped", {"candidate": cand.name, "limit": limit})
@@ -441,7 +465,7 @@ class CampaignRunner:
         for seed in self.config.rerun_seeds:
             self._enqueue_reference(seed)
             if seed not in have:
-                self.store.enqueue_experiment(self.campaign.id, cand.id, "rerun", seed)
+                self.store.enqueue_experiment(self.campaign.id, cand.id, ExperimentRole.RERUN, seed)
                 self.emit("rerun", {"candidate": cand.name, "seed": seed})
 
     def _enqueue_reference(self, seed: int) -> None:
@@ -449,10 +473,10 @@ class CampaignRunner:
         ref = next(
             c
             for c in self.store.list_candidates(cid)
-            if c.origin == "baseline" and c.name == self.config.reference
+            if c.origin is CandidateOrigin.BASELINE and c.name == self.config.reference
         )
         if not any(e.seed == seed for e in self._experiments_of(ref.id)):
-            self.store.enqueue_experiment(cid, ref.id, "baseline", seed)
+            self.store.enqueue_experiment(cid, ref.id, ExperimentRole.BASELINE, seed)
 
     def describe(self, exp: ExperimentRow) -> dict[str, Any]:
         cand = self.store.get_candidate(exp.candidate_id)

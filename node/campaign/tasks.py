@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
+from attestation.schema import CandidateOrigin
 from loop.model import BackboneConfig
 from loop.screen import ScreenConfig
 from loop.tasks import LMSpec, MQARSpec, TaskSpec
@@ -94,9 +95,11 @@ def check_data(config: CampaignConfig, home: Path, scan_tokens: int | None = 1 <
         )
 
 
-def build_screen(origin: str) -> ScreenConfig:
+def build_screen(origin: CandidateOrigin) -> ScreenConfig:
     """Baselines skip the cost-scaling check: softmax attention is quadratic on purpose."""
-    return ScreenConfig(max_cost_ratio=None) if origin == "baseline" else ScreenConfig()
+    if origin is CandidateOrigin.BASELINE:
+        return ScreenConfig(max_cost_ratio=None)
+    return ScreenConfig()
 
 
 def heldout_seed(secret: bytes, experiment_id: str) -> int:

@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from attestation.schema import CampaignStatus
 from node.errors import ConfigError, StoreError
 from node.governed.acks import SHUTDOWN_WAIT_S, OnChainAcks
 
@@ -40,7 +41,8 @@ log = logging.getLogger(__name__)
 
 API_START_TIMEOUT_S = 30.0
 API_STOP_TIMEOUT_S = 10.0
-RUNNABLE = ("created", "running", "paused")  # the campaigns `daemon` takes by default
+# The campaigns `daemon` takes by default.
+RUNNABLE = (CampaignStatus.CREATED, CampaignStatus.RUNNING, CampaignStatus.PAUSED)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -213,7 +215,9 @@ def obey(
     def after_step(report: StepReport) -> None:
         if adopt_new:
             try:
-                created = [c for c in node.store.list_campaigns() if c.status == "created"]
+                created = [
+                    c for c in node.store.list_campaigns() if c.status is CampaignStatus.CREATED
+                ]
             except StoreError as exc:  # looked for again after the next poll
                 log.warning("new campaigns not looked for", extra={"error": str(exc)})
                 created = []

@@ -9,12 +9,14 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from attestation.errors import TrustError
+from attestation.schema import CampaignStatus, ExperimentStatus, NodeEventKind
 from governance.errors import GovernanceError
 from node.cli.progress import print_anchors, print_event
 from node.errors import AsiNodeError, ConfigError
@@ -34,6 +36,7 @@ def _run_campaign(
 ) -> int:
     """Run until done or Ctrl-C; a second Ctrl-C is not needed: in-flight work is killed.
     With `anchor` (default: `Node.anchors_by_default`) the log is anchored meanwhile."""
+    from node.campaign.scheduler import RunEnd
     from node.cli.daemon import stop_on_signals
 
     enabled = node.anchors_by_default if anchor is None else anchor
@@ -45,20 +48,20 @@ def _run_campaign(
         f"campaign {campaign_ref}: {summary.reason} after {summary.finished} "
         f"experiment(s), {summary.wall_s:.0f}s"
     )
-    if summary.reason == "paused":
+    if summary.reason is RunEnd.PAUSED:
         print(f"paused: {summary.detail}")
     _print_llm_line(node, campaign_ref)
     print_anchors(node)
     print()
     print(_board(node, campaign_ref))
-    return 0 if summary.reason != "stopped" else 130
+    return 0 if summary.reason is not RunEnd.STOPPED else 130
 
 
 def _print_llm_line(node: Node, campaign_ref: str) -> None:
     """The campaign's LLM use; nothing for an offline campaign that made no calls."""
     camp = node.store.get_campaign(campaign_ref)
     usage = node.store.llm_usage(camp.id)
-    if usage.calls or json.loads(camp.config_json).get("researcher") == "llm":
+    if usage.calls or camp.config.get("researcher") == "llm":
         print("LLM: " + usage.line())
 
 
@@ -66,7 +69,7 @@ def _board(node: Node, campaign_ref: str) -> str:
     from node.campaign import leaderboard
 
     camp = node.store.get_campaign(campaign_ref)
-    reference = json.loads(camp.config_json).get("reference")
+    reference = camp.config.get("reference")
     rows = leaderboard.for_campaign(node.store, camp)
     return f"leaderboard of {camp.name} ({camp.id}, reference {reference}):\n" + (
         leaderboard.render(rows)
@@ -82,7 +85,7 @@ def cmd_init(args: argparse.Namespace) -> int:
     existed = node.key_path.exists()
     tlog = node.log()  # creates the key if the home has none
     if tlog.size == 0:
-        tlog.append(EVENT_KIND, event_statement(tlog.node_id, "node_key_created"))
+        tlog.append(EVENT_KIND, event_statement(tlog.node_id, NodeEventKind.NODE_KEY_CREATED))
         tlog.checkpoint()
     print(f"node home ready: {home}")
     print(f"node key {'kept' if existed else 'created'}: {tlog.node_id} ({node.key_path})")
@@ -180,7 +183,7 @@ def cmd_campaign(args: argparse.Namespace) -> int:
         return 0
     if args.action == "list":
         for c in node.store.list_campaigns():
-            done = node.store.count_experiments(c.id, status="done")
+            done = node.store.count_experiments(c.id, status=ExperimentStatus.DONE)
             print(
                 f"{c.id}  {c.name:<24} {c.status:<8} {done:>4} done  {c.created_at:%Y-%m-%d %H:%M}"
             )
@@ -189,15 +192,15 @@ def cmd_campaign(args: argparse.Namespace) -> int:
         camp = node.store.get_campaign(args.campaign)
         print(f"campaign {camp.id} ({camp.name}): {camp.status}")
         stops = node.store.list_events(camp.id, kind="run_stopped")
-        why = json.loads(stops[-1].payload_json).get("detail") if stops else None
-        if camp.status == "paused" and why:
+        why = stops[-1].payload.get("detail") if stops else None
+        if camp.status is CampaignStatus.PAUSED and why:
             print(f"paused: {why}")
         from node.cli.gov import lineage_lines
 
         for line in lineage_lines(node, camp):
             print(line)
         print(f"config {camp.config_hash}")
-        print(json.dumps(json.loads(camp.config_json), indent=2))
+        print(json.dumps(camp.config, indent=2))
         _print_llm_line(node, camp.id)
         print()
         print(_board(node, camp.id))
@@ -227,17 +230,17 @@ def cmd_experiments(args: argparse.Namespace) -> int:
     )
     print(f"candidate {cand.name} [{cand.origin}] {cand.digest}")
     print(f"motivation: {cand.motivation}")
-    for label, raw in (
-        ("screening", exp.screen_json),
-        ("training", exp.train_json),
-        ("metrics", exp.metrics_json),
-        ("timings", exp.timings_json),
+    for label, value in (
+        ("screening", exp.screen),
+        ("training", exp.train),
+        ("metrics", exp.metrics),
+        ("timings", exp.timings),
     ):
-        if raw:
+        if value:
             print(f"{label}:")
-            print(json.dumps(json.loads(raw), indent=2))
-    if exp.llm_json:
-        llm = json.loads(exp.llm_json)
+            print(json.dumps(value, indent=2))
+    if exp.llm:
+        llm = exp.llm
         print(
             f"llm: {llm['calls']} call(s) ({llm['failed']} failed), "
             f"{llm['prompt_tokens'] + llm['completion_tokens']} tokens "
@@ -303,6 +306,14 @@ def cmd_cognition(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_schema(args: argparse.Namespace) -> int:
+    """Print the JSON Schema of the statements this node signs into its log."""
+    from attestation.schema import json_schema
+
+    print(json.dumps(json_schema(), indent=2, sort_keys=True))
+    return 0
+
+
 def _config_error(message: str) -> Exception:
 
     return ConfigError(message)
@@ -346,7 +357,7 @@ def build_parser() -> argparse.ArgumentParser:
     esub = p.add_subparsers(dest="action", required=True)
     e = esub.add_parser("list", help="experiments of a campaign")
     e.add_argument("campaign", help="campaign id or name")
-    e.add_argument("--status", choices=["queued", "running", "done", "failed", "interrupted"])
+    e.add_argument("--status", choices=list(ExperimentStatus))
     e = esub.add_parser("show", help="code, screening, metrics of one experiment")
     e.add_argument("experiment", help="experiment id")
     e.add_argument(
@@ -374,15 +385,22 @@ def build_parser() -> argparse.ArgumentParser:
     nsub.add_parser("show", help="public key, fingerprint, log id and size")
     p.set_defaults(func=cmd_node)
 
+    p = sub.add_parser(
+        "schema", help="the JSON Schema of the log's records, for verifiers in other languages"
+    )
+    p.set_defaults(func=cmd_schema)
+
     from node.cli.daemon import add_parsers as add_daemon_parsers
 
     add_daemon_parsers(sub)
 
+    from node.cli.db import add_parsers as add_db_parsers
     from node.cli.gov import add_parser as add_gov_parser
     from node.cli.trust import add_parsers as add_trust_parsers
 
     add_trust_parsers(sub)
     add_gov_parser(sub)
+    add_db_parsers(sub)
 
     return parser
 
@@ -402,6 +420,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("asi-node: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the reader went away (`asi-node schema | head`): not an error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ from node.errors import AsiNodeError, ConfigError
 
 if TYPE_CHECKING:
     from attestation.tee.policy import Policy
+    from governance.deploy_config import Allocation, DaoParams
     from node.anchoring.audit_icp import IcpFinding
     from node.settings import Settings
     from node.store import OutboxRow
@@ -260,7 +261,7 @@ def cmd_attest(args: argparse.Namespace) -> int:
     settings = load_settings(args.home)
     try:
         if args.action == "collect":
-            from attestation.audit import ATTESTATION_EVENT
+            from attestation.schema import NodeEventKind
             from node.runtime import open_node
             from node.tlog.records import EVENT_KIND, event_statement
 
@@ -268,7 +269,7 @@ def cmd_attest(args: argparse.Namespace) -> int:
             log_key = node.node_key().public.raw.hex()
             config = settings.model_dump(mode="json", exclude={"home"})
             principal = args.icp_principal
-            if principal is None:  # the node's own ICP identity (issue 8), created if absent
+            if principal is None:  # the node's own ICP identity, created if absent
                 from governance.icp import NodeIdentity
 
                 identity_path = node.settings.home / node.settings.icp.identity_path
@@ -294,7 +295,7 @@ def cmd_attest(args: argparse.Namespace) -> int:
             tlog = node.log()
             index = tlog.append(
                 EVENT_KIND,
-                event_statement(tlog.node_id, ATTESTATION_EVENT, evidence=bundle.to_json()),
+                event_statement(tlog.node_id, NodeEventKind.ATTESTATION, evidence=bundle.to_json()),
             )
             tlog.checkpoint()
             print(f"logged as entry {index} of the node's log (node {tlog.node_id})")
@@ -347,6 +348,8 @@ def cmd_chain(args: argparse.Namespace) -> int:
     from node.runtime import open_node
     from node.store import Outbox
 
+    if args.action == "deploy":
+        params, distribution = _deploy_settings(args)  # refused before anything happens
     node = open_node(args.home, create=True)
     home = Path(node.settings.home)
     if args.action == "deploy":
@@ -360,12 +363,15 @@ def cmd_chain(args: argparse.Namespace) -> int:
             guardian=args.guardian,
             extra_nodes=tuple(args.approve or ()),
             fund_node_wei=int(args.fund_node_eth * 10**18),
+            params=params,
+            distribution=distribution,
         )
         path = save_deployment(home, deployment)
         print(f"deployed on chain {deployment.chain_id} ({args.rpc}); recorded in {path}")
         for name, address in deployment.addresses.items():
             print(f"  {name:<20} {address}")
         print(f"  node address         {address_of(node_key)} (approved)")
+        print("  " + _describe_dao(params, distribution, args.guardian or deployment.deployer))
         return 0
     if args.rpc:
         chain_settings = node.settings.chain.model_copy(update={"rpc_url": args.rpc})
@@ -383,6 +389,89 @@ def cmd_chain(args: argparse.Namespace) -> int:
         where = f"canister {icp.anchor_canister} at {icp.url}" if icp.anchor_canister else "off"
         print(f"icp outbox ({where}): " + _outbox_line(icp_rows, ("pending",)))
     return 0
+
+
+def _deploy_settings(args: argparse.Namespace) -> tuple[DaoParams, tuple[Allocation, ...]]:
+    """The DAO parameters and token holders `chain deploy` was given, checked; ConfigError
+    (one line naming the option) for a bad value or an unsafe production DAO."""
+    from dataclasses import replace
+
+    from governance.deploy_config import (
+        DEV_PARAMS,
+        DEV_SUPPLY,
+        Clock,
+        Profile,
+        check_production,
+        parse_address,
+        parse_duration,
+        parse_threshold,
+        production_params,
+        read_distribution,
+    )
+
+    dev = Profile(args.profile) is Profile.DEV
+    clock = Clock(args.clock) if args.clock else Clock.BLOCKNUMBER
+    if args.block_time <= 0:
+        raise ConfigError(f"--block-time: {args.block_time} is not a positive number of seconds")
+    distribution: tuple[Allocation, ...] = ()
+    if args.distribution is not None:
+        try:
+            distribution = read_distribution(args.distribution)
+        except ValueError as exc:
+            raise ConfigError(f"--distribution: {exc}") from None
+    supply = sum(a.amount for a in distribution) or DEV_SUPPLY
+    if args.guardian:
+        try:
+            parse_address(args.guardian, "the guardian")
+        except ValueError as exc:
+            raise ConfigError(f"--guardian: {exc}") from None
+    base = (
+        replace(DEV_PARAMS, clock=clock)
+        if dev
+        else production_params(clock=clock, block_s=args.block_time, supply=supply)
+    )
+    params = base
+    for flag, field, parse in (
+        ("--voting-delay", "voting_delay", lambda t: parse_duration(t, clock, args.block_time)),
+        ("--voting-period", "voting_period", lambda t: parse_duration(t, clock, args.block_time)),
+        (
+            "--late-quorum-extension",
+            "late_quorum_extension",
+            lambda t: parse_duration(t, clock, args.block_time),
+        ),
+        ("--timelock-delay", "timelock_delay_s", lambda t: parse_duration(t, None)),
+        ("--proposal-threshold", "proposal_threshold", lambda t: parse_threshold(t, supply)),
+        ("--quorum", "quorum_percent", int),
+    ):
+        text = getattr(args, flag.removeprefix("--").replace("-", "_"))
+        if text is None:
+            continue
+        try:
+            changed: dict[str, Any] = {field: parse(text)}
+            params = replace(params, **changed)
+        except ValueError as exc:
+            raise ConfigError(f"{flag}: {exc}") from None
+    if not dev:
+        try:
+            check_production(params, args.guardian, distribution)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+    return params, distribution
+
+
+def _describe_dao(params: DaoParams, distribution: tuple[Allocation, ...], guardian: str) -> str:
+    from governance.deploy_config import DEV_SUPPLY, TOKEN, Clock
+
+    unit = "blocks" if params.clock is Clock.BLOCKNUMBER else "s"
+    total = sum(a.amount for a in distribution) or DEV_SUPPLY
+    holders = f"{len(distribution)} holder(s)" if distribution else "the deployer"
+    return (
+        f"DAO: {params.clock} clock; voting delay {params.voting_delay} {unit}, period "
+        f"{params.voting_period} {unit}, late-quorum extension "
+        f"{params.late_quorum_extension} {unit}; timelock {params.timelock_delay_s} s; "
+        f"threshold {params.proposal_threshold / TOKEN:g} tokens; quorum "
+        f"{params.quorum_percent}%; guardian {guardian}; {total / TOKEN:g} tokens to {holders}"
+    )
 
 
 def _outbox_line(rows: list[OutboxRow], open_states: tuple[str, ...]) -> str:
@@ -490,7 +579,65 @@ def add_parsers(sub: Any) -> None:
         "--deployer-key-file", type=Path, required=True, help="file with the funded deployer key"
     )
     d.add_argument("--chain-id", type=int, help="refuse any other chain id")
-    d.add_argument("--guardian", help="guardian address (default: the deployer)")
+    d.add_argument(
+        "--profile",
+        choices=["production", "dev"],
+        default="production",
+        help="production (default): safe parameters, guardian and distribution required; "
+        "dev: fast test parameters, the deployer holds the supply and is the guardian",
+    )
+    d.add_argument(
+        "--guardian",
+        metavar="ADDRESS",
+        help="the guardian (a multisig): pauses campaigns, cancels proposals (required "
+        "outside --profile dev, where it defaults to the deployer)",
+    )
+    d.add_argument(
+        "--distribution",
+        type=Path,
+        metavar="FILE",
+        help="initial token holders, JSON or CSV of address,amount in whole tokens "
+        "(required outside --profile dev)",
+    )
+    d.add_argument(
+        "--clock",
+        choices=["blocknumber", "timestamp"],
+        help="the token's ERC-6372 clock: blocknumber (default) or timestamp (L2s)",
+    )
+    d.add_argument(
+        "--block-time",
+        type=float,
+        default=12.0,
+        metavar="S",
+        help="seconds per block, to turn durations into blocks on the block clock (default 12)",
+    )
+    d.add_argument(
+        "--voting-delay",
+        metavar="DURATION",
+        help="e.g. 1d (default; dev: 1 block); a bare number is in clock units",
+    )
+    d.add_argument(
+        "--voting-period",
+        metavar="DURATION",
+        help="e.g. 1w (default; dev: 50 blocks); a bare number is in clock units",
+    )
+    d.add_argument(
+        "--timelock-delay",
+        metavar="DURATION",
+        help="e.g. 2d (default; dev: 60 s; at least 1d outside dev); a bare number is seconds",
+    )
+    d.add_argument(
+        "--proposal-threshold",
+        metavar="TOKENS|PCT%",
+        help="votes needed to propose: tokens, or a share of the supply (default 0.25%%; "
+        "dev: 0; above zero outside dev)",
+    )
+    d.add_argument("--quorum", metavar="PCT", help="quorum, percent of the supply (default 4)")
+    d.add_argument(
+        "--late-quorum-extension",
+        metavar="DURATION",
+        help="how long a vote stays open after a late quorum (default 1d; dev: 0)",
+    )
     d.add_argument("--approve", action="append", help="approve another node address (repeatable)")
     d.add_argument(
         "--fund-node-eth", type=float, default=0.0, help="ether sent from the deployer to the node"

@@ -26,7 +26,6 @@ store keeps of it is read back in `node.governed.records`.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import threading
@@ -38,6 +37,8 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
+from attestation.canonical import hash_rule, json_sha256
+from attestation.schema import CampaignStatus, ExperimentStatus
 from governance.directives import (
     ALL_CAMPAIGNS,
     CampaignState,
@@ -47,7 +48,7 @@ from governance.directives import (
 )
 from governance.errors import ForkConfigError
 from governance.watcher import Applied, Watcher
-from node.campaign.scheduler import RunSummary
+from node.campaign.scheduler import RunEnd, RunSummary
 from node.errors import AsiNodeError, ConfigError, ConflictError, NotFoundError, StoreError
 from node.store import DirectiveLedger, DirectiveRow, Store
 from node.tlog.records import Recorder, logged_experiments
@@ -61,7 +62,7 @@ log = logging.getLogger(__name__)
 RunFn = Callable[[str, threading.Event], RunSummary]
 # What a fork keeps in its directive's detail and log entry.
 FORK_FACTS = ("parent", "child", "position", "checkpoint_root", "experiments", "pause_parent")
-INHERITED_STATUSES = ("done", "failed")
+INHERITED_STATUSES = (ExperimentStatus.DONE, ExperimentStatus.FAILED)
 
 
 class ForkRefused(AsiNodeError):
@@ -77,9 +78,8 @@ class ForkConfigs(Protocol):
 
 
 def config_sha256(config: Mapping[str, Any]) -> bytes:
-    """The hash a fork's config is named by: SHA-256 of its canonical JSON, as stored."""
-    text = json.dumps(dict(config), sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(text.encode()).digest()
+    """The hash a fork's config is named by: SHA-256 of its RFC 8785 JSON, as stored."""
+    return json_sha256(dict(config))
 
 
 @dataclass
@@ -147,7 +147,6 @@ class GovernedNode:
         self._backlog = recorder is not None  # rows applied before the log was wired
         self._status: dict[str, Any] = {}  # the last step's snapshot (`status`)
 
-    # -- one poll ------------------------------------------------------------------------
     def step(self) -> StepReport:
         """Poll once; obey first, then record (a store that fails cannot delay a stop:
         unrecorded directives are retried on the next step)."""
@@ -238,7 +237,6 @@ class GovernedNode:
             self._reap(report)
         return report
 
-    # -- directives --------------------------------------------------------------------------
     def _apply(self, applied: Applied, applied_at: datetime, report: StepReport) -> DirectiveRow:
         """Carry out a fork, log the directive, record it; link stops to it."""
         d = applied.directive
@@ -318,7 +316,7 @@ class GovernedNode:
         d = applied.directive
         for cid in self._targets(d.campaign_id):
             if d.kind is DirectiveKind.RESUME:
-                if cid in self.finished and self.finished[cid].reason == "paused":
+                if cid in self.finished and self.finished[cid].reason is RunEnd.PAUSED:
                     del self.finished[cid]
             elif d.kind in (DirectiveKind.PAUSE, DirectiveKind.STOP):
                 run = self.runs.get(cid)
@@ -342,11 +340,11 @@ class GovernedNode:
             if self.configs is None:
                 raise ForkConfigError("this node has no source of fork configs configured")
             config = dict(self.configs(d.config_hash, d.config_uri))
-            got = config_sha256(config)
-            if got != d.config_hash:
+            if hash_rule(config, d.config_hash) is None:  # hashes named before RFC 8785 too
                 raise ForkConfigError(
                     f"the fork names config sha256:{d.config_hash.hex()}, but the config "
-                    f"found at {d.config_uri or 'its hash'} hashes to sha256:{got.hex()}"
+                    f"found at {d.config_uri or 'its hash'} hashes to "
+                    f"sha256:{config_sha256(config).hex()}"
                 )
             parent = self.store.get_campaign(d.parent_id)
             asked["parent"] = parent.id
@@ -419,7 +417,7 @@ class GovernedNode:
         except NotFoundError:
             return None
         for event in self.store.list_events(child.id, kind="forked_from"):
-            lineage = json.loads(event.payload_json)
+            lineage = event.payload
             if lineage.get("source") == d.source and lineage.get("epoch") == d.epoch:
                 self.adopt(child.id)
                 return {
@@ -434,7 +432,6 @@ class GovernedNode:
                 }
         return None
 
-    # -- runs ------------------------------------------------------------------------------
     def _enforce(self, report: StepReport) -> None:
         now = self.clock()
         for cid in self.campaigns:
@@ -468,14 +465,19 @@ class GovernedNode:
         return asked is not None and now - asked > self.stop_deadline_s
 
     def _runnable(self, cid: str) -> bool:
-        return self.store.get_campaign(cid).status not in ("stopped", "done")
+        return self.store.get_campaign(cid).status not in (
+            CampaignStatus.STOPPED,
+            CampaignStatus.DONE,
+        )
 
     def _mark(self, cid: str, state: CampaignState) -> None:
         if state is CampaignState.RUNNING:
             return
         status = self.store.get_campaign(cid).status
-        want = "stopped" if state is CampaignState.STOPPED else "paused"
-        if status == want or status == "stopped" or (status == "done" and want == "paused"):
+        want = CampaignStatus.STOPPED if state is CampaignState.STOPPED else CampaignStatus.PAUSED
+        if status in (want, CampaignStatus.STOPPED) or (
+            status is CampaignStatus.DONE and want is CampaignStatus.PAUSED
+        ):
             return
         self.store.set_campaign_status(cid, want)
 
@@ -503,7 +505,7 @@ class GovernedNode:
             if run.error is not None:
                 log.error("campaign run failed", extra={"campaign": cid, "error": str(run.error)})
                 self.store.add_event(cid, "governed_run_failed", {"error": str(run.error)})
-                self.finished[cid] = RunSummary("failed", 0, 0.0, str(run.error))
+                self.finished[cid] = RunSummary(RunEnd.FAILED, 0, 0.0, str(run.error))
                 continue
             if not run.stop.is_set():
                 # Ended on its own (complete, budget spent, or the LLM loop paused it):

@@ -4,12 +4,11 @@ the audit that no experiment started while paused, and on-chain acknowledgements
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from attestation.canonical import json_sha256
 from governance.directives import ALL_CAMPAIGNS
 from governance.errors import GovernanceError
 from node.errors import AsiNodeError, NotFoundError
@@ -78,6 +77,7 @@ def paused_starts(store: Store, campaign_id: str) -> list[PausedStart]:
     start time, so they do not count.
     """
     from attestation.records import AppliedDirective, holding
+    from attestation.schema import DirectiveKind, ExperimentStatus
 
     campaign = store.get_campaign(campaign_id)
     timeline = sorted(
@@ -90,7 +90,7 @@ def paused_starts(store: Store, campaign_id: str) -> list[PausedStart]:
                 d.kind,
                 d.applied_at,
                 d.detail.get("parent")
-                if d.kind == "fork" and d.detail.get("pause_parent")
+                if d.kind is DirectiveKind.FORK and d.detail.get("pause_parent")
                 else None,
                 d.ref,
             )
@@ -100,7 +100,10 @@ def paused_starts(store: Store, campaign_id: str) -> list[PausedStart]:
     )
     found = []
     for exp in store.list_experiments(campaign.id):
-        if exp.started_at is None or exp.status not in ("done", "failed"):
+        if exp.started_at is None or exp.status not in (
+            ExperimentStatus.DONE,
+            ExperimentStatus.FAILED,
+        ):
             continue
         held = holding(timeline, campaign.id, exp.started_at)
         if held is not None:
@@ -117,7 +120,8 @@ def _paused_parent(d: DirectiveRow) -> str | None:
 
 class DirectiveAcker(Protocol):
     """Sends `CampaignController.acknowledge(campaignId, epoch, logEntryHash)`; returns the
-    transaction hash. Issue 5's chain client implements it; it raises on failure."""
+    transaction hash. The chain client (`governance.relay.ChainAcker`) implements it; it raises on
+    failure."""
 
     def acknowledge(self, campaign_key: bytes, epoch: int, entry_hash: bytes) -> str: ...
 
@@ -140,7 +144,7 @@ def directive_json_hash(row: DirectiveRow) -> bytes:
         "kind": row.kind,
         "ref": row.ref,
     }
-    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).digest()
+    return json_sha256(body)
 
 
 def entry_commitment(store: Store, row: DirectiveRow) -> EntryCommitment:

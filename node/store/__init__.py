@@ -10,6 +10,7 @@ processes can share one queue without running anything twice.
     store.py     the Store: every read and write, one transaction per call
     rows.py      the frozen rows it returns
     tables.py    the SQLModel tables (the DDL lives in node.store.migrations)
+    migrations/  the alembic revisions, upgraded to under a lock; older databases adopted
     database.py  engines, SQLite transaction hooks, database errors translated
     outbox.py    the anchoring outbox (checkpoint roots on their way on-chain)
     log.py       the transparency log's entries and checkpoints (LogStore)
@@ -32,7 +33,6 @@ from node.store.store import (
     CAMPAIGN_STATUSES,
     DEFAULT_MAX_ATTEMPTS,
     EXPERIMENT_STATUSES,
-    FINISHED_STATUSES,
     ROLES,
     Store,
 )
@@ -41,7 +41,6 @@ __all__ = [
     "CAMPAIGN_STATUSES",
     "DEFAULT_MAX_ATTEMPTS",
     "EXPERIMENT_STATUSES",
-    "FINISHED_STATUSES",
     "ROLES",
     "CampaignRow",
     "CandidateRow",

@@ -19,13 +19,14 @@ from typing import Any
 import sqlalchemy as sa
 from sqlmodel import Field, Session, SQLModel, col, select
 
+from attestation.schema import DirectiveKind, ExperimentStatus
 from node.errors import ConflictError, NotFoundError
 from node.store.rows import CampaignRow, campaign_row
 from node.store.store import Store, _canonical_json, _new_id
 from node.store.tables import Campaign, Candidate, Event, Experiment, Insight, Metric
 
 _Tz = sa.DateTime(timezone=True)
-COPIED_STATUSES = ("done", "failed")
+COPIED_STATUSES = (ExperimentStatus.DONE, ExperimentStatus.FAILED)
 
 
 class GovernanceDirective(SQLModel, table=True):
@@ -53,7 +54,7 @@ class DirectiveRow:
     source: str
     campaign_id: str
     epoch: int
-    kind: str
+    kind: DirectiveKind
     ref: str
     height: int | None
     config_hash: str | None
@@ -78,7 +79,7 @@ def _row(r: GovernanceDirective) -> DirectiveRow:
         source=r.source,
         campaign_id=r.campaign_id,
         epoch=r.epoch,
-        kind=r.kind,
+        kind=DirectiveKind(r.kind),
         ref=r.ref,
         height=r.height,
         config_hash=r.config_hash,
@@ -212,7 +213,6 @@ class DirectiveLedger:
         with self.store._session() as s:
             return {(src, cid): int(epoch) for src, cid, epoch in s.exec(query)}
 
-    # -- forks ----------------------------------------------------------------------------
     def fork(
         self,
         parent_id: str,

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from enum import StrEnum
 
 import sqlalchemy as sa
 from sqlmodel import Field, Session, SQLModel, col, select
@@ -27,7 +28,15 @@ from sqlmodel import Field, Session, SQLModel, col, select
 from node.errors import ConflictError, NotFoundError
 from node.store.store import Store
 
-OUTBOX_STATUSES = ("pending", "sent", "confirmed", "failed")
+
+class OutboxStatus(StrEnum):
+    PENDING = "pending"  # waiting to be signed (EVM) or sent (ICP)
+    SENT = "sent"  # signed and broadcast, not yet buried deep enough
+    CONFIRMED = "confirmed"
+    FAILED = "failed"  # the target holds another root for this size: needs an operator
+
+
+OUTBOX_STATUSES = tuple(OutboxStatus)
 TARGETS = ("evm", "icp")
 _Tz = sa.DateTime(timezone=True)
 
@@ -64,7 +73,7 @@ class OutboxRow:
     log_id: bytes
     tree_size: int
     root: bytes
-    status: str
+    status: OutboxStatus
     attempts: int
     next_attempt_at: datetime
     last_error: str | None
@@ -102,7 +111,7 @@ def _row(r: AnchorOutbox) -> OutboxRow:
         log_id=bytes.fromhex(r.log_id[2:]),
         tree_size=r.tree_size,
         root=bytes.fromhex(r.root[2:]),
-        status=r.status,
+        status=OutboxStatus(r.status),
         attempts=r.attempts,
         next_attempt_at=_utc(r.next_attempt_at) or r.next_attempt_at,
         last_error=r.last_error,
@@ -181,7 +190,7 @@ class Outbox:
                 log_id=_hex(log_id),
                 tree_size=tree_size,
                 root=_hex(root),
-                status="pending",
+                status=OutboxStatus.PENDING,
                 next_attempt_at=now,
                 created_at=now,
             )
@@ -210,7 +219,7 @@ class Outbox:
         """Record the signed transaction (before broadcasting it): pending -> sent."""
         return self._update(
             row,
-            status="sent",
+            status=OutboxStatus.SENT,
             sender=sender,
             nonce=nonce,
             tx_hash=_hex(tx_hash),
@@ -226,7 +235,7 @@ class Outbox:
         """The anchor is already on-chain in `tx_hash` (found, not sent by us): track it."""
         return self._update(
             row,
-            status="sent",
+            status=OutboxStatus.SENT,
             sender=sender,
             nonce=None,
             tx_hash=_hex(tx_hash),
@@ -251,7 +260,9 @@ class Outbox:
         )
 
     def confirmed(self, row: OutboxRow) -> OutboxRow:
-        return self._update(row, status="confirmed", confirmed_at=self._now(), last_error=None)
+        return self._update(
+            row, status=OutboxStatus.CONFIRMED, confirmed_at=self._now(), last_error=None
+        )
 
     def retry(
         self, row: OutboxRow, error: str, at: datetime, *, drop_transaction: bool = False
@@ -264,7 +275,7 @@ class Outbox:
         }
         if drop_transaction:
             changes.update(
-                status="pending",
+                status=OutboxStatus.PENDING,
                 sender=None,
                 nonce=None,
                 tx_hash=None,
@@ -277,7 +288,7 @@ class Outbox:
         return self._update(row, **changes)
 
     def failed(self, row: OutboxRow, error: str) -> OutboxRow:
-        return self._update(row, status="failed", last_error=error)
+        return self._update(row, status=OutboxStatus.FAILED, last_error=error)
 
     def published(
         self, row: OutboxRow, *, anchor_count: int | None, certified_at_ns: int
@@ -286,7 +297,7 @@ class Outbox:
         now = self._now()
         return self._update(
             row,
-            status="confirmed",
+            status=OutboxStatus.CONFIRMED,
             attempts=row.attempts + 1,
             anchor_count=anchor_count,
             certified_at_ns=certified_at_ns,

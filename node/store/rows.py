@@ -1,23 +1,31 @@
-"""What the store hands back: frozen copies of rows, never live ORM objects."""
+"""What the store hands back: frozen copies of rows, never live ORM objects.
+
+JSON columns come back parsed (a row's `config`, `metrics`, `screen` ... are values, not
+text) and statuses, roles and origins as the schema's enums (`attestation.schema`), so
+no caller decodes a column or compares a status as a string literal.
+"""
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
-from node.errors import StoreError
+from attestation.schema import CampaignStatus, CandidateOrigin, ExperimentRole, ExperimentStatus
+from node.errors import CorruptStoreError, StoreError
 from node.store.tables import Campaign, Candidate, Event, Experiment, Insight, LLMExchange
 
 
 @dataclass(frozen=True)
 class CampaignRow:
-    """A campaign. `config_json` is canonical JSON (sorted keys); `config_hash` its sha256."""
+    """A campaign: its config (as created), the hash that names it, its status."""
 
     id: str
     name: str
-    config_json: str
+    config: dict[str, Any]
     config_hash: str
-    status: str
+    status: CampaignStatus
     created_at: datetime
     updated_at: datetime
     parent_campaign_id: str | None
@@ -33,36 +41,37 @@ class CandidateRow:
     digest: str
     name: str
     motivation: str
-    origin: str
-    parent_ids_json: str
-    options_json: str
+    origin: CandidateOrigin
+    parent_ids: tuple[str, ...]
+    options: dict[str, Any]
     created_at: datetime
 
 
 @dataclass(frozen=True)
 class ExperimentRow:
-    """One run of a candidate on one seed. The `*_json` fields are JSON text or None."""
+    """One run of a candidate on one seed; screen, train, metrics and timings are None
+    until it finished."""
 
     id: str
     campaign_id: str
     candidate_id: str
     seq: int
-    role: str
+    role: ExperimentRole
     seed: int
-    status: str
+    status: ExperimentStatus
     failure_class: str | None
     attempts: int
-    screen_json: str | None
-    train_json: str | None
-    metrics_json: str | None
+    screen: dict[str, Any] | None
+    train: dict[str, Any] | None
+    metrics: dict[str, float] | None
     fitness: float | None
     fitness_version: str | None
-    timings_json: str | None
+    timings: dict[str, float] | None
     analysis: str
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
-    llm_json: str | None = None  # LLM calls, tokens, seconds, cost and exchange digests
+    llm: dict[str, Any] | None = None  # LLM calls, tokens, seconds, cost and exchange digests
 
 
 @dataclass(frozen=True)
@@ -83,7 +92,7 @@ class EventRow:
     id: int
     campaign_id: str | None
     kind: str
-    payload_json: str
+    payload: dict[str, Any]
     created_at: datetime
 
 
@@ -96,13 +105,26 @@ def _utc_or_none(value: datetime | None) -> datetime | None:
     return _utc(value) if value is not None else None
 
 
+def _parsed(raw: str | None, what: str) -> Any:
+    """A JSON column's value (None for NULL); CorruptStoreError if it is not JSON."""
+    if raw is None:
+        return None
+    try:
+        return json.loads(raw)
+    except json.JSONDecodeError:
+        raise CorruptStoreError(
+            f"{what} is not JSON: the database was changed outside asi-node. "
+            "Restore it from a backup."
+        ) from None
+
+
 def campaign_row(r: Campaign) -> CampaignRow:
     return CampaignRow(
         id=r.id,
         name=r.name,
-        config_json=r.config_json,
+        config=_parsed(r.config_json, f"campaign {r.id}'s config"),
         config_hash=r.config_hash,
-        status=r.status,
+        status=CampaignStatus(r.status),
         created_at=_utc(r.created_at),
         updated_at=_utc(r.updated_at),
         parent_campaign_id=r.parent_campaign_id,
@@ -117,9 +139,9 @@ def candidate_row(r: Candidate) -> CandidateRow:
         digest=r.digest,
         name=r.name,
         motivation=r.motivation,
-        origin=r.origin,
-        parent_ids_json=r.parent_ids_json,
-        options_json=r.options_json,
+        origin=CandidateOrigin(r.origin),
+        parent_ids=tuple(_parsed(r.parent_ids_json, f"candidate {r.id}'s parents") or ()),
+        options=_parsed(r.options_json, f"candidate {r.id}'s options") or {},
         created_at=_utc(r.created_at),
     )
 
@@ -130,22 +152,22 @@ def experiment_row(r: Experiment) -> ExperimentRow:
         campaign_id=r.campaign_id,
         candidate_id=r.candidate_id,
         seq=r.seq,
-        role=r.role,
+        role=ExperimentRole(r.role),
         seed=r.seed,
-        status=r.status,
+        status=ExperimentStatus(r.status),
         failure_class=r.failure_class,
         attempts=r.attempts,
-        screen_json=r.screen_json,
-        train_json=r.train_json,
-        metrics_json=r.metrics_json,
+        screen=_parsed(r.screen_json, f"experiment {r.id}'s screen"),
+        train=_parsed(r.train_json, f"experiment {r.id}'s training log"),
+        metrics=_parsed(r.metrics_json, f"experiment {r.id}'s metrics"),
         fitness=r.fitness,
         fitness_version=r.fitness_version,
-        timings_json=r.timings_json,
+        timings=_parsed(r.timings_json, f"experiment {r.id}'s timings"),
         analysis=r.analysis,
         created_at=_utc(r.created_at),
         started_at=_utc_or_none(r.started_at),
         finished_at=_utc_or_none(r.finished_at),
-        llm_json=r.llm_json,
+        llm=_parsed(r.llm_json, f"experiment {r.id}'s LLM use"),
     )
 
 
@@ -166,7 +188,7 @@ def event_row(r: Event) -> EventRow:
         id=r.id,
         campaign_id=r.campaign_id,
         kind=r.kind,
-        payload_json=r.payload_json,
+        payload=_parsed(r.payload_json, f"event {r.id}'s payload"),
         created_at=_utc(r.created_at),
     )
 

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import math
 import secrets
 import threading
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from datetime import UTC, datetime
 from typing import Any, Self
@@ -18,11 +17,19 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session, SQLModel, col, select
 
+from attestation.canonical import canonical_json
+from attestation.errors import FormatError
+from attestation.schema import (
+    FINISHED_STATUSES,
+    CampaignStatus,
+    ExperimentRole,
+    ExperimentStatus,
+)
 from loop.outcome import FailureClass
 from loop.proposal import Proposal, code_digest
 from node.errors import ConflictError, CorruptStoreError, NotFoundError
 from node.store.database import create_engine, is_in_memory, parse_url, safe_url, translate
-from node.store.migrations import WRITE_OPTION, current_version, upgrade
+from node.store.migrations import WRITE_OPTION, Revision, SchemaState, schema_state, upgrade
 from node.store.rows import (
     CampaignRow,
     CandidateRow,
@@ -51,13 +58,12 @@ from node.store.tables import (
 
 log = logging.getLogger(__name__)
 
-CAMPAIGN_STATUSES = ("created", "running", "paused", "stopped", "done")
-EXPERIMENT_STATUSES = ("queued", "running", "done", "failed", "interrupted")
-FINISHED_STATUSES = ("done", "failed", "interrupted")
-ROLES = ("baseline", "candidate", "rerun")
+CAMPAIGN_STATUSES = tuple(CampaignStatus)
+EXPERIMENT_STATUSES = tuple(ExperimentStatus)
+ROLES = tuple(ExperimentRole)
 # A stopped campaign stays stopped (a DAO stop is final); "done" may run again when its
 # budget is raised.
-TERMINAL_CAMPAIGN_STATUSES = ("stopped",)
+TERMINAL_CAMPAIGN_STATUSES = (CampaignStatus.STOPPED,)
 DEFAULT_MAX_ATTEMPTS = 2
 DEFAULT_BUSY_TIMEOUT_S = 30.0
 
@@ -101,12 +107,9 @@ class Store:
         """Connect and bring the schema up to date (refusing a newer one)."""
         store = cls(url, connect_args=connect_args, now=now, busy_timeout_s=busy_timeout_s)
         try:
-            with store._lock:
-                upgrade(store._engine, now=store._now)
-        except BaseException as exc:
+            store.upgrade_schema()
+        except BaseException:
             store.close()
-            if isinstance(exc, SQLAlchemyError):
-                raise translate(exc, store._url) from exc
             raise
         return store
 
@@ -124,13 +127,25 @@ class Store:
 
     def schema_version(self) -> int:
         """The database's schema version: `len(MIGRATIONS)` once `open` has run."""
+        return self.schema().version
+
+    def schema(self) -> SchemaState:
+        """Where the database's schema stands, read without changing anything (a Store
+        made without `open` can ask). SchemaVersionError for a newer database."""
         try:
             with self._lock:
-                return current_version(self._engine)
+                return schema_state(self._engine)
         except SQLAlchemyError as exc:
             raise translate(exc, self._url) from exc
 
-    # -- campaigns ----------------------------------------------------------------------------
+    def upgrade_schema(self) -> tuple[Revision, ...]:
+        """Apply the revisions the database lacks, as `open` does; return them, oldest
+        first. SchemaVersionError for a newer database, which is left untouched."""
+        try:
+            with self._lock:
+                return upgrade(self._engine)
+        except SQLAlchemyError as exc:
+            raise translate(exc, self._url) from exc
 
     def create_campaign(
         self,
@@ -158,7 +173,7 @@ class Store:
                 name=name,
                 config_json=config_json,
                 config_hash="sha256:" + hashlib.sha256(config_json.encode()).hexdigest(),
-                status="created",
+                status=CampaignStatus.CREATED,
                 created_at=now,
                 updated_at=now,
                 parent_campaign_id=parent_campaign_id,
@@ -211,8 +226,6 @@ class Store:
             s.flush()
             self._event(s, campaign_id, "campaign_status", {"from": previous, "to": status})
             return campaign_row(row)
-
-    # -- code and candidates ------------------------------------------------------------------
 
     def put_code(self, code: str) -> str:
         """Store code under its content address ("sha256:<hex>") and return the address."""
@@ -275,8 +288,6 @@ class Store:
             )
             return [candidate_row(r) for r in rows]
 
-    # -- experiments --------------------------------------------------------------------------
-
     def enqueue_experiment(
         self, campaign_id: str, candidate_id: str, role: str, seed: int
     ) -> ExperimentRow:
@@ -302,7 +313,7 @@ class Store:
                 seq=seq,
                 role=role,
                 seed=seed,
-                status="queued",
+                status=ExperimentStatus.QUEUED,
                 created_at=self._now(),
             )
             s.add(row)
@@ -319,7 +330,7 @@ class Store:
                     select(Experiment.id)
                     .where(
                         col(Experiment.campaign_id) == campaign_id,
-                        col(Experiment.status) == "queued",
+                        col(Experiment.status) == ExperimentStatus.QUEUED,
                     )
                     .order_by(col(Experiment.seq))
                     .limit(1)
@@ -343,9 +354,12 @@ class Store:
         """queued -> running in one conditional UPDATE; False if it was not queued."""
         claimed = s.exec(
             sa.update(Experiment)
-            .where(col(Experiment.id) == experiment_id, col(Experiment.status) == "queued")
+            .where(
+                col(Experiment.id) == experiment_id,
+                col(Experiment.status) == ExperimentStatus.QUEUED,
+            )
             .values(
-                status="running",
+                status=ExperimentStatus.RUNNING,
                 attempts=col(Experiment.attempts) + 1,
                 started_at=self._now(),
                 finished_at=None,
@@ -373,11 +387,11 @@ class Store:
         ValueError for a non-finite metric or a status/failure_class mismatch."""
         _check(status, FINISHED_STATUSES, "finished status")
         failure = FailureClass(failure_class) if failure_class is not None else None
-        if status == "done" and failure is not None:
+        if status == ExperimentStatus.DONE and failure is not None:
             raise ValueError(f"a done experiment has no failure class (got {failure})")
-        if status == "failed" and failure is None:
+        if status == ExperimentStatus.FAILED and failure is None:
             raise ValueError("a failed experiment needs a failure_class")
-        if status == "interrupted" and failure is None:
+        if status == ExperimentStatus.INTERRUPTED and failure is None:
             failure = FailureClass.INTERRUPTED
         values = dict(metrics or {})
         for name, value in values.items():
@@ -387,7 +401,10 @@ class Store:
         with self._session(write=True) as s:
             changed = s.exec(
                 sa.update(Experiment)
-                .where(col(Experiment.id) == experiment_id, col(Experiment.status) == "running")
+                .where(
+                    col(Experiment.id) == experiment_id,
+                    col(Experiment.status) == ExperimentStatus.RUNNING,
+                )
                 .values(
                     status=status,
                     failure_class=failure.value if failure is not None else None,
@@ -430,7 +447,10 @@ class Store:
         with self._session(write=True) as s:
             changed = s.exec(
                 sa.update(Experiment)
-                .where(col(Experiment.id) == experiment_id, col(Experiment.status) == "done")
+                .where(
+                    col(Experiment.id) == experiment_id,
+                    col(Experiment.status) == ExperimentStatus.DONE,
+                )
                 .values(**values)
                 .execution_options(synchronize_session=False)
             )
@@ -448,9 +468,12 @@ class Store:
         with self._session(write=True) as s:
             changed = s.exec(
                 sa.update(Experiment)
-                .where(col(Experiment.id) == experiment_id, col(Experiment.status) == "running")
+                .where(
+                    col(Experiment.id) == experiment_id,
+                    col(Experiment.status) == ExperimentStatus.RUNNING,
+                )
                 .values(
-                    status="queued",
+                    status=ExperimentStatus.QUEUED,
                     attempts=sa.case(
                         (col(Experiment.attempts) > 0, col(Experiment.attempts) - 1), else_=0
                     ),
@@ -486,7 +509,9 @@ class Store:
                 select(Experiment)
                 .where(
                     col(Experiment.campaign_id) == campaign_id,
-                    col(Experiment.status).in_(("running", "interrupted")),
+                    col(Experiment.status).in_(
+                        (ExperimentStatus.RUNNING, ExperimentStatus.INTERRUPTED)
+                    ),
                 )
                 .order_by(col(Experiment.seq))
             ).all()
@@ -495,7 +520,7 @@ class Store:
             now = self._now()
             for exp in stale:
                 if exp.attempts >= max_attempts:
-                    exp.status = "failed"
+                    exp.status = ExperimentStatus.FAILED
                     exp.failure_class = FailureClass.INTERRUPTED.value
                     exp.finished_at = now
                     exp.analysis = (
@@ -504,7 +529,7 @@ class Store:
                     )
                     failed.append(exp.id)
                 else:
-                    exp.status = "queued"
+                    exp.status = ExperimentStatus.QUEUED
                     exp.failure_class = None
                     exp.started_at = None
                     requeued.append(exp.id)
@@ -575,8 +600,6 @@ class Store:
         with self._session() as s:
             return [(experiment_row(e), float(v)) for e, v in s.exec(query)]
 
-    # -- insights and events ------------------------------------------------------------------
-
     def add_insight(
         self, campaign_id: str, text: str, experiment_id: str | None = None
     ) -> InsightRow:
@@ -637,8 +660,6 @@ class Store:
             query = query.limit(limit)
         with self._session() as s:
             return [event_row(r) for r in s.exec(query)]
-
-    # -- LLM exchanges ------------------------------------------------------------------------
 
     def add_llm_exchanges(
         self,
@@ -734,8 +755,6 @@ class Store:
             )
             return experiment_row(self._experiment(s, experiment_id))
 
-    # -- internals ----------------------------------------------------------------------------
-
     @contextmanager
     def _session(self, *, write: bool = False) -> Iterator[Session]:
         """One transaction. On SQLite a writing one takes the write lock when it begins."""
@@ -804,11 +823,11 @@ def _verified(blob: CodeBlob) -> str:
 
 
 def _canonical_json(value: Any, what: str) -> str:
-    """Sorted keys, no spaces: the same bytes as `CampaignConfig.canonical_json` for the
-    same data, so a campaign's config hash is reproducible from its JSON."""
+    """RFC 8785 text: a campaign's config hash is the SHA-256 of its config stored so, and
+    so reproducible from the config (`CampaignConfig.config_hash`)."""
     try:
-        return json.dumps(value, sort_keys=True, separators=(",", ":"), allow_nan=False)
-    except (TypeError, ValueError) as exc:
+        return canonical_json(value).decode()
+    except FormatError as exc:
         raise ValueError(f"{what} is not plain JSON data: {exc}") from None
 
 
@@ -816,9 +835,9 @@ def _optional_json(value: Mapping[str, Any] | None, what: str) -> str | None:
     return None if value is None else _canonical_json(value, what)
 
 
-def _check(value: str, allowed: Sequence[str], what: str) -> None:
+def _check(value: str, allowed: Collection[str], what: str) -> None:
     if value not in allowed:
-        raise ValueError(f"unknown {what} {value!r}; expected one of {', '.join(allowed)}")
+        raise ValueError(f"unknown {what} {value!r}; expected one of {', '.join(sorted(allowed))}")
 
 
 def _check_finite(value: float, what: str) -> None:

@@ -1,7 +1,7 @@
 """The tables as SQLModel classes: what the code reads and writes today.
 
-`node.store.migrations` owns the DDL (each step's columns frozen there); a test checks that the
-migrated schema and these classes agree, so a change here needs a migration step too.
+`node.store.migrations` owns the DDL (each alembic revision's columns frozen in its file); a test
+checks that the migrated schema and these classes agree, so a change here needs a revision too.
 """
 
 from __future__ import annotations

@@ -23,23 +23,28 @@ from importlib import metadata
 from typing import Any
 
 from attestation.canonical import canonical_json
-from attestation.dsse import Envelope, statement
-from attestation.records import (
-    CAMPAIGN_START,
+from attestation.dsse import Envelope
+from attestation.schema import (
     DIRECTIVE_PREDICATE,
     EVENT_PREDICATE,
     EXPERIMENT_PREDICATE,
+    FINISHED_STATUSES,
+    RECORD_VERSION,
+    DirectiveRecord,
+    ExperimentRecord,
+    ExperimentStatus,
+    NodeEvent,
+    NodeEventKind,
+    statement_dict,
 )
 from node.campaign.config import CampaignConfig
 from node.campaign.tasks import build_task, build_train
-from node.store import FINISHED_STATUSES, CampaignRow, ExperimentRow, Store
+from node.store import CampaignRow, ExperimentRow, Store
 from node.tlog.log import LogView, NodeLog
 
 EXPERIMENT_KIND = "experiment"
 EVENT_KIND = "event"
 DIRECTIVE_KIND = "directive"
-# 2 adds "started_at"; auditors read both (attestation.records.RECORD_VERSIONS).
-RECORD_VERSION = 2
 _SUBJECT_CHARS = 64  # the log table's subject column
 
 
@@ -66,21 +71,16 @@ def _digest(value: Any) -> str:
     return "sha256:" + hashlib.sha256(canonical_json(json.loads(json.dumps(value)))).hexdigest()
 
 
-def _json(raw: str | None) -> Any:
-    return json.loads(raw) if raw else None
-
-
-def experiment_statement(
+def experiment_record(
     store: Store,
     campaign: CampaignRow,
     exp: ExperimentRow,
     node_id: str,
-) -> dict[str, Any]:
-    """The in-toto statement recording one finished experiment."""
+) -> ExperimentRecord:
+    """The record of one finished experiment, validated by the schema the auditor uses."""
     cand = store.get_candidate(exp.candidate_id)
-    config = CampaignConfig.model_validate_json(campaign.config_json)
+    config = CampaignConfig.model_validate(campaign.config)
     train = build_train(config, 1, exp.seed)
-    llm = _json(exp.llm_json)
     record = {
         "record_version": RECORD_VERSION,
         "node_id": node_id,
@@ -90,27 +90,27 @@ def experiment_statement(
         "seq": exp.seq,
         "role": exp.role,
         "candidate": {"id": cand.id, "name": cand.name, "origin": cand.origin},
-        "parent_ids": json.loads(cand.parent_ids_json or "[]"),
+        "parent_ids": list(cand.parent_ids),
         "code_digest": cand.digest,
         "motivation": cand.motivation,
-        "screening": _json(exp.screen_json),
-        "training": _json(exp.train_json),
+        "screening": exp.screen,
+        "training": exp.train,
         "train_config_digest": _digest(train),
         "seeds": {"train": exp.seed, "heldout": "secret (per experiment, node-held)"},
         "task_spec_digest": _digest(build_task(config)),
-        "metrics": _json(exp.metrics_json),
+        "metrics": exp.metrics,
         "fitness": (
             {"version": exp.fitness_version, "value": exp.fitness}
             if exp.fitness is not None
             else None
         ),
-        "timings": _json(exp.timings_json),
+        "timings": exp.timings,
         "environment": environment(),
         # LLM use as counts and digests only; the prompt and completion text stay on the node.
         "researcher": {
             "mode": config.researcher,
-            "models": (llm or {}).get("models", []),
-            "llm": llm,
+            "models": (exp.llm or {}).get("models", []),
+            "llm": exp.llm,
         },
         "status": exp.status,
         "failure_class": exp.failure_class,
@@ -118,19 +118,30 @@ def experiment_statement(
         "started_at": exp.started_at.isoformat() if exp.started_at else None,
         "finished_at": exp.finished_at.isoformat() if exp.finished_at else None,
     }
-    digest = cand.digest.removeprefix("sha256:")
-    return statement(f"candidate/{cand.name}", digest, EXPERIMENT_PREDICATE, record)
+    # Validated as JSON, as the auditor will read it: what does not fit is not signed.
+    return ExperimentRecord.model_validate_json(json.dumps(record))
 
 
-def event_statement(node_id: str, event: str, **fields: Any) -> dict[str, Any]:
-    """A node event (campaign start/stop, later key and attestation registrations)."""
-    predicate = {
-        "node_id": node_id,
-        "event": event,
-        "at": datetime.now(UTC).isoformat(),
-        **fields,
-    }
-    return statement(f"node/{node_id}", node_id.removeprefix("sha256:"), EVENT_PREDICATE, predicate)
+def experiment_statement(
+    store: Store,
+    campaign: CampaignRow,
+    exp: ExperimentRow,
+    node_id: str,
+) -> dict[str, Any]:
+    """The in-toto statement recording one finished experiment."""
+    record = experiment_record(store, campaign, exp, node_id)
+    name = f"candidate/{record.candidate.name}"
+    digest = record.code_digest.removeprefix("sha256:")
+    return statement_dict(name, digest, EXPERIMENT_PREDICATE, record)
+
+
+def event_statement(node_id: str, event: NodeEventKind, **fields: Any) -> dict[str, Any]:
+    """A node event: its key created, a campaign's run started or stopped, TEE evidence."""
+    predicate = {"node_id": node_id, "event": event, "at": datetime.now(UTC).isoformat(), **fields}
+    record = NodeEvent.model_validate_json(json.dumps(predicate))
+    return statement_dict(
+        f"node/{node_id}", node_id.removeprefix("sha256:"), EVENT_PREDICATE, record
+    )
 
 
 def directive_subject(source: str, campaign_id: str, epoch: int) -> str:
@@ -146,10 +157,11 @@ def directive_statement(node_id: str, facts: dict[str, Any]) -> dict[str, Any]:
     """The in-toto statement of an applied directive. `facts` holds source, campaign_id,
     epoch, kind, ref, height, config_hash, applied_at and, for a fork, a `fork` object;
     the subject names the directive and digests the predicate."""
-    predicate = {"node_id": node_id, **facts}
+    record = DirectiveRecord.model_validate_json(json.dumps({"node_id": node_id, **facts}))
+    predicate = record.model_dump(mode="json")
     digest = hashlib.sha256(canonical_json(predicate)).hexdigest()
-    name = f"directive/{facts['source']}/{facts['campaign_id']}/{facts['epoch']}"
-    return statement(name, digest, DIRECTIVE_PREDICATE, predicate)
+    name = f"directive/{record.source}/{record.campaign_id}/{record.epoch}"
+    return statement_dict(name, digest, DIRECTIVE_PREDICATE, record)
 
 
 def predicate_of(envelope: bytes) -> dict[str, Any]:
@@ -183,7 +195,7 @@ class Recorder:
             EVENT_KIND,
             event_statement(
                 self.log.node_id,
-                CAMPAIGN_START,
+                NodeEventKind.CAMPAIGN_START,
                 campaign_id=campaign.id,
                 config_hash=campaign.config_hash,
             ),
@@ -197,7 +209,10 @@ class Recorder:
         self.log.append(
             EVENT_KIND,
             event_statement(
-                self.log.node_id, "campaign_stop", campaign_id=campaign.id, reason=reason
+                self.log.node_id,
+                NodeEventKind.CAMPAIGN_STOP,
+                campaign_id=campaign.id,
+                reason=reason,
             ),
         )
         self.log.checkpoint()
@@ -229,8 +244,8 @@ class Recorder:
         and recording): failed ones, scored ones, and with `unscored` every done one."""
         recorded = self.log.db.subjects(EXPERIMENT_KIND)
         for exp in sorted(self.store.list_experiments(campaign.id), key=lambda e: e.seq):
-            final = exp.status in ("failed", "interrupted") or (
-                exp.status == "done" and (unscored or exp.fitness is not None)
+            final = exp.status in (ExperimentStatus.FAILED, ExperimentStatus.INTERRUPTED) or (
+                exp.status is ExperimentStatus.DONE and (unscored or exp.fitness is not None)
             )
             if final and exp.id not in recorded:
                 self.experiment_final(exp.id)

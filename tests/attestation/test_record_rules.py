@@ -6,36 +6,52 @@ audit and are tested with real logs in tests/governance/test_directive_audit.py)
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 
 from attestation.errors import VerificationError
-from attestation.records import (
-    CAMPAIGN_START,
+from attestation.records import check_records
+from attestation.schema import (
     DIRECTIVE_PREDICATE,
     EVENT_PREDICATE,
     EXPERIMENT_PREDICATE,
-    check_records,
+    STATEMENT_TYPE,
+    SchemaError,
+    parse_statement,
 )
 
 NODE = "sha256:" + "ab" * 32
 T0 = datetime(2025, 6, 1, 12, 0, tzinfo=UTC)
 CID = "c-1"
+CODE = "22" * 32
+DIGEST = "sha256:" + "33" * 32
 
 
 def at(minutes: float) -> str:
     return (T0 + timedelta(minutes=minutes)).isoformat()
 
 
-def start(cid: str = CID) -> dict[str, Any]:
-    pred = {"node_id": NODE, "event": CAMPAIGN_START, "campaign_id": cid, "config_hash": "h"}
+def _statement(digest: str, predicate_type: str, pred: dict[str, Any]) -> dict[str, Any]:
     return {
-        "subject": [{"digest": {"sha256": "00"}}],
-        "predicateType": EVENT_PREDICATE,
+        "_type": STATEMENT_TYPE,
+        "subject": [{"name": "s", "digest": {"sha256": digest}}],
+        "predicateType": predicate_type,
         "predicate": pred,
     }
+
+
+def start(cid: str = CID) -> dict[str, Any]:
+    pred = {
+        "node_id": NODE,
+        "event": "campaign_start",
+        "at": at(0),
+        "campaign_id": cid,
+        "config_hash": "h",
+    }
+    return _statement("00", EVENT_PREDICATE, pred)
 
 
 def directive(
@@ -48,37 +64,58 @@ def directive(
         "epoch": epoch,
         "kind": kind,
         "ref": f"0x{epoch}",
+        "height": None,
+        "config_hash": None,
         "applied_at": at(minutes),
         **extra,
     }
-    return {
-        "subject": [{"digest": {"sha256": "11"}}],
-        "predicateType": DIRECTIVE_PREDICATE,
-        "predicate": pred,
-    }
+    return _statement("11", DIRECTIVE_PREDICATE, pred)
 
 
 def experiment(n: int, minutes: float | None, cid: str = CID, version: int = 2) -> dict[str, Any]:
     pred: dict[str, Any] = {
-        "node_id": NODE,
         "record_version": version,
+        "node_id": NODE,
         "campaign_id": cid,
         "config_hash": "h",
         "experiment_id": f"exp-{cid}-{n}",
         "seq": n,
-        "code_digest": "sha256:22",
+        "role": "candidate",
+        "candidate": {"id": f"cand-{n}", "name": f"m{n}", "origin": "offline"},
+        "parent_ids": [],
+        "code_digest": "sha256:" + CODE,
+        "motivation": "",
+        "screening": None,
+        "training": None,
+        "train_config_digest": DIGEST,
+        "seeds": {"train": 0, "heldout": "secret"},
+        "task_spec_digest": DIGEST,
+        "metrics": {"mean_acc": 0.5},
+        "fitness": None,
+        "timings": None,
+        "environment": {
+            "python": "3.11",
+            "implementation": "cpython",
+            "packages": {},
+            "device": {},
+        },
+        "researcher": {"mode": "offline", "models": [], "llm": None},
+        "status": "done",
+        "failure_class": None,
+        "attempts": 1,
+        "finished_at": at(60),
     }
     if version >= 2:
         pred["started_at"] = at(minutes) if minutes is not None else None
-    return {
-        "subject": [{"digest": {"sha256": "22"}}],
-        "predicateType": EXPERIMENT_PREDICATE,
-        "predicate": pred,
-    }
+    return _statement(CODE, EXPERIMENT_PREDICATE, pred)
+
+
+def typed(stmt: dict[str, Any]) -> Any:
+    return parse_statement(json.dumps(stmt).encode())
 
 
 def check(*stmts: dict[str, Any]) -> Any:
-    return check_records(list(enumerate(stmts)), NODE)
+    return check_records([(i, typed(s)) for i, s in enumerate(stmts)], NODE)
 
 
 def held(*stmts: dict[str, Any]) -> str:
@@ -132,24 +169,36 @@ def test_old_records_are_not_checked_and_new_ones_must_say_when_they_started() -
     assert check(*log, experiment(2, None)).starts_checked == 0  # never started (null)
     bad = experiment(3, 12)
     del bad["predicate"]["started_at"]
-    assert "without started_at" in held(*log, bad)
+    with pytest.raises(SchemaError, match="must carry started_at"):
+        typed(bad)
 
 
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        ({"applied_at": "2025-06-01T12:00:00"}, "has no time zone"),
-        ({"applied_at": "yesterday"}, "not an ISO 8601 time"),
-        ({"kind": "dissolve"}, "unknown kind 'dissolve'"),
-        ({"epoch": 0}, "epoch 0"),
-        ({"source": ""}, "without a source"),
-        ({"node_id": "sha256:" + "cd" * 32}, "not the signer"),
+        ({"applied_at": "2025-06-01T12:00:00"}, "predicate.applied_at: Input should have timezone"),
+        ({"applied_at": "yesterday"}, "predicate.applied_at: Input should be a valid datetime"),
+        ({"kind": "dissolve"}, "predicate.kind: Input should be 'pause', 'resume', 'stop' or"),
+        ({"epoch": 0}, "predicate.epoch: Input should be greater than or equal to 1"),
+        ({"epoch": "1"}, "predicate.epoch: Input should be a valid integer"),
+        ({"source": ""}, "predicate.source: String should have at least 1 character"),
+        ({"colour": "red"}, "predicate.colour: not a field of this record"),
     ],
 )
-def test_a_malformed_directive_entry_is_named(change: dict[str, Any], message: str) -> None:
+def test_a_malformed_directive_entry_fails_the_schema_naming_the_field(
+    change: dict[str, Any], message: str
+) -> None:
     bad = directive("pause", 1, 10)
     bad["predicate"] |= change
-    assert message in held(start(), bad)
+    with pytest.raises(SchemaError) as exc:
+        typed(bad)
+    assert message in str(exc.value)
+
+
+def test_an_entry_naming_another_node_breaks_the_rules() -> None:
+    bad = directive("pause", 1, 10)
+    bad["predicate"]["node_id"] = "sha256:" + "cd" * 32
+    assert "not the signer" in held(start(), bad)
 
 
 def test_a_directive_logged_twice_is_a_replay() -> None:

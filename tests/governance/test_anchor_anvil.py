@@ -43,7 +43,7 @@ def _root(n: int) -> bytes:
 def _deploy(anvil: Anvil, home: Path, fund_eth: str = "1") -> None:
     key_file = home.parent / f"{home.name}-deployer.key"
     key_file.write_text(ANVIL_KEY.hex())
-    args = ["--home", str(home), "chain", "deploy", "--rpc", anvil.url]
+    args = ["--home", str(home), "chain", "deploy", "--rpc", anvil.url, "--profile", "dev"]
     args += ["--deployer-key-file", str(key_file), "--fund-node-eth", fund_eth]
     assert main(args) == 0
 
@@ -93,7 +93,9 @@ def test_anchors_land_and_audit_passes(
     with pytest.raises(VerificationError, match=r"wrong root.*size 128"):
         verify_log_anchors(anvil.url, controller, LOG, [(128, _root(1))], [node])
     other = address_of(bytes.fromhex("22" * 32))
-    with pytest.raises(VerificationError, match=rf"sent by {node}, which is not an approved"):
+    with pytest.raises(
+        VerificationError, match=rf"anchored only by {node}, which is not an approved"
+    ):
         verify_log_anchors(anvil.url, controller, LOG, checkpoints, [other])
 
 
@@ -130,7 +132,7 @@ def test_nonce_taken_by_another_sender_is_resigned(anvil: Anvil, tmp_path: Path)
     publisher = _publisher(anvil, home, store, confirmations=1)
     row = publisher.submit(LOG, 7, _root(7))
     # The publisher signed and stored the anchor, then died before broadcasting it...
-    signed = publisher.controller.prepare_anchor(publisher.key, LOG, 7, _root(7))
+    signed = publisher.controller.prepare_anchor(publisher.key, LOG, 7, _root(7), bytes(32))
     publisher.outbox.signed(
         row, sender=signed.sender, nonce=signed.nonce, tx_hash=signed.tx_hash, raw_tx=signed.raw
     )
@@ -170,9 +172,6 @@ def test_reorg_below_confirmation_depth_is_followed(anvil: Anvil, tmp_path: Path
     assert final.tx_hash == mined.tx_hash  # the same signed transaction, broadcast again
     assert final.block_hash != mined.block_hash
     assert [e.tree_size for e in publisher.controller.anchors(LOG)] == [5]
-
-
-# -- bad input at start-up ---------------------------------------------------------------------
 
 
 def test_wrong_chain_id_is_refused(anvil: Anvil) -> None:

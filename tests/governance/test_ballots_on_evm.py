@@ -1,7 +1,6 @@
 """Ballots and proposal ids against the real OpenZeppelin 5 Governor on py-evm.
 
-Uses issue 5's compiled artifacts (governance/artifacts/*.json) and deploys them on
-eth-tester directly; skipped on a tree without them (before issue 5 is merged).
+Deploys the compiled artifacts (governance/artifacts/*.json) on eth-tester directly.
 """
 
 from __future__ import annotations
@@ -18,10 +17,6 @@ from governance.proposals import DirectiveCall, decode_calls, prepare
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "governance" / "artifacts"
 VOTER_KEY = bytes.fromhex("4c0883a69102937d6231471b5dbb6204fe5129617082792ae468d01a3f362318")
-
-pytestmark = pytest.mark.skipif(
-    not (ARTIFACTS / "DaoGovernor.json").exists(), reason="needs issue 5's contract artifacts"
-)
 
 
 def test_a_signed_ballot_is_counted_by_the_real_governor_and_its_replay_reverts() -> None:
@@ -40,9 +35,9 @@ def test_a_signed_ballot_is_counted_by_the_real_governor_and_its_replay_reverts(
         address = w3.eth.get_transaction_receipt(tx)["contractAddress"]
         return w3.eth.contract(address=address, abi=art["abi"])
 
-    token = deploy("GovToken", "g", "G", deployer, 10**24)
+    token = deploy("GovToken", "g", "G", [deployer], [10**24], False)
     timelock = deploy("DaoTimelock", 1, [], ["0x" + "00" * 20], deployer)
-    gov = deploy("DaoGovernor", token.address, timelock.address, 1, 20, 4)
+    gov = deploy("DaoGovernor", token.address, timelock.address, 1, 20, 0, 4, 0, deployer)
     ctl = deploy("CampaignController", deployer, deployer)
     token.functions.delegate(voter).transact({"from": deployer})  # the voter holds the votes
     ctl.functions.registerCampaign(campaign_key("c-00000001"), b"\x00" * 32, "").transact(

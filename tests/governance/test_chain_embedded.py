@@ -9,9 +9,13 @@ from chains import Deployed
 
 from governance.anchor_audit import verify_anchors, verify_on, verify_with_allow_list
 from governance.chain import (
+    Chain,
     Controller,
     ControllerReader,
+    LogHead,
     address_of,
+    artifact,
+    chain_log_id,
     decode_revert,
     new_private_key,
 )
@@ -55,7 +59,7 @@ def test_reverts_are_decoded_into_the_contracts_errors(embedded: Deployed) -> No
     stranger = new_private_key()
     embedded.chain.transfer(embedded.chain.faucet_key or b"", address_of(stranger), 10**17)
     with pytest.raises(TransactionRevertedError) as info:
-        ctl.prepare_anchor(stranger, _root(99), 1, _root(1))
+        ctl.prepare_anchor(stranger, _root(99), 1, _root(1), bytes(32))
     assert info.value.reason == f"NodeNotApproved({address_of(stranger)})"
     assert decode_revert(b"") == "reverted without a reason"
 
@@ -93,8 +97,16 @@ def test_outbox_anchors_every_checkpoint_once(embedded: Deployed) -> None:
     assert all(r.gas_used and r.block_hash for r in rows)
     events = ctl.anchors(log_id)
     assert [(e.tree_size, e.root) for e in events] == [(s, _root(s)) for s in (64, 128, 192)]
-    # A later gas figure (the first anchor of a log pays for binding it to the node):
+    # A later gas figure (the first anchor of a log pays for creating its head):
     assert rows[1].gas_used is not None and rows[1].gas_used < 64 * 1000
+    # Every anchored root stays readable on the controller, each chained onto the last:
+    assert [ctl.anchored_root(log_id, embedded.node, s) for s in (64, 128, 192, 100)] == [
+        _root(64),
+        _root(128),
+        _root(192),
+        None,
+    ]
+    assert ctl.log_head(log_id, embedded.node) == LogHead(192, _root(192))
     verified = verify_on(ctl, log_id, [(s, _root(s)) for s in (64, 128, 192)], [embedded.node])
     assert [v.tree_size for v in verified] == [64, 128, 192]
 
@@ -259,3 +271,104 @@ def test_controller_reader_feeds_the_directive_watcher(embedded: Deployed) -> No
     reading = EvmSource(reader, start_block=deployment.block_number).read()
     (pause,) = [d for d in reading.directives if d.kind == DirectiveKind.PAUSE]
     assert pause.campaign_id == ALL_CAMPAIGNS and pause.epoch == 1
+
+
+def test_a_squatter_neither_takes_nor_blocks_a_nodes_log(embedded: Deployed) -> None:
+    chain = embedded.chain
+    assert chain.faucet_key is not None
+    node_key, squatter_key = new_private_key(), new_private_key()
+    node, squatter = address_of(node_key), address_of(squatter_key)
+    deployment = deploy_for_node(
+        chain, chain.faucet_key, node_key, extra_nodes=(squatter,), fund_node_wei=10**19
+    )
+    chain.transfer(chain.faucet_key, squatter, 10**18)
+    ctl = Controller(chain, deployment.addresses["CampaignController"])
+    log_id = _root(7007)
+    # The squatter anchors under the node's log name first (log names are public)...
+    chain.send(squatter_key, ctl.anchor_call(log_id, 1000, _root(666), bytes(32)))
+    # ...which is its own log: the node anchors its log as if nothing happened.
+    publisher = AnchorPublisher(Outbox(Store.open("sqlite://")), ctl, node_key, confirmations=1)
+    for size in (10, 20):
+        publisher.submit(log_id, size, _root(size))
+    assert publisher.drain(timeout_s=30, poll_s=0)
+    assert [r.status for r in publisher.outbox.rows()] == ["confirmed", "confirmed"]
+    assert ctl.log_head(log_id, node) == LogHead(20, _root(20))
+    assert ctl.log_head(log_id, squatter) == LogHead(1000, _root(666))
+    assert chain_log_id(node, log_id) != chain_log_id(squatter, log_id)
+    assert ctl.anchored_root(log_id, node, 1000) is None
+    # The audit checks an approved node's own log; the squatter's anchors are set aside.
+    verified, approved = verify_with_allow_list(ctl, log_id, [(10, _root(10)), (20, _root(20))])
+    assert approved == {node, squatter} and {v.node for v in verified} == {node}
+    with pytest.raises(VerificationError, match=r"step 3 \(missing anchor\).*size 1000"):
+        verify_on(ctl, log_id, [(1000, _root(666))], [node])
+
+
+def test_an_anchor_never_extends_another_history(embedded: Deployed) -> None:
+    ctl = Controller(embedded.chain, embedded.controller_address)
+    first = AnchorPublisher(
+        Outbox(Store.open("sqlite://")), ctl, embedded.node_key, confirmations=1
+    )
+    log_id = _root(8008)
+    first.submit(log_id, 10, _root(10))
+    assert first.drain(timeout_s=30, poll_s=0)
+    # The same key with another history of the log (a store rebuilt from another log):
+    second = AnchorPublisher(
+        Outbox(Store.open("sqlite://")), ctl, embedded.node_key, confirmations=1
+    )
+    second.submit(log_id, 10, _root(11))
+    second.submit(log_id, 20, _root(20))
+    assert second.drain(timeout_s=30, poll_s=0)
+    ten, twenty = second.outbox.rows()
+    assert (ten.status, twenty.status) == ("failed", "failed")
+    assert "size 10 is anchored on-chain with root" in (ten.last_error or "")
+    assert "the chain's last anchor of this log (size 10)" in (twenty.last_error or "")
+    assert ctl.log_head(log_id, embedded.node) == LogHead(10, _root(10))
+    # The controller itself refuses an anchor naming another predecessor:
+    with pytest.raises(TransactionRevertedError) as info:
+        ctl.prepare_anchor(embedded.node_key, log_id, 20, _root(20), _root(11))
+    assert info.value.reason.startswith("PreviousRootMismatch(")
+
+
+def _self_governed_controller(chain: Chain) -> Controller:
+    """A bare CampaignController whose governance and guardian is the faucet account."""
+    assert chain.faucet_key is not None
+    me = address_of(chain.faucet_key)
+    art = artifact("CampaignController")
+    factory = chain._w3.eth.contract(abi=art.abi, bytecode=art.bytecode)
+    receipt = chain.send(chain.faucet_key, factory.constructor(me, me))
+    address = chain._w3.eth.get_transaction_receipt(receipt.tx_hash)["contractAddress"]
+    return Controller(chain, address)
+
+
+def test_a_removed_measurement_suspends_its_nodes_until_approved_again(
+    embedded: Deployed,
+) -> None:
+    chain = embedded.chain
+    assert chain.faucet_key is not None
+    gov = chain.faucet_key
+    ctl = _self_governed_controller(chain)
+    node_key, other = new_private_key(), address_of(new_private_key())
+    node = address_of(node_key)
+    chain.transfer(gov, node, 10**18)
+    measurement, newer = _root(71), _root(72)
+    functions = ctl.contract.functions
+    chain.send(gov, functions.setMeasurement(measurement, True))
+    chain.send(gov, functions.approveNode(node, measurement))
+    chain.send(gov, functions.approveNode(other, bytes(32)))
+    assert ctl.node_approved(node) and ctl.approved_nodes() == {node, other}
+    check_ready(ctl, node)
+
+    chain.send(gov, functions.setMeasurement(measurement, False))
+    assert not ctl.node_approved(node) and ctl.approved_nodes() == {other}
+    with pytest.raises(NodeNotApprovedError, match="ask governance to approve it"):
+        check_ready(ctl, node)
+    with pytest.raises(TransactionRevertedError) as info:
+        ctl.prepare_anchor(node_key, _root(1), 1, _root(1), bytes(32))
+    assert info.value.reason == f"NodeSuspended({node}, 0x{measurement.hex()})"
+    # The measurement approved again does not revive the node; approving the node does.
+    chain.send(gov, functions.setMeasurement(measurement, True))
+    assert not ctl.node_approved(node) and ctl.approved_nodes() == {other}
+    chain.send(gov, functions.setMeasurement(newer, True))
+    chain.send(gov, functions.approveNode(node, newer))
+    assert ctl.node_approved(node) and ctl.approved_nodes() == {node, other}
+    check_ready(ctl, node)

@@ -114,7 +114,7 @@ def test_two_campaigns_under_one_daemon_anchor_each_checkpoint_once_on_anvil(
     home = _home(tmp_path)
     key_file = tmp_path / "deployer.key"
     key_file.write_text(ANVIL_KEY.hex())
-    deploy = ["--home", str(home), "chain", "deploy", "--rpc", anvil.url]
+    deploy = ["--home", str(home), "chain", "deploy", "--rpc", anvil.url, "--profile", "dev"]
     assert main([*deploy, "--deployer-key-file", str(key_file), "--fund-node-eth", "1"]) == 0
     edit_config(home, {'rpc_url = ""': f'rpc_url = "{anvil.url}"'})
     _run_daemon_until_done(home, monkeypatch)

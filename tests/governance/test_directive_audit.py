@@ -202,8 +202,8 @@ def test_a_bundle_from_before_directives_were_logged_still_verifies(
                 del stmt["predicate"]["started_at"]
             bad.append(entry.kind, stmt, subject=entry.subject)
         report = audit(_export(bad), "no start")
-    assert report.failure is not None and report.failure.name == "record rules"
-    assert "without started_at" in report.failure.detail
+    assert report.failure is not None and report.failure.name == "record schema"
+    assert "a version 2 record must carry started_at" in report.failure.detail
 
 
 def test_a_directive_subject_fits_the_log_table_and_stays_unique() -> None:

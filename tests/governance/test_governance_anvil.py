@@ -28,10 +28,10 @@ from gov_fakes import GatedEngineer, wait_until
 
 from attestation.audit import verify_bundle
 from governance.ballots import GovernorDomain, sign_ballot
-from governance.chain import Chain, Controller, address_of
-from governance.directives import campaign_key
+from governance.chain import Chain, Controller, address_of, chain_log_id
+from governance.directives import DirectiveKind, campaign_key
 from governance.errors import TransactionRevertedError
-from governance.proposals import Prepared
+from governance.proposals import DirectiveCall, Prepared, prepare
 from governance.relay import ChainGovernor
 from node.anchoring.chain_home import load_deployment, load_key
 from node.campaign.config import Budget, CampaignConfig
@@ -42,6 +42,7 @@ from node.governed.obey import config_sha256, governed_node, sources_from_settin
 from node.governed.records import entry_commitment, paused_starts
 from node.runtime import Node, open_node
 from node.store import DirectiveLedger
+from node.tlog.log import log_id
 
 SUPPLY = 1_000_000 * 10**18  # `deploy`'s default token supply
 POLL_S = 1.0
@@ -80,7 +81,7 @@ def _deployed_home(
     home = tmp_path / "home"
     deployer = tmp_path / "deployer.key"
     deployer.write_text(ANVIL_KEY.hex())
-    args = ["--home", str(home), "chain", "deploy", "--rpc", anvil.url]
+    args = ["--home", str(home), "chain", "deploy", "--rpc", anvil.url, "--profile", "dev"]
     assert main([*args, "--deployer-key-file", str(deployer), "--fund-node-eth", "1"]) == 0
     dao = Dao(Chain.connect(anvil.url), load_deployment(home), ANVIL_KEY, anvil=True)
     relayer = dao.funded()
@@ -163,8 +164,12 @@ def test_dao_and_guardian_directives_reach_training_on_anvil(
             tuple(bytes.fromhex(c[2:]) for c in p["calldatas"]),
             p["description"],
         )
+        assert prepared.proposal_id == int(p["proposal_id"])
+        return passes_prepared(prepared)
+
+    def passes_prepared(prepared: Prepared) -> tuple[int, datetime, datetime]:
+        """`passes` for a proposal prepared elsewhere (several calls in one proposal)."""
         pid = dao.propose(prepared, voter_key)
-        assert pid == int(p["proposal_id"])
         d = api.get("/gov/domain").json()
         domain = GovernorDomain(d["name"], d["chainId"], d["verifyingContract"], d["version"])
         nonce = int(api.get(f"/gov/voters/{voter}/nonce").json()["nonce"])
@@ -185,7 +190,7 @@ def test_dao_and_guardian_directives_reach_training_on_anvil(
         dao.vote(other_key, pid)
         dao.close_vote(pid)
         shown = api.get(f"/gov/proposals/{pid}").json()
-        assert shown["state"] == "succeeded" and shown["description"] == body["description"]
+        assert shown["state"] == "succeeded" and shown["description"] == prepared.description
         assert shown["votes"]["for"] == str(SUPPLY // 2)  # both holders' delegated votes
         assert api.post(f"/gov/proposals/{pid}/queue", headers=OPERATOR).status_code == 200
         early = api.post(f"/gov/proposals/{pid}/execute", headers=OPERATOR)
@@ -266,7 +271,8 @@ def test_dao_and_guardian_directives_reach_training_on_anvil(
         starts = [e.started_at for e in store.list_experiments(x.id) if e.started_at]
         assert len(starts) == 2 and all(t < paused_at or t > resumed_at for t in starts)
 
-        # A fork: the child continues from x's state with the config the proposal names.
+        # A fork: the child continues from x's state with the config the proposal names,
+        # from a checkpoint the node anchored; it starts paused, so the proposal resumes it.
         child_cfg = cfg.model_copy(update={"budget": Budget(max_candidates=2)})
         child_json = child_cfg.model_dump(mode="json")
         digest = config_sha256(child_json)
@@ -274,16 +280,22 @@ def test_dao_and_guardian_directives_reach_training_on_anvil(
         configs.mkdir(exist_ok=True)
         (configs / f"{digest.hex()}.json").write_text(json.dumps(child_json))
         tlog = node.log()  # the fork names a size of this node's log and its root there
-        position = tlog.size
-        passes(
-            "fork",
+        position, node_key = tlog.size, load_key(home)
+        name, root = log_id(tlog.origin), tlog.root(position)
+        head = controller.log_head(name, address_of(node_key))
+        chain.send(node_key, controller.anchor_call(name, position, root, head.root))
+        fork = DirectiveCall(
+            DirectiveKind.FORK,
+            "x-wide",
             x.id,
-            child="x-wide",
-            from_tree_size=position,
-            checkpoint_root="0x" + tlog.root(position).hex(),
-            config_hash="0x" + digest.hex(),
-            config_uri="file:x-wide.json",
+            position,
+            root,
+            digest,
+            "file:x-wide.json",
+            log_id=chain_log_id(address_of(node_key), name),
         )
+        resume = DirectiveCall(DirectiveKind.RESUME, "x-wide")
+        passes_prepared(prepare(controller.address, [fork, resume], "fork x into x-wide"))
         dao.mine(2)
         child = wait_until("the child to finish", lambda: _done(node, "x-wide"), 30)
         assert child.parent_campaign_id == x.id and child.fork_tree_size == position
@@ -310,11 +322,9 @@ def test_dao_and_guardian_directives_reach_training_on_anvil(
             ]
             assert all(r.detail["ack_commits_to"].endswith("(Merkle leaf hash)") for r in rows)
             assert [r.ack_ref for r in rows] == ["0x" + e.tx_hash.hex() for e in events]
-        # x: register, pause, resume; y: register, the guardian's pause; the child: its fork.
-        last = {
-            on_chain: 3 if cid == x.id else 2 if cid == y.id else 1
-            for cid, on_chain in ours.items()
-        }
+        # x: register, pause, resume; y: register, the guardian's pause; the child: its
+        # fork and its resume.
+        last = {on_chain: 3 if cid == x.id else 2 for cid, on_chain in ours.items()}
         for on_chain, epoch in last.items():
             assert controller.acknowledged_epoch(campaign_key(on_chain), node_address) == epoch
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -27,9 +28,11 @@ from governance.chain import (
     Controller,
     ControllerReader,
     address_of,
+    chain_log_id,
     deploy,
     new_private_key,
 )
+from governance.deploy_config import DEV_PARAMS
 from governance.directives import DirectiveKind, campaign_key
 from governance.errors import (
     ChainUnavailableError,
@@ -72,8 +75,7 @@ def world() -> dict[str, Any]:
         chain,
         chain.faucet_key,
         nodes=[address_of(node_key)],
-        timelock_delay_s=0,
-        voting_period_blocks=10,
+        params=replace(DEV_PARAMS, timelock_delay_s=0, voting_period=10),
     )
     dao = Dao(chain, deployment, chain.faucet_key, anvil=False)
     voter = dao.holder(SUPPLY * 6 // 10)
@@ -138,12 +140,15 @@ def test_dao_pause_resume_fork_and_a_guardian_pause_reach_running_training(
             body = {"action": action, "campaign": campaign, "description": f"{action} {campaign}"}
             prep = api.post("/gov/proposals/prepare", json=body | extra)
             assert prep.status_code == 200, prep.text
-            calldatas = [bytes.fromhex(c[2:]) for c in prep.json()["calldatas"]]
-            pid = int(prep.json()["proposal_id"])
+            return passes_prepared(prep.json())
+
+        def passes_prepared(prep: dict[str, Any]) -> int:
+            calldatas = [bytes.fromhex(c[2:]) for c in prep["calldatas"]]
+            pid = int(prep["proposal_id"])
             gov = dao.contract("DaoGovernor").functions
+            values = [int(v) for v in prep["values"]]
             chain.send(
-                voter_key,
-                gov.propose(prep.json()["targets"], [0], calldatas, prep.json()["description"]),
+                voter_key, gov.propose(prep["targets"], values, calldatas, prep["description"])
             )
             dao.mine(2)
             nonce = int(api.get(f"/gov/voters/{voter}/nonce").json()["nonce"])
@@ -155,7 +160,7 @@ def test_dao_pause_resume_fork_and_a_guardian_pause_reach_running_training(
             assert api.post(f"/gov/proposals/{pid}/queue", headers=OPERATOR).status_code == 200
             assert api.post(f"/gov/proposals/{pid}/execute", headers=OPERATOR).status_code == 200
             shown = api.get(f"/gov/proposals/{pid}").json()
-            assert shown["state"] == "executed" and shown["description"] == f"{action} {campaign}"
+            assert shown["state"] == "executed" and shown["description"] == prep["description"]
             return pid
 
         assert sorted(node.step().started) == sorted([x.id, y.id])
@@ -195,27 +200,38 @@ def test_dao_pause_resume_fork_and_a_guardian_pause_reach_running_training(
         assert kinds[-2:] == ["pause", "resume"]
         assert paused_starts(store, x.id) == []
 
-        # A fork proposal: the child continues from x's state with the new config.
+        # A fork proposal: the child continues from x's state with the new config. It
+        # names a checkpoint of the node's log that the node anchored; the child starts
+        # paused, so the same proposal resumes it after the fork.
         child_cfg = cfg.model_copy(update={"budget": Budget(max_candidates=2)})
         child_json = child_cfg.model_dump(mode="json")
         node.configs = lambda config_hash, uri: child_json
         from attestation.keys import NodeKey
-        from node.tlog.log import NodeLog
+        from node.tlog.log import NodeLog, log_id
         from node.tlog.records import Recorder
 
         tlog = NodeLog(store, NodeKey.generate())  # x's records: the fork names a log size
         node.recorder = Recorder(tlog, store)
         node.recorder.catch_up(store.get_campaign(x.id), unscored=True)
         position = tlog.size
-        passes(
-            "fork",
+        node_key: bytes = world["node_key"]
+        name = log_id(tlog.origin)
+        chain.send(node_key, controller.anchor_call(name, position, tlog.root(position), bytes(32)))
+        fork = DirectiveCall(
+            DirectiveKind.FORK,
+            "x-wide",
             x.id,
-            child="x-wide",
-            from_tree_size=position,
-            checkpoint_root="0x" + tlog.root(position).hex(),
-            config_hash="0x" + config_sha256(child_json).hex(),
-            config_uri="file:x-wide.json",
+            position,
+            tlog.root(position),
+            config_sha256(child_json),
+            "file:x-wide.json",
+            log_id=chain_log_id(address_of(node_key), name),
         )
+        resume = DirectiveCall(DirectiveKind.RESUME, "x-wide")
+        prepared = prepare(controller.address, [fork, resume], "fork x into x-wide and run it")
+        passes_prepared(prepared.as_json())
+        child_key = campaign_key("x-wide")
+        assert controller.contract.functions.campaign(child_key).call()[1] == 2  # fork, resume
         forked = node.step().forked
         if not forked:
             dao.mine()  # a fork waits for its confirmations
@@ -329,6 +345,48 @@ def test_acknowledgements_need_an_approved_node_and_are_idempotent(
         acker.acknowledge(campaign_key("c-unknown"), 1, bytes(32))
     (event,) = controller.acknowledgements(campaign_key=key)
     assert (event.epoch, event.entry_hash, event.node) == (1, b"\x01" * 32, acker.address)
+
+
+def test_acknowledgements_take_each_epoch_in_turn(store: Store, world: dict[str, Any]) -> None:
+    dao: Dao = world["dao"]
+    controller: Controller = world["controller"]
+    camp = store.create_campaign("x", {"preset": "quick"})
+    dao.register([camp.id], world["voter"], world["governor"])
+    key = campaign_key(camp.id)
+    guardian = controller.contract.functions
+    dao.chain.send(dao.treasury_key, guardian.pauseCampaign(key))  # epoch 2
+    acker = ChainAcker(controller, world["node_key"])
+    with pytest.raises(TransactionRevertedError, match=r"EpochSkipped\(0x[0-9a-f]+, 2, 1\)"):
+        acker.acknowledge(key, 2, bytes(32))
+    acker.acknowledge(key, 1, bytes(32))
+    acker.acknowledge(key, 2, bytes(32))
+    assert controller.acknowledged_epoch(key, acker.address) == 2
+
+
+def test_the_guardian_cancels_a_queued_proposal_before_it_executes(
+    store: Store, world: dict[str, Any]
+) -> None:
+    dao: Dao = world["dao"]
+    governor: ChainGovernor = world["governor"]
+    voter_key: bytes = world["voter"]
+    camp = store.create_campaign("x", {"preset": "quick"})
+    dao.register([camp.id], voter_key, governor)
+    prepared = prepare(governor.controller(), [DirectiveCall(DirectiveKind.STOP, camp.id)], "stop")
+    pid = dao.propose(prepared, voter_key)
+    dao.vote(voter_key, pid)
+    dao.close_vote(pid)
+    governor.queue(pid)
+    gov = dao.contract("DaoGovernor").functions
+    assert gov.proposalGuardian().call() == address_of(dao.treasury_key)  # dev: the deployer
+    args = (list(prepared.targets), list(prepared.values), list(prepared.calldatas))
+    with pytest.raises(TransactionRevertedError, match="GovernorUnableToCancel"):
+        dao.chain.send(voter_key, gov.cancel(*args, prepared.description_hash))
+    dao.chain.send(dao.treasury_key, gov.cancel(*args, prepared.description_hash))
+    assert gov.state(pid).call() == 2  # Canceled
+    with pytest.raises(ProposalStateError):
+        governor.execute(pid)
+    status = world["controller"].contract.functions.effectiveStatus(campaign_key(camp.id))
+    assert status.call() == 1  # still Active: the stop never ran
 
 
 def test_acknowledgements_after_each_poll_survive_failures_and_catch_up(

@@ -9,6 +9,8 @@ one live proposal, so the relay's own error paths (estimates, reverts) are reach
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import schemathesis
 from dao import Dao
@@ -19,6 +21,7 @@ from pydantic import SecretStr
 
 from governance.ballots import GovernorClient
 from governance.chain import Chain, deploy
+from governance.deploy_config import DEV_PARAMS
 from governance.directives import DirectiveKind
 from governance.proposals import DirectiveCall, prepare
 from governance.relay import ChainGovernor
@@ -32,7 +35,8 @@ def _chain_governor() -> GovernorClient:
     """The real relay on the embedded EVM: contracts deployed, one proposal open."""
     chain = Chain.embedded()
     assert chain.faucet_key is not None
-    deployment = deploy(chain, chain.faucet_key, timelock_delay_s=0, voting_period_blocks=10)
+    params = replace(DEV_PARAMS, timelock_delay_s=0, voting_period=10)
+    deployment = deploy(chain, chain.faucet_key, params=params)
     dao = Dao(chain, deployment, chain.faucet_key, anvil=False)
     proposer = dao.holder(10**23)
     controller = deployment.addresses["CampaignController"]

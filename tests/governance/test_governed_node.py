@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
+from datetime import datetime
 
 import pytest
 from gov_fakes import FakeClock, FakeSource, GatedEngineer
 
+from attestation.canonical import HashRule, json_sha256
 from attestation.keys import NodeKey
 from attestation.merkle import leaf_hash
 from governance.directives import DirectiveKind
 from governance.watcher import Watcher
 from node.campaign.config import Budget, CampaignConfig
-from node.campaign.scheduler import CampaignRunner, RunSummary
+from node.campaign.scheduler import CampaignRunner, RunEnd, RunSummary
 from node.governed.obey import GovernedNode, config_sha256
 from node.store import DirectiveLedger, Store
 from node.tlog.log import NodeLog
@@ -195,8 +197,11 @@ def test_a_fork_starts_a_child_from_the_parents_state_at_a_log_size_with_the_nam
     records = [e for e in tlog.entries(0, tlog.size) if e.kind == EXPERIMENT_KIND]
     size = records[2].index + 1  # the log just after the parent's third record
     before = {e.subject for e in records[:3]}
-    child_cfg = config(candidates=4).model_dump(mode="json")
-    good = config_sha256(child_cfg)
+    # A fork may name its config by a hash written before RFC 8785 was the one canonical
+    # JSON (sorted-keys json.dumps): it still verifies; the child is known by today's hash.
+    child_cfg = config(candidates=4).model_dump(mode="json") | {"promote_margin": 1e-05}
+    good = json_sha256(child_cfg, HashRule.SORTED_JSON)
+    assert good != config_sha256(child_cfg)
     node.configs = lambda h, uri: child_cfg
     root = tlog.root(size)
     fork = {"parent_id": "x", "from_position": size, "checkpoint_root": root}
@@ -208,11 +213,11 @@ def test_a_fork_starts_a_child_from_the_parents_state_at_a_log_size_with_the_nam
     (child_id,) = report.forked
     child = store.get_campaign(child_id)
     assert child.parent_campaign_id == parent.id and child.fork_tree_size == size
-    assert child.config_hash == "sha256:" + good.hex()
+    assert child.config_hash == "sha256:" + config_sha256(child_cfg).hex()
     inherited = [e for e in done if e.id in before]
     copied = store.list_experiments(child.id)
     assert [e.seq for e in copied[:3]] == [e.seq for e in inherited]
-    assert [e.metrics_json for e in copied[:3]] == [e.metrics_json for e in inherited]
+    assert [e.metrics for e in copied[:3]] == [e.metrics for e in inherited]
     names = {
         c.name
         for c in store.list_candidates(parent.id)
@@ -265,7 +270,7 @@ def test_a_fork_inherits_by_log_index_not_by_sequence_number(store: Store) -> No
 
     def run(cid: str, stop: threading.Event) -> RunSummary:
         ran.append(cid)
-        return RunSummary("complete", 0, 0.0)
+        return RunSummary(RunEnd.COMPLETE, 0, 0.0)
 
     src = FakeSource(head=None)
     node = GovernedNode(store, Watcher([src]), run, ["x"], recorder=recorder)
@@ -299,7 +304,11 @@ def test_a_fork_with_another_root_or_beyond_the_log_is_refused_and_the_refusal_l
     recorder.campaign_start(parent)
     src = FakeSource(head=None)
     node = GovernedNode(
-        store, Watcher([src]), lambda c, s: RunSummary("complete", 0, 0.0), ["x"], recorder=recorder
+        store,
+        Watcher([src]),
+        lambda c, s: RunSummary(RunEnd.COMPLETE, 0, 0.0),
+        ["x"],
+        recorder=recorder,
     )
     NODES.append(node)
     child_cfg = config(seed=5).model_dump(mode="json")
@@ -330,7 +339,9 @@ def test_a_fork_with_another_root_or_beyond_the_log_is_refused_and_the_refusal_l
     assert [c.name for c in store.list_campaigns()] == ["x"]  # nothing created
 
     # A node without a log cannot check a position: refused; "latest" (an SNS fork) works.
-    bare = GovernedNode(store, Watcher([src]), lambda c, s: RunSummary("complete", 0, 0.0), ["x"])
+    bare = GovernedNode(
+        store, Watcher([src]), lambda c, s: RunSummary(RunEnd.COMPLETE, 0, 0.0), ["x"]
+    )
     NODES.append(bare)
     bare.configs = node.configs
     src.issue(F, "x-bare", 9, parent_id="x", from_position=0, config_hash=good)
@@ -410,7 +421,7 @@ def test_a_run_that_pauses_itself_is_not_restarted_every_poll(store: Store) -> N
 
     def run(cid: str, stop: threading.Event) -> RunSummary:
         calls.append(cid)
-        return RunSummary("paused", 0, 0.0, "LLM calls 200 of 200")
+        return RunSummary(RunEnd.PAUSED, 0, 0.0, "LLM calls 200 of 200")
 
     src = FakeSource(head=None)
     node = GovernedNode(store, Watcher([src]), run, ["x"])
@@ -464,7 +475,7 @@ def test_each_applied_directive_is_one_signed_log_entry_even_across_a_failed_rec
     recorder = Recorder(tlog, store)
 
     def idle(cid: str, stop: threading.Event) -> RunSummary:
-        return RunSummary("complete", 0, 0.0)
+        return RunSummary(RunEnd.COMPLETE, 0, 0.0)
 
     src = FakeSource(head=None)
     node = GovernedNode(store, Watcher([src]), idle, ["x"], recorder=recorder)
@@ -487,7 +498,7 @@ def test_each_applied_directive_is_one_signed_log_entry_even_across_a_failed_rec
     assert logged["node_id"] == tlog.node_id
     assert (logged["source"], logged["campaign_id"], logged["epoch"]) == ("evm", camp.id, 1)
     assert (logged["kind"], logged["ref"]) == ("pause", "0xp")
-    assert logged["applied_at"] == row.applied_at.isoformat()
+    assert datetime.fromisoformat(logged["applied_at"]) == row.applied_at
 
     # A crash after the append and before the store's row: the restarted node applies the
     # directive again and finds its entry (same index, same applied_at).
@@ -518,7 +529,7 @@ def test_an_acknowledgement_commits_to_the_directives_log_leaf_or_says_it_could_
     node = GovernedNode(
         store,
         Watcher([src]),
-        lambda c, s: RunSummary("complete", 0, 0.0),
+        lambda c, s: RunSummary(RunEnd.COMPLETE, 0, 0.0),
         ["x"],
         recorder=Recorder(tlog, store),
     )

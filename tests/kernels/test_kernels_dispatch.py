@@ -148,8 +148,6 @@ def test_fallback_reason_is_logged_once(caplog: pytest.LogCaptureFixture) -> Non
     assert len(records) == 1
 
 
-# ---- on the lent GPU (pytest -m gpu) -------------------------------------------------------
-
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
 

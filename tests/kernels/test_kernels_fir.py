@@ -110,8 +110,6 @@ def test_triton_fir_kernel_matches_oracle_under_the_interpreter() -> None:
     assert " passed" in result.stdout and "skipped" not in result.stdout
 
 
-# ---- on the lent GPU (pytest -m gpu) -------------------------------------------------------
-
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
 

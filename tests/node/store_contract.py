@@ -21,7 +21,7 @@ from sqlmodel import SQLModel
 from loop.proposal import Proposal, code_digest
 from node.errors import ConflictError, CorruptStoreError, NotFoundError
 from node.store import CampaignRow, Store
-from node.store.migrations import MIGRATIONS, current_version
+from node.store.migrations import MIGRATIONS, current_version, revisions, upgrade
 
 MIXER = "from kernels.baselines import DeltaNet as Mixer\n"
 
@@ -54,6 +54,28 @@ def proposal(code: str = MIXER, name: str = "deltanet", **kw: Any) -> Proposal:
     return Proposal(name=name, motivation=f"why {name}", code=code, **kw)
 
 
+def make_pre_alembic(engine: sa.Engine, step: int) -> None:
+    """A database as asi-node left it before alembic: its first `step` revisions applied
+    (their DDL is the old steps', frozen) and recorded in `schema_version`, which is
+    created as that code created it."""
+    upgrade(engine, MIGRATIONS[step - 1])
+    legacy = sa.Table(
+        "schema_version",
+        sa.MetaData(),
+        sa.Column("version", sa.Integer, primary_key=True, autoincrement=False),
+        sa.Column("description", sa.Text, nullable=False),
+        sa.Column("applied_at", sa.DateTime(timezone=True), nullable=False),
+    )
+    when = datetime(2025, 6, 1, tzinfo=UTC)
+    with engine.begin() as conn:
+        conn.exec_driver_sql("DROP TABLE alembic_version")
+        legacy.create(conn)
+        for number, rev in enumerate(revisions()[:step], start=1):
+            conn.execute(
+                legacy.insert().values(version=number, description=rev.description, applied_at=when)
+            )
+
+
 def raw_execute(store: Store, sql: str, **params: Any) -> list[Any]:
     """Reach past the Store's API, as an attacker or a broken tool would."""
     with store._engine.begin() as conn:  # the test plays the outside world
@@ -62,14 +84,12 @@ def raw_execute(store: Store, sql: str, **params: Any) -> list[Any]:
 
 
 class StoreContract:
-    # -- campaigns -----------------------------------------------------------------------
-
     def test_campaign_round_trips_by_id_and_by_name(self, store: Store) -> None:
         config = {"task": "mqar", "budget": {"max_candidates": 3}, "seed": 0}
         row = store.create_campaign("alpha", config)
         assert row.id.startswith("c-") and len(row.id) == 10
         assert row.status == "created"
-        assert json.loads(row.config_json) == config
+        assert row.config == config
         canonical = json.dumps(config, sort_keys=True, separators=(",", ":"))
         assert row.config_hash == "sha256:" + hashlib.sha256(canonical.encode()).hexdigest()
         assert row.created_at.tzinfo is not None and row.created_at.utcoffset() == timedelta(0)
@@ -97,7 +117,7 @@ class StoreContract:
         store.set_campaign_status(camp.id, "stopped")
         with pytest.raises(ConflictError, match="stopped"):
             store.set_campaign_status(camp.id, "running")
-        kinds = [(e.kind, json.loads(e.payload_json)) for e in store.list_events(camp.id)]
+        kinds = [(e.kind, e.payload) for e in store.list_events(camp.id)]
         assert kinds[1:] == [
             ("campaign_status", {"from": "created", "to": "running"}),
             ("campaign_status", {"from": "running", "to": "stopped"}),
@@ -111,8 +131,6 @@ class StoreContract:
         assert (child.parent_campaign_id, child.fork_tree_size) == (parent.id, 42)
         with pytest.raises(NotFoundError, match="parent campaign"):
             store.create_campaign("orphan", {}, parent_campaign_id="c-00000000")
-
-    # -- code and candidates -------------------------------------------------------------
 
     def test_same_code_has_one_address_and_one_blob(self, store: Store) -> None:
         first = store.put_code(MIXER)
@@ -140,8 +158,8 @@ class StoreContract:
         elsewhere = store.add_candidate(other.id, proposal())
         assert again == first
         assert first.name == "deltanet" and first.digest == code_digest(MIXER)
-        assert json.loads(first.parent_ids_json) == ["p1"]
-        assert json.loads(first.options_json) == {"k": 2}
+        assert first.parent_ids == ("p1",)
+        assert first.options == {"k": 2}
         assert store.get_candidate(first.id) == first
         assert store.list_candidates(camp.id) == [first]
         assert elsewhere.id != first.id and elsewhere.digest == first.digest
@@ -152,8 +170,6 @@ class StoreContract:
             store.add_candidate("c-00000000", proposal())
         with pytest.raises(NotFoundError):
             store.get_candidate("cand-000000000000")
-
-    # -- experiments ---------------------------------------------------------------------
 
     def _campaign_with_candidate(self, store: Store, name: str = "alpha") -> tuple[str, str]:
         camp = store.create_campaign(name, {})
@@ -204,8 +220,8 @@ class StoreContract:
             analysis="fine",
         )
         assert done.status == "done" and done.finished_at is not None
-        assert json.loads(done.metrics_json or "") == {"mean_acc": 0.75, "params": 1234.0}
-        assert json.loads(done.timings_json or "") == {"total_s": 12.5}
+        assert (done.metrics or {}) == {"mean_acc": 0.75, "params": 1234.0}
+        assert (done.timings or {}) == {"total_s": 12.5}
         assert (done.fitness, done.fitness_version, done.analysis) == (0.1, "v1", "fine")
         assert store.get_experiment(done.id) == done
         failed = store.finish_experiment(
@@ -261,7 +277,7 @@ class StoreContract:
         back = store.requeue_experiment(exp.id)
         assert (back.status, back.attempts, back.started_at) == ("queued", 0, None)
         events = store.list_events(camp, kind="experiment_requeued")
-        assert [json.loads(e.payload_json) for e in events] == [{"experiment": exp.id}]
+        assert [e.payload for e in events] == [{"experiment": exp.id}]
         with pytest.raises(ConflictError):
             store.requeue_experiment(exp.id)
 
@@ -278,9 +294,7 @@ class StoreContract:
         given_up = store.get_experiment(exp.id)
         assert (given_up.status, given_up.failure_class) == ("failed", "interrupted")
         assert store.get_experiment(untouched.id).status == "queued"
-        payloads = [
-            json.loads(e.payload_json) for e in store.list_events(camp, kind="crash_recovery")
-        ]
+        payloads = [e.payload for e in store.list_events(camp, kind="crash_recovery")]
         assert payloads == [
             {"requeued": [exp.id], "failed": []},
             {"requeued": [], "failed": [exp.id]},
@@ -346,8 +360,6 @@ class StoreContract:
         assert len(every) == len(set(every)) == 40
         assert all(e.attempts == 1 for e in store.list_experiments(camp))
 
-    # -- insights, events, rows ----------------------------------------------------------
-
     def test_insights_come_back_most_recent_last(self, store: Store) -> None:
         camp, cand = self._campaign_with_candidate(store)
         exp = store.enqueue_experiment(camp, cand, "candidate", 0)
@@ -378,8 +390,6 @@ class StoreContract:
             row.status = "running"  # type: ignore[misc]
         assert isinstance(row, CampaignRow)
         assert store.get_campaign(row.id).status == "created"
-
-    # -- LLM exchanges ---------------------------------------------------------------------
 
     def test_llm_exchanges_are_kept_in_full_and_summed_as_counts_and_digests(
         self, store: Store
@@ -415,19 +425,17 @@ class StoreContract:
         usage = store.llm_usage(camp.id, exp.id)
         assert (usage.calls, usage.failed, usage.tokens) == (2, 1, 270)
         assert usage.seconds == pytest.approx(3.0) and usage.cost_usd == pytest.approx(0.004)
-        summary = json.loads(store.refresh_experiment_llm(exp.id).llm_json or "{}")
+        summary = store.refresh_experiment_llm(exp.id).llm or {}
         assert summary["calls"] == 2 and summary["models"] == ["m"]
         assert summary["exchanges"][0]["completion"] == rows[0].completion_sha256
         assert "Mixer" not in json.dumps(summary)
         with pytest.raises(NotFoundError):
             store.add_llm_exchanges("c-00000000", None, [call])
 
-    # -- schema --------------------------------------------------------------------------
-
     def test_migrated_schema_matches_the_models(self, store: Store) -> None:
         inspector = sa.inspect(store._engine)
         tables = set(inspector.get_table_names())
-        assert tables == set(SQLModel.metadata.tables) | {"schema_version"}
+        assert tables == set(SQLModel.metadata.tables) | {"alembic_version"}
         for name, table in SQLModel.metadata.tables.items():
             columns = {c["name"]: c["nullable"] for c in inspector.get_columns(name)}
             assert columns == {c.name: c.nullable for c in table.columns}, name
@@ -438,5 +446,4 @@ class StoreContract:
             with db.open() as again:
                 assert again.get_campaign(camp.id) == camp
         assert current_version(store._engine) == len(MIGRATIONS)
-        versions = raw_execute(store, "SELECT version FROM schema_version ORDER BY version")
-        assert [v[0] for v in versions] == list(range(1, len(MIGRATIONS) + 1))
+        assert raw_execute(store, "SELECT version_num FROM alembic_version") == [(MIGRATIONS[-1],)]

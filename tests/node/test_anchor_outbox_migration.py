@@ -1,4 +1,4 @@
-"""Migration 6 upgrades a version-5 anchor outbox in place: its rows become the EVM
+"""Revision 0006 upgrades a revision-0005 anchor outbox in place: its rows become the EVM
 target's, and each checkpoint can then be queued once per target. On SQLite and on a
 real PostgreSQL (a schema of its own, dropped afterwards; skipped when none answers)."""
 
@@ -23,7 +23,7 @@ POSTGRES_URLS = (
     "postgresql+psycopg://postgres@127.0.0.1:5432/test",
     "postgresql+psycopg://root@127.0.0.1:5432/test",
 )
-V5 = 5  # the anchor outbox as issue 6 made it
+V5 = "0005"  # the anchor outbox as its first revision made it
 
 
 def _hex(n: int) -> str:
@@ -31,8 +31,8 @@ def _hex(n: int) -> str:
 
 
 def _v5_rows(engine: sa.Engine) -> None:
-    """A version-5 database holding a confirmed and a sent EVM anchor."""
-    assert upgrade(engine, MIGRATIONS[:5]) == V5
+    """A revision-0005 database holding a confirmed and a sent EVM anchor."""
+    assert [r.id for r in upgrade(engine, V5)] == list(MIGRATIONS[: MIGRATIONS.index(V5) + 1])
     when = datetime(2025, 6, 1, tzinfo=UTC)
     rows = [
         {"size": 4, "status": "confirmed", "tx": _hex(44), "block": 7},

@@ -16,7 +16,7 @@ from attestation.errors import VerificationError
 from attestation.keys import NodeKey
 from attestation.merkle import Tree, leaf_hash
 from attestation.note import Checkpoint
-from attestation.records import RECORD_VERSIONS
+from attestation.schema import RECORD_VERSIONS, NodeEventKind
 from node.store import Store
 from node.tlog.log import NodeLog
 from node.tlog.records import EVENT_KIND, EXPERIMENT_KIND, event_statement
@@ -55,8 +55,8 @@ def test_an_honest_log_passes_every_step(honest: tuple[bytes, NodeKey, str]) -> 
     assert verified.records.events == {"campaign_start": 1, "campaign_stop": 1}
     assert len(verified.checkpoints) >= 2
     report = audit(data, "honest")
-    assert report.ok and [s.number for s in report.steps] == list(range(1, 11))
-    # No TEE evidence in this log: it passes, but the node is flagged (issue 7).
+    assert report.ok and [s.number for s in report.steps] == list(range(1, 12))
+    # No TEE evidence in this log: it passes, but the node is flagged.
     assert report.attestation is not None and report.attestation["status"] == "missing"
     assert "FLAGGED missing" in report.render()
     assert "result: PASS" in report.render()
@@ -222,7 +222,7 @@ def test_a_pinned_key_that_differs_is_refused(honest: tuple[bytes, NodeKey, str]
         (lambda d: d[: len(d) // 2], "not valid JSON (truncated?)"),
         (lambda d: b"[1, 2, 3]", "not a JSON object"),
         (lambda d: b'{"hello": "world"}', "not an asi-node log bundle"),
-        (lambda d: d.replace(b'"version":1', b'"version":7'), "version 7 is not supported"),
+        (lambda d: d.replace(b'"version":2', b'"version":7'), "version 7 is not supported"),
         (lambda d: d.replace(b'"entries":', b'"entrees":'), "bundle field"),
         (lambda d: b"\xff\xfe", "not UTF-8"),
     ],
@@ -247,8 +247,8 @@ def test_a_record_of_an_unknown_version_is_named() -> None:
         tlog.append(EXPERIMENT_KIND, future, subject="future")
         tlog.checkpoint()
         report = audit(tlog.export().to_bytes(), "future")
-    assert report.failure is not None and report.failure.name == "record rules"
-    assert f"version {version}" in report.failure.detail and "upgrade" in report.failure.detail
+    assert report.failure is not None and report.failure.name == "record schema"
+    assert f"of version {version}" in report.failure.detail and "upgrade" in report.failure.detail
 
 
 def test_a_rewritten_history_that_drops_its_old_checkpoints_fails_a_seen_checkpoint() -> None:
@@ -279,7 +279,7 @@ def test_a_bundle_older_than_a_seen_checkpoint_is_named() -> None:
     with Store.open("sqlite://") as store:
         tlog, _ = run_logged_campaign(store, key, candidates=1)
         old = tlog.export().to_bytes()
-        tlog.append(EVENT_KIND, event_statement(tlog.node_id, "tick"))
+        tlog.append(EVENT_KIND, event_statement(tlog.node_id, NodeEventKind.NODE_KEY_CREATED))
         newer = tlog.checkpoint().note
     report = audit(old, "old", seen_checkpoints=[newer])
     assert report.failure is not None and report.failure.name == "checkpoint signatures"

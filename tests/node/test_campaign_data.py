@@ -136,7 +136,7 @@ def test_a_sandboxed_campaign_trains_on_a_shard_under_the_hidden_home(tmp_path: 
     exps = node.store.list_experiments(camp.id)
     assert [e.status for e in exps] == ["done", "done"], [e.analysis for e in exps]
     for exp in exps:
-        metrics = node.store.get_experiment(exp.id).metrics_json or ""
+        metrics = node.store.get_experiment(exp.id).metrics or {}
         assert "heldout_loss" in metrics
 
 

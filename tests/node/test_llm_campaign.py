@@ -224,19 +224,19 @@ def test_llm_campaign_repairs_analyses_rejects_and_pauses_on_budget(
     # The failing proposal: recorded failed with its repair round; the fix trained.
     broken = by_name["gated-sum"]
     assert broken.status == "failed" and broken.failure_class == "shape"
-    rounds = json.loads(broken.screen_json or "{}")["repair"]
+    rounds = (broken.screen or {})["repair"]
     assert len(rounds) == 1 and rounds[0]["failure"] == "shape"
     assert rounds[0]["outcome"] == "passed"
     fixed = by_name["gated-sum+fix1"]
     assert fixed.status == "done" and fixed.fitness_version == "fitness-v1+judge"
-    assert json.loads(cands[fixed.candidate_id].parent_ids_json) == [broken.candidate_id]
+    assert cands[fixed.candidate_id].parent_ids == (broken.candidate_id,)
     assert "LLM analysis unavailable: analyst call failed: no answer within 1s" in fixed.analysis
     failed = [x for x in node.store.list_llm_exchanges(camp.id, fixed.id) if x.status != "ok"]
     assert [(x.role, x.status) for x in failed] == [("analyst", "timeout")]
-    llm = json.loads(broken.llm_json or "{}")
+    llm = broken.llm or {}
     assert [x["purpose"] for x in llm["exchanges"]] == ["propose", "repair"]
     assert all(x["prompt"].startswith("sha256:") for x in llm["exchanges"])
-    assert "Mixer" not in (broken.llm_json or "")  # hashes and counts, not the text
+    assert "Mixer" not in json.dumps(broken.llm)  # hashes and counts, not the text
 
     # Malformed JSON was read; the duplicate was sent back once, then a new design came.
     assert by_name["short-conv-keys"].status == "done"
@@ -244,7 +244,7 @@ def test_llm_campaign_repairs_analyses_rejects_and_pauses_on_budget(
     assert "short-conv-keys-2" not in by_name
     decayed = by_name["decayed-sum"]
     assert decayed.status == "done"
-    assert [x["purpose"] for x in json.loads(decayed.llm_json or "{}")["exchanges"]] == [
+    assert [x["purpose"] for x in (decayed.llm or {})["exchanges"]] == [
         "propose",
         "propose",
         "analyse",
@@ -270,8 +270,8 @@ def test_llm_campaign_repairs_analyses_rejects_and_pauses_on_budget(
     ref = by_name["deltanet"]
 
     def gain(exp: ExperimentRow) -> float:
-        mine = json.loads(exp.metrics_json or "{}")["mean_acc"]
-        return float(mine - json.loads(ref.metrics_json or "{}")["mean_acc"])
+        mine = (exp.metrics or {})["mean_acc"]
+        return float(mine - (ref.metrics or {})["mean_acc"])
 
     assert fixed.fitness == pytest.approx(gain(fixed))
     conv = by_name["short-conv-keys"]

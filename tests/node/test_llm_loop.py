@@ -110,7 +110,7 @@ def test_a_token_budget_pauses_the_campaign_with_its_reason(store: Store) -> Non
     assert camp.status == "paused"
     assert store.llm_usage(camp.id).tokens == 1500  # 3 calls of 500: nothing after the cap
     stopped = store.list_events(camp.id, kind="run_stopped")[-1]
-    assert json.loads(stopped.payload_json)["detail"] == "LLM tokens 1500 of 1500"
+    assert stopped.payload["detail"] == "LLM tokens 1500 of 1500"
 
 
 def test_without_budget_caps_the_campaign_ends_on_its_candidate_budget(store: Store) -> None:
@@ -121,7 +121,7 @@ def test_without_budget_caps_the_campaign_ends_on_its_candidate_budget(store: St
     gen = [c for c in store.list_candidates(camp.id) if c.origin == "llm"]
     assert len(gen) == 6
     exps = store.list_experiments(camp.id)
-    assert all(e.llm_json for e in exps if e.role == "candidate")
+    assert all(e.llm for e in exps if e.role == "candidate")
     roles = [r for r, _ in chats[0].prompts]
     assert roles.count("researcher") == 6 and roles.count("analyst") == 6
 

@@ -7,7 +7,6 @@ sandbox, trains for 40 steps and is evaluated and analysed. About a minute on 2 
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
@@ -69,11 +68,11 @@ def test_a_real_screen_failure_is_repaired_trained_and_analysed(tmp_path: Path) 
     exps = {cands[e.candidate_id]: e for e in node.store.list_experiments(camp.id)}
     first = exps["sum"]
     assert first.status == "failed" and first.failure_class == "shape"
-    screen = json.loads(first.screen_json or "{}")
+    screen = first.screen or {}
     assert screen["repair"][0]["outcome"] == "passed"
     repaired = exps["sum+fix1"]
     assert repaired.status == "done", repaired.analysis
     # Two blocks, each: the mixer's 64 numbers plus the short convolution's 2 x 64.
-    assert json.loads(repaired.metrics_json or "{}")["state_size"] == 2 * (64 + 2 * 64)
+    assert (repaired.metrics or {})["state_size"] == 2 * (64 + 2 * 64)
     assert "LLM analysis: Results:" in repaired.analysis
     node.store.close()

@@ -75,7 +75,7 @@ def test_export_then_audit_passes_and_tampering_fails_with_exit_1(
     code, out, _ = run(capsys, "--home", str(home), "log", "export", str(bundle))
     assert code == 0 and "entries" in out
     code, out, _ = run(capsys, "audit", str(bundle))
-    assert code == 0 and "result: PASS" in out and "9. [ok  ] record rules" in out
+    assert code == 0 and "result: PASS" in out and "10. [ok  ] record rules" in out
     code, out, _ = run(capsys, "audit", str(bundle), "--json")
     report = json.loads(out)
     assert code == 0 and report["ok"] and report["log"]["tree_size"] > 5

@@ -14,6 +14,7 @@ from attestation.audit import verify_bundle
 from attestation.dsse import Envelope, verify_envelope
 from attestation.keys import NodeKey
 from attestation.merkle import leaf_hash, verify_consistency
+from attestation.schema import NodeEventKind
 from node.store import Store
 from node.tlog.log import NodeLog
 from node.tlog.records import EVENT_KIND, event_statement
@@ -25,14 +26,15 @@ import sys
 from pathlib import Path
 from attestation.dsse import statement
 from attestation.keys import NodeKey
-from attestation.records import EVENT_PREDICATE
+from attestation.schema import EVENT_PREDICATE
 from node.store import Store
 from node.tlog.log import NodeLog
 
 # node.tlog.records would import torch (via the campaign config): build the events here.
 def event(node_id, **fields):
     subject = node_id.removeprefix("sha256:")
-    return statement("node/" + node_id, subject, EVENT_PREDICATE, {"node_id": node_id, **fields})
+    predicate = {"node_id": node_id, "at": "2026-12-06T10:00:00+00:00", **fields}
+    return statement("node/" + node_id, subject, EVENT_PREDICATE, predicate)
 
 url, key_path = sys.argv[1], Path(sys.argv[2])
 store = Store.open(url)
@@ -40,7 +42,8 @@ tlog = NodeLog(store, NodeKey.load(key_path), checkpoint_every=7)
 tlog.append("event", event(tlog.node_id, event="campaign_start",
             campaign_id="c-00000001", config_hash="sha256:" + "0" * 64))
 while True:
-    i = tlog.append("event", event(tlog.node_id, event="tick", n=tlog.size))
+    i = tlog.append("event", event(tlog.node_id, event="campaign_stop",
+                    campaign_id="c-00000001", reason=f"tick {tlog.size}"))
     print(i, flush=True)
 """
 
@@ -83,7 +86,7 @@ def test_kill_9_during_appends_leaves_a_consistent_log(tmp_path: Path) -> None:
             for entry in tlog.entries(0, tlog.size):
                 assert entry.leaf_hash == leaf_hash(entry.envelope)
                 verify_envelope(Envelope.from_bytes(entry.envelope), key.public)
-            tlog.append(EVENT_KIND, event_statement(tlog.node_id, "restart"))
+            tlog.append(EVENT_KIND, _event(tlog.node_id))
             new = tlog.checkpoint()
             assert new.tree_size > last.tree_size
             proof = tlog.consistency_proof(last.tree_size, new.tree_size)
@@ -107,8 +110,8 @@ def test_a_log_edited_behind_the_nodes_back_is_refused_on_open(tmp_path: Path) -
     url = f"sqlite:///{tmp_path / 'node.db'}"
     with Store.open(url) as store:
         tlog = NodeLog(store, key, checkpoint_every=1000)
-        for n in range(5):
-            tlog.append(EVENT_KIND, event_statement(tlog.node_id, "tick", n=n))
+        for _ in range(5):
+            tlog.append(EVENT_KIND, _event(tlog.node_id))
         tlog.checkpoint()
     engine = sa.create_engine(url)
     with engine.begin() as conn:
@@ -128,11 +131,15 @@ def test_a_reader_follows_the_log_as_the_writer_appends(tmp_path: Path) -> None:
     with Store.open(url) as wstore, Store.open(url) as rstore:
         writer = NodeLog(wstore, key, checkpoint_every=1000)
         reader = LogView(rstore)
-        for n in range(3):
-            writer.append(EVENT_KIND, event_statement(writer.node_id, "tick", n=n))
+        for _ in range(3):
+            writer.append(EVENT_KIND, _event(writer.node_id))
         assert reader.size == 3 and reader.root(3) == writer.root(3)
-        for n in range(3, 11):
-            writer.append(EVENT_KIND, event_statement(writer.node_id, "tick", n=n))
+        for _ in range(3, 11):
+            writer.append(EVENT_KIND, _event(writer.node_id))
         assert reader.size == 11
         assert reader.inclusion_proof(9, 11) == writer.inclusion_proof(9, 11)
         assert reader.consistency_proof(3, 11) == writer.consistency_proof(3, 11)
+
+
+def _event(node_id: str) -> dict[str, object]:
+    return event_statement(node_id, NodeEventKind.NODE_KEY_CREATED)

@@ -111,9 +111,6 @@ def test_settings_ignore_the_process_environment_when_built_directly(
     assert Settings().loop.workers == 2
 
 
-# -- malformed configs ------------------------------------------------------------------
-
-
 def config_error(tmp_path: Path, text: str | None, env: dict[str, str] | None = None) -> str:
     if text is not None:
         write_config(tmp_path, text)
@@ -185,9 +182,6 @@ def test_unreadable_secret_file_is_named(tmp_path: Path) -> None:
 def test_unsupported_database_url_is_refused(tmp_path: Path) -> None:
     message = config_error(tmp_path, 'database_url = "mysql://x@y/z"\n')
     assert "database_url" in message and "postgresql+psycopg" in message
-
-
-# -- init_home ---------------------------------------------------------------------------
 
 
 def test_init_home_lays_out_a_private_home(tmp_path: Path) -> None:

@@ -4,18 +4,33 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import shutil
 import sqlite3
+import textwrap
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from alembic.operations import Operations
-from store_contract import Database, StoreContract, TickingClock, proposal
+from store_contract import (
+    Database,
+    StoreContract,
+    TickingClock,
+    make_pre_alembic,
+    proposal,
+    raw_execute,
+)
 
 from node.errors import CorruptStoreError, SchemaVersionError, StoreError
 from node.store import Store
-from node.store.migrations import MIGRATIONS, Migration, current_version, upgrade
+from node.store.migrations import (
+    MIGRATIONS,
+    SCRIPT_LOCATION,
+    Revision,
+    current_version,
+    revisions,
+    upgrade,
+)
 
 
 @pytest.fixture
@@ -86,9 +101,6 @@ def test_worker_processes_never_claim_the_same_experiment(store: Store, db: Data
     assert all(e.status == "running" and e.attempts == 1 for e in store.list_experiments(camp.id))
 
 
-# -- broken databases ---------------------------------------------------------------------
-
-
 def test_random_bytes_are_a_corrupt_store_with_advice(tmp_path: Path) -> None:
     path = tmp_path / "node.db"
     path.write_bytes(os.urandom(16384))
@@ -139,57 +151,79 @@ def test_unusable_url_is_a_store_error_without_secrets(url: str) -> None:
     assert "pw" not in str(info.value)
 
 
-# -- migrations -----------------------------------------------------------------------------
+def _with_revision(tmp_path: Path, description: str, body: str) -> Path:
+    """The node's migrations plus a revision "extra" after the head, whose upgrade() runs
+    `body`: what a later asi-node brings."""
+    where = tmp_path / "migrations"
+    shutil.copytree(SCRIPT_LOCATION, where, ignore=shutil.ignore_patterns("__pycache__"))
+    (where / "versions" / "extra.py").write_text(
+        f'"""{description}"""\n\nimport sqlalchemy as sa\nfrom alembic import op\n\n'
+        f'revision = "extra"\ndown_revision = "{MIGRATIONS[-1]}"\n\n\n'
+        "def upgrade() -> None:\n" + textwrap.indent(textwrap.dedent(body), "    ")
+    )
+    return where
 
 
-def _add_column(op: Operations) -> None:
-    with op.batch_alter_table("candidate") as batch:
-        batch.add_column(sa.Column("family", sa.Text, nullable=True))
+ADD_COLUMN = """
+with op.batch_alter_table("candidate") as batch:
+    batch.add_column(sa.Column("family", sa.Text, nullable=True))
+"""
+
+BROKEN = """
+op.create_table("half_done", sa.Column("id", sa.Integer, primary_key=True))
+raise RuntimeError("revision failed half-way")
+"""
 
 
-def _broken(op: Operations) -> None:
-    op.create_table("half_done", sa.Column("id", sa.Integer, primary_key=True))
-    raise RuntimeError("step failed half-way")
-
-
-def test_empty_database_is_migrated_from_version_zero(tmp_path: Path) -> None:
+def test_empty_database_is_migrated_to_head(tmp_path: Path) -> None:
     engine = sa.create_engine(f"sqlite:///{tmp_path / 'node.db'}")
     assert current_version(engine) == 0
-    with Store.open(f"sqlite:///{tmp_path / 'node.db'}"):
-        pass
+    with Store.open(f"sqlite:///{tmp_path / 'node.db'}") as store:
+        assert store.schema().current == revisions()[-1]
     assert current_version(engine) == len(MIGRATIONS)
 
 
-def test_older_database_is_upgraded_keeping_its_data(store: Store) -> None:
+def test_older_database_is_upgraded_keeping_its_data(store: Store, tmp_path: Path) -> None:
     camp = store.create_campaign("alpha", {})
     cand = store.add_candidate(camp.id, proposal())
-    steps = [*MIGRATIONS, Migration("candidate family", _add_column)]
-    assert upgrade(store._engine, steps) == len(MIGRATIONS) + 1
+    later = _with_revision(tmp_path, "candidate family", ADD_COLUMN)
+    applied = upgrade(store._engine, script_location=later)
+    assert applied == (Revision("extra", "candidate family"),)
     columns = {c["name"] for c in sa.inspect(store._engine).get_columns("candidate")}
     assert "family" in columns
     assert store.get_candidate(cand.id) == cand
+    assert upgrade(store._engine, script_location=later) == ()
 
 
-def test_failed_step_leaves_the_previous_version(store: Store) -> None:
-    steps = [*MIGRATIONS, Migration("broken", _broken)]
+def test_failed_revision_leaves_the_database_as_it_was(store: Store, tmp_path: Path) -> None:
     with pytest.raises(RuntimeError, match="half-way"):
-        upgrade(store._engine, steps)
+        upgrade(store._engine, script_location=_with_revision(tmp_path, "broken", BROKEN))
     assert current_version(store._engine) == len(MIGRATIONS)
     assert "half_done" not in sa.inspect(store._engine).get_table_names()
 
 
 def test_newer_database_is_refused_untouched(store: Store, db: Database) -> None:
     store.create_campaign("alpha", {})
-    future = len(MIGRATIONS) + 5
     with store._engine.begin() as conn:
-        conn.execute(
-            sa.text("INSERT INTO schema_version VALUES (:v, 'from the future', '2030-01-01')"),
-            {"v": future},
-        )
-    with pytest.raises(SchemaVersionError, match=f"version {future}.*Upgrade asi-node"):
+        conn.exec_driver_sql("UPDATE alembic_version SET version_num = '0099'")
+    with pytest.raises(SchemaVersionError, match=r"revision 0099.*Upgrade asi-node"):
         db.open()
-    assert current_version(store._engine) == future
+    with pytest.raises(SchemaVersionError, match="revision 0099"):
+        current_version(store._engine)
+    assert raw_execute(store, "SELECT version_num FROM alembic_version") == [("0099",)]
     assert [c.name for c in store.list_campaigns()] == ["alpha"]
+
+
+def test_pre_alembic_database_newer_than_its_last_step_is_refused(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'node.db'}"
+    engine = sa.create_engine(url)
+    make_pre_alembic(engine, len(MIGRATIONS))
+    with engine.begin() as conn:
+        conn.exec_driver_sql("INSERT INTO schema_version VALUES (9, 'future', '2030-01-01')")
+    with pytest.raises(SchemaVersionError, match=r"version 9 .*Upgrade asi-node"):
+        Store.open(url)
+    assert "alembic_version" not in sa.inspect(engine).get_table_names()
+    engine.dispose()
 
 
 def test_database_made_by_something_else_is_refused(tmp_path: Path) -> None:

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import os
 import secrets
+import threading
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import sqlalchemy as sa
-from store_contract import Database, StoreContract, TickingClock
+from store_contract import Database, StoreContract, TickingClock, make_pre_alembic, raw_execute
 
 from node.errors import SchemaVersionError
 from node.store import Store
@@ -81,10 +83,10 @@ def db(schema: Database) -> Database:
     try:
         with engine.begin() as conn:
             tables = set(sa.inspect(conn).get_table_names())
-            if "schema_version" in tables:
+            if "alembic_version" in tables:
                 conn.execute(
-                    sa.text("DELETE FROM schema_version WHERE version > :v"),
-                    {"v": len(MIGRATIONS)},
+                    sa.text("UPDATE alembic_version SET version_num = :head"),
+                    {"head": MIGRATIONS[-1]},
                 )
             for table in CHILDREN_FIRST:
                 if table in tables:
@@ -103,17 +105,61 @@ def store(db: Database) -> Iterator[Store]:
 class TestPostgresStore(StoreContract):
     def test_newer_schema_is_refused(self, store: Store, db: Database) -> None:
         with store._engine.begin() as conn:
-            conn.execute(
-                sa.text("INSERT INTO schema_version VALUES (:v, 'future', now())"),
-                {"v": len(MIGRATIONS) + 1},
-            )
-        with pytest.raises(SchemaVersionError):
+            conn.exec_driver_sql("UPDATE alembic_version SET version_num = '0099'")
+        with pytest.raises(SchemaVersionError, match=r"revision 0099.*Upgrade asi-node"):
             db.open()
+        assert raw_execute(store, "SELECT version_num FROM alembic_version") == [("0099",)]
 
     def test_timestamps_come_back_in_utc(self, store: Store) -> None:
         camp = store.create_campaign("alpha", {})
         assert camp.created_at.utcoffset() is not None
         assert store.get_campaign(camp.id).created_at == camp.created_at
+
+
+@pytest.fixture
+def fresh(server_url: str) -> Iterator[Database]:
+    """An empty schema of its own, dropped afterwards."""
+    name = "asi_fresh_" + secrets.token_hex(4)
+    admin = sa.create_engine(server_url)
+    with admin.begin() as conn:
+        conn.exec_driver_sql(f"CREATE SCHEMA {name}")
+    try:
+        yield Database(server_url, {"options": f"-c search_path={name}"})
+    finally:
+        with admin.begin() as conn:
+            conn.exec_driver_sql(f"DROP SCHEMA {name} CASCADE")
+        admin.dispose()
+
+
+@pytest.mark.parametrize("start", [0, 4], ids=["empty", "pre-alembic-4"])
+def test_nodes_upgrading_at_once_apply_each_revision_once(fresh: Database, start: int) -> None:
+    """Four nodes open one database at the same moment: the advisory lock makes them
+    take turns, so the first applies every revision (and adopts a pre-alembic database)
+    and the others find it at head."""
+    if start:
+        engine = sa.create_engine(fresh.url, connect_args=fresh.connect_args)
+        make_pre_alembic(engine, start)
+        engine.dispose()
+    stores = [Store(fresh.url, connect_args=fresh.connect_args) for _ in range(4)]
+    barrier = threading.Barrier(len(stores))
+
+    def open_at_once(store: Store) -> tuple[str, ...]:
+        barrier.wait()
+        return tuple(r.id for r in store.upgrade_schema())
+
+    try:
+        with ThreadPoolExecutor(len(stores)) as pool:
+            applied = list(pool.map(open_at_once, stores))
+        assert sorted(applied, key=len) == [(), (), (), MIGRATIONS[start:]]
+        assert raw_execute(stores[0], "SELECT version_num FROM alembic_version") == [
+            (MIGRATIONS[-1],)
+        ]
+        if start:
+            steps = raw_execute(stores[0], "SELECT version FROM schema_version ORDER BY version")
+            assert [v for (v,) in steps] == [*range(1, start + 1), 7]
+    finally:
+        for store in stores:
+            store.close()
 
 
 def test_the_log_appends_checkpoints_and_audits_on_postgres(store: Store) -> None:
@@ -136,6 +182,7 @@ def test_the_log_appends_checkpoints_and_audits_on_postgres(store: Store) -> Non
 
 
 def _event(node_id: str) -> dict[str, object]:
+    from attestation.schema import NodeEventKind
     from node.tlog.records import event_statement
 
-    return event_statement(node_id, "tick")
+    return event_statement(node_id, NodeEventKind.NODE_KEY_CREATED)

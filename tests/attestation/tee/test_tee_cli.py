@@ -221,7 +221,7 @@ def test_api_publishes_the_collected_bundle(
 def test_audit_fails_when_logged_evidence_binds_another_key(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from attestation.audit import ATTESTATION_EVENT
+    from attestation.schema import NodeEventKind
     from attestation.tee.binding import BindingDocument
     from attestation.tee.evidence import EvidenceBundle
     from node.runtime import open_node
@@ -237,13 +237,15 @@ def test_audit_fails_when_logged_evidence_binds_another_key(
     )
     tlog = node.log()
     bundle = EvidenceBundle("none", other, "now").to_json()
-    tlog.append(EVENT_KIND, event_statement(tlog.node_id, ATTESTATION_EVENT, evidence=bundle))
+    tlog.append(
+        EVENT_KIND, event_statement(tlog.node_id, NodeEventKind.ATTESTATION, evidence=bundle)
+    )
     exported = tmp_path / "log.json"
     assert run(capsys, "--home", home, "log", "export", str(exported))[0] == 0
     code, out, _ = run(capsys, "--home", home, "audit", str(exported))
     assert code == 1
     assert "[FAIL] attestation: step bundle.1 binding document: names log key efef" in out
-    assert "result: FAIL at step 10" in out
+    assert "result: FAIL at step 11" in out
 
 
 def test_collect_defaults_the_icp_principal_to_the_node_identity(
