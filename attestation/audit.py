@@ -57,6 +57,10 @@ class VerifiedLog:
     public_key_hex: str = ""
     # The evidence bundle of the log's latest "attestation" node event, JSON.
     attestation_evidence: bytes | None = None
+    # Each entry's typed statement (with its index) and RFC 6962 leaf hash: what the
+    # checks against a chain read (the anchored history, governance.obedience_audit).
+    statements: tuple[tuple[int, Statement], ...] = ()
+    leaves: tuple[bytes, ...] = ()
 
 
 StepSink = Callable[[str, str], None]
@@ -225,6 +229,8 @@ def verify_bundle(
         records=records,
         public_key_hex=key.raw.hex(),
         attestation_evidence=_latest_attestation(statements),
+        statements=tuple(statements),
+        leaves=tuple(tree.leaf(i) for i in range(latest.size)),
     )
 
 

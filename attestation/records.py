@@ -65,6 +65,9 @@ class AppliedDirective:
     applied_at: datetime
     parent: str | None  # a fork's parent, when the fork pauses it
     ref: str
+    superseded: bool = False  # overtaken before it took effect: holds nothing
+    held_child: bool = False  # a fork whose child waits for a resume
+    undone: bool = False  # the entry undoing the directive of its source, campaign and epoch
 
     def label(self) -> str:
         ref = f" ({self.ref})" if self.ref else ""
@@ -88,7 +91,7 @@ def check_records(statements: Iterable[tuple[int, Statement]], node_id: str) -> 
     names the first entry that breaks one."""
     summary = RecordSummary()
     seen: set[tuple[str, str]] = set()
-    directives: dict[tuple[str, str, int], AppliedDirective] = {}
+    directives: dict[tuple[str, str, int, bool], AppliedDirective] = {}
     starts: list[_Start] = []
     for index, stmt in statements:
         pred = stmt.predicate
@@ -99,7 +102,7 @@ def check_records(statements: Iterable[tuple[int, Statement]], node_id: str) -> 
             )
         if isinstance(stmt, DirectiveStatement):
             d = _directive(index, stmt)
-            key = (d.source, d.campaign, d.epoch)
+            key = (d.source, d.campaign, d.epoch, d.undone)
             if key in directives:
                 raise VerificationError(
                     STEP,
@@ -154,8 +157,19 @@ def _directive(index: int, stmt: DirectiveStatement) -> AppliedDirective:
     parent = None
     if d.kind is DirectiveKind.FORK and d.fork is not None and d.fork.pause_parent:
         parent = d.fork.parent
+    held_child = d.kind is DirectiveKind.FORK and d.fork is not None and bool(d.fork.child_paused)
     return AppliedDirective(
-        index, d.source, d.campaign_id, d.epoch, d.kind, d.applied_at, parent, d.ref
+        index,
+        d.source,
+        d.campaign_id,
+        d.epoch,
+        d.kind,
+        d.applied_at,
+        parent,
+        d.ref,
+        superseded=d.superseded_by is not None,
+        held_child=held_child,
+        undone=bool(d.undone),
     )
 
 
@@ -182,11 +196,15 @@ def holding(
     """The directive holding `campaign` paused or stopped at time `at`, if any: the
     sources' states replayed up to `at`, the most restrictive winning."""
     states: dict[tuple[str, str], tuple[CampaignStatus, AppliedDirective]] = {}
+    undone = {(d.source, d.campaign, d.epoch) for d in timeline if d.undone and d.applied_at <= at}
     for d in timeline:
         if d.applied_at > at:
             break
+        if d.superseded or d.undone or (d.source, d.campaign, d.epoch) in undone:
+            continue  # never in effect, or no longer: as if never applied
         if d.campaign in (campaign, ALL_CAMPAIGNS):
-            _set(states, (d.source, d.campaign), _HELD.get(d.kind, _RUNS), d)
+            state = CampaignStatus.PAUSED if d.held_child else _HELD.get(d.kind, _RUNS)
+            _set(states, (d.source, d.campaign), state, d)
         if d.parent == campaign:
             _set(states, (d.source, campaign), CampaignStatus.PAUSED, d, only_stricter=True)
     held = [v for v in states.values() if v[0] is not _RUNS]

@@ -31,6 +31,8 @@ from pydantic import (
     model_validator,
 )
 
+from attestation.errors import FormatError
+
 SCHEMA_VERSION: Final = 1
 SCHEMA_ID: Final = f"https://asi-node.dev/schema/v{SCHEMA_VERSION}"
 
@@ -244,6 +246,7 @@ class ForkFacts(_Model):
     checkpoint_root: str | None = None
     experiments: list[str] | int | None = None
     pause_parent: bool | None = None
+    child_paused: bool | None = None  # the child waits for a resume (controller v2 forks)
     refused: str | None = None
 
 
@@ -261,6 +264,10 @@ class DirectiveRecord(_Model):
     applied_at: AwareDatetime
     fork: ForkFacts | None = None
     unknown_campaign: bool | None = None
+    superseded_by: int | None = None  # overtaken before it took effect: recorded, not obeyed
+    # The directive (logged before) left its source before it was final (a reorganisation
+    # removed its block): from this entry's applied_at on, it holds nothing.
+    undone: bool | None = None
     stop_latency_s: float | None = None
     within_deadline: bool | None = None
 
@@ -309,8 +316,13 @@ _STATEMENT: TypeAdapter[ExperimentStatement | EventStatement | DirectiveStatemen
 )
 
 
-class SchemaError(ValueError):
-    """A statement that does not fit the schema; the message names the field."""
+class SchemaError(FormatError):
+    """A statement that does not fit the schema; the message names the field.
+
+    The audit reports it at its record-schema step. A record version this code does not
+    read needs a newer asi-node (upgrade); any other misfit is malformed: do not trust
+    the statement.
+    """
 
 
 def parse_statement(payload: bytes) -> ExperimentStatement | EventStatement | DirectiveStatement:

@@ -21,6 +21,7 @@ import ast
 import json
 import logging
 import re
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import cache
@@ -399,6 +400,11 @@ class Chain:
         block = self.call("reading the latest block", self._w3.eth.get_block, "latest")
         return int(block["timestamp"])
 
+    def block_timestamp(self, number: int) -> int:
+        """The timestamp of block `number` (seconds since the epoch, the chain's clock)."""
+        block = self.call(f"reading block {number}", self._w3.eth.get_block, number)
+        return int(block["timestamp"])
+
     def balance(self, address: str) -> Wei:
         return Wei(int(self.call("reading a balance", self._w3.eth.get_balance, address)))
 
@@ -727,6 +733,104 @@ class Controller:
                 return anchor
         return None
 
+    def read_events(
+        self,
+        names: str | Sequence[str],
+        *,
+        from_block: int = 0,
+        to_block: int | str = "latest",
+        filters: Mapping[str, Any] | None = None,
+    ) -> list[ControllerEvent]:
+        """Every event of the controller named (one, optionally filtered on its indexed
+        arguments, or several, read together: one eth_getLogs per block window) in the
+        block range, decoded, in chain order."""
+        wanted = [names] if isinstance(names, str) else list(names)
+        if len(wanted) == 1:
+            source: Any = getattr(self.contract.events, wanted[0])()
+        elif filters:
+            raise ValueError("argument filters apply to one event at a time")
+        else:
+            source = _AnyEvent(self.chain, self.contract, wanted)
+        logs = self.chain.events(
+            source,
+            f"reading {', '.join(wanted)} events",
+            from_block=from_block,
+            to_block=to_block,
+            filters=filters,
+        )
+        found = [
+            ControllerEvent(
+                name=str(e["event"]),
+                block=int(e["blockNumber"]),
+                log_index=int(e["logIndex"]),
+                tx_hash="0x" + bytes(e["transactionHash"]).hex(),
+                args=dict(e["args"]),
+            )
+            for e in logs
+        ]
+        return sorted(found, key=lambda e: (e.block, e.log_index))
+
+    def campaign_epoch(self, campaign_key: bytes, *, block: int | str = "latest") -> int:
+        """The campaign's epoch (how many directives it has had) as of `block`; 0 for a
+        campaign the controller does not know."""
+        call = self.contract.functions.campaign(_bytes32(campaign_key, "campaign key")).call
+        try:
+            found = self.chain.call("reading a campaign", call, block_identifier=block)
+        except TransactionRevertedError as exc:
+            if exc.reason.startswith("UnknownCampaign("):
+                return 0
+            raise
+        return int(found[1])  # (status, epoch, configHash, ...)
+
+    def global_epoch(self, *, block: int | str = "latest") -> int:
+        """How many times the global pause was set or lifted, as of `block`."""
+        call = self.contract.functions.globalEpoch().call
+        return int(self.chain.call("reading globalEpoch", call, block_identifier=block))
+
+    def node_active_at(self, address: str, *, block: int | str = "latest") -> bool:
+        """`isNodeActive(address)` as of `block` (old blocks need an archive node)."""
+        call = self.contract.functions.isNodeActive(checksum_address(address)).call
+        return bool(self.chain.call("reading isNodeActive", call, block_identifier=block))
+
+    def acknowledged_epoch_at(
+        self, campaign_key: bytes, node: str, *, block: int | str = "latest"
+    ) -> int:
+        """The last epoch of the campaign `node` acknowledged, as of `block` (0: none)."""
+        call = self.contract.functions.acknowledgedEpoch(
+            _bytes32(campaign_key, "campaign key"), checksum_address(node)
+        ).call
+        return int(self.chain.call("reading acknowledgedEpoch", call, block_identifier=block))
+
+    def log_head_at(self, log_id: bytes, node: str, *, block: int | str = "latest") -> LogHead:
+        """The last anchor of `node`'s log `log_id` as of `block`."""
+        call = self.contract.functions.logHead(chain_log_id(node, log_id)).call
+        _, size, root = self.chain.call("reading logHead", call, block_identifier=block)
+        return LogHead(int(size), bytes(root))
+
+
+class _AnyEvent:
+    """Several events of one contract as one source for `Chain.events`: one eth_getLogs
+    per window for all of them, each log decoded by its own event's ABI."""
+
+    def __init__(self, chain: Chain, contract: Contract, names: Sequence[str]) -> None:
+        self._w3 = chain._w3
+        self._address = contract.address
+        self._events = {
+            bytes(HexBytes(getattr(contract.events, n).topic)): getattr(contract.events, n)()
+            for n in names
+        }
+
+    def get_logs(self, *, from_block: int, to_block: int) -> list[Any]:
+        topics = ["0x" + topic.hex() for topic in self._events]
+        params = {
+            "address": self._address,
+            "fromBlock": from_block,
+            "toBlock": to_block,
+            "topics": [topics],
+        }
+        raw = self._w3.eth.get_logs(cast(Any, params))
+        return [self._events[bytes(log["topics"][0])].process_log(log) for log in raw]
+
 
 class ControllerReader:
     """The controller as `governance.evm_source.ControllerReader`: head, decoded events,
@@ -738,17 +842,34 @@ class ControllerReader:
     poll, never in the status alone (which would stop a run with no directive to name as
     its cause)."""
 
-    EVENTS = ("DirectiveIssued", "CampaignForked", "GlobalPauseSet", "NodeApproved", "NodeRevoked")
+    EVENTS = (
+        "DirectiveIssued",
+        "CampaignForked",
+        "GlobalPauseSet",
+        "NodeApproved",
+        "NodeRevoked",
+        "MeasurementSet",
+    )
 
-    def __init__(self, controller: Controller) -> None:
+    def __init__(self, controller: Controller, *, max_head_age_s: float = 0.0) -> None:
         self.controller = controller
+        self.max_head_age_s = max_head_age_s  # 0: any age
         self._at: int | None = None  # the block of the last `head`
 
     def head(self) -> int:
+        """The newest block; SourceError if the endpoint is down, or its newest block is
+        older than `max_head_age_s` (a stalled or lagging endpoint answers "nothing new")."""
+        chain = self.controller.chain
         try:
-            self._at = self.controller.chain.head()
+            self._at = chain.head()
+            age = time.time() - chain.timestamp() if self.max_head_age_s else 0.0
         except ChainError as exc:
             raise SourceError(f"the EVM controller's chain cannot be read: {exc}") from exc
+        if age > self.max_head_age_s > 0:
+            raise SourceError(
+                f"{chain.label}'s newest block is {age:.0f} s old (the limit is "
+                f"{self.max_head_age_s:.0f} s): the endpoint is stalled or lagging"
+            )
         return self._at
 
     def events(self, from_block: int, to_block: int) -> list[ControllerEvent]:
@@ -786,6 +907,36 @@ class ControllerReader:
             raise SourceError(f"effectiveStatus reverted: {exc}") from exc
         except ChainError as exc:
             raise SourceError(f"the EVM controller cannot be read: {exc}") from exc
+
+    def config_hash(self, campaign_key: bytes) -> bytes:
+        """The config hash the campaign is registered with (call only for a known one)."""
+        call = self.controller.contract.functions.campaign(campaign_key).call
+        at: int | str = self._at if self._at is not None else "latest"
+        try:
+            found = self.controller.chain.call("reading a campaign", call, block_identifier=at)
+        except ChainError as exc:
+            raise SourceError(f"the EVM controller cannot be read: {exc}") from exc
+        return bytes(found[2])  # (status, epoch, configHash, ...)
+
+    def node_active(self, node: str) -> bool:
+        """Whether the node may act: approved, its TEE measurement not removed since."""
+        call = self.controller.contract.functions.isNodeActive(checksum_address(node)).call
+        at: int | str = self._at if self._at is not None else "latest"
+        try:
+            return bool(
+                self.controller.chain.call("reading isNodeActive", call, block_identifier=at)
+            )
+        except ChainError as exc:
+            raise SourceError(f"the EVM controller cannot be read: {exc}") from exc
+
+    def issued(self, tx_hash: str) -> bool:
+        """Whether the transaction is (still) in the chain and succeeded: a directive that
+        a reorganisation removed is not."""
+        try:
+            receipt = self.controller.chain.receipt(bytes.fromhex(tx_hash.removeprefix("0x")))
+        except ChainError as exc:
+            raise SourceError(f"the EVM chain cannot be read: {exc}") from exc
+        return receipt is not None and receipt.succeeded
 
 
 def deploy(

@@ -83,33 +83,44 @@ class Directive:
                 raise ValueError("a fork's checkpoint root is a 32-byte Merkle root")
 
     @property
-    def state(self) -> CampaignState | None:
-        """The state this directive puts its campaign in (a fork's child runs)."""
+    def state(self) -> CampaignState:
+        """The state this directive puts its campaign in once final. A fork's child starts
+        paused (the controller starts it so): it runs after a resume, which governance may
+        put in the fork's own proposal."""
         return {
             DirectiveKind.PAUSE: CampaignState.PAUSED,
             DirectiveKind.STOP: CampaignState.STOPPED,
             DirectiveKind.RESUME: CampaignState.RUNNING,
-            DirectiveKind.FORK: CampaignState.RUNNING,
+            DirectiveKind.FORK: CampaignState.PAUSED,
         }[self.kind]
 
 
 @dataclass(frozen=True)
 class Reading:
-    """One poll of one source: new directives, its head height, and node revocation."""
+    """One poll of one source: new directives, its head height, whether this node may act
+    (`revoked`: revoked, or suspended with its TEE measurement), each watched campaign's
+    status as the source holds it, and why a campaign is held that no directive says
+    (`held`: not registered, another config; the campaign is paused meanwhile)."""
 
     directives: tuple[Directive, ...] = ()
     head: int | None = None
     revoked: bool = False
     states: dict[str, CampaignState] = field(default_factory=dict)
+    held: dict[str, str] = field(default_factory=dict)
+    standing_ref: str = ""  # the transaction that last changed `revoked`, when known
 
 
 class DirectiveSource(Protocol):
-    """What the watcher polls. `read` raises SourceError when fresh state is unreadable."""
+    """What the watcher polls. `read` raises SourceError when fresh state is unreadable;
+    `still_issued` says whether a directive read before is still the source's (a chain
+    reorganisation can remove one), and may raise SourceError too."""
 
     @property
     def name(self) -> str: ...
 
     def read(self) -> Reading: ...
+
+    def still_issued(self, directive: Directive) -> bool: ...
 
 
 def most_restrictive(kinds: Iterable[DirectiveKind]) -> DirectiveKind | None:
@@ -172,3 +183,6 @@ class QueueSource:
         with self._lock:
             out, self._queued = tuple(self._queued), []
         return Reading(out)
+
+    def still_issued(self, directive: Directive) -> bool:
+        return True  # what this process was told stays told

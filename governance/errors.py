@@ -3,14 +3,20 @@
 The HTTP routes map these to 4xx statuses in one table (`governance.api.STATUS_OF`).
 `governance` sits below `node` and cannot import `node.errors`; the CLI catches
 `GovernanceError` beside `AsiNodeError`. Chain (web3, provider, eth-tester) failures are
-translated into the `ChainError` tree in `governance.chain`.
+translated into the `ChainError` tree in `governance.chain`; the ICP client's into the
+`IcpError` tree in `governance.icp.errors`, under the same root.
 """
 
 from __future__ import annotations
 
 
 class GovernanceError(Exception):
-    """Root of the governance errors; the message says what was wrong and what to do."""
+    """Root of the governance errors; the message says what was wrong and what to do.
+
+    Catch it at the outermost layer (the CLI, the HTTP handlers) to show the message; a
+    `status` attribute, where a subclass has one, is its HTTP status. The anchor audit's
+    failures are the trust package's `attestation.errors.VerificationError`.
+    """
 
 
 class SourceError(GovernanceError):
@@ -97,14 +103,6 @@ class MalformedCallError(BallotError):
     """
 
     status = 422
-
-
-class VerificationError(GovernanceError):
-    """Evidence failed verification: the message names the failing step and what differed.
-
-    Treat the object checked as untrusted. Retrying will fail the same way unless the
-    evidence or the policy (approved keys, expected chain) changes.
-    """
 
 
 class ChainError(GovernanceError):

@@ -194,6 +194,9 @@ class SnsSource:
     def name(self) -> str:
         return self._name
 
+    def still_issued(self, directive: Directive) -> bool:
+        return True  # an executed proposal stays executed
+
     def read(self) -> Reading:
         try:
             found = self.sns.poll()

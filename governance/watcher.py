@@ -7,8 +7,15 @@ Rules (DESIGN.md section 6):
   `confirmations` blocks on top (a source without blocks gives final answers);
 - one source's directives for one campaign apply in epoch order; one at or below the
   last applied epoch is stale and ignored (logged), and a restrictive directive
-  supersedes the unconfirmed ones before it;
-- a source that says this node is revoked stops every campaign;
+  supersedes the unconfirmed ones before it (they are reported as `superseded`, so the
+  node records every epoch and acknowledges them in order);
+- a stop holds the campaign at once, as a pause, and is final (the campaign stopped for
+  good) only once its block has `confirmations` on top: a stop that a reorganisation
+  removes, or an endpoint invents, cannot end a campaign;
+- a source that says this node may not act (revoked, or suspended with its TEE
+  measurement) pauses every campaign until it is approved again;
+- a campaign a source holds for another reason (not registered on the controller, or
+  registered with another config) is paused, the reason kept (`held`);
 - when a source has given no fresh reading for `stale_after_s`, every campaign pauses
   until it answers again.
 
@@ -30,6 +37,7 @@ from governance.directives import (
     IMMEDIATE,
     CampaignState,
     Directive,
+    DirectiveKind,
     DirectiveSource,
     Reading,
     strictest,
@@ -57,11 +65,34 @@ class Ignored:
 
 
 @dataclass(frozen=True)
+class Standing:
+    """This node's standing on a source changed: it may act (`active`) or not (revoked,
+    or suspended with its TEE measurement), by transaction `ref` seen at `height`."""
+
+    source: str
+    active: bool
+    ref: str
+    height: int | None
+
+
+@dataclass(frozen=True)
+class Superseded:
+    """An unconfirmed directive a later, restrictive one overtook: never in effect, but
+    an epoch of its campaign all the same (recorded and acknowledged in order)."""
+
+    directive: Directive
+    by: Directive
+
+
+@dataclass(frozen=True)
 class PollResult:
     """What one poll changed."""
 
     applied: tuple[Applied, ...] = ()
     ignored: tuple[Ignored, ...] = ()
+    superseded: tuple[Superseded, ...] = ()  # each before the directive that superseded it
+    undone: tuple[Directive, ...] = ()  # stops that left their source before they were final
+    standing: tuple[Standing, ...] = ()  # this node's standing, where it changed
     failed_sources: tuple[str, ...] = ()
     stale: bool = False
     revoked: bool = False
@@ -80,6 +111,8 @@ class _SourceView:
     revoked: bool = False
     pending: list[_Pending] = field(default_factory=list)
     snapshot: dict[str, CampaignState] = field(default_factory=dict)
+    held: dict[str, str] = field(default_factory=dict)
+    unfinal_stops: list[Directive] = field(default_factory=list)
 
 
 class Watcher:
@@ -100,6 +133,7 @@ class Watcher:
         resolve: Callable[[str], str] | None = None,
         applied_epochs: Mapping[tuple[str, str], int] | None = None,
         states: Mapping[tuple[str, str], CampaignState] | None = None,
+        revoked: Mapping[str, bool] | None = None,
     ) -> None:
         names = [s.name for s in sources]
         if len(set(names)) != len(names):
@@ -114,7 +148,10 @@ class Watcher:
         self.clock = clock
         self.resolve = resolve or (lambda name: name)
         now = clock()
-        self._views = {s.name: _SourceView(fresh_at=now) for s in sources}
+        was = revoked or {}
+        self._views = {
+            s.name: _SourceView(fresh_at=now, revoked=was.get(s.name, False)) for s in sources
+        }
         self._epochs: dict[tuple[str, str], int] = dict(applied_epochs or {})
         self._states: dict[tuple[str, str], CampaignState] = dict(states or {})
         # (source, campaign, epoch) already applied or ignored: a source that re-reads
@@ -137,7 +174,8 @@ class Watcher:
         return {name: now - view.fresh_at for name, view in self._views.items()}
 
     def directed_state(self, campaign_id: str) -> CampaignState:
-        """The most restrictive state the sources direct for the campaign."""
+        """The most restrictive state the sources direct for the campaign (a stop not yet
+        final holds it as a pause)."""
         found = []
         for name, view in self._views.items():
             for key in (campaign_id, ALL_CAMPAIGNS):
@@ -145,21 +183,40 @@ class Watcher:
                     found.append(self._states[(name, key)])
                 if key in view.snapshot:
                     found.append(view.snapshot[key])
+            if campaign_id in view.held:
+                found.append(PAUSED)
+            if any(d.campaign_id in (campaign_id, ALL_CAMPAIGNS) for d in view.unfinal_stops):
+                found.append(PAUSED)
         return strictest(found)
+
+    def held(self, campaign_id: str) -> list[str]:
+        """Why sources hold the campaign beyond their directives, one line per source."""
+        return [
+            f"{name}: {view.held[campaign_id]}"
+            for name, view in self._views.items()
+            if campaign_id in view.held
+        ]
 
     def state(self, campaign_id: str) -> CampaignState:
         """What the node must do with the campaign now: directed state, revocation and
-        staleness together (revoked: stopped; stale: at least paused)."""
+        staleness together (revoked or stale: at least paused)."""
         directed = self.directed_state(campaign_id)
-        if self.revoked:
-            return CampaignState.STOPPED
-        if self.stale:
+        if self.revoked or self.stale:
             return strictest([directed, CampaignState.PAUSED])
         return directed
 
     def allows(self, campaign_id: str) -> bool:
         """May experiments of this campaign start now?"""
         return self.state(campaign_id) is CampaignState.RUNNING
+
+    def rename(self, name: str, campaign_id: str) -> None:
+        """What was applied to `name` (a fork's child, before the node created it) now
+        belongs to the node's id for it, where every later directive resolves to."""
+        for source, key in [k for k in self._states if k[1] == name]:
+            self._states[(source, campaign_id)] = self._states.pop((source, key))
+        for source, key in [k for k in self._epochs if k[1] == name]:
+            self._epochs[(source, campaign_id)] = self._epochs.pop((source, key))
+        self._settled = {(s, campaign_id if c == name else c, e) for s, c, e in self._settled}
 
     def last_epoch(self, source: str, campaign_id: str) -> int:
         return self._epochs.get((source, campaign_id), 0)
@@ -168,6 +225,9 @@ class Watcher:
         """Read every source once and apply what is ready."""
         applied: list[Applied] = []
         ignored: list[Ignored] = []
+        superseded: list[Superseded] = []
+        undone: list[Directive] = []
+        standing: list[Standing] = []
         failed: list[str] = []
         for source in self.sources:
             view = self._views[source.name]
@@ -182,8 +242,16 @@ class Watcher:
                 continue
             now = self.clock()
             view.fresh_at = now
+            if reading.revoked != view.revoked:
+                standing.append(
+                    Standing(source.name, not reading.revoked, reading.standing_ref, reading.head)
+                )
             self._take(source.name, view, reading, now, ignored)
-            self._apply_ready(source.name, view, now, applied, ignored)
+            try:
+                undone += self._finalise_stops(source, view)
+            except SourceError as exc:  # judged again at the next poll
+                log.warning("stops not finalised", extra={"source": source.name, "error": str(exc)})
+            self._apply_ready(source.name, view, now, applied, ignored, superseded)
         for item in ignored:
             log.warning(
                 "directive ignored",
@@ -204,7 +272,16 @@ class Watcher:
                     "epoch": done.directive.epoch,
                 },
             )
-        return PollResult(tuple(applied), tuple(ignored), tuple(failed), self.stale, self.revoked)
+        return PollResult(
+            tuple(applied),
+            tuple(ignored),
+            tuple(superseded),
+            tuple(undone),
+            tuple(standing),
+            tuple(failed),
+            self.stale,
+            self.revoked,
+        )
 
     def _take(
         self, name: str, view: _SourceView, reading: Reading, now: float, ignored: list[Ignored]
@@ -215,6 +292,7 @@ class Watcher:
             log.error("this node was revoked", extra={"source": name})
         view.revoked = reading.revoked
         view.snapshot.update({self.resolve(k): v for k, v in reading.states.items()})
+        view.held = {self.resolve(k): why for k, why in reading.held.items()}
         known = {(p.directive.campaign_id, p.directive.epoch) for p in view.pending}
         for d in reading.directives:
             if d.source != name:
@@ -248,6 +326,7 @@ class Watcher:
         now: float,
         applied: list[Applied],
         ignored: list[Ignored],
+        superseded: list[Superseded],
     ) -> None:
         by_campaign: dict[str, list[_Pending]] = {}
         for p in sorted(view.pending, key=lambda p: p.directive.epoch):
@@ -266,15 +345,14 @@ class Watcher:
                 if d.kind in IMMEDIATE or (confirmed and not waiting):
                     for w in waiting:
                         self._settled.add((name, cid, w.directive.epoch))
-                        ignored.append(
-                            Ignored(w.directive, f"superseded by epoch {d.epoch} ({d.kind})")
-                        )
+                        superseded.append(Superseded(w.directive, d))
                     waiting = []
                     self._settled.add((name, cid, d.epoch))
                     self._epochs[(name, cid)] = d.epoch
-                    state = d.state
-                    if state is not None:
-                        self._states[(name, cid)] = state
+                    if d.kind is DirectiveKind.STOP and not confirmed:
+                        view.unfinal_stops.append(d)  # held as a pause until final
+                    else:
+                        self._states[(name, cid)] = d.state
                     if d.pause_parent and d.parent_id is not None:
                         parent = self.resolve(d.parent_id)
                         self._states[(name, parent)] = strictest(
@@ -285,6 +363,36 @@ class Watcher:
                     waiting.append(p)
             keep.extend(waiting)
         view.pending = keep
+
+    def _finalise_stops(self, source: DirectiveSource, view: _SourceView) -> list[Directive]:
+        """Stops whose block now has enough confirmations become final, if the source
+        still holds them; one a reorganisation removed is dropped (its hold lifts) and
+        returned."""
+        waiting = []
+        gone = []
+        for d in view.unfinal_stops:
+            confs = self._confirmations(view, d)
+            if confs is not None and confs < self.confirmations:
+                waiting.append(d)
+            elif source.still_issued(d):
+                self._states[(source.name, d.campaign_id)] = CampaignState.STOPPED
+                log.info("stop final", extra={"source": source.name, "campaign": d.campaign_id})
+            else:
+                gone.append(d)
+                log.error(
+                    "a stop left the chain before it was final; its hold lifts",
+                    extra={"source": source.name, "campaign": d.campaign_id, "ref": d.ref},
+                )
+        view.unfinal_stops = waiting
+        return gone
+
+    def final_stop(self, campaign_id: str) -> bool:
+        """Whether a source's stop of the campaign is final (the campaign is over)."""
+        return any(
+            self._states.get((name, key)) is CampaignState.STOPPED
+            for name in self._views
+            for key in (campaign_id, ALL_CAMPAIGNS)
+        )
 
 
 def _with_campaign(d: Directive, campaign_id: str) -> Directive:

@@ -8,11 +8,17 @@ from __future__ import annotations
 
 import re
 
+from loop.errors import LoopError
+
 _HUNK = re.compile(r"^@@ -\d+(?:,\d+)? \+\d+(?:,\d+)? @@")
 
 
-class DiffError(ValueError):
-    """The diff is malformed or does not match the text it is applied to."""
+class DiffError(LoopError):
+    """The diff is malformed or does not match the text it is applied to.
+
+    The message names the hunk; the researcher records the proposal as failed and asks
+    the model again. Applying the same diff again fails the same way.
+    """
 
 
 def apply_unified_diff(original: str, diff: str) -> str:

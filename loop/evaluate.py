@@ -1,9 +1,9 @@
 """The trusted evaluator: scores exported graphs on held-out data it generates itself.
 
 It never imports candidate code or `kernels` (only torch, the stdlib, pydantic,
-loop.tasks and loop.outcome), so nothing the candidate ran can patch the metric. What the
-sandbox hands back is hostile data, and `torch.export.load` unpickles parts of an archive,
-so loading is fenced (see `_load_program`):
+loop.tasks, loop.outcome and loop.errors), so nothing the candidate ran can patch the
+metric. What the sandbox hands back is hostile data, and `torch.export.load` unpickles
+parts of an archive, so loading is fenced (see `_load_program`):
 
 1. the manifest is validated and every file's sha256 checked;
 2. an archive may hold only the records a plain `torch.export.save` of tensors writes:
@@ -49,6 +49,7 @@ from torch import Tensor
 from torch.export import ExportedProgram
 from torch.export.pt2_archive import PT2ArchiveReader, PT2ArchiveWriter
 
+from loop.errors import LoopError
 from loop.outcome import CheckResult, FailureClass
 from loop.tasks import IGNORE_INDEX, Batch, LMSpec, MQARSpec, Task, TestSet, generator
 
@@ -70,7 +71,7 @@ def forward_file(seq_len: int) -> str:
     return f"forward_{seq_len}.pt2"
 
 
-class ArtifactError(RuntimeError):
+class ArtifactError(LoopError):
     """The artifact directory is not a well-formed, safe export.
 
     The sandbox produced it, so the caller records FailureClass.BAD_OUTPUT for the

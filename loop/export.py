@@ -30,6 +30,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from loop.errors import LoopError
 from loop.evaluate import (
     EVAL_BATCH,
     EXPORT_FORMAT,
@@ -52,7 +53,7 @@ logger = logging.getLogger(__name__)
 PAD_TOKENS_PER_GRAPH = 100_000
 
 
-class ExportError(RuntimeError):
+class ExportError(LoopError):
     """The trained model could not be exported as a fixed-shape graph.
 
     The caller records FailureClass.EXPORT for the candidate: its code is not scoreable as

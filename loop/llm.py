@@ -30,6 +30,8 @@ from typing import Any, Literal, Protocol, TypeVar
 
 import openai
 
+from loop.errors import LoopError
+
 log = logging.getLogger(__name__)
 
 Role = Literal["researcher", "engineer", "analyst"]
@@ -118,8 +120,9 @@ class Reply:
     exchange: Exchange
 
 
-class LLMError(Exception):
-    """Root of the LLM errors. The caller records what happened and carries on."""
+class LLMError(LoopError):
+    """Root of the LLM errors. The caller records what happened and carries on (the
+    subclasses say whether to fix the settings, pause or just go on)."""
 
 
 class LLMConfigError(LLMError):

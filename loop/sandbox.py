@@ -39,6 +39,7 @@ from typing import Any
 
 import pydantic
 
+from loop.errors import LoopError
 from loop.outcome import CheckResult, FailureClass, ScreenReport
 from loop.worker import JOB_FILE, RESULT_FILE
 
@@ -52,7 +53,7 @@ STATUS_BYTES = 65536
 KILL_GRACE_S = 2.0  # time for the jail's top process to reap what was killed
 
 
-class SandboxError(RuntimeError):
+class SandboxError(LoopError):
     """The sandbox itself could not run (a broken host, not a bad candidate).
 
     Fix the host (util-linux tools, permissions, the workspace path) or run with

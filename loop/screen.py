@@ -21,6 +21,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from loop.errors import LoopError
 from loop.outcome import CheckResult, FailureClass, ScreenReport
 from loop.syntax import parse
 
@@ -275,8 +276,12 @@ class ScreenConfig:
             raise ValueError("lengths need at least 2 tokens and batch at least 2 examples")
 
 
-class _CheckFailed(Exception):
-    """Raised inside a check to end screening with a verdict."""
+class _CheckFailed(LoopError):
+    """Raised inside a check to end screening with a verdict.
+
+    Only `screen_mixer` catches it, and records `failure` and `detail` in its report;
+    nothing outside this module sees it.
+    """
 
     def __init__(self, failure: FailureClass, detail: str) -> None:
         super().__init__(detail)

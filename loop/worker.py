@@ -16,9 +16,10 @@ Two entry points, both started by loop/sandbox.py, never by hand:
   and writes WORKSPACE/result.json atomically. Containment is the OS's job; nothing here
   trusts the candidate, which can patch anything in this process, result included.
 
-Only the stdlib is imported at module level so the init starts fast; torch and the
-training code load inside the runner's job functions. The job builders `screen_job` and
-`train_job` are the public way to describe work for `loop.sandbox.run_sandboxed`.
+Only the stdlib (and `loop.errors`, which imports nothing) is imported at module level
+so the init starts fast; torch and the training code load inside the runner's job
+functions. The job builders `screen_job` and `train_job` are the public way to describe
+work for `loop.sandbox.run_sandboxed`.
 """
 
 from __future__ import annotations
@@ -42,6 +43,8 @@ import traceback
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from loop.errors import LoopError
 
 if TYPE_CHECKING:
     from types import ModuleType
@@ -145,8 +148,13 @@ def evaluate_job(
 # The jail's init (trusted; runs before any candidate code exists in the process tree).
 
 
-class SetupError(Exception):
-    """The jail could not be built; the parent reports it as an infrastructure error."""
+class SetupError(LoopError):
+    """The jail's init failed (a mount or a privilege change, or its runner vanished).
+
+    The init reports it on the status pipe and exits; if the runner had not started,
+    the parent raises `SandboxError`: fix the host, as that error says. Inside the init,
+    a failed read-only remount of a mount point other than / is tolerated.
+    """
 
 
 def _libc() -> ctypes.CDLL:

@@ -1,4 +1,8 @@
-"""The project's exception tree: one root, and a docstring per error saying what to do.
+"""The node's exception tree: one root, and a docstring per error saying what to do.
+
+Each package below `node` cannot import this one and has its own root in its `errors.py`:
+`TrustError` (attestation), `GovernanceError`, `LoopError` and `KernelInputError`
+(kernels); `node.cli.main` shows the first three beside `AsiNodeError`.
 
 Expected outcomes (a candidate that crashes, times out or scores badly) are values, not
 exceptions; these are for broken invariants, bad input from the operator and broken

@@ -261,6 +261,18 @@ class GovernanceSettings(_Section):
         default="fork-configs",
         description="directory (relative to the home) of fork configs named <sha256 hex>.json",
     )
+    cross_check_rpc_urls: list[str] = Field(
+        default_factory=list,
+        description=(
+            "more JSON-RPC endpoints of chain.rpc_url's chain: governance is read from all "
+            "and cross-checked (an event one filters arrives through another)"
+        ),
+    )
+    max_head_age_seconds: float = Field(
+        default=600.0,
+        ge=0,
+        description="an endpoint whose newest block is older than this is stale (0: no limit)",
+    )
 
 
 class AttestationSettings(_Section):

@@ -56,7 +56,7 @@ from node.cli.daemon import chain_acks  # noqa: E402
 from node.governed.obey import GovernedNode, governed_node, sources_from_settings  # noqa: E402
 from node.runtime import Node, open_node  # noqa: E402
 from node.settings import load_settings  # noqa: E402
-from node.store import Store  # noqa: E402
+from node.store import CampaignRow, Store  # noqa: E402
 
 
 def main() -> int:
@@ -175,9 +175,12 @@ class Dao:
         data = self.ctl.encode_abi(function, args=[campaign_key(campaign)])
         return bytes.fromhex(data[2:])
 
-    def register(self, campaign: str) -> None:
-        data = self.ctl.encode_abi("registerCampaign", args=[campaign_key(campaign), bytes(32), ""])
-        pid = self.ready(bytes.fromhex(data[2:]), f"register {campaign}")
+    def register(self, campaign: CampaignRow) -> None:
+        """Register the campaign with its config hash (a governed node runs only that)."""
+        config_hash = bytes.fromhex(campaign.config_hash.removeprefix("sha256:"))
+        args = [campaign_key(campaign.id), config_hash, ""]
+        data = self.ctl.encode_abi("registerCampaign", args=args)
+        pid = self.ready(bytes.fromhex(data[2:]), f"register {campaign.id}")
         self.chain.send(self.key, self.execute_call(pid))
 
 
@@ -213,8 +216,8 @@ def on_chain(args: argparse.Namespace) -> int:
         )
         camp = node.store.create_campaign(f"bench-{int(time.time())}", cfg.model_dump(mode="json"))
         dao = Dao(chain, deployment, ANVIL_KEY)
-        dao.register(camp.id)
-        sources = sources_from_settings(settings, [camp.id])
+        dao.register(camp)
+        sources = sources_from_settings(settings, node.store)
         governed = governed_node(node, [camp.id], sources)
         acks = chain_acks(node, sources)
         server = threading.Thread(target=governed.serve, args=(stop_serving, poll, acks))

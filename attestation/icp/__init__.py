@@ -1,7 +1,7 @@
 """Internet Computer certificate verification: hash trees, BLS12-381, delegations.
 
-Knows nothing of the node or the network: bytes in, a verified certificate or a
-`VerificationError` (naming the failing step) out.
+Knows nothing of the node or the network: bytes in, a verified certificate or the trust
+package's `attestation.errors.VerificationError` (naming the failing `Step`) out.
 """
 
 from attestation.icp.certificate import (
@@ -12,13 +12,12 @@ from attestation.icp.certificate import (
     parse_certificate,
     verify_certificate,
 )
-from attestation.icp.errors import Step, VerificationError
+from attestation.icp.steps import Step
 
 __all__ = [
     "MAINNET_ROOT_KEY_DER",
     "Certificate",
     "Step",
-    "VerificationError",
     "VerifiedCertificate",
     "certificate_from_read_state",
     "parse_certificate",

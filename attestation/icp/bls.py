@@ -19,6 +19,8 @@ from py_ecc.fields import optimized_bls12_381_FQ12 as FQ12
 from py_ecc.optimized_bls12_381.optimized_curve import G2, curve_order, is_inf, multiply, neg
 from py_ecc.optimized_bls12_381.optimized_pairing import final_exponentiate, miller_loop
 
+from attestation.errors import TrustError
+
 DST = b"BLS_SIG_BLS12381G1_XMD:SHA-256_SSWU_RO_NUL_"
 
 # DER SubjectPublicKeyInfo prefix of an IC BLS key: algorithm OID 1.3.6.1.4.1.44668.5.3.1.2.1,
@@ -30,8 +32,12 @@ KEY_LEN = 96
 SIGNATURE_LEN = 48
 
 
-class BlsError(ValueError):
-    """A BLS key or signature is malformed or does not verify (the message says which)."""
+class BlsError(TrustError):
+    """A BLS key or signature is malformed or does not verify (the message says which).
+
+    Certificate verification turns it into a `VerificationError` at the step that used
+    the key or signature; a direct caller must not trust the signed message.
+    """
 
 
 def key_from_der(der: bytes) -> bytes:

@@ -26,8 +26,8 @@ from functools import lru_cache
 
 import cbor2
 
+from attestation.errors import VerificationError
 from attestation.icp import bls
-from attestation.icp.errors import Step, VerificationError
 from attestation.icp.hashtree import (
     HashTree,
     Labeled,
@@ -43,6 +43,7 @@ from attestation.icp.hashtree import (
     reconstruct,
 )
 from attestation.icp.principal import MAX_LEN, to_text
+from attestation.icp.steps import Step
 
 STATE_ROOT_DOMAIN = b"\x0dic-state-root"
 # The IC mainnet (NNS) root key, DER; a local replica has its own (pass that instead).
@@ -74,34 +75,36 @@ class Certificate:
 def decode_cbor(data: bytes, what: str, step: Step = Step.DECODE) -> object:
     """Decode one CBOR item, or raise VerificationError naming `what` could not be read."""
     if not isinstance(data, bytes | bytearray):
-        raise VerificationError(step, f"{what} is not a byte string")
+        raise VerificationError(step.text, f"{what} is not a byte string")
     if len(data) > MAX_CERTIFICATE_BYTES:
-        raise VerificationError(step, f"{what} is larger than {MAX_CERTIFICATE_BYTES} bytes")
+        raise VerificationError(step.text, f"{what} is larger than {MAX_CERTIFICATE_BYTES} bytes")
     try:
         return cbor2.loads(bytes(data))
     except (cbor2.CBORDecodeError, ValueError, TypeError, OverflowError, RecursionError) as exc:
-        raise VerificationError(step, f"{what} is not valid CBOR ({exc})") from None
+        raise VerificationError(step.text, f"{what} is not valid CBOR ({exc})") from None
     except Exception as exc:  # cbor2 raises others on hostile tags (e.g. bad dates)
-        raise VerificationError(step, f"{what} is not valid CBOR ({type(exc).__name__})") from None
+        raise VerificationError(
+            step.text, f"{what} is not valid CBOR ({type(exc).__name__})"
+        ) from None
 
 
 def parse_certificate(data: bytes, what: str = "certificate") -> Certificate:
     """Step 1: decode a certificate's CBOR into its parts; VerificationError if malformed."""
     obj = decode_cbor(data, what)
     if not isinstance(obj, Mapping):
-        raise VerificationError(Step.DECODE, f"{what} is not a CBOR map")
+        raise VerificationError(Step.DECODE.text, f"{what} is not a CBOR map")
     extra = set(obj) - {"tree", "signature", "delegation"}
     if extra:
         raise VerificationError(
-            Step.DECODE, f"{what} has unexpected fields {sorted(map(str, extra))}"
+            Step.DECODE.text, f"{what} has unexpected fields {sorted(map(str, extra))}"
         )
     if "tree" not in obj or "signature" not in obj:
-        raise VerificationError(Step.DECODE, f"{what} lacks its tree or signature")
+        raise VerificationError(Step.DECODE.text, f"{what} lacks its tree or signature")
     tree = parse_tree(obj["tree"])
     check_sorted(tree)
     signature = obj["signature"]
     if not isinstance(signature, bytes):
-        raise VerificationError(Step.DECODE, f"{what} signature is not a blob")
+        raise VerificationError(Step.DECODE.text, f"{what} signature is not a blob")
     delegation = None
     if "delegation" in obj:
         raw = obj["delegation"]
@@ -112,10 +115,12 @@ def parse_certificate(data: bytes, what: str = "certificate") -> Certificate:
             or not isinstance(raw["certificate"], bytes)
         ):
             raise VerificationError(
-                Step.DECODE, f"{what} delegation is not {{subnet_id: blob, certificate: blob}}"
+                Step.DECODE.text, f"{what} delegation is not {{subnet_id: blob, certificate: blob}}"
             )
         if not 0 < len(raw["subnet_id"]) <= MAX_LEN:
-            raise VerificationError(Step.DECODE, f"{what} delegation subnet_id is not a principal")
+            raise VerificationError(
+                Step.DECODE.text, f"{what} delegation subnet_id is not a principal"
+            )
         delegation = Delegation(raw["subnet_id"], raw["certificate"])
     return Certificate(tree, signature, delegation)
 
@@ -131,13 +136,13 @@ def decode_leb128(data: bytes, what: str, step: Step) -> int:
             if index != len(data) - 1:
                 break
             return value
-    raise VerificationError(step, f"{what} is not a LEB128 number")
+    raise VerificationError(step.text, f"{what} is not a LEB128 number")
 
 
 def _decode_ranges(value: bytes, what: str) -> list[tuple[bytes, bytes]]:
     obj = decode_cbor(value, what, Step.CANISTER_RANGE)
     if not isinstance(obj, list | tuple):
-        raise VerificationError(Step.CANISTER_RANGE, f"{what} is not a CBOR array")
+        raise VerificationError(Step.CANISTER_RANGE.text, f"{what} is not a CBOR array")
     ranges = []
     for item in obj:
         if (
@@ -145,7 +150,7 @@ def _decode_ranges(value: bytes, what: str) -> list[tuple[bytes, bytes]]:
             or len(item) != 2
             or not all(isinstance(bound, bytes) for bound in item)
         ):
-            raise VerificationError(Step.CANISTER_RANGE, f"{what} holds a malformed range")
+            raise VerificationError(Step.CANISTER_RANGE.text, f"{what} holds a malformed range")
         ranges.append((item[0], item[1]))
     return ranges
 
@@ -170,12 +175,12 @@ def check_canister_range(tree: HashTree, subnet_id: bytes, canister_id: bytes) -
                 hidden = hidden or isinstance(node, Pruned | Labeled)
         if hidden:
             raise VerificationError(
-                Step.CANISTER_RANGE,
+                Step.CANISTER_RANGE.text,
                 f"the shard of /canister_ranges/{subnet} that would hold canister {canister} "
                 "is pruned from the delegation: its membership cannot be established",
             )
         raise VerificationError(
-            Step.CANISTER_RANGE,
+            Step.CANISTER_RANGE.text,
             f"canister {canister} is outside the canister ranges of subnet {subnet}: "
             "the certificate is not authorised for this canister",
         )
@@ -185,12 +190,12 @@ def check_canister_range(tree: HashTree, subnet_id: bytes, canister_id: bytes) -
         if _in_ranges(canister_id, _decode_ranges(old.value, what)):
             return
         raise VerificationError(
-            Step.CANISTER_RANGE,
+            Step.CANISTER_RANGE.text,
             f"canister {canister} is outside the canister ranges of subnet {subnet}: "
             "the certificate is not authorised for this canister",
         )
     raise VerificationError(
-        Step.CANISTER_RANGE,
+        Step.CANISTER_RANGE.text,
         f"the delegation certifies no canister ranges for subnet {subnet} (sharded layout: "
         f"{sharded.outcome.value}; old layout: {old.outcome.value})",
     )
@@ -201,7 +206,7 @@ def _check_signature(cert: Certificate, key: bytes, step: Step, whose: str) -> b
     try:
         bls.verify(key, STATE_ROOT_DOMAIN + root_hash, cert.signature)
     except bls.BlsError as exc:
-        raise VerificationError(step, f"{whose}: {exc}") from None
+        raise VerificationError(step.text, f"{whose}: {exc}") from None
     return root_hash
 
 
@@ -213,23 +218,23 @@ def _verify_delegation(delegation: Delegation, root_key: bytes, canister_id: byt
     try:
         inner = parse_certificate(delegation.certificate, "delegation certificate")
     except VerificationError as exc:
-        raise VerificationError(Step.DELEGATION, exc.reason) from None
+        raise VerificationError(Step.DELEGATION.text, exc.detail) from None
     if inner.delegation is not None:
         raise VerificationError(
-            Step.DELEGATION, "the delegation certificate itself has a delegation"
+            Step.DELEGATION.text, "the delegation certificate itself has a delegation"
         )
     _check_signature(inner, root_key, Step.DELEGATION, "delegation certificate signature")
     found = lookup([b"subnet", delegation.subnet_id, b"public_key"], inner.tree)
     if found.outcome is not Outcome.FOUND or found.value is None:
         raise VerificationError(
-            Step.DELEGATION,
+            Step.DELEGATION.text,
             f"the delegation does not certify a public key for subnet {subnet} "
             f"(lookup: {found.outcome.value})",
         )
     try:
         subnet_key = bls.key_from_der(found.value)
     except bls.BlsError as exc:
-        raise VerificationError(Step.DELEGATION, f"subnet {subnet} key: {exc}") from None
+        raise VerificationError(Step.DELEGATION.text, f"subnet {subnet} key: {exc}") from None
     check_canister_range(inner.tree, delegation.subnet_id, canister_id)
     return subnet_key
 
@@ -252,7 +257,7 @@ class VerifiedCertificate:
         if found.outcome is not Outcome.FOUND or found.value is None:
             shown = "/".join(_show(label) for label in path)
             raise VerificationError(
-                Step.LOOKUP, f"/{shown} is {found.outcome.value} in the certified tree"
+                Step.LOOKUP.text, f"/{shown} is {found.outcome.value} in the certified tree"
             )
         return found.value
 
@@ -261,11 +266,11 @@ class VerifiedCertificate:
         try:
             data = self.value([b"canister", canister_id, b"certified_data"])
         except VerificationError as exc:
-            raise VerificationError(Step.CERTIFIED_DATA, exc.reason) from None
+            raise VerificationError(Step.CERTIFIED_DATA.text, exc.detail) from None
         root = reconstruct(witness)
         if data != root:
             raise VerificationError(
-                Step.CERTIFIED_DATA,
+                Step.CERTIFIED_DATA.text,
                 f"canister {to_text(canister_id)} certified {data.hex()}, "
                 f"but the witness hashes to {root.hex()}",
             )
@@ -311,17 +316,17 @@ def verify_certificate(
     root_hash = _check_signature(cert, key, Step.SIGNATURE, whose)
     found = lookup([b"time"], cert.tree)
     if found.outcome is not Outcome.FOUND or found.value is None:
-        raise VerificationError(Step.FRESHNESS, f"/time is {found.outcome.value}")
+        raise VerificationError(Step.FRESHNESS.text, f"/time is {found.outcome.value}")
     time_ns = decode_leb128(found.value, "/time", Step.FRESHNESS)
     if now_ns - time_ns > max_age_ns:
         raise VerificationError(
-            Step.FRESHNESS,
+            Step.FRESHNESS.text,
             f"certificate is {(now_ns - time_ns) / 1e9:.0f} s old, more than the "
             f"{max_age_ns / 1e9:.0f} s allowed",
         )
     if time_ns - now_ns > max_skew_ns:
         raise VerificationError(
-            Step.FRESHNESS,
+            Step.FRESHNESS.text,
             f"certificate time is {(time_ns - now_ns) / 1e9:.0f} s ahead of the local clock",
         )
     return VerifiedCertificate(cert.tree, root_hash, time_ns, subnet_id)
@@ -331,5 +336,5 @@ def certificate_from_read_state(body: bytes) -> bytes:
     """The certificate inside a read_state (or call v3) response body `{certificate: blob}`."""
     obj = decode_cbor(body, "read_state response")
     if not isinstance(obj, Mapping) or not isinstance(obj.get("certificate"), bytes):
-        raise VerificationError(Step.DECODE, "read_state response has no certificate blob")
+        raise VerificationError(Step.DECODE.text, "read_state response has no certificate blob")
     return bytes(obj["certificate"])

@@ -13,7 +13,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import Enum
 
-from attestation.icp.errors import Step, VerificationError
+from attestation.errors import VerificationError
+from attestation.icp.steps import Step
 
 # A real certificate nests a few dozen levels; this bounds the recursion on hostile input.
 MAX_DEPTH = 200
@@ -87,29 +88,29 @@ ERROR = Lookup(Outcome.ERROR)
 def parse_tree(obj: object, depth: int = 0) -> HashTree:
     """Build a HashTree from its decoded CBOR form; raises VerificationError (decode)."""
     if depth > MAX_DEPTH:
-        raise VerificationError(Step.DECODE, f"hash tree nested deeper than {MAX_DEPTH}")
+        raise VerificationError(Step.DECODE.text, f"hash tree nested deeper than {MAX_DEPTH}")
     if not isinstance(obj, list | tuple) or not obj or type(obj[0]) is not int:
-        raise VerificationError(Step.DECODE, "hash tree node is not an array with a tag")
+        raise VerificationError(Step.DECODE.text, "hash tree node is not an array with a tag")
     tag, args = obj[0], obj[1:]
     shapes = {0: 0, 1: 2, 2: 2, 3: 1, 4: 1}
     if tag not in shapes:
-        raise VerificationError(Step.DECODE, f"hash tree node has unknown tag {tag}")
+        raise VerificationError(Step.DECODE.text, f"hash tree node has unknown tag {tag}")
     if len(args) != shapes[tag]:
         raise VerificationError(
-            Step.DECODE, f"hash tree node {tag} has {len(args)} fields, not {shapes[tag]}"
+            Step.DECODE.text, f"hash tree node {tag} has {len(args)} fields, not {shapes[tag]}"
         )
     if tag == 0:
         return Empty()
     if tag == 1:
         return Fork(parse_tree(args[0], depth + 1), parse_tree(args[1], depth + 1))
     if not isinstance(args[0], bytes):
-        raise VerificationError(Step.DECODE, f"hash tree node {tag} holds a non-blob")
+        raise VerificationError(Step.DECODE.text, f"hash tree node {tag} holds a non-blob")
     if tag == 2:
         return Labeled(args[0], parse_tree(args[1], depth + 1))
     if tag == 3:
         return Leaf(args[0])
     if len(args[0]) != 32:
-        raise VerificationError(Step.DECODE, "pruned hash tree node is not 32 bytes")
+        raise VerificationError(Step.DECODE.text, "pruned hash tree node is not 32 bytes")
     return Pruned(args[0])
 
 
@@ -186,12 +187,12 @@ def lookup(path: Sequence[bytes], tree: HashTree) -> Lookup:
 def check_sorted(tree: HashTree, depth: int = 0) -> None:
     """Labels under each fork group must strictly increase: absence proofs rely on it."""
     if depth > MAX_DEPTH:
-        raise VerificationError(Step.DECODE, f"hash tree nested deeper than {MAX_DEPTH}")
+        raise VerificationError(Step.DECODE.text, f"hash tree nested deeper than {MAX_DEPTH}")
     nodes = flatten_forks(tree) if isinstance(tree, Fork) else [tree]
     last: bytes | None = None
     for node in nodes:
         if isinstance(node, Labeled):
             if last is not None and node.label <= last:
-                raise VerificationError(Step.DECODE, "hash tree labels are not in order")
+                raise VerificationError(Step.DECODE.text, "hash tree labels are not in order")
             last = node.label
             check_sorted(node.subtree, depth + 1)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
 
-from attestation.tee.errors import VerificationError
+from attestation.errors import VerificationError
 from attestation.tee.evidence import verify_file
 from attestation.tee.policy import Policy
 from attestation.tee.snp import PINNED_ARKS
@@ -61,7 +61,7 @@ def assess(
             pinned_arks=pinned_arks,
         )
     except VerificationError as exc:
-        return AttestationFinding("rejected", f"step {exc.step}: {exc.reason}", exc.passed)
+        return AttestationFinding("rejected", f"step {exc.step}: {exc.detail}", exc.passed)
     if not verdict.attested:
         return AttestationFinding(
             "unattested", "the node runs without a TEE (provider none)", verdict.steps

@@ -18,11 +18,17 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 from cryptography.utils import CryptographyDeprecationWarning
 
+from attestation.errors import FormatError
+
 PEM_MARKER = b"-----BEGIN CERTIFICATE-----"
 
 
-class CertificateFormatError(ValueError):
-    """Bytes that are not a certificate (or a PEM bundle of them)."""
+class CertificateFormatError(FormatError):
+    """Bytes that are not a certificate (or a PEM bundle of them).
+
+    The verifiers report it as a failed chain step; a direct caller should pass the
+    certificates again (PEM or DER, as the vendor publishes them).
+    """
 
 
 def load_certificates(data: bytes) -> list[x509.Certificate]:

@@ -1,5 +1,8 @@
-"""Errors of TEE evidence collection and verification, under the trust package's root
+"""Errors of TEE evidence collection and policies, under the trust package's root
 (`attestation.errors.TrustError`, which the CLI catches beside `AsiNodeError`).
+
+Evidence that fails a verification step raises the trust package's one
+`attestation.errors.VerificationError`, its `passed` listing the steps before it.
 """
 
 from __future__ import annotations
@@ -8,22 +11,11 @@ from attestation.errors import TrustError
 
 
 class TeeError(TrustError):
-    """Root of the errors this package raises on purpose; the message is for a person."""
+    """An error of TEE collection, policy or binding (see the subclasses for what to do).
 
-
-class VerificationError(TeeError):
-    """Evidence failed a verification step: it is not trusted, and nothing was concluded.
-
-    `step` names the failing step (e.g. ``"snp.6 report signature"``) and `passed` lists
-    the steps that succeeded before it. Retrying will not help: fix or replace the
-    evidence, the certificate chain or the policy named in the message.
+    The `attest` command catches it to report a usage or host problem (exit 2) apart
+    from evidence that failed verification (exit 1).
     """
-
-    def __init__(self, step: str, message: str, passed: tuple[str, ...] = ()) -> None:
-        super().__init__(f"step {step}: {message}")
-        self.step = step
-        self.reason = message
-        self.passed = passed
 
 
 class PolicyError(TeeError):

@@ -19,9 +19,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from attestation.errors import VerificationError
 from attestation.tee import nvidia, snp, tdx
 from attestation.tee.binding import BindingDocument
-from attestation.tee.errors import BindingError, VerificationError
+from attestation.tee.errors import BindingError
 from attestation.tee.policy import Policy
 
 BUNDLE_FORMAT = "asi-node/tee-evidence/v1"
@@ -179,7 +180,7 @@ def verify_bundle(
                 nonce=bundle.binding.gpu_nonce(),
             )
         except VerificationError as exc:
-            raise VerificationError(f"GPU {index} {exc.step}", exc.reason, exc.passed) from None
+            raise VerificationError(f"GPU {index} {exc.step}", exc.detail, exc.passed) from None
         steps += [f"GPU {index} {s}" for s in verified.steps]
     return Verdict(f"bundle/{bundle.provider}", tuple(steps), attested=True, binding=bundle.binding)
 
@@ -316,6 +317,6 @@ def _verify_nvidia_list(entries: list[dict[str, Any]], policy: Policy, at: datet
         try:
             verified = nvidia.verify_gpu(report, chain, policy=policy, at=at, nonce=nonce or None)
         except VerificationError as exc:
-            raise VerificationError(f"GPU {index} {exc.step}", exc.reason, tuple(steps)) from None
+            raise VerificationError(f"GPU {index} {exc.step}", exc.detail, tuple(steps)) from None
         steps += [f"GPU {index} {s}" for s in verified.steps]
     return Verdict(f"nvidia ({len(entries)} GPUs)", tuple(steps), True)

@@ -24,6 +24,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from attestation.errors import FormatError
 from attestation.tee.certs import (
     CertificateFormatError,
     cert_sha256,
@@ -50,8 +51,12 @@ _TCB_INFO_OID = "2.23.133.5.4.1"
 _SHA384_FWID_PREFIX = bytes.fromhex("0609608648016503040202" + "0430")
 
 
-class NvidiaFormatError(ValueError):
-    """Bytes that are not an SPDM measurement report this module understands."""
+class NvidiaFormatError(FormatError):
+    """Bytes that are not an SPDM measurement report this module understands.
+
+    `verify_gpu` reports it as a failed parse step; a direct caller should treat the
+    bytes as no evidence and collect the GPU's report again.
+    """
 
 
 @dataclass(frozen=True)

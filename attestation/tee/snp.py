@@ -23,6 +23,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from attestation.errors import FormatError
 from attestation.tee.certs import (
     CertificateFormatError,
     common_name,
@@ -34,7 +35,6 @@ from attestation.tee.certs import (
     spki_sha256,
     validity_error,
 )
-from attestation.tee.errors import VerificationError
 from attestation.tee.policy import Policy
 from attestation.tee.steps import Checklist
 
@@ -77,8 +77,12 @@ HCL_RUNTIME_OFFSET = HCL_HEADER_LEN + REPORT_LEN
 HCL_RUNTIME_HEADER_LEN = 20
 
 
-class SnpFormatError(ValueError):
-    """Bytes that are not an SNP report (or HCL report) this module understands."""
+class SnpFormatError(FormatError):
+    """Bytes that are not an SNP report (or HCL report) this module understands.
+
+    `verify_snp` reports it as a failed parse step; a direct caller should treat the
+    bytes as no evidence and collect or export the report again.
+    """
 
 
 @dataclass(frozen=True)
@@ -420,7 +424,6 @@ def _check_policy(
 
 __all__ = [
     "SnpReport",
-    "VerificationError",
     "VerifiedSnp",
     "parse_hcl",
     "parse_report",

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from attestation.errors import FormatError
 from attestation.tee.errors import BindingError
 from attestation.tee.evidence import EvidenceBundle
 
@@ -18,8 +19,12 @@ PREDICATE_TYPE = "https://asi-node.dev/tee-evidence/v1"
 SUBJECT_NAME = "tee-binding-document"
 
 
-class StatementError(ValueError):
-    """A log entry that is not a well-formed attestation statement."""
+class StatementError(FormatError):
+    """A log entry that is not a well-formed attestation statement.
+
+    Treat the node as having published no evidence (the message says what is wrong);
+    the node must collect and log its evidence again.
+    """
 
 
 def evidence_statement(bundle: EvidenceBundle) -> dict[str, Any]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import NoReturn
 
-from attestation.tee.errors import VerificationError
+from attestation.errors import VerificationError
 
 
 class Checklist:

@@ -25,6 +25,7 @@ from datetime import datetime
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from attestation.errors import FormatError
 from attestation.tee.certs import (
     CertificateFormatError,
     cert_sha256,
@@ -58,8 +59,12 @@ SGX_ATTRIBUTES_DEBUG = 0x02
 INTEL_ROOT_SHA256 = "44a0196b2b99f889b8e149e95b807a350e7424964399e885a7cbb8ccfab674d3"
 
 
-class TdxFormatError(ValueError):
-    """Bytes that are not a TDX quote this module understands."""
+class TdxFormatError(FormatError):
+    """Bytes that are not a TDX quote this module understands.
+
+    `verify_tdx` reports it as a failed parse step; a direct caller should treat the
+    bytes as no evidence and collect or export the quote again.
+    """
 
 
 @dataclass(frozen=True)

@@ -7,10 +7,10 @@ from dataclasses import dataclass
 
 from ic.candid import Types, encode
 
-from attestation.icp import VerificationError
+from attestation.errors import VerificationError
 from attestation.icp.certificate import decode_cbor
-from attestation.icp.errors import Step
 from attestation.icp.hashtree import Outcome, lookup, parse_tree
+from attestation.icp.steps import Step
 from governance.icp.candid import blob, typed_value
 from governance.icp.client import IcpClient
 from governance.icp.errors import IcpConflictError, IcpRejectError, IcpReplyError
@@ -104,7 +104,7 @@ class AnchorCanister:
         if not isinstance(value, dict) or not isinstance(value.get("certificate"), list):
             raise IcpReplyError("latest reply is not the expected record")
         if not value["certificate"]:
-            raise VerificationError(Step.DECODE, "the canister returned no certificate")
+            raise VerificationError(Step.DECODE.text, "the canister returned no certificate")
         certificate = blob(value["certificate"][0], "certificate")
         witness_cbor = blob(value.get("witness"), "witness")
         cert = self.client.verify(certificate, self.canister_id)
@@ -117,7 +117,7 @@ class AnchorCanister:
             return None
         if size.value is None or root.value is None or len(size.value) != 8:
             raise VerificationError(
-                Step.CERTIFIED_DATA,
+                Step.CERTIFIED_DATA.text,
                 f"the witness does not reveal anchors/{log_id} (size: {size.outcome.value}, "
                 f"root: {root.outcome.value})",
             )

@@ -24,10 +24,11 @@ from ic.identity import Identity
 from ic.principal import Principal
 from ic.utils import to_request_id
 
-from attestation.icp import VerificationError, VerifiedCertificate, verify_certificate
+from attestation.errors import VerificationError
+from attestation.icp import VerifiedCertificate, verify_certificate
 from attestation.icp.certificate import certificate_from_read_state, decode_cbor, decode_leb128
-from attestation.icp.errors import Step
 from attestation.icp.hashtree import Outcome
+from attestation.icp.steps import Step
 from governance.icp.errors import (
     IcpError,
     IcpNetworkError,
@@ -116,7 +117,7 @@ def _mapping(body: bytes, what: str) -> dict[str, Any]:
     try:
         obj = decode_cbor(body, what)
     except VerificationError as exc:
-        raise IcpReplyError(exc.reason) from None
+        raise IcpReplyError(exc.detail) from None
     if not isinstance(obj, dict):
         raise IcpReplyError(f"{what} is not a CBOR map")
     return obj
@@ -195,7 +196,7 @@ class IcpClient:
         try:
             certificate = certificate_from_read_state(payload)
         except VerificationError as exc:
-            raise IcpReplyError(f"read_state answer: {exc.reason}") from None
+            raise IcpReplyError(f"read_state answer: {exc.detail}") from None
         return self.verify(certificate, canister_id)
 
     def call(self, canister_id: bytes, method: str, arg: bytes) -> Reply:

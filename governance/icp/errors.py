@@ -1,10 +1,16 @@
-"""The ICP client's errors: one root, each saying what the caller should do."""
+"""The ICP client's errors, under the governance root: each says what the caller should do."""
 
 from __future__ import annotations
 
+from governance.errors import GovernanceError
 
-class IcpError(Exception):
-    """Root of the ICP client's errors; the message says what went wrong and what to do."""
+
+class IcpError(GovernanceError):
+    """Root of the ICP client's errors; the message says what went wrong and what to do.
+
+    `retryable` says whether the same call may succeed later (see the subclasses for
+    what to do meanwhile); the command line shows the message and exits with 2.
+    """
 
     retryable = False
 

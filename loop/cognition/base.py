@@ -13,13 +13,17 @@ from importlib import resources
 from pathlib import Path
 
 from loop.cognition.bm25 import BM25
+from loop.errors import LoopError
 
 SHIPPED = "entries.json"
 FIELDS = ("source", "title", "topic", "insight", "symptoms", "guidance")
 
 
-class CognitionError(ValueError):
-    """A cognition entry or file is malformed; the message names the entry and field."""
+class CognitionError(LoopError):
+    """A cognition entry or file is malformed; the message names the entry and field.
+
+    Fix that entry (or the user file) and load it again; nothing was added.
+    """
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,8 @@ from dataclasses import asdict, dataclass, fields, replace
 from functools import cache
 from typing import Any, Literal, get_args
 
+from loop.errors import LoopError
+
 GRAMMAR_VERSION = 1
 
 Feature = Literal["identity", "elu1", "relu", "silu"]
@@ -67,8 +69,12 @@ DOMAINS: Mapping[str, tuple[Any, ...]] = {
 }
 
 
-class InvalidGenome(ValueError):
-    """A genome broke a grammar rule; build it through `Genome.from_dict` or the evolve ops."""
+class InvalidGenome(LoopError):
+    """A genome broke a grammar rule; build it through `Genome.from_dict` or the evolve ops.
+
+    The message lists the rules broken. Code whose GENOME literal breaks them is read as
+    declaring no genome; a caller building one by hand fixes the fields named.
+    """
 
 
 @dataclass(frozen=True)

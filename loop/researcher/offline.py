@@ -12,6 +12,7 @@ import random
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
+from loop.errors import LoopError
 from loop.proposal import ArchiveView, Proposal, code_digest
 from loop.researcher.codegen import render
 from loop.researcher.describe import (
@@ -28,8 +29,12 @@ from loop.researcher.parse import genome_from_code
 log = logging.getLogger(__name__)
 
 
-class GrammarExhausted(RuntimeError):
-    """Every genome of the grammar is already known: switch to the llm researcher."""
+class GrammarExhausted(LoopError):
+    """Every genome of the grammar is already known: switch to the llm researcher.
+
+    Running the offline researcher again on this campaign proposes nothing new; start
+    the next campaign with `researcher = "llm"` (or a fork with another grammar).
+    """
 
 
 @dataclass(frozen=True)

@@ -29,14 +29,19 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
+from loop.errors import LoopError
 from loop.tasks.lm import generated_corpus
 
 MANIFEST = "manifest.json"
 DEFAULT_SHARD_TOKENS = 100_000_000
 
 
-class ShardError(ValueError):
-    """Shards could not be built from the given inputs; the message names the input to fix."""
+class ShardError(LoopError):
+    """Shards could not be built from the given inputs; the message names the input to fix.
+
+    Fix that input (a path, the tokenizer, the shard size) and build again; nothing
+    usable was written.
+    """
 
 
 @dataclass(frozen=True)

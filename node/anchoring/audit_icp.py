@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from attestation.bundle import parse_bundle, unb64
-from attestation.icp import VerificationError
+from attestation.errors import VerificationError
 from attestation.icp.principal import from_text
 from attestation.merkle import Tree, leaf_hash
 from governance.icp import (

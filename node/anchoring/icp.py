@@ -28,7 +28,8 @@ from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from pathlib import Path
 
-from attestation.icp import MAINNET_ROOT_KEY_DER, VerificationError
+from attestation.errors import VerificationError
+from attestation.icp import MAINNET_ROOT_KEY_DER
 from attestation.icp.principal import from_text, to_text
 from governance.icp import (
     AnchorCanister,

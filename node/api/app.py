@@ -34,7 +34,10 @@ from node.tlog.log import LogView
 
 HEALTH_PROBLEMS = {
     "stale": "no fresh reading from a governance source: every campaign is paused",
-    "revoked": "this node is revoked on the controller: every campaign is stopped",
+    "revoked": (
+        "this node may not act on the controller (revoked, or its TEE measurement removed): "
+        "every campaign is paused until it is approved again"
+    ),
 }
 
 # Domain errors mapped to HTTP statuses in one place.

@@ -160,7 +160,7 @@ def cmd_daemon(args: argparse.Namespace) -> int:
     campaigns = [node.store.get_campaign(ref).id for ref in args.campaigns] or [
         c.id for c in node.store.list_campaigns() if c.status in RUNNABLE
     ]
-    sources = sources_from_settings(node.settings, campaigns)
+    sources = sources_from_settings(node.settings, node.store)
     if not sources:
         obeyed = sorted({d.source for d in DirectiveLedger(node.store).list_applied()})
         if obeyed:

@@ -153,7 +153,7 @@ def _run(node: Node, campaigns: list[str]) -> int:
     from node.cli.progress import print_anchors
     from node.governed.obey import sources_from_settings
 
-    sources = sources_from_settings(node.settings, campaigns)
+    sources = sources_from_settings(node.settings, node.store)
     if not sources:
         raise GovRequestError(
             "no governance source is configured: set [icp] url, sns_governance_canister and "

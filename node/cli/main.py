@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from attestation.errors import TrustError
 from attestation.schema import CampaignStatus, ExperimentStatus, NodeEventKind
 from governance.errors import GovernanceError
+from loop.errors import LoopError
 from node.cli.progress import print_anchors, print_event
 from node.errors import AsiNodeError, ConfigError
 from node.settings import init_home
@@ -414,7 +415,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     try:
         return int(args.func(args))
-    except (AsiNodeError, TrustError, GovernanceError) as exc:
+    except (AsiNodeError, TrustError, GovernanceError, LoopError) as exc:
         print(f"asi-node: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -22,7 +22,10 @@ from node.errors import AsiNodeError, ConfigError
 
 if TYPE_CHECKING:
     from attestation.tee.policy import Policy
+    from governance.anchor_audit import VerifiedAnchor
+    from governance.chain import Controller
     from governance.deploy_config import Allocation, DaoParams
+    from governance.obedience_audit import ObedienceFacts
     from node.anchoring.audit_icp import IcpFinding
     from node.settings import Settings
     from node.store import OutboxRow
@@ -66,13 +69,18 @@ def cmd_audit(args: argparse.Namespace) -> int:
     data = read_source(args.source)
     seen = [read_source(str(path)).decode("utf-8", "replace") for path in args.checkpoint]
     report = audit(data, args.source, trusted_fingerprint=args.key, seen_checkpoints=seen)
+    obedience = None
     if args.rpc and report.ok:
-        _audit_anchors(report, args)
+        anchored = _audit_anchors(report, args)
+        if anchored is not None:
+            obedience = _audit_obedience(report, args, *anchored)
     finding = None
     if icp is not None and report.ok and report.log is not None:
         finding = _audit_icp(report, data, *icp)
     if args.json:
         out = report.as_json()
+        if obedience is not None:
+            out["obedience"] = obedience.as_json()
         if finding is not None:
             out["icp_anchor"] = finding.as_json()
         print(json.dumps(out, indent=2))
@@ -114,10 +122,15 @@ def _audit_icp(
     return finding
 
 
-def _audit_anchors(report: Any, args: argparse.Namespace) -> None:
+def _audit_anchors(
+    report: Any, args: argparse.Namespace
+) -> tuple[Controller, list[VerifiedAnchor]] | None:
     """One more audit step: every checkpoint of the bundle anchored on the chain, with its
-    root, by a node on the allow-list (`--approved-node`, or the controller's own)."""
+    root, by a node on the allow-list (`--approved-node`, or the controller's own), and
+    every anchor of that node's log a root of the bundle's entries. The controller and
+    the verified anchors for the next step; None when this one failed."""
     from attestation.audit import StepResult
+    from attestation.errors import VerificationError
     from governance.anchor_audit import verify_with_allow_list
     from governance.chain import Chain, Controller
     from governance.errors import GovernanceError
@@ -135,16 +148,18 @@ def _audit_anchors(report: Any, args: argparse.Namespace) -> None:
         address = args.controller
         if address is None:
             address = (deployment or load_deployment(home)).addresses["CampaignController"]
+        controller = Controller(chain, address)
         verified, _ = verify_with_allow_list(
-            Controller(chain, address),
+            controller,
             log_id(report.log.origin),
             [(cp.size, cp.root_hash) for cp in report.log.checkpoints],
             args.approved_node or None,
+            leaves=report.log.leaves,
         )
-    except (GovernanceError, AsiNodeError) as exc:
+    except (VerificationError, GovernanceError, AsiNodeError) as exc:
         report.ok = False
         report.steps.append(StepResult(number, name, False, str(exc)))
-        return
+        return None
     nodes = ", ".join(sorted({v.node for v in verified}))
     report.steps.append(
         StepResult(
@@ -155,11 +170,69 @@ def _audit_anchors(report: Any, args: argparse.Namespace) -> None:
             f"({chain.label}) by approved node {nodes}",
         )
     )
+    return controller, verified
+
+
+def _audit_obedience(
+    report: Any, args: argparse.Namespace, controller: Controller, anchors: list[VerifiedAnchor]
+) -> ObedienceFacts | None:
+    """One more audit step: the log against the controller's history (every binding
+    directive logged in time, no start while the chain held a campaign, acknowledgements
+    committing to their entries, the node active at its anchors), judged with the
+    tolerances given. The node is the one that anchored the log, which must be the one
+    its attestation binding names, if any."""
+    from attestation.audit import StepResult
+    from attestation.errors import TrustError
+    from governance.errors import GovernanceError
+    from governance.obedience_audit import Tolerances, verify_obedience
+    from node.anchoring.chain_home import EMBEDDED
+    from node.tlog.log import log_id
+
+    number, name = len(report.steps) + 1, "obedience"
+    try:
+        facts = verify_obedience(
+            controller,
+            report.log,
+            _audited_node(report, anchors),
+            log_id(report.log.origin),
+            Tolerances(
+                poll_s=args.poll_seconds,
+                grace_s=args.grace_seconds,
+                stop_deadline_s=args.stop_deadline_seconds,
+                clock_skew_s=args.clock_skew_seconds,
+            ),
+            replayed_chain=args.rpc == EMBEDDED,
+        )
+    except (TrustError, GovernanceError, AsiNodeError) as exc:
+        report.ok = False
+        report.steps.append(StepResult(number, name, False, str(exc)))
+        return None
+    report.steps.append(StepResult(number, name, True, facts.summary()))
+    return facts
+
+
+def _audited_node(report: Any, anchors: list[VerifiedAnchor]) -> str:
+    """The EVM address whose obedience is audited: the account that anchored the log,
+    checked against the address the node's attestation binding names, if it has one."""
+    from attestation.errors import VerificationError
+
+    anchored = anchors[0].node
+    bound = None
+    if report.attestation is not None and report.attestation["status"] != "rejected":
+        with contextlib.suppress(ValueError, TypeError, KeyError, AttributeError):
+            bound = json.loads(report.log.attestation_evidence)["binding"]["evm_address"]
+    if bound is not None and str(bound).lower() != anchored.lower():
+        raise VerificationError(
+            "step 1 (policy)",
+            f"the log is anchored by {anchored}, but the node's attestation binding names {bound}",
+        )
+    return anchored
 
 
 def cmd_icp(args: argparse.Namespace) -> int:
     """The node's ICP principal, certificate checks, certified anchors read back."""
-    from attestation.icp import MAINNET_ROOT_KEY_DER, VerificationError, verify_certificate
+    from attestation.errors import VerificationError
+    from attestation.icp import MAINNET_ROOT_KEY_DER, verify_certificate
     from attestation.icp.certificate import certificate_from_read_state, decode_cbor
     from attestation.icp.principal import from_text, to_text
     from governance.icp import AnchorCanister, HttpTransport, IcpClient, IcpError, NodeIdentity
@@ -251,9 +324,10 @@ def _parse_at(text: str | None) -> datetime:
 def cmd_attest(args: argparse.Namespace) -> int:
     import rfc8785
 
+    from attestation.errors import VerificationError
     from attestation.tee.binding import BindingDocument
     from attestation.tee.collect import collect_evidence
-    from attestation.tee.errors import TeeError, VerificationError
+    from attestation.tee.errors import TeeError
     from attestation.tee.evidence import verify_file
     from node.api.attestation import evidence_path
     from node.settings import load_settings
@@ -322,7 +396,7 @@ def cmd_attest(args: argparse.Namespace) -> int:
         except VerificationError as exc:
             for step in exc.passed:
                 print(f"  ok    {step}")
-            print(f"  FAIL  {exc.step}: {exc.reason}")
+            print(f"  FAIL  {exc.step}: {exc.detail}")
             print(f"result: REJECTED at step {exc.step}")
             return 1
         for step in verdict.steps:
@@ -518,6 +592,19 @@ def add_parsers(sub: Any) -> None:
         action="append",
         help="node address allowed to anchor (repeatable; default: the controller's allow-list)",
     )
+    for flag, default, what in (
+        ("--poll-seconds", 5.0, "how often the node reads the controller"),
+        ("--grace-seconds", 30.0, "more time the node has to apply a directive"),
+        ("--stop-deadline-seconds", 30.0, "the time to stop training after a pause"),
+        ("--clock-skew-seconds", 0.0, "how far the node's clock may be from the chain's"),
+    ):
+        p.add_argument(
+            flag,
+            type=float,
+            default=default,
+            metavar="S",
+            help=f"with --rpc, the obedience check's tolerance: {what} (default {default:g})",
+        )
     p.add_argument(
         "--icp",
         metavar="URL",

@@ -47,7 +47,7 @@ from governance.directives import (
     DirectiveSource,
 )
 from governance.errors import ForkConfigError
-from governance.watcher import Applied, Watcher
+from governance.watcher import Applied, Standing, Watcher
 from node.campaign.scheduler import RunEnd, RunSummary
 from node.errors import AsiNodeError, ConfigError, ConflictError, NotFoundError, StoreError
 from node.store import DirectiveLedger, DirectiveRow, Store
@@ -61,7 +61,15 @@ log = logging.getLogger(__name__)
 
 RunFn = Callable[[str, threading.Event], RunSummary]
 # What a fork keeps in its directive's detail and log entry.
-FORK_FACTS = ("parent", "child", "position", "checkpoint_root", "experiments", "pause_parent")
+FORK_FACTS = (
+    "parent",
+    "child",
+    "position",
+    "checkpoint_root",
+    "experiments",
+    "pause_parent",
+    "child_paused",
+)
 INHERITED_STATUSES = (ExperimentStatus.DONE, ExperimentStatus.FAILED)
 
 
@@ -142,7 +150,7 @@ class GovernedNode:
         self.clock = clock
         self.runs: dict[str, _Run] = {}
         self.finished: dict[str, RunSummary] = {}
-        self._unrecorded: list[tuple[Applied, datetime]] = []
+        self._unrecorded: list[tuple[Applied, datetime, int | None]] = []
         self._unlinked: dict[str, Stopped] = {}  # stops whose directive is not recorded yet
         self._backlog = recorder is not None  # rows applied before the log was wired
         self._status: dict[str, Any] = {}  # the last step's snapshot (`status`)
@@ -158,11 +166,29 @@ class GovernedNode:
         self._reap(report)
         self._enforce(report)
         self._log_backlog()
-        fresh = [(applied, applied_at) for applied in result.applied]
+        # A superseded directive was never in effect, but its epoch is recorded (and
+        # acknowledged) just before the one that overtook it: epochs stay sequential.
+        overtaken: dict[tuple[str, str, int], list[Applied]] = {}
+        for item in result.superseded:
+            by = item.by
+            now = self.clock()
+            overtaken.setdefault((by.source, by.campaign_id, by.epoch), []).append(
+                Applied(item.directive, now, now, None)
+            )
+        fresh: list[tuple[Applied, datetime, int | None]] = []
+        for applied in result.applied:
+            d = applied.directive
+            for old in overtaken.get((d.source, d.campaign_id, d.epoch), []):
+                fresh.append((old, applied_at, d.epoch))
+            fresh.append((applied, applied_at, None))
+        for d in result.undone:
+            self._record_undone(d, applied_at)
+        for change in result.standing:
+            self._record_standing(change, applied_at)
         todo, self._unrecorded = [*self._unrecorded, *fresh], []
-        for i, (applied, at) in enumerate(todo):
+        for i, (applied, at, superseded_by) in enumerate(todo):
             try:
-                row = self._apply(applied, at, report)
+                row = self._apply(applied, at, report, superseded_by)
             except (StoreError, ConflictError) as exc:
                 log.error(
                     "applied directive not recorded; retried on the next poll",
@@ -188,6 +214,7 @@ class GovernedNode:
             "polled_at": self.ledger.now().isoformat(),
             "campaigns": {
                 cid: {"state": watcher.state(cid).value, "running": cid in self.runs}
+                | ({"held": held} if (held := watcher.held(cid)) else {})
                 for cid in self.campaigns
             },
             "sources": {name: {"age_s": round(age, 3)} for name, age in watcher.ages().items()},
@@ -237,14 +264,23 @@ class GovernedNode:
             self._reap(report)
         return report
 
-    def _apply(self, applied: Applied, applied_at: datetime, report: StepReport) -> DirectiveRow:
-        """Carry out a fork, log the directive, record it; link stops to it."""
+    def _apply(
+        self,
+        applied: Applied,
+        applied_at: datetime,
+        report: StepReport,
+        superseded_by: int | None = None,
+    ) -> DirectiveRow:
+        """Carry out a fork, log the directive, record it; link stops to it. A superseded
+        directive is only recorded: it never took effect."""
         d = applied.directive
         detail: dict[str, Any] = {
             "observed_to_applied_s": round(applied.applied_at - applied.observed_at, 6),
             "confirmations": applied.confirmations,
         }
-        if d.kind is DirectiveKind.FORK:
+        if superseded_by is not None:
+            detail["superseded_by"] = superseded_by
+        elif d.kind is DirectiveKind.FORK:
             detail |= self._fork(applied, report)
         campaign = d.campaign_id
         if campaign != ALL_CAMPAIGNS:
@@ -272,7 +308,7 @@ class GovernedNode:
         )
         if "log_index" in detail and "log_index" not in row.detail:
             row = self.ledger.update_detail(row.id, {"log_index": detail["log_index"]})
-        if d.kind in (DirectiveKind.PAUSE, DirectiveKind.STOP):
+        if superseded_by is None and d.kind in (DirectiveKind.PAUSE, DirectiveKind.STOP):
             for cid in self._targets(campaign):
                 run = self.runs.get(cid)
                 if run is not None and run.stop_cause is None:
@@ -281,6 +317,56 @@ class GovernedNode:
                 if stopped is not None:
                     self.ledger.update_detail(row.id, _stop_facts(stopped))
         return row
+
+    def _record_standing(self, change: Standing, at: datetime) -> None:
+        """Log that this node's standing on a source changed, as a pause (revoked or
+        suspended) or resume (approved again) of every campaign from the source's
+        `<name>:standing` scope, numbered in order: the log's replay then holds every
+        campaign while the node may not act, and an auditor finds the change by its
+        transaction. Also a row in the store (`gov directives`); never acknowledged."""
+        source = standing_source(change.source)
+        kind = DirectiveKind.RESUME if change.active else DirectiveKind.PAUSE
+        epoch = 1 + max(
+            (r.epoch for r in self.ledger.list_applied(ALL_CAMPAIGNS) if r.source == source),
+            default=0,
+        )
+        detail: dict[str, Any] = {"standing": "active" if change.active else "revoked or suspended"}
+        try:
+            if self.recorder is not None:
+                facts = _facts(source, ALL_CAMPAIGNS, epoch, kind.value, change.ref, change.height)
+                facts |= _detail_facts(None, at, detail)
+                index, _ = self.recorder.directive(facts)
+                detail["log_index"] = index
+            self.ledger.record(
+                source=source,
+                campaign_id=ALL_CAMPAIGNS,
+                epoch=epoch,
+                kind=kind.value,
+                ref=change.ref,
+                height=change.height,
+                detail=detail,
+                applied_at=at,
+            )
+        except (StoreError, ConflictError) as exc:
+            log.error("a change of this node's standing not recorded", extra={"error": str(exc)})
+
+    def _record_undone(self, d: Directive, at: datetime) -> None:
+        """Log that a stop left its source before it was final (the campaign runs again),
+        so the log's replay lifts its hold from here on; kept in the store's events too."""
+        try:
+            campaign = self.store.get_campaign(d.campaign_id).id
+        except NotFoundError:
+            campaign = d.campaign_id
+        try:
+            if self.recorder is not None:
+                facts = _facts(d.source, campaign, d.epoch, d.kind.value, d.ref, d.height)
+                facts |= {"config_hash": None, "applied_at": at.isoformat(), "undone": True}
+                self.recorder.directive(facts)
+            for row in self.ledger.list_applied(campaign):
+                if (row.source, row.epoch) == (d.source, d.epoch):
+                    self.ledger.update_detail(row.id, {"undone_at": at.isoformat()})
+        except (StoreError, ConflictError) as exc:
+            log.error("an undone stop not recorded", extra={"error": str(exc)})
 
     def _log_backlog(self) -> None:
         """Once per session: log the applied directives the store holds without a log
@@ -365,10 +451,12 @@ class GovernedNode:
                 extra={"child": d.campaign_id, "parent": d.parent_id, "error": str(exc)},
             )
             return asked | {"refused": str(exc)}
+        self.watcher.rename(d.campaign_id, child.id)
         self.adopt(child.id)
         report.forked.append(child.id)
         n = len(self.store.list_experiments(child.id))
-        return asked | {"child": child.id, "position": size, "experiments": n}
+        # The child waits for a resume (the controller starts it paused too).
+        return asked | {"child": child.id, "position": size, "experiments": n, "child_paused": True}
 
     def _fork_point(self, d: Directive, parent_id: str) -> tuple[int | None, list[str] | None]:
         """The log size a fork starts at and the parent's experiments recorded below it.
@@ -429,6 +517,7 @@ class GovernedNode:
                     ),
                     "experiments": lineage.get("experiments"),
                     "pause_parent": d.pause_parent,
+                    "child_paused": True,
                 }
         return None
 
@@ -552,29 +641,40 @@ class DirectoryConfigs:
         return data
 
 
-def sources_from_settings(
-    settings: Settings, campaigns: Iterable[str] = ()
-) -> list[DirectiveSource]:
+def sources_from_settings(settings: Settings, store: Store | None = None) -> list[DirectiveSource]:
     """The directive sources the settings configure: the SNS when [icp] names one, and
-    the EVM CampaignController when `chain.rpc_url` is set (addresses from chain.json;
-    `campaigns` are the ones whose `effectiveStatus` it snapshots each poll).
+    the EVM CampaignController when `chain.rpc_url` is set (addresses from chain.json).
+    The controller's source checks every open campaign of `store` each poll
+    (`chain_campaigns`): its status, and that it is registered with this config.
     """
     sources: list[DirectiveSource] = []
     if settings.chain.rpc_url:
-        from governance.chain import Controller, ControllerReader, address_of
-        from governance.evm_source import EvmSource
+        from governance.chain import Chain, Controller, ControllerReader, address_of
+        from governance.evm_source import ControllerReader as ControllerReaderProtocol
+        from governance.evm_source import CrossCheckedReader, EvmSource
         from node.anchoring.chain_home import connect_deployed, load_key
 
         home = Path(settings.home)
+        gs = settings.governance
         chain, deployment = connect_deployed(settings.chain, home)
-        controller = Controller(chain, deployment.addresses["CampaignController"])
-        watched = list(campaigns)
+        address = deployment.addresses["CampaignController"]
+        age = gs.max_head_age_seconds
+        reader: ControllerReaderProtocol = ControllerReader(
+            Controller(chain, address), max_head_age_s=age
+        )
+        if gs.cross_check_rpc_urls:
+            readers = [reader]
+            for url in gs.cross_check_rpc_urls:
+                other = Chain.connect(url, expected_chain_id=chain.chain_id)
+                readers.append(ControllerReader(Controller(other, address), max_head_age_s=age))
+            names = [settings.chain.rpc_url, *gs.cross_check_rpc_urls]
+            reader = CrossCheckedReader(readers, names)
         sources.append(
             EvmSource(
-                ControllerReader(controller),
+                reader,
                 start_block=deployment.block_number,
                 node_address=address_of(load_key(home)),
-                campaigns=lambda: watched,
+                campaigns=(lambda: chain_campaigns(store)) if store is not None else dict,
             )
         )
     icp = settings.icp
@@ -593,10 +693,10 @@ def sources_from_settings(
         functions = {fid: kind for fid, kind in kinds.items() if fid is not None}
         if not functions:
             raise ConfigError("[icp] sns_governance_canister is set but no sns_*_function ids")
-        reader = SnsGovernance(
+        sns = SnsGovernance(
             icp_client(icp, Path(settings.home)), from_text(icp.sns_governance_canister)
         )
-        sources.append(SnsSource(SnsDirectiveSource(reader, functions)))
+        sources.append(SnsSource(SnsDirectiveSource(sns, functions)))
     return sources
 
 
@@ -612,11 +712,14 @@ def governed_node(
     store = node.store
     ledger = DirectiveLedger(store)
     states: dict[tuple[str, str], CampaignState] = {}
+    revoked: dict[str, bool] = {}  # the standing last recorded on each source
     for row in ledger.list_applied():
-        states[(row.source, row.campaign_id)] = {
-            "pause": CampaignState.PAUSED,
-            "stop": CampaignState.STOPPED,
-        }.get(row.kind, CampaignState.RUNNING)
+        if row.detail.get("superseded_by") is not None:
+            continue  # never in effect
+        if row.source.endswith(":standing"):
+            revoked[row.source.removesuffix(":standing")] = row.kind is DirectiveKind.PAUSE
+            continue
+        states[(row.source, row.campaign_id)] = _restored_state(store, row)
 
     def resolve(name: str) -> str:
         try:
@@ -631,6 +734,7 @@ def governed_node(
         resolve=resolve,
         applied_epochs=ledger.applied_epochs(),
         states=states,
+        revoked=revoked,
     )
     return GovernedNode(
         store,
@@ -643,6 +747,40 @@ def governed_node(
         configs=DirectoryConfigs(Path(node.settings.home) / gs.fork_configs),
         recorder=Recorder(node.log(), store),
     )
+
+
+def standing_source(source: str) -> str:
+    """The scope under which a node records its standing on `source` (revoked, suspended,
+    approved again): a source of its own, so its numbers never meet the source's."""
+    return f"{source}:standing"
+
+
+def chain_campaigns(store: Store) -> dict[str, dict[str, Any]]:
+    """The open campaigns (created, running, paused) by the name the controller knows them
+    by, with their configs: a fork's child by the name its proposal gave it (which the
+    node keeps as the child's name), any other campaign by its id."""
+    return {
+        (c.name if c.parent_campaign_id is not None else c.id): c.config
+        for c in store.list_campaigns()
+        if c.status in (CampaignStatus.CREATED, CampaignStatus.RUNNING, CampaignStatus.PAUSED)
+    }
+
+
+def _restored_state(store: Store, row: DirectiveRow) -> CampaignState:
+    """What an applied directive left its campaign in, for a restarted watcher: a stop
+    is final only if the campaign was marked stopped (its stop had become final); a fork
+    whose child started paused holds the child until a resume."""
+    if row.kind is DirectiveKind.STOP:
+        try:
+            final = store.get_campaign(row.campaign_id).status is CampaignStatus.STOPPED
+        except NotFoundError:
+            final = True
+        return CampaignState.STOPPED if final else CampaignState.PAUSED
+    if row.kind is DirectiveKind.PAUSE or (
+        row.kind is DirectiveKind.FORK and row.detail.get("child_paused")
+    ):
+        return CampaignState.PAUSED
+    return CampaignState.RUNNING
 
 
 def _facts(
@@ -665,6 +803,8 @@ def _detail_facts(
     facts: dict[str, Any] = {"config_hash": config_hash, "applied_at": applied_at.isoformat()}
     if detail.get("unknown_campaign"):
         facts["unknown_campaign"] = True
+    if detail.get("superseded_by") is not None:
+        facts["superseded_by"] = detail["superseded_by"]
     fork = {k: detail[k] for k in (*FORK_FACTS, "refused") if k in detail}
     if fork:
         facts["fork"] = fork

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Protocol
 
 from attestation.canonical import json_sha256
@@ -80,22 +81,35 @@ def paused_starts(store: Store, campaign_id: str) -> list[PausedStart]:
     from attestation.schema import DirectiveKind, ExperimentStatus
 
     campaign = store.get_campaign(campaign_id)
+    rows = DirectiveLedger(store).list_applied()
+    undone = [
+        AppliedDirective(
+            d.id, d.source, d.campaign_id, d.epoch, d.kind, at, None, d.ref, undone=True
+        )
+        for d in rows
+        if (at := _time(d.detail.get("undone_at"))) is not None
+    ]
     timeline = sorted(
-        (
-            AppliedDirective(
-                d.id,
-                d.source,
-                d.campaign_id,
-                d.epoch,
-                d.kind,
-                d.applied_at,
-                d.detail.get("parent")
-                if d.kind is DirectiveKind.FORK and d.detail.get("pause_parent")
-                else None,
-                d.ref,
-            )
-            for d in DirectiveLedger(store).list_applied()
-        ),
+        [
+            *(
+                AppliedDirective(
+                    d.id,
+                    d.source,
+                    d.campaign_id,
+                    d.epoch,
+                    d.kind,
+                    d.applied_at,
+                    d.detail.get("parent")
+                    if d.kind is DirectiveKind.FORK and d.detail.get("pause_parent")
+                    else None,
+                    d.ref,
+                    superseded=d.detail.get("superseded_by") is not None,
+                    held_child=d.kind is DirectiveKind.FORK and bool(d.detail.get("child_paused")),
+                )
+                for d in rows
+            ),
+            *undone,
+        ],
         key=lambda d: (d.applied_at, d.index),
     )
     found = []
@@ -203,3 +217,7 @@ def acknowledge_pending(store: Store, acker: DirectiveAcker, source: str) -> lis
         sent = {"ack_entry_hash": "0x" + commitment.hash.hex(), "ack_commits_to": commitment.what}
         done.append(ledger.mark_acknowledged(row.id, tx, sent))
     return done
+
+
+def _time(value: object) -> datetime | None:
+    return datetime.fromisoformat(value) if isinstance(value, str) else None

@@ -144,10 +144,10 @@ def event_statement(node_id: str, event: NodeEventKind, **fields: Any) -> dict[s
     )
 
 
-def directive_subject(source: str, campaign_id: str, epoch: int) -> str:
-    """The log subject of an applied directive: one entry per source, campaign and epoch
-    (hashed when the names are too long for the subject column)."""
-    subject = f"{source}:{campaign_id}:{epoch}"
+def directive_subject(source: str, campaign_id: str, epoch: int, undone: bool = False) -> str:
+    """The log subject of an applied directive: one entry per source, campaign and epoch,
+    and one more if it was undone (hashed when too long for the subject column)."""
+    subject = f"{source}:{campaign_id}:{epoch}" + (":undone" if undone else "")
     if len(subject) <= _SUBJECT_CHARS:
         return subject
     return "sha256:" + hashlib.sha256(subject.encode()).hexdigest()[: _SUBJECT_CHARS - 7]
@@ -223,7 +223,9 @@ class Recorder:
         Keyed by source, campaign and epoch: after a crash between the append and the
         store's record, applying it again finds the earlier entry and returns that (with
         the `applied_at` it was logged with)."""
-        subject = directive_subject(facts["source"], facts["campaign_id"], facts["epoch"])
+        subject = directive_subject(
+            facts["source"], facts["campaign_id"], facts["epoch"], bool(facts.get("undone"))
+        )
         found = self.log.db.entry_for(DIRECTIVE_KIND, subject)
         if found is not None:
             return found.index, predicate_of(found.envelope)

@@ -16,6 +16,7 @@ from governance.chain import Chain, Deployment, address_of, new_private_key
 from governance.directives import campaign_key
 from governance.proposals import Prepared
 from governance.relay import ChainGovernor
+from node.store import CampaignRow
 
 
 @dataclass
@@ -83,19 +84,24 @@ class Dao:
         deadline = int(self.contract("DaoGovernor").functions.proposalDeadline(proposal_id).call())
         self.mine(max(1, deadline - self.chain.head() + 1))
 
-    def register(self, campaign_ids: list[str], voter_key: bytes, keeper: ChainGovernor) -> int:
-        """Register campaigns through a whole DAO round: propose, vote, queue, execute."""
+    def register(
+        self, campaigns: list[CampaignRow], voter_key: bytes, keeper: ChainGovernor
+    ) -> int:
+        """Register campaigns, each with its config hash, through a whole DAO round:
+        propose, vote, queue, execute."""
         ctl = self.contract("CampaignController")
         calldatas = tuple(
             bytes.fromhex(
-                ctl.encode_abi("registerCampaign", args=[campaign_key(c), bytes(32), ""])[2:]
+                ctl.encode_abi(
+                    "registerCampaign",
+                    args=[campaign_key(c.id), bytes.fromhex(c.config_hash[7:]), ""],
+                )[2:]
             )
-            for c in campaign_ids
+            for c in campaigns
         )
-        n = len(campaign_ids)
-        prepared = Prepared(
-            (ctl.address,) * n, (0,) * n, calldatas, f"register {', '.join(campaign_ids)}"
-        )
+        n = len(campaigns)
+        names = ", ".join(c.id for c in campaigns)
+        prepared = Prepared((ctl.address,) * n, (0,) * n, calldatas, f"register {names}")
         pid = self.propose(prepared, voter_key)
         self.vote(voter_key, pid)
         self.close_vote(pid)

@@ -55,6 +55,8 @@ class FakeSource:
         self.queued: list[Directive] = []
         self.states: dict[str, CampaignState] = {}
         self.revoked = False
+        self.held: dict[str, str] = {}
+        self.reorged: set[tuple[str, int]] = set()  # (campaign, epoch) no longer issued
         self.down = False
         self.reads = 0
 
@@ -79,7 +81,10 @@ class FakeSource:
         if self.down:
             raise SourceError(f"{self._name} is down")
         out, self.queued = tuple(self.queued), []
-        return Reading(out, self.head, self.revoked, dict(self.states))
+        return Reading(out, self.head, self.revoked, dict(self.states), dict(self.held))
+
+    def still_issued(self, directive: Directive) -> bool:
+        return (directive.campaign_id, directive.epoch) not in self.reorged
 
 
 class GatedEngineer:

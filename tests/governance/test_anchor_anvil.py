@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from chains import ANVIL_KEY, Anvil, free_port
 
+from attestation.errors import VerificationError
 from governance.anchor_audit import verify_log_anchors
 from governance.chain import Chain, address_of
 from governance.errors import (
@@ -20,7 +21,6 @@ from governance.errors import (
     NotAnEvmNodeError,
     SourceError,
     UnfundedAccountError,
-    VerificationError,
     WrongChainError,
 )
 from governance.evm_source import EvmSource
@@ -270,7 +270,7 @@ def test_configured_chain_is_a_directive_source_that_fails_as_source_error(
     home = tmp_path / "home"
     _deploy(anvil, home)
     settings = load_settings(home, env={"ASI_NODE_CHAIN__RPC_URL": anvil.url})
-    (source,) = sources_from_settings(settings, ["demo"])
+    (source,) = sources_from_settings(settings)
     assert isinstance(source, EvmSource)
     reading = source.read()
     assert list(reading.directives) == []  # nothing registered yet; this node is approved

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 from chains import Deployed
 
+from attestation.errors import VerificationError
 from governance.anchor_audit import verify_anchors, verify_on, verify_with_allow_list
 from governance.chain import (
     Chain,
@@ -27,7 +28,6 @@ from governance.errors import (
     NodeNotApprovedError,
     TransactionRevertedError,
     UnfundedAccountError,
-    VerificationError,
 )
 from governance.evm_source import EvmSource
 from node.anchoring.chain_home import (

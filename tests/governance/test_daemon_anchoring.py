@@ -11,18 +11,20 @@ from pathlib import Path
 
 import pytest
 from chains import ANVIL_KEY, Anvil, free_port
+from dao import Dao
 from gov_fakes import edit_config, wait_until
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "node"))
 
 from fakes import FakeEngineer
 
-from governance.chain import Controller, address_of
+from governance.chain import Chain, Controller, address_of
+from governance.relay import ChainGovernor
 from node.anchoring.chain_home import load_deployment, load_key, open_audit_chain
 from node.campaign.config import Budget, CampaignConfig
 from node.cli.main import main
 from node.runtime import Node, open_node
-from node.store import Outbox
+from node.store import DirectiveLedger, Outbox
 from node.tlog.log import LogView
 
 
@@ -91,8 +93,10 @@ def _assert_each_checkpoint_anchored_once_in_order(home: Path, rpc: str) -> None
     anchored = [(a.tree_size, a.root) for a in controller.anchors(log_id)]
     expected = [(c.tree_size, c.root_hash) for c in checkpoints]
     assert anchored == expected
-    # Each sent once: the node account made one transaction per checkpoint, none wasted.
-    assert chain.nonce(address_of(load_key(home))) == len(checkpoints)
+    # Each sent once: the node account made one transaction per checkpoint (and one per
+    # acknowledged directive, under governance), none wasted.
+    acks = [r for r in DirectiveLedger(node.store).list_applied() if r.acknowledged_at]
+    assert chain.nonce(address_of(load_key(home))) == len(checkpoints) + len(acks)
     rows = Outbox(node.store).rows()
     assert sorted((r.tree_size, r.status) for r in rows) == [
         (c.tree_size, "confirmed") for c in checkpoints
@@ -117,5 +121,10 @@ def test_two_campaigns_under_one_daemon_anchor_each_checkpoint_once_on_anvil(
     deploy = ["--home", str(home), "chain", "deploy", "--rpc", anvil.url, "--profile", "dev"]
     assert main([*deploy, "--deployer-key-file", str(key_file), "--fund-node-eth", "1"]) == 0
     edit_config(home, {'rpc_url = ""': f'rpc_url = "{anvil.url}"'})
+    # A governed node runs only what the DAO registered, with the config it registered.
+    dao = Dao(Chain.connect(anvil.url), load_deployment(home), ANVIL_KEY, anvil=True)
+    voter = dao.holder(300_000 * 10**18)  # 30 % of the supply: past the quorum
+    keeper = ChainGovernor.from_deployment(dao.chain, dao.deployment, ANVIL_KEY)
+    dao.register(open_node(home).store.list_campaigns(), voter, keeper)
     _run_daemon_until_done(home, monkeypatch)
     _assert_each_checkpoint_anchored_once_in_order(home, anvil.url)

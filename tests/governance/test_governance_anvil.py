@@ -122,7 +122,7 @@ def test_dao_and_guardian_directives_reach_training_on_anvil(
         "y", cfg.model_copy(update={"researcher_seed": 1}).model_dump(mode="json")
     )
     keeper = ChainGovernor.from_deployment(chain, dao.deployment, ANVIL_KEY_2)
-    dao.register([x.id, y.id], voter_key, keeper)
+    dao.register([x, y], voter_key, keeper)
 
     api = http_api(serve_app(node))
     assert (
@@ -131,7 +131,7 @@ def test_dao_and_guardian_directives_reach_training_on_anvil(
     )
 
     # The node as `gov run` builds it, training through the gated engineer.
-    sources = sources_from_settings(node.settings, [x.id, y.id])
+    sources = sources_from_settings(node.settings, node.store)
     governed = governed_node(node, [x.id, y.id], sources)
     eng = GatedEngineer()
 

@@ -49,7 +49,7 @@ from node.api.app import create_app
 from node.campaign.config import Budget, CampaignConfig
 from node.campaign.scheduler import CampaignRunner, RunSummary
 from node.governed.acks import OnChainAcks
-from node.governed.obey import GovernedNode, config_sha256
+from node.governed.obey import GovernedNode, chain_campaigns, config_sha256
 from node.governed.records import acknowledge_pending, directive_json_hash, paused_starts
 from node.store import DirectiveLedger, Store
 
@@ -122,10 +122,10 @@ def test_dao_pause_resume_fork_and_a_guardian_pause_reach_running_training(
     y = store.create_campaign(
         "y", cfg.model_copy(update={"researcher_seed": 1}).model_dump(mode="json")
     )
-    dao.register([x.id, y.id], voter_key, governor)
+    dao.register([x, y], voter_key, governor)
 
     api = TestClient(create_app(store, governor=governor, operator_token=SecretStr(TOKEN)))
-    source = EvmSource(ControllerReader(controller), campaigns=lambda: [x.id, y.id])
+    source = EvmSource(ControllerReader(controller), campaigns=lambda: chain_campaigns(store))
     watcher = Watcher([source], confirmations=2, stale_after_s=3600)
     eng = GatedEngineer()
 
@@ -278,7 +278,7 @@ def test_reverts_of_the_real_governor_come_back_as_errors_and_nothing_is_relayed
     governor: ChainGovernor = world["governor"]
     voter_key: bytes = world["voter"]
     camp = store.create_campaign("x", {"preset": "quick"})
-    dao.register([camp.id], voter_key, governor)
+    dao.register([camp], voter_key, governor)
     assert governor.relayer_votes() == 0  # the relay pays gas and holds no votes
 
     prepared = prepare(governor.controller(), [DirectiveCall(DirectiveKind.PAUSE, camp.id)], "p")
@@ -324,7 +324,7 @@ def test_acknowledgements_need_an_approved_node_and_are_idempotent(
     dao: Dao = world["dao"]
     controller: Controller = world["controller"]
     camp = store.create_campaign("x", {"preset": "quick"})
-    dao.register([camp.id], world["voter"], world["governor"])
+    dao.register([camp], world["voter"], world["governor"])
     key = campaign_key(camp.id)
 
     stranger = dao.funded()
@@ -351,7 +351,7 @@ def test_acknowledgements_take_each_epoch_in_turn(store: Store, world: dict[str,
     dao: Dao = world["dao"]
     controller: Controller = world["controller"]
     camp = store.create_campaign("x", {"preset": "quick"})
-    dao.register([camp.id], world["voter"], world["governor"])
+    dao.register([camp], world["voter"], world["governor"])
     key = campaign_key(camp.id)
     guardian = controller.contract.functions
     dao.chain.send(dao.treasury_key, guardian.pauseCampaign(key))  # epoch 2
@@ -370,7 +370,7 @@ def test_the_guardian_cancels_a_queued_proposal_before_it_executes(
     governor: ChainGovernor = world["governor"]
     voter_key: bytes = world["voter"]
     camp = store.create_campaign("x", {"preset": "quick"})
-    dao.register([camp.id], voter_key, governor)
+    dao.register([camp], voter_key, governor)
     prepared = prepare(governor.controller(), [DirectiveCall(DirectiveKind.STOP, camp.id)], "stop")
     pid = dao.propose(prepared, voter_key)
     dao.vote(voter_key, pid)
@@ -394,7 +394,7 @@ def test_acknowledgements_after_each_poll_survive_failures_and_catch_up(
 ) -> None:
     controller: Controller = world["controller"]
     x = store.create_campaign("x", {"preset": "quick"})
-    world["dao"].register([x.id], world["voter"], world["governor"])
+    world["dao"].register([x], world["voter"], world["governor"])
     ledger = DirectiveLedger(store)
     ledger.record(source="evm", campaign_id=x.id, epoch=1, kind="resume")
     real = ChainAcker(controller, world["node_key"])

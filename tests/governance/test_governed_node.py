@@ -236,9 +236,16 @@ def test_a_fork_starts_a_child_from_the_parents_state_at_a_log_size_with_the_nam
         "checkpoint_root": "0x" + root.hex(),
         "experiments": 3,
         "pause_parent": False,
+        "child_paused": True,
     }
     kinds = [e.kind for e in store.list_events(parent.id)]
     assert "forked_to" in kinds
+    # The child starts paused (as the controller starts it); a resume runs it.
+    assert child.id not in node.runs
+    node.step()
+    assert child.id not in node.runs and not node.watcher.allows(child.id)
+    src.issue(DirectiveKind.RESUME, "x-wide", 2)
+    node.step()
     node.runs[child.id].thread.join(30)  # the child runs with its own budget, from there
     node.step()
     assert len([c for c in store.list_candidates(child.id) if c.origin != "baseline"]) == 4
@@ -273,7 +280,8 @@ def test_a_fork_inherits_by_log_index_not_by_sequence_number(store: Store) -> No
         return RunSummary(RunEnd.COMPLETE, 0, 0.0)
 
     src = FakeSource(head=None)
-    node = GovernedNode(store, Watcher([src]), run, ["x"], recorder=recorder)
+    watcher = Watcher([src], resolve=lambda n: _resolve(store, n))
+    node = GovernedNode(store, watcher, run, ["x"], recorder=recorder)
     NODES.append(node)
     child_cfg = config(seed=5).model_dump(mode="json")
     node.configs = lambda h, uri: child_cfg
@@ -291,6 +299,9 @@ def test_a_fork_inherits_by_log_index_not_by_sequence_number(store: Store) -> No
     cand = store.list_candidates(child_id)[0]
     later = store.enqueue_experiment(child_id, cand.id, "candidate", 9)
     assert later.seq == exps[2].seq + 1  # the child's own experiments go on from there
+    assert ran == []  # paused until governance resumes it, by the name the fork gave it
+    src.issue(R, "x2", 2)
+    node.step()
     assert ran == [child_id]
 
 
@@ -560,3 +571,91 @@ def test_an_acknowledgement_commits_to_the_directives_log_leaf_or_says_it_could_
     assert done[0].detail["ack_entry_hash"] == "0x" + acker.sent[0].hex()
     assert acker.sent[1] != acker.sent[0]
     assert "missing" in done[1].detail["ack_commits_to"]
+
+
+def test_a_superseded_directive_is_recorded_and_acknowledged_in_epoch_order(
+    store: Store,
+) -> None:
+    from node.governed.records import acknowledge_pending
+
+    camp = store.create_campaign("x", config().model_dump(mode="json"))
+    tlog = NodeLog(store, NodeKey.generate())
+    src = FakeSource(head=100)
+    node = governed(store, GatedEngineer(), src, "x", recorder=Recorder(tlog, store))
+    src.issue(P, camp.id, 1, height=90)
+    node.step()
+    src.issue(R, camp.id, 2, height=100)  # not confirmed yet ...
+    src.issue(P, camp.id, 3, height=100)  # ... and overtaken by a pause
+    report = node.step()
+    rows = DirectiveLedger(store).list_applied(camp.id)
+    assert [(r.epoch, r.kind, r.detail.get("superseded_by")) for r in rows] == [
+        (1, "pause", None),
+        (2, "resume", 3),
+        (3, "pause", None),
+    ]
+    assert [r.epoch for r in report.applied] == [2, 3]
+    logged = predicate_of(
+        tlog.entries(rows[1].detail["log_index"], rows[1].detail["log_index"] + 1)[0].envelope
+    )
+    assert logged["superseded_by"] == 3 and logged["kind"] == "resume"
+    assert not node.watcher.allows(camp.id)  # the resume never took effect
+
+    class Acker:
+        def __init__(self) -> None:
+            self.epochs: list[int] = []
+
+        def acknowledge(self, key: bytes, epoch: int, entry: bytes) -> str:
+            self.epochs.append(epoch)
+            return f"0xtx{epoch}"
+
+    acker = Acker()
+    acknowledge_pending(store, acker, "evm")
+    assert acker.epochs == [1, 2, 3]  # the controller takes epochs one after another
+
+
+def test_a_revoked_node_pauses_its_campaigns_and_resumes_them_once_approved_again(
+    store: Store,
+) -> None:
+    camp = store.create_campaign("x", config().model_dump(mode="json"))
+    eng, src = GatedEngineer(), FakeSource(head=None)
+    node = governed(store, eng, src, "x")
+    node.step()
+    assert eng.started.acquire(timeout=10)
+    src.revoked = True  # revoked, or its TEE measurement removed
+    node.step()
+    node.wait_stopped(camp.id, 5)
+    assert store.get_campaign(camp.id).status == "paused"  # not stopped: it may come back
+    assert node.status()["revoked"] is True
+    src.revoked = False  # governance approves it again
+    assert node.step().started == [camp.id]
+
+
+def test_a_stop_not_yet_final_pauses_and_one_that_leaves_the_chain_is_undone(
+    store: Store,
+) -> None:
+    from attestation.audit import verify_bundle
+    from node.governed.records import paused_starts
+
+    camp = store.create_campaign("x", config().model_dump(mode="json"))
+    tlog = NodeLog(store, NodeKey.generate())
+    eng, src = GatedEngineer(), FakeSource(head=100)
+    node = governed(store, eng, src, "x", recorder=Recorder(tlog, store))
+    node.step()
+    assert eng.started.acquire(timeout=10)
+    src.issue(S, camp.id, 1, height=100)
+    node.step()
+    node.wait_stopped(camp.id, 5)
+    assert store.get_campaign(camp.id).status == "paused"  # held, not over
+    src.reorged.add((camp.id, 1))  # the stop's block left the chain
+    src.head = 110
+    assert node.step().started == [camp.id]
+    assert eng.started.acquire(timeout=10)  # training again
+    eng.release.set()
+    node.runs[camp.id].thread.join(30)
+    node.step()
+    assert store.get_campaign(camp.id).status != "stopped"
+    # Both replays, the store's and the log's, lift the stop's hold from its undoing on.
+    assert paused_starts(store, camp.id) == []
+    tlog.checkpoint()
+    verified = verify_bundle(tlog.export().to_bytes(), tlog.key.public.fingerprint)
+    assert verified.records.starts_checked >= 2

@@ -62,8 +62,9 @@ def test_a_pause_supersedes_an_unconfirmed_resume_before_it() -> None:
     src.issue(P, "c-1", 3, height=100)
     result = w.poll()
     assert [a.directive.epoch for a in result.applied] == [3]
-    assert [i.directive.epoch for i in result.ignored] == [2]
-    assert "superseded" in result.ignored[0].reason
+    # Overtaken, never in effect, but reported so the node records every epoch in order.
+    assert [(s.directive.epoch, s.by.epoch) for s in result.superseded] == [(2, 3)]
+    assert result.ignored == ()
     src.head = 200
     assert w.poll().applied == ()
     assert w.state("c-1") is PAUSED
@@ -134,12 +135,50 @@ def test_a_stop_is_final() -> None:
     assert w.state("c-1") is STOPPED
 
 
-def test_a_revoked_node_stops_everything() -> None:
+def test_a_revoked_node_pauses_everything_until_it_is_approved_again() -> None:
     src = FakeSource(head=None)
     w = watcher(src)
-    src.revoked = True
+    src.revoked = True  # revoked, or suspended with its TEE measurement
     assert w.poll().revoked
-    assert w.state("c-1") is STOPPED
+    assert w.state("c-1") is PAUSED  # a pause, not an end: approval may come back
+    src.revoked = False
+    assert not w.poll().revoked
+    assert w.allows("c-1")
+
+
+def test_a_stop_holds_at_once_but_ends_the_campaign_only_once_final() -> None:
+    src = FakeSource(head=100)
+    w = watcher(src, confirmations=3)
+    src.issue(S, "c-1", 1, height=100)
+    assert [a.directive.kind for a in w.poll().applied] == [S]  # obeyed at first sight
+    assert w.state("c-1") is PAUSED and not w.final_stop("c-1")
+    src.head = 102
+    w.poll()
+    assert w.state("c-1") is STOPPED and w.final_stop("c-1")
+
+
+def test_a_stop_that_leaves_the_chain_before_it_is_final_never_ends_the_campaign() -> None:
+    src = FakeSource(head=100)
+    w = watcher(src, confirmations=3)
+    src.issue(S, "c-1", 1, height=100)
+    w.poll()
+    assert w.state("c-1") is PAUSED
+    src.reorged.add(("c-1", 1))  # a reorganisation removed it (or an endpoint invented it)
+    src.head = 110
+    w.poll()
+    assert w.allows("c-1") and not w.final_stop("c-1")
+
+
+def test_a_campaign_the_source_holds_is_paused_with_the_reason() -> None:
+    src = FakeSource(head=None)
+    w = watcher(src)
+    src.held["c-1"] = "not registered on the controller"
+    w.poll()
+    assert w.state("c-1") is PAUSED and w.held("c-1") == ["evm: not registered on the controller"]
+    assert w.allows("c-2")
+    src.held.clear()
+    w.poll()
+    assert w.allows("c-1") and w.held("c-1") == []
 
 
 def test_the_node_pauses_itself_when_no_fresh_state_arrives_and_recovers_after() -> None:
@@ -167,6 +206,10 @@ def test_a_fork_needs_confirmations_and_names_its_parent_and_config() -> None:
     src.head = 11
     (applied,) = w.poll().applied
     assert applied.directive.parent_id == "c-1" and applied.directive.from_position == 4
+    assert w.state("child") is PAUSED  # a child starts paused; a resume runs it
+    src.issue(R, "child", 2, height=11)
+    src.head = 12
+    assert [a.directive.kind for a in w.poll().applied] == [R]
     assert w.state("child") is RUNNING
     with pytest.raises(ValueError, match="32-byte"):
         Directive(F, "child", 1, "evm", parent_id="c-1", config_hash=b"short")

@@ -207,5 +207,6 @@ def test_health_says_degraded_when_governance_is_stale_or_the_node_revoked() -> 
     ]
     state |= {"stale": False, "revoked": True}
     assert client.get("/health").json()["problems"] == [
-        "this node is revoked on the controller: every campaign is stopped"
+        "this node may not act on the controller (revoked, or its TEE measurement removed): "
+        "every campaign is paused until it is approved again"
     ]

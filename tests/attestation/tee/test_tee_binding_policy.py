@@ -11,8 +11,9 @@ import pytest
 import rfc8785
 from tee_vectors import read
 
+from attestation.errors import VerificationError
 from attestation.tee.binding import BindingDocument, icp_principal_error, icp_principal_text
-from attestation.tee.errors import BindingError, PolicyError, VerificationError
+from attestation.tee.errors import BindingError, PolicyError
 from attestation.tee.evidence import EvidenceBundle, detect, verify_file
 from attestation.tee.policy import Policy
 

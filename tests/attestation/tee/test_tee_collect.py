@@ -12,9 +12,10 @@ from pathlib import Path
 import pytest
 from fake_tee import FakeAmd, FakeTsmKernel
 
+from attestation.errors import VerificationError
 from attestation.tee import collect, snp
 from attestation.tee.binding import BindingDocument
-from attestation.tee.errors import CollectionError, VerificationError
+from attestation.tee.errors import CollectionError
 from attestation.tee.evidence import EvidenceBundle, verify_bundle
 from attestation.tee.policy import Policy
 
@@ -95,7 +96,7 @@ def test_binding_document_that_does_not_match_the_report_is_rejected(
     with pytest.raises(VerificationError) as info:
         verify_bundle(swapped, policy=Policy.default(), at=NOW, pinned_arks=amd.pins)
     assert info.value.step == "snp.7 binding"
-    assert "does not match the binding document" in info.value.reason
+    assert "does not match the binding document" in info.value.detail
 
 
 def test_busy_interface_is_retried_then_reported(kernel: FakeTsmKernel) -> None:

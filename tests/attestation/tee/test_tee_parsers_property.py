@@ -11,8 +11,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from tee_vectors import all_vectors
 
+from attestation.errors import VerificationError
 from attestation.tee import evidence, nvidia, snp, tdx
-from attestation.tee.errors import VerificationError
 from attestation.tee.policy import Policy
 
 NOW = datetime.now(UTC)

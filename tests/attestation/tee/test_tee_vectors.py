@@ -20,9 +20,9 @@ from tee_vectors import (
     with_vector,
 )
 
+from attestation.errors import VerificationError
 from attestation.tee import snp, tdx
 from attestation.tee.certs import cert_sha256, common_name, load_certificates, spki_sha256
-from attestation.tee.errors import VerificationError
 from attestation.tee.policy import Policy
 
 VECTORS = all_vectors()
@@ -41,7 +41,7 @@ def failing_step(
 ) -> str:
     with pytest.raises(VerificationError) as info:
         v.verify(evidence, certs)
-    assert info.value.reason, "a failure must say what failed"
+    assert info.value.detail, "a failure must say what failed"
     return info.value.step
 
 
@@ -161,7 +161,7 @@ def test_debug_snp_report_is_rejected_by_the_default_policy() -> None:
     with pytest.raises(VerificationError) as info:
         snp.verify_snp(v.evidence, list(v.certs), policy=Policy.default(), at=NOW)
     assert info.value.step == "snp.8 policy"
-    assert "debug" in info.value.reason
+    assert "debug" in info.value.detail
     assert len(info.value.passed) == 7
 
 
@@ -178,7 +178,7 @@ def test_expired_vlek_is_rejected_today_and_accepted_before_it_expired() -> None
     with pytest.raises(VerificationError) as info:
         snp.verify_snp(v.evidence, list(v.certs), policy=Policy.default(), at=today)
     assert info.value.step == "snp.4 validity dates"
-    assert "expired on 2025-12-10" in info.value.reason
+    assert "expired on 2025-12-10" in info.value.detail
     verified = snp.verify_snp(
         v.evidence, list(v.certs), policy=Policy.default(), at=BEFORE_VLEK_EXPIRY
     )
