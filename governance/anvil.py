@@ -48,7 +48,9 @@ class Anvil:
         if not ANVIL_BIN.exists():
             raise RuntimeError(MISSING)
         args = [str(ANVIL_BIN), "--host", "127.0.0.1", "--port", str(self.port), "--silent"]
-        args += ["--chain-id", str(self.chain_id), *self.extra]
+        # The `finalized` tag then trails the head by two blocks (32-slot epochs would hold
+        # it 64 blocks back, and a governed node waits for it before a resume applies).
+        args += ["--chain-id", str(self.chain_id), "--slots-in-an-epoch", "1", *self.extra]
         if self.state is not None:
             args += ["--state", str(self.state)]
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -416,6 +416,52 @@ class Chain:
     def code(self, address: str) -> bytes:
         return bytes(self.call("reading contract code", self._w3.eth.get_code, address))
 
+    def call_as(
+        self, sender: str | None, to: str, data: bytes, *, block: int | str = "latest"
+    ) -> bytes:
+        """What `data` sent to `to` from `sender` returns, run as an eth_call at `block`
+        (nothing is signed or sent); a revert raises TransactionRevertedError naming the
+        contract's error."""
+        params: dict[str, Any] = {"to": checksum_address(to), "data": "0x" + data.hex()}
+        if sender is not None:
+            params["from"] = checksum_address(sender)
+        tester = getattr(self._w3.provider, "ethereum_tester", None)
+        if tester is not None and sender is not None and block == "latest":
+            return self._embedded_call_as(tester, params["from"], params["to"], data)
+        return bytes(self.call(f"calling {params['to']}", self._w3.eth.call, params, block))
+
+    def _embedded_call_as(self, tester: Any, sender: str, to: str, data: bytes) -> bytes:
+        """`call_as` on the embedded EVM. py-evm makes an eth_call's sender pay for its gas,
+        which JSON-RPC nodes do not (a call from a contract such as the timelock, which
+        holds no ether, would fail there): the call runs on the latest state with the
+        sender's balance raised, and that state is thrown away afterwards."""
+        from eth_tester.backends.pyevm.main import (  # the embedded chain only
+            EVMSpoofTransaction,
+            _get_vm_for_block_number,
+        )
+
+        what = f"calling {to} as {sender} on {self.label}"
+        backend = tester.backend
+        raw = tester.normalizer.normalize_inbound_transaction(
+            {"from": sender, "to": to, "data": "0x" + data.hex(), "gas": 30_000_000, "value": 0}
+        )
+        try:
+            unsigned = backend._get_normalized_and_unsigned_evm_transaction(raw, "latest")
+            transaction = EVMSpoofTransaction(unsigned, from_=raw["from"])
+            state = _get_vm_for_block_number(backend.chain, "latest").state
+            snapshot = state.snapshot()
+            try:
+                state.set_balance(raw["from"], 10**30)
+                computation = state.apply_transaction(transaction)
+            finally:
+                state.revert(snapshot)
+        except Exception as exc:
+            raise translate(exc, what) from exc
+        if computation.is_error:
+            reason = decode_revert(bytes(computation.output))
+            raise TransactionRevertedError(f"{what}: the contract reverted with {reason}", reason)
+        return bytes(computation.output)
+
     def receipt(self, tx_hash: bytes) -> Receipt | None:
         """The receipt of `tx_hash` on the current chain, or None if it is not mined there."""
         try:
@@ -928,6 +974,19 @@ class ControllerReader:
             )
         except ChainError as exc:
             raise SourceError(f"the EVM controller cannot be read: {exc}") from exc
+
+    def finalized(self) -> int | None:
+        """The newest block the endpoint calls final (the `finalized` tag); None when it
+        does not know the tag (then confirmations alone decide)."""
+        try:
+            block = self.controller.chain.call(
+                "reading the finalized block", self.controller.chain._w3.eth.get_block, "finalized"
+            )
+        except ChainUnavailableError as exc:
+            raise SourceError(f"the EVM chain cannot be read: {exc}") from exc
+        except ChainError:
+            return None
+        return int(block["number"])
 
     def issued(self, tx_hash: str) -> bool:
         """Whether the transaction is (still) in the chain and succeeded: a directive that

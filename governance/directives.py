@@ -108,6 +108,7 @@ class Reading:
     states: dict[str, CampaignState] = field(default_factory=dict)
     held: dict[str, str] = field(default_factory=dict)
     standing_ref: str = ""  # the transaction that last changed `revoked`, when known
+    finalized: int | None = None  # the newest final block, where the source tells it
 
 
 class DirectiveSource(Protocol):

@@ -85,6 +85,8 @@ class ControllerReader(Protocol):
 
     def issued(self, tx_hash: str) -> bool: ...
 
+    def finalized(self) -> int | None: ...
+
 
 class EvmSource:
     """`DirectiveSource` over a controller; `campaigns()` maps the watched campaigns (as the
@@ -145,7 +147,10 @@ class EvmSource:
             self.revoked = not active
         self.next_block = head + 1
         states, held = self._snapshot()
-        return Reading(tuple(directives), head, self.revoked, states, held, self._standing_ref)
+        finalized = self.reader.finalized()
+        return Reading(
+            tuple(directives), head, self.revoked, states, held, self._standing_ref, finalized
+        )
 
     def _is_me(self, address: object) -> bool:
         return self.node_address is not None and str(address).lower() == self.node_address
@@ -287,3 +292,8 @@ class CrossCheckedReader:
 
     def issued(self, tx_hash: str) -> bool:
         return any(r.issued(tx_hash) for r in self.readers)
+
+    def finalized(self) -> int | None:
+        """The lowest final block any endpoint names (None if one names none)."""
+        found = [r.finalized() for r in self.readers]
+        return None if None in found else min(f for f in found if f is not None)

@@ -1,7 +1,9 @@
 """The node's own transactions to the governance contracts.
 
-`ChainGovernor` is the Governor behind the `/gov` routes: reads, and ballots, queue and
-execute relayed with a relayer key that pays gas and holds no votes. `ChainAcker` sends
+`ChainGovernor` is the Governor behind the `/gov` routes: reads (proposals with their
+calls, proposer, quorum and timelock ETA), proposals simulated as the timelock would
+make them, ERC-1271 checks of smart-contract voters, and ballots, queue and execute
+relayed with a relayer key that pays gas and holds no votes. `ChainAcker` sends
 the node's acknowledgements of the directives it applied. Both go through
 `governance.chain` (the only web3 module) and turn the contracts' reverts into the
 errors a caller can act on.
@@ -15,7 +17,9 @@ import threading
 from collections.abc import Mapping
 from typing import Any
 
-from governance.ballots import Ballot, GovernorDomain, ProposalInfo, ProposalState
+from eth_abi.abi import encode as abi_encode
+
+from governance.ballots import ERC1271_MAGIC, Ballot, GovernorDomain, ProposalInfo, ProposalState
 from governance.chain import Address, Chain, Controller, Deployment, address_of, checksum_address
 from governance.directives import campaign_of_key
 from governance.errors import (
@@ -23,6 +27,7 @@ from governance.errors import (
     ChainError,
     GovernanceError,
     NodeNotApprovedError,
+    NonceError,
     ProposalStateError,
     ReplayError,
     TransactionRevertedError,
@@ -45,7 +50,12 @@ class ChainGovernor:
     UnknownProposalError, ProposalStateError (not active, not succeeded, not queued, the
     timelock delay not over), BadSignatureError or ReplayError; other reverts stay a
     TransactionRevertedError naming the contract's error. The transaction methods return
-    the 0x hash once the transaction is mined. Safe to call from several threads.
+    the 0x hash once the transaction is mined. Safe to call from several threads: a
+    transaction is signed and broadcast under a lock, with the relayer's next nonce
+    counted here (so transactions sent back to back never share one, whatever the
+    endpoint's pending count says), and its receipt is awaited outside the lock, so a
+    slow block holds up only the caller whose transaction is in it. When a receipt does
+    not come in time, the next transaction asks the endpoint for the nonce again.
     """
 
     def __init__(
@@ -70,6 +80,8 @@ class ChainGovernor:
         self._scanned = start_block
         self._scan_lock = threading.Lock()
         self._send_lock = threading.Lock()
+        self._next_nonce: int | None = None  # the relayer's, past what it broadcast
+        self._timelock: Address | None = None
 
     @classmethod
     def from_deployment(
@@ -96,21 +108,32 @@ class ChainGovernor:
     def controller(self) -> str:
         return self._controller
 
+    def timelock(self) -> Address:
+        """The timelock that executes proposals (and holds the controller's roles)."""
+        if self._timelock is None:
+            self._timelock = checksum_address(str(self._read("timelock")))
+        return self._timelock
+
     def proposals(self) -> list[ProposalInfo]:
         descriptions = self._scan_descriptions()
         found = []
         for i in range(int(self._read("proposalCount"))):
-            pid = int(self._read("proposalDetailsAt", i)[0])
-            state = self._state(pid)
+            pid, targets, values, calldatas, _ = self._read("proposalDetailsAt", i)
+            state = self._state(int(pid))
             if state is not None:
-                found.append(self._info(pid, state, descriptions))
+                found.append(
+                    self._info(int(pid), state, descriptions, (targets, values, calldatas))
+                )
         return found
 
     def proposal(self, proposal_id: int) -> ProposalInfo | None:
         state = self._state(proposal_id)
         if state is None:
             return None
-        return self._info(proposal_id, state, self._scan_descriptions())
+        targets, values, calldatas, _ = self._read("proposalDetails", proposal_id)
+        return self._info(
+            proposal_id, state, self._scan_descriptions(), (targets, values, calldatas)
+        )
 
     def nonce(self, voter: str) -> int:
         return int(self._read("nonces", checksum_address(voter)))
@@ -120,6 +143,26 @@ class ChainGovernor:
 
     def votes_at(self, voter: str, timepoint: int) -> int:
         return int(self._read("getVotes", checksum_address(voter), timepoint))
+
+    def is_contract(self, address: str) -> bool:
+        return len(self.chain.code(checksum_address(address))) > 0
+
+    def erc1271_valid(self, account: str, digest: bytes, signature: bytes) -> bool:
+        """`isValidSignature(digest, signature)` on `account` returned the ERC-1271 magic
+        value. A revert, or any other answer, is False (fails closed); an endpoint that
+        cannot be reached raises ChainError."""
+        data = ERC1271_MAGIC + abi_encode(["bytes32", "bytes"], [digest, signature])
+        try:
+            answer = self.chain.call_as(None, account, data)
+        except TransactionRevertedError:
+            return False
+        # As the Governor's SignatureChecker reads it: the first word is the magic value.
+        return answer[:32] == ERC1271_MAGIC.ljust(32, b"\x00")
+
+    def simulate(self, target: str, data: bytes) -> None:
+        """The call as the timelock makes it when the proposal executes, run now as an
+        eth_call from the timelock: TransactionRevertedError names the revert."""
+        self.chain.call_as(self.timelock(), target, data)
 
     def relayer_votes(self) -> int:
         """The relayer's own voting power now (it should have none: it only pays gas)."""
@@ -136,18 +179,35 @@ class ChainGovernor:
             raise
 
     def _info(
-        self, proposal_id: int, state: ProposalState, descriptions: Mapping[int, str]
+        self,
+        proposal_id: int,
+        state: ProposalState,
+        descriptions: Mapping[int, str],
+        calls: tuple[Any, Any, Any],
     ) -> ProposalInfo:
         against, votes_for, abstain = self._read("proposalVotes", proposal_id)
+        snapshot = int(self._read("proposalSnapshot", proposal_id))
+        eta = int(self._read("proposalEta", proposal_id))
+        try:
+            quorum: int | None = int(self._read("quorum", snapshot))
+        except TransactionRevertedError:  # the snapshot is not past yet (ERC5805FutureLookup)
+            quorum = None
+        targets, values, calldatas = calls
         return ProposalInfo(
             proposal_id=proposal_id,
             state=state,
-            snapshot=int(self._read("proposalSnapshot", proposal_id)),
+            snapshot=snapshot,
             deadline=int(self._read("proposalDeadline", proposal_id)),
             votes_for=int(votes_for),
             votes_against=int(against),
             votes_abstain=int(abstain),
             description=descriptions.get(proposal_id, ""),
+            proposer=str(self._read("proposalProposer", proposal_id)),
+            eta=eta or None,
+            quorum=quorum,
+            targets=tuple(str(t) for t in targets),
+            values=tuple(int(v) for v in values),
+            calldatas=tuple(bytes(c) for c in calldatas),
         )
 
     def _scan_descriptions(self) -> dict[int, str]:
@@ -184,10 +244,24 @@ class ChainGovernor:
 
     def _send(self, action: str, proposal_id: int, call: Any) -> str:
         try:
-            with self._send_lock:  # one pending nonce at a time for the relayer
-                signed = self.chain.sign(self.relayer_key, call)
-                self.chain.broadcast(signed.raw)
-            self.chain.wait(signed.tx_hash)
+            with self._send_lock:  # sign and broadcast only: never wait for a block here
+                pending = self.chain.nonce(self.relayer, pending=True)
+                nonce = max(pending, self._next_nonce or 0)
+                try:
+                    signed = self.chain.sign(self.relayer_key, call, nonce=nonce)
+                    self.chain.broadcast(signed.raw)
+                except NonceError:
+                    self._next_nonce = None  # another sender used it: ask the endpoint
+                    raise
+                self._next_nonce = nonce + 1
+            try:
+                self.chain.wait(signed.tx_hash)
+            except TransactionRevertedError:
+                raise
+            except ChainError:
+                with self._send_lock:  # perhaps dropped: count from the endpoint again
+                    self._next_nonce = None
+                raise
         except TransactionRevertedError as exc:
             raise self._refusal(action, proposal_id, exc) from exc
         log.info("relayed", extra={"action": action, "tx": "0x" + signed.tx_hash.hex()})

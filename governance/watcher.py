@@ -113,6 +113,7 @@ class _SourceView:
     snapshot: dict[str, CampaignState] = field(default_factory=dict)
     held: dict[str, str] = field(default_factory=dict)
     unfinal_stops: list[Directive] = field(default_factory=list)
+    finalized: int | None = None
 
 
 class Watcher:
@@ -288,6 +289,8 @@ class Watcher:
     ) -> None:
         if reading.head is not None:
             view.head = reading.head
+        if reading.finalized is not None:
+            view.finalized = reading.finalized
         if reading.revoked and not view.revoked:
             log.error("this node was revoked", extra={"source": name})
         view.revoked = reading.revoked
@@ -319,6 +322,15 @@ class Watcher:
             return 0
         return max(0, view.head - d.height + 1)
 
+    def _final(self, view: _SourceView, d: Directive) -> bool:
+        """Deep enough: `confirmations` blocks on top and, where the source names its
+        final block (the `finalized` tag), at or below it."""
+        confs = self._confirmations(view, d)
+        if confs is None:
+            return True
+        deep = confs >= self.confirmations
+        return deep and (view.finalized is None or d.height is None or d.height <= view.finalized)
+
     def _apply_ready(
         self,
         name: str,
@@ -337,7 +349,7 @@ class Watcher:
             for p in items:
                 d = p.directive
                 confs = self._confirmations(view, d)
-                confirmed = confs is None or confs >= self.confirmations
+                confirmed = self._final(view, d)
                 if self._states.get((name, cid)) is CampaignState.STOPPED:
                     self._settled.add((name, cid, d.epoch))
                     ignored.append(Ignored(d, "the campaign is stopped; a stop is final"))
@@ -371,8 +383,7 @@ class Watcher:
         waiting = []
         gone = []
         for d in view.unfinal_stops:
-            confs = self._confirmations(view, d)
-            if confs is not None and confs < self.confirmations:
+            if not self._final(view, d):
                 waiting.append(d)
             elif source.still_issued(d):
                 self._states[(source.name, d.campaign_id)] = CampaignState.STOPPED

@@ -4,7 +4,6 @@ metrics; governance routes from `governance.api`."""
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -19,17 +18,10 @@ from governance.errors import GovernanceError
 from node.api.attestation import attestation_router
 from node.api.log import log_router
 from node.api.metrics import metrics_router
-from node.api.models import (
-    Campaign,
-    CampaignDetail,
-    Experiment,
-    ExperimentDetail,
-    Health,
-    LeaderboardRow,
-)
+from node.api.models import CampaignDetail, ExperimentDetail, Health
 from node.campaign import leaderboard
 from node.errors import AsiNodeError, CorruptStoreError, NotFoundError, StoreError
-from node.store import Store
+from node.store import CampaignRow, ExperimentRow, Store
 from node.tlog.log import LogView
 
 HEALTH_PROBLEMS = {
@@ -93,32 +85,28 @@ def create_app(
         return body
 
     @app.get("/campaigns")
-    def campaigns() -> list[Campaign]:
-        return [Campaign.model_validate(c) for c in store.list_campaigns()]
+    def campaigns() -> list[CampaignRow]:
+        return store.list_campaigns()
 
     @app.get("/campaigns/{campaign_id}")
     def campaign(campaign_id: str) -> CampaignDetail:
         row = store.get_campaign(campaign_id)
         counts = {s: store.count_experiments(row.id, status=s) for s in ExperimentStatus}
-        return CampaignDetail.model_validate(asdict(row) | {"experiments": counts})
+        return CampaignDetail(**vars(row), experiments=counts)
 
     @app.get("/campaigns/{campaign_id}/leaderboard")
-    def board(campaign_id: str) -> list[LeaderboardRow]:
-        row = store.get_campaign(campaign_id)
-        return [LeaderboardRow.model_validate(r) for r in leaderboard.for_campaign(store, row)]
+    def board(campaign_id: str) -> list[leaderboard.Row]:
+        return leaderboard.for_campaign(store, store.get_campaign(campaign_id))
 
     @app.get("/campaigns/{campaign_id}/experiments")
-    def experiments(campaign_id: str) -> list[Experiment]:
-        row = store.get_campaign(campaign_id)
-        return [Experiment.model_validate(e) for e in store.list_experiments(row.id)]
+    def experiments(campaign_id: str) -> list[ExperimentRow]:
+        return store.list_experiments(store.get_campaign(campaign_id).id)
 
     @app.get("/experiments/{experiment_id}")
     def experiment(experiment_id: str) -> ExperimentDetail:
         exp = store.get_experiment(experiment_id)
         cand = store.get_candidate(exp.candidate_id)
-        return ExperimentDetail.model_validate(
-            asdict(exp) | {"code": store.get_code(cand.digest), "candidate": asdict(cand)}
-        )
+        return ExperimentDetail(**vars(exp), code=store.get_code(cand.digest), candidate=cand)
 
     app.include_router(log_router(LogView(store)))
     app.include_router(metrics_router(store))

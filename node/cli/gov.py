@@ -4,10 +4,12 @@
 started while governance had it paused; exit 1 if one did). The others talk to a node's
 governance API (`--url`, default the configured [api] host and port), which relays to
 the Governor:
-`proposals` lists them, `propose` prepares calldata and the proposal id for the voter's
-own wallet, `vote` signs an EIP-712 ballot with the voter's key file and hands it to the
-relay, `queue` and `execute` act as a keeper with the operator token. `run` obeys the
-configured sources and acknowledges applied directives on the EVM controller.
+`proposals` lists them with their decoded calls, `propose` prepares a proposal for any
+controller governance function (the node runs it as the timelock first) and says how to
+submit it (the calldata for the voter's own wallet, or Tally), `vote` signs an EIP-712
+ballot with the voter's key file and hands it to the relay, `queue` and `execute` act as
+a keeper with the operator token. `run` obeys the configured sources and acknowledges
+applied directives on the EVM controller.
 """
 
 from __future__ import annotations
@@ -29,6 +31,20 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 SUPPORT = {"against": 0, "for": 1, "abstain": 2}
+# `gov propose` kinds -> the API's prepare actions (the controller function each makes).
+PROPOSE_KINDS = {
+    "pause": "pause",  # pauseCampaign
+    "resume": "resume",  # resumeCampaign
+    "stop": "stop",  # stopCampaign
+    "fork": "fork",  # forkCampaign (+ resumeCampaign of the child with --resume-child)
+    "register": "register",  # registerCampaign, with the local campaign's config hash
+    "pause-all": "pause_all",
+    "unpause-all": "unpause_all",
+    "set-measurement": "set_measurement",
+    "approve-node": "approve_node",
+    "revoke-node": "revoke_node",
+}
+NO_SUBJECT = ("pause-all", "unpause-all")
 
 
 class GovRequestError(AsiNodeError):
@@ -119,26 +135,19 @@ def cmd_gov(args: argparse.Namespace) -> int:
         print(f"campaign {camp.id}: {len(found)} experiment(s) started while paused")
         return 1 if found else 0
     if args.action == "proposals":
-        for p in _call(url, "GET", "/gov/proposals"):
-            votes = p["votes"]
-            print(
-                f"{p['proposal_id']}  {p['state']:<9} for {votes['for']} against "
-                f"{votes['against']} abstain {votes['abstain']}  deadline {p['deadline']}  "
-                f"{p['description'][:60]}"
-            )
+        query = f"?voter={args.voter}" if args.voter else ""
+        for p in _call(url, "GET", f"/gov/proposals{query}"):
+            for line in proposal_lines(p):
+                print(line)
         return 0
     if args.action == "propose":
-        body: dict[str, Any] = {
-            "action": args.directive,
-            "campaign": args.campaign,
-            "description": args.description,
-        }
-        for key in ("child", "from_tree_size", "checkpoint_root", "config_hash", "config_uri"):
-            if getattr(args, key) is not None:
-                body[key] = getattr(args, key)
-        if args.pause_parent:
-            body["pause_parent"] = True
-        print(json.dumps(_call(url, "POST", "/gov/proposals/prepare", body), indent=2))
+        notes, body = _propose_body(node, args)
+        prepared = _call(url, "POST", "/gov/proposals/prepare", body)
+        if args.json:
+            print(json.dumps(prepared, indent=2))
+            return 0
+        for line in notes + prepared_lines(prepared):
+            print(line)
         return 0
     if args.action == "vote":
         return _vote(args, url)
@@ -146,6 +155,179 @@ def cmd_gov(args: argparse.Namespace) -> int:
     path = f"/gov/proposals/{args.proposal}/{args.action}"
     print(json.dumps(_call(url, "POST", path, {}, token=token), indent=2))
     return 0
+
+
+def _call_text(call: dict[str, Any]) -> str:
+    if call.get("function") is None:
+        return f"{call['target']} data {call['calldata'][:10]}... ({call.get('error')})"
+    args = ", ".join(f"{k}={v}" for k, v in call["args"].items())
+    return f"{call['function']}({args})"
+
+
+def proposal_lines(p: dict[str, Any]) -> list[str]:
+    """A proposal of GET /gov/proposals as `gov proposals` prints it."""
+    votes = p["votes"]
+    quorum = p.get("quorum") or "-"
+    eta = f"  executable from {p['eta']}" if p.get("eta") else ""
+    lines = [
+        f"{p['proposal_id']}  {p['state']:<9} for {votes['for']} against {votes['against']} "
+        f"abstain {votes['abstain']} (quorum {quorum})  deadline {p['deadline']}{eta}",
+        f"  by {p.get('proposer') or '?'}: {p['description'][:72]}",
+    ]
+    if p.get("has_voted") is not None:
+        lines.append("  voted" if p["has_voted"] else "  not voted yet")
+    lines += [f"  - {_call_text(c)}" for c in p.get("calls", [])]
+    return lines
+
+
+def prepared_lines(prepared: dict[str, Any]) -> list[str]:
+    """What `gov propose` prints: the calls, the id, and how to submit the proposal."""
+    lines = [f"proposal {prepared['proposal_id']} (prepared; nothing was sent)"]
+    for i, call in enumerate(prepared["calls"], 1):
+        ran = (
+            "ran as the timelock: succeeds on the latest block"
+            if call.get("simulated")
+            else "not run: it acts on what an earlier call of this proposal changes"
+        )
+        lines.append(f"  {i}. {_call_text(call)} on {call['target']} ({ran})")
+    if prepared.get("proposer"):
+        lines.append(f"  only {prepared['proposer']} can submit it (#proposer= in the description)")
+    lines += [
+        "",
+        "Submit it in one of two ways (the description must stay exactly as below; the id "
+        "depends on it):",
+        f"- your wallet: send a transaction to the Governor {prepared['governor']}, value 0, "
+        "with data",
+        f"  {prepared['propose_calldata']}",
+        "- Tally (tally.xyz), which works with these OpenZeppelin Governor contracts: once the "
+        "DAO is added there, create a proposal with these custom actions (value 0 each):",
+    ]
+    for target, data in zip(prepared["targets"], prepared["calldatas"], strict=True):
+        lines.append(f"    target {target} calldata {data}")
+    lines += [
+        "  and this description:",
+        *[f"    {line}" for line in prepared["description"].splitlines() or [""]],
+        "",
+        f"Then, once voting opens: asi-node gov vote {prepared['proposal_id']} for --key-file FILE",
+    ]
+    return lines
+
+
+def _hex32(text: str | None, what: str) -> str | None:
+    if text is None:
+        return None
+    raw = text.removeprefix("0x").removeprefix("sha256:")
+    if len(raw) != 64 or any(c not in "0123456789abcdefABCDEF" for c in raw):
+        raise GovRequestError(f"{what} {text!r} is not 32 bytes of hex (0x and 64 hex digits)")
+    return "0x" + raw.lower()
+
+
+def _propose_body(node: Node, args: argparse.Namespace) -> tuple[list[str], dict[str, Any]]:
+    """Notes for the reader and the body of POST /gov/proposals/prepare for `gov propose`."""
+    kind: str = args.kind
+    subject: str | None = args.subject
+    if kind in NO_SUBJECT and subject:
+        raise GovRequestError(f"gov propose {kind} takes no campaign (it acts on all of them)")
+    if kind not in NO_SUBJECT and not subject:
+        what = {
+            "set-measurement": "the measurement (0x and 64 hex digits)",
+            "approve-node": "the node's address",
+            "revoke-node": "the node's address",
+        }.get(kind, "the campaign")
+        raise GovRequestError(f"gov propose {kind} needs {what}")
+    body: dict[str, Any] = {"action": PROPOSE_KINDS[kind], "description": args.description}
+    if args.proposer:
+        body["proposer"] = args.proposer
+    notes: list[str] = []
+    if kind in ("pause", "resume", "stop"):
+        body["campaign"] = subject
+    elif kind == "register":
+        body |= _register_fields(node, args, str(subject), notes)
+    elif kind == "fork":
+        body |= _fork_fields(node, args, str(subject), notes)
+    elif kind == "set-measurement":
+        body |= {"measurement": _hex32(subject, "measurement"), "approved": not args.remove}
+    elif kind in ("approve-node", "revoke-node"):
+        body["node"] = subject
+        if kind == "approve-node" and args.measurement:
+            body["measurement"] = _hex32(args.measurement, "--measurement")
+    return notes, body
+
+
+def _register_fields(
+    node: Node, args: argparse.Namespace, ref: str, notes: list[str]
+) -> dict[str, Any]:
+    from node.errors import NotFoundError
+
+    given = _hex32(args.config_hash, "--config-hash")
+    fields: dict[str, Any] = {"config_uri": args.config_uri or ""}
+    try:
+        camp = node.store.get_campaign(ref)
+    except NotFoundError:
+        if given is None:
+            raise GovRequestError(
+                f"no campaign {ref!r} on this node: register one of its campaigns, or give "
+                "--config-hash to register another node's campaign by its id"
+            ) from None
+        return fields | {"campaign": ref, "config_hash": given}
+    mine = _hex32(camp.config_hash, "the campaign's config hash")
+    if given is not None and given != mine:
+        raise GovRequestError(
+            f"campaign {camp.id} has config hash {mine} on this node, not {given}: nodes run "
+            "it only under the hash registered"
+        )
+    notes.append(f"registering {camp.id} ({camp.name}) with its config hash {mine}")
+    return fields | {"campaign": camp.id, "config_hash": mine}
+
+
+def _fork_fields(
+    node: Node, args: argparse.Namespace, parent: str, notes: list[str]
+) -> dict[str, Any]:
+    if not args.child or args.from_tree_size is None or not args.config_hash:
+        raise GovRequestError("gov propose fork needs --child, --from-tree-size and --config-hash")
+    log_id = _hex32(args.log_id, "--log-id")
+    root = _hex32(args.checkpoint_root, "--checkpoint-root")
+    if log_id is None or root is None:
+        # This node's own log: the root it has at that size, the id it anchors under.
+        tlog = node.log()
+        if root is None:
+            if not 1 <= args.from_tree_size <= tlog.size:
+                raise GovRequestError(
+                    f"this node's log has {tlog.size} entries, so it has no root at size "
+                    f"{args.from_tree_size}: give --checkpoint-root (and --log-id)"
+                )
+            root = "0x" + tlog.root(args.from_tree_size).hex()
+            notes.append(f"checkpoint root: this node's log at size {args.from_tree_size}, {root}")
+        if log_id is None:
+            log_id = _own_chain_log_id(node, tlog.origin)
+            notes.append(f"log id: this node's log as its chain key anchors it, {log_id}")
+    return {
+        "campaign": parent,
+        "child": args.child,
+        "log_id": log_id,
+        "from_tree_size": args.from_tree_size,
+        "checkpoint_root": root,
+        "config_hash": _hex32(args.config_hash, "--config-hash"),
+        "config_uri": args.config_uri or "",
+        "pause_parent": bool(args.pause_parent),
+        "resume_child": bool(args.resume_child),
+    }
+
+
+def _own_chain_log_id(node: Node, origin: str) -> str:
+    from governance.chain import address_of, chain_log_id
+    from node.anchoring.chain_home import load_key
+    from node.errors import ConfigError
+    from node.tlog.log import log_id
+
+    try:
+        key = load_key(Path(node.settings.home), create=False)
+    except ConfigError as exc:
+        raise GovRequestError(
+            f"{exc}: give --log-id, the controller's logIdOf(node, logName) of the log the "
+            "checkpoint is anchored in"
+        ) from None
+    return "0x" + chain_log_id(address_of(key), log_id(origin)).hex()
 
 
 def _run(node: Node, campaigns: list[str]) -> int:
@@ -204,17 +386,43 @@ def add_parser(sub: Any) -> None:
     g.add_argument("campaigns", nargs="+", help="campaign ids or names")
     g = gsub.add_parser("audit", help="check that no experiment started while paused")
     g.add_argument("campaign", help="campaign id or name")
-    gsub.add_parser("proposals", help="proposals with state, votes and deadlines")
-    g = gsub.add_parser("propose", help="calldata and proposal id for your wallet to propose")
-    g.add_argument("directive", choices=["pause", "resume", "stop", "fork"])
-    g.add_argument("campaign", help="campaign id or name (a fork's parent)")
+    g = gsub.add_parser("proposals", help="proposals with their calls, state, votes, quorum")
+    g.add_argument("--voter", help="0x address: say whether it voted on each")
+    g = gsub.add_parser(
+        "propose",
+        help="build a proposal (checked as the timelock) for your wallet or Tally to submit",
+    )
+    g.add_argument("kind", choices=list(PROPOSE_KINDS))
+    g.add_argument(
+        "subject",
+        nargs="?",
+        help="the campaign id or name (a fork's parent); set-measurement: the 0x "
+        "measurement; approve-node, revoke-node: the node's 0x address",
+    )
     g.add_argument("--description", required=True)
+    g.add_argument("--proposer", help="0x address that will submit it (no one else can)")
     g.add_argument("--child", help="fork: the child's name")
     g.add_argument("--from-tree-size", type=int, help="fork: the parent's log position")
-    g.add_argument("--checkpoint-root", help="fork: 0x root of the log at that position")
-    g.add_argument("--config-hash", help="fork: 0x SHA-256 of the child's config JSON")
-    g.add_argument("--config-uri", help="fork: where the child's config is published")
+    g.add_argument(
+        "--checkpoint-root", help="fork: 0x root of the log at that size (default: this node's)"
+    )
+    g.add_argument(
+        "--log-id",
+        help="fork: 0x id of the log on the controller, logIdOf(node, logName) (default: "
+        "this node's log under its chain key)",
+    )
+    g.add_argument(
+        "--config-hash",
+        help="fork: 0x SHA-256 of the child's config; register: only for another node's campaign",
+    )
+    g.add_argument("--config-uri", help="fork, register: where the config is published")
     g.add_argument("--pause-parent", action="store_true", help="fork: pause the parent too")
+    g.add_argument(
+        "--resume-child", action="store_true", help="fork: resume the child in the same proposal"
+    )
+    g.add_argument("--measurement", help="approve-node: the node's 0x TEE measurement")
+    g.add_argument("--remove", action="store_true", help="set-measurement: remove it")
+    g.add_argument("--json", action="store_true", help="print the API's answer as JSON")
     g = gsub.add_parser("vote", help="sign a ballot with your key file and relay it")
     g.add_argument("proposal", help="proposal id (decimal)")
     g.add_argument("support", choices=list(SUPPORT))

@@ -23,6 +23,7 @@ class FakeReader:
         self.status: dict[bytes, int] = {}
         self.hashes: dict[bytes, bytes] = {}
         self.inactive: set[str] = set()
+        self.final: int | None = None
         self.ranges: list[tuple[int, int]] = []
 
     def head(self) -> int:
@@ -43,6 +44,9 @@ class FakeReader:
 
     def issued(self, tx_hash: str) -> bool:
         return True
+
+    def finalized(self) -> int | None:
+        return self.final
 
     def emit(self, name: str, tx: str = "0x01", **args: object) -> None:
         self.logs.append(ControllerEvent(name, self.block, len(self.logs), tx, args))
@@ -243,3 +247,19 @@ def test_cross_checked_endpoints_must_agree_on_a_config_hash() -> None:
     reader = CrossCheckedReader([a, b], ["a", "b"])
     with pytest.raises(SourceError, match="disagree on campaign 0x"):
         reader.config_hash(campaign_key("c-00000001"))
+
+
+def test_a_resume_waits_for_the_endpoints_finalized_block_too() -> None:
+    reader = FakeReader()
+    w = Watcher([EvmSource(reader)], confirmations=2, clock=FakeClock())
+    reader.block, reader.final = 10, 5
+    issued(reader, "c-00000001", 1, 1)  # paused at block 10
+    w.poll()
+    reader.block = 11
+    issued(reader, "c-00000001", 2, 2)  # resumed at block 11
+    reader.block = 20  # deep enough by confirmations ...
+    assert w.poll().applied == ()  # ... but not final yet
+    assert w.state("c-00000001") is CampaignState.PAUSED
+    reader.final = 11
+    (applied,) = w.poll().applied
+    assert applied.directive.kind is DirectiveKind.RESUME

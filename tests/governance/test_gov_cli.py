@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from gov_fakes import FakeGovernor
+from governor_fake import ControllerFake as FakeGovernor
 from pydantic import SecretStr
 
 import node.cli.gov as gov_cli
@@ -65,12 +66,149 @@ def test_vote_signs_a_ballot_and_the_node_relays_it(
 def test_propose_prints_calldata_and_unknown_campaigns_are_refused(
     home: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    open_node(home).store.create_campaign("x", {"preset": "quick"})
-    wire(monkeypatch, home, FakeGovernor())
-    assert main(["--home", str(home), "gov", "propose", "pause", "x", "--description", "d"]) == 0
-    assert '"proposal_id"' in capsys.readouterr().out
+    camp = open_node(home).store.create_campaign("x", {"preset": "quick"})
+    gov = FakeGovernor()
+    gov.campaigns[camp.id] = "active"
+    wire(monkeypatch, home, gov)
+    argv = ["--home", str(home), "gov", "propose", "pause", "x", "--description", "d"]
+    assert main([*argv, "--json"]) == 0
+    prepared = json.loads(capsys.readouterr().out)
+    assert prepared["calls"][0]["function"] == "pauseCampaign"
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    # How to submit it: the Governor's propose calldata for a wallet, or Tally's actions.
+    assert f"proposal {prepared['proposal_id']} (prepared; nothing was sent)" in out
+    assert f"1. pauseCampaign(campaignId={camp.id}) on {prepared['targets'][0]}" in out
+    assert f"to the Governor {gov.domain().verifying_contract}, value 0" in out
+    assert prepared["propose_calldata"] in out and "Tally" in out
+    assert f"target {prepared['targets'][0]} calldata {prepared['calldatas'][0]}" in out
     assert main(["--home", str(home), "gov", "propose", "stop", "nope", "--description", "d"]) == 2
     assert "404" in capsys.readouterr().err
+    gov.campaigns[camp.id] = "paused"  # the controller would revert: refused, with the reason
+    assert main(argv) == 2
+    assert "InvalidTransition" in capsys.readouterr().err
+
+
+def test_propose_register_reads_the_local_config_hash(
+    home: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    camp = open_node(home).store.create_campaign("x", {"preset": "quick"})
+    gov = FakeGovernor()
+    wire(monkeypatch, home, gov)
+    argv = ["--home", str(home), "gov", "propose", "register", "x", "--description", "reg"]
+    proposer = "0x" + "ab" * 20
+    assert main([*argv, "--proposer", proposer, "--config-uri", "ipfs://c", "--json"]) == 0
+    prepared = json.loads(capsys.readouterr().out)
+    (call,) = prepared["calls"]
+    assert call["function"] == "registerCampaign"
+    assert call["args"] == {
+        "campaignId": camp.id,
+        "configHash": "0x" + camp.config_hash.removeprefix("sha256:"),
+        "configURI": "ipfs://c",
+    }
+    assert prepared["description"].lower() == f"reg#proposer={proposer}"
+    assert main([*argv, "--config-hash", "0x" + "00" * 32]) == 2
+    assert "nodes run it only under the hash registered" in capsys.readouterr().err
+    gov.campaigns[camp.id] = "active"
+    assert main(argv) == 2
+    assert "CampaignExists" in capsys.readouterr().err
+    other = ["--home", str(home), "gov", "propose", "register", "c-other", "--description", "r"]
+    assert main(other) == 2
+    assert "--config-hash" in capsys.readouterr().err
+    assert main([*other, "--config-hash", "0x" + "01" * 32, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["calls"][0]["args"]["campaignId"] == "c-other"
+
+
+def test_propose_covers_every_controller_function(
+    home: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    node = open_node(home)
+    camp = node.store.create_campaign("x", {"preset": "quick"})
+    gov = FakeGovernor()
+    gov.campaigns[camp.id] = "active"
+    wire(monkeypatch, home, gov)
+    some = "0x" + "12" * 20
+    gov.nodes.add(some)
+    measurement = "0x" + "34" * 32
+    runs = {
+        ("resume", "x"): "resumeCampaign",
+        ("stop", "x"): "stopCampaign",
+        ("pause-all",): "pauseAll",
+        ("set-measurement", measurement, "--remove"): "setMeasurement",
+        ("approve-node", some, "--measurement", measurement): "approveNode",
+        ("revoke-node", some): "revokeNode",
+    }
+    gov.campaigns[camp.id] = "paused"
+    for extra, function in runs.items():
+        argv = ["--home", str(home), "gov", "propose", *extra, "--description", "d", "--json"]
+        assert main(argv) == 0, (extra, capsys.readouterr().err)
+        (call,) = json.loads(capsys.readouterr().out)["calls"]
+        assert call["function"] == function
+    assert call["args"] == {"node": "0x" + "12" * 20}
+    base = ["--home", str(home), "gov", "propose"]
+    assert main([*base, "unpause-all", "--description", "d"]) == 2  # not paused globally
+    assert "not paused globally" in capsys.readouterr().err
+    assert main([*base, "pause-all", "x", "--description", "d"]) == 2
+    assert main([*base, "approve-node", "--description", "d"]) == 2
+    assert "the node's address" in capsys.readouterr().err
+
+
+def test_propose_fork_defaults_to_this_nodes_log_and_can_resume_the_child(
+    home: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from governance.chain import address_of, chain_log_id
+    from node.anchoring.chain_home import load_key
+    from node.tlog.log import log_id
+    from node.tlog.records import Recorder
+
+    node = open_node(home)
+    camp = node.store.create_campaign("x", {"preset": "quick"})
+    Recorder(node.log(), node.store).catch_up(camp, unscored=True)  # the log has entries
+    size = node.log().size
+    key = load_key(home)
+    gov = FakeGovernor()
+    gov.campaigns[camp.id] = "active"
+    wire(monkeypatch, home, gov)
+    argv = ["--home", str(home), "gov", "propose", "fork", "x", "--child", "x-wide"]
+    argv += ["--from-tree-size", str(size), "--config-hash", "0x" + "02" * 32]
+    assert main([*argv, "--resume-child", "--description", "fork x and run it"]) == 0
+    out = capsys.readouterr().out
+    expected_log = chain_log_id(address_of(key), log_id(node.log().origin))
+    assert f"log id: this node's log as its chain key anchors it, 0x{expected_log.hex()}" in out
+    assert "1. forkCampaign(parent=" + camp.id + ", child=x-wide, logId=0x" in out
+    assert "succeeds on the latest block" in out
+    assert "2. resumeCampaign(campaignId=x-wide)" in out and "not run" in out
+    assert f"checkpointRoot=0x{node.log().root(size).hex()}" in out
+    assert gov.simulated == ["forkCampaign"]  # the child's resume acts on the fork's result
+    too_far = [*argv[:-4], "--from-tree-size", str(size + 5), "--config-hash", "0x" + "02" * 32]
+    assert main([*too_far, "--description", "d"]) == 2
+    assert "give --checkpoint-root" in capsys.readouterr().err
+
+
+def test_proposals_show_decoded_calls_and_whether_a_voter_voted(
+    home: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from dataclasses import replace
+
+    from governance.proposals import ControllerCall
+
+    gov = FakeGovernor()
+    data = ControllerCall("stopCampaign", ("c-1",)).calldata()
+    gov.infos[7] = replace(
+        gov.infos[7],
+        proposer="0x" + "ab" * 20,
+        quorum=40,
+        targets=(gov.controller_address,),
+        values=(0,),
+        calldatas=(data,),
+    )
+    voter = "0x" + "cd" * 20
+    gov.voted.add((7, voter))
+    wire(monkeypatch, home, gov)
+    assert main(["--home", str(home), "gov", "proposals", "--voter", voter]) == 0
+    out = capsys.readouterr().out
+    assert "(quorum 40)" in out and "  - stopCampaign(campaignId=c-1)" in out
+    assert "  voted" in out and "not voted yet" in out  # 7 voted, 8 not
 
 
 def test_queue_uses_the_operator_token(

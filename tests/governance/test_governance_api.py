@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from gov_fakes import FakeGovernor
+from governor_fake import ControllerFake as FakeGovernor
 from pydantic import SecretStr
 
 from governance.ballots import Ballot, GovernorDomain, recover_voter, sign_ballot
@@ -159,6 +159,7 @@ def test_prepare_builds_the_controller_call_and_the_governor_proposal_id(
     client: TestClient, store: Store, gov: FakeGovernor
 ) -> None:
     camp = store.create_campaign("x", {"preset": "quick"})
+    gov.campaigns[camp.id] = "active"
     r = client.post(
         "/gov/proposals/prepare",
         json={"action": "pause", "campaign": "x", "description": "pause x: it overfits"},
@@ -182,6 +183,7 @@ def test_malformed_calldata_and_foreign_targets_are_refused(
     client: TestClient, store: Store, gov: FakeGovernor
 ) -> None:
     camp = store.create_campaign("x", {"preset": "quick"})
+    gov.campaigns[camp.id] = "active"
     good = DirectiveCall(DirectiveKind.PAUSE, camp.id).calldata()
     base = {"targets": [gov.controller_address], "values": [0], "description": "d"}
     ok = client.post("/gov/proposals/check", json=base | {"calldatas": ["0x" + good.hex()]})
@@ -212,3 +214,216 @@ def test_a_malleable_high_s_signature_is_refused(client: TestClient, gov: FakeGo
     r = client.post("/gov/ballots", json=ballot_json(replace(b, signature=twin), gov.domain()))
     assert r.status_code == 401 and "lower half" in r.json()["detail"]["detail"]
     assert gov.relayed == []
+
+
+def test_proposals_list_decoded_calls_proposer_quorum_eta_and_has_voted(
+    client: TestClient, gov: FakeGovernor
+) -> None:
+    from governance.proposals import ControllerCall
+
+    fork = ControllerCall(
+        "forkCampaign",
+        ("c-1", "c-1-wide", b"\x03" * 32, 42, b"\x04" * 32, b"\x05" * 32, "ipfs://x", True),
+    )
+    stray = bytes.fromhex("deadbeef")
+    gov.infos[7] = replace(
+        gov.infos[7],
+        proposer="0x" + "ab" * 20,
+        eta=1_700_000_000,
+        quorum=40_000,
+        targets=(gov.controller_address, gov.controller_address, "0x" + "99" * 20),
+        values=(0, 0, 0),
+        calldatas=(fork.calldata(), ControllerCall("pauseAll").calldata(), stray),
+    )
+    voter = "0x" + "cd" * 20
+    gov.voted.add((7, voter))
+    listed = client.get("/gov/proposals", params={"voter": voter}).json()
+    shown = {p["proposal_id"]: p for p in listed}["7"]
+    assert shown["proposer"] == "0x" + "ab" * 20 and shown["eta"] == 1_700_000_000
+    assert shown["quorum"] == "40000" and shown["has_voted"] is True
+    assert shown["votes"] == {"for": "0", "against": "0", "abstain": "0"}
+    assert shown["deadline"] == 100 and shown["state"] == "active"
+    first, second, third = shown["calls"]
+    assert first["function"] == "forkCampaign" and first["kind"] == "fork"
+    assert first["args"] == {
+        "parent": "c-1",
+        "child": "c-1-wide",
+        "logId": "0x" + "03" * 32,
+        "fromTreeSize": 42,
+        "checkpointRoot": "0x" + "04" * 32,
+        "configHash": "0x" + "05" * 32,
+        "configURI": "ipfs://x",
+        "pauseParent": True,
+    }
+    assert second["function"] == "pauseAll" and second["args"] == {}
+    assert third["function"] is None and "not the controller" in third["error"]
+    assert third["calldata"] == "0xdeadbeef"
+    one = client.get("/gov/proposals/8", params={"voter": voter}).json()
+    assert one["has_voted"] is False and one["calls"] == [] and one["eta"] is None
+    assert client.get("/gov/proposals/8").json()["has_voted"] is None
+    assert client.get("/gov/proposals", params={"voter": "nobody"}).status_code == 422
+
+
+def test_a_signature_with_v_0_or_1_is_relayed_as_27_or_28(
+    client: TestClient, gov: FakeGovernor
+) -> None:
+    b = voter(gov)
+    raw = b.signature[:64] + bytes([b.signature[64] - 27])
+    r = client.post("/gov/ballots", json=ballot_json(replace(b, signature=raw), gov.domain()))
+    assert r.status_code == 202, r.text
+    (relayed,) = gov.relayed
+    assert relayed.signature == b.signature  # type: ignore[attr-defined]
+    bad_v = b.signature[:64] + bytes([29])
+    r = client.post("/gov/ballots", json=ballot_json(replace(b, signature=bad_v), gov.domain()))
+    assert r.status_code == 401 and "27 or 28 (or 0 or 1)" in r.json()["detail"]["detail"]
+
+
+def test_a_smart_contract_wallet_votes_with_an_erc1271_signature(
+    client: TestClient, gov: FakeGovernor
+) -> None:
+    from governance.ballots import ballot_digest, voter_address
+
+    wallet = "0x" + "5a" * 20
+    owner = voter_address(VOTER_KEY)
+    gov.wallets[wallet] = owner
+    gov.power[wallet] = 50
+    domain = gov.domain()
+    b = sign_ballot(VOTER_KEY, domain, 7, 1, 0, voter=wallet)
+    assert b.voter.lower() == wallet
+    # The owner's own EOA signature does not recover to the wallet; ERC-1271 decides.
+    r = client.post("/gov/ballots", json=ballot_json(b, domain))
+    assert r.status_code == 202, r.text
+    assert gov.relayed[0].voter.lower() == wallet  # type: ignore[attr-defined]
+    other = sign_ballot(bytes(31) + b"\x07", domain, 7, 1, 1, voter=wallet)
+    gov.nonces[wallet] = 1
+    r = client.post("/gov/ballots", json=ballot_json(other, domain))
+    assert r.status_code == 401
+    detail = r.json()["detail"]["detail"]
+    assert "ERC-1271" in detail and ballot_digest(other, domain).hex() in detail
+    # A wallet's signature need not be 65 bytes (a Safe's holds several owners').
+    long = replace(other, signature=other.signature * 2)
+    r = client.post("/gov/ballots", json=ballot_json(long, domain))
+    assert r.status_code == 401 and "ERC-1271" in r.json()["detail"]["detail"]
+    # An account (no code) must sign with 65 bytes.
+    eoa = voter(gov)
+    r = client.post(
+        "/gov/ballots", json=ballot_json(replace(eoa, signature=long.signature), domain)
+    )
+    assert r.status_code == 401 and "65 bytes" in r.json()["detail"]["detail"]
+    assert len(gov.relayed) == 1
+
+
+def limited_client(store: Store, gov: FakeGovernor, limits: Any, clock: Any) -> TestClient:
+    from fastapi import FastAPI
+
+    from governance.api import governance_router
+    from node.governed.records import StoreGovernanceView
+
+    app = FastAPI()
+    router = governance_router(
+        StoreGovernanceView(store), gov, SecretStr(TOKEN), limits=limits, clock=clock
+    )
+    app.include_router(router)
+    return TestClient(app)
+
+
+def test_ballots_past_a_clients_rate_get_429_with_retry_after(
+    store: Store, gov: FakeGovernor
+) -> None:
+    from gov_fakes import FakeClock
+
+    from governance.ballots import Rate, RelayLimits
+
+    clock = FakeClock()
+    limits = RelayLimits(per_voter=Rate(0), per_client=Rate(per_minute=6, burst=2))
+    client = limited_client(store, gov, limits, clock)
+    b = voter(gov)
+    bad = ballot_json(b, gov.domain(), support=0)  # refused ballots count for the client
+    assert [client.post("/gov/ballots", json=bad).status_code for _ in range(2)] == [401, 401]
+    r = client.post("/gov/ballots", json=ballot_json(b, gov.domain()))
+    assert r.status_code == 429 and r.headers["Retry-After"] == "10"
+    assert r.json()["detail"]["error"] == "RateLimitedError" and gov.relayed == []
+    clock.advance(10)  # one token back (6 a minute)
+    assert client.post("/gov/ballots", json=ballot_json(b, gov.domain())).status_code == 202
+
+
+def test_a_voters_rate_counts_only_ballots_that_passed_the_checks(
+    store: Store, gov: FakeGovernor
+) -> None:
+    from gov_fakes import FakeClock
+
+    from governance.ballots import Rate, RelayLimits
+
+    clock = FakeClock()
+    limits = RelayLimits(per_voter=Rate(per_minute=1, burst=1), per_client=Rate(0))
+    client = limited_client(store, gov, limits, clock)
+    domain = gov.domain()
+    b = voter(gov)
+    # Anyone can claim to be the voter: forged ballots must not use up the voter's rate.
+    for _ in range(5):
+        forged = ballot_json(b, domain, signature="0x" + "11" * 64 + "1b")
+        assert client.post("/gov/ballots", json=forged).status_code == 401
+    assert client.post("/gov/ballots", json=ballot_json(b, domain)).status_code == 202
+    gov.infos[9] = replace(gov.infos[7], proposal_id=9)
+    second = sign_ballot(VOTER_KEY, domain, 9, 1, 1)
+    r = client.post("/gov/ballots", json=ballot_json(second, domain))
+    assert r.status_code == 429 and r.headers["Retry-After"] == "60"
+    clock.advance(60)
+    assert client.post("/gov/ballots", json=ballot_json(second, domain)).status_code == 202
+
+
+def test_keeper_calls_are_rate_limited_per_client(store: Store, gov: FakeGovernor) -> None:
+    from gov_fakes import FakeClock
+
+    from governance.ballots import Rate, RelayLimits
+
+    limits = RelayLimits(keeper_per_client=Rate(per_minute=2, burst=1))
+    client = limited_client(store, gov, limits, FakeClock())
+    ok = {"Authorization": f"Bearer {TOKEN}"}
+    assert client.post("/gov/proposals/7/queue", headers=ok).status_code == 200
+    r = client.post("/gov/proposals/7/execute", headers=ok)
+    assert r.status_code == 429 and r.headers["Retry-After"] == "30"
+    assert gov.kept == [("queue", 7)]
+
+
+def test_a_slow_block_holds_up_only_its_own_ballot(gov: FakeGovernor) -> None:
+    """The relay's lock covers its bookkeeping, not the wait for a block: another voter's
+    ballot goes through while the first is still being mined; the first voter's next
+    ballot with the same nonce is refused meanwhile."""
+    import threading
+
+    from governance.ballots import BallotRelay
+    from governance.errors import ReplayError
+
+    mined = threading.Event()
+    in_block = threading.Event()
+    fast = gov.cast_vote_by_sig
+
+    def slow_for_the_first(ballot: Ballot) -> str:
+        if ballot.voter == first.voter:
+            in_block.set()
+            assert mined.wait(10)
+        return fast(ballot)
+
+    gov.cast_vote_by_sig = slow_for_the_first  # type: ignore[method-assign]
+    relay = BallotRelay(gov)
+    domain = gov.domain()
+    first = voter(gov)
+    second_key = bytes(31) + b"\x09"
+    second = sign_ballot(second_key, domain, 7, 0, 0)
+    gov.power[second.voter.lower()] = 1
+    results: list[str] = []
+    worker = threading.Thread(
+        target=lambda: results.append(
+            relay.relay(first, domain.chain_id, domain.verifying_contract)
+        )
+    )
+    worker.start()
+    assert in_block.wait(10)
+    assert relay.relay(second, domain.chain_id, domain.verifying_contract).startswith("0x")
+    again = sign_ballot(VOTER_KEY, domain, 7, 0, 0)  # same voter and nonce, other choice
+    with pytest.raises(ReplayError, match="being relayed"):
+        relay.relay(again, domain.chain_id, domain.verifying_contract)
+    mined.set()
+    worker.join(10)
+    assert len(results) == 1 and [b.voter for b in gov.relayed] == [second.voter, first.voter]  # type: ignore[attr-defined]

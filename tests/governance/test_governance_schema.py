@@ -14,7 +14,7 @@ from dataclasses import replace
 import pytest
 import schemathesis
 from dao import Dao
-from gov_fakes import FakeGovernor
+from governor_fake import ControllerFake as FakeGovernor
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import SecretStr
