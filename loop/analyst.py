@@ -2,7 +2,10 @@
 
 Every score is relative to a baseline trained on the same seed (DeltaNet by default), so
 seed luck cancels out, and a larger recurrent state costs fitness: recall grows with state,
-and a mixer that wins only by holding more state has found nothing.
+and a mixer that wins only by holding more state has found nothing. On MQAR the score is
+mean recall accuracy; on the language-model task it is minus the held-out loss (nats per
+token on the campaign's held-out windows, the same for every experiment), so fitness-v1
+is the reference's loss minus the candidate's.
 """
 
 from __future__ import annotations
@@ -23,14 +26,23 @@ class Scores:
     per_set: Mapping[str, float] = field(default_factory=dict)
     state_size: int | None = None
     params: int | None = None
+    heldout_loss: float | None = None  # the LM task's; None on MQAR
+
+    def describe(self) -> str:
+        if self.heldout_loss is None:
+            return f"{self.score:.3f}"
+        ppl = math.exp(self.heldout_loss) if self.heldout_loss < 700 else math.inf
+        return f"heldout_loss {self.heldout_loss:.3f} (ppl {ppl:.1f})"
 
     @classmethod
     def from_metrics(cls, metrics: Mapping[str, float]) -> Scores:
         """Read the evaluator's flat metric dict (see loop.evaluate)."""
+        loss = None
         if "mean_acc" in metrics:
             score = metrics["mean_acc"]
         elif "heldout_loss" in metrics:
-            score = -metrics["heldout_loss"]
+            loss = float(metrics["heldout_loss"])
+            score = -loss
         else:
             raise ValueError("metrics have neither mean_acc nor heldout_loss")
         per_set = {k.removeprefix("acc_"): v for k, v in metrics.items() if k.startswith("acc_")}
@@ -41,6 +53,7 @@ class Scores:
             per_set=per_set,
             state_size=int(state) if state else None,
             params=int(params) if params else None,
+            heldout_loss=loss,
         )
 
 
@@ -114,7 +127,7 @@ def analyse(
 ) -> Analysis:
     """A short analysis in the task's vocabulary (accuracy per test set, state size)."""
     lines = [
-        f"{name}: score {candidate.score:.3f} vs {reference_name} {reference.score:.3f} "
+        f"{name}: score {candidate.describe()} vs {reference_name} {reference.describe()} "
         f"(fitness {fit.value:+.3f}, {fit.version}; state x{fit.components['state_ratio']:.2f})."
     ]
     insights: list[str] = []
@@ -147,7 +160,10 @@ def analyse(
                 )
                 shift = candidate.per_set[moved] - parent.per_set.get(moved, 0.0)
                 detail = f", most on {moved} ({shift:+.3f})"
-            insights.append(f"{change_text} {verdict} recall by {delta:+.3f}{detail}.")
+            if candidate.heldout_loss is None:
+                insights.append(f"{change_text} {verdict} recall by {delta:+.3f}{detail}.")
+            else:
+                insights.append(f"{change_text} {verdict}: held-out loss {-delta:+.3f} nats.")
     if fit.components["state_penalty"] > 0:
         insights.append(
             f"{name} pays {fit.components['state_penalty']:.3f} fitness for a state "

@@ -43,6 +43,21 @@ VOCABULARY = (
     "fitness",
     "recall",
 )
+# The language-model task's words (loop.contract.metrics_text of an LM spec).
+LM_VOCABULARY = (
+    "heldout_loss",
+    "heldout_ppl",
+    "heldout_acc",
+    "perplexity",
+    "loss",
+    "params_non_embedding",
+    "tokens",
+    "state_size",
+    "state",
+    "params",
+    "time_ratio",
+    "fitness",
+)
 MAX_INSIGHTS = 4
 
 ANALYSIS_SCHEMA = Schema(
@@ -59,17 +74,23 @@ ANALYSIS_SCHEMA = Schema(
     },
 )
 
-SYSTEM = f"""\
+
+def system_prompt(metrics: str = METRICS) -> str:
+    """The Analyst's instructions for a campaign's task (loop.contract.metrics_text)."""
+    return f"""\
 You are the Analyst of an architecture search over token mixers. Explain one experiment's
 result from its numbers, compare it with its parent and the reference, and distil at most
 {MAX_INSIGHTS} insights for the Researcher.
 
-{METRICS}
+{metrics}
 
 Write every section and insight in these metrics' words (name the test set, the state_size,
 the fitness). Answer with one JSON object with the string fields
 {", ".join(SECTIONS)}, a list `insights`, and `judge`, a number from 0 to 1 saying how
 promising the design is beyond its score."""
+
+
+SYSTEM = system_prompt()
 
 
 @dataclass(frozen=True)
@@ -95,9 +116,17 @@ def judged_fitness(base: Fitness, judge: float) -> Fitness:
 
 
 class LLMAnalyst:
-    def __init__(self, chat: ChatModel, portal: Portal) -> None:
+    def __init__(
+        self,
+        chat: ChatModel,
+        portal: Portal,
+        system: str = SYSTEM,
+        vocabulary: tuple[str, ...] = VOCABULARY,
+    ) -> None:
         self.chat = chat
         self.portal = portal
+        self.system = system
+        self.vocabulary = vocabulary
 
     def prompt(
         self,
@@ -116,7 +145,7 @@ class LLMAnalyst:
             + f")\nProgrammatic analysis: {programmatic.text}\n"
             f"Code:\n```python\n{code}\n```"
         )
-        return [Message("system", SYSTEM), Message("user", text)]
+        return [Message("system", self.system), Message("user", text)]
 
     def analyse(
         self,
@@ -148,7 +177,7 @@ class LLMAnalyst:
         ]
         raw = data.get("insights")
         given = [" ".join(str(i).split()) for i in raw] if isinstance(raw, list) else []
-        kept = [i for i in given if i and _in_vocabulary(i)][:MAX_INSIGHTS]
+        kept = [i for i in given if i and _in_vocabulary(i, self.vocabulary)][:MAX_INSIGHTS]
         judge = data.get("judge")
         score = (
             float(judge)
@@ -166,6 +195,6 @@ class LLMAnalyst:
         )
 
 
-def _in_vocabulary(text: str) -> bool:
+def _in_vocabulary(text: str, vocabulary: tuple[str, ...] = VOCABULARY) -> bool:
     lowered = text.lower()
-    return any(word in lowered for word in VOCABULARY)
+    return any(word in lowered for word in vocabulary)

@@ -1,5 +1,10 @@
 """What every agent is told about the candidate interface, the screening rules and the
-metrics, and the static interface check that LLM-written code must pass before the sandbox.
+campaign's task and metrics, and the static interface check that LLM-written code must
+pass before the sandbox.
+
+`METRICS` and `INTERFACE` are the MQAR screening campaign's words; `metrics_text(spec)`
+and `interface_text(spec)` are the campaign's own (MQAR recall, or language modelling
+scored on held-out loss), which agents of an LM campaign must be given instead.
 """
 
 from __future__ import annotations
@@ -9,6 +14,7 @@ import inspect
 
 from loop.screen import ALLOWED_MODULES, ScreenConfig
 from loop.syntax import parse
+from loop.tasks import LMSpec, TaskSpec
 
 _SC = ScreenConfig()
 
@@ -25,6 +31,11 @@ State = tuple[Tensor, ...]: a flat tuple of tensors, even for one (`(s,)`); x_t 
 
 The harness owns the backbone (embedding, pre-norm blocks with a short causal convolution
 of kernel 3 before the mixer, head); the module is only the token mixer."""
+
+_LM_BACKBONE = """\
+The harness owns the backbone (embedding, pre-norm blocks of a short causal convolution
+of kernel 3, then the mixer, then a SwiGLU MLP; final norm, head); the module is only the
+token mixer."""
 
 RULES = f"""\
 Screening, before any training (a failure ends the experiment with that failure class):
@@ -46,6 +57,37 @@ test set of length L holding P pairs), mean_acc (their mean), state_size (recurr
 numbers per sequence), params, time_ratio (cost growth for 4x length). fitness-v1 =
 mean_acc minus the reference baseline's (DeltaNet by default, trained on the same seed)
 minus 0.05 per doubling of state_size over the reference's."""
+
+_LM_METRICS = """\
+The task is language modelling on real text: next-token prediction on a tokenised corpus
+(vocabulary {vocab:,}, context {context:,}), the model trained on windows of the corpus
+and scored on the campaign's held-out windows ({heldout:,} target tokens), which training
+never reads and every candidate and baseline shares.
+Metrics: heldout_loss (cross-entropy in nats per token on the held-out windows; lower is
+better), heldout_ppl (its exponential, the perplexity), heldout_acc (next-token accuracy),
+state_size (recurrent state numbers per sequence), params, params_embedding and
+params_non_embedding (the mixer and MLP side), time_ratio (cost growth for 4x length),
+tokens_per_s (training throughput) and tokens_seen. fitness-v1 = the reference
+baseline's heldout_loss minus the candidate's (DeltaNet by default, trained on the same
+seed and tokens), minus 0.05 per doubling of state_size over the reference's."""
+
+
+def metrics_text(spec: TaskSpec) -> str:
+    """The task and metrics of a campaign on `spec`, as agents are told them."""
+    if isinstance(spec, LMSpec):
+        return _LM_METRICS.format(
+            vocab=spec.vocab_size, context=spec.seq_len, heldout=spec.heldout_tokens
+        )
+    return METRICS
+
+
+def interface_text(spec: TaskSpec) -> str:
+    """The candidate interface, with the backbone the campaign's task builds around it."""
+    if isinstance(spec, LMSpec):
+        head, _, _ = INTERFACE.rpartition("\n\nThe harness owns")
+        return f"{head}\n\n{_LM_BACKBONE}"
+    return INTERFACE
+
 
 REQUIRED_METHODS = ("forward", "init_state", "step")
 

@@ -3,8 +3,12 @@
 1. static check in this (trusted) process; the code never runs here;
 2. a sandboxed run screens the mixer, trains the model and exports it as graphs;
 3. a second sandboxed run, which loads no candidate code, evaluates those graphs on
-   held-out data drawn from a seed the first run never saw;
+   held-out data (MQAR: drawn from a seed the first run never saw; LM: the campaign's
+   held-out windows, which training never reads);
 4. a score that looks too good is evaluated again on a second held-out draw.
+On a GPU node the experiment leases one GPU for steps 2 and 3: training and evaluation
+both run on it. What training reported about itself (tokens seen, tokens/s, peak GPU
+memory) goes into the metrics, and the seconds the GPU was held into the timings.
 Failures of the candidate come back as an EvalResult with a failure class, never raised.
 """
 
@@ -13,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import logging
+import math
 import shutil
 import threading
 import time
@@ -68,20 +73,55 @@ class EvalResult:
 
 def flat_metrics(evaluation: Mapping[str, Any]) -> dict[str, float]:
     """The evaluator's Metrics as the flat name -> number map the store keeps."""
+    params = float(evaluation["n_params"])
+    embedding = float(evaluation.get("n_embedding_params") or 0)
     out: dict[str, float] = {
-        "params": float(evaluation["n_params"]),
+        "params": params,
+        "params_embedding": embedding,
+        "params_non_embedding": params - embedding,
         "state_size": float(evaluation["state_size"]),
         "eval_seconds": float(evaluation["eval_seconds"]),
     }
     if evaluation.get("time_ratio") is not None:
         out["time_ratio"] = float(evaluation["time_ratio"])
+    if evaluation.get("peak_memory_bytes") is not None:
+        out["eval_peak_gpu_memory_bytes"] = float(evaluation["peak_memory_bytes"])
     if evaluation["task"] == "lm":
-        out["heldout_loss"] = float(evaluation["mean_loss"])
+        loss = float(evaluation["mean_loss"])
+        out["heldout_loss"] = loss
+        if loss < 700:  # records are strict JSON: no infinities
+            out["heldout_ppl"] = math.exp(loss)
+        out["heldout_acc"] = float(evaluation["mean_accuracy"])
+        out["heldout_tokens"] = float(evaluation.get("n_targets") or 0)
     else:
         out["mean_acc"] = float(evaluation["mean_accuracy"])
         for name, acc in evaluation["accuracies"].items():
             out[f"acc_{name}"] = float(acc)
     return out
+
+
+def training_report(payload: Mapping[str, Any]) -> tuple[dict[str, float], dict[str, float]]:
+    """(metrics, timings) from what the training sandbox said about itself: tokens seen,
+    tokens/s (the steady rate after warm-up on a GPU, else the whole run's), peak GPU
+    memory, and the device's own training seconds and first step."""
+    metrics: dict[str, float] = {}
+    timings: dict[str, float] = {}
+    train_log = payload.get("train_log") or {}
+    throughput = payload.get("throughput") or {}
+    tokens = throughput.get("tokens", train_log.get("tokens_seen"))
+    if tokens:
+        metrics["tokens_seen"] = float(tokens)
+    rate = throughput.get("steady_tokens_per_s") or throughput.get("tokens_per_s")
+    if rate is None and tokens and train_log.get("wall_seconds"):
+        rate = float(tokens) / float(train_log["wall_seconds"])
+    if rate:
+        metrics["tokens_per_s"] = float(rate)
+    if throughput.get("peak_memory_bytes") is not None:
+        metrics["peak_gpu_memory_bytes"] = float(throughput["peak_memory_bytes"])
+    if throughput:
+        timings["train_device_s"] = float(throughput.get("seconds") or 0.0)
+        timings["first_step_s"] = float(throughput.get("first_step_s") or 0.0)
+    return metrics, timings
 
 
 def second_seed(heldout_seed: int) -> int:
@@ -111,7 +151,7 @@ class Engineer:
 
     @contextmanager
     def _training_device(self, limits: Limits) -> Iterator[tuple[Limits, DeviceConfig | None]]:
-        """The limits and device for one training run: a leased GPU, or the CPU."""
+        """The limits and device for one experiment's sandboxes: a leased GPU, or the CPU."""
         if not self.devices:
             yield limits, None
             return
@@ -154,17 +194,34 @@ class Engineer:
             self.limits, threads=job.train.threads, readable_paths=self._data_dirs(job.task)
         )
         with self._training_device(limits) as (limits, device):
-            train_spec = train_job(
-                job.code,
-                job.task,
-                job.train,
-                options=job.options,
-                backbone=job.backbone,
-                model_seed=job.seed,
-                screen=job.screen,
-                device=device,
-            )
-            trained = run_sandboxed(train_spec, root / "train", limits, stop=cancel)
+            leased = time.perf_counter()
+            result = self._train_and_evaluate(job, root, timings, started, cancel, limits, device)
+            if device is None:
+                return result
+            held = {"gpu_s": time.perf_counter() - leased}
+            return dataclasses.replace(result, timings=result.timings | held)
+
+    def _train_and_evaluate(
+        self,
+        job: ExperimentJob,
+        root: Path,
+        timings: dict[str, float],
+        started: float,
+        cancel: threading.Event | None,
+        limits: Limits,
+        device: DeviceConfig | None,
+    ) -> EvalResult:
+        train_spec = train_job(
+            job.code,
+            job.task,
+            job.train,
+            options=job.options,
+            backbone=job.backbone,
+            model_seed=job.seed,
+            screen=job.screen,
+            device=device,
+        )
+        trained = run_sandboxed(train_spec, root / "train", limits, stop=cancel)
         timings["sandbox_train_s"] = trained.wall_s
         payload = (trained.result or {}).get("payload") or {}
         inner = payload.get("timings") or {}
@@ -173,6 +230,8 @@ class Engineer:
         timings["train_s"] = float(train_log.get("wall_seconds", 0.0))
         if "export" in payload:
             timings["export_s"] = float(payload["export"].get("seconds", 0.0))
+        reported, device_timings = training_report(payload)
+        timings |= device_timings
         screen = (trained.result or {}).get("screen") or {}
         if not trained.ok:
             assert trained.failure is not None
@@ -181,19 +240,33 @@ class Engineer:
                 _message(trained),
                 screen=screen,
                 train=train_log,
+                metrics=reported,
                 timings=_total(timings, started),
                 isolation=trained.isolation,
             )
         artifacts = root / "train" / "artifacts"
+        # Evaluation runs where training did: on a GPU node, the GPU this experiment holds.
+        eval_limits = dataclasses.replace(
+            limits, readable_paths=(artifacts, *self._data_dirs(job.task))
+        )
+        eval_device = "cpu" if device is None else "cuda"
         evaluation, failure, message = self._evaluate(
-            job, artifacts, job.heldout_seed, root, cancel, timings
+            job, artifacts, job.heldout_seed, root, cancel, timings, eval_limits, eval_device
         )
         if failure is None and evaluation is not None:
-            metrics = flat_metrics(evaluation)
+            metrics = flat_metrics(evaluation) | reported
             score = metrics.get("mean_acc")
             if score is not None and score >= RECHECK_SCORE:
                 again, failure, message = self._evaluate(
-                    job, artifacts, second_seed(job.heldout_seed), root, cancel, timings, "recheck"
+                    job,
+                    artifacts,
+                    second_seed(job.heldout_seed),
+                    root,
+                    cancel,
+                    timings,
+                    eval_limits,
+                    eval_device,
+                    "recheck",
                 )
                 if again is not None:
                     other = flat_metrics(again)["mean_acc"]
@@ -218,6 +291,7 @@ class Engineer:
             message,
             screen=screen,
             train=train_log,
+            metrics=reported,
             timings=_total(timings, started),
             isolation=trained.isolation,
         )
@@ -246,13 +320,12 @@ class Engineer:
         root: Path,
         cancel: threading.Event | None,
         timings: dict[str, float],
+        limits: Limits,
+        device: str,
         label: str = "eval",
     ) -> tuple[dict[str, Any] | None, FailureClass | None, str]:
-        spec = evaluate_job(artifacts, job.task, heldout_seed, threads=job.train.threads)
-        limits = dataclasses.replace(
-            self.limits,
-            threads=job.train.threads,
-            readable_paths=(artifacts, *self._data_dirs(job.task)),
+        spec = evaluate_job(
+            artifacts, job.task, heldout_seed, threads=job.train.threads, device=device
         )
         outcome = run_sandboxed(spec, root / label, limits, stop=cancel)
         timings[f"sandbox_{label}_s"] = outcome.wall_s

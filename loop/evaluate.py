@@ -13,12 +13,26 @@ parts of an archive, so loading is fenced (see `_load_program`):
    `operator.getitem`, may not mutate buffers or inputs, and must have the input and
    output shapes the manifest promises.
 
+The graphs stop before the head: a forward graph returns the normalised final hidden
+states (rows, T, D) and the step graph one token's (rows, D); the head (V, D) is a plain
+tensor file. The evaluator applies the head itself, a slice of positions at a time
+(`score_rows`), so memory stays bounded by rows x T x D plus one slice of logits, never
+rows x T x V: at the exploration shape (context 2,048, vocabulary 32,000) the logits of
+one 100-row call would be 26 GB of fp32.
+
 Then it computes per-test-set loss and accuracy (running each set through the shortest
-forward graph at least as long, right-padded), counts parameters from the graph's
-state dict, measures the recurrent state from the step graph's input shapes, re-checks
-causality on the held-out inputs themselves, compares step-by-step to parallel logits,
-and times the forward graphs (the per-token time at the longest length over that at the
-shortest when the artifact has graphs of more than one length).
+forward graph at least as long, right-padded), counts parameters (embedding and the rest)
+from the graph's state dict and the head, measures the recurrent state from the step
+graph's input shapes, re-checks causality on the held-out inputs themselves, compares
+step-by-step to parallel hidden states, and times the forward graphs (the per-token time
+at the longest length over that at the shortest when the artifact has graphs of more than
+one length). With `device="cuda"` (a GPU node: the sandbox sees only the experiment's
+leased GPU) the graphs are moved there and run through ATen's CUDA ops; nothing of the
+candidate's is imported either way.
+
+`score_rows` is the seam for downstream zero-shot benchmarks (LAMBADA's last word, PIQA's
+choices by summed log-likelihood): each is rows of tokens with targets set only where the
+benchmark scores, through the same graphs and head.
 
 Run the CLI as its own process, ideally with TORCH_FORCE_WEIGHTS_ONLY_LOAD=1 set and the
 sandbox's limits (no network, no secrets), as a second fence:
@@ -47,6 +61,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 from torch.export import ExportedProgram
+from torch.export.passes import move_to_device_pass
 from torch.export.pt2_archive import PT2ArchiveReader, PT2ArchiveWriter
 
 from loop.errors import LoopError
@@ -55,20 +70,30 @@ from loop.tasks import IGNORE_INDEX, Batch, LMSpec, MQARSpec, Task, TestSet, gen
 
 logger = logging.getLogger(__name__)
 
-EXPORT_FORMAT = "asi-node-export/1"
-EVAL_BATCH = 100  # rows per forward graph call; test sets are run in chunks of this
+EXPORT_FORMAT = "asi-node-export/2"
+EVAL_BATCH = 100  # most rows per forward graph call; test sets are run in chunks of this
+EVAL_TOKENS = 25_600  # ... and at most this many tokens per call (100 rows of MQAR's 256)
 STEP_BATCH = 4  # sequences replayed through the step graph for the equivalence check
+HEAD_SLICE_TOKENS = 1024  # positions per slice of logits (32,000 vocab: 131 MB of fp32)
 MANIFEST_FILE = "manifest.json"
 STEP_FILE = "step.pt2"
 INIT_STATE_FILE = "init_state.pt"
-MAX_FILE_BYTES = 256 * 2**20  # an honest MQAR/LM artifact is a few MB
+HEAD_FILE = "head.pt"
+EMBEDDING_PARAMETER = "model.embedding.weight"  # the harness's names, in every graph
+HEAD_PARAMETER = "model.head.weight"  # an untied head (tied: the embedding is the head)
+MAX_FILE_BYTES = 256 * 2**20  # an exploration-scale artifact's graphs are about 80 MB each
 
-CAUSALITY_RTOL = 1e-4  # allowed change of past logits, relative to the logits' scale
-RECURRENT_RTOL = 2e-3  # allowed step-vs-forward difference, relative to the logits' scale
+CAUSALITY_RTOL = 1e-4  # allowed change of past outputs, relative to the outputs' scale
+RECURRENT_RTOL = 2e-3  # allowed step-vs-forward difference, relative to the outputs' scale
 
 
 def forward_file(seq_len: int) -> str:
     return f"forward_{seq_len}.pt2"
+
+
+def eval_batch_for(seq_len: int) -> int:
+    """Rows per forward call at the longest test length: EVAL_BATCH, fewer for long contexts."""
+    return max(1, min(EVAL_BATCH, EVAL_TOKENS // seq_len))
 
 
 class ArtifactError(LoopError):
@@ -106,14 +131,16 @@ class Manifest(pydantic.BaseModel):
 
     model_config = pydantic.ConfigDict(frozen=True, extra="forbid")
 
-    format: Literal["asi-node-export/1"]
+    format: Literal["asi-node-export/2"]
     vocab_size: int = pydantic.Field(gt=0)
+    hidden_size: int = pydantic.Field(gt=0, le=65536)
     eval_batch: int = pydantic.Field(gt=0, le=4096)
     step_batch: int = pydantic.Field(gt=0, le=4096)
     spec_digest: str
     forward: list[ForwardEntry]
     step: FileEntry
     init_state: FileEntry
+    head: FileEntry
 
 
 @dataclass(frozen=True)
@@ -136,7 +163,7 @@ class Metrics:
     sets: tuple[SetMetrics, ...]
     mean_accuracy: float
     mean_loss: float  # for the LM task: the held-out loss in nats/token
-    n_params: int
+    n_params: int  # the forward graph's parameters, plus the head when it is not tied
     n_buffer_elements: int  # buffers and constants in the forward graph, not parameters
     state_size: int  # recurrent state elements per sequence, from the step graph's inputs
     seconds_per_token: tuple[tuple[int, float], ...]  # (T, forward seconds per token)
@@ -146,6 +173,10 @@ class Metrics:
     detail: str = ""
     eval_seconds: float = 0.0
     accuracies: dict[str, float] = field(default_factory=dict)  # by test-set name
+    n_embedding_params: int = 0  # token embedding, and the head when it is not tied
+    n_targets: int = 0  # target tokens scored over all test sets
+    device: str = "cpu"
+    peak_memory_bytes: int | None = None  # CUDA only: the evaluator's peak allocation
 
 
 _SAFE_RECORDS = re.compile(
@@ -261,7 +292,7 @@ def _read_manifest(directory: Path) -> Manifest:
         manifest = Manifest.model_validate_json((directory / MANIFEST_FILE).read_bytes())
     except (OSError, pydantic.ValidationError) as exc:
         raise ArtifactError(f"bad or missing {MANIFEST_FILE}: {exc}") from exc
-    for entry in (*manifest.forward, manifest.step, manifest.init_state):
+    for entry in (*manifest.forward, manifest.step, manifest.init_state, manifest.head):
         path = directory / entry.file
         if not path.is_file() or path.is_symlink():
             raise ArtifactError(f"{entry.file}: missing or not a regular file")
@@ -277,32 +308,42 @@ class _Programs:
     forward: dict[int, ExportedProgram]
     step: ExportedProgram
     init_state: tuple[Tensor, ...]
+    head: Tensor  # (V, D) float32, on the evaluation device
     eval_batch: int
     step_batch: int
 
 
-def _load_artifact(directory: Path, spec: Task) -> _Programs:
+def _load_tensors(path: Path) -> object:
+    try:
+        return torch.load(path, weights_only=True, map_location="cpu")
+    except Exception as exc:  # any unpickling error: the file is not plain tensors
+        raise ArtifactError(f"{path.name}: not plain tensors") from exc
+
+
+def _load_artifact(directory: Path, spec: Task, device: torch.device) -> _Programs:
     manifest = _read_manifest(directory)
     if manifest.vocab_size != spec.vocab_size:
         raise ArtifactError(f"vocab {manifest.vocab_size} != task vocab {spec.vocab_size}")
     lengths = {entry.seq_len: entry for entry in manifest.forward}
     if not lengths or max(lengths) < max(spec.test_lengths()):
         raise ArtifactError(f"no forward graph as long as T={max(spec.test_lengths())}")
-    batch = manifest.eval_batch
+    batch, width = manifest.eval_batch, manifest.hidden_size
     forward = {}
     for seq_len in sorted({_graph_length(lengths, t) for t in spec.test_lengths()}):
         tokens = torch.zeros(batch, seq_len, dtype=torch.long)
         program = _load_program(directory / lengths[seq_len].file, (tokens,))
         if _user_input_shapes(program) != [((batch, seq_len), torch.long)]:
             raise ArtifactError(f"forward graph for T={seq_len} has unexpected inputs")
-        if _user_output_shapes(program) != [(batch, seq_len, spec.vocab_size)]:
+        if _user_output_shapes(program) != [(batch, seq_len, width)]:
             raise ArtifactError(f"forward graph for T={seq_len} has unexpected outputs")
         forward[seq_len] = program
 
-    try:
-        loaded = torch.load(directory / manifest.init_state.file, weights_only=True)
-    except Exception as exc:  # any unpickling error: the file is not plain tensors
-        raise ArtifactError(f"{manifest.init_state.file}: not a tuple of tensors") from exc
+    head = _load_tensors(directory / manifest.head.file)
+    if not isinstance(head, Tensor) or tuple(head.shape) != (spec.vocab_size, width):
+        raise ArtifactError(f"{manifest.head.file}: not a ({spec.vocab_size}, {width}) tensor")
+    if not head.is_floating_point():
+        raise ArtifactError(f"{manifest.head.file}: not a floating-point tensor")
+    loaded = _load_tensors(directory / manifest.init_state.file)
     if not isinstance(loaded, tuple) or not all(isinstance(t, Tensor) for t in loaded):
         raise ArtifactError(f"{manifest.init_state.file}: not a tuple of tensors")
     init_state: tuple[Tensor, ...] = loaded
@@ -313,7 +354,13 @@ def _load_artifact(directory: Path, spec: Task) -> _Programs:
     ]
     if _user_input_shapes(step) != expected:
         raise ArtifactError("step graph inputs do not match the initial state")
-    return _Programs(forward, step, init_state, batch, manifest.step_batch)
+    if _user_output_shapes(step)[:1] != [(manifest.step_batch, width)]:
+        raise ArtifactError("step graph does not return (step_batch, hidden_size) first")
+    if device.type != "cpu":
+        forward = {t: move_to_device_pass(p, device) for t, p in forward.items()}
+        step = move_to_device_pass(step, device)
+        init_state = tuple(t.to(device) for t in init_state)
+    return _Programs(forward, step, init_state, head.float().to(device), batch, manifest.step_batch)
 
 
 def _graph_length(lengths: Mapping[int, object], seq_len: int) -> int:
@@ -328,38 +375,84 @@ class _ForwardRunner:
     def __init__(self, programs: _Programs) -> None:
         self._modules = {seq_len: p.module() for seq_len, p in programs.forward.items()}
         self._batch = programs.eval_batch
+        self.device = programs.head.device
         self.best_seconds: dict[int, float] = {}
 
     def __call__(self, tokens: Tensor) -> Tensor:
-        """Logits for up to eval_batch rows; a short chunk is padded with its own rows, a
-        short sequence with zeros after its end (causal: they cannot reach its logits)."""
+        """Final hidden states (rows, T, D) for up to eval_batch rows; a short chunk is
+        padded with its own rows, a short sequence with zeros after its end (causal: they
+        cannot reach its outputs)."""
         rows, seq_len = tokens.shape
         if rows < self._batch:
             tokens = tokens.repeat(math.ceil(self._batch / rows), 1)[: self._batch]
         length = _graph_length(self._modules, seq_len)
         if length > seq_len:
             tokens = F.pad(tokens, (0, length - seq_len))
+        tokens = tokens.to(self.device)
+        _sync(self.device)
         begin = time.perf_counter()
-        logits: Tensor = self._modules[length](tokens)
+        hidden: Tensor = self._modules[length](tokens)
+        _sync(self.device)
         per_token = (time.perf_counter() - begin) / (self._batch * length)
         self.best_seconds[length] = min(per_token, self.best_seconds.get(length, math.inf))
-        return logits[:rows, :seq_len]
+        return hidden[:rows, :seq_len]
 
 
-def _score_set(run: _ForwardRunner, test_set: TestSet, batch: int) -> tuple[SetMetrics, Tensor]:
-    """Metrics over the whole set, chunk by chunk (full logits of a large set would take
-    hundreds of MB); also returns the first chunk's logits for the checks."""
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+@dataclass(frozen=True)
+class RowScores:
+    """Per row: summed negative log-likelihood (nats), correct argmax predictions and the
+    number of targets, over the positions whose target is not IGNORE_INDEX."""
+
+    nll: Tensor  # (rows,) float64
+    correct: Tensor  # (rows,) int64
+    targets: Tensor  # (rows,) int64
+
+
+def score_rows(
+    hidden: Tensor, targets: Tensor, head: Tensor, slice_tokens: int = HEAD_SLICE_TOKENS
+) -> RowScores:
+    """Apply the head to final hidden states (rows, T, D) where targets (rows, T) are set,
+    `slice_tokens` positions at a time, so no more than a slice of logits ever exists.
+
+    Held-out scoring sums these; a zero-shot benchmark reads them per row (a continuation's
+    log-likelihood, whether every target token was the argmax)."""
+    rows = hidden.shape[0]
+    mask = (targets != IGNORE_INDEX).to(hidden.device)
+    picked = hidden[mask]
+    wanted = targets.to(hidden.device)[mask]
+    owner = torch.arange(rows, device=hidden.device).unsqueeze(1).expand_as(mask)[mask]
+    nll = torch.zeros(rows, dtype=torch.float64, device=hidden.device)
+    correct = torch.zeros(rows, dtype=torch.int64, device=hidden.device)
+    for start in range(0, picked.shape[0], slice_tokens):
+        part = slice(start, start + slice_tokens)
+        logits = F.linear(picked[part].float(), head)
+        losses = F.cross_entropy(logits, wanted[part], reduction="none")
+        nll.index_add_(0, owner[part], losses.double())
+        hits = (logits.argmax(dim=-1) == wanted[part]).long()
+        correct.index_add_(0, owner[part], hits)
+    return RowScores(nll.cpu(), correct.cpu(), mask.sum(dim=1).cpu())
+
+
+def _score_set(
+    run: _ForwardRunner, test_set: TestSet, batch: int, head: Tensor
+) -> tuple[SetMetrics, Tensor]:
+    """Metrics over the whole set, chunk by chunk; also returns the first chunk's hidden
+    states for the checks."""
     loss_sum, correct, count = 0.0, 0, 0
     first: Tensor | None = None
     for start in range(0, test_set.batch.tokens.shape[0], batch):
         rows = test_set.batch.rows(start, start + batch)
-        logits = run(rows.tokens)
-        first = logits if first is None else first
-        mask = rows.targets != IGNORE_INDEX
-        picked, targets = logits[mask].float(), rows.targets[mask]
-        loss_sum += float(F.cross_entropy(picked, targets, reduction="sum"))
-        correct += int((picked.argmax(dim=-1) == targets).sum())
-        count += int(targets.numel())
+        hidden = run(rows.tokens)
+        first = hidden if first is None else first
+        scores = score_rows(hidden, rows.targets, head)
+        loss_sum += float(scores.nll.sum())
+        correct += int(scores.correct.sum())
+        count += int(scores.targets.sum())
     if first is None:
         raise ArtifactError(f"test set {test_set.name} is empty")
     loss = loss_sum / count if count else math.nan
@@ -368,37 +461,39 @@ def _score_set(run: _ForwardRunner, test_set: TestSet, batch: int) -> tuple[SetM
 
 
 def _causality(
-    run: _ForwardRunner, batch: Batch, logits: Tensor, vocab: int, seed: int
+    run: _ForwardRunner, batch: Batch, hidden: Tensor, vocab: int, seed: int
 ) -> CheckResult:
-    """Replace every token after a random cut t per row; logits up to t must not move."""
-    rows, seq_len = logits.shape[0], batch.seq_len
+    """Replace every token after a random cut t per row; outputs up to t must not move."""
+    rows, seq_len = hidden.shape[0], batch.seq_len
     tokens = batch.tokens[:rows]
     gen = generator(seed, "causality", seq_len)
     cut = torch.randint(0, max(1, seq_len - 1), (rows, 1), generator=gen)
     future = torch.arange(seq_len).unsqueeze(0) > cut
     noise = torch.randint(0, vocab, tokens.shape, generator=gen)
     moved = run(torch.where(future, noise, tokens))
-    diff = float((moved - logits).abs().amax(dim=-1).masked_fill(future, 0.0).amax())
-    scale = max(1.0, float(logits.abs().amax()))
+    change = (moved - hidden).abs().amax(dim=-1).cpu()
+    diff = float(change.masked_fill(future, 0.0).amax())
+    scale = max(1.0, float(hidden.abs().amax()))
     passed = math.isfinite(diff) and diff <= CAUSALITY_RTOL * scale
-    return CheckResult("causality", passed, f"T={seq_len}: max change of past logits {diff:.3g}")
+    return CheckResult("causality", passed, f"T={seq_len}: max change of past outputs {diff:.3g}")
 
 
-def _recurrent(programs: _Programs, batch: Batch, logits: Tensor) -> CheckResult:
+def _recurrent(programs: _Programs, batch: Batch, hidden: Tensor) -> CheckResult:
     """Replay the first rows token by token through the step graph; compare to forward."""
     state_out = _user_output_shapes(programs.step)[1:]
     if state_out != [tuple(t.shape) for t in programs.init_state]:
         return CheckResult("state_fixed", False, f"step returns state shapes {state_out}")
-    rows = min(programs.step_batch, logits.shape[0])
+    rows = min(programs.step_batch, hidden.shape[0])
     tokens = batch.tokens[:rows].repeat(math.ceil(programs.step_batch / rows), 1)
+    tokens = tokens.to(hidden.device)
     step = programs.step.module()
     state = programs.init_state
     outs = []
     for t in range(batch.seq_len):
-        logits_t, *new_state = step(tokens[: programs.step_batch, t], *state)
-        outs.append(logits_t[:rows])
+        hidden_t, *new_state = step(tokens[: programs.step_batch, t], *state)
+        outs.append(hidden_t[:rows])
         state = tuple(new_state)
-    reference = logits[:rows]
+    reference = hidden[:rows]
     diff = float((torch.stack(outs, dim=1) - reference).abs().amax())
     scale = max(1.0, float(reference.abs().amax()))
     passed = math.isfinite(diff) and diff <= RECURRENT_RTOL * scale
@@ -429,6 +524,23 @@ def _count_tensors(program: ExportedProgram) -> tuple[int, int]:
     return params, count(others)
 
 
+def _parameter_split(programs: _Programs) -> tuple[int, int, int]:
+    """(all parameters, embedding parameters, buffer elements) of the forward graph, plus
+    the head file where it is neither the embedding (tied) nor a parameter of the graph."""
+    program = programs.forward[max(programs.forward)]
+    n_params, n_buffers = _count_tensors(program)
+    names = set(program.graph_signature.parameters)
+    embedding = program.state_dict.get(EMBEDDING_PARAMETER)
+    if not isinstance(embedding, Tensor) or EMBEDDING_PARAMETER not in names:
+        raise ArtifactError(f"the forward graph has no parameter {EMBEDDING_PARAMETER}")
+    head = programs.head
+    if HEAD_PARAMETER in names:
+        return n_params, embedding.numel() + head.numel(), n_buffers
+    if embedding.shape == head.shape and torch.equal(embedding.float().to(head.device), head):
+        return n_params, embedding.numel(), n_buffers
+    return n_params + head.numel(), embedding.numel() + head.numel(), n_buffers
+
+
 def _state_size(programs: _Programs) -> int:
     """Elements per sequence: batched states divided by the batch, shared ones counted whole."""
     total = 0
@@ -440,26 +552,32 @@ def _state_size(programs: _Programs) -> int:
     return total
 
 
-def evaluate(artifact_dir: Path, spec: Task, heldout_seed: int) -> Metrics:
-    """Score an export directory on test sets generated here from `heldout_seed`.
+def evaluate(
+    artifact_dir: Path, spec: Task, heldout_seed: int, device: str | torch.device = "cpu"
+) -> Metrics:
+    """Score an export directory on the task's held-out sets (MQAR: generated here from
+    `heldout_seed`; LM: the campaign's held-out windows), on `device`.
 
     Raises ArtifactError when the artifact is malformed or unsafe to run. Checks that fail
     on the held-out inputs are returned as `Metrics.failure` (FUTURE_LEAK,
     RECURRENT_MISMATCH, STATE_GROWTH, NAN_DIVERGENCE), with the metrics still filled in.
     """
     start = time.perf_counter()
-    programs = _load_artifact(artifact_dir, spec)
+    where = torch.device(device)
+    if where.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(where)
+    programs = _load_artifact(artifact_dir, spec, where)
     run = _ForwardRunner(programs)
     checks: list[CheckResult] = []
     set_metrics: list[SetMetrics] = []
     first_of_length: dict[int, tuple[Batch, Tensor]] = {}
     with torch.no_grad():
         for test_set in spec.test_sets(heldout_seed):
-            metrics_of_set, first_logits = _score_set(run, test_set, programs.eval_batch)
+            metrics_of_set, first = _score_set(run, test_set, programs.eval_batch, programs.head)
             set_metrics.append(metrics_of_set)
-            first_of_length.setdefault(test_set.batch.seq_len, (test_set.batch, first_logits))
-        for batch, logits in (first_of_length[t] for t in sorted(first_of_length)):
-            checks.append(_causality(run, batch, logits, spec.vocab_size, heldout_seed))
+            first_of_length.setdefault(test_set.batch.seq_len, (test_set.batch, first))
+        for batch, hidden in (first_of_length[t] for t in sorted(first_of_length)):
+            checks.append(_causality(run, batch, hidden, spec.vocab_size, heldout_seed))
         checks.append(_recurrent(programs, *first_of_length[max(first_of_length)]))
     shortest, longest = min(run.best_seconds), max(run.best_seconds)
     timings = tuple((t, run.best_seconds[t]) for t in sorted({shortest, longest}))
@@ -470,7 +588,7 @@ def evaluate(artifact_dir: Path, spec: Task, heldout_seed: int) -> Metrics:
     for check in checks:
         if not check.passed and failure is None:
             failure, detail = _FAILURE_OF_CHECK[check.name], check.detail
-    n_params, n_buffers = _count_tensors(programs.forward[max(programs.forward)])
+    n_params, n_embedding, n_buffers = _parameter_split(programs)
     ratio = None
     if len(timings) > 1:
         ratio = timings[-1][1] / timings[0][1] if timings[0][1] > 0 else math.inf
@@ -490,6 +608,12 @@ def evaluate(artifact_dir: Path, spec: Task, heldout_seed: int) -> Metrics:
         detail=detail,
         eval_seconds=time.perf_counter() - start,
         accuracies={m.name: m.accuracy for m in set_metrics},
+        n_embedding_params=n_embedding,
+        n_targets=sum(m.n_targets for m in set_metrics),
+        device=str(where),
+        peak_memory_bytes=(
+            int(torch.cuda.max_memory_allocated(where)) if where.type == "cuda" else None
+        ),
     )
     logger.info(
         "artifact evaluated",
@@ -522,6 +646,7 @@ class EvalJob(pydantic.BaseModel):
     spec: SpecModel
     heldout_seed: int
     threads: int = pydantic.Field(default=1, gt=0, le=256)
+    device: Literal["cpu", "cuda"] = "cpu"  # cuda: the GPU the experiment leased (cuda:0)
 
 
 class EvalOutput(pydantic.BaseModel):
@@ -538,8 +663,15 @@ class EvalOutput(pydantic.BaseModel):
 
 def run_job(job: EvalJob) -> EvalOutput:
     torch.set_num_threads(job.threads)
+    if job.device == "cuda" and not torch.cuda.is_available():
+        # The node's fault, not the candidate's: its GPU lease reached a sandbox without one.
+        return EvalOutput(
+            ok=False,
+            error="evaluation on cuda was asked for but this sandbox sees no CUDA device",
+            failure=FailureClass.CRASH,
+        )
     try:
-        metrics = evaluate(job.artifact_dir, job.spec, job.heldout_seed)
+        metrics = evaluate(job.artifact_dir, job.spec, job.heldout_seed, job.device)
     except ArtifactError as exc:
         return EvalOutput(ok=False, error=str(exc), failure=FailureClass.BAD_OUTPUT)
     except Exception as exc:  # a graph that crashes while running is still the candidate's

@@ -2,13 +2,17 @@
 
 The sandbox calls this after training. It writes, into one directory:
 
-- `forward_<T>.pt2`: `Backbone.forward` at (eval_batch, T) for the lengths `graph_lengths`
-  picks: always the longest test length, and a shorter one only where padding its test
-  sets up to the next graph would cost more than another graph does (the evaluator
-  right-pads each test sequence to the shortest graph that fits it: the model is causal,
-  which it re-checks, so padding after a sequence cannot change its logits);
-- `step.pt2`: one recurrent step, `(token_t (B,), *state) -> (logits_t (B, V), *new_state)`
+- `forward_<T>.pt2`: `Backbone.features` (normalised final hidden states, (B, T, D): no
+  head, so no B x T x vocabulary logits) at (eval_batch, T) for the lengths
+  `graph_lengths` picks: always the longest test length, and a shorter one only where
+  padding its test sets up to the next graph would cost more than another graph does
+  (the evaluator right-pads each test sequence to the shortest graph that fits it: the
+  model is causal, which it re-checks, so padding after a sequence cannot change its
+  outputs); eval_batch is `eval_batch_for` the longest length unless given;
+- `step.pt2`: one recurrent step, `(token_t (B,), *state) -> (hidden_t (B, D), *new_state)`
   at (step_batch,);
+- `head.pt`: the output projection (V, D) as a plain tensor, which the evaluator applies
+  itself a slice at a time;
 - `init_state.pt`: the initial state for step_batch sequences (plain tensors, so the
   evaluator can read it with `torch.load(weights_only=True)`);
 - `manifest.json`: shapes, file names and the sha256 of every file (`loop.evaluate.Manifest`).
@@ -32,8 +36,8 @@ from torch import Tensor, nn
 
 from loop.errors import LoopError
 from loop.evaluate import (
-    EVAL_BATCH,
     EXPORT_FORMAT,
+    HEAD_FILE,
     INIT_STATE_FILE,
     MANIFEST_FILE,
     STEP_BATCH,
@@ -41,6 +45,7 @@ from loop.evaluate import (
     FileEntry,
     ForwardEntry,
     Manifest,
+    eval_batch_for,
     forward_file,
 )
 from loop.model import Backbone
@@ -71,16 +76,28 @@ class ExportResult:
     seconds: float
 
 
+class _ForwardGraph(nn.Module):
+    """`Backbone.features`: what the evaluator's forward graphs return."""
+
+    def __init__(self, model: Backbone) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, tokens: Tensor) -> Tensor:
+        return self.model.features(tokens)
+
+
 class _StepGraph(nn.Module):
-    """`Backbone.step` with the state spread into positional tensors, as export needs."""
+    """`Backbone.step_features` with the state spread into positional tensors, as export
+    needs."""
 
     def __init__(self, model: Backbone) -> None:
         super().__init__()
         self.model = model
 
     def forward(self, token_t: Tensor, *state: Tensor) -> tuple[Tensor, ...]:
-        logits, new_state = self.model.step(token_t, tuple(state))
-        return (logits, *new_state)
+        hidden, new_state = self.model.step_features(token_t, tuple(state))
+        return (hidden, *new_state)
 
 
 def _sha256(path: Path) -> str:
@@ -117,10 +134,11 @@ def export_model(
     spec: Task,
     out_dir: Path,
     *,
-    eval_batch: int = EVAL_BATCH,
+    eval_batch: int | None = None,
     step_batch: int = STEP_BATCH,
 ) -> ExportResult:
-    """Write the forward graphs, the step graph, the initial state and the manifest.
+    """Write the forward graphs, the step graph, the head, the initial state and the
+    manifest.
 
     Raises ExportError when any graph cannot be exported. `out_dir` is created if needed;
     existing files of the same names are overwritten.
@@ -128,11 +146,16 @@ def export_model(
     start = time.perf_counter()
     out_dir.mkdir(parents=True, exist_ok=True)
     model.eval()
+    lengths = graph_lengths(spec)
+    rows = eval_batch_for(max(lengths)) if eval_batch is None else eval_batch
     forward: list[ForwardEntry] = []
-    for seq_len in graph_lengths(spec):
-        tokens = torch.zeros(eval_batch, seq_len, dtype=torch.long)
+    for seq_len in lengths:
+        tokens = torch.zeros(rows, seq_len, dtype=torch.long)
         entry = _export(
-            model, (tokens,), out_dir / forward_file(seq_len), f"forward at T={seq_len}"
+            _ForwardGraph(model),
+            (tokens,),
+            out_dir / forward_file(seq_len),
+            f"forward at T={seq_len}",
         )
         forward.append(ForwardEntry(seq_len=seq_len, file=entry.file, sha256=entry.sha256))
 
@@ -144,16 +167,20 @@ def export_model(
     step = _export(_StepGraph(model), (token_t, *state), out_dir / STEP_FILE, "step")
     init_path = out_dir / INIT_STATE_FILE
     torch.save(state, init_path)
+    head_path = out_dir / HEAD_FILE
+    torch.save(model.head_weight.detach().clone(), head_path)
 
     manifest = Manifest(
         format=EXPORT_FORMAT,
         vocab_size=spec.vocab_size,
-        eval_batch=eval_batch,
+        hidden_size=model.config.d_model,
+        eval_batch=rows,
         step_batch=step_batch,
         spec_digest=spec.spec_digest(),
         forward=forward,
         step=step,
         init_state=FileEntry(file=init_path.name, sha256=_sha256(init_path)),
+        head=FileEntry(file=head_path.name, sha256=_sha256(head_path)),
     )
     (out_dir / MANIFEST_FILE).write_text(manifest.model_dump_json(indent=2))
     seconds = time.perf_counter() - start

@@ -142,6 +142,11 @@ class TrainLog:
     wall_seconds: float
     probe_accuracy: float | None = None  # from the early-abort check, if it ran
     probe_loss: float | None = None
+    tokens_seen: int = 0  # input tokens of the optimiser steps taken
+
+    @property
+    def tokens_per_s(self) -> float:
+        return self.tokens_seen / self.wall_seconds if self.wall_seconds > 0 else 0.0
 
     @property
     def aborted(self) -> bool:
@@ -236,6 +241,7 @@ def run_steps(
     detail = ""
     probe: tuple[float, float] | None = None
     steps_done = 0
+    tokens_seen = 0
 
     for step in range(config.steps):
         for group in optimizer.param_groups:
@@ -254,6 +260,7 @@ def run_steps(
             break
         optimizer.step()
         steps_done = step + 1
+        tokens_seen += batch.tokens.numel()
         if after_step is not None:
             after_step(steps_done, batch)
         window.append(value)
@@ -286,4 +293,5 @@ def run_steps(
         wall_seconds=time.perf_counter() - start,
         probe_loss=None if probe is None else probe[0],
         probe_accuracy=None if probe is None else probe[1],
+        tokens_seen=tokens_seen,
     )

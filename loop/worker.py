@@ -131,9 +131,10 @@ def train_job(
 
 
 def evaluate_job(
-    artifact_dir: Path, task: TaskSpec, heldout_seed: int, threads: int = 1
+    artifact_dir: Path, task: TaskSpec, heldout_seed: int, threads: int = 1, device: str = "cpu"
 ) -> dict[str, Any]:
-    """An `evaluate` job: run loop.evaluate on `artifact_dir` (exposed read-only)."""
+    """An `evaluate` job: run loop.evaluate on `artifact_dir` (exposed read-only), on the
+    CPU or ("cuda") on the one GPU the sandbox is shown."""
     return {
         "kind": "evaluate",
         "evaluate": {
@@ -141,6 +142,7 @@ def evaluate_job(
             "spec": dataclasses.asdict(task),
             "heldout_seed": heldout_seed,
             "threads": threads,
+            "device": device,
         },
     }
 
@@ -585,7 +587,7 @@ def _train(
         from loop.train_device import DeviceConfig, train_on_device
 
         log, throughput = train_on_device(model, spec, config, DeviceConfig(**job["device"]))
-        model.cpu()  # export and the evaluator run on the CPU, through the references
+        model.cpu()  # export on the CPU, through the references: graphs of plain ATen ops
         payload["throughput"] = dataclasses.asdict(throughput)
     else:
         log = train(model, spec, config)

@@ -194,7 +194,7 @@ class Node:
         followers' job (`anchoring_followers`), never the run's."""
         campaign = self.store.get_campaign(campaign_ref)
         config = CampaignConfig.model_validate(campaign.config)
-        check_data(config, Path(self.settings.home))
+        check_data(config, Path(self.settings.home), gpus=self.settings.gpu.devices)
         if llm is None and config.researcher == "llm":
             from node.campaign.agents import LLMSetup
 

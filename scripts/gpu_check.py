@@ -1,4 +1,4 @@
-"""One GPU check of every fast path, sized to finish in under 8 minutes on an H100/H200.
+"""One GPU check of every fast path, sized to finish in under 10 minutes on an H100/H200.
 
 Run through scripts/gpu_check.sh (which unpacks fla from carried wheels when missing).
 Everything shares one TRITON_CACHE_DIR, and the sections stop at --budget seconds.
@@ -15,9 +15,15 @@ Sections, each a group of rows in one printed table (and JSON with --json):
    bf16 (fast path as training dispatches it, fla's forward alone, the fp32 reference,
    and causal softmax attention through SDPA), FIR B=32 T=2048 C=256 in bf16 against the
    F.conv1d reference;
-4. training: the exploration preset (8 layers, width 256, context 2048, batch 16,
-   vocabulary 32,000) on a random-token shard, DeltaNet and Gated DeltaNet: tokens/s after
-   the warm-up, first step, peak memory.
+4. training: the exploration preset (8 blocks of width 320 with a SwiGLU MLP, 5 heads of
+   64, context 2048, batch 16, vocabulary 32,000: about 20 M parameters) on a
+   random-token shard, DeltaNet and Gated DeltaNet: tokens/s after the warm-up, first
+   step, peak memory; then one experiment of that preset through the node's own path at
+   reduced steps (--e2e-steps): sandboxed screening and training on the leased GPU,
+   export, and the trusted evaluator on the same GPU over the preset's whole held-out
+   split (4,194,304 tokens): tokens/s, peak training and evaluation memory, export and
+   evaluation seconds. The sandbox runs without namespaces here (`--isolate` to use
+   them, which needs the checkout readable by the sandbox user).
 
 --cpu-smoke runs every code path at tiny sizes on the CPU (the FIR kernel through the
 Triton interpreter, fla rows skipped) so that import and argument errors show up before
@@ -27,6 +33,7 @@ the GPU is lent. Exit status 1 when an agreement check fails its bound.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import statistics
@@ -145,8 +152,9 @@ def section_startup(sizes: Sizes, cache: Path, smoke: bool, deadline: float) -> 
     """Two fresh processes on one cache dir; the first finds it empty (unless --cache-dir)."""
     rows = []
     env = dict(os.environ, TRITON_CACHE_DIR=str(cache), TRITON_CACHE_AUTOTUNING="1")
-    # Leave time for the later sections: the cold probe may use what they do not need.
-    for run, reserve in (("cold cache", 170.0), ("kept cache", 140.0)):
+    # Leave time for the later sections (about 120 s of it for the e2e experiment at the
+    # end): the cold probe may use what they do not need.
+    for run, reserve in (("cold cache", 290.0), ("kept cache", 260.0)):
         timeout_s = max(10.0, deadline - time.perf_counter() - reserve)
         command = [sys.executable, str(Path(__file__).resolve()), "--startup-probe"]
         command += ["--cpu-smoke"] if smoke else []
@@ -422,21 +430,35 @@ def _fir_speed(sizes: Sizes, taps: int) -> list[Row]:
     ]  # fmt: skip
 
 
-def _training_preset(tmp: Path, smoke: bool, batch: int) -> tuple[Any, str]:
-    from loop.model import BackboneConfig
+def _training_preset(
+    tmp: Path, smoke: bool, batch: int, train_tokens: int | None = None
+) -> tuple[Any, str]:
+    """The exploration preset on a random-token shard, or (smoke) a tiny one on bytes."""
+    from loop.model import BackboneConfig, swiglu_hidden
     from loop.tasks.shards import generated_shard
-    from loop.train_device import EXPLORATION_VOCAB, ExplorationPreset, exploration_preset
+    from loop.train_device import (
+        EXPLORATION_TRAIN_TOKENS,
+        EXPLORATION_VOCAB,
+        ExplorationPreset,
+        exploration_preset,
+    )
 
+    tokens = train_tokens or EXPLORATION_TRAIN_TOKENS
     if smoke:
         path = tmp / "bytes.npy"
         generated_shard(path, n_tokens=65_536)
-        preset = exploration_preset(str(path), vocab_size=256, seq_len=64, batch_size=batch)
-        tiny = BackboneConfig(vocab_size=256, d_model=32, n_layers=2, n_heads=2)
+        preset = exploration_preset(
+            str(path), vocab_size=256, seq_len=64, batch_size=batch, train_tokens=tokens,
+            heldout_tokens=64 * 16,
+        )  # fmt: skip
+        tiny = BackboneConfig(
+            vocab_size=256, d_model=32, n_layers=2, n_heads=2, mlp_hidden=swiglu_hidden(32)
+        )
         return ExplorationPreset(preset.spec, tiny, preset.train), "cpu"
     path = tmp / "random.npy"
     rng = np.random.default_rng(0)
     np.save(path, rng.integers(0, EXPLORATION_VOCAB, size=8_000_000, dtype=np.uint16))
-    return exploration_preset(str(path), batch_size=batch), "cuda"
+    return exploration_preset(str(path), batch_size=batch, train_tokens=tokens), "cuda"
 
 
 def section_training(sizes: Sizes, smoke: bool) -> list[Row]:
@@ -472,6 +494,75 @@ def section_training(sizes: Sizes, smoke: bool) -> list[Row]:
     return rows
 
 
+def section_e2e(
+    sizes: Sizes, smoke: bool, cache: Path, deadline: float, steps: int, isolate: bool
+) -> list[Row]:
+    """One DeltaNet experiment of the exploration preset through loop.engineer: sandboxed
+    screen and training on the leased device, export, sandboxed evaluation there."""
+    from loop.devices import DevicePool
+    from loop.engineer import Engineer, ExperimentJob
+    from loop.sandbox import Limits
+    from loop.screen import ScreenConfig
+
+    rows: list[Row] = []
+    batch = sizes.train_batch
+    with tempfile.TemporaryDirectory() as tmp:
+        seq_len = 64 if smoke else 2048
+        preset, device = _training_preset(Path(tmp), smoke, batch, steps * batch * seq_len)
+        threads = 2 if smoke else 4
+        job = ExperimentJob(
+            experiment_id="gpu-check-e2e",
+            code="from kernels.baselines import DeltaNet as Mixer\n",
+            task=preset.spec,
+            train=dataclasses.replace(preset.train, threads=threads, abort_step=None),
+            seed=0,
+            heldout_seed=1,
+            backbone=preset.model,
+            screen=ScreenConfig(max_cost_ratio=None),
+        )
+        # The sandbox's environment is clean: hand on PYTHONPATH so that fla unpacked from
+        # carried wheels (gpu_check.sh) is importable there too.
+        paths = [str(ROOT), *filter(None, os.environ.get("PYTHONPATH", "").split(":"))]
+        limits = Limits(
+            wall_s=max(30.0, deadline - time.perf_counter() - 5.0),
+            cpu_s=100_000,
+            address_space_bytes=None,  # the CUDA driver reserves huge virtual ranges
+            max_processes=4096,
+            threads=threads,
+            isolate=isolate,
+            shared_cache=cache,
+            extra_env={
+                "PYTHONPATH": ":".join(dict.fromkeys(paths)),
+                "TRITON_CACHE_AUTOTUNING": "1",
+            },
+        )
+        pool = DevicePool([0]) if device == "cuda" else None
+        result = Engineer(Path(tmp) / "ws", limits, devices=pool).run(job)
+    if result.failure is not None:
+        note = f"{result.failure}: {result.message}".replace("\n", " ")[-150:]
+        return [Row("train", "exploration e2e: sandbox -> export -> evaluate", "-", None, "",
+                    0.0, note)]  # fmt: skip
+    m, t = result.metrics, result.timings
+    params = f"{m['params'] / 1e6:.2f}M params ({m['params_embedding'] / 1e6:.2f}M embedding)"
+    rows.append(Row("train", "exploration e2e: training tokens/s", device, m.get("tokens_per_s"),
+                    "tok/s", note=f"{int(m['tokens_seen']):,} tokens, {params}"))  # fmt: skip
+    for key, what in (
+        ("peak_gpu_memory_bytes", "training"),
+        ("eval_peak_gpu_memory_bytes", "eval"),
+    ):
+        if key in m:
+            rows.append(Row("train", f"exploration e2e: peak {what} memory", device,
+                            m[key] / 2**30, "GiB"))  # fmt: skip
+    rows.append(Row("train", "exploration e2e: export", "cpu", t.get("export_s"), "s"))
+    heldout = f"{int(m['heldout_tokens']):,} held-out tokens, loss {m['heldout_loss']:.3f}"
+    rows.append(Row("train", "exploration e2e: evaluation", device, m.get("eval_seconds"), "s",
+                    note=f"{heldout}; sandbox {t.get('sandbox_eval_s', 0.0):.1f} s"))  # fmt: skip
+    held = f"GPU held {t['gpu_s']:.1f} s" if "gpu_s" in t else ""
+    rows.append(Row("train", "exploration e2e: whole experiment", device, t.get("total_s"), "s",
+                    note=held))  # fmt: skip
+    return rows
+
+
 def environment(sizes: Sizes) -> list[str]:
     from kernels import dispatch
 
@@ -504,10 +595,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cpu-smoke", action="store_true", help="tiny sizes on the CPU")
     parser.add_argument("--startup-probe", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument(
-        "--skip", nargs="*", default=[], choices=["startup", "agree", "speed", "train"]
+        "--skip", nargs="*", default=[], choices=["startup", "agree", "speed", "train", "e2e"]
     )
+    parser.add_argument("--e2e-steps", type=int, default=40, help="training steps of the e2e run")
+    parser.add_argument("--isolate", action="store_true", help="e2e sandbox with namespaces")
     parser.add_argument("--fla-fp32", action="store_true", help="also check fla in float32")
-    parser.add_argument("--budget", type=float, default=450.0, help="seconds for the whole run")
+    parser.add_argument("--budget", type=float, default=550.0, help="seconds for the whole run")
     parser.add_argument("--cache-dir", type=Path, default=None, help="TRITON_CACHE_DIR to use")
     parser.add_argument("--json", type=Path, default=None, help="also write the rows here")
     args = parser.parse_args(argv)
@@ -538,6 +631,17 @@ def main(argv: list[str] | None = None) -> int:
         ),
         ("speed", lambda: section_speed(sizes)),
         ("train", lambda: section_training(sizes, args.cpu_smoke)),
+        (
+            "e2e",
+            lambda: section_e2e(
+                sizes,
+                args.cpu_smoke,
+                cache,
+                deadline,
+                3 if args.cpu_smoke else args.e2e_steps,
+                args.isolate,
+            ),
+        ),
     ]
     rows: list[Row] = []
     print(HEADER, flush=True)  # rows print as they come: a killed run still shows its rows

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# The one prepared GPU check (under 8 minutes on an H100/H200 with torch 2.11, Triton 3.6):
+# The one prepared GPU check (under 10 minutes on an H100/H200 with torch 2.11, Triton 3.6):
 # fast paths against their references, timings against the references and SDPA, our FIR
-# kernel against F.conv1d, exploration-model training tokens/s and the start-up time with
-# the Triton cache kept. Prints a table; the rows also go to $OUT/gpu_check.json when OUT
-# is set. See scripts/gpu_check.py for the sizes.
+# kernel against F.conv1d, exploration-model training tokens/s, the start-up time with
+# the Triton cache kept, and one exploration experiment through sandbox, export and the
+# evaluator (tokens/s, peak memory, evaluation time). Prints a table; the rows also go to
+# $OUT/gpu_check.json when OUT is set. See scripts/gpu_check.py for the sizes.
 #
 #   bash scripts/gpu_check.sh               on the GPU machine
 #   bash scripts/gpu_check.sh --cpu-smoke   dry run of every code path on the CPU
@@ -42,4 +43,4 @@ if ! "$PY" -c "import einops" 2>/dev/null || ! "$PY" -c "import importlib.util, 
 fi
 args=("$@")
 if [ -n "${OUT:-}" ]; then args+=(--json "$OUT/gpu_check.json"); fi
-exec timeout 475 "$PY" scripts/gpu_check.py --budget 450 "${args[@]}"
+exec timeout 580 "$PY" scripts/gpu_check.py --budget 550 "${args[@]}"

@@ -49,21 +49,27 @@ PROPOSAL_SCHEMA = Schema(
     },
 )
 
-SYSTEM = f"""\
+
+def system_prompt(interface: str = INTERFACE, metrics: str = METRICS, goal: str = "recall") -> str:
+    """The Researcher's instructions for a campaign's task (loop.contract's texts for it)."""
+    return f"""\
 You are the Researcher in an autonomous search for efficient token mixers (linear
 attention, state space models, gating, delta rules, convolutions, routing). Propose ONE
-new mixer that should beat its parent on recall at equal or smaller state.
+new mixer that should beat its parent on {goal} at equal or smaller state.
 
-{INTERFACE}
+{interface}
 
 {RULES}
 
-{METRICS}
+{metrics}
 
 Answer with one JSON object: {{"name": ..., "motivation": ..., "code": ..., "diff": ...}}.
 `motivation` states the hypothesis in the metrics' words (which test set should move, at
 what state_size). Put the whole module in `code` and leave `diff` empty, or leave `code`
 empty and give a unified diff against parent 1's code in `diff`."""
+
+
+SYSTEM = system_prompt()
 
 NAME_CHARS = re.compile(r"[^A-Za-z0-9_.+-]+")
 
@@ -108,11 +114,13 @@ class LLMResearcher:
         portal: Portal,
         cognition: CognitionBase,
         config: ResearchConfig = ResearchConfig(),
+        system: str = SYSTEM,
     ) -> None:
         self.chat = chat
         self.portal = portal
         self.cognition = cognition
         self.config = config
+        self.system = system
 
     def prompt(
         self,
@@ -153,7 +161,7 @@ class LLMResearcher:
             parts.append("## Behaviour notes")
             parts += [f"- {text}" for text in feedback]
         parts.append("Propose one new mixer now, as the JSON object described.")
-        return [Message("system", SYSTEM), Message("user", "\n\n".join(parts))]
+        return [Message("system", self.system), Message("user", "\n\n".join(parts))]
 
     def propose(
         self,

@@ -19,9 +19,17 @@ from typing import Any, Protocol
 
 from attestation.schema import CandidateOrigin, ExperimentRole, ExperimentStatus
 from loop.analyst import Analysis, Fitness
-from loop.analyst_llm import JUDGE_FITNESS_VERSION, LLMAnalyst, judged_fitness
+from loop.analyst_llm import (
+    JUDGE_FITNESS_VERSION,
+    LM_VOCABULARY,
+    VOCABULARY,
+    LLMAnalyst,
+    judged_fitness,
+)
+from loop.analyst_llm import system_prompt as analyst_prompt
 from loop.archive import Behaviour, behaviour_twin, code_fingerprint
 from loop.cognition import CognitionBase, CognitionError
+from loop.contract import interface_text, metrics_text
 from loop.engineer import EvalResult, ExperimentJob
 from loop.llm import (
     ROLES,
@@ -39,7 +47,10 @@ from loop.outcome import FailureClass
 from loop.proposal import ArchiveView, Proposal
 from loop.repair import Repaired, Repairer, Runs
 from loop.researcher.llm import Known, LLMResearcher, ResearchConfig, ResearchResult
+from loop.researcher.llm import system_prompt as research_prompt
+from loop.tasks import LMSpec
 from node.campaign.config import CampaignConfig
+from node.campaign.tasks import build_task
 from node.errors import ConfigError
 from node.settings import Settings
 from node.store import CampaignRow, ExperimentRow, Store
@@ -201,6 +212,9 @@ class LLMAgents:
         factory = chat_factory or (lambda ledger: OpenAIChat(setup.endpoints, ledger))
         self.chat = factory(self.ledger)
         self.portal = Portal()
+        # The agents are told the campaign's own task and metrics (MQAR, or LM held-out loss).
+        spec = build_task(config)
+        lm = isinstance(spec, LMSpec)
         self.researcher = LLMResearcher(
             self.chat,
             self.portal,
@@ -208,9 +222,17 @@ class LLMAgents:
             ResearchConfig(
                 max_code_chars=setup.max_code_chars, duplicate_rounds=setup.duplicate_rounds
             ),
+            system=research_prompt(
+                interface_text(spec), metrics_text(spec), "held-out loss" if lm else "recall"
+            ),
         )
         self.repairer = Repairer(self.chat, self.portal, setup.repair_rounds, setup.max_code_chars)
-        self.analyst = LLMAnalyst(self.chat, self.portal)
+        self.analyst = LLMAnalyst(
+            self.chat,
+            self.portal,
+            system=analyst_prompt(metrics_text(spec)),
+            vocabulary=LM_VOCABULARY if lm else VOCABULARY,
+        )
         self._pause: str | None = None
         self._failed_calls = 0
         self._lock = threading.Lock()

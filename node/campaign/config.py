@@ -36,9 +36,22 @@ class CampaignConfig(BaseModel):
 
     task: Literal["mqar", "lm"] = "mqar"
     # "exploration": the LM stage at ASI-Arch's exploration scale (about 20 M parameters,
-    # context 2048) on a tokenised shard; for GPU nodes (loop.train_device).
+    # context 2048, 1 B training tokens) on a tokenised shard; GPU nodes only
+    # (loop.train_device).
     preset: Literal["quick", "full", "exploration"] = "full"
     train_steps: int | None = Field(default=None, ge=1, description="overrides the preset's")
+    train_tokens: int | None = Field(
+        default=None,
+        ge=1,
+        description="lm: training budget in tokens (steps = tokens / (batch x context)); "
+        "default: the preset's (1 B for exploration)",
+    )
+    heldout_tokens: int | None = Field(
+        default=None,
+        ge=1,
+        description="lm: size of the campaign's held-out split in target tokens; default: "
+        "the preset's (4,194,304 for exploration)",
+    )
     data_path: str | None = Field(
         default=None,
         description="lm: a tokenised shard (.npy, or raw uint16) instead of the generated corpus",
@@ -76,6 +89,11 @@ class CampaignConfig(BaseModel):
             raise ValueError("preset 'exploration' needs task = 'lm' and a data_path shard")
         if self.vocab_size is not None and self.data_path is None:
             raise ValueError("vocab_size goes with data_path (the shard's vocabulary)")
+        lm_only = (self.train_tokens, self.heldout_tokens)
+        if self.task != "lm" and any(v is not None for v in lm_only):
+            raise ValueError("train_tokens and heldout_tokens are for task = 'lm'")
+        if self.train_tokens is not None and self.train_steps is not None:
+            raise ValueError("set train_tokens or train_steps, not both")
         return self
 
     def config_hash(self) -> str:

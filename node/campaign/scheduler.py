@@ -39,7 +39,14 @@ from loop.proposal import ArchiveView, Proposal
 from loop.researcher import OfflineResearcher
 from loop.researcher.describe import describe_changes
 from node.campaign.config import CampaignConfig
-from node.campaign.tasks import build_backbone, build_screen, build_task, build_train, heldout_seed
+from node.campaign.tasks import (
+    build_backbone,
+    build_screen,
+    build_task,
+    build_train,
+    heldout_seed,
+    split_key,
+)
 from node.store import CampaignRow, CandidateRow, ExperimentRow, Store
 
 if TYPE_CHECKING:
@@ -314,12 +321,20 @@ class CampaignRunner:
         self.emit("no_proposal", {"reason": "every proposal duplicated the archive"})
         return None
 
+    def _split_campaign(self) -> str:
+        """The campaign whose held-out split this one uses: the root of its fork lineage,
+        so a fork's experiments and those it inherited are scored on the same windows."""
+        campaign = self.campaign
+        while campaign.parent_campaign_id is not None:
+            campaign = self.store.get_campaign(campaign.parent_campaign_id)
+        return campaign.id
+
     def _execute(self, exp: ExperimentRow) -> EvalResult:
         cand = self.store.get_candidate(exp.candidate_id)
         job = ExperimentJob(
             experiment_id=exp.id,
             code=self.store.get_code(cand.digest),
-            task=build_task(self.config),
+            task=build_task(self.config, split_key(self.node_secret, self._split_campaign())),
             train=build_train(self.config, self.threads, exp.seed),
             seed=exp.seed,
             heldout_seed=heldout_seed(self.node_secret, exp.id),

@@ -178,7 +178,10 @@ def cmd_campaign(args: argparse.Namespace) -> int:
                     update={"max_candidates": args.candidates}
                 )
             config = parse_config(config.model_copy(update=updates).model_dump(), "campaign create")
-        check_data(config, Path(node.settings.home), scan_tokens=None)  # once: every token
+        # Once: every token of the shard, and the node's devices.
+        check_data(
+            config, Path(node.settings.home), scan_tokens=None, gpus=node.settings.gpu.devices
+        )
         camp = node.store.create_campaign(args.name, config.model_dump(mode="json"))
         print(f"created campaign {camp.id} ({camp.name}), config {camp.config_hash}")
         return 0

@@ -45,6 +45,8 @@ from node.tlog.log import LogView, NodeLog
 EXPERIMENT_KIND = "experiment"
 EVENT_KIND = "event"
 DIRECTIVE_KIND = "directive"
+# How held-out data is drawn; the key itself stays on the node.
+HELDOUT_SEEDS = "secret (node-held): MQAR sets drawn per experiment; LM windows split per campaign"
 _SUBJECT_CHARS = 64  # the log table's subject column
 
 
@@ -96,7 +98,7 @@ def experiment_record(
         "screening": exp.screen,
         "training": exp.train,
         "train_config_digest": _digest(train),
-        "seeds": {"train": exp.seed, "heldout": "secret (per experiment, node-held)"},
+        "seeds": {"train": exp.seed, "heldout": HELDOUT_SEEDS},
         "task_spec_digest": _digest(build_task(config)),
         "metrics": exp.metrics,
         "fitness": (

@@ -162,6 +162,13 @@ class ControllerWorld:
             time.sleep(0.05)
         raise AssertionError(f"the node never got to: {what}")
 
+    def done(self, cid: str) -> bool:
+        """The campaign is done and its run reaped: its thread has logged its stop, so
+        the log does not grow behind the test's back."""
+        assert self.governed is not None
+        camp = self.node.store.get_campaign(cid)
+        return camp.status == "done" and cid not in self.governed.runs
+
     def anchor_all(self) -> None:
         """The node anchors each checkpoint of its log not anchored yet, in order."""
         tlog = self.node.log()
@@ -245,7 +252,7 @@ def _obedient_run(world: ControllerWorld, tmp: Path, fork: bool = True) -> Run:
     world.passes(DirectiveCall(DirectiveKind.RESUME, x.id))
     world.step_until("x training again", lambda: eng.jobs.count(running.id) == 2)
     eng.release.set()
-    world.step_until("x done", lambda: store.get_campaign(x.id).status == "done")
+    world.step_until("x done", lambda: world.done(x.id))
     child_id = None
     if fork:
         child_json = CFG.model_copy(update={"budget": Budget(max_candidates=2)}).model_dump(
@@ -271,7 +278,7 @@ def _obedient_run(world: ControllerWorld, tmp: Path, fork: bool = True) -> Run:
 
         def child_done() -> str | None:
             kids = [c for c in store.list_campaigns() if c.parent_campaign_id == x.id]
-            return kids[0].id if kids and kids[0].status == "done" else None
+            return kids[0].id if kids and world.done(kids[0].id) else None
 
         child_id = world.step_until("the child done", child_done)
     skew = world.skew()
@@ -289,7 +296,7 @@ def _deaf_run(world: ControllerWorld, tmp: Path) -> Run:
     pause = world.controller.contract.functions.pauseCampaign(campaign_key(x.id))
     world.chain.send(world.guardian, pause)
     world.eng.release.set()
-    world.step_until("x done regardless", lambda: store.get_campaign(x.id).status == "done")
+    world.step_until("x done regardless", lambda: world.done(x.id))
     skew = world.skew()
     bundle = world.export(tmp / "deaf.json")
     return Run(world, bundle, x.id, None, skew)
@@ -321,7 +328,7 @@ def _revoked_run(world: ControllerWorld, tmp: Path) -> Run:
     world.keeper.execute(pid)
     world.step_until("x training again", lambda: eng.jobs.count(running.id) == 2)
     eng.release.set()
-    world.step_until("x done", lambda: store.get_campaign(x.id).status == "done")
+    world.step_until("x done", lambda: world.done(x.id))
     skew = world.skew()
     return Run(world, world.export(tmp / "revoked.json"), x.id, None, skew)
 

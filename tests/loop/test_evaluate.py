@@ -21,7 +21,7 @@ from torch import Tensor, nn
 from torch.export.pt2_archive import PT2ArchiveReader, PT2ArchiveWriter
 
 import loop.export
-from loop.evaluate import ArtifactError, EvalOutput, evaluate, main
+from loop.evaluate import ArtifactError, EvalOutput, evaluate, main, score_rows
 from loop.export import ExportError, export_model, graph_lengths
 from loop.model import Backbone, BackboneConfig
 from loop.outcome import FailureClass
@@ -118,13 +118,16 @@ def test_exported_graphs_reproduce_the_eager_model(honest: Trained) -> None:
     assert [f["seq_len"] for f in manifest["forward"]] == [32]  # shorter sets are padded
     tokens = SPEC.test_sets(0)[2].batch.tokens[:EVAL_BATCH]
     program = torch.export.load(honest.directory / "forward_32.pt2")
+    head = torch.load(honest.directory / "head.pt", weights_only=True)
     with torch.no_grad():
-        torch.testing.assert_close(program.module()(tokens), honest.model.eval()(tokens))
+        hidden = program.module()(tokens)
+        assert hidden.shape == (EVAL_BATCH, 32, MODEL.d_model)  # no vocabulary-sized output
+        torch.testing.assert_close(hidden @ head.T, honest.model.eval()(tokens))
         state = honest.model.init_state(STEP_BATCH)
         step = torch.export.load(honest.directory / "step.pt2").module()
-        logits, *_ = step(tokens[:STEP_BATCH, 0], *state)
+        hidden_t, *_ = step(tokens[:STEP_BATCH, 0], *state)
         expected, _ = honest.model.step(tokens[:STEP_BATCH, 0], state)
-        torch.testing.assert_close(logits, expected)
+        torch.testing.assert_close(hidden_t @ head.T, expected)
 
 
 def test_evaluator_scores_like_eager_evaluation_on_held_out_sets(honest: Trained) -> None:
@@ -163,17 +166,45 @@ def test_evaluator_uses_the_shortest_graph_that_fits_each_set(
         assert own.loss == pytest.approx(shared.loss, rel=1e-5)
 
 
-def test_evaluator_reports_held_out_loss_for_the_language_model_task(tmp_path: Path) -> None:
-    spec = LMSpec(
-        corpus_bytes=20_000, batch_size=8, seq_len=32, test_seq_lens=(32,), test_examples=12
-    )
-    model = Backbone(CumulativeMean, BackboneConfig(vocab_size=256, d_model=16), seed=0)
+@pytest.mark.parametrize("tied", [True, False])
+def test_evaluator_reports_held_out_loss_for_the_language_model_task(
+    tmp_path: Path, tied: bool
+) -> None:
+    """The LM backbone (SwiGLU MLP in every block) exports, passes the step-vs-forward
+    check, and scores as eager evaluation does; parameters come split as the model has them."""
+    spec = LMSpec(corpus_bytes=20_000, batch_size=8, seq_len=32, heldout_windows=12)
+    config = BackboneConfig(vocab_size=256, d_model=16, mlp_hidden=64, tie_embeddings=tied)
+    model = Backbone(CumulativeMean, config, seed=0)
     train(model, spec, TrainConfig(steps=10, abort_step=None))
     export_model(model, spec, tmp_path, eval_batch=EVAL_BATCH, step_batch=STEP_BATCH)
     metrics = evaluate(tmp_path, spec, heldout_seed=3)
-    loss, _ = score_model(model, spec.test_sets(3)[0].batch)
-    assert metrics.failure is None and metrics.task == "lm"
+    loss, accuracy = score_model(model, spec.test_sets(3)[0].batch)
+    assert metrics.failure is None and metrics.task == "lm", metrics.detail
+    assert all(check.passed for check in metrics.checks)
     assert metrics.mean_loss == pytest.approx(loss, rel=1e-5)
+    assert metrics.mean_accuracy == pytest.approx(accuracy, abs=1e-9)
+    assert metrics.n_targets == 12 * 32
+    embedding, rest = model.parameter_split()
+    assert (metrics.n_params, metrics.n_embedding_params) == (embedding + rest, embedding)
+    assert embedding == (1 if tied else 2) * 256 * 16
+
+
+def test_head_slices_score_as_the_whole_logits_do() -> None:
+    gen = torch.Generator().manual_seed(0)
+    hidden = torch.randn(3, 11, 8, generator=gen)
+    head = torch.randn(50, 8, generator=gen)
+    targets = torch.randint(0, 50, (3, 11), generator=gen)
+    targets[1, ::2] = -100  # positions without a target are skipped
+    whole = score_rows(hidden, targets, head, slice_tokens=10_000)
+    sliced = score_rows(hidden, targets, head, slice_tokens=4)
+    logits = hidden @ head.T
+    expected = torch.nn.functional.cross_entropy(
+        logits.flatten(0, 1), targets.flatten(), reduction="none"
+    ).view(3, 11)
+    torch.testing.assert_close(sliced.nll, expected.double().sum(dim=1), rtol=1e-6, atol=1e-5)
+    torch.testing.assert_close(sliced.nll, whole.nll)
+    assert torch.equal(sliced.correct, whole.correct)
+    assert sliced.targets.tolist() == [11, 5, 11]
 
 
 def test_evaluator_catches_a_future_leak_on_held_out_inputs(tmp_path: Path) -> None:

@@ -37,7 +37,9 @@ def test_byte_shards_hold_the_utf8_stream_in_order(tmp_path: Path) -> None:
     assert bytes(np.concatenate(arrays).astype(np.uint8)) == expected
     assert manifest.vocab_size == 256 and manifest.dtype == "uint16"
     assert read_manifest(tmp_path / "out") == manifest
-    spec = LMSpec(data_path=str(tmp_path / "out" / manifest.shards[0].file), seq_len=32)
+    spec = LMSpec(
+        data_path=str(tmp_path / "out" / manifest.shards[0].file), seq_len=32, heldout_windows=4
+    )
     assert spec.train_batch(0, seed=1).tokens.shape == (32, 32)
 
 

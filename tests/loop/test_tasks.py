@@ -105,41 +105,74 @@ def test_lm_corpus_is_deterministic_ascii() -> None:
 
 
 def test_lm_batches_are_shifted_windows_of_the_stream() -> None:
-    spec = LMSpec(
-        corpus_bytes=20_000, seq_len=32, batch_size=8, test_seq_lens=(16, 32), test_examples=5
-    )
+    spec = LMSpec(corpus_bytes=20_000, seq_len=32, batch_size=8, heldout_windows=5)
     batch = spec.train_batch(0, seed=0)
     assert batch.tokens.shape == (8, 32)
     assert torch.equal(batch.tokens[:, 1:], batch.targets[:, :-1])
-    assert [s.name for s in spec.test_sets(1)] == ["heldout_16", "heldout_32"]
-    assert torch.equal(spec.test_sets(1)[0].batch.tokens, spec.test_sets(1)[0].batch.tokens)
+    (heldout,) = spec.test_sets(1)
+    assert heldout.name == "heldout_32" and heldout.batch.tokens.shape == (5, 32)
+    assert torch.equal(heldout.batch.tokens[:, 1:], heldout.batch.targets[:, :-1])
+
+
+def _window_ids(batch_tokens: torch.Tensor, window: int) -> set[int]:
+    """Window indices of an arange stream's windows (token i sits at position i)."""
+    starts = batch_tokens[:, 0].tolist()
+    assert all(start % window == 0 for start in starts)  # whole windows, never a straddle
+    return {start // window for start in starts}
 
 
 @pytest.mark.parametrize("suffix", [".npy", ".bin"])
-def test_lm_reads_tokenised_shards_and_holds_out_the_tail(tmp_path: Path, suffix: str) -> None:
-    stream = np.arange(1000, dtype=np.uint16)
+def test_lm_training_never_reads_a_held_out_window(tmp_path: Path, suffix: str) -> None:
+    stream = np.arange(60_000, dtype=np.uint16)
     path = tmp_path / f"shard{suffix}"
     if suffix == ".npy":
         np.save(path, stream)
     else:
         stream.tofile(path)
     spec = LMSpec(
-        vocab_size=1000,
-        data_path=str(path),
-        seq_len=16,
-        batch_size=4,
-        test_seq_lens=(16,),
-        test_examples=6,
+        vocab_size=60_000, data_path=str(path), seq_len=15, batch_size=64, heldout_windows=300
     )
-    train = spec.train_batch(0, seed=0)
-    heldout = spec.test_sets(seed=0)[0].batch
-    assert int(train.targets.max()) < 900  # training windows stay in the first 90%
-    assert int(heldout.tokens.min()) >= 900  # held-out windows in the last 10%
-    assert torch.equal(heldout.targets[:, 0], heldout.tokens[:, 0] + 1)
+    window = spec.seq_len + 1
+    heldout = _window_ids(spec.test_sets(seed=0)[0].batch.tokens, window)
+    assert len(heldout) == 300
+    n_train = 60_000 // window - 300
+    seen: set[int] = set()
+    for step in range(2 * n_train // 64 + 2):  # two epochs and a bit
+        seen |= _window_ids(spec.train_batch(step, seed=0).tokens, window)
+    assert not seen & heldout
+    assert len(seen) == n_train  # every training window is read
+    assert not _window_ids(spec.probe_batch(seed=0).tokens, window) & heldout
+    # The held-out windows are spread over the stream, not its tail.
+    assert min(heldout) < n_train // 4 and max(heldout) > 3 * n_train // 4
+
+
+def test_lm_held_out_windows_depend_on_the_split_key_alone() -> None:
+    spec = LMSpec(corpus_bytes=40_000, seq_len=32, heldout_windows=20, split_key="a" * 64)
+    first, again = spec.test_sets(seed=1)[0].batch, spec.test_sets(seed=2)[0].batch
+    assert torch.equal(first.tokens, again.tokens)  # every experiment's seed: one set
+    other = LMSpec(corpus_bytes=40_000, seq_len=32, heldout_windows=20, split_key="b" * 64)
+    assert not torch.equal(first.tokens, other.test_sets(seed=1)[0].batch.tokens)
+    # The key is a secret of the node: not part of what records name.
+    assert (
+        spec.spec_digest()
+        == other.spec_digest()
+        == LMSpec(corpus_bytes=40_000, seq_len=32, heldout_windows=20).spec_digest()
+    )
+    # Golden: the split rule is plain integer arithmetic, the same on every machine.
+    split = LMSpec(seq_len=15, heldout_windows=4, split_key="k").split(16 * 100)
+    assert split.heldout.tolist() == [0, 11, 23, 65]
+
+
+def test_lm_refuses_a_stream_without_room_for_training() -> None:
+    spec = LMSpec(corpus_bytes=33 * 10, seq_len=32, heldout_windows=10)
+    with pytest.raises(ValueError, match="held-out split needs 10 and training at least one"):
+        spec.train_batch(0, seed=0)
+    LMSpec(corpus_bytes=33 * 11, seq_len=32, heldout_windows=10).train_batch(0, seed=0)
 
 
 def test_lm_rejects_tokens_outside_the_vocabulary(tmp_path: Path) -> None:
     path = tmp_path / "shard.npy"
     np.save(path, np.arange(500, dtype=np.uint16))
     with pytest.raises(ValueError, match="outside vocab_size"):
-        LMSpec(vocab_size=100, data_path=str(path), seq_len=8).train_batch(0, seed=0)
+        spec = LMSpec(vocab_size=100, data_path=str(path), seq_len=8, heldout_windows=2)
+        spec.train_batch(0, seed=0)

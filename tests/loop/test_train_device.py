@@ -29,6 +29,7 @@ from loop.train_device import (
     DeviceConfig,
     count_parameters,
     exploration_preset,
+    steps_for_tokens,
     train_on_device,
 )
 from loop.worker import JOB_FILE, run_job, train_job
@@ -44,7 +45,7 @@ def shard(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def tiny_spec(shard: Path) -> LMSpec:
-    return LMSpec(data_path=str(shard), batch_size=4, seq_len=64, test_seq_lens=(64,))
+    return LMSpec(data_path=str(shard), batch_size=4, seq_len=64, heldout_windows=16)
 
 
 def test_generated_shard_is_read_memory_mapped_as_the_lm_stream(shard: Path) -> None:
@@ -87,12 +88,22 @@ def test_bad_device_strings_are_rejected() -> None:
 
 
 def test_exploration_preset_is_about_twenty_million_parameters(shard: Path) -> None:
+    """ASI-Arch's exploration scale: about 20 M parameters at a 32,000-token vocabulary,
+    half of them outside the embedding (every block has a SwiGLU MLP), 1 B tokens."""
     preset = exploration_preset(str(shard))
     assert preset.spec.seq_len == 2048 and preset.model.n_layers == 8
-    assert preset.model.d_model == 256 and preset.model.n_heads == 8
+    assert preset.model.d_model == 320 and preset.model.n_heads == 5
+    assert preset.model.mlp_hidden == 896 and preset.model.tie_embeddings
     with torch.device("meta"):
         model = Backbone(DeltaNet, preset.model)
-    assert 15e6 < count_parameters(model) < 25e6
+    embedding, rest = model.parameter_split()
+    assert embedding == 32_000 * 320
+    assert 9e6 < rest < 11e6 and 19e6 < count_parameters(model) < 22e6
+    assert preset.train.steps * preset.spec.batch_size * preset.spec.seq_len >= 1e9
+    assert preset.train.steps == steps_for_tokens(10**9, 16, 2048) == 30_518
+    assert preset.spec.heldout_tokens >= 4 * 2**20
+    small = exploration_preset(str(shard), train_tokens=2**20, heldout_tokens=4096)
+    assert small.train.steps == 32 and small.spec.heldout_windows == 2
 
 
 def test_worker_trains_on_the_requested_device_and_exports_on_the_cpu(

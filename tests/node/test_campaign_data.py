@@ -1,5 +1,6 @@
-"""Campaigns on tokenised data: the exploration preset, data_path checks, and a real
-sandboxed run reading a shard that lies under the (hidden) node home."""
+"""Campaigns on tokenised data: the exploration preset, data_path and device checks, the
+campaign's held-out split, and a real sandboxed run (train, export, held-out scoring) of
+the tiny LM preset on a shard built from a text fixture, under the (hidden) node home."""
 
 from __future__ import annotations
 
@@ -8,15 +9,21 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
+from loop.model import swiglu_hidden
 from loop.tasks import LMSpec
-from loop.tasks.shards import generated_shard
+from loop.tasks.shards import build_shards, generated_shard
 from loop.train_device import exploration_preset
 from node.campaign.config import Budget, CampaignConfig, parse_config
-from node.campaign.tasks import build_backbone, build_task, build_train, check_data
+from node.campaign.tasks import build_backbone, build_task, build_train, check_data, split_key
 from node.cli.main import main
 from node.errors import ConfigError
 from node.runtime import open_node
+
+FIXTURE = Path(__file__).parent / "data" / "tiny_corpus.txt"
+GPUS = (0,)  # a GPU node's [gpu] devices
+CPU: tuple[int, ...] = ()  # a CPU node's
 
 
 def lm(data_path: str, **kw: object) -> CampaignConfig:
@@ -42,6 +49,29 @@ def test_the_exploration_preset_is_loop_train_devices() -> None:
     assert small == dataclasses.replace(LMSpec.quick(), data_path="/data/shard.npy")
 
 
+def test_lm_campaigns_are_budgeted_in_tokens_and_build_an_mlp_backbone() -> None:
+    config = lm("/data/shard.npy", preset="exploration", train_tokens=2**25, heldout_tokens=2**16)
+    preset = exploration_preset("/data/shard.npy", train_tokens=2**25, heldout_tokens=2**16)
+    assert build_train(config, 1, 0) == dataclasses.replace(preset.train, threads=1, seed=0)
+    assert build_train(config, 1, 0).steps == 2**25 // (16 * 2048)
+    assert build_task(config) == preset.spec and preset.spec.heldout_windows == 32
+    default = build_train(lm("/data/shard.npy", preset="exploration"), 1, 0)
+    assert default.steps * 16 * 2048 >= 10**9  # 1 B tokens unless told otherwise
+    tiny = lm("/data/shard.npy", preset="quick", train_tokens=32 * 128 * 5, heldout_tokens=1000)
+    assert build_train(tiny, 1, 0).steps == 5
+    assert build_train(tiny, 1, 0).abort_min_loss == 4.99  # 0.9 of chance, ln 256
+    assert build_task(tiny) == dataclasses.replace(
+        LMSpec.quick(), data_path="/data/shard.npy", heldout_windows=8
+    )
+    assert build_backbone(tiny).mlp_hidden == swiglu_hidden(64) == 192
+    assert build_backbone(CampaignConfig()).mlp_hidden == 0  # MQAR screening: no MLP
+    keyed = build_task(tiny, split_key(b"node secret", "c-1"))
+    assert isinstance(keyed, LMSpec) and len(keyed.split_key) == 64
+    assert keyed.spec_digest() == build_task(tiny).spec_digest()  # the key is not published
+    assert split_key(b"secret", "c-1") != split_key(b"secret", "c-2")
+    assert split_key(b"secret", "c-1") != split_key(b"other", "c-1")
+
+
 @pytest.mark.parametrize(
     ("data", "why"),
     [
@@ -49,6 +79,8 @@ def test_the_exploration_preset_is_loop_train_devices() -> None:
         ({"task": "mqar", "data_path": "/d/s.npy"}, "data_path is for task = 'lm'"),
         ({"task": "lm", "vocab_size": 512}, "vocab_size goes with data_path"),
         ({"task": "lm", "data_path": "/d/s.npy", "vocab_size": 1}, "vocab_size: Input should"),
+        ({"task": "mqar", "train_tokens": 10**6}, "train_tokens and heldout_tokens are for"),
+        ({"task": "lm", "train_tokens": 10**6, "train_steps": 9}, "train_tokens or train_steps"),
     ],
 )
 def test_data_settings_that_cannot_work_are_refused(data: dict[str, object], why: str) -> None:
@@ -62,8 +94,8 @@ def test_check_data_names_what_is_wrong_with_the_shard(tmp_path: Path) -> None:
     data = tmp_path / "data"
     data.mkdir()
     good = data / "bytes.npy"
-    generated_shard(good, n_tokens=4096)
-    check_data(lm(str(good), preset="quick"), home)
+    generated_shard(good, n_tokens=16_384)
+    check_data(lm(str(good), preset="quick"), home, gpus=CPU)
 
     odd = data / "odd.bin"
     odd.write_bytes(b"\x01\x02\x03")
@@ -78,23 +110,53 @@ def test_check_data_names_what_is_wrong_with_the_shard(tmp_path: Path) -> None:
         "data/bytes.npy": "give an absolute path",
         str(odd): "not a token shard",
         str(flat): "expected a 1-D integer array",
-        str(short): "10 tokens, too few for sequences of 128",
+        str(short): "too small for this campaign: a stream of 10 tokens",
         str(wide): "token 300 is outside the vocabulary of 256",
         str(tmp_path / "bytes.npy"): "its folder holds the node home",
     }
     generated_shard(tmp_path / "bytes.npy", n_tokens=4096)
     for path, why in cases.items():
         with pytest.raises(ConfigError, match=why):
-            check_data(lm(path, preset="quick"), home)
-    check_data(lm(str(wide), preset="quick", vocab_size=512), home)
+            check_data(lm(path, preset="quick", heldout_tokens=128), home, gpus=CPU)
+    check_data(lm(str(wide), preset="quick", vocab_size=512, heldout_tokens=128), home, gpus=CPU)
 
     late = data / "late.npy"  # a stray token past the first million
     tokens = np.zeros(1_500_000, dtype=np.uint16)
     tokens[1_200_000] = 999
     np.save(late, tokens)
-    check_data(lm(str(late), preset="quick"), home)  # a run reads the first 2**20 only
+    check_data(lm(str(late), preset="quick"), home, gpus=CPU)  # a run reads 2**20 tokens
     with pytest.raises(ConfigError, match="token 999 is outside the vocabulary of 256"):
-        check_data(lm(str(late), preset="quick"), home, scan_tokens=None)
+        check_data(lm(str(late), preset="quick"), home, scan_tokens=None, gpus=CPU)
+
+
+def test_a_shard_smaller_than_the_held_out_split_is_refused(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    shard = tmp_path / "data" / "shard.npy"
+    generated_shard(shard, n_tokens=129 * 20)  # 20 windows of the quick preset's 128 + 1
+    check_data(lm(str(shard), preset="quick", heldout_tokens=19 * 128), home, gpus=CPU)
+    with pytest.raises(ConfigError, match="holds 20 windows of 129 tokens; the held-out split"):
+        check_data(lm(str(shard), preset="quick", heldout_tokens=20 * 128), home, gpus=CPU)
+    with pytest.raises(ConfigError, match="set heldout_tokens lower"):
+        check_data(lm(str(shard), preset="quick"), home, gpus=CPU)  # 100 windows held out
+
+
+def test_a_shard_built_for_another_vocabulary_is_refused(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    manifest = build_shards(tmp_path / "data", [FIXTURE])  # bytes: vocabulary 256
+    shard = str(tmp_path / "data" / manifest.shards[0].file)
+    check_data(lm(shard, preset="quick"), home, gpus=CPU)
+    with pytest.raises(ConfigError, match=r"tokenizer has 256 tokens .* vocabulary is 32,000"):
+        check_data(lm(shard, preset="quick", vocab_size=32_000), home, gpus=CPU)
+
+
+def test_a_cpu_node_refuses_the_exploration_preset(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    shard = tmp_path / "data" / "shard.npy"
+    generated_shard(shard, n_tokens=65_536)
+    config = lm(str(shard), preset="exploration", vocab_size=256, heldout_tokens=4096)
+    with pytest.raises(ConfigError, match=r"needs GPUs: list them .*\[gpu\] devices"):
+        check_data(config, home, gpus=CPU)
+    check_data(config, home, gpus=GPUS)
 
 
 def test_campaign_create_refuses_a_missing_shard(
@@ -114,21 +176,65 @@ def test_campaign_create_refuses_a_missing_shard(
     config.write_text(f'task = "lm"\npreset = "quick"\ndata_path = "{late}"\n')
     assert main(["--home", str(home), "campaign", "create", "x", "--config", str(config)]) == 2
     assert "token 999 is outside the vocabulary of 256" in capsys.readouterr().err
+    small = tmp_path / "data" / "small.npy"
+    generated_shard(small, n_tokens=4096)
+    config.write_text(f'task = "lm"\npreset = "quick"\ndata_path = "{small}"\n')
+    assert main(["--home", str(home), "campaign", "create", "x", "--config", str(config)]) == 2
+    assert "the held-out split needs 100" in capsys.readouterr().err
+    config.write_text(f'task = "lm"\npreset = "exploration"\ndata_path = "{late}"\n')
+    assert main(["--home", str(home), "campaign", "create", "x", "--config", str(config)]) == 2
+    assert "needs GPUs" in capsys.readouterr().err  # this test node lists none
     assert open_node(home).store.list_campaigns() == []
 
 
-def test_a_sandboxed_campaign_trains_on_a_shard_under_the_hidden_home(tmp_path: Path) -> None:
+def test_a_run_checks_the_shard_before_any_experiment(tmp_path: Path) -> None:
+    """A campaign stored without `campaign create`'s checks (or whose shard changed since)
+    is refused by the run itself: a shard too small for its held-out split, a shard of
+    another vocabulary, and nothing is queued or trained."""
     home = tmp_path / "home"
     assert main(["--home", str(home), "init"]) == 0
-    shard = home / "data" / "shard.npy"  # the home is masked in the jail; this folder is not
-    generated_shard(shard, n_tokens=65_536)
+    small = tmp_path / "data" / "small.npy"
+    generated_shard(small, n_tokens=4096)
+    manifest = build_shards(tmp_path / "bytes", [FIXTURE])
+    wide = lm(str(tmp_path / "bytes" / manifest.shards[0].file), preset="quick", vocab_size=512)
+    node = open_node(home)
+    for config, why in ((lm(str(small), preset="quick"), "the held-out split needs 100"),
+                        (wide, "tokenizer has 256 tokens")):  # fmt: skip
+        camp = node.store.create_campaign(why[:12], config.model_dump(mode="json"))
+        with pytest.raises(ConfigError, match=why):
+            node.run_campaign(camp.id)
+        assert node.store.list_experiments(camp.id) == []
+
+
+def test_a_sandboxed_campaign_trains_and_scores_the_tiny_lm_on_a_text_fixture(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Shard from text (loop.tasks.shards), sandboxed training of the LM backbone, export,
+    and scoring on the campaign's held-out windows: the same bytes for both experiments,
+    none of them ever in a training batch."""
+    from loop.engineer import Engineer, EvalResult, ExperimentJob
+
+    home = tmp_path / "home"
+    assert main(["--home", str(home), "init"]) == 0
+    # The home is masked in the jail; this folder under it is not.
+    manifest = build_shards(home / "data", [FIXTURE])
+    shard = home / "data" / manifest.shards[0].file
     config = lm(
         str(shard),
         preset="quick",
-        train_steps=12,
+        train_tokens=32 * 128 * 12,
+        heldout_tokens=16 * 128,
         rerun_seeds=(1,),
         budget=Budget(max_candidates=0),
     )
+    jobs: list[ExperimentJob] = []
+    run = Engineer.run
+
+    def recording(self: Engineer, job: ExperimentJob, cancel: object = None) -> EvalResult:
+        jobs.append(job)
+        return run(self, job, cancel)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Engineer, "run", recording)
     node = open_node(home)
     camp = node.store.create_campaign("shard", config.model_dump(mode="json"))
     summary = node.run_campaign(camp.id)
@@ -137,7 +243,28 @@ def test_a_sandboxed_campaign_trains_on_a_shard_under_the_hidden_home(tmp_path: 
     assert [e.status for e in exps] == ["done", "done"], [e.analysis for e in exps]
     for exp in exps:
         metrics = node.store.get_experiment(exp.id).metrics or {}
-        assert "heldout_loss" in metrics
+        assert 0 < metrics["heldout_loss"] < 5.6 and metrics["heldout_tokens"] == 16 * 128
+        assert metrics["heldout_ppl"] > 1 and 0 <= metrics["heldout_acc"] <= 1
+        assert metrics["tokens_seen"] == 32 * 128 * 12 and metrics["tokens_per_s"] > 0
+        assert metrics["params_embedding"] == 256 * 64
+        assert metrics["params_non_embedding"] > 2 * 3 * 64 * 192  # two SwiGLU MLPs and more
+
+    assert len(jobs) == 2 and jobs[0].heldout_seed != jobs[1].heldout_seed
+    first, second = (job.task for job in jobs)
+    assert isinstance(first, LMSpec) and isinstance(second, LMSpec)
+    assert first.split_key == split_key(node.heldout_secret(), camp.id)
+    sets = [job.task.test_sets(job.heldout_seed)[0].batch for job in jobs]
+    assert sets[0].tokens.numpy().tobytes() == sets[1].tokens.numpy().tobytes()
+    assert sets[0].targets.numpy().tobytes() == sets[1].targets.numpy().tobytes()
+    window = first.seq_len + 1
+    stream = np.load(shard)
+    heldout = {
+        bytes(stream[i * window : (i + 1) * window]) for i in first.split(len(stream)).heldout
+    }
+    for step in range(12):
+        batch = first.train_batch(step, jobs[0].seed)
+        rows = torch.cat([batch.tokens, batch.targets[:, -1:]], dim=1).numpy().astype(np.uint16)
+        assert not {bytes(row) for row in rows} & heldout
 
 
 def test_the_engineer_never_exposes_a_folder_that_holds_a_hidden_path(tmp_path: Path) -> None:
@@ -154,7 +281,7 @@ def test_the_engineer_never_exposes_a_folder_that_holds_a_hidden_path(tmp_path: 
     job = ExperimentJob(
         experiment_id="e1",
         code="from kernels.baselines import DeltaNet as Mixer\n",
-        task=dataclasses.replace(LMSpec.quick(), data_path=str(shard)),
+        task=dataclasses.replace(LMSpec.quick(), data_path=str(shard), heldout_windows=4),
         train=TrainConfig.quick().with_steps(2),
         seed=0,
         heldout_seed=1,
