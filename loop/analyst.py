@@ -3,9 +3,11 @@
 Every score is relative to a baseline trained on the same seed (DeltaNet by default), so
 seed luck cancels out, and a larger recurrent state costs fitness: recall grows with state,
 and a mixer that wins only by holding more state has found nothing. On MQAR the score is
-mean recall accuracy; on the language-model task it is minus the held-out loss (nats per
-token on the campaign's held-out windows, the same for every experiment), so fitness-v1
-is the reference's loss minus the candidate's.
+mean recall accuracy (fitness-v1). On the language-model task, lm-fitness-v1 adds the
+reference's held-out loss minus the candidate's (nats per token on the campaign's
+held-out windows, the same for every experiment) and the candidate's mean zero-shot
+benchmark accuracy minus the reference's (when the campaign stages benchmarks), each
+with its standard error, which the fitness carries in its components.
 """
 
 from __future__ import annotations
@@ -15,7 +17,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 FITNESS_VERSION = "fitness-v1"
+LM_FITNESS_VERSION = "lm-fitness-v1"
 STATE_PENALTY = 0.05  # fitness lost per doubling of state over the reference's
+# Fitness per unit of mean benchmark accuracy: a point of accuracy counts as 0.01 nats of
+# held-out loss, about what separates close candidates on either at this scale.
+BENCH_WEIGHT = 1.0
 
 
 @dataclass(frozen=True)
@@ -27,12 +33,19 @@ class Scores:
     state_size: int | None = None
     params: int | None = None
     heldout_loss: float | None = None  # the LM task's; None on MQAR
+    heldout_loss_stderr: float | None = None
+    bench_acc: float | None = None  # mean headline accuracy over the staged benchmarks
+    bench_acc_stderr: float | None = None
 
     def describe(self) -> str:
         if self.heldout_loss is None:
             return f"{self.score:.3f}"
         ppl = math.exp(self.heldout_loss) if self.heldout_loss < 700 else math.inf
-        return f"heldout_loss {self.heldout_loss:.3f} (ppl {ppl:.1f})"
+        loss = f"{self.heldout_loss:.3f}{_pm(self.heldout_loss_stderr)}"
+        text = f"heldout_loss {loss} (ppl {ppl:.1f})"
+        if self.bench_acc is not None:
+            text += f", benchmarks {self.bench_acc:.3f}{_pm(self.bench_acc_stderr)}"
+        return text
 
     @classmethod
     def from_metrics(cls, metrics: Mapping[str, float]) -> Scores:
@@ -54,7 +67,14 @@ class Scores:
             state_size=int(state) if state else None,
             params=int(params) if params else None,
             heldout_loss=loss,
+            heldout_loss_stderr=metrics.get("heldout_loss_stderr"),
+            bench_acc=metrics.get("bench_mean_acc"),
+            bench_acc_stderr=metrics.get("bench_mean_acc_stderr"),
         )
+
+
+def _pm(stderr: float | None) -> str:
+    return "" if stderr is None else f" ± {stderr:.3f}"
 
 
 @dataclass(frozen=True)
@@ -66,18 +86,70 @@ class Fitness:
     components: Mapping[str, float]
 
 
-def fitness(candidate: Scores, reference: Scores) -> Fitness:
-    """fitness-v1 = (score - reference score) - 0.05 * max(0, log2(state / reference state))."""
-    gain = candidate.score - reference.score
+def _state_penalty(candidate: Scores, reference: Scores) -> tuple[float, float]:
+    """(state ratio, penalty): 0.05 per doubling of state over the reference's."""
     ratio = 1.0
     if candidate.state_size and reference.state_size:
         ratio = candidate.state_size / reference.state_size
-    penalty = STATE_PENALTY * max(0.0, math.log2(ratio))
+    return ratio, STATE_PENALTY * max(0.0, math.log2(ratio))
+
+
+def fitness(candidate: Scores, reference: Scores) -> Fitness:
+    """fitness-v1 = (score - reference score) - 0.05 * max(0, log2(state / reference state));
+    on the LM task (both with a held-out loss), lm_fitness."""
+    if candidate.heldout_loss is not None and reference.heldout_loss is not None:
+        return lm_fitness(candidate, reference)
+    gain = candidate.score - reference.score
+    ratio, penalty = _state_penalty(candidate, reference)
     return Fitness(
         version=FITNESS_VERSION,
         value=gain - penalty,
         components={"gain": gain, "state_ratio": ratio, "state_penalty": penalty},
     )
+
+
+def _combined(*errors: float | None) -> float | None:
+    """The standard error of a sum or difference of independent estimates."""
+    if any(e is None for e in errors):
+        return None
+    return math.sqrt(sum(e * e for e in errors if e is not None))
+
+
+def lm_fitness(candidate: Scores, reference: Scores) -> Fitness:
+    """lm-fitness-v1 = (reference heldout_loss - candidate's)
+    + 1.0 * (candidate bench_mean_acc - reference's) - 0.05 * max(0, log2(state ratio)).
+
+    The benchmark term is 0 when either run has no benchmark scores (a campaign that
+    stages none). Components keep each term's standard error beside it (`*_stderr`), and
+    the value's (`stderr`), taking the two runs' errors as independent: both are scored
+    on the same held-out windows and benchmark items, so the errors are positively
+    correlated and these standard errors are upper bounds."""
+    assert candidate.heldout_loss is not None and reference.heldout_loss is not None
+    loss_gain = reference.heldout_loss - candidate.heldout_loss
+    loss_stderr = _combined(candidate.heldout_loss_stderr, reference.heldout_loss_stderr)
+    bench_gain, bench_stderr = 0.0, None
+    terms = [loss_stderr]
+    if candidate.bench_acc is not None and reference.bench_acc is not None:
+        bench_gain = candidate.bench_acc - reference.bench_acc
+        bench_stderr = _combined(candidate.bench_acc_stderr, reference.bench_acc_stderr)
+        terms.append(None if bench_stderr is None else BENCH_WEIGHT * bench_stderr)
+    ratio, penalty = _state_penalty(candidate, reference)
+    gain = loss_gain + BENCH_WEIGHT * bench_gain
+    components = {
+        "gain": gain,
+        "loss_gain": loss_gain,
+        "bench_gain": bench_gain,
+        "state_ratio": ratio,
+        "state_penalty": penalty,
+    }
+    if loss_stderr is not None:
+        components["loss_gain_stderr"] = loss_stderr
+    if bench_stderr is not None:
+        components["bench_gain_stderr"] = bench_stderr
+    stderr = _combined(*terms)
+    if stderr is not None:
+        components["stderr"] = stderr
+    return Fitness(version=LM_FITNESS_VERSION, value=gain - penalty, components=components)
 
 
 @dataclass(frozen=True)
@@ -128,7 +200,8 @@ def analyse(
     """A short analysis in the task's vocabulary (accuracy per test set, state size)."""
     lines = [
         f"{name}: score {candidate.describe()} vs {reference_name} {reference.describe()} "
-        f"(fitness {fit.value:+.3f}, {fit.version}; state x{fit.components['state_ratio']:.2f})."
+        f"(fitness {fit.value:+.3f}{_pm(fit.components.get('stderr'))}, {fit.version}; "
+        f"state x{fit.components['state_ratio']:.2f})."
     ]
     insights: list[str] = []
     if candidate.per_set and reference.per_set:

@@ -105,11 +105,12 @@ class LLMAnalysis:
 
 
 def judged_fitness(base: Fitness, judge: float) -> Fitness:
-    """fitness-v1+judge = fitness-v1 + 0.02 * (judge - 0.5), judge clipped to [0, 1]."""
+    """fitness-v1+judge = fitness-v1 + 0.02 * (judge - 0.5), judge clipped to [0, 1]; on an
+    LM campaign the base is lm-fitness-v1, and the version says so (lm-fitness-v1+judge)."""
     j = min(1.0, max(0.0, judge))
     bonus = JUDGE_WEIGHT * (j - 0.5)
     return Fitness(
-        version=JUDGE_FITNESS_VERSION,
+        version=f"{base.version}+judge",
         value=base.value + bonus,
         components={**base.components, "judge": j, "judge_bonus": bonus},
     )

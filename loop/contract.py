@@ -67,9 +67,14 @@ Metrics: heldout_loss (cross-entropy in nats per token on the held-out windows; 
 better), heldout_ppl (its exponential, the perplexity), heldout_acc (next-token accuracy),
 state_size (recurrent state numbers per sequence), params, params_embedding and
 params_non_embedding (the mixer and MLP side), time_ratio (cost growth for 4x length),
-tokens_per_s (training throughput) and tokens_seen. fitness-v1 = the reference
-baseline's heldout_loss minus the candidate's (DeltaNet by default, trained on the same
-seed and tokens), minus 0.05 per doubling of state_size over the reference's."""
+tokens_per_s (training throughput) and tokens_seen. Where the campaign stages zero-shot
+benchmarks (PIQA, HellaSwag, ARC, WinoGrande, LAMBADA), each is scored from the
+log-likelihood of its answers: bench_<name>_acc, bench_<name>_acc_norm (length-
+normalised), bench_lambada_openai_ppl, and bench_mean_acc (the mean of each benchmark's
+headline accuracy); every number's standard error is <name>_stderr. lm-fitness-v1 = the
+reference baseline's heldout_loss minus the candidate's (DeltaNet by default, trained on
+the same seed and tokens), plus the candidate's bench_mean_acc minus the reference's,
+minus 0.05 per doubling of state_size over the reference's."""
 
 
 def metrics_text(spec: TaskSpec) -> str:

@@ -4,7 +4,8 @@
 2. a sandboxed run screens the mixer, trains the model and exports it as graphs;
 3. a second sandboxed run, which loads no candidate code, evaluates those graphs on
    held-out data (MQAR: drawn from a seed the first run never saw; LM: the campaign's
-   held-out windows, which training never reads);
+   held-out windows, which training never reads) and on the campaign's staged zero-shot
+   benchmarks, whose folder only this run is shown;
 4. a score that looks too good is evaluated again on a second held-out draw.
 On a GPU node the experiment leases one GPU for steps 2 and 3: training and evaluation
 both run on it. What training reported about itself (tokens seen, tokens/s, peak GPU
@@ -21,7 +22,7 @@ import math
 import shutil
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -56,6 +57,7 @@ class ExperimentJob:
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
     options: Mapping[str, Any] = field(default_factory=dict)
     screen: ScreenConfig = field(default_factory=ScreenConfig)
+    benchmarks: Path | None = None  # a staged benchmark folder (LM campaigns)
 
 
 @dataclass(frozen=True)
@@ -72,7 +74,8 @@ class EvalResult:
 
 
 def flat_metrics(evaluation: Mapping[str, Any]) -> dict[str, float]:
-    """The evaluator's Metrics as the flat name -> number map the store keeps."""
+    """The evaluator's Metrics as the flat name -> number map the store keeps; standard
+    errors sit beside their numbers as `<name>_stderr` (left out where not finite)."""
     params = float(evaluation["n_params"])
     embedding = float(evaluation.get("n_embedding_params") or 0)
     out: dict[str, float] = {
@@ -93,10 +96,41 @@ def flat_metrics(evaluation: Mapping[str, Any]) -> dict[str, float]:
             out["heldout_ppl"] = math.exp(loss)
         out["heldout_acc"] = float(evaluation["mean_accuracy"])
         out["heldout_tokens"] = float(evaluation.get("n_targets") or 0)
+        sets = evaluation.get("sets") or ()
+        if sets:
+            stderr = math.sqrt(sum(float(s.get("loss_stderr", math.nan)) ** 2 for s in sets))
+            _finite(out, "heldout_loss_stderr", stderr / len(sets))
+        out |= benchmark_metrics(evaluation.get("benchmarks") or ())
     else:
         out["mean_acc"] = float(evaluation["mean_accuracy"])
         for name, acc in evaluation["accuracies"].items():
             out[f"acc_{name}"] = float(acc)
+    return out
+
+
+def _finite(out: dict[str, float], name: str, value: float | None) -> None:
+    if value is not None and math.isfinite(value):
+        out[name] = float(value)
+
+
+def benchmark_metrics(benchmarks: Sequence[Mapping[str, Any]]) -> dict[str, float]:
+    """bench_<name>_<metric> (acc, acc_norm, ppl) with their standard errors and item
+    counts, and bench_mean_acc: the mean of each benchmark's headline accuracy, with the
+    standard error of that mean (the benchmarks' errors taken as independent)."""
+    out: dict[str, float] = {}
+    headline: list[tuple[float, float]] = []
+    for bench in benchmarks:
+        prefix = f"bench_{bench['name']}"
+        out[f"{prefix}_items"] = float(bench["items"])
+        for metric, key in (("acc", "acc"), ("acc_norm", "acc_norm"), ("perplexity", "ppl")):
+            _finite(out, f"{prefix}_{key}", bench.get(metric))
+            _finite(out, f"{prefix}_{key}_stderr", bench.get(f"{metric}_stderr"))
+        name = bench["headline"]
+        headline.append((float(bench[name]), float(bench[f"{name}_stderr"])))
+    if headline:
+        out["bench_mean_acc"] = sum(v for v, _ in headline) / len(headline)
+        spread = math.sqrt(sum(e * e for _, e in headline)) / len(headline)
+        _finite(out, "bench_mean_acc_stderr", spread)
     return out
 
 
@@ -190,8 +224,12 @@ class Engineer:
         started: float,
         cancel: threading.Event | None,
     ) -> EvalResult:
+        # Training never sees the staged benchmarks (their answers): masked like the home.
         limits = dataclasses.replace(
-            self.limits, threads=job.train.threads, readable_paths=self._data_dirs(job.task)
+            self.limits,
+            threads=job.train.threads,
+            readable_paths=self._data_dirs(job.task),
+            hidden_paths=(*self.limits.hidden_paths, *self._benchmark_dirs(job)),
         )
         with self._training_device(limits) as (limits, device):
             leased = time.perf_counter()
@@ -246,8 +284,9 @@ class Engineer:
             )
         artifacts = root / "train" / "artifacts"
         # Evaluation runs where training did: on a GPU node, the GPU this experiment holds.
+        readable = (artifacts, *self._data_dirs(job.task), *self._benchmark_dirs(job))
         eval_limits = dataclasses.replace(
-            limits, readable_paths=(artifacts, *self._data_dirs(job.task))
+            limits, readable_paths=readable, hidden_paths=self.limits.hidden_paths
         )
         eval_device = "cpu" if device is None else "cuda"
         evaluation, failure, message = self._evaluate(
@@ -304,13 +343,25 @@ class Engineer:
         if data_path is None:
             return ()
         folder = Path(data_path).resolve().parent
+        self._refuse_hidden(folder, f"the data shard {data_path} lies", "shards")
+        return (folder,)
+
+    def _benchmark_dirs(self, job: ExperimentJob) -> tuple[Path, ...]:
+        """The staged benchmark folder: hidden from training (a candidate must not read
+        the answers), shown to the evaluator, and refused when it holds a hidden path."""
+        if job.benchmarks is None:
+            return ()
+        folder = job.benchmarks.resolve()
+        self._refuse_hidden(folder, "the staged benchmarks lie", "staged benchmarks")
+        return (folder,)
+
+    def _refuse_hidden(self, folder: Path, what: str, kind: str) -> None:
         for hidden in self.limits.hidden_paths:
             if hidden.resolve().is_relative_to(folder):
                 raise SandboxError(
-                    f"the data shard {data_path} lies in {folder}, which holds the hidden "
-                    f"{hidden}: keep shards in a folder of their own"
+                    f"{what} in {folder}, which holds the hidden {hidden}: keep "
+                    f"{kind} in a folder of their own"
                 )
-        return (folder,)
 
     def _evaluate(
         self,
@@ -325,7 +376,12 @@ class Engineer:
         label: str = "eval",
     ) -> tuple[dict[str, Any] | None, FailureClass | None, str]:
         spec = evaluate_job(
-            artifacts, job.task, heldout_seed, threads=job.train.threads, device=device
+            artifacts,
+            job.task,
+            heldout_seed,
+            threads=job.train.threads,
+            device=device,
+            benchmarks=job.benchmarks,
         )
         outcome = run_sandboxed(spec, root / label, limits, stop=cancel)
         timings[f"sandbox_{label}_s"] = outcome.wall_s

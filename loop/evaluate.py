@@ -1,9 +1,10 @@
 """The trusted evaluator: scores exported graphs on held-out data it generates itself.
 
-It never imports candidate code or `kernels` (only torch, the stdlib, pydantic,
-loop.tasks, loop.outcome and loop.errors), so nothing the candidate ran can patch the
-metric. What the sandbox hands back is hostile data, and `torch.export.load` unpickles
-parts of an archive, so loading is fenced (see `_load_program`):
+It never imports candidate code or `kernels` (only torch, numpy, the stdlib, pydantic,
+loop.tasks, loop.benchmarks' staged and scoring modules, loop.outcome and loop.errors),
+so nothing the candidate ran can patch the metric. What the sandbox hands back is hostile
+data, and `torch.export.load` unpickles parts of an archive, so loading is fenced (see
+`_load_program`):
 
 1. the manifest is validated and every file's sha256 checked;
 2. an archive may hold only the records a plain `torch.export.save` of tensors writes:
@@ -30,9 +31,12 @@ one length). With `device="cuda"` (a GPU node: the sandbox sees only the experim
 leased GPU) the graphs are moved there and run through ATen's CUDA ops; nothing of the
 candidate's is imported either way.
 
-`score_rows` is the seam for downstream zero-shot benchmarks (LAMBADA's last word, PIQA's
-choices by summed log-likelihood): each is rows of tokens with targets set only where the
-benchmark scores, through the same graphs and head.
+Downstream zero-shot benchmarks (`benchmarks`, a folder `asi-node bench stage` wrote: token
+ids only, nothing here tokenises text) go through the same graphs and `score_rows`: each
+request is a row, left-truncated to the longest graph as lm-evaluation-harness truncates
+for a model of that context, with targets only at its continuation; the per-request
+log-likelihoods and greedy matches become acc, acc_norm and LAMBADA's perplexity, with
+standard errors (loop.benchmarks.scoring).
 
 Run the CLI as its own process, ideally with TORCH_FORCE_WEIGHTS_ONLY_LOAD=1 set and the
 sandbox's limits (no network, no secrets), as a second fence:
@@ -56,6 +60,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
+import numpy as np
 import pydantic
 import torch
 import torch.nn.functional as F
@@ -64,6 +69,9 @@ from torch.export import ExportedProgram
 from torch.export.passes import move_to_device_pass
 from torch.export.pt2_archive import PT2ArchiveReader, PT2ArchiveWriter
 
+from loop.benchmarks.scoring import BenchmarkMetrics, request_rows, summarise
+from loop.benchmarks.staged import Benchmark, Staged, StagedError
+from loop.benchmarks.staged import load as load_staged
 from loop.errors import LoopError
 from loop.outcome import CheckResult, FailureClass
 from loop.tasks import IGNORE_INDEX, Batch, LMSpec, MQARSpec, Task, TestSet, generator
@@ -145,13 +153,15 @@ class Manifest(pydantic.BaseModel):
 
 @dataclass(frozen=True)
 class SetMetrics:
-    """Loss (nats per target token) and accuracy on one held-out test set."""
+    """Loss (nats per target token) and accuracy on one held-out test set; `loss_stderr` is
+    the standard error of the mean over rows of each row's loss (NaN under two rows)."""
 
     name: str
     seq_len: int
     loss: float
     accuracy: float
     n_targets: int
+    loss_stderr: float = math.nan
 
 
 @dataclass(frozen=True)
@@ -177,6 +187,7 @@ class Metrics:
     n_targets: int = 0  # target tokens scored over all test sets
     device: str = "cpu"
     peak_memory_bytes: int | None = None  # CUDA only: the evaluator's peak allocation
+    benchmarks: tuple[BenchmarkMetrics, ...] = ()  # the staged zero-shot benchmarks
 
 
 _SAFE_RECORDS = re.compile(
@@ -445,6 +456,7 @@ def _score_set(
     states for the checks."""
     loss_sum, correct, count = 0.0, 0, 0
     first: Tensor | None = None
+    row_losses: list[Tensor] = []
     for start in range(0, test_set.batch.tokens.shape[0], batch):
         rows = test_set.batch.rows(start, start + batch)
         hidden = run(rows.tokens)
@@ -453,11 +465,16 @@ def _score_set(
         loss_sum += float(scores.nll.sum())
         correct += int(scores.correct.sum())
         count += int(scores.targets.sum())
+        scored = scores.targets > 0
+        row_losses.append(scores.nll[scored] / scores.targets[scored])
     if first is None:
         raise ArtifactError(f"test set {test_set.name} is empty")
     loss = loss_sum / count if count else math.nan
     accuracy = correct / count if count else 0.0
-    return SetMetrics(test_set.name, test_set.batch.seq_len, loss, accuracy, count), first
+    per_row = torch.cat(row_losses)
+    stderr = float(per_row.std() / math.sqrt(len(per_row))) if len(per_row) > 1 else math.nan
+    metrics = SetMetrics(test_set.name, test_set.batch.seq_len, loss, accuracy, count, stderr)
+    return metrics, first
 
 
 def _causality(
@@ -552,18 +569,75 @@ def _state_size(programs: _Programs) -> int:
     return total
 
 
+@dataclass(frozen=True)
+class BenchmarkScores:
+    """A benchmark's metrics and, per request, the summed log-likelihood of its
+    continuation (nats) and whether greedy decoding produces it."""
+
+    metrics: BenchmarkMetrics
+    loglikelihood: np.ndarray
+    greedy: np.ndarray
+
+
+def _score_benchmark(run: _ForwardRunner, programs: _Programs, bench: Benchmark) -> BenchmarkScores:
+    context = max(programs.forward)
+    if bench.entry.max_continuation_tokens > context:
+        raise StagedError(
+            f"benchmark {bench.name}: a continuation of {bench.entry.max_continuation_tokens} "
+            f"tokens does not fit the model's context of {context}"
+        )
+    n = bench.entry.requests
+    loglikelihood = np.empty(n, dtype=np.float64)
+    greedy = np.empty(n, dtype=bool)
+    for start in range(0, n, programs.eval_batch):
+        stop = min(n, start + programs.eval_batch)
+        rows = request_rows(bench, context, start, stop)
+        scores = score_rows(run(rows.tokens), rows.targets, programs.head)
+        loglikelihood[start:stop] = (-scores.nll).numpy()
+        greedy[start:stop] = (scores.correct == scores.targets).numpy()
+    return BenchmarkScores(summarise(bench, loglikelihood, greedy), loglikelihood, greedy)
+
+
+def _check_staged(staged: Staged, spec: Task) -> None:
+    if staged.manifest.vocab_size != spec.vocab_size:
+        raise StagedError(
+            f"{staged.directory}: staged for a vocabulary of {staged.manifest.vocab_size:,}, "
+            f"the task's is {spec.vocab_size:,}"
+        )
+
+
+def score_benchmarks(
+    artifact_dir: Path, spec: Task, staged: Staged, device: str | torch.device = "cpu"
+) -> tuple[BenchmarkScores, ...]:
+    """Only the staged benchmarks of an export directory, with per-request scores."""
+    _check_staged(staged, spec)
+    programs = _load_artifact(artifact_dir, spec, torch.device(device))
+    run = _ForwardRunner(programs)
+    with torch.no_grad():
+        return tuple(_score_benchmark(run, programs, b) for b in staged.benchmarks)
+
+
 def evaluate(
-    artifact_dir: Path, spec: Task, heldout_seed: int, device: str | torch.device = "cpu"
+    artifact_dir: Path,
+    spec: Task,
+    heldout_seed: int,
+    device: str | torch.device = "cpu",
+    benchmarks: Staged | None = None,
 ) -> Metrics:
     """Score an export directory on the task's held-out sets (MQAR: generated here from
-    `heldout_seed`; LM: the campaign's held-out windows), on `device`.
+    `heldout_seed`; LM: the campaign's held-out windows), and on the staged `benchmarks`,
+    on `device`.
 
-    Raises ArtifactError when the artifact is malformed or unsafe to run. Checks that fail
-    on the held-out inputs are returned as `Metrics.failure` (FUTURE_LEAK,
-    RECURRENT_MISMATCH, STATE_GROWTH, NAN_DIVERGENCE), with the metrics still filled in.
+    Raises ArtifactError when the artifact is malformed or unsafe to run, StagedError when
+    the benchmarks do not fit the task (the node's mistake: its checks should have caught
+    it). Checks that fail on the held-out inputs are returned as `Metrics.failure`
+    (FUTURE_LEAK, RECURRENT_MISMATCH, STATE_GROWTH, NAN_DIVERGENCE), with the metrics
+    still filled in.
     """
     start = time.perf_counter()
     where = torch.device(device)
+    if benchmarks is not None:
+        _check_staged(benchmarks, spec)
     if where.type == "cuda":
         torch.cuda.reset_peak_memory_stats(where)
     programs = _load_artifact(artifact_dir, spec, where)
@@ -579,6 +653,10 @@ def evaluate(
         for batch, hidden in (first_of_length[t] for t in sorted(first_of_length)):
             checks.append(_causality(run, batch, hidden, spec.vocab_size, heldout_seed))
         checks.append(_recurrent(programs, *first_of_length[max(first_of_length)]))
+        bench_metrics = tuple(
+            _score_benchmark(run, programs, b).metrics
+            for b in (benchmarks.benchmarks if benchmarks is not None else ())
+        )
     shortest, longest = min(run.best_seconds), max(run.best_seconds)
     timings = tuple((t, run.best_seconds[t]) for t in sorted({shortest, longest}))
 
@@ -614,6 +692,7 @@ def evaluate(
         peak_memory_bytes=(
             int(torch.cuda.max_memory_allocated(where)) if where.type == "cuda" else None
         ),
+        benchmarks=bench_metrics,
     )
     logger.info(
         "artifact evaluated",
@@ -647,6 +726,7 @@ class EvalJob(pydantic.BaseModel):
     heldout_seed: int
     threads: int = pydantic.Field(default=1, gt=0, le=256)
     device: Literal["cpu", "cuda"] = "cpu"  # cuda: the GPU the experiment leased (cuda:0)
+    benchmarks: Path | None = None  # a staged benchmark folder (loop.benchmarks.staged)
 
 
 class EvalOutput(pydantic.BaseModel):
@@ -671,9 +751,13 @@ def run_job(job: EvalJob) -> EvalOutput:
             failure=FailureClass.CRASH,
         )
     try:
-        metrics = evaluate(job.artifact_dir, job.spec, job.heldout_seed, job.device)
+        staged = None if job.benchmarks is None else load_staged(job.benchmarks)
+        metrics = evaluate(job.artifact_dir, job.spec, job.heldout_seed, job.device, staged)
     except ArtifactError as exc:
         return EvalOutput(ok=False, error=str(exc), failure=FailureClass.BAD_OUTPUT)
+    except StagedError as exc:
+        # The node's staged benchmarks, not the candidate: its checks should have refused them.
+        return EvalOutput(ok=False, error=f"benchmarks: {exc}", failure=FailureClass.CRASH)
     except Exception as exc:  # a graph that crashes while running is still the candidate's
         logger.warning("evaluation crashed", exc_info=True)
         return EvalOutput(

@@ -131,10 +131,16 @@ def train_job(
 
 
 def evaluate_job(
-    artifact_dir: Path, task: TaskSpec, heldout_seed: int, threads: int = 1, device: str = "cpu"
+    artifact_dir: Path,
+    task: TaskSpec,
+    heldout_seed: int,
+    threads: int = 1,
+    device: str = "cpu",
+    benchmarks: Path | None = None,
 ) -> dict[str, Any]:
     """An `evaluate` job: run loop.evaluate on `artifact_dir` (exposed read-only), on the
-    CPU or ("cuda") on the one GPU the sandbox is shown."""
+    CPU or ("cuda") on the one GPU the sandbox is shown, and on the staged `benchmarks`
+    folder (exposed read-only too) when given."""
     return {
         "kind": "evaluate",
         "evaluate": {
@@ -143,6 +149,7 @@ def evaluate_job(
             "heldout_seed": heldout_seed,
             "threads": threads,
             "device": device,
+            "benchmarks": None if benchmarks is None else str(benchmarks),
         },
     }
 

@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Creates .venv and installs asi-node into it. torch goes first and pinned: a looser
-# requirement would pull a multi-GB CUDA build. With --dev, the test tools come too.
+# requirement would pull a multi-GB CUDA build. With --dev, the test tools come too, and
+# lm-evaluation-harness, the oracle of the benchmark-agreement test (about 35 s more).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 extras="postgres"
-[ "${1:-}" = "--dev" ] && extras="postgres,dev"
+[ "${1:-}" = "--dev" ] && extras="postgres,dev,lmeval"
 if [ ! -x .venv/bin/python ]; then
     python3 -m venv .venv
 fi

@@ -3,8 +3,9 @@
 A shard is a 1-D `.npy` array of token ids (uint16 when the vocabulary fits, else uint32)
 that `LMSpec(data_path=...)` reads memory-mapped, so a shard of any size costs no memory.
 `build_shards` tokenises text files in order, cuts the stream into shards of at most
-`shard_tokens` tokens and writes `manifest.json` beside them (vocabulary size, tokenizer,
-per-shard token count and sha256) so a campaign config can name a shard and its digest.
+`shard_tokens` tokens and writes `manifest.json` beside them (vocabulary size, tokenizer
+and its file's sha256, per-shard token count and sha256) so a campaign config can name
+a shard and its digest.
 
 Tokenizers: "bytes" (ids 0..255, nothing to download) or the path of a Hugging Face
 `tokenizer.json` (needs the `tokenizers` package; nothing is fetched from the network).
@@ -57,6 +58,7 @@ class Manifest:
     vocab_size: int
     dtype: str
     shards: tuple[ShardInfo, ...]
+    tokenizer_sha256: str | None = None  # of the tokenizer.json; None for bytes (and old shards)
 
     @property
     def tokens(self) -> int:
@@ -85,6 +87,19 @@ def _file_encoder(path: Path) -> tuple[Encoder, int]:
         return list(tokenizer.encode(text, add_special_tokens=False).ids)
 
     return encode, int(tokenizer.get_vocab_size(with_added_tokens=True))
+
+
+def encoder(tokenizer: str) -> tuple[Encoder, int]:
+    """The encoder and vocabulary size of "bytes" or a tokenizer.json path."""
+    return _byte_encoder() if tokenizer == "bytes" else _file_encoder(Path(tokenizer))
+
+
+def tokenizer_digest(tokenizer: str) -> str | None:
+    """The sha256 (hex) of a tokenizer.json, which names it wherever it is copied; None for
+    "bytes"."""
+    if tokenizer == "bytes":
+        return None
+    return _sha256(Path(tokenizer)).removeprefix("sha256:")
 
 
 def token_dtype(vocab_size: int) -> np.dtype[np.unsignedinteger]:
@@ -126,7 +141,7 @@ def build_shards(
         raise ShardError(f"shard_tokens={shard_tokens} must be at least 2")
     if not text_files:
         raise ShardError("give at least one text file to tokenise")
-    encode, vocab = _byte_encoder() if tokenizer == "bytes" else _file_encoder(Path(tokenizer))
+    encode, vocab = encoder(tokenizer)
     dtype = token_dtype(vocab)
     out_dir.mkdir(parents=True, exist_ok=True)
     shards: list[ShardInfo] = []
@@ -149,7 +164,7 @@ def build_shards(
     flush(1)  # the rest, as a last shorter shard
     if not shards:
         raise ShardError("the text files hold no text to tokenise")
-    manifest = Manifest(tokenizer, vocab, dtype.name, tuple(shards))
+    manifest = Manifest(tokenizer, vocab, dtype.name, tuple(shards), tokenizer_digest(tokenizer))
     (out_dir / MANIFEST).write_text(json.dumps(asdict(manifest), indent=2) + "\n")
     return manifest
 

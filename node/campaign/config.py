@@ -61,6 +61,11 @@ class CampaignConfig(BaseModel):
         ge=2,
         description="the shard's vocabulary (default: 256, or 32,000 with exploration)",
     )
+    benchmarks: str | None = Field(
+        default=None,
+        description="lm: a folder of zero-shot benchmarks staged with `asi-node bench stage` "
+        "(the shard's tokenizer), scored on every experiment and counted by lm-fitness-v1",
+    )
     baselines: tuple[str, ...] = ("deltanet", "gated_deltanet", "mamba2", "linear", "softmax")
     reference: str = "deltanet"
     seed: int = 0
@@ -89,6 +94,8 @@ class CampaignConfig(BaseModel):
             raise ValueError("preset 'exploration' needs task = 'lm' and a data_path shard")
         if self.vocab_size is not None and self.data_path is None:
             raise ValueError("vocab_size goes with data_path (the shard's vocabulary)")
+        if self.benchmarks is not None and self.task != "lm":
+            raise ValueError("benchmarks are for task = 'lm' (staged with asi-node bench stage)")
         lm_only = (self.train_tokens, self.heldout_tokens)
         if self.task != "lm" and any(v is not None for v in lm_only):
             raise ValueError("train_tokens and heldout_tokens are for task = 'lm'")

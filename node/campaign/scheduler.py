@@ -16,6 +16,7 @@ from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from enum import StrEnum
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from attestation.schema import (
@@ -341,6 +342,7 @@ class CampaignRunner:
             backbone=build_backbone(self.config),
             options=cand.options,
             screen=build_screen(cand.origin),
+            benchmarks=None if self.config.benchmarks is None else Path(self.config.benchmarks),
         )
         if self.llm is not None:
             return self.llm.execute(self.engineer, job, exp.role, self.stop)

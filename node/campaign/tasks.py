@@ -13,10 +13,14 @@ from pathlib import Path
 import numpy as np
 
 from attestation.schema import CandidateOrigin
+from loop.benchmarks.staged import Manifest as StagedManifest
+from loop.benchmarks.staged import Staged, StagedError
+from loop.benchmarks.staged import load as load_staged
 from loop.model import BackboneConfig, swiglu_hidden
 from loop.screen import ScreenConfig
 from loop.tasks import LMSpec, MQARSpec, TaskSpec
 from loop.tasks.lm import heldout_windows_for, read_stream
+from loop.tasks.shards import Manifest as ShardManifest
 from loop.tasks.shards import read_manifest
 from loop.train import TrainConfig
 from loop.train_device import (
@@ -112,7 +116,9 @@ def check_data(
     3. it holds the held-out split plus at least one training window;
     4. the vocabulary fits: the shard's manifest.json (from loop.tasks.shards), when it
        lists the shard, names the campaign's vocab_size, and its first `scan_tokens`
-       tokens (None: every one) lie below it."""
+       tokens (None: every one) lie below it;
+    5. the staged benchmarks (`check_benchmarks`) are intact and were tokenised as the
+       shard was."""
     if config.preset == "exploration" and not gpus:
         raise ConfigError(
             "preset 'exploration' trains about 20 M-parameter models on "
@@ -121,6 +127,7 @@ def check_data(
             "preset = 'quick' or 'full' on this CPU node"
         )
     if config.data_path is None:
+        check_benchmarks(config, home)
         return
     spec = build_task(config)
     assert isinstance(spec, LMSpec)
@@ -158,18 +165,100 @@ def check_data(
             f"data_path {path}: token {top} is outside the vocabulary of {spec.vocab_size} "
             "(set vocab_size to the shard's)"
         )
+    check_benchmarks(config, home)
 
 
-def _manifest_vocab(path: Path) -> int | None:
-    """The vocabulary that the manifest.json beside a shard declares for it; None when there
-    is no readable manifest that lists this file (a shard made by other tools)."""
+def _shard_manifest(path: Path) -> ShardManifest | None:
+    """The manifest.json beside a shard when it lists the shard; None when there is no
+    readable manifest that lists this file (a shard made by other tools)."""
     try:
         manifest = read_manifest(path.parent)
     except (OSError, ValueError, TypeError, KeyError):
         return None
     if not any(shard.file == path.name for shard in manifest.shards):
         return None
-    return int(manifest.vocab_size)
+    return manifest
+
+
+def _manifest_vocab(path: Path) -> int | None:
+    """The vocabulary that the manifest.json beside a shard declares for it, if any."""
+    manifest = _shard_manifest(path)
+    return None if manifest is None else int(manifest.vocab_size)
+
+
+def check_benchmarks(config: CampaignConfig, home: Path) -> Staged | None:
+    """ConfigError unless the campaign's staged benchmarks can be scored on its models:
+
+    1. an absolute path to a folder that does not hold the node home and lies outside
+       the shard's folder (training reads that one: the answers must stay out of reach);
+    2. a staged folder whose files match its manifest (loop.benchmarks.staged);
+    3. tokenised as the campaign's data: the same vocabulary size, and the shard's
+       tokenizer (by its manifest.json: "bytes", or the same tokenizer.json by sha256;
+       the generated corpus is bytes);
+    4. every continuation fits the model's context."""
+    if config.benchmarks is None:
+        return None
+    folder = Path(config.benchmarks)
+    if not folder.is_absolute():
+        raise ConfigError(f"benchmarks {folder}: give an absolute path")
+    if not folder.is_dir():
+        raise ConfigError(f"benchmarks {folder}: no such folder (stage it: asi-node bench stage)")
+    if home.resolve().is_relative_to(folder.resolve()):
+        raise ConfigError(
+            f"benchmarks {folder}: it holds the node home {home}; stage benchmarks in a "
+            "folder of their own"
+        )
+    spec = build_task(config)
+    assert isinstance(spec, LMSpec)
+    if config.data_path is not None:
+        shard_dir = Path(config.data_path).resolve().parent
+        if folder.resolve().is_relative_to(shard_dir):
+            raise ConfigError(
+                f"benchmarks {folder}: it lies in the shard's folder {shard_dir}, which "
+                "training reads; stage benchmarks in a folder of their own"
+            )
+    try:
+        staged = load_staged(folder)
+    except StagedError as exc:
+        raise ConfigError(f"benchmarks: {exc}") from None
+    manifest = staged.manifest
+    if manifest.vocab_size != spec.vocab_size:
+        raise ConfigError(
+            f"benchmarks {folder}: staged with a tokenizer of {manifest.vocab_size:,} tokens "
+            f"({manifest.tokenizer}) but the campaign's vocabulary is {spec.vocab_size:,}; "
+            "stage them again with the shard's tokenizer"
+        )
+    shard = None if config.data_path is None else _shard_manifest(Path(config.data_path))
+    expected: tuple[str, str | None] | None = ("bytes", None) if config.data_path is None else None
+    if shard is not None:
+        expected = (shard.tokenizer, shard.tokenizer_sha256)
+    if expected is not None and not _same_tokenizer(expected, manifest):
+        raise ConfigError(
+            f"benchmarks {folder}: staged with tokenizer {manifest.tokenizer} but the "
+            f"campaign's data was tokenised with {expected[0]}; stage them again with "
+            f"--tokenizer {expected[0]}"
+        )
+    for bench in staged.benchmarks:
+        if bench.entry.max_continuation_tokens > spec.seq_len:
+            raise ConfigError(
+                f"benchmarks {folder}: {bench.name} has a continuation of "
+                f"{bench.entry.max_continuation_tokens} tokens, longer than the model's "
+                f"context of {spec.seq_len}"
+            )
+    return staged
+
+
+def _same_tokenizer(expected: tuple[str, str | None], manifest: StagedManifest) -> bool:
+    """Bytes on both sides, or tokenizer files of the same sha256 (where both recorded
+    one; a shard from before digests were recorded is matched by its path)."""
+    name, digest = expected
+    if (name == "bytes") != (manifest.tokenizer == "bytes"):
+        return False
+    if name == "bytes":
+        return True
+    if digest is not None and manifest.tokenizer_sha256 is not None:
+        return digest == manifest.tokenizer_sha256
+    return Path(name).resolve() == Path(manifest.tokenizer).resolve()
 
 
 def build_screen(origin: CandidateOrigin) -> ScreenConfig:

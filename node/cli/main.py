@@ -1,7 +1,8 @@
 """The `asi-node` command line: init, demo, campaigns, experiments, cognition, the HTTP API.
 
 The trust commands (log export, audit, icp, attest, chain) are in `node.cli.trust`, the
-governance ones in `node.cli.gov`; `main` maps every user mistake to one error line.
+governance ones in `node.cli.gov`, staging benchmarks in `node.cli.bench`; `main` maps
+every user mistake to one error line.
 """
 
 from __future__ import annotations
@@ -398,6 +399,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_daemon_parsers(sub)
 
+    from node.cli.bench import add_parsers as add_bench_parsers
     from node.cli.db import add_parsers as add_db_parsers
     from node.cli.gov import add_parser as add_gov_parser
     from node.cli.trust import add_parsers as add_trust_parsers
@@ -405,6 +407,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_trust_parsers(sub)
     add_gov_parser(sub)
     add_db_parsers(sub)
+    add_bench_parsers(sub)
 
     return parser
 

@@ -8,7 +8,9 @@ failing. PostgreSQL needs nothing special beyond psycopg.
 
 from __future__ import annotations
 
+import functools
 import sqlite3
+import time
 from typing import Any
 
 import sqlalchemy as sa
@@ -57,7 +59,8 @@ def create_engine(url: URL, connect_args: dict[str, Any], busy_timeout_s: float)
             engine = sa.create_engine(url, connect_args=connect_args, poolclass=StaticPool)
         else:
             engine = sa.create_engine(url, connect_args=connect_args)
-        event.listen(engine, "connect", _sqlite_on_connect)
+        on_connect = functools.partial(_sqlite_on_connect, busy_timeout_s=busy_timeout_s)
+        event.listen(engine, "connect", on_connect)
         event.listen(engine, "begin", _sqlite_on_begin)
         return engine
     if backend == "postgresql":
@@ -97,18 +100,37 @@ def translate(exc: SQLAlchemyError, url: URL) -> StoreError | ConflictError:
     return StoreError(f"database error at {safe_url(url)}: {_first_line(orig or exc)}")
 
 
-def _sqlite_on_connect(dbapi_connection: sqlite3.Connection, _record: object) -> None:
+def _sqlite_on_connect(
+    dbapi_connection: sqlite3.Connection, _record: object, *, busy_timeout_s: float
+) -> None:
     # The driver's own transaction handling starts transactions late and never for
     # reads; switch it off and let the `begin` hook below say exactly when they start.
     dbapi_connection.isolation_level = None
     cursor = dbapi_connection.cursor()
     try:
         cursor.execute("PRAGMA foreign_keys = ON")
-        cursor.execute("PRAGMA journal_mode = WAL")
+        _use_wal(cursor, busy_timeout_s)
         # In WAL mode NORMAL loses at most the last commits on power loss, never integrity.
         cursor.execute("PRAGMA synchronous = NORMAL")
     finally:
         cursor.close()
+
+
+def _use_wal(cursor: sqlite3.Cursor, busy_timeout_s: float) -> None:
+    """Switch the file to WAL (once: the mode is stored in the file). The switch needs the
+    file to itself and SQLite answers "database is locked" at once, without waiting out
+    the busy timeout, while another process opens it; so wait here, until the file is in
+    WAL mode (another process switched it) or the busy timeout has passed."""
+    deadline = time.monotonic() + busy_timeout_s
+    while True:
+        try:
+            if str(cursor.execute("PRAGMA journal_mode").fetchone()[0]).lower() != "wal":
+                cursor.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)
 
 
 def _sqlite_on_begin(conn: Connection) -> None:

@@ -6,7 +6,16 @@ import random
 
 import pytest
 
-from loop.analyst import FITNESS_VERSION, Scores, analyse, fitness, needs_reruns, promotion
+from loop.analyst import (
+    BENCH_WEIGHT,
+    FITNESS_VERSION,
+    LM_FITNESS_VERSION,
+    Scores,
+    analyse,
+    fitness,
+    needs_reruns,
+    promotion,
+)
 from loop.archive import (
     Behaviour,
     behaviour_twin,
@@ -15,6 +24,7 @@ from loop.archive import (
     sample_parents,
     sample_references,
 )
+from loop.engineer import benchmark_metrics
 from loop.proposal import ArchiveView
 
 
@@ -43,6 +53,55 @@ def test_scores_read_the_evaluators_metric_names() -> None:
     assert Scores.from_metrics({"heldout_loss": 2.0}).score == -2.0
     with pytest.raises(ValueError, match="neither"):
         Scores.from_metrics({"params": 1.0})
+
+
+def lm_scores(loss: float, bench: float | None, state: int = 4096) -> Scores:
+    metrics = {"heldout_loss": loss, "heldout_loss_stderr": 0.003, "state_size": float(state)}
+    if bench is not None:
+        metrics |= {"bench_mean_acc": bench, "bench_mean_acc_stderr": 0.004}
+    return Scores.from_metrics(metrics)
+
+
+def test_lm_fitness_adds_benchmark_accuracy_to_the_loss_gain_with_standard_errors() -> None:
+    fit = fitness(lm_scores(3.10, 0.42, state=8192), lm_scores(3.15, 0.40))
+    assert fit.version == LM_FITNESS_VERSION
+    assert fit.components["loss_gain"] == pytest.approx(0.05)
+    assert fit.components["bench_gain"] == pytest.approx(0.02)
+    assert fit.value == pytest.approx(0.05 + BENCH_WEIGHT * 0.02 - 0.05)  # one doubling
+    assert fit.components["loss_gain_stderr"] == pytest.approx(0.003 * 2**0.5)
+    assert fit.components["bench_gain_stderr"] == pytest.approx(0.004 * 2**0.5)
+    assert fit.components["stderr"] == pytest.approx((2 * 0.003**2 + 2 * 0.004**2) ** 0.5)
+    # A campaign without benchmarks: the loss gain alone, as fitness-v1 had it.
+    plain = fitness(lm_scores(3.10, None), lm_scores(3.15, None))
+    assert plain.value == pytest.approx(0.05) and plain.components["bench_gain"] == 0
+    assert plain.components["stderr"] == pytest.approx(0.003 * 2**0.5)
+    text = analyse("c", lm_scores(3.10, 0.42), lm_scores(3.15, 0.40), "deltanet", fit).text
+    assert "heldout_loss 3.100 ± 0.003" in text and "benchmarks 0.420 ± 0.004" in text
+    assert f"± {fit.components['stderr']:.3f}, lm-fitness-v1" in text
+
+
+def test_mqar_fitness_is_unchanged_by_the_lm_fitness() -> None:
+    fit = fitness(scores(0.7), scores(0.6))
+    assert fit.version == FITNESS_VERSION and set(fit.components) == {
+        "gain",
+        "state_ratio",
+        "state_penalty",
+    }
+
+
+def test_benchmark_metrics_average_each_benchmarks_headline_accuracy() -> None:
+    piqa = {"name": "piqa", "items": 4, "headline": "acc", "acc": 0.5, "acc_stderr": 0.3}
+    piqa |= {"acc_norm": 0.75, "acc_norm_stderr": 0.25}
+    lambada = {"name": "lambada_openai", "items": 5, "headline": "acc", "acc": 0.2}
+    lambada |= {"acc_stderr": 0.2, "perplexity": float("inf"), "perplexity_stderr": 1.0}
+    hella = {"name": "hellaswag", "items": 4, "headline": "acc_norm", "acc": 0.0}
+    hella |= {"acc_stderr": 0.0, "acc_norm": 0.5, "acc_norm_stderr": 0.4}
+    out = benchmark_metrics([piqa, lambada, hella])
+    assert out["bench_mean_acc"] == pytest.approx((0.5 + 0.2 + 0.5) / 3)
+    assert out["bench_mean_acc_stderr"] == pytest.approx((0.3**2 + 0.2**2 + 0.4**2) ** 0.5 / 3)
+    assert out["bench_piqa_acc_norm"] == 0.75 and out["bench_lambada_openai_items"] == 5
+    assert "bench_lambada_openai_ppl" not in out  # records are strict JSON: no infinity
+    assert out["bench_lambada_openai_ppl_stderr"] == 1.0
 
 
 def test_promotion_waits_for_every_seed_and_uses_the_mean() -> None:

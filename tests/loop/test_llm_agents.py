@@ -306,3 +306,5 @@ def test_judge_counts_only_under_its_own_fitness_version() -> None:
     assert judged.value == pytest.approx(0.02 + 0.02 * 0.5)
     assert judged.components["judge"] == 1.0
     assert judged_fitness(FIT, 0.5).value == pytest.approx(FIT.value)
+    lm = Fitness("lm-fitness-v1", 0.03, {"gain": 0.03, "state_ratio": 1.0, "state_penalty": 0.0})
+    assert judged_fitness(lm, 1.0).version == "lm-fitness-v1+judge"  # says what it judged

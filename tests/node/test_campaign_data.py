@@ -1,16 +1,22 @@
 """Campaigns on tokenised data: the exploration preset, data_path and device checks, the
-campaign's held-out split, and a real sandboxed run (train, export, held-out scoring) of
-the tiny LM preset on a shard built from a text fixture, under the (hidden) node home."""
+campaign's held-out split, staged zero-shot benchmarks and their checks, and a real
+sandboxed run (train, export, held-out scoring, benchmarks) of the tiny LM preset on a
+shard built from a text fixture, under the (hidden) node home."""
 
 from __future__ import annotations
 
 import dataclasses
+import json
+import math
+import re
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from loop.benchmarks.stage import Source, stage
+from loop.benchmarks.staged import MANIFEST_FILE
 from loop.model import swiglu_hidden
 from loop.tasks import LMSpec
 from loop.tasks.shards import build_shards, generated_shard
@@ -22,6 +28,8 @@ from node.errors import ConfigError
 from node.runtime import open_node
 
 FIXTURE = Path(__file__).parent / "data" / "tiny_corpus.txt"
+BENCHMARKS = Path(__file__).parents[1] / "loop" / "data" / "benchmarks"
+BENCHMARK_NAMES = ("piqa", "hellaswag", "arc_easy", "winogrande", "lambada_openai")
 GPUS = (0,)  # a GPU node's [gpu] devices
 CPU: tuple[int, ...] = ()  # a CPU node's
 
@@ -210,15 +218,19 @@ def test_a_sandboxed_campaign_trains_and_scores_the_tiny_lm_on_a_text_fixture(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Shard from text (loop.tasks.shards), sandboxed training of the LM backbone, export,
-    and scoring on the campaign's held-out windows: the same bytes for both experiments,
-    none of them ever in a training batch."""
+    and scoring on the campaign's held-out windows (the same bytes for both experiments,
+    none of them ever in a training batch) and on benchmarks staged from fixture files,
+    every number with its standard error, and lm-fitness-v1 from them."""
     from loop.engineer import Engineer, EvalResult, ExperimentJob
 
     home = tmp_path / "home"
     assert main(["--home", str(home), "init"]) == 0
-    # The home is masked in the jail; this folder under it is not.
+    # The home is masked in the jail; these folders under it are shown where they belong.
     manifest = build_shards(home / "data", [FIXTURE])
     shard = home / "data" / manifest.shards[0].file
+    staged = home / "benchmarks"
+    args = [f"{name}={BENCHMARKS / name}.jsonl" for name in BENCHMARK_NAMES]
+    assert main(["bench", "stage", str(staged), *args]) == 0
     config = lm(
         str(shard),
         preset="quick",
@@ -226,6 +238,7 @@ def test_a_sandboxed_campaign_trains_and_scores_the_tiny_lm_on_a_text_fixture(
         heldout_tokens=16 * 128,
         rerun_seeds=(1,),
         budget=Budget(max_candidates=0),
+        benchmarks=str(staged),
     )
     jobs: list[ExperimentJob] = []
     run = Engineer.run
@@ -248,8 +261,26 @@ def test_a_sandboxed_campaign_trains_and_scores_the_tiny_lm_on_a_text_fixture(
         assert metrics["tokens_seen"] == 32 * 128 * 12 and metrics["tokens_per_s"] > 0
         assert metrics["params_embedding"] == 256 * 64
         assert metrics["params_non_embedding"] > 2 * 3 * 64 * 192  # two SwiGLU MLPs and more
+        assert 0 < metrics["heldout_loss_stderr"] < metrics["heldout_loss"]
+        for name in BENCHMARK_NAMES:
+            assert 0 <= metrics[f"bench_{name}_acc"] <= 1
+            assert metrics[f"bench_{name}_acc_stderr"] >= 0
+            assert metrics[f"bench_{name}_items"] == len(
+                (BENCHMARKS / f"{name}.jsonl").read_text().splitlines()
+            )
+        assert metrics["bench_hellaswag_acc_norm_stderr"] >= 0
+        assert metrics["bench_lambada_openai_ppl"] > 1
+        headline = [metrics[f"bench_{n}_acc"] for n in BENCHMARK_NAMES if n != "hellaswag"]
+        headline.append(metrics["bench_hellaswag_acc_norm"])
+        assert metrics["bench_mean_acc"] == pytest.approx(sum(headline) / len(headline))
+        errors = [metrics[f"bench_{n}_acc_stderr"] for n in BENCHMARK_NAMES if n != "hellaswag"]
+        errors.append(metrics["bench_hellaswag_acc_norm_stderr"])
+        spread = math.sqrt(sum(e * e for e in errors)) / len(errors)
+        assert metrics["bench_mean_acc_stderr"] == pytest.approx(spread)
+    assert [e.fitness_version for e in exps] == ["lm-fitness-v1"] * 2
 
     assert len(jobs) == 2 and jobs[0].heldout_seed != jobs[1].heldout_seed
+    assert all(job.benchmarks == staged for job in jobs)
     first, second = (job.task for job in jobs)
     assert isinstance(first, LMSpec) and isinstance(second, LMSpec)
     assert first.split_key == split_key(node.heldout_secret(), camp.id)
@@ -265,6 +296,166 @@ def test_a_sandboxed_campaign_trains_and_scores_the_tiny_lm_on_a_text_fixture(
         batch = first.train_batch(step, jobs[0].seed)
         rows = torch.cat([batch.tokens, batch.targets[:, -1:]], dim=1).numpy().astype(np.uint16)
         assert not {bytes(row) for row in rows} & heldout
+
+
+def _staged(folder: Path, **manifest_changes: object) -> Path:
+    """Fixture benchmarks staged with bytes into `folder`, the manifest then edited."""
+    stage(folder, [Source(name, BENCHMARKS / f"{name}.jsonl") for name in BENCHMARK_NAMES])
+    if manifest_changes:
+        manifest = json.loads((folder / MANIFEST_FILE).read_text())
+        (folder / MANIFEST_FILE).write_text(json.dumps(manifest | manifest_changes))
+    return folder
+
+
+def test_campaign_create_refuses_benchmarks_that_cannot_be_scored(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Benchmarks staged with another tokenizer (another vocabulary, or another tokenizer
+    of the same size), altered since staging, not staged at all, around the node home or
+    within the shard's folder, or with answers longer than the model's context: refused
+    by create, in one line, before anything is stored."""
+    home = tmp_path / "home"
+    assert main(["--home", str(home), "init"]) == 0
+    manifest = build_shards(tmp_path / "data", [FIXTURE])
+    shard = tmp_path / "data" / manifest.shards[0].file
+    config = tmp_path / "c.toml"
+    good = _staged(tmp_path / "good")
+    altered = _staged(tmp_path / "altered")
+    with (altered / "piqa.npz").open("ab") as handle:
+        handle.write(b"\0")
+    tokenizer = str(tmp_path / "tokenizer.json")
+    sha = "ab" * 32
+    unstaged = tmp_path / "unstaged"
+    unstaged.mkdir()
+    cases = {
+        str(_staged(tmp_path / "wide", vocab_size=32_000, tokenizer=tokenizer)): (
+            "staged with a tokenizer of 32,000 tokens (" + tokenizer + ") but the campaign's "
+            "vocabulary is 256; stage them again with the shard's tokenizer"
+        ),
+        str(_staged(tmp_path / "other", tokenizer=tokenizer, tokenizer_sha256=sha)): (
+            f"staged with tokenizer {tokenizer} but the campaign's data was tokenised with "
+            "bytes; stage them again with --tokenizer bytes"
+        ),
+        str(altered): "piqa.npz: sha256 does not match benchmarks.json",
+        str(tmp_path / "empty"): "no such folder (stage it: asi-node bench stage)",
+        str(tmp_path): f"it holds the node home {home}",
+        str(unstaged): "no benchmarks.json; stage benchmarks there with `asi-node bench stage`",
+        str(_staged(tmp_path / "data" / "bench")): "it lies in the shard's folder",
+        "good": "give an absolute path",
+    }
+    for folder, why in cases.items():
+        config.write_text(
+            f'task = "lm"\npreset = "quick"\ndata_path = "{shard}"\nbenchmarks = "{folder}"\n'
+        )
+        assert main(["--home", str(home), "campaign", "create", "x", "--config", str(config)]) == 2
+        err = capsys.readouterr().err
+        assert why in err and err.count("\n") == 1, err
+    accepted = lm(str(shard), preset="quick", benchmarks=str(good))
+    check_data(accepted, home, gpus=CPU)
+    generated = accepted.model_copy(update={"data_path": None})
+    check_data(generated, home, gpus=CPU)  # the generated corpus is bytes too
+    with pytest.raises(ConfigError, match="piqa has a continuation of 54 tokens, longer than"):
+        _context(accepted, home, 32)
+    with pytest.raises(ConfigError, match="benchmarks are for task = 'lm'"):
+        parse_config({"task": "mqar", "benchmarks": str(good)})
+    assert open_node(home).store.list_campaigns() == []
+
+
+def _context(config: CampaignConfig, home: Path, seq_len: int) -> None:
+    """check_data as if the preset's context were `seq_len`."""
+    import node.campaign.tasks as tasks
+
+    spec = build_task(config)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(tasks, "build_task", lambda *_: dataclasses.replace(spec, seq_len=seq_len))
+        check_data(config, home, gpus=CPU)
+
+
+def test_benchmarks_must_be_staged_with_the_shards_own_tokenizer_file(tmp_path: Path) -> None:
+    """A tokenizer file is known by its sha256 wherever it was copied; a shard manifest
+    from before digests were recorded is matched by the tokenizer's path."""
+    home = tmp_path / "home"
+    manifest = build_shards(tmp_path / "data", [FIXTURE])
+    shard = str(tmp_path / "data" / manifest.shards[0].file)
+    shard_manifest = tmp_path / "data" / "manifest.json"
+    recorded = json.loads(shard_manifest.read_text())
+    own, other = "cd" * 32, "ef" * 32
+    tokenizer = str(tmp_path / "tok" / "tokenizer.json")
+    shard_manifest.write_text(
+        json.dumps(recorded | {"tokenizer": tokenizer, "tokenizer_sha256": own})
+    )
+    copied = _staged(
+        tmp_path / "copied", tokenizer="/elsewhere/tokenizer.json", tokenizer_sha256=own
+    )
+    check_data(lm(shard, preset="quick", benchmarks=str(copied)), home, gpus=CPU)
+    changed = _staged(tmp_path / "changed", tokenizer=tokenizer, tokenizer_sha256=other)
+    with pytest.raises(
+        ConfigError, match=re.escape(f"staged with tokenizer {tokenizer} but the campaign's")
+    ):
+        check_data(lm(shard, preset="quick", benchmarks=str(changed)), home, gpus=CPU)
+    shard_manifest.write_text(json.dumps(recorded | {"tokenizer": tokenizer}))  # no digest
+    check_data(lm(shard, preset="quick", benchmarks=str(changed)), home, gpus=CPU)
+    with pytest.raises(ConfigError, match=r"staged with tokenizer /elsewhere/tokenizer\.json"):
+        check_data(lm(shard, preset="quick", benchmarks=str(copied)), home, gpus=CPU)
+
+
+def test_a_run_checks_the_staged_benchmarks_before_any_experiment(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    assert main(["--home", str(home), "init"]) == 0
+    manifest = build_shards(tmp_path / "data", [FIXTURE])
+    shard = tmp_path / "data" / manifest.shards[0].file
+    staged = _staged(tmp_path / "staged")
+    config = lm(str(shard), preset="quick", benchmarks=str(staged))
+    node = open_node(home)
+    camp = node.store.create_campaign("bench", config.model_dump(mode="json"))
+    (staged / "hellaswag.npz").unlink()  # gone after the campaign was created
+    with pytest.raises(ConfigError, match=r"hellaswag\.npz: missing"):
+        node.run_campaign(camp.id)
+    assert node.store.list_experiments(camp.id) == []
+
+
+def test_training_never_sees_the_staged_benchmarks_and_evaluation_does(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from loop import engineer as engineer_module
+    from loop.engineer import Engineer, ExperimentJob
+    from loop.model import BackboneConfig
+    from loop.outcome import FailureClass
+    from loop.sandbox import Limits, SandboxError, SandboxOutcome
+    from loop.screen import ScreenConfig
+    from loop.train import TrainConfig
+
+    seen: dict[str, Limits] = {}
+
+    def fake(spec: dict[str, object], workspace: Path, limits: Limits, **_: object) -> object:
+        seen[workspace.name] = limits
+        if workspace.name == "train":
+            (workspace / "artifacts").mkdir(parents=True)
+            return SandboxOutcome(0, {"payload": {}}, None, "", "", 0.0, ())
+        return SandboxOutcome(0, None, FailureClass.CRASH, "stop here", "", 0.0, ())
+
+    monkeypatch.setattr(engineer_module, "run_sandboxed", fake)
+    home = tmp_path / "home"
+    home.mkdir()
+    staged = _staged(tmp_path / "staged")
+    job = ExperimentJob(
+        experiment_id="e1",
+        code="from kernels.baselines import DeltaNet as Mixer\n",
+        task=LMSpec.quick(),
+        train=TrainConfig.quick().with_steps(2),
+        seed=0,
+        heldout_seed=1,
+        backbone=BackboneConfig(vocab_size=256),
+        screen=ScreenConfig(max_cost_ratio=None),
+        benchmarks=staged,
+    )
+    Engineer(tmp_path / "ws", Limits(hidden_paths=(home,))).run(job)
+    assert staged in seen["train"].hidden_paths and staged not in seen["train"].readable_paths
+    assert staged in seen["eval"].readable_paths and staged not in seen["eval"].hidden_paths
+    assert home in seen["eval"].hidden_paths
+    beside = dataclasses.replace(job, benchmarks=tmp_path)  # would show the home
+    with pytest.raises(SandboxError, match="keep staged benchmarks in a folder of their own"):
+        Engineer(tmp_path / "ws", Limits(hidden_paths=(home,))).run(beside)
 
 
 def test_the_engineer_never_exposes_a_folder_that_holds_a_hidden_path(tmp_path: Path) -> None:
