@@ -13,6 +13,7 @@ with its standard error, which the fitness carries in its components.
 from __future__ import annotations
 
 import math
+import statistics
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -165,6 +166,25 @@ class Promotion:
 def needs_reruns(first: Fitness, margin: float) -> bool:
     """A first run above the margin earns re-runs on more seeds before anyone trusts it."""
     return first.value > margin
+
+
+@dataclass(frozen=True)
+class OverSeeds:
+    """A candidate's fitness over every seed scored so far: what ranks it, so a lucky first
+    seed stops counting once its re-runs come in."""
+
+    mean: float
+    spread: float  # sample standard deviation; 0 with one seed
+    seeds: int
+
+
+def over_seeds(fitnesses: Sequence[float]) -> OverSeeds | None:
+    """None before any seed is scored."""
+    if not fitnesses:
+        return None
+    mean = sum(fitnesses) / len(fitnesses)
+    spread = statistics.stdev(fitnesses) if len(fitnesses) > 1 else 0.0
+    return OverSeeds(mean, spread, len(fitnesses))
 
 
 def promotion(fitnesses: Sequence[float], margin: float, seeds_needed: int) -> Promotion:

@@ -40,7 +40,9 @@ class ArchiveView:
     name: str
     code: str
     motivation: str
-    fitness: float | None
+    fitness: float | None  # the mean over every seed scored so far
     accuracies: dict[str, float] = field(default_factory=dict)  # per test set
     state_size: int | None = None
     analysis: str = ""
+    seeds: int = 1  # seeds the fitness is the mean of
+    fitness_spread: float = 0.0  # their sample standard deviation (0 with one seed)

@@ -295,6 +295,8 @@ class LLMResearcher:
 def _scores(view: ArchiveView) -> str:
     accs = ", ".join(f"acc_{k} {v:.3f}" for k, v in sorted(view.accuracies.items()))
     fit = f"fitness {view.fitness:+.3f}" if view.fitness is not None else "not scored"
+    if view.fitness is not None and view.seeds > 1:
+        fit += f" (mean of {view.seeds} seeds, spread {view.fitness_spread:.3f})"
     state = f"state_size {view.state_size}" if view.state_size is not None else ""
     return "; ".join(p for p in (fit, accs, state) if p)
 

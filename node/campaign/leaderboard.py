@@ -8,7 +8,7 @@ from enum import StrEnum
 from typing import Any
 
 from attestation.schema import CandidateOrigin, ExperimentStatus
-from loop.analyst import promotion
+from loop.analyst import over_seeds, promotion
 from node.store import CampaignRow, CandidateRow, ExperimentRow, Store
 
 
@@ -25,7 +25,8 @@ class Standing(StrEnum):
 
 @dataclass(frozen=True)
 class Row:
-    """A candidate as the leaderboard shows it: first-seed metrics, fitness over all seeds."""
+    """A candidate as the leaderboard shows it: first-seed metrics, fitness as the mean over
+    every seed scored so far (a lucky first seed drops as its re-runs come in)."""
 
     candidate_id: str
     name: str
@@ -36,7 +37,8 @@ class Row:
     score: float | None = None
     state_size: int | None = None
     params: int | None = None
-    fitness: float | None = None
+    fitness: float | None = None  # the mean over every seed scored so far
+    spread: float | None = None  # its seeds' sample standard deviation
     seeds: int = 0
     experiment_id: str | None = None
 
@@ -64,14 +66,13 @@ def build(
         fits = [
             e.fitness for e in exps if e.status is ExperimentStatus.DONE and e.fitness is not None
         ]
-        fitness = first.fitness
+        seeds = over_seeds(fits)
         if first.status is not ExperimentStatus.DONE:
             status = Standing(first.status)
         else:
             status = Standing.SCORED
             if len(fits) >= seeds_needed:
                 verdict = promotion(fits, promote_margin, seeds_needed)
-                fitness = verdict.mean_fitness
                 status = Standing.PROMOTED if verdict.promoted else Standing.SCORED
         accs = {k.removeprefix("acc_"): v for k, v in metrics.items() if k.startswith("acc_")}
         score = metrics.get(
@@ -88,7 +89,8 @@ def build(
                 score=score,
                 state_size=int(metrics["state_size"]) if "state_size" in metrics else None,
                 params=int(metrics["params"]) if "params" in metrics else None,
-                fitness=fitness,
+                fitness=seeds.mean if seeds and first.status is ExperimentStatus.DONE else None,
+                spread=seeds.spread if seeds else None,
                 seeds=len(fits),
                 experiment_id=first.id,
             )
@@ -129,7 +131,8 @@ def render(rows: Sequence[Row]) -> str:
     head = (
         f"{'#':>2}  {'name':<34} {'origin':<8} "
         + " ".join(f"{s:>7}" for s in sets)
-        + f" {'mean':>6} {'state':>7} {'params':>7} {'fitness':>8} {'seeds':>5}  status"
+        + f" {'mean':>6} {'state':>7} {'params':>7} {'fitness':>8} {'spread':>6}"
+        + f" {'seeds':>5}  status"
     )
     lines = [head, "-" * len(head)]
     for i, r in enumerate(rows, 1):
@@ -140,9 +143,10 @@ def render(rows: Sequence[Row]) -> str:
         state = f"{r.state_size:7d}" if r.state_size is not None else f"{'-':>7}"
         params = f"{r.params:7d}" if r.params is not None else f"{'-':>7}"
         fit = f"{r.fitness:+8.3f}" if r.fitness is not None else f"{'-':>8}"
+        spread = f"{r.spread:6.3f}" if r.spread is not None and r.seeds > 1 else f"{'-':>6}"
         status = r.status + (f" ({r.failure_class})" if r.failure_class else "")
         lines.append(
             f"{i:>2}  {r.name[:34]:<34} {r.origin:<8} {accs} {score} {state} {params} {fit} "
-            f"{r.seeds:>5}  {status}"
+            f"{spread} {r.seeds:>5}  {status}"
         )
     return "\n".join(lines)

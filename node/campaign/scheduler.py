@@ -26,7 +26,7 @@ from attestation.schema import (
     ExperimentRole,
     ExperimentStatus,
 )
-from loop.analyst import Scores, analyse, fitness, needs_reruns
+from loop.analyst import Scores, analyse, fitness, needs_reruns, over_seeds
 from loop.archive import (
     Behaviour,
     behaviour_twin,
@@ -279,22 +279,31 @@ class CampaignRunner:
         views = []
         exps = self.store.list_experiments(cid)
         for cand in self.store.list_candidates(cid):
-            first = next(
-                (e for e in exps if e.candidate_id == cand.id and e.seed == self.config.seed), None
-            )
+            own = [e for e in exps if e.candidate_id == cand.id]
+            first = next((e for e in own if e.seed == self.config.seed), None)
             if first is None or first.status is not ExperimentStatus.DONE:
                 continue
             scores = Scores.from_metrics(first.metrics or {})
+            # Ranked on every seed scored so far, not on the first alone.
+            seeds = over_seeds(
+                [
+                    e.fitness
+                    for e in own
+                    if e.status is ExperimentStatus.DONE and e.fitness is not None
+                ]
+            )
             views.append(
                 ArchiveView(
                     candidate_id=cand.id,
                     name=cand.name,
                     code=self.store.get_code(cand.digest),
                     motivation=cand.motivation,
-                    fitness=first.fitness,
+                    fitness=seeds.mean if seeds else None,
                     accuracies=dict(scores.per_set),
                     state_size=scores.state_size,
                     analysis=first.analysis or "",
+                    seeds=seeds.seeds if seeds else 0,
+                    fitness_spread=seeds.spread if seeds else 0.0,
                 )
             )
         return views

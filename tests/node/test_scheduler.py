@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import random
 import threading
 from collections.abc import Iterator
 
 import pytest
 from fakes import FakeEngineer
 
+from loop.archive import sample_parents
 from loop.engineer import EvalResult, ExperimentJob
 from loop.outcome import FailureClass
 from node.campaign.config import Budget, CampaignConfig
@@ -172,3 +174,60 @@ def test_the_rerun_budget_limits_how_many_candidates_earn_reruns(store: Store) -
     camp = store.list_campaigns()[0]
     rerun = {e.candidate_id for e in store.list_experiments(camp.id) if e.role == "rerun"}
     assert len(rerun) == 1
+
+
+class LuckyEngineer(FakeEngineer):
+    """The best first seed so far is luck: its re-runs score far below DeltaNet, while
+    every other candidate's re-runs hold up."""
+
+    def __init__(self) -> None:
+        super().__init__(best=0.95)
+        self.first_seed: dict[str, float] = {}
+        self.lucky: set[str] = set()
+
+    def score(self, job: ExperimentJob) -> float:
+        score = super().score(job)
+        if "kernels.baselines" in job.code:
+            return score
+        if job.seed == 0:
+            self.first_seed[job.code] = score
+            return score
+        if self.first_seed.get(job.code) == max(self.first_seed.values()):
+            self.lucky.add(job.code)
+        return 0.1 if job.code in self.lucky else score
+
+
+def test_a_candidate_that_won_on_a_lucky_seed_is_neither_parent_nor_leader(
+    store: Store,
+) -> None:
+    fake = LuckyEngineer()
+    run = runner(store, config(candidates=6), fake)
+    run.run()
+    camp = store.list_campaigns()[0]
+    cands = {c.id: c for c in store.list_candidates(camp.id)}
+    lucky = {cid for cid, c in cands.items() if store.get_code(c.digest) in fake.lucky}
+    assert lucky, "the lucky engineer never found a best first seed to re-run"
+    exps = store.list_experiments(camp.id)
+    lucky_first = max(e.fitness or 0.0 for e in exps if e.candidate_id in lucky and e.seed == 0)
+    others_first = [
+        e.fitness or 0.0
+        for e in exps
+        if e.candidate_id not in lucky and e.seed == 0 and e.role == "candidate"
+    ]
+    assert lucky_first > max(others_first)  # it did win its first seed
+
+    ranked = sorted(
+        (v for v in run.archive() if v.fitness is not None), key=lambda v: -(v.fitness or 0.0)
+    )
+    assert ranked[0].candidate_id not in lucky
+    view = next(v for v in ranked if v.candidate_id in lucky)
+    assert view.seeds == 3 and view.fitness is not None and view.fitness < 0
+    assert view.fitness_spread > 0.3  # +0.3 on its first seed, -0.5 on the others
+    # Parents are drawn by rank: it now ranks below every candidate that held up.
+    held_up = [v for v in ranked if v.fitness is not None and v.fitness > 0]
+    assert held_up and ranked.index(view) > max(ranked.index(v) for v in held_up)
+    assert sample_parents(run.archive(), random.Random(0), k=1, top=len(held_up)) != [view]
+    rows = build(list(cands.values()), exps, promote_margin=0.01)
+    assert rows[0].candidate_id not in lucky
+    row = next(r for r in rows if r.candidate_id in lucky)
+    assert row.fitness == pytest.approx(view.fitness) and row.status == "scored"
