@@ -119,6 +119,11 @@ class CampaignRunner:
         self.node_secret = node_secret
         self.emit: EventSink = on_event or (lambda kind, data: None)
         self.stop = stop or threading.Event()
+        # Something may need scoring: at start (results from an earlier run, a fork's
+        # copies) and after each result. Ticks in between read nothing from the store, so
+        # their cost does not grow with the archive.
+        self._unscored = True
+        self._codes: dict[str, str] = {}  # candidate code by digest (immutable, so kept)
         self.researcher = OfflineResearcher(self.config.researcher_seed)
         self.llm: LLMAgents | None = None
         if self.config.researcher == "llm":
@@ -277,9 +282,11 @@ class CampaignRunner:
     def archive(self) -> list[ArchiveView]:
         cid = self.campaign.id
         views = []
-        exps = self.store.list_experiments(cid)
+        by_candidate: dict[str, list[ExperimentRow]] = {}
+        for e in self.store.list_experiments(cid):
+            by_candidate.setdefault(e.candidate_id, []).append(e)
         for cand in self.store.list_candidates(cid):
-            own = [e for e in exps if e.candidate_id == cand.id]
+            own = by_candidate.get(cand.id, [])
             first = next((e for e in own if e.seed == self.config.seed), None)
             if first is None or first.status is not ExperimentStatus.DONE:
                 continue
@@ -296,7 +303,7 @@ class CampaignRunner:
                 ArchiveView(
                     candidate_id=cand.id,
                     name=cand.name,
-                    code=self.store.get_code(cand.digest),
+                    code=self._code(cand.digest),
                     motivation=cand.motivation,
                     fitness=seeds.mean if seeds else None,
                     accuracies=dict(scores.per_set),
@@ -307,6 +314,11 @@ class CampaignRunner:
                 )
             )
         return views
+
+    def _code(self, digest: str) -> str:
+        if digest not in self._codes:
+            self._codes[digest] = self.store.get_code(digest)
+        return self._codes[digest]
 
     def _propose(self) -> Proposal | None:
         archive = self.archive()
@@ -358,6 +370,7 @@ class CampaignRunner:
         return self.engineer.run(job, cancel=self.stop)
 
     def record_result(self, exp: ExperimentRow, result: EvalResult) -> None:
+        self._unscored = True
         if result.failure is FailureClass.INTERRUPTED:
             self.store.requeue_experiment(exp.id)
             self.emit("interrupted", self.describe(exp))
@@ -385,6 +398,18 @@ class CampaignRunner:
             self.llm.record(self, exp)
 
     def _finalize_scores(self) -> None:
+        """Score what can be scored, if a result came in since the last pass (a pass that
+        fails is tried again at the next tick)."""
+        if not self._unscored:
+            return
+        self._unscored = False
+        try:
+            self._score_finished()
+        except BaseException:
+            self._unscored = True
+            raise
+
+    def _score_finished(self) -> None:
         """Score every finished experiment whose reference run on the same seed is done."""
         cid = self.campaign.id
         exps = self.store.list_experiments(cid)
@@ -392,10 +417,11 @@ class CampaignRunner:
         by_name_seed = {
             (cands[e.candidate_id].name, e.seed, cands[e.candidate_id].origin): e for e in exps
         }
+        pending = [e for e in exps if e.status is ExperimentStatus.DONE and e.fitness is None]
+        if not pending:
+            return
         archive = self.archive()
-        for exp in exps:
-            if exp.status is not ExperimentStatus.DONE or exp.fitness is not None:
-                continue
+        for exp in pending:
             cand = cands[exp.candidate_id]
             ref = by_name_seed.get((self.config.reference, exp.seed, CandidateOrigin.BASELINE))
             if ref is None:

@@ -231,3 +231,29 @@ def test_a_candidate_that_won_on_a_lucky_seed_is_neither_parent_nor_leader(
     assert rows[0].candidate_id not in lucky
     row = next(r for r in rows if r.candidate_id in lucky)
     assert row.fitness == pytest.approx(view.fitness) and row.status == "scored"
+
+
+def test_a_tick_with_no_new_result_reads_nothing_and_a_result_is_scored(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run = runner(store, config(candidates=2), FakeEngineer(best=0.5))
+    run.run()
+    reads: list[str] = []
+    listing = store.list_experiments
+
+    def counted(*args: object, **kwargs: object) -> object:
+        reads.append("list_experiments")
+        return listing(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(store, "list_experiments", counted)
+    run._finalize_scores()  # the run's own last pass left nothing unscored
+    assert reads == []
+
+    done = listing(run.campaign.id)[-1]
+    store.enqueue_experiment(run.campaign.id, done.candidate_id, "rerun", 0)
+    claimed = store.claim_next_experiment(run.campaign.id)
+    assert claimed is not None
+    run.record_result(claimed, EvalResult(None, "", metrics=dict(done.metrics or {})))
+    run._finalize_scores()
+    assert reads  # a result came in: the pass reads the campaign and scores it
+    assert store.get_experiment(claimed.id).fitness == pytest.approx(done.fitness)
