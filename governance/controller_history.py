@@ -20,28 +20,13 @@ from datetime import UTC, datetime
 from enum import StrEnum
 
 from attestation.schema import ALL_CAMPAIGNS, DirectiveKind
-from governance.chain import Controller
-from governance.directives import campaign_key, campaign_of_key
-from governance.evm_source import ControllerEvent
+from governance.chain import Controller, ControllerReader
+from governance.directives import CampaignState, campaign_key, campaign_of_key
+from governance.evm_source import DIRECTIVES, STATUSES, ControllerEvent
 
-# CampaignController.Directive, in its Solidity order: its name and what a node logs.
-_DIRECTIVES = {
-    0: ("register", DirectiveKind.RESUME),
-    1: ("pause", DirectiveKind.PAUSE),
-    2: ("resume", DirectiveKind.RESUME),
-    3: ("stop", DirectiveKind.STOP),
-    4: ("fork", DirectiveKind.FORK),
-}
-_FORK = 4  # CampaignController.Directive.Fork
-_ACTIVE = 1  # CampaignController.Status.Active; Paused (2) and Stopped (3) hold
-_EVENTS = (
-    "DirectiveIssued",
-    "CampaignForked",
-    "GlobalPauseSet",
-    "NodeApproved",
-    "NodeRevoked",
-    "MeasurementSet",
-)
+# The names of CampaignController.Directive's values, in their Solidity order (their
+# kinds: governance.evm_source.DIRECTIVES).
+_DIRECTIVE_NAMES = ("register", "pause", "resume", "stop", "fork")
 # Given a fork of a campaign the caller named (its CampaignForked event, the parent's
 # name and the child's epoch), the caller's name for the child; None: its on-chain name.
 ForkChild = Callable[[ControllerEvent, str, int], str | None]
@@ -132,7 +117,7 @@ def read_history(
     `log_name`, from `from_block` (which must precede the node's approval) to the head."""
     head = controller.chain.head()
     history = History(head=head)
-    events = controller.read_events(_EVENTS, from_block=from_block, to_block=head)
+    events = controller.read_events(ControllerReader.EVENTS, from_block=from_block, to_block=head)
     for cid in campaigns:
         try:
             history.cid_of[campaign_key(cid)] = cid
@@ -186,8 +171,9 @@ def _replay(
         e: ControllerEvent, what: str, scope: Scope, holds: bool, campaign: str, epoch: int
     ) -> ChainDirective:
         kind = DirectiveKind.PAUSE if holds else DirectiveKind.RESUME
-        if scope is Scope.CAMPAIGN:
-            what, kind = _DIRECTIVES.get(int(e.args["directive"]), (what, kind))
+        code = int(e.args["directive"]) if scope is Scope.CAMPAIGN else -1
+        if code in DIRECTIVES:
+            what, kind = _DIRECTIVE_NAMES[code], DIRECTIVES[code]
         key = bytes(e.args["campaignId"]) if scope is Scope.CAMPAIGN else None
         at = _time(controller, history, e.block)
         d = ChainDirective(what, kind, scope, campaign, epoch, holds, e, at, key)
@@ -206,13 +192,15 @@ def _replay(
         args = e.args
         if e.name == "DirectiveIssued":
             key, epoch = bytes(args["campaignId"]), int(args["epoch"])
-            if int(args["directive"]) == _FORK and key not in history.cid_of:
+            forked = DIRECTIVES.get(int(args["directive"])) is DirectiveKind.FORK
+            if forked and key not in history.cid_of:
                 _adopt_fork(history, forks.get((e.tx_hash, key)), key, epoch, fork_child)
             if key not in history.cid_of:
                 continue
             cid = history.cid_of[key]
             history.epochs_seen.setdefault(key, []).append(epoch)
-            d = issue(e, "directive", Scope.CAMPAIGN, int(args["status"]) != _ACTIVE, cid, epoch)
+            holds = STATUSES.get(int(args["status"])) is not CampaignState.RUNNING
+            d = issue(e, "directive", Scope.CAMPAIGN, holds, cid, epoch)
             if d.holds:
                 open_campaign.setdefault(key, d)
             else:

@@ -46,7 +46,6 @@ sandbox's limits (no network, no secrets), as a second fence:
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import logging
@@ -75,6 +74,7 @@ from loop.benchmarks.staged import load as load_staged
 from loop.errors import LoopError
 from loop.outcome import CheckResult, FailureClass
 from loop.tasks import IGNORE_INDEX, Batch, LMSpec, MQARSpec, Task, TestSet, generator
+from loop.tasks.common import file_sha256
 
 logger = logging.getLogger(__name__)
 
@@ -309,7 +309,7 @@ def _read_manifest(directory: Path) -> Manifest:
             raise ArtifactError(f"{entry.file}: missing or not a regular file")
         if path.stat().st_size > MAX_FILE_BYTES:
             raise ArtifactError(f"{entry.file}: larger than {MAX_FILE_BYTES} bytes")
-        if hashlib.sha256(path.read_bytes()).hexdigest() != entry.sha256:
+        if file_sha256(path) != entry.sha256:
             raise ArtifactError(f"{entry.file}: sha256 does not match the manifest")
     return manifest
 

@@ -25,7 +25,6 @@ costs about 2.5 s of CPU, as much as a forward pass over ~100k padding tokens.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import time
 from dataclasses import dataclass
@@ -50,6 +49,7 @@ from loop.evaluate import (
 )
 from loop.model import Backbone
 from loop.tasks import Task
+from loop.tasks.common import file_sha256
 
 logger = logging.getLogger(__name__)
 
@@ -100,17 +100,13 @@ class _StepGraph(nn.Module):
         return (hidden, *new_state)
 
 
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def _export(module: nn.Module, args: tuple[Tensor, ...], path: Path, what: str) -> FileEntry:
     try:
         program = torch.export.export(module, args, strict=False)
         torch.export.save(program, path)
     except Exception as exc:  # export raises many types; all mean "not exportable"
         raise ExportError(f"could not export {what}: {type(exc).__name__}: {exc}") from exc
-    return FileEntry(file=path.name, sha256=_sha256(path))
+    return FileEntry(file=path.name, sha256=file_sha256(path))
 
 
 def graph_lengths(spec: Task) -> tuple[int, ...]:
@@ -179,8 +175,8 @@ def export_model(
         spec_digest=spec.spec_digest(),
         forward=forward,
         step=step,
-        init_state=FileEntry(file=init_path.name, sha256=_sha256(init_path)),
-        head=FileEntry(file=head_path.name, sha256=_sha256(head_path)),
+        init_state=FileEntry(file=init_path.name, sha256=file_sha256(init_path)),
+        head=FileEntry(file=head_path.name, sha256=file_sha256(head_path)),
     )
     (out_dir / MANIFEST_FILE).write_text(manifest.model_dump_json(indent=2))
     seconds = time.perf_counter() - start

@@ -23,8 +23,8 @@ from loop.benchmarks.staged import (
     MANIFEST_FILE,
     Manifest,
     StagedEntry,
-    sha256_file,
 )
+from loop.tasks.common import file_sha256
 from loop.tasks.shards import Encoder, encoder, token_dtype, tokenizer_digest
 
 logger = logging.getLogger(__name__)
@@ -114,9 +114,9 @@ def stage(
                 headline=task.headline,
                 acc_norm=task.acc_norm,
                 file=file.name,
-                sha256=sha256_file(file),
+                sha256=file_sha256(file),
                 source=str(source.path.resolve()),
-                source_sha256=sha256_file(source.path),
+                source_sha256=file_sha256(source.path),
                 items=len(arrays["gold"]),
                 requests=len(arrays["item"]),
                 max_continuation_tokens=int(arrays["continuation_len"].max()),

@@ -18,7 +18,6 @@ both read a folder through it. It imports no tokenizer: only ids cross this line
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -28,6 +27,7 @@ import numpy.typing as npt
 import pydantic
 
 from loop.errors import LoopError
+from loop.tasks.common import file_sha256
 
 FORMAT = "asi-node-benchmarks/1"
 MANIFEST_FILE = "benchmarks.json"
@@ -108,14 +108,6 @@ class Staged:
     benchmarks: tuple[Benchmark, ...]
 
 
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def read_manifest(directory: Path) -> Manifest:
     path = directory / MANIFEST_FILE
     try:
@@ -147,7 +139,7 @@ def _benchmark(directory: Path, entry: StagedEntry, vocab_size: int) -> Benchmar
     path = directory / entry.file
     if not path.is_file():
         raise StagedError(f"{path}: missing")
-    if sha256_file(path) != entry.sha256:
+    if file_sha256(path) != entry.sha256:
         raise StagedError(f"{path}: sha256 does not match {MANIFEST_FILE}")
     a = _arrays(path)
     n = entry.requests

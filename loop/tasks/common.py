@@ -9,6 +9,7 @@ import dataclasses
 import hashlib
 import json
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -56,6 +57,15 @@ def derive_seed(seed: int, *labels: str | int) -> int:
 def generator(seed: int, *labels: str | int) -> torch.Generator:
     """A fresh CPU generator for one call, independent of torch's global RNG."""
     return torch.Generator(device="cpu").manual_seed(derive_seed(seed, *labels))
+
+
+def file_sha256(path: Path) -> str:
+    """The hex SHA-256 of a file, read a megabyte at a time (shards and graphs are large)."""
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def canonical_digest(spec: Any) -> str:

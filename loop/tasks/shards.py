@@ -20,7 +20,6 @@ Command line (`python -m loop.tasks.shards` or scripts/build_shards.py):
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import sys
 from collections.abc import Callable, Iterable, Sequence
@@ -31,6 +30,7 @@ import numpy as np
 import numpy.typing as npt
 
 from loop.errors import LoopError
+from loop.tasks.common import file_sha256
 from loop.tasks.lm import generated_corpus
 
 MANIFEST = "manifest.json"
@@ -99,7 +99,7 @@ def tokenizer_digest(tokenizer: str) -> str | None:
     "bytes"."""
     if tokenizer == "bytes":
         return None
-    return _sha256(Path(tokenizer)).removeprefix("sha256:")
+    return file_sha256(Path(tokenizer))
 
 
 def token_dtype(vocab_size: int) -> np.dtype[np.unsignedinteger]:
@@ -107,17 +107,9 @@ def token_dtype(vocab_size: int) -> np.dtype[np.unsignedinteger]:
     return np.dtype(np.uint16) if vocab_size <= 2**16 else np.dtype(np.uint32)
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return "sha256:" + digest.hexdigest()
-
-
 def _write(path: Path, tokens: npt.NDArray[np.unsignedinteger]) -> ShardInfo:
     np.save(path, tokens)
-    return ShardInfo(file=path.name, tokens=int(tokens.size), sha256=_sha256(path))
+    return ShardInfo(file=path.name, tokens=int(tokens.size), sha256="sha256:" + file_sha256(path))
 
 
 def _texts(files: Sequence[Path], chunk_chars: int = 1 << 20) -> Iterable[str]:

@@ -182,6 +182,12 @@ class ControllerWorld:
             self.chain.send(self.node_key, call)
             head = LogHead(cp.tree_size, cp.root_hash)
 
+    def close(self) -> None:
+        """Let the gated engineer go and stop the governed node, if there is one."""
+        self.eng.release.set()
+        if self.governed is not None:
+            self.governed.shutdown(timeout_s=10)
+
     def later(self, seconds: int) -> None:
         """Let the chain's clock move on (every directive due by the log's end)."""
         if self.dao.anvil:
@@ -342,9 +348,7 @@ def test_a_revoked_node_pauses_logs_its_standing_and_passes_once_approved_again(
     try:
         run = _revoked_run(world, tmp_path)
     finally:
-        world.eng.release.set()
-        if world.governed is not None:
-            world.governed.shutdown(timeout_s=10)
+        world.close()
     rows = [
         (r.source, r.kind, r.epoch)
         for r in DirectiveLedger(world.node.store).list_applied()
@@ -357,32 +361,25 @@ def test_a_revoked_node_pauses_logs_its_standing_and_passes_once_approved_again(
     assert "13. [ok  ] obedience:" in out and "result: PASS" in out
 
 
-@pytest.fixture(scope="module")
-def obedient(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
-    tmp = tmp_path_factory.mktemp("obedient")
+def _on_embedded(tmp: Path, body: Callable[[ControllerWorld, Path], Run]) -> Iterator[Run]:
+    """`body`'s run on a fresh embedded chain, the world closed afterwards."""
     chain = Chain.embedded()
     assert chain.faucet_key is not None
     world = ControllerWorld(chain, chain.faucet_key, tmp / "home", anvil=False)
     try:
-        yield _obedient_run(world, tmp)
+        yield body(world, tmp)
     finally:
-        world.eng.release.set()
-        if world.governed is not None:
-            world.governed.shutdown(timeout_s=10)
+        world.close()
+
+
+@pytest.fixture(scope="module")
+def obedient(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
+    yield from _on_embedded(tmp_path_factory.mktemp("obedient"), _obedient_run)
 
 
 @pytest.fixture(scope="module")
 def deaf(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
-    tmp = tmp_path_factory.mktemp("deaf")
-    chain = Chain.embedded()
-    assert chain.faucet_key is not None
-    world = ControllerWorld(chain, chain.faucet_key, tmp / "home", anvil=False)
-    try:
-        yield _deaf_run(world, tmp)
-    finally:
-        world.eng.release.set()
-        if world.governed is not None:
-            world.governed.shutdown(timeout_s=10)
+    yield from _on_embedded(tmp_path_factory.mktemp("deaf"), _deaf_run)
 
 
 @pytest.fixture
@@ -628,10 +625,8 @@ def test_on_anvil_an_obedient_node_passes_and_one_that_ignores_a_pause_fails(
         assert code == 1
         assert f"[FAIL] obedience: step 3 (directives logged): the pause of campaign {run.x}" in out
     finally:
-        for world in (honest, deafened):
-            world.eng.release.set()
-            if world.governed is not None:
-                world.governed.shutdown(timeout_s=10)
+        honest.close()
+        deafened.close()
 
 
 TOL = Tolerances(poll_s=1, grace_s=2, stop_deadline_s=5)
