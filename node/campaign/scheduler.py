@@ -413,13 +413,13 @@ class CampaignRunner:
         """Score every finished experiment whose reference run on the same seed is done."""
         cid = self.campaign.id
         exps = self.store.list_experiments(cid)
+        pending = [e for e in exps if e.status is ExperimentStatus.DONE and e.fitness is None]
+        if not pending:
+            return
         cands = {c.id: c for c in self.store.list_candidates(cid)}
         by_name_seed = {
             (cands[e.candidate_id].name, e.seed, cands[e.candidate_id].origin): e for e in exps
         }
-        pending = [e for e in exps if e.status is ExperimentStatus.DONE and e.fitness is None]
-        if not pending:
-            return
         archive = self.archive()
         for exp in pending:
             cand = cands[exp.candidate_id]

@@ -152,7 +152,8 @@ def check_data(
             f"data_path {path}: too small for this campaign: {exc}; use a larger shard or "
             "set heldout_tokens lower"
         ) from None
-    declared = _manifest_vocab(path)
+    shard = _shard_manifest(path)
+    declared = None if shard is None else int(shard.vocab_size)
     if declared is not None and declared != spec.vocab_size:
         raise ConfigError(
             f"data_path {path}: its manifest.json says the tokenizer has {declared:,} tokens "
@@ -178,12 +179,6 @@ def _shard_manifest(path: Path) -> ShardManifest | None:
     if not any(shard.file == path.name for shard in manifest.shards):
         return None
     return manifest
-
-
-def _manifest_vocab(path: Path) -> int | None:
-    """The vocabulary that the manifest.json beside a shard declares for it, if any."""
-    manifest = _shard_manifest(path)
-    return None if manifest is None else int(manifest.vocab_size)
 
 
 def check_benchmarks(config: CampaignConfig, home: Path) -> Staged | None:
