@@ -213,12 +213,18 @@ def verify_bundle(
 
     # 10. The records obey the log's rules (campaign, config hash, no replay, signer), and
     #     no experiment started while a logged directive held its campaign paused.
-    records = check_records(statements, key.fingerprint)
+    leaves = tuple(tree.leaf(i) for i in range(latest.size))
+    records = check_records(statements, key.fingerprint, leaves)
+    links = (
+        f"; {records.verifications} verification record(s) linked to the records they verify"
+        if records.verifications
+        else ""
+    )
     done(
         STEPS[9],
         f"{sum(records.experiments.values())} experiment records in "
         f"{len(records.campaigns)} campaign(s); {records.directives} directive(s), "
-        f"{records.starts_checked} start(s) checked: none while paused",
+        f"{records.starts_checked} start(s) checked: none while paused{links}",
     )
     return VerifiedLog(
         origin=bundle.origin,
@@ -230,7 +236,7 @@ def verify_bundle(
         public_key_hex=key.raw.hex(),
         attestation_evidence=_latest_attestation(statements),
         statements=tuple(statements),
-        leaves=tuple(tree.leaf(i) for i in range(latest.size)),
+        leaves=leaves,
     )
 
 

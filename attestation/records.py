@@ -50,6 +50,7 @@ class RecordSummary:
     events: dict[str, int] = field(default_factory=dict)  # event kind -> count
     directives: int = 0
     starts_checked: int = 0  # experiment records whose start was checked against them
+    verifications: int = 0  # records of a verification stage linked to the record they verify
 
 
 @dataclass(frozen=True)
@@ -86,10 +87,16 @@ class _Start:
     at: datetime
 
 
-def check_records(statements: Iterable[tuple[int, Statement]], node_id: str) -> RecordSummary:
+def check_records(
+    statements: Iterable[tuple[int, Statement]],
+    node_id: str,
+    leaves: Sequence[bytes] = (),
+) -> RecordSummary:
     """Apply the rules to (log index, statement) pairs in log order; VerificationError
-    names the first entry that breaks one."""
+    names the first entry that breaks one. `leaves` are the entries' RFC 6962 leaf
+    hashes, by index: a verification stage's record names the record it verifies by one."""
     summary = RecordSummary()
+    by_leaf: dict[bytes, tuple[int, ExperimentStatement]] = {}
     seen: set[tuple[str, str]] = set()
     directives: dict[tuple[str, str, int, bool], AppliedDirective] = {}
     starts: list[_Start] = []
@@ -147,9 +154,49 @@ def check_records(statements: Iterable[tuple[int, Statement]], node_id: str) -> 
         if stmt.subject[0].digest.get("sha256") != digest:
             raise VerificationError(STEP, f"{where}: the subject is not the record's code digest")
         summary.experiments[cid] = summary.experiments.get(cid, 0) + 1
+        if record.verifies is not None:
+            _check_link(where, stmt, by_leaf)
+            summary.verifications += 1
+        if index < len(leaves):
+            by_leaf[leaves[index]] = (index, stmt)
     summary.directives = len(directives)
     summary.starts_checked = _check_starts(list(directives.values()), starts)
     return summary
+
+
+def _check_link(
+    where: str, stmt: ExperimentStatement, by_leaf: dict[bytes, tuple[int, ExperimentStatement]]
+) -> None:
+    """A verification record's `verifies` names an earlier experiment record of this log,
+    of another campaign, scored, with the same code: the discovery it re-trains."""
+    record = stmt.predicate
+    link = record.verifies
+    assert link is not None
+    found = by_leaf.get(bytes.fromhex(link.leaf_hash))
+    if found is None:
+        raise VerificationError(
+            STEP,
+            f"{where} verifies leaf {link.leaf_hash[:16]}..., which is no earlier experiment "
+            "record of this log",
+        )
+    index, source = found
+    earlier = source.predicate
+    if (earlier.campaign_id, earlier.experiment_id) != (link.campaign_id, link.experiment_id):
+        raise VerificationError(
+            STEP,
+            f"{where} names experiment {link.experiment_id} of {link.campaign_id}, but its leaf "
+            f"is entry {index}, experiment {earlier.experiment_id} of {earlier.campaign_id}",
+        )
+    if earlier.campaign_id == record.campaign_id:
+        raise VerificationError(STEP, f"{where} verifies a record of its own campaign")
+    if earlier.code_digest != record.code_digest:
+        raise VerificationError(
+            STEP, f"{where} trains other code than the record it verifies (entry {index})"
+        )
+    if earlier.fitness is None:
+        raise VerificationError(
+            STEP, f"{where} verifies entry {index}, which was never scored: nothing to verify"
+        )
 
 
 def _directive(index: int, stmt: DirectiveStatement) -> AppliedDirective:

@@ -12,7 +12,8 @@ Validation is strict (JSON types as written: no number for a string, no string f
 number, no unknown fields, times with a zone) and names the field that broke it.
 `SCHEMA_VERSION` is the version of this schema as a whole, named in every log bundle;
 `ExperimentRecord.record_version` versions the experiment record within it (version 2
-added `started_at`, which version 1 records lack).
+added `started_at`, which version 1 records lack; version 3 added `verifies`, the earlier
+record a verification stage re-trains).
 """
 
 from __future__ import annotations
@@ -40,9 +41,10 @@ STATEMENT_TYPE: Final = "https://in-toto.io/Statement/v1"
 EXPERIMENT_PREDICATE: Final = "https://asi-node.dev/ExperimentRecord/v1"
 EVENT_PREDICATE: Final = "https://asi-node.dev/NodeEvent/v1"
 DIRECTIVE_PREDICATE: Final = "https://asi-node.dev/GovernanceDirective/v1"
-RECORD_VERSION: Final = 2  # what the node writes; auditors read RECORD_VERSIONS
-RECORD_VERSIONS: Final = (1, 2)
+RECORD_VERSION: Final = 3  # what the node writes; auditors read RECORD_VERSIONS
+RECORD_VERSIONS: Final = (1, 2, 3)
 STARTS_SINCE: Final = 2  # the first record version carrying started_at
+VERIFIES_SINCE: Final = 3  # the first record version carrying verifies
 ALL_CAMPAIGNS: Final = "*"  # a directive for every campaign (the guardian's pause-all)
 
 
@@ -163,6 +165,15 @@ class Screening(_Model):
     message: str = ""
 
 
+class Verifies(_Model):
+    """The record a verification stage's experiment re-trains: an experiment of an earlier
+    campaign, by its entry's RFC 6962 leaf hash in the same log."""
+
+    campaign_id: str
+    experiment_id: str
+    leaf_hash: Hex32
+
+
 class Environment(_Model):
     """Package versions and the device: no host names, no paths."""
 
@@ -177,7 +188,7 @@ class Environment(_Model):
 class ExperimentRecord(_Model):
     """One finished experiment (DESIGN section 4), the predicate of EXPERIMENT_PREDICATE."""
 
-    record_version: Literal[1, 2]
+    record_version: Literal[1, 2, 3]
     node_id: str
     campaign_id: str
     config_hash: str
@@ -203,13 +214,16 @@ class ExperimentRecord(_Model):
     attempts: NonNegative
     started_at: AwareDatetime | None = None
     finished_at: AwareDatetime | None
+    verifies: Verifies | None = None
 
     @model_validator(mode="after")
-    def _started_at_from_version_2(self) -> ExperimentRecord:
+    def _fields_of_the_version(self) -> ExperimentRecord:
         # An "after" check: a "before" one would make the fields validate in Python mode,
         # where strict mode refuses the ISO 8601 text of a JSON time.
         if self.record_version >= STARTS_SINCE and "started_at" not in self.model_fields_set:
             raise ValueError("a version 2 record must carry started_at (null if never started)")
+        if self.record_version >= VERIFIES_SINCE and "verifies" not in self.model_fields_set:
+            raise ValueError("a version 3 record must carry verifies (null if it verifies none)")
         return self
 
 

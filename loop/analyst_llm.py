@@ -17,12 +17,12 @@ from loop.analyst import Analysis, Fitness
 from loop.contract import METRICS
 from loop.llm import (
     BudgetExhausted,
+    Caller,
     ChatModel,
     Exchange,
     LLMCallError,
     LLMConfigError,
     Message,
-    Portal,
     Schema,
 )
 
@@ -120,7 +120,7 @@ class LLMAnalyst:
     def __init__(
         self,
         chat: ChatModel,
-        portal: Portal,
+        portal: Caller,
         system: str = SYSTEM,
         vocabulary: tuple[str, ...] = VOCABULARY,
     ) -> None:

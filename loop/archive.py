@@ -9,6 +9,7 @@ import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from loop.niches import MIGRATION, draw_parents
 from loop.proposal import ArchiveView
 from loop.syntax import parse
 
@@ -82,20 +83,20 @@ def ranked(archive: Sequence[ArchiveView]) -> list[ArchiveView]:
 
 
 def sample_parents(
-    archive: Sequence[ArchiveView], rng: random.Random, k: int = 2, top: int = 10
+    archive: Sequence[ArchiveView],
+    rng: random.Random,
+    k: int = 2,
+    top: int | None = None,
+    migration: float = MIGRATION,
 ) -> list[ArchiveView]:
-    """Pick up to k distinct parents from the best `top`, favouring the fitter ones.
+    """Pick up to k distinct scored parents across the archive's niches (loop.niches).
 
-    Rank-based weights (1/(rank+1)) keep exploration alive: the best is likeliest, but
-    the tenth still gets picked now and then, as ASI-Arch samples from its top pool.
+    The first comes from a family drawn uniformly, then by fitness rank and how few
+    children it has; the others mostly from the same family, now and then (`migration`)
+    from another. `top` keeps only the best `top` by fitness in the running.
     """
-    pool = ranked(archive)[:top]
-    chosen: list[ArchiveView] = []
-    while pool and len(chosen) < k:
-        weights = [1.0 / (i + 1) for i in range(len(pool))]
-        pick = rng.choices(range(len(pool)), weights=weights)[0]
-        chosen.append(pool.pop(pick))
-    return chosen
+    pool = ranked(archive)
+    return draw_parents(pool if top is None else pool[:top], rng, k, migration)
 
 
 def sample_references(

@@ -10,10 +10,11 @@ scored on held-out loss), which agents of an LM campaign must be given instead.
 from __future__ import annotations
 
 import ast
+import functools
 import inspect
 
 from loop.screen import ALLOWED_MODULES, ScreenConfig
-from loop.syntax import parse
+from loop.syntax import class_source, parse
 from loop.tasks import LMSpec, TaskSpec
 
 _SC = ScreenConfig()
@@ -48,7 +49,10 @@ Screening, before any training (a failure ends the experiment with that failure 
 - at most {_SC.max_params:,} parameters (param_budget) and {_SC.max_state_floats:,} state
   numbers per sequence (state_budget) at d_model 64, 2 heads;
 - cost must scale linearly: forward at 4x the length may cost at most {_SC.max_cost_ratio:g}x
-  (too_slow); non-finite outputs are nan_divergence."""
+  (too_slow); non-finite outputs are nan_divergence;
+- a module that computes what a trained candidate computes (the same outputs and gradients
+  at a fixed point near its initial parameters, the same state size) is stopped as a
+  behaviour_twin: renaming or refactoring a parent is not a new design."""
 
 METRICS = """\
 The task is MQAR (multi-query associative recall): key-value pairs, then queries of keys.
@@ -139,6 +143,7 @@ def interface_problem(code: str) -> str | None:
     return None
 
 
+@functools.lru_cache(maxsize=64)  # a prompt shows its parents' sources: parsed once each
 def baseline_source(code: str) -> str | None:
     """For a parent that is one line importing a baseline (`from kernels.baselines import
     DeltaNet as Mixer`), the baseline's source with the imports it uses, so an agent sees
@@ -164,5 +169,5 @@ def baseline_source(code: str) -> str | None:
         if isinstance(n, ast.Import | ast.ImportFrom)
     ]
     classes = [c for c in reversed(cls.__mro__) if c.__module__ == module.__name__]
-    parts = ["\n".join(imports), *(inspect.getsource(c) for c in classes)]
+    parts = ["\n".join(imports), *(class_source(c) for c in classes)]
     return "\n\n".join(parts)

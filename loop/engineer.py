@@ -1,7 +1,8 @@
 """The Engineer: one experiment from code to honest metrics.
 
 1. static check in this (trusted) process; the code never runs here;
-2. a sandboxed run screens the mixer, trains the model and exports it as graphs;
+2. a sandboxed run screens the mixer, stops it there if it computes what a trained
+   candidate computes (loop.probe), else trains the model and exports it as graphs;
 3. a second sandboxed run, which loads no candidate code, evaluates those graphs on
    held-out data (MQAR: drawn from a seed the first run never saw; LM: the campaign's
    held-out windows, which training never reads) and on the campaign's staged zero-shot
@@ -31,6 +32,7 @@ from typing import Any
 from loop.devices import DevicePool, sandbox_gpu_env
 from loop.model import BackboneConfig
 from loop.outcome import FailureClass
+from loop.probe import Probe
 from loop.sandbox import Limits, SandboxError, SandboxOutcome, run_sandboxed
 from loop.screen import ScreenConfig, check_source
 from loop.tasks import TaskSpec
@@ -58,6 +60,10 @@ class ExperimentJob:
     options: Mapping[str, Any] = field(default_factory=dict)
     screen: ScreenConfig = field(default_factory=ScreenConfig)
     benchmarks: Path | None = None  # a staged benchmark folder (LM campaigns)
+    # (label, probe) of the campaign's trained candidates: a candidate computing what one
+    # of them computes stops after screening as a behaviour twin (loop.probe). Empty for
+    # baselines and re-runs, which are never rejected.
+    twins: tuple[tuple[str, Probe], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -258,6 +264,7 @@ class Engineer:
             model_seed=job.seed,
             screen=job.screen,
             device=device,
+            twins=job.twins,
         )
         trained = run_sandboxed(train_spec, root / "train", limits, stop=cancel)
         timings["sandbox_train_s"] = trained.wall_s

@@ -11,19 +11,22 @@ that rejects that is asked once more without it (and not asked again), and repli
 read by a tolerant parser (code fences, prose around the object, trailing commas).
 
 Agents code against the `ChatModel` protocol, so tests use a fake; `Portal` lets the
-synchronous scheduler threads call the async client on one private event loop.
+synchronous scheduler threads call the async client on one private event loop, where
+calls from several threads run at once; a `CallScope` of it can cancel its calls together.
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import contextlib
 import hashlib
 import json
 import logging
 import re
 import threading
 import time
-from collections.abc import Coroutine, Mapping, Sequence
+from collections.abc import Coroutine, Iterator, Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, TypeVar
@@ -151,6 +154,11 @@ class BudgetExhausted(LLMError):
     """
 
 
+class LLMCancelled(LLMError):
+    """The call was cancelled (its `CallScope` was, because the run is stopping): no reply
+    came back and nothing was charged. Drop the work it was for."""
+
+
 @dataclass(frozen=True)
 class Caps:
     """A campaign's LLM budget; None means no limit on that measure."""
@@ -168,15 +176,20 @@ class Spent:
 
 
 class Ledger:
-    """What a campaign has spent on LLM calls against its caps; shared by worker threads.
+    """What a campaign has spent on LLM calls against its caps; shared by threads.
 
-    A call is refused before it is made once any cap is reached; the call that crosses a
-    cap completes (its size is not known in advance) and the next one is refused.
+    A call is refused before it is made once any cap is reached. A call holds a place
+    while it runs (`reserve`), so calls made at once cannot overshoot the calls cap. Tokens
+    and money are known only when a call ends: a call starts while what was spent is under
+    the cap, so the calls in flight when a cap is crossed complete and are the overshoot
+    (one call when calls are made one at a time). Callers that start calls ahead of need
+    hold them back while `exhausted(ahead=...)` counts their calls in flight as spent.
     """
 
     def __init__(self, caps: Caps, spent: Spent = Spent()) -> None:
         self.caps = caps
         self._spent = spent
+        self._in_flight = 0
         self._lock = threading.Lock()
 
     @property
@@ -184,21 +197,48 @@ class Ledger:
         with self._lock:
             return self._spent
 
-    def exhausted(self) -> str | None:
-        """Which cap is reached, in words, or None while there is budget left."""
-        s, c = self.spent, self.caps
-        if c.max_calls is not None and s.calls >= c.max_calls:
-            return f"LLM calls {s.calls} of {c.max_calls}"
-        if c.max_tokens is not None and s.tokens >= c.max_tokens:
-            return f"LLM tokens {s.tokens} of {c.max_tokens}"
-        if c.max_cost_usd is not None and s.cost_usd >= c.max_cost_usd:
-            return f"LLM cost ${s.cost_usd:.4f} of ${c.max_cost_usd:.4f}"
+    def exhausted(self, ahead: int = 0) -> str | None:
+        """Which cap is reached, in words, or None while there is budget left. With
+        `ahead`, that many calls not charged yet count as spent, each at the mean size of
+        the calls charged so far."""
+        with self._lock:
+            return self._exhausted(self._spent, ahead)
+
+    def _exhausted(self, s: Spent, ahead: int) -> str | None:
+        c = self.caps
+        more = f" (+{ahead} in flight)" if ahead else ""
+        calls = s.calls + ahead
+        if c.max_calls is not None and calls >= c.max_calls:
+            return f"LLM calls {calls} of {c.max_calls}{more}"
+        tokens = s.tokens + (ahead * s.tokens / s.calls if s.calls else 0)
+        if c.max_tokens is not None and tokens >= c.max_tokens:
+            return f"LLM tokens {tokens:.0f} of {c.max_tokens}{more}"
+        cost = s.cost_usd + (ahead * s.cost_usd / s.calls if s.calls else 0.0)
+        if c.max_cost_usd is not None and cost >= c.max_cost_usd:
+            return f"LLM cost ${cost:.4f} of ${c.max_cost_usd:.4f}{more}"
         return None
 
     def check(self) -> None:
         reason = self.exhausted()
         if reason is not None:
             raise BudgetExhausted(f"LLM budget exhausted: {reason}")
+
+    @contextlib.contextmanager
+    def reserve(self) -> Iterator[None]:
+        """Hold one call's place while it runs: BudgetExhausted (nothing sent) once a cap
+        is reached, the calls in flight counting against the calls cap. Released however
+        the call ends; `add` charges what it spent."""
+        with self._lock:
+            s = self._spent
+            reason = self._exhausted(Spent(s.calls + self._in_flight, s.tokens, s.cost_usd), 0)
+            if reason is not None:
+                raise BudgetExhausted(f"LLM budget exhausted: {reason}")
+            self._in_flight += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._in_flight -= 1
 
     def add(self, exchange: Exchange) -> None:
         with self._lock:
@@ -273,7 +313,12 @@ class OpenAIChat:
     ) -> Reply:
         """One chat completion. Raises BudgetExhausted (nothing sent), LLMConfigError (the
         endpoint, model or key is wrong) or LLMCallError (this call failed; go on)."""
-        self.ledger.check()
+        with self.ledger.reserve():
+            return await self._complete(role, messages, purpose, schema)
+
+    async def _complete(
+        self, role: Role, messages: Sequence[Message], purpose: str, schema: Schema | None
+    ) -> Reply:
         ep = self.endpoints[role]
         structured = schema is not None and ep.structured != "off" and role not in self._plain
         started = time.perf_counter()
@@ -517,11 +562,18 @@ def _balanced_end(text: str, start: int) -> int | None:
     return None
 
 
+class Caller(Protocol):
+    """What the agents need of a portal: a coroutine run to its result, waited for."""
+
+    def call(self, coro: Coroutine[Any, Any, T]) -> T: ...
+
+
 class Portal:
     """One private event loop on its own thread; synchronous callers submit coroutines.
 
-    The async clients live on this loop only. `call` waits for the coroutine; the SDK's
-    own timeout bounds every request, so nothing is left running behind a wait.
+    The async clients live on this loop only; calls submitted from several threads run
+    on it at once. `call` waits for the coroutine; the SDK's own timeout bounds every
+    request, so nothing is left running behind a wait.
     """
 
     def __init__(self) -> None:
@@ -531,13 +583,61 @@ class Portal:
         )
         self._thread.start()
 
+    def submit(self, coro: Coroutine[Any, Any, T]) -> Future[T]:
+        return asyncio.run_coroutine_threadsafe(coro, self._loop)
+
     def call(self, coro: Coroutine[Any, Any, T]) -> T:
-        future: Future[T] = asyncio.run_coroutine_threadsafe(coro, self._loop)
-        return future.result()
+        return self.submit(coro).result()
 
     def close(self) -> None:
         if self._loop.is_running():
+            # Cancelled calls may still be unwinding: let them end before the loop stops.
+            with contextlib.suppress(TimeoutError):
+                self.submit(_end_tasks()).result(timeout=5)
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._thread.join(timeout=5)
         if not self._loop.is_running():
             self._loop.close()
+
+
+async def _end_tasks() -> None:
+    tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+
+
+class CallScope:
+    """Calls through a portal that end together: `cancel` cancels those in flight (their
+    callers get LLMCancelled at once, the requests are dropped) and refuses new ones.
+
+    A run's background Researcher and Analyst calls go through one, cancelled at stop.
+    """
+
+    def __init__(self, portal: Portal) -> None:
+        self._portal = portal
+        self._pending: set[Future[Any]] = set()
+        self._cancelled = False
+        self._lock = threading.Lock()
+
+    def call(self, coro: Coroutine[Any, Any, T]) -> T:
+        with self._lock:
+            if self._cancelled:
+                coro.close()
+                raise LLMCancelled("the call was cancelled: the run is stopping")
+            future = self._portal.submit(coro)
+            self._pending.add(future)
+        try:
+            return future.result()
+        except concurrent.futures.CancelledError:
+            raise LLMCancelled("the call was cancelled: the run is stopping") from None
+        finally:
+            with self._lock:
+                self._pending.discard(future)
+
+    def cancel(self) -> None:
+        with self._lock:
+            self._cancelled = True
+            pending = list(self._pending)
+        for future in pending:
+            future.cancel()

@@ -28,6 +28,7 @@ class FailureClass(enum.StrEnum):
     INTERRUPTED = "interrupted"  # stopped from outside (pause, shutdown); runs again
     LLM_RESPONSE = "llm_response"  # the LLM's reply held no usable code (or the call failed)
     DUPLICATE = "duplicate"  # the LLM kept proposing what the archive already holds
+    BEHAVIOUR_TWIN = "behaviour_twin"  # computes what a trained candidate does (loop.probe)
 
 
 @dataclass(frozen=True)

@@ -46,3 +46,4 @@ class ArchiveView:
     analysis: str = ""
     seeds: int = 1  # seeds the fitness is the mean of
     fitness_spread: float = 0.0  # their sample standard deviation (0 with one seed)
+    children: int = 0  # candidates proposed with this one as a parent, failed ones included

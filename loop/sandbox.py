@@ -35,7 +35,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import pydantic
 
@@ -122,11 +122,19 @@ class _Check(pydantic.BaseModel):
     detail: str = pydantic.Field(max_length=4000)
 
 
+class _Probe(pydantic.BaseModel):
+    model_config = pydantic.ConfigDict(extra="forbid", frozen=True)
+    values: list[float] = pydantic.Field(max_length=64)
+    state_floats: int = pydantic.Field(ge=0)
+    dtype: Literal["float64", "float32"]
+
+
 class _Screen(pydantic.BaseModel):
     model_config = pydantic.ConfigDict(extra="forbid", frozen=True)
     checks: list[_Check] = pydantic.Field(max_length=64)
     failure: FailureClass | None
     message: str = pydantic.Field(max_length=4000)
+    probe: _Probe | None = None  # loop.probe's, when screening passed
 
 
 class WorkerResult(pydantic.BaseModel):

@@ -40,7 +40,7 @@ import stat
 import sys
 import time
 import traceback
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -51,6 +51,7 @@ if TYPE_CHECKING:
 
     from loop.model import BackboneConfig
     from loop.outcome import ScreenReport
+    from loop.probe import Probe
     from loop.screen import ScreenConfig
     from loop.tasks import TaskSpec
     from loop.train import TrainConfig
@@ -111,11 +112,14 @@ def train_job(
     model_seed: int = 0,
     screen: ScreenConfig | None = None,
     device: DeviceConfig | None = None,
+    twins: Sequence[tuple[str, Probe]] = (),
 ) -> dict[str, Any]:
     """A `train` job: screen, train a Backbone around the Mixer, export it to artifacts/.
 
     With `device`, training runs there (loop.train_device: bf16 autocast, tokens/s) and the
     model comes back to the CPU for export; without it, loop.train trains on the CPU.
+    `twins` are (label, probe) of trained candidates: a mixer whose probe matches one
+    ends after screening as a behaviour twin, untrained.
     """
     job = screen_job(code, options, screen)
     job.update(
@@ -124,6 +128,7 @@ def train_job(
         train=dataclasses.asdict(train),
         backbone=None if backbone is None else dataclasses.asdict(backbone),
         model_seed=model_seed,
+        twins=[{"label": label, "probe": probe.to_json()} for label, probe in twins],
     )
     if device is not None:
         job["device"] = dataclasses.asdict(device)
@@ -565,6 +570,40 @@ def _screen(job: Mapping[str, Any], mixer_cls: Callable[..., Any]) -> ScreenRepo
     return screen_mixer(mixer_cls, job.get("options") or {}, config)
 
 
+def _probe(job: Mapping[str, Any], mixer_cls: Callable[..., Any], result: dict[str, Any]) -> None:
+    """Put the screened mixer's probe (loop.probe) in the screen result; when it matches
+    one of the job's `twins`, end the run there as a behaviour twin, before training."""
+    from loop.probe import Probe, find_twin, probe_mixer
+
+    screen = result["screen"]
+    try:
+        probe = probe_mixer(mixer_cls, job.get("options") or {})
+    except (Exception, SystemExit) as exc:  # rare once screened: no probe, no verdict
+        logger.warning("probe failed", extra={"error": _tail(repr(exc))})
+        return
+    screen["probe"] = probe.to_json()
+    known = [
+        (str(entry.get("label")), other)
+        for entry in job.get("twins") or ()
+        if (other := Probe.from_json(entry.get("probe"))) is not None
+    ]
+    if not known:
+        return
+    twin = find_twin(probe, known)
+    if twin is None:
+        detail = f"computes something else than each of the {len(known)} trained candidates"
+        screen["checks"].append({"name": "behaviour_twin", "passed": True, "detail": detail})
+        return
+    detail = (
+        f"computes what {twin} computes (same outputs and gradients at the probe's fixed "
+        "point, same state size): training it would repeat that experiment"
+    )
+    message = f"behaviour_twin: {detail}"
+    screen["checks"].append({"name": "behaviour_twin", "passed": False, "detail": detail})
+    screen.update(failure="behaviour_twin", message=message)
+    result.update(failure="behaviour_twin", message=message)
+
+
 def _task(data: Mapping[str, Any]) -> TaskSpec:
     from loop.tasks import LMSpec, MQARSpec
 
@@ -664,7 +703,11 @@ def run_job(workspace: Path) -> dict[str, Any]:
         "screen": _report_json(report),
         "payload": {},
     }
-    if kind == "train" and report.passed:
+    if report.passed:
+        mark = time.perf_counter()
+        _probe(job, mixer_cls, result)
+        timings["probe"] = time.perf_counter() - mark
+    if kind == "train" and result["failure"] is None:
         mark = time.perf_counter()
         try:
             trained = _train(job, workspace, mixer_cls)

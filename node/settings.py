@@ -173,6 +173,12 @@ class LLMSettings(_Section):
     duplicate_rounds: int = Field(
         default=2, ge=0, description="times a near-duplicate proposal is sent back"
     )
+    max_parallel_calls: int = Field(
+        default=8,
+        ge=1,
+        description="Researcher calls in flight at once, and Analyst calls; 1 for a server "
+        "that answers one request at a time",
+    )
     researcher: LLMRoleSettings = LLMRoleSettings()
     engineer: LLMRoleSettings = LLMRoleSettings()
     analyst: LLMRoleSettings = LLMRoleSettings()

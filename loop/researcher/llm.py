@@ -5,8 +5,9 @@ insights, cognition entries retrieved for the parents' weaknesses, the Mixer int
 and the screening rules. The reply is name, motivation and code (a whole module, or a
 unified diff against the first parent). A near-duplicate of the archive (same code
 fingerprint, or a motivation too close to an archived one) is sent back with the reason,
-a bounded number of times. Unusable replies become values with a failure class and a
-reason; the scheduler records them and goes on.
+a bounded number of times; so is one found at record time to duplicate a proposal made
+at the same time (`send_back`). Unusable replies become values with a failure class and
+a reason; the scheduler records them and goes on.
 """
 
 from __future__ import annotations
@@ -22,12 +23,13 @@ from loop.contract import INTERFACE, METRICS, RULES, baseline_source, interface_
 from loop.diffs import DiffError, apply_unified_diff
 from loop.llm import (
     BudgetExhausted,
+    Caller,
     ChatModel,
     Exchange,
     LLMCallError,
+    LLMCancelled,
     LLMConfigError,
     Message,
-    Portal,
     Reply,
     Schema,
 )
@@ -86,7 +88,9 @@ class ResearchConfig:
 @dataclass(frozen=True)
 class ResearchResult:
     """A proposal, or why there is none (failure class and reason); the calls made; and
-    `pause` when the campaign must pause (budget spent, endpoint unusable)."""
+    `pause` when the campaign must pause (budget spent, endpoint unusable). Neither a
+    proposal nor a failure nor a pause: the call was cancelled. `messages` is the
+    conversation up to the proposal's reply, for a send-back."""
 
     proposal: Proposal | None
     failure: FailureClass | None = None
@@ -97,6 +101,7 @@ class ResearchResult:
     exchanges: tuple[Exchange, ...] = ()
     duplicates_sent_back: int = 0
     pause: str | None = None
+    messages: tuple[Message, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -111,7 +116,7 @@ class LLMResearcher:
     def __init__(
         self,
         chat: ChatModel,
-        portal: Portal,
+        portal: Caller,
         cognition: CognitionBase,
         config: ResearchConfig = ResearchConfig(),
         system: str = SYSTEM,
@@ -172,8 +177,42 @@ class LLMResearcher:
         feedback: Sequence[str] = (),
     ) -> ResearchResult:
         messages = self.prompt(parents, references, insights, feedback)
-        exchanges: list[Exchange] = []
-        sent_back = 0
+        return self._converse(messages, parents, known, [], 0)
+
+    def send_back(
+        self,
+        result: ResearchResult,
+        duplicate: str,
+        parents: Sequence[ArchiveView],
+        known: Known,
+    ) -> ResearchResult:
+        """A proposal found, when it was to be recorded, to duplicate one recorded since
+        it was asked for: sent back with the reason in the same conversation, as
+        `propose` does, or given up once it was sent back `duplicate_rounds` times."""
+        assert result.proposal is not None
+        sent_back = result.duplicates_sent_back
+        if sent_back >= self.config.duplicate_rounds:
+            return ResearchResult(
+                None,
+                FailureClass.DUPLICATE,
+                f"still a near-duplicate after {sent_back} send-back(s): {duplicate}",
+                code=result.proposal.code,
+                name=result.proposal.name,
+                motivation=result.proposal.motivation,
+                exchanges=result.exchanges,
+                duplicates_sent_back=sent_back,
+            )
+        messages = [*result.messages, _rejection(duplicate)]
+        return self._converse(messages, parents, known, list(result.exchanges), sent_back + 1)
+
+    def _converse(
+        self,
+        messages: list[Message],
+        parents: Sequence[ArchiveView],
+        known: Known,
+        exchanges: list[Exchange],
+        sent_back: int,
+    ) -> ResearchResult:
         parent_ids = tuple(v.candidate_id for v in parents)
         while True:
             try:
@@ -182,6 +221,9 @@ class LLMResearcher:
                         "researcher", messages, purpose="propose", schema=PROPOSAL_SCHEMA
                     )
                 )
+            except LLMCancelled:
+                # The run is stopping: the calls that did complete are still kept.
+                return ResearchResult(None, exchanges=tuple(exchanges))
             except BudgetExhausted as exc:
                 return ResearchResult(None, exchanges=tuple(exchanges), pause=str(exc))
             except LLMConfigError as exc:
@@ -200,7 +242,7 @@ class LLMResearcher:
             if isinstance(read, ResearchResult):
                 return _with(read, exchanges, sent_back)
             name, motivation, code = read
-            duplicate = self._duplicate(code, motivation, known)
+            duplicate = self.duplicate_of(code, motivation, known)
             if duplicate is None:
                 proposal = Proposal(
                     name=name,
@@ -210,7 +252,10 @@ class LLMResearcher:
                     origin="llm",
                 )
                 return ResearchResult(
-                    proposal, exchanges=tuple(exchanges), duplicates_sent_back=sent_back
+                    proposal,
+                    exchanges=tuple(exchanges),
+                    duplicates_sent_back=sent_back,
+                    messages=(*messages, Message("assistant", reply.text)),
                 )
             if sent_back >= self.config.duplicate_rounds:
                 return ResearchResult(
@@ -224,15 +269,7 @@ class LLMResearcher:
                     duplicates_sent_back=sent_back,
                 )
             sent_back += 1
-            messages = [
-                *messages,
-                Message("assistant", reply.text),
-                Message(
-                    "user",
-                    f"Rejected as a near-duplicate: {duplicate}. Propose a different design "
-                    "(a different mechanism, not a rewording), as the same JSON object.",
-                ),
-            ]
+            messages = [*messages, Message("assistant", reply.text), _rejection(duplicate)]
 
     def _read(
         self, reply: Reply, parents: Sequence[ArchiveView]
@@ -278,7 +315,8 @@ class LLMResearcher:
             return _reject(FailureClass.SYNTAX_IMPORT, problem, name, motivation, code)
         return name, motivation or "(no motivation given)", code
 
-    def _duplicate(self, code: str, motivation: str, known: Known) -> str | None:
+    def duplicate_of(self, code: str, motivation: str, known: Known) -> str | None:
+        """Why the proposal is a near-duplicate of the archive, or None."""
         twin = known.fingerprints.get(code_fingerprint(code))
         if twin is not None:
             return f"the code is the same as {twin}'s (up to comments and layout)"
@@ -290,6 +328,14 @@ class LLMResearcher:
         if best >= self.config.motivation_similarity:
             return f"the motivation repeats {best_name}'s (similarity {best:.2f})"
         return None
+
+
+def _rejection(duplicate: str) -> Message:
+    return Message(
+        "user",
+        f"Rejected as a near-duplicate: {duplicate}. Propose a different design "
+        "(a different mechanism, not a rewording), as the same JSON object.",
+    )
 
 
 def _scores(view: ArchiveView) -> str:

@@ -19,7 +19,7 @@ from node.api.attestation import attestation_router
 from node.api.log import log_router
 from node.api.metrics import metrics_router
 from node.api.models import CampaignDetail, ExperimentDetail, Health
-from node.campaign import leaderboard
+from node.campaign import discovery, leaderboard
 from node.errors import AsiNodeError, CorruptStoreError, NotFoundError, StoreError
 from node.store import CampaignRow, ExperimentRow, Store
 from node.tlog.log import LogView
@@ -47,11 +47,13 @@ def create_app(
     operator_token: SecretStr | None = None,
     attestation_evidence: Path | None = None,
     node_status: Callable[[], Mapping[str, Any]] | None = None,
+    threads_per_worker: int = 1,
 ) -> FastAPI:
     """The app over one store; the caller owns the store's lifetime. The governance
     routes (`/gov`) relay to `governor` when one is given; with `attestation_evidence` the
     node's TEE evidence bundle is published at /attestation; `node_status` (the daemon's
-    governed runs, `GovernedNode.status`) goes into /health."""
+    governed runs, `GovernedNode.status`) goes into /health; `threads_per_worker` (the
+    node's setting) costs CPU experiments in the discovery rate's CPU-hours."""
     app = FastAPI(title="asi-node", version="0.1.0", summary="Read-only view of a research node")
     if attestation_evidence is not None:
         app.include_router(attestation_router(attestation_evidence))
@@ -92,7 +94,8 @@ def create_app(
     def campaign(campaign_id: str) -> CampaignDetail:
         row = store.get_campaign(campaign_id)
         counts = {s: store.count_experiments(row.id, status=s) for s in ExperimentStatus}
-        return CampaignDetail(**vars(row), experiments=counts)
+        found = discovery.for_campaign(store, row, threads_per_worker)
+        return CampaignDetail(**vars(row), experiments=counts, discovery=found)
 
     @app.get("/campaigns/{campaign_id}/leaderboard")
     def board(campaign_id: str) -> list[leaderboard.Row]:
@@ -109,7 +112,7 @@ def create_app(
         return ExperimentDetail(**vars(exp), code=store.get_code(cand.digest), candidate=cand)
 
     app.include_router(log_router(LogView(store)))
-    app.include_router(metrics_router(store))
+    app.include_router(metrics_router(store, threads_per_worker))
     from node.governed.records import StoreGovernanceView
 
     app.include_router(governance_router(StoreGovernanceView(store), governor, operator_token))

@@ -5,7 +5,15 @@ instrumentation in the workers: campaigns by status; experiments by campaign and
 with each campaign's best fitness; the transparency log's size and latest checkpoint;
 the anchoring outbox by target and status with the largest confirmed tree size (the log
 size minus it is what is not anchored yet); governance directives applied and not yet
-acknowledged, by source.
+acknowledged, by source. Discovery, by campaign (node.campaign.discovery): the generated
+candidates promoted, the compute the campaign's experiments held in GPU-hours and in
+CPU-hours (wall time x the node's threads per worker), and promoted candidates per
+compute-hour in the campaign's unit (GPU when any experiment trained on a GPU; absent
+until some compute is recorded):
+
+    asi_node_promoted_candidates{campaign, campaign_id}
+    asi_node_compute_hours{campaign, campaign_id, unit="gpu"|"cpu"}
+    asi_node_promoted_per_compute_hour{campaign, campaign_id, unit}
 """
 
 from __future__ import annotations
@@ -16,6 +24,7 @@ from collections.abc import Iterable, Mapping
 from fastapi import APIRouter
 from fastapi.responses import PlainTextResponse
 
+from node.campaign import discovery
 from node.store import CAMPAIGN_STATUSES, DirectiveLedger, LogStore, Store, outbox_stats
 from node.store.outbox import OutboxStatus
 
@@ -23,19 +32,21 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 Sample = tuple[Mapping[str, str], float]
 
 
-def metrics_router(store: Store) -> APIRouter:
+def metrics_router(store: Store, threads_per_worker: int = 1) -> APIRouter:
+    """`threads_per_worker` (the node's setting) costs CPU experiments in CPU-hours."""
     router = APIRouter(tags=["metrics"])
 
     @router.get("/metrics", response_class=PlainTextResponse)
     def metrics() -> PlainTextResponse:
-        return PlainTextResponse(render(store), media_type=CONTENT_TYPE)
+        return PlainTextResponse(render(store, threads_per_worker), media_type=CONTENT_TYPE)
 
     return router
 
 
-def render(store: Store) -> str:
+def render(store: Store, threads_per_worker: int = 1) -> str:
     """Every family, HELP and TYPE lines first, one sample per line."""
     campaigns = store.list_campaigns()
+    found = {c.id: discovery.for_campaign(store, c, threads_per_worker) for c in campaigns}
     names = {c.id: c.name for c in campaigns}
     by_status = Counter(c.status for c in campaigns)
     stats = store.experiment_stats()
@@ -71,6 +82,35 @@ def render(store: Store) -> str:
         "asi_node_best_fitness",
         "Highest fitness of a scored experiment, by campaign.",
         [(campaign(cid), value) for cid, value in sorted(best.items())],
+    )
+    _family(
+        out,
+        "asi_node_promoted_candidates",
+        "Generated candidates promoted (every seed scored, mean fitness over the margin).",
+        [(campaign(cid), d.promoted) for cid, d in found.items()],
+    )
+    _family(
+        out,
+        "asi_node_compute_hours",
+        "Compute the campaign's experiments held: GPU-hours leased, CPU-hours as wall x threads.",
+        [
+            (campaign(cid) | {"unit": unit}, hours)
+            for cid, d in found.items()
+            for unit, hours in (
+                (discovery.ComputeUnit.GPU, d.gpu_hours),
+                (discovery.ComputeUnit.CPU, d.cpu_hours),
+            )
+        ],
+    )
+    _family(
+        out,
+        "asi_node_promoted_per_compute_hour",
+        "Promoted candidates per compute-hour, in the campaign's unit (gpu when it used GPUs).",
+        [
+            (campaign(cid) | {"unit": d.unit}, d.rate)
+            for cid, d in found.items()
+            if d.rate is not None
+        ],
     )
     _family(out, "asi_node_log_entries", "Entries in the transparency log.", [({}, log.size())])
     _family(

@@ -9,6 +9,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict
 
 from attestation.schema import ExperimentStatus
+from node.campaign.discovery import Discovery
 from node.store import CampaignRow, CandidateRow, ExperimentRow
 
 
@@ -26,9 +27,11 @@ class Health(BaseModel):
 
 @dataclass(frozen=True)
 class CampaignDetail(CampaignRow):
-    """A campaign and how many of its experiments are in each status."""
+    """A campaign, how many of its experiments are in each status, and its discovery
+    rate (promoted candidates per compute-hour, node.campaign.discovery)."""
 
     experiments: dict[ExperimentStatus, int] = field(default_factory=dict)
+    discovery: Discovery | None = None
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,15 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    ValidationError,
+    model_serializer,
+    model_validator,
+)
 
 from attestation.canonical import json_sha256
 from kernels.baselines import BASELINES
@@ -27,6 +35,44 @@ class Budget(BaseModel):
     max_llm_calls: int | None = Field(default=None, ge=0)
     max_llm_tokens: int | None = Field(default=None, ge=0)
     max_llm_cost_usd: float | None = Field(default=None, ge=0)
+
+
+class Selected(BaseModel):
+    """A candidate a verification stage re-trains, as the node chose it at creation."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    candidate_id: str  # in the source campaign
+    name: str
+    code_digest: str
+    experiment_id: str  # its first-seed experiment in the source campaign
+    leaf_hash: str  # hex RFC 6962 leaf hash of that experiment's record in the node's log
+    mean: float  # fitness over its seeds in the source campaign
+    lower_bound: float  # what ranked it
+    seeds: int
+
+
+class Verify(BaseModel):
+    """A verification stage: the top k of an earlier campaign (by a lower confidence
+    bound over its seeds), re-trained at this campaign's scale on the seed and every re-run
+    seed, beside baselines matched to each candidate's non-embedding parameter count.
+
+    The bound is mean - z * s / sqrt(n) over the candidate's n scored seeds, with s the
+    larger of their sample spread and `seed_noise` (the spread assumed where n is small;
+    about a point on MQAR). The node fills `selected` when the campaign is created, so
+    the choice, k and every threshold are part of the hashed config."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    source: str = Field(description="the campaign whose candidates this stage verifies")
+    top_k: int = Field(default=3, ge=1)
+    z: float = Field(default=1.645, ge=0, description="one-sided normal quantile (95 %)")
+    seed_noise: float = Field(default=0.01, ge=0)
+    min_lower_bound: float | None = Field(
+        default=None, description="leave out candidates whose bound is not above this"
+    )
+    param_tolerance: float = Field(default=0.05, gt=0, lt=1)
+    selected: tuple[Selected, ...] = ()
 
 
 class CampaignConfig(BaseModel):
@@ -76,6 +122,7 @@ class CampaignConfig(BaseModel):
     fitness: Literal["fitness-v1", "fitness-v1+judge"] = "fitness-v1"
     researcher_seed: int = 0
     budget: Budget = Budget()
+    verify: Verify | None = None
 
     @model_validator(mode="after")
     def _known_names(self) -> CampaignConfig:
@@ -101,7 +148,26 @@ class CampaignConfig(BaseModel):
             raise ValueError("train_tokens and heldout_tokens are for task = 'lm'")
         if self.train_tokens is not None and self.train_steps is not None:
             raise ValueError("set train_tokens or train_steps, not both")
+        if self.verify is not None and len(self.rerun_seeds) < 2:
+            raise ValueError(
+                "a verification stage trains on at least 3 seeds: seed and 2 rerun_seeds"
+            )
+        if len(set(self.rerun_seeds)) != len(self.rerun_seeds):
+            raise ValueError("rerun_seeds must be distinct")
         return self
+
+    @model_serializer(mode="wrap")
+    def _no_stage_key_unless_staged(self, handler: SerializerFunctionWrapHandler) -> Any:
+        # Configs from before verification stages hash as they did: no `verify: null`.
+        data = handler(self)
+        if isinstance(data, dict) and data.get("verify") is None:
+            data.pop("verify", None)
+        return data
+
+    @property
+    def seeds(self) -> tuple[int, ...]:
+        """Every seed the campaign trains on: `seed`, then the re-run seeds."""
+        return (self.seed, *self.rerun_seeds)
 
     def config_hash(self) -> str:
         """The hash the config is known by: SHA-256 of its RFC 8785 JSON, as stored."""

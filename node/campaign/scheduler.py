@@ -3,7 +3,8 @@
 All state lives in the store, so a crash loses nothing: on restart the experiments that
 were running go back to the queue (once), proposals already made are reused, and the
 Researcher's step counter is the number of candidates it has proposed so far.
-Only this thread writes to the store; workers run experiments and hand back values.
+Only this thread writes to the store; workers run experiments, and the LLM agents'
+background calls ask the Researcher and the Analyst; both hand back values.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import logging
 import random
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
@@ -36,10 +38,11 @@ from loop.archive import (
 )
 from loop.engineer import Engineer, EvalResult, ExperimentJob
 from loop.outcome import FailureClass
+from loop.probe import Probe
 from loop.proposal import ArchiveView, Proposal
 from loop.researcher import OfflineResearcher
 from loop.researcher.describe import describe_changes
-from node.campaign.config import CampaignConfig
+from node.campaign.config import CampaignConfig, Verify
 from node.campaign.tasks import (
     build_backbone,
     build_screen,
@@ -48,6 +51,7 @@ from node.campaign.tasks import (
     heldout_seed,
     split_key,
 )
+from node.campaign.verification import WIDTH_OPTION, at_width, matched_name, matched_width
 from node.store import CampaignRow, CandidateRow, ExperimentRow, Store
 
 if TYPE_CHECKING:
@@ -65,11 +69,14 @@ class RecordSink(Protocol):
     def experiment_final(self, experiment_id: str) -> None: ...
 
 
-def baseline_code(name: str) -> str:
-    """Baselines go through the same pipeline as candidates: their code is one import."""
+def baseline_code(name: str, width: int | None = None) -> str:
+    """Baselines go through the same pipeline as candidates: their code is one import (a
+    parameter-matched one names its width first, so its code digest, the record's
+    subject, says which it is)."""
     from kernels.baselines import BASELINES
 
-    return f"from kernels.baselines import {BASELINES[name].__name__} as Mixer\n"
+    head = "" if width is None else f"# parameter-matched baseline: d_model {width}\n"
+    return head + f"from kernels.baselines import {BASELINES[name].__name__} as Mixer\n"
 
 
 class RunEnd(StrEnum):
@@ -125,6 +132,7 @@ class CampaignRunner:
         self._unscored = True
         self._codes: dict[str, str] = {}  # candidate code by digest (immutable, so kept)
         self.researcher = OfflineResearcher(self.config.researcher_seed)
+        self._backbone = build_backbone(self.config)
         self.llm: LLMAgents | None = None
         if self.config.researcher == "llm":
             from node.campaign.agents import LLMAgents
@@ -169,22 +177,31 @@ class CampaignRunner:
                         break
                     self.emit("started", self.describe(exp))
                     in_flight[pool.submit(self._execute, exp)] = exp
-                if not in_flight:
+                if self.llm is not None:
+                    self.llm.propose_ahead(self, idle=self.workers - len(in_flight))
+                if not in_flight and (self.llm is None or not self.llm.busy):
                     reason = RunEnd.BUDGET if self.budget_spent() else RunEnd.COMPLETE
                     if self.llm is not None and self.llm.pause is not None:
                         reason = RunEnd.PAUSED
                     break
-                done, _ = wait(in_flight, timeout=0.5, return_when=FIRST_COMPLETED)
+                calls = self.llm.pending() if self.llm is not None else set()
+                done, _ = wait({*in_flight, *calls}, timeout=0.5, return_when=FIRST_COMPLETED)
                 for fut in done:
+                    if fut not in in_flight:
+                        continue  # an LLM call: collected below
                     exp = in_flight.pop(fut)
                     result = fut.result()
                     self.record_result(exp, result)
                     finished += result.failure is not FailureClass.INTERRUPTED
+                if self.llm is not None and self.llm.collect(self):
+                    self._unscored = True  # an analysis came back: its experiment can be scored
             if reason is RunEnd.STOPPED:
                 # Pause point: in-flight sandboxes see `stop` and are killed; their
                 # experiments go back to the queue, not counted as attempts.
                 for fut, exp in in_flight.items():
                     self.record_result(exp, fut.result())
+                if self.llm is not None and self.llm.stop(self):
+                    self._unscored = True
         self._finalize_scores()
         detail = (self.llm.pause if self.llm is not None else None) or ""
         paused = reason in (RunEnd.STOPPED, RunEnd.PAUSED)
@@ -202,16 +219,17 @@ class CampaignRunner:
         exp = self.store.claim_next_experiment(cid)
         if exp is not None:
             return exp
+        if self.config.verify is not None:
+            return None  # a verification stage proposes nothing: its candidates are chosen
         if busy and not self._baselines_scored():
             return None  # candidates are scored against baselines: let those finish first
         if self.budget_spent() or not self._baselines_scored():
             return None
         if self.llm is not None:
-            archive = self.archive()
-            rng = random.Random(f"{self.config.researcher_seed}:{len(self._generated())}")
-            parents = sample_parents(archive, rng, k=2)
-            references = sample_references(archive, rng, exclude=parents)
-            return self.llm.next_experiment(self, parents, references)
+            # The Researcher's calls run in the background (`propose_ahead` in the run
+            # loop); its proposals are queued as they come back and claimed above.
+            self.llm.start_proposing()
+            return None
         proposal = self._propose()
         if proposal is None:
             return None
@@ -221,7 +239,6 @@ class CampaignRunner:
         return self.store.claim_next_experiment(cid)
 
     def _ensure_baselines(self) -> None:
-        cid = self.campaign.id
         for name in self.config.baselines:
             proposal = Proposal(
                 name=name,
@@ -229,22 +246,95 @@ class CampaignRunner:
                 code=baseline_code(name),
                 origin="baseline",
             )
-            cand = self.store.add_candidate(cid, proposal)
-            if not any(e.seed == self.config.seed for e in self._experiments_of(cand.id)):
-                self.store.enqueue_experiment(
-                    cid, cand.id, ExperimentRole.BASELINE, self.config.seed
+            self._enqueue_seeds(self.store.add_candidate(self.campaign.id, proposal))
+        if self.config.verify is not None:
+            self._ensure_verified(self.config.verify)
+
+    def _seeds_of(self, cand: CandidateRow) -> tuple[int, ...]:
+        """The seeds a candidate starts on: a verification stage trains every candidate and
+        baseline on all its seeds; otherwise the first seed (re-runs come when earned)."""
+        return self.config.seeds if self.config.verify is not None else (self.config.seed,)
+
+    def _enqueue_seeds(self, cand: CandidateRow) -> None:
+        have = {e.seed for e in self._experiments_of(cand.id)}
+        for seed in self._seeds_of(cand):
+            if seed in have:
+                continue
+            role = ExperimentRole.RERUN
+            if cand.origin is CandidateOrigin.BASELINE:
+                role = ExperimentRole.BASELINE
+            elif seed == self.config.seed:
+                role = ExperimentRole.CANDIDATE
+            self.store.enqueue_experiment(self.campaign.id, cand.id, role, seed)
+
+    def _ensure_verified(self, verify: Verify) -> None:
+        """A verification stage's candidates: the source campaign's choice, same code and
+        options, each naming the record it verifies (`verifies`)."""
+        for chosen in verify.selected:
+            source = self.store.get_candidate(chosen.candidate_id)
+            proposal = Proposal(
+                name=source.name,
+                motivation=(
+                    f"verifying {source.name} of campaign {verify.source} (mean fitness "
+                    f"{chosen.mean:+.3f} over {chosen.seeds} seed(s), lower bound "
+                    f"{chosen.lower_bound:+.3f}) at this stage's scale"
+                ),
+                code=self.store.get_code(source.digest),
+                origin=source.origin.value,
+                options=source.options,
+            )
+            self._enqueue_seeds(self.store.add_candidate(self.campaign.id, proposal))
+
+    def _ensure_matched(self, cand: CandidateRow, exp: ExperimentRow) -> None:
+        """Baselines at the width that matches a verified candidate's non-embedding
+        parameter count, where the campaign's width is further off than the tolerance."""
+        verify = self.config.verify
+        target = (exp.metrics or {}).get("params_non_embedding")
+        if verify is None or cand.origin is CandidateOrigin.BASELINE or not target:
+            return
+        for name in self.config.baselines:
+            try:
+                width = matched_width(name, int(target), self._backbone, verify.param_tolerance)
+            except ValueError as exc:
+                self.emit("unmatched", {"candidate": cand.name, "baseline": name, "why": str(exc)})
+                continue
+            if width is None:
+                continue
+            proposal = Proposal(
+                name=matched_name(name, width),
+                motivation=f"baseline {name} at d_model {width}, parameter-matched to {cand.name}",
+                code=baseline_code(name, width),
+                origin="baseline",
+                options={WIDTH_OPTION: width},
+            )
+            matched = self.store.add_candidate(self.campaign.id, proposal)
+            if not self._experiments_of(matched.id):
+                self.emit(
+                    "matched",
+                    {"candidate": cand.name, "baseline": proposal.name, "params": int(target)},
                 )
+            self._enqueue_seeds(matched)
+
+    def _reference_of(self, cand: CandidateRow, exp: ExperimentRow) -> str:
+        """The baseline a candidate is scored against: the reference, or in a verification
+        stage the reference at the width matching the candidate's parameter count."""
+        verify = self.config.verify
+        target = (exp.metrics or {}).get("params_non_embedding")
+        if verify is None or cand.origin is CandidateOrigin.BASELINE or not target:
+            return self.config.reference
+        try:
+            width = matched_width(
+                self.config.reference, int(target), self._backbone, verify.param_tolerance
+            )
+        except ValueError:
+            width = None  # no width matches: scored against the plain reference, as noted
+        return matched_name(self.config.reference, width)
 
     def _enqueue_orphans(self) -> None:
         """A crash between adding a candidate and queueing it must not lose the candidate."""
         for cand in self.store.list_candidates(self.campaign.id):
             if not self._experiments_of(cand.id):
-                role = (
-                    ExperimentRole.BASELINE
-                    if cand.origin is CandidateOrigin.BASELINE
-                    else ExperimentRole.CANDIDATE
-                )
-                self.store.enqueue_experiment(self.campaign.id, cand.id, role, self.config.seed)
+                self._enqueue_seeds(cand)
 
     def _experiments_of(self, candidate_id: str) -> list[ExperimentRow]:
         return [
@@ -285,7 +375,9 @@ class CampaignRunner:
         by_candidate: dict[str, list[ExperimentRow]] = {}
         for e in self.store.list_experiments(cid):
             by_candidate.setdefault(e.candidate_id, []).append(e)
-        for cand in self.store.list_candidates(cid):
+        cands = self.store.list_candidates(cid)
+        children = Counter(pid for c in cands for pid in c.parent_ids)
+        for cand in cands:
             own = by_candidate.get(cand.id, [])
             first = next((e for e in own if e.seed == self.config.seed), None)
             if first is None or first.status is not ExperimentStatus.DONE:
@@ -311,6 +403,7 @@ class CampaignRunner:
                     analysis=first.analysis or "",
                     seeds=seeds.seeds if seeds else 0,
                     fitness_spread=seeds.spread if seeds else 0.0,
+                    children=children[cand.id],
                 )
             )
         return views
@@ -353,6 +446,8 @@ class CampaignRunner:
 
     def _execute(self, exp: ExperimentRow) -> EvalResult:
         cand = self.store.get_candidate(exp.candidate_id)
+        options = dict(cand.options)
+        width = options.pop(WIDTH_OPTION, None)
         job = ExperimentJob(
             experiment_id=exp.id,
             code=self.store.get_code(cand.digest),
@@ -360,14 +455,31 @@ class CampaignRunner:
             train=build_train(self.config, self.threads, exp.seed),
             seed=exp.seed,
             heldout_seed=heldout_seed(self.node_secret, exp.id),
-            backbone=build_backbone(self.config),
-            options=cand.options,
+            backbone=at_width(self._backbone, width),
+            options=options,
             screen=build_screen(cand.origin),
             benchmarks=None if self.config.benchmarks is None else Path(self.config.benchmarks),
+            twins=self._twins(exp),
         )
         if self.llm is not None:
             return self.llm.execute(self.engineer, job, exp.role, self.stop)
         return self.engineer.run(job, cancel=self.stop)
+
+    def _twins(self, exp: ExperimentRow) -> tuple[tuple[str, Probe], ...]:
+        """The probes of the campaign's trained candidates, for a proposed candidate's first
+        run only: baselines, re-runs and a verification stage's chosen candidates are never
+        rejected as behaviour twins."""
+        if exp.role is not ExperimentRole.CANDIDATE or self.config.verify is not None:
+            return ()
+        names = {c.id: c.name for c in self.store.list_candidates(self.campaign.id)}
+        known: dict[str, tuple[str, Probe]] = {}
+        for e in self.store.list_experiments(self.campaign.id):
+            probe = Probe.from_json((e.screen or {}).get("probe"))
+            done = e.status is ExperimentStatus.DONE and e.candidate_id != exp.candidate_id
+            if done and probe is not None and e.candidate_id not in known:
+                name = names.get(e.candidate_id, "candidate")
+                known[e.candidate_id] = (f"{name} ({e.candidate_id})", probe)
+        return tuple(known.values())
 
     def record_result(self, exp: ExperimentRow, result: EvalResult) -> None:
         self._unscored = True
@@ -390,6 +502,10 @@ class CampaignRunner:
         )
         if status is ExperimentStatus.FAILED and self.recorder is not None:
             self.recorder.experiment_final(exp.id)
+        if status is ExperimentStatus.DONE:
+            self._ensure_matched(
+                self.store.get_candidate(exp.candidate_id), self.store.get_experiment(exp.id)
+            )
         data = self.describe(exp) | {"status": status, "message": result.message}
         data["metrics"] = result.metrics
         data["timings"] = result.timings
@@ -423,9 +539,13 @@ class CampaignRunner:
         archive = self.archive()
         for exp in pending:
             cand = cands[exp.candidate_id]
-            ref = by_name_seed.get((self.config.reference, exp.seed, CandidateOrigin.BASELINE))
-            if ref is None:
-                self._enqueue_reference(exp.seed)
+            reference = self._reference_of(cand, exp)
+            ref = by_name_seed.get((reference, exp.seed, CandidateOrigin.BASELINE))
+            if ref is None:  # not queued yet (a crash came between), or a new seed
+                if reference == self.config.reference:
+                    self._enqueue_reference(exp.seed)
+                else:
+                    self._ensure_matched(cand, exp)
                 continue
             if ref.status is not ExperimentStatus.DONE:
                 continue
@@ -441,7 +561,7 @@ class CampaignRunner:
                 cand.name,
                 scores,
                 ref_scores,
-                self.config.reference,
+                reference,
                 fit,
                 parent=parent[1] if parent else None,
                 parent_name=cands[parent[0]].name if parent else None,
@@ -450,7 +570,7 @@ class CampaignRunner:
             insights = text.insights
             notes = [text.text]
             if self.llm is not None:
-                fit, extra, more = self.llm.analyse(
+                analysed = self.llm.analyse(
                     exp,
                     cand.name,
                     cand.motivation,
@@ -461,6 +581,9 @@ class CampaignRunner:
                     analyse_with_llm=cand.origin is not CandidateOrigin.BASELINE
                     and exp.seed == self.config.seed,
                 )
+                if analysed is None:
+                    continue  # the Analyst's reply is awaited: scored once it is back
+                fit, extra, more = analysed
                 notes += [extra] if extra else []
                 insights = insights + more
             if "recheck_mean_acc" in (exp.metrics or {}):
@@ -479,6 +602,7 @@ class CampaignRunner:
             self.emit("scored", {"candidate": cand.name, "seed": exp.seed, "fitness": fit.value})
             if (
                 cand.origin is not CandidateOrigin.BASELINE
+                and self.config.verify is None
                 and exp.seed == self.config.seed
                 and needs_reruns(fit, self.config.promote_margin)
             ):

@@ -102,6 +102,7 @@ def serve_app(node: Node, node_status: Callable[[], Mapping[str, Any]] | None = 
         operator_token=node.settings.api.operator_token,
         attestation_evidence=evidence_path(node.settings),
         node_status=node_status,
+        threads_per_worker=node.settings.loop.threads_per_worker,
     )
 
 

@@ -179,6 +179,16 @@ def cmd_campaign(args: argparse.Namespace) -> int:
                     update={"max_candidates": args.candidates}
                 )
             config = parse_config(config.model_copy(update=updates).model_dump(), "campaign create")
+        if config.verify is not None:  # a verification stage: its choice, made once
+            from node.campaign.verification import stage_config
+
+            config = stage_config(node.store, node.log(), config)
+            for chosen in config.verify.selected if config.verify else ():
+                print(
+                    f"verifies {chosen.name} ({chosen.candidate_id}): mean fitness "
+                    f"{chosen.mean:+.3f} over {chosen.seeds} seed(s), lower bound "
+                    f"{chosen.lower_bound:+.3f}, record leaf {chosen.leaf_hash[:16]}"
+                )
         # Once: every token of the shard, and the node's devices.
         check_data(
             config, Path(node.settings.home), scan_tokens=None, gpus=node.settings.gpu.devices
@@ -207,6 +217,10 @@ def cmd_campaign(args: argparse.Namespace) -> int:
         print(f"config {camp.config_hash}")
         print(json.dumps(camp.config, indent=2))
         _print_llm_line(node, camp.id)
+        from node.campaign import discovery
+
+        threads = node.settings.loop.threads_per_worker
+        print(discovery.for_campaign(node.store, camp, threads).line())
         print()
         print(_board(node, camp.id))
         return 0

@@ -42,6 +42,13 @@ def event_line(kind: str, data: dict[str, Any]) -> str | None:
         return f"  researcher: {data['reason']}"
     elif kind == "duplicate":
         return f"  researcher: {data['sent_back']} near-duplicate(s) sent back"
+    elif kind == "matched":
+        return (
+            f"        baseline {data['baseline']} matched to {data['candidate']}'s "
+            f"{data['params']:,} non-embedding parameters"
+        )
+    elif kind == "unmatched":
+        return f"        no {data['baseline']} matched to {data['candidate']}: {data['why']}"
     elif kind == "repaired":
         return f"  engineer: repaired as {data['candidate']} in {data['rounds']} round(s)"
     return None

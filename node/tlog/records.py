@@ -119,9 +119,24 @@ def experiment_record(
         "attempts": exp.attempts,
         "started_at": exp.started_at.isoformat() if exp.started_at else None,
         "finished_at": exp.finished_at.isoformat() if exp.finished_at else None,
+        "verifies": _verifies(config, cand.digest),
     }
     # Validated as JSON, as the auditor will read it: what does not fit is not signed.
     return ExperimentRecord.model_validate_json(json.dumps(record))
+
+
+def _verifies(config: CampaignConfig, digest: str) -> dict[str, str] | None:
+    """In a verification stage, the source record of the candidate with this code."""
+    if config.verify is None:
+        return None
+    for chosen in config.verify.selected:
+        if chosen.code_digest == digest:
+            return {
+                "campaign_id": config.verify.source,
+                "experiment_id": chosen.experiment_id,
+                "leaf_hash": chosen.leaf_hash,
+            }
+    return None
 
 
 def experiment_statement(

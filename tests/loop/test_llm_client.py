@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import threading
+import time
 
 import pytest
 from hypothesis import given
@@ -10,10 +13,13 @@ from hypothesis import strategies as st
 
 from loop.llm import (
     BudgetExhausted,
+    CallScope,
     Caps,
     Endpoint,
     Exchange,
     Ledger,
+    LLMCancelled,
+    Portal,
     Spent,
     parse_json_object,
 )
@@ -71,6 +77,66 @@ def test_ledger_counts_tokens_and_money_from_where_a_campaign_left_off() -> None
     money = Ledger(Caps(max_cost_usd=0.05))
     money.add(exchange(1, 0.06))
     assert money.exhausted() is not None and "$0.0600" in money.exhausted()  # type: ignore[operator]
+
+
+def test_calls_in_flight_count_against_the_calls_cap() -> None:
+    ledger = Ledger(Caps(max_calls=3), Spent(calls=1))
+    with ledger.reserve(), ledger.reserve():
+        with pytest.raises(BudgetExhausted, match="LLM calls 3 of 3"), ledger.reserve():
+            pass
+        ledger.add(exchange(10))
+    with ledger.reserve():  # one was charged, one ended without a charge (cancelled)
+        pass
+    ledger.add(exchange(10))
+    with pytest.raises(BudgetExhausted), ledger.reserve():
+        pass
+
+
+def test_calls_ahead_are_counted_at_the_mean_size_of_those_spent() -> None:
+    ledger = Ledger(Caps(max_tokens=1000), Spent(calls=2, tokens=400))
+    assert ledger.exhausted(ahead=2) is None  # 400 + 2 x 200 = 800
+    assert ledger.exhausted(ahead=3) == "LLM tokens 1000 of 1000 (+3 in flight)"
+    assert ledger.exhausted() is None
+    fresh = Ledger(Caps(max_tokens=1000))
+    assert fresh.exhausted(ahead=5) is None  # nothing spent: no size to expect yet
+
+
+def test_a_cancelled_scope_ends_its_calls_at_once_and_refuses_new_ones() -> None:
+    before = set(threading.enumerate())
+    portal = Portal()
+    scope = CallScope(portal)
+    started = threading.Event()
+
+    async def slow() -> str:
+        started.set()
+        await asyncio.sleep(30)
+        return "late"
+
+    async def quick() -> str:
+        return "now"
+
+    errors: list[BaseException] = []
+
+    def call() -> None:
+        try:
+            scope.call(slow())
+        except LLMCancelled as exc:
+            errors.append(exc)
+
+    caller = threading.Thread(target=call)
+    caller.start()
+    assert started.wait(5)
+    assert portal.call(quick()) == "now"  # the portal serves others while a call waits
+    begun = time.monotonic()
+    scope.cancel()
+    caller.join(5)
+    assert not caller.is_alive() and time.monotonic() - begun < 1
+    assert len(errors) == 1
+    with pytest.raises(LLMCancelled):
+        scope.call(quick())
+    assert portal.call(quick()) == "now"  # only the scope's calls were cancelled
+    portal.close()
+    assert set(threading.enumerate()) <= before
 
 
 def test_no_caps_never_exhaust() -> None:

@@ -437,7 +437,7 @@ def test_train_job_screens_trains_and_exports(tmp_path: Path) -> None:
     files = [entry["file"] for entry in manifest["forward"]] + [manifest["step"]["file"]]
     for name in files:
         assert (ws / "artifacts" / name).is_file()
-    assert set(payload["timings"]) == {"load", "screen", "train"}
+    assert set(payload["timings"]) == {"load", "screen", "probe", "train"}
 
 
 @pytest.mark.slow

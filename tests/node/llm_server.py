@@ -1,8 +1,9 @@
 """A scripted OpenAI-compatible HTTP server on loopback, for tests of the real client.
 
 Each role (told apart by its system prompt) has its own queue of actions, so calls from
-different threads cannot steal each other's replies. Actions: `reply(obj_or_text)`,
-`status(code, headers)` (answered without consuming the next action), `stall(seconds)`.
+different threads cannot steal each other's replies. Actions: `reply(obj_or_text)` (after
+`after` seconds), `status(code, headers)` (answered without consuming the next action),
+`stall(seconds)`. Requests are served at once, each on its own thread.
 """
 
 from __future__ import annotations
@@ -28,8 +29,9 @@ class Action:
     seconds: float = 0.0
 
 
-def reply(content: Any) -> Action:
-    return Action("reply", content if isinstance(content, str) else json.dumps(content))
+def reply(content: Any, after: float = 0.0) -> Action:
+    text = content if isinstance(content, str) else json.dumps(content)
+    return Action("reply", text, seconds=after)
 
 
 def status(code: int, headers: dict[str, str] | None = None) -> Action:
@@ -153,6 +155,7 @@ class ScriptedServer:
                     time.sleep(action.seconds)
                     self._send(200, _completion(body["model"], "{}"))
                 else:
+                    time.sleep(action.seconds)
                     self._send(200, _completion(body["model"], action.content))
 
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)

@@ -190,7 +190,9 @@ def test_llm_campaign_repairs_analyses_rejects_and_pauses_on_budget(
             threads_per_worker=1,
             node_secret=b"s" * 32,
             on_event=lambda k, d: events.append((k, d)),
-            llm=setup_for(server.url),
+            # The script is one sequence of replies, so proposals are asked for one at a
+            # time when the worker is idle (asked ahead, their order would vary).
+            llm=dataclasses.replace(setup_for(server.url), proposals_ahead=0),
             recorder=Recorder(node.log(), node.store),
         )
         summary = runner.run()
