@@ -44,6 +44,14 @@ class DevicePool:
                 self._cond.notify()
 
 
+def visible_gpus() -> int:
+    """How many CUDA devices torch sees here (0 without CUDA). torch counts them through
+    NVML where it can, without creating a CUDA context in this process."""
+    import torch
+
+    return int(torch.cuda.device_count())
+
+
 def sandbox_gpu_env(index: int) -> dict[str, str]:
     """The environment that shows a sandbox only GPU `index` (as its cuda:0)."""
     return {"CUDA_VISIBLE_DEVICES": str(index), "CUDA_DEVICE_ORDER": "PCI_BUS_ID"}

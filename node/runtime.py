@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from attestation.keys import NodeKey
-from loop.devices import DevicePool
+from loop.devices import DevicePool, visible_gpus
 from loop.engineer import Engineer
 from loop.sandbox import Limits
 from node.campaign.config import CampaignConfig
@@ -42,6 +42,8 @@ class Node:
     _log: NodeLog | None = field(default=None, repr=False)
     _anchoring: Anchoring | None = field(default=None, repr=False)
     anchor_summaries: list[AnchorSummary] = field(default_factory=list, repr=False)
+    created: bool = False  # this open made the home (a first start)
+    _gpus: tuple[int, ...] | None = field(default=None, repr=False)
 
     @property
     def anchor_summary(self) -> AnchorSummary | None:
@@ -99,10 +101,31 @@ class Node:
             os.chown(path, limits.uid, limits.gid)
         return path
 
+    def gpus(self) -> tuple[int, ...]:
+        """The GPUs experiments train on: `[gpu] devices`, or with "auto" every GPU
+        torch sees (none on a CPU machine)."""
+        if self._gpus is None:
+            devices = self.settings.gpu.devices
+            self._gpus = tuple(range(visible_gpus())) if devices == "auto" else devices
+        return self._gpus
+
+    def device_line(self) -> str:
+        """Where experiments train, for the operator; says so when GPUs sit unused."""
+        gpus = self.gpus()
+        how = '[gpu] devices = "auto"' if self.settings.gpu.devices == "auto" else "[gpu] devices"
+        if gpus:
+            return f"training on GPU(s) {', '.join(map(str, gpus))} ({how})"
+        if self.settings.gpu.devices == () and visible_gpus():
+            return (
+                f"WARNING: training on the CPU although {visible_gpus()} GPU(s) are visible: "
+                'set [gpu] devices = "auto" (or their indices) in config.toml'
+            )
+        return "training on the CPU (no GPU visible)"
+
     def engineer(self) -> Engineer:
         sb = self.settings.sandbox
         home = Path(self.settings.home)
-        gpus = self.settings.gpu.devices
+        gpus = self.gpus()
         limits = Limits(
             wall_s=sb.wall_seconds,
             cpu_s=sb.cpu_seconds,
@@ -194,7 +217,7 @@ class Node:
         followers' job (`anchoring_followers`), never the run's."""
         campaign = self.store.get_campaign(campaign_ref)
         config = CampaignConfig.model_validate(campaign.config)
-        check_data(config, Path(self.settings.home), gpus=self.settings.gpu.devices)
+        check_data(config, Path(self.settings.home), gpus=self.gpus())
         if llm is None and config.researcher == "llm":
             from node.campaign.agents import LLMSetup
 
@@ -231,4 +254,5 @@ def open_node(home: Path | None = None, create: bool = False) -> Node:
             raise ConfigError(f"{settings.home} is not a node home yet: run `asi-node init` first")
         init_home(Path(settings.home))
         settings = load_settings(home)
+        return Node(settings, Store.open(settings.database_url), created=True)
     return Node(settings, Store.open(settings.database_url))

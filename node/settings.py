@@ -100,9 +100,10 @@ class SandboxSettings(_Section):
 class GpuSettings(_Section):
     """Training on GPUs: the devices experiments lease and the compile cache they share."""
 
-    devices: tuple[int, ...] = Field(
-        default=(),
-        description="CUDA device indices; one experiment trains per GPU (bf16); empty = CPU",
+    devices: tuple[int, ...] | Literal["auto"] = Field(
+        default="auto",
+        description='CUDA device indices, one experiment training per GPU (bf16); "auto": '
+        "every GPU torch sees; [] = the CPU",
     )
     compile_cache: str = Field(
         default="cache/compile",

@@ -48,9 +48,9 @@ RUNNABLE = (CampaignStatus.CREATED, CampaignStatus.RUNNING, CampaignStatus.PAUSE
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from node.runtime import open_node
+    from node.cli.main import open_home
 
-    node = open_node(args.home)
+    node = open_home(args.home, create=True)
     host = args.host or node.settings.api.host
     port = args.port or node.settings.api.port
     check_listen(host, port)
@@ -149,12 +149,13 @@ def serve_governor(node: Node) -> ChainGovernor | None:
 
 
 def cmd_daemon(args: argparse.Namespace) -> int:
+    from node.cli.main import open_home
     from node.cli.progress import print_anchors
     from node.governed.obey import sources_from_settings
-    from node.runtime import open_node
     from node.store import DirectiveLedger
 
-    node = open_node(args.home)
+    node = open_home(args.home, create=True)
+    print(node.device_line(), flush=True)
     host = args.host or node.settings.api.host
     port = args.port or node.settings.api.port
     check_listen(host, port)

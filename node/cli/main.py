@@ -42,6 +42,7 @@ def _run_campaign(
     from node.cli.daemon import stop_on_signals
 
     enabled = node.anchors_by_default if anchor is None else anchor
+    print(node.device_line(), flush=True)
     with stop_on_signals() as stop, node.anchoring_followers(enabled):
         summary = node.run_campaign(campaign_ref, on_event=print_event, stop=stop, llm=llm)
     if stop.is_set():
@@ -80,18 +81,34 @@ def _board(node: Node, campaign_ref: str) -> str:
 
 def cmd_init(args: argparse.Namespace) -> int:
     from node.runtime import open_node
-    from node.tlog.records import EVENT_KIND, event_statement
 
     home = init_home(args.home, force=args.force)
-    node = open_node(home)
+    _announce(open_node(home), "node home ready")
+    return 0
+
+
+def open_home(home: Path | None, create: bool = False) -> Node:
+    """The node at `home`; with `create`, a new home is made on first start (the
+    container's volume), as `init` makes it, and said so."""
+    from node.runtime import open_node
+
+    node = open_node(home, create=create)
+    if node.created:
+        _announce(node, "node home created")
+    return node
+
+
+def _announce(node: Node, what: str) -> None:
+    """Log the node key's creation (once) and print the home and the key."""
+    from node.tlog.records import EVENT_KIND, event_statement
+
     existed = node.key_path.exists()
     tlog = node.log()  # creates the key if the home has none
     if tlog.size == 0:
         tlog.append(EVENT_KIND, event_statement(tlog.node_id, NodeEventKind.NODE_KEY_CREATED))
         tlog.checkpoint()
-    print(f"node home ready: {home}")
+    print(f"{what}: {node.settings.home}")
     print(f"node key {'kept' if existed else 'created'}: {tlog.node_id} ({node.key_path})")
-    return 0
 
 
 def cmd_node(args: argparse.Namespace) -> int:
@@ -118,11 +135,10 @@ def log_id_hex(origin: str) -> str:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from node.campaign.config import demo_config
-    from node.runtime import open_node
 
     if args.researcher != "llm" and (args.llm_url or args.model):
         raise _config_error("--llm-url and --model go with --researcher llm")
-    node = open_node(args.home, create=True)
+    node = open_home(args.home, create=True)
     llm = None
     name = DEMO_NAME
     if args.researcher == "llm":
@@ -165,9 +181,8 @@ def _demo_llm(node: Node, url: str | None, model: str | None) -> Any:
 def cmd_campaign(args: argparse.Namespace) -> int:
     from node.campaign.config import CampaignConfig, load_config, parse_config
     from node.campaign.tasks import check_data
-    from node.runtime import open_node
 
-    node = open_node(args.home)
+    node = open_home(args.home, create=args.action == "create")
     if args.action == "create":
         config = load_config(args.config) if args.config else CampaignConfig()
         if args.preset or args.candidates is not None:
@@ -190,9 +205,7 @@ def cmd_campaign(args: argparse.Namespace) -> int:
                     f"{chosen.lower_bound:+.3f}, record leaf {chosen.leaf_hash[:16]}"
                 )
         # Once: every token of the shard, and the node's devices.
-        check_data(
-            config, Path(node.settings.home), scan_tokens=None, gpus=node.settings.gpu.devices
-        )
+        check_data(config, Path(node.settings.home), scan_tokens=None, gpus=node.gpus())
         camp = node.store.create_campaign(args.name, config.model_dump(mode="json"))
         print(f"created campaign {camp.id} ({camp.name}), config {camp.config_hash}")
         return 0

@@ -210,3 +210,22 @@ def test_health_says_degraded_when_governance_is_stale_or_the_node_revoked() -> 
         "this node may not act on the controller (revoked, or its TEE measurement removed): "
         "every campaign is paused until it is approved again"
     ]
+
+
+def test_a_first_start_on_an_empty_volume_creates_the_home(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    fresh = tmp_path / "volume" / "home"
+    port = free_port()
+    assert _daemon(fresh, port, lambda: None) == 0
+    out = capsys.readouterr().out
+    assert f"node home created: {fresh}" in out
+    assert "training on the CPU" in out
+    assert (fresh / "config.toml").is_file()
+    tlog = open_node(fresh).log()
+    assert tlog.size >= 1  # its key's creation is the log's first entry, as after `init`
+    # Reading commands do not make a home where there is none.
+    assert main(["--home", str(tmp_path / "typo"), "campaign", "list"]) == 2
+    assert not (tmp_path / "typo").exists()
+    assert main(["--home", str(tmp_path / "new"), "campaign", "create", "c"]) == 0
+    assert "node home created" in capsys.readouterr().out
