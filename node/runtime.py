@@ -27,7 +27,7 @@ from node.tlog.records import Recorder
 if TYPE_CHECKING:
     from node.anchoring.chain_home import Anchoring
     from node.anchoring.followers import AnchorSummary
-    from node.campaign.agents import LLMSetup
+    from node.campaign.llm_setup import LLMSetup
 
 HELDOUT_KEY = "heldout.key"
 NODE_KEY = "node.key"
@@ -219,7 +219,7 @@ class Node:
         config = CampaignConfig.model_validate(campaign.config)
         check_data(config, Path(self.settings.home), gpus=self.gpus())
         if llm is None and config.researcher == "llm":
-            from node.campaign.agents import LLMSetup
+            from node.campaign.llm_setup import LLMSetup
 
             llm = LLMSetup.from_settings(self.settings)
         recorder = Recorder(self.log(), self.store)

@@ -40,8 +40,8 @@ if str(ROOT) not in sys.path:  # run as a file from a checkout that is not pip-i
 from loop.engineer import EvalResult, ExperimentJob  # noqa: E402
 from loop.llm import ROLES, Endpoint  # noqa: E402
 from loop.outcome import FailureClass  # noqa: E402
-from node.campaign.agents import LLMSetup  # noqa: E402
 from node.campaign.config import Budget, CampaignConfig  # noqa: E402
+from node.campaign.llm_setup import LLMSetup  # noqa: E402
 from node.campaign.scheduler import CampaignRunner  # noqa: E402
 from node.store import Store  # noqa: E402
 

@@ -55,7 +55,8 @@ from node.campaign.verification import WIDTH_OPTION, at_width, matched_name, mat
 from node.store import CampaignRow, CandidateRow, ExperimentRow, Store
 
 if TYPE_CHECKING:
-    from node.campaign.agents import ChatFactory, LLMAgents, LLMSetup
+    from node.campaign.agents import ChatFactory, LLMAgents
+    from node.campaign.llm_setup import LLMSetup
 
 log = logging.getLogger(__name__)
 

@@ -48,7 +48,7 @@ RUNNABLE = (CampaignStatus.CREATED, CampaignStatus.RUNNING, CampaignStatus.PAUSE
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from node.cli.main import open_home
+    from node.cli.home import open_home
 
     node = open_home(args.home, create=True)
     host = args.host or node.settings.api.host
@@ -149,7 +149,7 @@ def serve_governor(node: Node) -> ChainGovernor | None:
 
 
 def cmd_daemon(args: argparse.Namespace) -> int:
-    from node.cli.main import open_home
+    from node.cli.home import open_home
     from node.cli.progress import print_anchors
     from node.governed.obey import sources_from_settings
     from node.store import DirectiveLedger

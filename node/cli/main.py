@@ -17,9 +17,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from attestation.errors import TrustError
-from attestation.schema import CampaignStatus, ExperimentStatus, NodeEventKind
+from attestation.schema import CampaignStatus, ExperimentStatus
 from governance.errors import GovernanceError
 from loop.errors import LoopError
+from node.cli.home import announce, open_home
 from node.cli.progress import print_anchors, print_event
 from node.errors import AsiNodeError, ConfigError
 from node.settings import init_home
@@ -83,32 +84,8 @@ def cmd_init(args: argparse.Namespace) -> int:
     from node.runtime import open_node
 
     home = init_home(args.home, force=args.force)
-    _announce(open_node(home), "node home ready")
+    announce(open_node(home), "node home ready")
     return 0
-
-
-def open_home(home: Path | None, create: bool = False) -> Node:
-    """The node at `home`; with `create`, a new home is made on first start (the
-    container's volume), as `init` makes it, and said so."""
-    from node.runtime import open_node
-
-    node = open_node(home, create=create)
-    if node.created:
-        _announce(node, "node home created")
-    return node
-
-
-def _announce(node: Node, what: str) -> None:
-    """Log the node key's creation (once) and print the home and the key."""
-    from node.tlog.records import EVENT_KIND, event_statement
-
-    existed = node.key_path.exists()
-    tlog = node.log()  # creates the key if the home has none
-    if tlog.size == 0:
-        tlog.append(EVENT_KIND, event_statement(tlog.node_id, NodeEventKind.NODE_KEY_CREATED))
-        tlog.checkpoint()
-    print(f"{what}: {node.settings.home}")
-    print(f"node key {'kept' if existed else 'created'}: {tlog.node_id} ({node.key_path})")
 
 
 def cmd_node(args: argparse.Namespace) -> int:
@@ -158,7 +135,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def _demo_llm(node: Node, url: str | None, model: str | None) -> Any:
     """The demo's LLM setup, checked against the endpoint before anything runs."""
-    from node.campaign.agents import LLMSetup, check_endpoints, first_model
+    from node.campaign.llm_setup import LLMSetup, check_endpoints, first_model
 
     settings = node.settings
     if url is None and not settings.llm.base_url:
@@ -309,7 +286,7 @@ def _print_transcript(node: Node, campaign_id: str, experiment_id: str) -> None:
 
 def cmd_cognition(args: argparse.Namespace) -> int:
     from loop.cognition import CognitionError, Entry, append_user_entry, entry_from
-    from node.campaign.agents import COGNITION_FILE, load_cognition
+    from node.campaign.llm_setup import COGNITION_FILE, load_cognition
     from node.settings import load_settings
 
     settings = load_settings(args.home)

@@ -21,9 +21,9 @@ from loop.archive import code_fingerprint
 from loop.engineer import EvalResult, ExperimentJob
 from loop.llm import Exchange, Ledger, Message, Reply, Role, Schema, parse_json_object
 from loop.outcome import FailureClass
-from node.campaign.agents import LLMSetup
 from node.campaign.background import Timings, proposals_wanted
 from node.campaign.config import Budget, CampaignConfig
+from node.campaign.llm_setup import LLMSetup
 from node.campaign.scheduler import CampaignRunner, RunEnd
 from node.store import CampaignRow, Store
 

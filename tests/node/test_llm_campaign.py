@@ -24,8 +24,8 @@ from loop.engineer import EvalResult, ExperimentJob, _screen_json
 from loop.llm import ROLES, Endpoint
 from loop.outcome import FailureClass
 from loop.screen import check_source
-from node.campaign.agents import LLMSetup
 from node.campaign.config import Budget, CampaignConfig
+from node.campaign.llm_setup import LLMSetup
 from node.campaign.scheduler import CampaignRunner
 from node.cli.main import main
 from node.runtime import open_node

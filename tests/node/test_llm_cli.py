@@ -118,8 +118,8 @@ README = Path(__file__).resolve().parents[2] / "README.md"
 def test_readme_llm_configs_load_as_settings_and_campaigns(tmp_path: Path) -> None:
     import tomllib
 
-    from node.campaign.agents import LLMSetup
     from node.campaign.config import parse_config
+    from node.campaign.llm_setup import LLMSetup
     from node.settings import load_settings
 
     text = README.read_text().split("## LLM agents")[1].split("\n## ")[0]

@@ -21,8 +21,9 @@ from loop.llm import (
     parse_json_object,
 )
 from loop.proposal import ArchiveView
-from node.campaign.agents import LLMSetup, behaviour_notes
+from node.campaign.agents import behaviour_notes
 from node.campaign.config import Budget, CampaignConfig
+from node.campaign.llm_setup import LLMSetup
 from node.campaign.scheduler import CampaignRunner
 from node.errors import ConfigError
 from node.settings import load_settings

@@ -11,8 +11,9 @@ from loop.analyst import Analysis, Fitness
 from loop.contract import INTERFACE, METRICS, interface_text, metrics_text
 from loop.llm import Ledger
 from loop.tasks import LMSpec, MQARSpec
-from node.campaign.agents import LLMAgents, LLMSetup
+from node.campaign.agents import LLMAgents
 from node.campaign.config import CampaignConfig
+from node.campaign.llm_setup import LLMSetup
 from node.store import Store
 
 
