@@ -189,7 +189,14 @@ class LogSettings(_Section):
     """What the node logs."""
 
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = Field(
-        default="INFO", description="DEBUG, INFO, WARNING, ERROR or CRITICAL"
+        default="INFO",
+        description="DEBUG, INFO, WARNING, ERROR or CRITICAL: what `daemon` and `serve` log "
+        "(other commands log warnings; -v logs debug detail)",
+    )
+    format: Literal["text", "json"] = Field(
+        default="text",
+        description='"text": a line per record with its fields as key=value; "json": an '
+        "object per line, for a log shipper",
     )
 
     @field_validator("level", mode="before")

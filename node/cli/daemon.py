@@ -22,6 +22,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -255,7 +256,8 @@ def _progress(node: Node) -> Callable[[str, str, dict[str, Any]], None]:
         if line is not None:
             if campaign_id not in names:
                 names[campaign_id] = node.store.get_campaign(campaign_id).name
-            print(f"{names[campaign_id]}: {line.strip()}", flush=True)
+            stamp = datetime.now().astimezone().strftime("%Y-%m-%d %H:%M:%S")
+            print(f"{stamp} {names[campaign_id]}: {line.strip()}", flush=True)
 
     return show
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
 import sys
 from collections.abc import Sequence
@@ -334,6 +333,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--home", type=Path, default=None, help="node home (default: $ASI_NODE_HOME or ~/.asi-node)"
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug detail to stderr")
+    parser.add_argument("--version", action="version", version=f"asi-node {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("init", help="create the node home: config, database, workspaces")
@@ -416,14 +416,37 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# The long-running commands: they log at the home's `[log] level`, the others warnings.
+LONG_RUNNING = ("daemon", "serve")
+
+
+def _configure_logging(args: argparse.Namespace) -> None:
+    """Logging to stderr as `[log]` says for the daemon and serve; warnings elsewhere;
+    debug detail with -v."""
+    from node.logs import configure
+    from node.settings import load_settings
+
+    if args.command not in LONG_RUNNING:  # the home's settings are none of their business
+        configure("DEBUG" if args.verbose else "WARNING")
+        return
+    log = load_settings(args.home).log
+    configure("DEBUG" if args.verbose else log.level, log.format)
+
+
+def _version() -> str:
+    from importlib import metadata
+
+    try:
+        return metadata.version("asi-node")
+    except metadata.PackageNotFoundError:  # run from a checkout that is not installed
+        return "unknown (not installed)"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.WARNING,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
     try:
+        _configure_logging(args)
         return int(args.func(args))
     except (AsiNodeError, TrustError, GovernanceError, LoopError) as exc:
         print(f"asi-node: error: {exc}", file=sys.stderr)
