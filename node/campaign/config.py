@@ -58,9 +58,10 @@ class Verify(BaseModel):
     seed, beside baselines matched to each candidate's non-embedding parameter count.
 
     The bound is mean - z * s / sqrt(n) over the candidate's n scored seeds, with s the
-    larger of their sample spread and `seed_noise` (the spread assumed where n is small;
-    about a point on MQAR). The node fills `selected` when the campaign is created, so
-    the choice, k and every threshold are part of the hashed config."""
+    largest of their sample spread, the seed-to-seed spread pooled over the source's
+    candidates that were re-run, and `seed_noise` (a floor; about a point on MQAR). The
+    node fills `selected` when the campaign is created, so the choice, k and every
+    threshold are part of the hashed config."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 

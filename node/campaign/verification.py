@@ -43,6 +43,17 @@ def lower_bound(fitnesses: Sequence[float], z: float, seed_noise: float) -> floa
     return statistics.fmean(fitnesses) - z * max(spread, seed_noise) / math.sqrt(n)
 
 
+def pooled_spread(runs: Sequence[Sequence[float]]) -> float:
+    """The seed-to-seed standard deviation pooled over the candidates scored on more than
+    one seed (0 when none was): the noise a candidate seen on one seed is assumed to
+    carry, measured on the campaign's own re-runs rather than guessed."""
+    repeated = [r for r in runs if len(r) > 1]
+    if not repeated:
+        return 0.0
+    dof = sum(len(r) - 1 for r in repeated)
+    return math.sqrt(sum(statistics.variance(r) * (len(r) - 1) for r in repeated) / dof)
+
+
 def select(store: Store, log: NodeLog, source_id: str, verify: Verify) -> tuple[Selected, ...]:
     """The source campaign's top `verify.top_k` generated candidates by lower bound, each
     with its first-seed record's leaf hash; ConfigError naming what is missing."""
@@ -55,12 +66,17 @@ def select(store: Store, log: NodeLog, source_id: str, verify: Verify) -> tuple[
             by_candidate.setdefault(exp.candidate_id, []).append(exp.fitness)
             if exp.seed == config.seed:
                 first[exp.candidate_id] = exp.id
+    generated = [
+        c
+        for c in store.list_candidates(source.id)
+        if c.origin is not CandidateOrigin.BASELINE and c.id in first
+    ]
+    # The reference scores 0 on every seed by definition: only generated candidates count.
+    noise = max(verify.seed_noise, pooled_spread([by_candidate[c.id] for c in generated]))
     ranked: list[tuple[float, float, str]] = []
-    for cand in store.list_candidates(source.id):
-        fits = by_candidate.get(cand.id)
-        if cand.origin is CandidateOrigin.BASELINE or not fits or cand.id not in first:
-            continue
-        bound = lower_bound(fits, verify.z, verify.seed_noise)
+    for cand in generated:
+        fits = by_candidate[cand.id]
+        bound = lower_bound(fits, verify.z, noise)
         if verify.min_lower_bound is None or bound > verify.min_lower_bound:
             ranked.append((bound, statistics.fmean(fits), cand.id))
     if not ranked:

@@ -29,6 +29,7 @@ from node.campaign.verification import (
     baseline_params,
     lower_bound,
     matched_width,
+    pooled_spread,
     stage_config,
 )
 from node.errors import ConfigError
@@ -101,6 +102,14 @@ def test_the_lower_bound_floors_the_spread_at_the_seed_noise() -> None:
     )
     # A wide spread over seeds costs more than the floor.
     assert lower_bound([0.0, 0.2], z=1.0, seed_noise=0.01) == pytest.approx(0.0, abs=1e-12)
+
+
+def test_the_noise_of_a_single_seed_is_pooled_from_the_campaigns_reruns() -> None:
+    assert pooled_spread([[0.1], [0.2]]) == 0.0  # nothing re-run: nothing measured
+    runs = [[0.0, 0.2], [0.1, 0.1, 0.4], [0.3]]
+    dof = 1 + 2
+    expected = ((0.02 * 1 + 0.03 * 2) / dof) ** 0.5
+    assert pooled_spread(runs) == pytest.approx(expected)
 
 
 def test_matched_widths_come_within_the_tolerance() -> None:
