@@ -292,6 +292,7 @@ class StepResult:
     name: str
     ok: bool
     detail: str
+    warning: bool = False  # passed, with something the reader must weigh (no TEE evidence)
 
 
 @dataclass
@@ -326,13 +327,14 @@ class AuditReport:
                 "events": self.log.records.events,
                 "directives": self.log.records.directives,
                 "starts_checked": self.log.records.starts_checked,
+                "verification_links": self.log.records.verifications,
             }
         return out
 
     def render(self) -> str:
         lines = [f"audit of {self.source}"]
         for s in self.steps:
-            mark = "ok  " if s.ok else "FAIL"
+            mark = ("WARN" if s.warning else "ok  ") if s.ok else "FAIL"
             lines.append(f"  {s.number}. [{mark}] {s.name}: {s.detail}")
         if self.ok:
             lines.append("result: PASS")
@@ -347,8 +349,11 @@ def audit(
     source: str,
     trusted_fingerprint: str | None = None,
     seen_checkpoints: Sequence[str] = (),
+    require_attestation: bool = False,
 ) -> AuditReport:
-    """Run every step; the report lists what passed and the step that failed, if any."""
+    """Run every step; the report lists what passed and the step that failed, if any.
+    A node without verified TEE evidence passes with a warning, or, with
+    `require_attestation`, fails the attestation step."""
     report = AuditReport(source=source, ok=False)
 
     def passed(name: str, detail: str) -> None:
@@ -365,24 +370,29 @@ def audit(
         report.steps.append(StepResult(len(report.steps) + 1, name, False, str(exc)))
         return report
     report.ok = True
-    _assess_attestation(report, report.log)
+    _assess_attestation(report, report.log, require_attestation)
     return report
 
 
-def _assess_attestation(report: AuditReport, log: VerifiedLog) -> None:
+def _assess_attestation(report: AuditReport, log: VerifiedLog, required: bool) -> None:
     """After the log verified: its TEE evidence must bind the node key. Evidence
     that fails a step fails the audit; a node with no TEE, or no evidence, passes the log
-    checks but is flagged in the report."""
+    checks with a warning (FLAGGED), or fails when attestation is `required`."""
     finding = assess(
         log.attestation_evidence,
         log_public_key=log.public_key_hex,
         policy=Policy.default(),
         at=datetime.now(UTC),
     )
-    ok = finding.status != "rejected"
-    flag = f"FLAGGED {finding.status}: " if finding.flagged and ok else ""
+    accepted = finding.status != "rejected"
+    flagged = accepted and finding.flagged  # no evidence, or no TEE: not a forgery
+    ok = accepted and not (required and flagged)
+    flag = f"FLAGGED {finding.status}: " if flagged else ""
+    if required and flagged:
+        flag = f"required but {finding.status}: "
     detail = flag + finding.detail
-    report.steps.append(StepResult(len(STEPS) + 1, ATTESTATION_STEP, ok, detail))
+    warning = ok and flagged
+    report.steps.append(StepResult(len(STEPS) + 1, ATTESTATION_STEP, ok, detail, warning))
     report.attestation = {
         "status": finding.status,
         "flagged": finding.flagged,

@@ -68,7 +68,13 @@ def cmd_audit(args: argparse.Namespace) -> int:
     icp = _icp_audit_target(args) if args.icp else None  # a user mistake stops us first
     data = read_source(args.source)
     seen = [read_source(str(path)).decode("utf-8", "replace") for path in args.checkpoint]
-    report = audit(data, args.source, trusted_fingerprint=args.key, seen_checkpoints=seen)
+    report = audit(
+        data,
+        args.source,
+        trusted_fingerprint=args.key,
+        seen_checkpoints=seen,
+        require_attestation=args.require_attestation,
+    )
     obedience = None
     if args.rpc and report.ok:
         anchored = _audit_anchors(report, args)
@@ -572,6 +578,11 @@ def add_parsers(sub: Any) -> None:
     p = sub.add_parser("audit", help="verify a log bundle or a node's log offline")
     p.add_argument("source", help="bundle file, or a node's base URL (http://host:port)")
     p.add_argument("--json", action="store_true", help="machine-readable report")
+    p.add_argument(
+        "--require-attestation",
+        action="store_true",
+        help="fail a node whose log carries no verified TEE evidence (default: a warning)",
+    )
     p.add_argument("--key", help="trusted node key fingerprint (sha256:...) to pin")
     p.add_argument(
         "--checkpoint",

@@ -137,7 +137,12 @@ def test_audit_flags_a_node_whose_log_says_it_has_no_tee(
     assert run(capsys, "--home", home, "attest", "collect", *KEYS)[0] == 0
     assert run(capsys, "--home", home, "log", "export", str(exported))[0] == 0
     code, out, _ = run(capsys, "--home", home, "audit", str(exported))
-    assert code == 0 and "[ok  ] attestation: FLAGGED unattested" in out
+    assert code == 0 and "[WARN] attestation: FLAGGED unattested" in out
+    assert "[ok  ] attestation" not in out
+    # An auditor who needs a TEE says so: the same log then fails.
+    code, out, _ = run(capsys, "--home", home, "audit", str(exported), "--require-attestation")
+    assert code == 1 and "[FAIL] attestation: required but unattested" in out
+    assert "result: FAIL at step 11" in out
 
 
 def test_collect_errors_are_clear(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
