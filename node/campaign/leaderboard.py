@@ -125,11 +125,20 @@ def _set_order(name: str) -> tuple[int, ...] | tuple[float, str]:
     return (float("inf"), name)
 
 
+NAME_WIDTH = 40
+
+
+def _cut(name: str) -> str:
+    """A name that fits its column; a cut one ends in an ellipsis (the id tells rows
+    apart whose names begin alike)."""
+    return name if len(name) <= NAME_WIDTH else name[: NAME_WIDTH - 1] + "…"
+
+
 def render(rows: Sequence[Row]) -> str:
     """A fixed-width text table for the terminal."""
     sets = sorted({k for r in rows for k in r.accuracies}, key=_set_order)
     head = (
-        f"{'#':>2}  {'name':<34} {'origin':<8} "
+        f"{'#':>2}  {'candidate':<17} {'name':<{NAME_WIDTH}} {'origin':<8} "
         + " ".join(f"{s:>7}" for s in sets)
         + f" {'mean':>6} {'state':>7} {'params':>7} {'fitness':>8} {'spread':>6}"
         + f" {'seeds':>5}  status"
@@ -146,7 +155,8 @@ def render(rows: Sequence[Row]) -> str:
         spread = f"{r.spread:6.3f}" if r.spread is not None and r.seeds > 1 else f"{'-':>6}"
         status = r.status + (f" ({r.failure_class})" if r.failure_class else "")
         lines.append(
-            f"{i:>2}  {r.name[:34]:<34} {r.origin:<8} {accs} {score} {state} {params} {fit} "
+            f"{i:>2}  {r.candidate_id:<17} {_cut(r.name):<{NAME_WIDTH}} {r.origin:<8} "
+            f"{accs} {score} {state} {params} {fit} "
             f"{spread} {r.seeds:>5}  {status}"
         )
     return "\n".join(lines)
