@@ -21,7 +21,7 @@ COPY attestation ./attestation
 # torch is pinned and installed first (see scripts/install.sh); the container uses a CPU or
 # CUDA wheel by the index it is built against.
 RUN python -m pip install --no-cache-dir "torch==2.13.0" \
-    && python -m pip install --no-cache-dir ".[postgres]"
+    && python -m pip install --no-cache-dir ".[train,postgres]"
 
 ENV ASI_NODE_HOME=/data
 VOLUME ["/data"]

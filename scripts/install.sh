@@ -4,8 +4,8 @@
 # lm-evaluation-harness, the oracle of the benchmark-agreement test (about 35 s more).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-extras="postgres"
-[ "${1:-}" = "--dev" ] && extras="postgres,dev,lmeval"
+extras="train,postgres"
+[ "${1:-}" = "--dev" ] && extras="train,postgres,dev,lmeval"
 if [ ! -x .venv/bin/python ]; then
     python3 -m venv .venv
 fi

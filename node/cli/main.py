@@ -416,6 +416,8 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# The modules of the `train` extra (pyproject.toml): a light install has none of them.
+TRAIN_EXTRA = ("torch", "numpy", "openai")
 # The long-running commands: they log at the home's `[log] level`, the others warnings.
 LONG_RUNNING = ("daemon", "serve")
 
@@ -450,6 +452,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.func(args))
     except (AsiNodeError, TrustError, GovernanceError, LoopError) as exc:
         print(f"asi-node: error: {exc}", file=sys.stderr)
+        return 2
+    except ModuleNotFoundError as exc:
+        if (exc.name or "").split(".")[0] not in TRAIN_EXTRA:
+            raise
+        print(
+            f"asi-node: error: `{args.command}` runs the node, which needs its research stack "
+            f"({exc.name} is not installed): pip install 'asi-node[train]' (the light install "
+            "audits logs, prints the schema and reads governance)",
+            file=sys.stderr,
+        )
         return 2
     except KeyboardInterrupt:
         print("asi-node: interrupted", file=sys.stderr)
