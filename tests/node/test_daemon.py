@@ -116,8 +116,10 @@ def test_the_daemon_serves_the_api_while_it_trains_and_a_sigterm_loses_nothing(
     assert f"serving the HTTP API on http://127.0.0.1:{port}" in captured.out
     assert f"obeying no governance source for {camp.id}" in captured.out
     assert "stopped; run again to resume" in captured.out
-    assert re.search(r"^x: \[\s*1\] start  deltanet \(baseline, seed 0\)$", captured.out, re.M)
-    assert re.search(r"^x: \[\s*\d\] interrupted .*: queued again$", captured.out, re.M)
+    stamp = r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d"  # progress lines lead with the time
+    started = rf"^{stamp} x: \[\s*1\] start  deltanet \(baseline, seed 0\)$"
+    assert re.search(started, captured.out, re.M)
+    assert re.search(rf"^{stamp} x: \[\s*\d\] interrupted .*: queued again$", captured.out, re.M)
     assert "the campaigns run ungoverned" in captured.err
     stopped = engineer.interrupted
     assert set(running) <= set(stopped)
