@@ -459,7 +459,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(
             f"asi-node: error: `{args.command}` runs the node, which needs its research stack "
             f"({exc.name} is not installed): pip install 'asi-node[train]' (the light install "
-            "audits logs, prints the schema and reads governance)",
+            "audits logs and prints the schema)",
             file=sys.stderr,
         )
         return 2

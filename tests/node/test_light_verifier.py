@@ -1,5 +1,5 @@
 """`pip install asi-node` without extras is an auditor's install: the train extra (torch,
-numpy, openai) is not needed to audit a log, print the schema or read governance."""
+numpy, openai) is not needed to audit a log or print the schema."""
 
 from __future__ import annotations
 
