@@ -115,9 +115,10 @@ class Node:
         how = '[gpu] devices = "auto"' if self.settings.gpu.devices == "auto" else "[gpu] devices"
         if gpus:
             return f"training on GPU(s) {', '.join(map(str, gpus))} ({how})"
-        if self.settings.gpu.devices == () and visible_gpus():
+        visible = visible_gpus() if self.settings.gpu.devices == () else 0
+        if visible:
             return (
-                f"WARNING: training on the CPU although {visible_gpus()} GPU(s) are visible: "
+                f"WARNING: training on the CPU although {visible} GPU(s) are visible: "
                 'set [gpu] devices = "auto" (or their indices) in config.toml'
             )
         return "training on the CPU (no GPU visible)"

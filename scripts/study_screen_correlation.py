@@ -38,16 +38,14 @@ sys.path.insert(0, str(ROOT))  # runs from a plain checkout, where asi-node is n
 
 from attestation.schema import CandidateOrigin  # noqa: E402
 from kernels.baselines import BASELINES  # noqa: E402
-from loop.engineer import Engineer, EvalResult, ExperimentJob  # noqa: E402
+from loop.engineer import Engineer, EvalResult  # noqa: E402
 from loop.researcher.offline import OfflineResearcher  # noqa: E402
 from loop.sandbox import Limits  # noqa: E402
 from node.campaign.config import CampaignConfig  # noqa: E402
 from node.campaign.scheduler import baseline_code  # noqa: E402
 from node.campaign.tasks import (  # noqa: E402
-    build_backbone,
-    build_screen,
-    build_task,
     build_train,
+    experiment_job,
     heldout_seed,
     split_key,
 )
@@ -244,16 +242,15 @@ def run_one(
     seed: int,
 ) -> Outcome:
     """The experiment as the scheduler's `_execute` builds it; one held-out draw per task."""
-    train = build_train(config, threads, seed)
-    job = ExperimentJob(
+    job = experiment_job(
+        config,
         experiment_id=f"study-{task}-{hashlib.sha256(cand.code.encode()).hexdigest()[:12]}",
         code=cand.code,
-        task=build_task(config, split_key(secret, "screen-study")),
-        train=train,
+        origin=cand.origin,
         seed=seed,
-        heldout_seed=heldout_seed(secret, f"screen-study-{task}"),
-        backbone=build_backbone(config),
-        screen=build_screen(cand.origin),
+        threads=threads,
+        split=split_key(secret, "screen-study"),
+        heldout=heldout_seed(secret, f"screen-study-{task}"),
     )
     started = time.perf_counter()
     result: EvalResult = engineer.run(job)
@@ -263,7 +260,7 @@ def run_one(
     if result.failure is None and score is None:
         failure = "no score"
     train_s = result.timings.get("train_s")
-    return Outcome(score, failure, result.message, seconds, train_s, train.steps)
+    return Outcome(score, failure, result.message, seconds, train_s, job.train.steps)
 
 
 def report(

@@ -533,16 +533,9 @@ class LLMAgents:
                     self._held = True  # asked again once a call in flight is back
                     return None
                 call = functools.partial(
-                    _analysis,
-                    self.analyst,
-                    name,
-                    motivation,
-                    code,
-                    dict(metrics),
-                    fit,
-                    programmatic,
+                    self.analyst.analyse, name, motivation, code, dict(metrics), fit, programmatic
                 )
-                self._analyses.submit(exp.id, call)
+                self._analyses.submit(exp.id, functools.partial(_unless_cancelled, call))
                 return None
         if result is not None:
             self._set_pause(result.pause)
@@ -558,18 +551,10 @@ class LLMAgents:
         return fit, text, insights
 
 
-def _analysis(
-    analyst: LLMAnalyst,
-    name: str,
-    motivation: str,
-    code: str,
-    metrics: Mapping[str, float],
-    fit: Fitness,
-    programmatic: Analysis,
-) -> LLMAnalysis | None:
+def _unless_cancelled(call: Callable[[], LLMAnalysis]) -> LLMAnalysis | None:
     """The Analyst's call, in a background thread; None when it was cancelled."""
     try:
-        return analyst.analyse(name, motivation, code, metrics, fit, programmatic)
+        return call()
     except LLMCancelled:
         return None
 

@@ -18,7 +18,6 @@ from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from enum import StrEnum
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from attestation.schema import (
@@ -36,7 +35,7 @@ from loop.archive import (
     sample_parents,
     sample_references,
 )
-from loop.engineer import Engineer, EvalResult, ExperimentJob
+from loop.engineer import Engineer, EvalResult
 from loop.outcome import FailureClass
 from loop.probe import Probe
 from loop.proposal import ArchiveView, Proposal
@@ -45,9 +44,7 @@ from loop.researcher.describe import describe_changes
 from node.campaign.config import CampaignConfig, Verify
 from node.campaign.tasks import (
     build_backbone,
-    build_screen,
-    build_task,
-    build_train,
+    experiment_job,
     heldout_seed,
     split_key,
 )
@@ -286,16 +283,23 @@ class CampaignRunner:
             )
             self._enqueue_seeds(self.store.add_candidate(self.campaign.id, proposal))
 
-    def _ensure_matched(self, cand: CandidateRow, exp: ExperimentRow) -> None:
-        """Baselines at the width that matches a verified candidate's non-embedding
-        parameter count, where the campaign's width is further off than the tolerance."""
+    def _width_beside(self, name: str, cand: CandidateRow, exp: ExperimentRow) -> int | None:
+        """The width baseline `name` trains at beside a verified candidate, from the
+        non-embedding parameters its run `exp` measured: None for the campaign's own (no
+        stage, a baseline, no count yet, or within the tolerance). ValueError when no
+        width comes within the tolerance."""
         verify = self.config.verify
         target = (exp.metrics or {}).get("params_non_embedding")
         if verify is None or cand.origin is CandidateOrigin.BASELINE or not target:
-            return
+            return None
+        return matched_width(name, int(target), self._backbone, verify.param_tolerance)
+
+    def _ensure_matched(self, cand: CandidateRow, exp: ExperimentRow) -> None:
+        """Baselines at the width that matches a verified candidate's non-embedding
+        parameter count, where the campaign's width is further off than the tolerance."""
         for name in self.config.baselines:
             try:
-                width = matched_width(name, int(target), self._backbone, verify.param_tolerance)
+                width = self._width_beside(name, cand, exp)
             except ValueError as exc:
                 self.emit("unmatched", {"candidate": cand.name, "baseline": name, "why": str(exc)})
                 continue
@@ -312,21 +316,19 @@ class CampaignRunner:
             if not self._experiments_of(matched.id):
                 self.emit(
                     "matched",
-                    {"candidate": cand.name, "baseline": proposal.name, "params": int(target)},
+                    {
+                        "candidate": cand.name,
+                        "baseline": proposal.name,
+                        "params": int((exp.metrics or {})["params_non_embedding"]),
+                    },
                 )
             self._enqueue_seeds(matched)
 
     def _reference_of(self, cand: CandidateRow, exp: ExperimentRow) -> str:
         """The baseline a candidate is scored against: the reference, or in a verification
         stage the reference at the width matching the candidate's parameter count."""
-        verify = self.config.verify
-        target = (exp.metrics or {}).get("params_non_embedding")
-        if verify is None or cand.origin is CandidateOrigin.BASELINE or not target:
-            return self.config.reference
         try:
-            width = matched_width(
-                self.config.reference, int(target), self._backbone, verify.param_tolerance
-            )
+            width = self._width_beside(self.config.reference, cand, exp)
         except ValueError:
             width = None  # no width matches: scored against the plain reference, as noted
         return matched_name(self.config.reference, width)
@@ -449,17 +451,17 @@ class CampaignRunner:
         cand = self.store.get_candidate(exp.candidate_id)
         options = dict(cand.options)
         width = options.pop(WIDTH_OPTION, None)
-        job = ExperimentJob(
+        job = experiment_job(
+            self.config,
             experiment_id=exp.id,
             code=self.store.get_code(cand.digest),
-            task=build_task(self.config, split_key(self.node_secret, self._split_campaign())),
-            train=build_train(self.config, self.threads, exp.seed),
+            origin=cand.origin,
             seed=exp.seed,
-            heldout_seed=heldout_seed(self.node_secret, exp.id),
-            backbone=at_width(self._backbone, width),
+            threads=self.threads,
+            split=split_key(self.node_secret, self._split_campaign()),
+            heldout=heldout_seed(self.node_secret, exp.id),
             options=options,
-            screen=build_screen(cand.origin),
-            benchmarks=None if self.config.benchmarks is None else Path(self.config.benchmarks),
+            backbone=at_width(self._backbone, width),
             twins=self._twins(exp),
         )
         if self.llm is not None:
@@ -503,7 +505,7 @@ class CampaignRunner:
         )
         if status is ExperimentStatus.FAILED and self.recorder is not None:
             self.recorder.experiment_final(exp.id)
-        if status is ExperimentStatus.DONE:
+        if status is ExperimentStatus.DONE and self.config.verify is not None:
             self._ensure_matched(
                 self.store.get_candidate(exp.candidate_id), self.store.get_experiment(exp.id)
             )

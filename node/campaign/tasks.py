@@ -7,8 +7,9 @@ import dataclasses
 import hashlib
 import hmac
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -16,7 +17,9 @@ from attestation.schema import CandidateOrigin
 from loop.benchmarks.staged import Manifest as StagedManifest
 from loop.benchmarks.staged import Staged, StagedError
 from loop.benchmarks.staged import load as load_staged
+from loop.engineer import ExperimentJob
 from loop.model import BackboneConfig, swiglu_hidden
+from loop.probe import Probe
 from loop.screen import ScreenConfig
 from loop.tasks import LMSpec, MQARSpec, TaskSpec
 from loop.tasks.lm import heldout_windows_for, read_stream
@@ -261,6 +264,39 @@ def build_screen(origin: CandidateOrigin) -> ScreenConfig:
     if origin is CandidateOrigin.BASELINE:
         return ScreenConfig(max_cost_ratio=None)
     return ScreenConfig()
+
+
+def experiment_job(
+    config: CampaignConfig,
+    *,
+    experiment_id: str,
+    code: str,
+    origin: CandidateOrigin,
+    seed: int,
+    threads: int,
+    split: str,
+    heldout: int,
+    options: Mapping[str, Any] | None = None,
+    backbone: BackboneConfig | None = None,
+    twins: tuple[tuple[str, Probe], ...] = (),
+) -> ExperimentJob:
+    """One experiment of a campaign as the Engineer runs it: the campaign's task with the
+    held-out `split` key (`split_key`), its recipe on `seed` and `threads`, the held-out
+    draw `heldout` (`heldout_seed`), the screen for the candidate's `origin`, and its
+    staged benchmarks; `backbone` when it trains at another width than the campaign's."""
+    return ExperimentJob(
+        experiment_id=experiment_id,
+        code=code,
+        task=build_task(config, split),
+        train=build_train(config, threads, seed),
+        seed=seed,
+        heldout_seed=heldout,
+        backbone=backbone or build_backbone(config),
+        options=dict(options or {}),
+        screen=build_screen(origin),
+        benchmarks=None if config.benchmarks is None else Path(config.benchmarks),
+        twins=twins,
+    )
 
 
 def heldout_seed(secret: bytes, experiment_id: str) -> int:

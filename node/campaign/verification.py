@@ -28,7 +28,7 @@ from attestation.merkle import leaf_hash
 from attestation.schema import CandidateOrigin, ExperimentStatus
 from loop.model import BackboneConfig
 from node.campaign.config import CampaignConfig, Selected, Verify
-from node.errors import ConfigError
+from node.errors import ConfigError, NotFoundError
 from node.store import Store
 from node.tlog.log import NodeLog
 from node.tlog.records import EXPERIMENT_KIND
@@ -57,7 +57,10 @@ def pooled_spread(runs: Sequence[Sequence[float]]) -> float:
 def select(store: Store, log: NodeLog, source_id: str, verify: Verify) -> tuple[Selected, ...]:
     """The source campaign's top `verify.top_k` generated candidates by lower bound, each
     with its first-seed record's leaf hash; ConfigError naming what is missing."""
-    source = store.get_campaign(source_id)
+    try:
+        source = store.get_campaign(source_id)
+    except NotFoundError:
+        raise ConfigError(f"verify.source {source_id!r}: no such campaign on this node") from None
     config = CampaignConfig.model_validate(source.config)
     by_candidate: dict[str, list[float]] = {}
     first: dict[str, str] = {}
@@ -124,8 +127,6 @@ def stage_config(store: Store, log: NodeLog, config: CampaignConfig) -> Campaign
         raise ConfigError(
             "verify.selected is filled in by the node from the source campaign; leave it out"
         )
-    if config.verify.source not in {c.id for c in store.list_campaigns()}:
-        raise ConfigError(f"verify.source {config.verify.source!r}: no such campaign on this node")
     chosen = select(store, log, config.verify.source, config.verify)
     verify = config.verify.model_copy(update={"selected": chosen})
     return config.model_copy(update={"verify": verify})
