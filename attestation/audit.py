@@ -8,19 +8,26 @@ bundle names, whose fingerprint the report shows so it can be compared out of ba
 
 from __future__ import annotations
 
+import io
 import itertools
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import IO, Any
 
-from attestation.bundle import Bundle, parse_bundle, unb64
+from attestation.bundle import BundleHead, EntryText, InclusionItem, read_bundle, unb64
 from attestation.dsse import IN_TOTO_PAYLOAD_TYPE, Envelope, parse_statement, verify_envelope
 from attestation.errors import FormatError, TrustError, VerificationError
-from attestation.merkle import Tree, leaf_hash, verify_consistency, verify_inclusion
+from attestation.merkle import (
+    EMPTY_ROOT,
+    CompactRange,
+    leaf_hash,
+    verify_consistency,
+    verify_inclusion,
+)
 from attestation.note import Checkpoint, Ed25519NoteVerifier, NoteVerifier, open_checkpoint
-from attestation.records import RecordSummary, Statement, check_records
+from attestation.records import RecordRules, RecordSummary, RulesState, Statement
 from attestation.schema import (
     RECORD_VERSIONS,
     SCHEMA_VERSION,
@@ -47,6 +54,25 @@ STEPS = (
 
 
 @dataclass(frozen=True)
+class LogState:
+    """Where a verified log stands, to audit only its next entries later: the checkpoint
+    (signed note and parsed), the node's verifier key, the tree's compact range at the
+    checkpoint's size, the record rules' state and the latest TEE evidence."""
+
+    note: str
+    checkpoint: Checkpoint
+    public_key: str
+    schema_version: int
+    compact: CompactRange
+    rules: RulesState
+    attestation_evidence: bytes | None
+
+    def __post_init__(self) -> None:
+        if self.compact.size != self.checkpoint.size or self.rules.size != self.checkpoint.size:
+            raise ValueError("a log state's tree and rules stand at its checkpoint's size")
+
+
+@dataclass(frozen=True)
 class VerifiedLog:
     origin: str
     key_fingerprint: str
@@ -59,8 +85,12 @@ class VerifiedLog:
     attestation_evidence: bytes | None = None
     # Each entry's typed statement (with its index) and RFC 6962 leaf hash: what the
     # checks against a chain read (the anchored history, governance.obedience_audit).
+    # Kept only when asked (`keep_entries`): a streaming audit holds no entry.
     statements: tuple[tuple[int, Statement], ...] = ()
     leaves: tuple[bytes, ...] = ()
+    state: LogState | None = None  # what an incremental audit goes on from
+    # Links of verification records to records before the resumed state: not re-checked.
+    unchecked_links: int = 0
 
 
 StepSink = Callable[[str, str], None]
@@ -72,24 +102,101 @@ def verify_bundle(
     trusted_fingerprint: str | None = None,
     on_step: StepSink | None = None,
     seen_checkpoints: Sequence[str] = (),
+    keep_entries: bool = True,
 ) -> VerifiedLog:
-    """Every check in STEPS order; `on_step(name, detail)` after each one passes.
+    """`verify_stream` over a bundle held in memory (any version)."""
+    return verify_stream(
+        io.BytesIO(data), trusted_fingerprint, on_step, seen_checkpoints, keep_entries
+    )
+
+
+def verify_stream(
+    stream: IO[bytes],
+    trusted_fingerprint: str | None = None,
+    on_step: StepSink | None = None,
+    seen_checkpoints: Sequence[str] = (),
+    keep_entries: bool = False,
+) -> VerifiedLog:
+    """Every check in STEPS order, reading the bundle once; `on_step(name, detail)` for
+    each step that passed.
 
     `seen_checkpoints` are signed checkpoint notes the auditor kept from before (or read
     from an anchor): the bundle must extend each of them, so a node cannot rewrite its
     history and drop the checkpoints that would show it."""
-    done: StepSink = on_step or (lambda name, detail: None)
-
-    # 1. The bundle parses, in a format and version this code knows.
     try:
-        bundle = parse_bundle(data)
+        head, entries = read_bundle(stream)
     except FormatError as exc:
         raise VerificationError(STEPS[0], str(exc)) from None
-    done(STEPS[0], f"{len(bundle.entries)} entries, {len(bundle.checkpoints)} checkpoints")
+    return verify_entries(head, entries, trusted_fingerprint, on_step, seen_checkpoints,
+                          keep_entries=keep_entries)  # fmt: skip
+
+
+class _Failures:
+    """The first failure of each step, kept while the stream goes on: the audit names the
+    lowest-numbered failing step, as if the steps had run one after another."""
+
+    def __init__(self) -> None:
+        self.step = len(STEPS)  # the lowest failing step so far (len: none)
+        self.error: VerificationError | None = None
+
+    def add(self, step: int, detail: str) -> None:
+        if step < self.step:
+            self.step, self.error = step, VerificationError(STEPS[step], detail)
+
+    def raise_before(self, step: int) -> None:
+        if self.error is not None and self.step < step:
+            raise self.error
+
+
+def verify_entries(
+    head: BundleHead,
+    entries: Iterable[EntryText],
+    trusted_fingerprint: str | None = None,
+    on_step: StepSink | None = None,
+    seen_checkpoints: Sequence[str] = (),
+    *,
+    keep_entries: bool = False,
+    resume: LogState | None = None,
+) -> VerifiedLog:
+    """The audit of a bundle's head and its entries, in one pass with O(log n) Merkle
+    state. With `resume` (a state an earlier audit of this log returned), `head` holds
+    that state's checkpoint and the newer ones, and `entries` start at its size."""
+    details: list[str] = []
+
+    def done(detail: str) -> None:
+        details.append(detail)
+
+    def report_passed(upto: int) -> None:
+        if on_step is not None:
+            for name, detail in zip(STEPS[:upto], details, strict=False):
+                on_step(name, detail)
+
+    try:
+        return _verify(head, entries, trusted_fingerprint, seen_checkpoints, keep_entries,
+                       resume, done, report_passed)  # fmt: skip
+    except VerificationError as exc:
+        if exc.step in STEPS:
+            report_passed(STEPS.index(exc.step))
+        raise
+
+
+def _verify(
+    head: BundleHead,
+    entries: Iterable[EntryText],
+    trusted_fingerprint: str | None,
+    seen_checkpoints: Sequence[str],
+    keep_entries: bool,
+    resume: LogState | None,
+    done: Callable[[str], None],
+    report_passed: Callable[[int], None],
+) -> VerifiedLog:
+    base = resume.checkpoint.size if resume is not None else 0
+    entries_in = "new entries" if resume is not None else "entries"
+    done(f"{head.declared_size} {entries_in}, {len(head.checkpoints)} checkpoints")
 
     # 2. The node key parses and, if pinned, is the pinned one.
     try:
-        verifier = Ed25519NoteVerifier.from_vkey(bundle.public_key)
+        verifier = Ed25519NoteVerifier.from_vkey(head.public_key)
     except FormatError as exc:
         raise VerificationError(STEPS[1], str(exc)) from None
     key = verifier.key
@@ -98,15 +205,17 @@ def verify_bundle(
             STEPS[1],
             f"the bundle's key is {key.fingerprint}, not the trusted {trusted_fingerprint}",
         )
-    done(STEPS[1], key.fingerprint + ("" if trusted_fingerprint else " (not pinned)"))
+    done(key.fingerprint + ("" if trusted_fingerprint else " (not pinned)"))
 
     # 3. Every checkpoint is signed by that key for this log, sizes never shrink.
-    checkpoints = _checkpoints(bundle, [verifier])
+    checkpoints = _checkpoints(head, [verifier])
     latest = checkpoints[-1]
+    if resume is not None and checkpoints[0] != resume.checkpoint:
+        raise VerificationError(STEPS[2], "the first checkpoint is not the kept one")
     seen = []
     for i, note in enumerate(seen_checkpoints):
         try:
-            cp = open_checkpoint(note, [verifier], bundle.origin, STEPS[2])
+            cp = open_checkpoint(note, [verifier], head.origin, STEPS[2])
         except VerificationError as exc:
             raise VerificationError(STEPS[2], f"seen checkpoint {i}: {exc.detail}") from None
         if cp.size > latest.size:
@@ -115,59 +224,130 @@ def verify_bundle(
                 f"seen checkpoint {i} has size {cp.size}, beyond the bundle's latest "
                 f"({latest.size}): the bundle is stale or truncated",
             )
+        if cp.size < base:
+            raise VerificationError(
+                STEPS[2],
+                f"seen checkpoint {i} has size {cp.size}, before the kept state (size "
+                f"{base}): audit the whole log (without --state) to check it",
+            )
         seen.append(cp)
     extra = f", {len(seen)} seen before" if seen else ""
-    done(STEPS[2], f"{len(checkpoints)} checkpoints, latest size {latest.size}{extra}")
+    done(f"{len(checkpoints)} checkpoints, latest size {latest.size}{extra}")
 
-    # 4. Entries are numbered 0..n-1 in order, and n is the latest checkpoint's size.
-    for pos, entry in enumerate(bundle.entries):
-        if entry.index != pos:
-            raise VerificationError(
-                STEPS[3], f"position {pos} holds entry {entry.index}: entries dropped or reordered"
-            )
-    if len(bundle.entries) != latest.size:
-        raise VerificationError(
-            STEPS[3],
-            f"the latest checkpoint covers {latest.size} entries, the bundle holds "
-            f"{len(bundle.entries)}: entries dropped or added",
+    # 4-10 over the entries, in one pass. Each entry is numbered in order (4), its
+    # envelope signed by the node key (5) and hashed into the tree, whose root is taken
+    # at every checkpoint's size (6); a version 1-2 bundle's inclusion proof of it is
+    # checked (8); its statement fits the schema (9) and the record rules (10).
+    failures = _Failures()
+    if head.schema_version > SCHEMA_VERSION:
+        failures.add(
+            8,
+            f"the bundle's records follow schema version {head.schema_version}; this "
+            f"auditor reads versions up to {SCHEMA_VERSION}: upgrade asi-node",
         )
-    done(STEPS[3], f"entries 0..{latest.size - 1} in order")
-
-    # 5. Every envelope is signed by the node key and carries an in-toto statement.
-    payloads: list[tuple[int, bytes]] = []
-    tree = Tree()
-    for entry in bundle.entries:
+    compact = resume.compact if resume is not None else CompactRange()
+    compact = CompactRange(compact.size, compact.hashes)
+    wanted = {cp.size for cp in [*checkpoints, *seen]}
+    roots: dict[int, bytes] = {compact.size: compact.root()}
+    rules = RecordRules(key.fingerprint, resume.rules if resume is not None else None)
+    evidence = resume.attestation_evidence if resume is not None else None
+    statements: list[tuple[int, Statement]] = []
+    leaves: list[bytes] = []
+    inclusion = head.inclusion
+    pos = base
+    iterator = iter(entries)
+    while True:
+        try:
+            item = next(iterator, None)
+        except FormatError as exc:
+            raise VerificationError(STEPS[0], str(exc)) from None
+        if item is None:
+            break
+        index, text = item
+        if index != pos:
+            failures.add(3, f"position {pos} holds entry {index}: entries dropped or reordered")
+        pos += 1
+        if failures.step <= 4:
+            continue
         step = STEPS[4]
         try:
-            raw = unb64(entry.envelope, f"entry {entry.index}")
+            raw = unb64(text, f"entry {index}")
             envelope = Envelope.from_bytes(raw)
-        except FormatError as exc:
-            raise VerificationError(step, f"entry {entry.index}: {exc}") from None
-        if envelope.payload_type != IN_TOTO_PAYLOAD_TYPE:
-            raise VerificationError(
-                step, f"entry {entry.index} has payload type {envelope.payload_type!r}"
-            )
-        try:
+            if envelope.payload_type != IN_TOTO_PAYLOAD_TYPE:
+                failures.add(4, f"entry {index} has payload type {envelope.payload_type!r}")
+                continue
             payload = verify_envelope(envelope, key, step)
             parse_statement(payload, step)
-            payloads.append((entry.index, payload))
+        except FormatError as exc:
+            failures.add(4, f"entry {index}: {exc}")
+            continue
         except VerificationError as exc:
-            raise VerificationError(step, f"entry {entry.index}: {exc.detail}") from None
-        tree.append(leaf_hash(raw))
-    done(STEPS[4], f"{len(payloads)} envelopes signed by the node key")
+            failures.add(4, f"entry {index}: {exc.detail}")
+            continue
+        leaf = leaf_hash(raw)
+        compact.append(leaf)
+        if compact.size in wanted:
+            roots[compact.size] = compact.root()
+        if inclusion is not None and failures.step > 7:
+            _check_inclusion(failures, inclusion, index, latest, leaf)
+        if failures.step <= 8:
+            continue
+        try:
+            stmt = _typed(index, payload)
+        except VerificationError as exc:
+            failures.add(8, exc.detail)
+            continue
+        if keep_entries:
+            statements.append((index, stmt))
+            leaves.append(leaf)
+        if (
+            isinstance(stmt, EventStatement)
+            and stmt.predicate.event is NodeEventKind.ATTESTATION
+            and stmt.predicate.evidence is not None
+        ):
+            evidence = json.dumps(stmt.predicate.evidence).encode()
+        if failures.step <= 9:
+            continue
+        try:
+            rules.add(index, stmt, leaf)
+        except VerificationError as exc:
+            failures.add(9, exc.detail)
+    count = pos - base
+    if head.declared_size != count:
+        raise VerificationError(
+            STEPS[0],
+            f"the header announces {head.declared_size} entries, {count} follow (truncated?)",
+        )
+    if latest.size - base != count:
+        failures.add(
+            3,
+            f"the latest checkpoint covers {latest.size} entries, the bundle holds "
+            f"{count if resume is None else f'{count} after the kept {base}'}: "
+            "entries dropped or added",
+        )
+    failures.raise_before(4)
+    done(f"entries {base}..{latest.size - 1} in order")
+    failures.raise_before(5)
+    done(f"{count} envelopes signed by the node key")
 
     # 6. Each checkpoint's root is the root of the entries it covers (no fork).
     for cp in [*checkpoints, *seen]:
-        if tree.root(cp.size) != cp.root_hash:
+        if roots.get(cp.size, EMPTY_ROOT if cp.size == 0 else None) != cp.root_hash:
+            kept = ""
+            if resume is not None:
+                kept = (
+                    f" (root {cp.root_hash.hex()}), or does not extend the kept checkpoint "
+                    f"(size {base}, root {resume.checkpoint.root_hash.hex()})"
+                )
             raise VerificationError(
                 STEPS[5],
-                f"the checkpoint at size {cp.size} does not match the entries: "
+                f"the checkpoint at size {cp.size} does not match the entries{kept}: "
                 "the history was forked or rewritten",
             )
-    done(STEPS[5], f"latest root {latest.root_hash.hex()}")
+    done(f"latest root {latest.root_hash.hex()}")
 
     # 7. Consecutive checkpoints are linked by consistency proofs.
-    proofs = {(c.first, c.second): c.proof for c in bundle.consistency}
+    proofs = {(c.first, c.second): c.proof for c in head.consistency}
     for old, new in itertools.pairwise(checkpoints):
         if old.size == 0 or old.size == new.size:
             continue
@@ -183,61 +363,84 @@ def verify_bundle(
         try:
             verify_consistency(old.size, new.size, old.root_hash, new.root_hash, hashes)
         except VerificationError as exc:
-            raise VerificationError(STEPS[6], f"{old.size} -> {new.size}: {exc.detail}") from None
-    done(STEPS[6], f"{max(len(checkpoints) - 1, 0)} links")
-
-    # 8. Every entry has an inclusion proof in the latest checkpoint.
-    inclusion = {i.index: i for i in bundle.inclusion}
-    for index in range(latest.size):
-        item = inclusion.get(index)
-        if item is None or item.tree_size != latest.size:
             raise VerificationError(
-                STEPS[7], f"no inclusion proof of entry {index} in size {latest.size}"
-            )
-        try:
-            hashes = [unb64(p, "a proof hash") for p in item.proof]
-            verify_inclusion(index, latest.size, tree.leaf(index), hashes, latest.root_hash)
-        except (FormatError, VerificationError) as exc:
-            raise VerificationError(STEPS[7], f"entry {index}: {exc}") from None
-    done(STEPS[7], f"{latest.size} entries included in the latest checkpoint")
+                STEPS[6],
+                f"{old.size} -> {new.size}: {exc.detail} (root {old.root_hash.hex()} of "
+                f"size {old.size}, root {new.root_hash.hex()} of size {new.size})",
+            ) from None
+    done(f"{max(len(checkpoints) - 1, 0)} links")
+
+    # 8. Every entry is in the latest checkpoint: a version 1-2 bundle's inclusion proof
+    #    of each was checked above; every root was recomputed from the entries.
+    failures.raise_before(8)
+    how = "" if inclusion is not None else " (its root recomputed from them)"
+    done(f"{latest.size} entries included in the latest checkpoint{how}")
 
     # 9. Every statement fits the schema of the log's records (attestation.schema).
-    if bundle.schema_version > SCHEMA_VERSION:
-        raise VerificationError(
-            STEPS[8],
-            f"the bundle's records follow schema version {bundle.schema_version}; this "
-            f"auditor reads versions up to {SCHEMA_VERSION}: upgrade asi-node",
-        )
-    statements = [(index, _typed(index, payload)) for index, payload in payloads]
-    done(STEPS[8], f"{len(statements)} statements of schema version {bundle.schema_version}")
+    failures.raise_before(9)
+    done(f"{count} statements of schema version {head.schema_version}")
 
     # 10. The records obey the log's rules (campaign, config hash, no replay, signer), and
     #     no experiment started while a logged directive held its campaign paused.
-    leaves = tuple(tree.leaf(i) for i in range(latest.size))
-    records = check_records(statements, key.fingerprint, leaves)
+    failures.raise_before(10)
+    try:
+        records = rules.finish()
+    except VerificationError as exc:
+        raise VerificationError(STEPS[9], exc.detail) from None
     links = (
         f"; {records.verifications} verification record(s) linked to the records they verify"
         if records.verifications
         else ""
     )
+    if rules.unlinked:
+        links += f" ({rules.unlinked} link(s) to records before the kept state not re-checked)"
     done(
-        STEPS[9],
         f"{sum(records.experiments.values())} experiment records in "
         f"{len(records.campaigns)} campaign(s); {records.directives} directive(s), "
-        f"{records.starts_checked} start(s) checked: none while paused{links}",
+        f"{records.starts_checked} start(s) checked: none while paused{links}"
+    )
+    report_passed(len(STEPS))
+    state = LogState(
+        head.checkpoints[checkpoints.index(latest)],
+        latest,
+        head.public_key,
+        head.schema_version,
+        compact,
+        rules.state(latest.size),
+        evidence,
     )
     return VerifiedLog(
-        origin=bundle.origin,
+        origin=head.origin,
         key_fingerprint=key.fingerprint,
         size=latest.size,
         root_hash=latest.root_hash,
         checkpoints=tuple(checkpoints),
         records=records,
         public_key_hex=key.raw.hex(),
-        attestation_evidence=_latest_attestation(statements),
+        attestation_evidence=evidence,
         statements=tuple(statements),
-        leaves=leaves,
+        leaves=tuple(leaves),
+        state=state,
+        unchecked_links=rules.unlinked,
     )
+
+
+def _check_inclusion(
+    failures: _Failures,
+    inclusion: dict[int, InclusionItem],
+    index: int,
+    latest: Checkpoint,
+    leaf: bytes,
+) -> None:
+    item = inclusion.get(index)
+    if item is None or item.tree_size != latest.size:
+        failures.add(7, f"no inclusion proof of entry {index} in size {latest.size}")
+        return
+    try:
+        hashes = [unb64(p, "a proof hash") for p in item.proof]
+        verify_inclusion(index, latest.size, leaf, hashes, latest.root_hash)
+    except (FormatError, VerificationError) as exc:
+        failures.add(7, f"entry {index}: {exc}")
 
 
 def _typed(index: int, payload: bytes) -> Statement:
@@ -256,26 +459,14 @@ def _typed(index: int, payload: bytes) -> Statement:
         raise VerificationError(STEPS[8], detail) from None
 
 
-def _latest_attestation(statements: Sequence[tuple[int, Statement]]) -> bytes | None:
-    """The evidence bundle of the last `attestation` node event, or None if there is none."""
-    for _, stmt in reversed(statements):
-        if (
-            isinstance(stmt, EventStatement)
-            and stmt.predicate.event is NodeEventKind.ATTESTATION
-            and stmt.predicate.evidence is not None
-        ):
-            return json.dumps(stmt.predicate.evidence).encode()
-    return None
-
-
-def _checkpoints(bundle: Bundle, verifiers: list[NoteVerifier]) -> list[Checkpoint]:
+def _checkpoints(head: BundleHead, verifiers: list[NoteVerifier]) -> list[Checkpoint]:
     step = STEPS[2]
-    if not bundle.checkpoints:
+    if not head.checkpoints:
         raise VerificationError(step, "the bundle has no checkpoint")
     out: list[Checkpoint] = []
-    for i, note in enumerate(bundle.checkpoints):
+    for i, note in enumerate(head.checkpoints):
         try:
-            cp = open_checkpoint(note, verifiers, bundle.origin, step)
+            cp = open_checkpoint(note, verifiers, head.origin, step)
         except VerificationError as exc:
             raise VerificationError(step, f"checkpoint {i}: {exc.detail}") from None
         if out and cp.size < out[-1].size:
@@ -354,13 +545,24 @@ def audit(
     """Run every step; the report lists what passed and the step that failed, if any.
     A node without verified TEE evidence passes with a warning, or, with
     `require_attestation`, fails the attestation step."""
+    return audit_with(
+        source,
+        lambda passed: verify_bundle(data, trusted_fingerprint, passed, seen_checkpoints),
+        require_attestation,
+    )
+
+
+def audit_with(
+    source: str, verify: Callable[[StepSink], VerifiedLog], require_attestation: bool = False
+) -> AuditReport:
+    """`audit` of whatever `verify(on_step)` reads (a stream, an incremental fetch)."""
     report = AuditReport(source=source, ok=False)
 
     def passed(name: str, detail: str) -> None:
         report.steps.append(StepResult(STEPS.index(name) + 1, name, True, detail))
 
     try:
-        report.log = verify_bundle(data, trusted_fingerprint, passed, seen_checkpoints)
+        report.log = verify(passed)
     except VerificationError as exc:
         number = STEPS.index(exc.step) + 1 if exc.step in STEPS else len(report.steps) + 1
         report.steps.append(StepResult(number, exc.step, False, exc.detail))

@@ -1,8 +1,14 @@
 """The self-contained log bundle `asi-node log export` writes and `asi-node audit` reads.
 
-JSON: the node's verifier key, every entry's envelope bytes (base64) in log order, the
-signed checkpoints in order, a consistency proof between each pair of consecutive
-checkpoints, and an inclusion proof of every entry in the latest checkpoint.
+Version 3 is line-delimited JSON, read as a stream: a header line (the node's verifier
+key, the signed checkpoints in order, a consistency proof between each pair of
+consecutive checkpoints, the number of entries) and then one line per entry, its
+envelope bytes (base64) in log order. The auditor recomputes the tree from the entries,
+so every entry's inclusion in the latest checkpoint follows from its root; version 3
+carries no per-entry inclusion proofs (any of them is served by `/log/proof/inclusion`).
+
+Versions 1 and 2 are one JSON document holding the same plus an inclusion proof of every
+entry in the latest checkpoint; they are still read (whole, as they must be).
 """
 
 from __future__ import annotations
@@ -10,7 +16,9 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from typing import Any, Final, Literal
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import IO, Any, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -19,7 +27,9 @@ from attestation.schema import SCHEMA_VERSION
 
 BUNDLE_FORMAT: Final = "asi-node/log-bundle"
 BUNDLE_VERSION: Final = 2  # 2 names the schema version of its records
-READ_VERSIONS: Final = (1, 2)
+LINES_VERSION: Final = 3  # line-delimited: a header, then one line per entry
+READ_VERSIONS: Final = (1, 2, 3)
+MAX_BUNDLE_BYTES: Final = 2 << 30  # a whole-document bundle (versions 1 and 2)
 
 
 class _Strict(BaseModel):
@@ -58,6 +68,117 @@ class Bundle(_Strict):
 
     def to_bytes(self) -> bytes:
         return self.model_dump_json().encode()
+
+
+class BundleHeader(_Strict):
+    """The first line of a version 3 bundle: everything but the entries."""
+
+    format: Literal["asi-node/log-bundle"] = BUNDLE_FORMAT
+    version: Literal[3] = LINES_VERSION
+    schema_version: int = Field(default=SCHEMA_VERSION, ge=1)
+    origin: str
+    public_key: str
+    size: int = Field(ge=0)  # the entry lines that follow
+    checkpoints: list[str]
+    consistency: list[ConsistencyItem]
+
+    def to_line(self) -> bytes:
+        return self.model_dump_json().encode() + b"\n"
+
+
+def entry_line(index: int, envelope: bytes) -> bytes:
+    """One entry line of a version 3 bundle."""
+    return b'{"index":%d,"envelope":"%s"}\n' % (index, base64.b64encode(envelope))
+
+
+@dataclass(frozen=True)
+class BundleHead:
+    """What an auditor reads before the entries, whatever the bundle's version."""
+
+    version: int
+    schema_version: int
+    origin: str
+    public_key: str
+    checkpoints: tuple[str, ...]
+    consistency: tuple[ConsistencyItem, ...]
+    # Versions 1 and 2: an inclusion proof per entry, by index; None in version 3.
+    inclusion: dict[int, InclusionItem] | None
+    declared_size: int  # the entries that follow
+
+
+# An entry as streamed: its index and the base64 text of its envelope.
+EntryText = tuple[int, str]
+
+
+def read_bundle(stream: IO[bytes]) -> tuple[BundleHead, Iterator[EntryText]]:
+    """The head of a bundle and an iterator over its entries, read as they come (version
+    3) or from the whole document (versions 1 and 2). FormatError says what is wrong,
+    here or, for a bad entry line, from the iterator."""
+    first = stream.readline()
+    try:
+        raw: Any = json.loads(first)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raw = None
+    if not (isinstance(raw, dict) and raw.get("version") == LINES_VERSION):
+        bundle = parse_bundle(first + stream.read(MAX_BUNDLE_BYTES))
+        head = BundleHead(
+            bundle.version,
+            bundle.schema_version,
+            bundle.origin,
+            bundle.public_key,
+            tuple(bundle.checkpoints),
+            tuple(bundle.consistency),
+            {i.index: i for i in bundle.inclusion},
+            len(bundle.entries),
+        )
+        return head, ((e.index, e.envelope) for e in bundle.entries)
+    if raw.get("format") != BUNDLE_FORMAT:
+        raise FormatError(
+            f"not an asi-node log bundle (format {raw.get('format')!r}, expected {BUNDLE_FORMAT!r})"
+        )
+    try:
+        header = BundleHeader.model_validate(raw)
+    except ValidationError as exc:
+        raise FormatError(_field_error(exc)) from None
+    head = BundleHead(
+        header.version,
+        header.schema_version,
+        header.origin,
+        header.public_key,
+        tuple(header.checkpoints),
+        tuple(header.consistency),
+        None,
+        header.size,
+    )
+    return head, _entry_lines(stream)
+
+
+def _entry_lines(stream: IO[bytes]) -> Iterator[EntryText]:
+    for number, line in enumerate(stream, start=2):
+        if not line.strip():
+            continue
+        try:
+            raw = json.loads(line)
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            hint = " (truncated?)" if not line.endswith(b"\n") else ""
+            raise FormatError(f"bundle line {number} is not valid JSON{hint}: {exc}") from None
+        if (
+            type(raw) is not dict
+            or raw.keys() != {"index", "envelope"}
+            or type(raw["index"]) is not int
+            or raw["index"] < 0
+            or type(raw["envelope"]) is not str
+        ):
+            raise FormatError(
+                f'bundle line {number}: an entry is {{"index": n >= 0, "envelope": base64}}'
+            )
+        yield raw["index"], raw["envelope"]
+
+
+def _field_error(exc: ValidationError) -> str:
+    err = exc.errors()[0]
+    loc = ".".join(str(p) for p in err["loc"])
+    return f"bundle field {loc}: {err['msg']}"
 
 
 def b64(data: bytes) -> str:
@@ -99,9 +220,9 @@ def parse_bundle(data: bytes) -> Bundle:
         )
     if raw["version"] == 1 and "schema_version" in raw:
         raise FormatError("a version 1 bundle carries no schema_version")
+    if raw.get("version") == LINES_VERSION:
+        raise FormatError("a version 3 bundle is line-delimited: read it with read_bundle")
     try:
         return Bundle.model_validate(raw)
     except ValidationError as exc:
-        err = exc.errors()[0]
-        loc = ".".join(str(p) for p in err["loc"])
-        raise FormatError(f"bundle field {loc}: {err['msg']}") from None
+        raise FormatError(_field_error(exc)) from None

@@ -283,3 +283,43 @@ def verify_subtree_consistency(
         raise VerificationError(step, "the proof does not lead to the subtree hash")
     if sr != root:
         raise VerificationError(step, f"the proof does not lead to the root of size {size}")
+
+
+class CompactRange:
+    """The right edge of an append-only tree: one perfect subtree hash per set bit of its
+    size, largest first. It takes leaves and gives the root at the current size in
+    O(log n) memory and hashes, so a verifier can stream a log of any length."""
+
+    def __init__(self, size: int = 0, hashes: Sequence[bytes] = ()) -> None:
+        if size < 0 or len(hashes) != size.bit_count():
+            raise ValueError(f"a compact range of size {size} holds {size.bit_count()} hashes")
+        _check_hashes("compact range", hashes, "hash")
+        self._size = size
+        self._hashes = list(hashes)
+
+    @property
+    def size(self) -> int:
+        return self._size
+
+    @property
+    def hashes(self) -> tuple[bytes, ...]:
+        return tuple(self._hashes)
+
+    def append(self, leaf: bytes) -> None:
+        """Add a leaf hash: merge the perfect subtrees it completes."""
+        hashes, size, h = self._hashes, self._size, leaf
+        while size & 1:
+            h = node_hash(hashes.pop(), h)
+            size >>= 1
+        hashes.append(h)
+        self._size += 1
+
+    def root(self) -> bytes:
+        """MTH of the leaves so far: the subtree hashes folded from the right."""
+        if not self._hashes:
+            return EMPTY_ROOT
+        it = reversed(self._hashes)
+        h = next(it)
+        for left in it:
+            h = node_hash(left, h)
+        return h

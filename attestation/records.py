@@ -14,13 +14,19 @@ campaign may run only while no source holds it. An experiment record whose `star
 (record version 2) falls while its campaign was held fails the audit, naming the
 directive. Version 1 records carry no start time and are not checked, so bundles from
 before directives were logged still verify.
+
+`RecordRules` applies them entry by entry, keeping compact state (no statement is kept),
+and can go on from the `RulesState` of an earlier audit.
 """
 
 from __future__ import annotations
 
+import hashlib
+import sys
+from array import array
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 
 from attestation.errors import VerificationError
 from attestation.schema import (
@@ -78,46 +84,87 @@ class AppliedDirective:
         )
 
 
+def _key64(*parts: str) -> int:
+    """A 64-bit digest of an experiment's (campaign, experiment) ids: the replay check's
+    set holds these, not the strings (a collision, about 1 in 10^10 at a million records,
+    could only fail an honest log, never pass a replayed one)."""
+    digest = hashlib.sha256("\x00".join(parts).encode()).digest()
+    return int.from_bytes(digest[:8], "little")
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_US = timedelta(microseconds=1)
+
+
+def _micros(at: datetime) -> int:
+    return (at - _EPOCH) // _US
+
+
 @dataclass(frozen=True)
-class _Start:
-    index: int
-    campaign: str
-    experiment: str
-    seq: int
-    at: datetime
+class RulesState:
+    """What the rules need of the entries already checked, to check the next ones: the
+    campaigns, every directive, the experiments seen (as `_key64` digests) and each
+    campaign's latest start (microseconds). The links of verification records to
+    records before this point are not checked again (they need those records)."""
+
+    size: int
+    summary: RecordSummary
+    directives: tuple[AppliedDirective, ...]
+    seen: frozenset[int]
+    last_start: dict[str, int]
 
 
-def check_records(
-    statements: Iterable[tuple[int, Statement]],
-    node_id: str,
-    leaves: Sequence[bytes] = (),
-) -> RecordSummary:
-    """Apply the rules to (log index, statement) pairs in log order; VerificationError
-    names the first entry that breaks one. `leaves` are the entries' RFC 6962 leaf
-    hashes, by index: a verification stage's record names the record it verifies by one."""
-    summary = RecordSummary()
-    by_leaf: dict[bytes, tuple[int, ExperimentStatement]] = {}
-    seen: set[tuple[str, str]] = set()
-    directives: dict[tuple[str, str, int, bool], AppliedDirective] = {}
-    starts: list[_Start] = []
-    for index, stmt in statements:
+class RecordRules:
+    """The rules applied entry by entry in log order (`add`), then to the whole (`finish`):
+    a streaming audit keeps only what the rules need, and can go on from a `RulesState`."""
+
+    def __init__(self, node_id: str, resumed: RulesState | None = None) -> None:
+        self.node_id = node_id
+        self.resumed = resumed
+        base = resumed.summary if resumed is not None else RecordSummary()
+        self.summary = RecordSummary(
+            dict(base.campaigns),
+            dict(base.experiments),
+            dict(base.events),
+            base.directives,
+            base.starts_checked,
+            base.verifications,
+        )
+        self.unlinked = 0  # links to records before `resumed`: not checked again
+        self._by_leaf: dict[bytes, tuple[int, str, str, str, bool]] = {}
+        self._seen: set[int] = set(resumed.seen) if resumed is not None else set()
+        self._new_seen: list[int] = []
+        self._directives: dict[tuple[str, str, int, bool], AppliedDirective] = {}
+        if resumed is not None:
+            for d in resumed.directives:
+                self._directives[(d.source, d.campaign, d.epoch, d.undone)] = d
+        self._last_start = dict(resumed.last_start) if resumed is not None else {}
+        self._start_index = array("q")
+        self._start_at = array("q")
+        self._start_seq = array("q")
+        self._start_campaign: list[str] = []
+        self._start_experiment: list[str] = []
+
+    def add(self, index: int, stmt: Statement, leaf: bytes | None = None) -> None:
+        """Check one entry (log order); VerificationError names the entry if it breaks a rule."""
+        summary = self.summary
         pred = stmt.predicate
         where = f"entry {index}"
-        if pred.node_id != node_id:
+        if pred.node_id != self.node_id:
             raise VerificationError(
-                STEP, f"{where} names node {pred.node_id!r}, not the signer {node_id}"
+                STEP, f"{where} names node {pred.node_id!r}, not the signer {self.node_id}"
             )
         if isinstance(stmt, DirectiveStatement):
             d = _directive(index, stmt)
             key = (d.source, d.campaign, d.epoch, d.undone)
-            if key in directives:
+            if key in self._directives:
                 raise VerificationError(
                     STEP,
                     f"{where} logs {d.source} epoch {d.epoch} {d.kind} of {d.campaign} again "
-                    f"(first at entry {directives[key].index}): a directive is applied once",
+                    f"(first at entry {self._directives[key].index}): a directive is applied once",
                 )
-            directives[key] = d
-            continue
+            self._directives[key] = d
+            return
         if isinstance(stmt, EventStatement):
             event = stmt.predicate
             summary.events[event.event] = summary.events.get(event.event, 0) + 1
@@ -129,7 +176,7 @@ def check_records(
                         STEP,
                         f"{where} restarts campaign {event.campaign_id} with another config hash",
                     )
-            continue
+            return
         record = stmt.predicate
         cid = record.campaign_id
         if cid not in summary.campaigns:
@@ -143,29 +190,116 @@ def check_records(
                 STEP, f"{where} carries another config hash than campaign {cid} was started with"
             )
         exp = record.experiment_id
-        if (cid, exp) in seen:
+        seen = _key64(cid, exp)
+        if seen in self._seen:
             raise VerificationError(
                 STEP, f"{where} records experiment {exp!r} of {cid} a second time (replayed)"
             )
-        seen.add((cid, exp))
+        self._seen.add(seen)
+        self._new_seen.append(seen)
         if record.started_at is not None:
-            starts.append(_Start(index, cid, exp, record.seq, record.started_at))
+            self._start_index.append(index)
+            self._start_at.append(_micros(record.started_at))
+            self._start_seq.append(record.seq)
+            self._start_campaign.append(cid)
+            self._start_experiment.append(exp)
         digest = record.code_digest.removeprefix("sha256:")
         if stmt.subject[0].digest.get("sha256") != digest:
             raise VerificationError(STEP, f"{where}: the subject is not the record's code digest")
         summary.experiments[cid] = summary.experiments.get(cid, 0) + 1
         if record.verifies is not None:
-            _check_link(where, stmt, by_leaf)
+            self._link(where, stmt)
             summary.verifications += 1
-        if index < len(leaves):
-            by_leaf[leaves[index]] = (index, stmt)
-    summary.directives = len(directives)
-    summary.starts_checked = _check_starts(list(directives.values()), starts)
-    return summary
+        if leaf is not None:
+            self._by_leaf[leaf] = (
+                index,
+                sys.intern(cid),
+                exp,
+                record.code_digest,
+                record.fitness is not None,
+            )
+
+    def _link(self, where: str, stmt: ExperimentStatement) -> None:
+        link = stmt.predicate.verifies
+        assert link is not None
+        if self.resumed is not None and bytes.fromhex(link.leaf_hash) not in self._by_leaf:
+            self.unlinked += 1  # a record before the kept state: not checked again
+            return
+        _check_link(where, stmt, self._by_leaf)
+
+    def finish(self) -> RecordSummary:
+        """The paused-start replay over every directive; the summary of all entries."""
+        directives = list(self._directives.values())
+        self.summary.directives = len(directives)
+        if self.resumed is not None:
+            self._check_kept_starts(directives)
+        timeline = sorted(directives, key=lambda d: (d.applied_at, d.index))
+        for i in range(len(self._start_index)) if timeline else ():
+            at = _EPOCH + self._start_at[i] * _US
+            campaign = self._start_campaign[i]
+            held = holding(timeline, campaign, at)
+            if held is not None:
+                raise VerificationError(
+                    STEP,
+                    f"experiment {self._start_experiment[i]} (#{self._start_seq[i]}) of "
+                    f"campaign {campaign} started at {at.isoformat()} while it was "
+                    f"{_HELD.get(held.kind, CampaignStatus.PAUSED)} "
+                    f"by {held.label()} (record at entry {self._start_index[i]})",
+                )
+        self.summary.starts_checked += len(self._start_index)
+        return self.summary
+
+    def _check_kept_starts(self, directives: Sequence[AppliedDirective]) -> None:
+        """A directive logged after the kept state but applied before one of its starts
+        would need those starts replayed: fail closed, naming it, rather than guess."""
+        assert self.resumed is not None
+        for d in directives:
+            if d.index < self.resumed.size:
+                continue
+            touched = [d.campaign, *([d.parent] if d.parent else [])]
+            if d.campaign == ALL_CAMPAIGNS:
+                touched = list(self.resumed.last_start)
+            for campaign in touched:
+                last = self.resumed.last_start.get(campaign)
+                if last is not None and _micros(d.applied_at) <= last:
+                    raise VerificationError(
+                        STEP,
+                        f"entry {d.index} logs a directive of {campaign} applied at "
+                        f"{d.applied_at.isoformat()}, before an experiment start the kept "
+                        f"state (size {self.resumed.size}) covers: an incremental audit "
+                        "cannot replay it; audit the whole log again (without --state)",
+                    )
+
+    def state(self, size: int) -> RulesState:
+        """What the next incremental audit needs (call after `finish`)."""
+        last = dict(self._last_start)
+        for campaign, at in zip(self._start_campaign, self._start_at, strict=True):
+            last[campaign] = max(last.get(campaign, at), at)
+        return RulesState(
+            size,
+            self.summary,
+            tuple(self._directives.values()),
+            frozenset(self._seen),
+            last,
+        )
+
+
+def check_records(
+    statements: Iterable[tuple[int, Statement]],
+    node_id: str,
+    leaves: Sequence[bytes] = (),
+) -> RecordSummary:
+    """Apply the rules to (log index, statement) pairs in log order; VerificationError
+    names the first entry that breaks one. `leaves` are the entries' RFC 6962 leaf
+    hashes, by index: a verification stage's record names the record it verifies by one."""
+    rules = RecordRules(node_id)
+    for index, stmt in statements:
+        rules.add(index, stmt, leaves[index] if index < len(leaves) else None)
+    return rules.finish()
 
 
 def _check_link(
-    where: str, stmt: ExperimentStatement, by_leaf: dict[bytes, tuple[int, ExperimentStatement]]
+    where: str, stmt: ExperimentStatement, by_leaf: dict[bytes, tuple[int, str, str, str, bool]]
 ) -> None:
     """A verification record's `verifies` names an earlier experiment record of this log,
     of another campaign, scored, with the same code: the discovery it re-trains."""
@@ -179,21 +313,20 @@ def _check_link(
             f"{where} verifies leaf {link.leaf_hash[:16]}..., which is no earlier experiment "
             "record of this log",
         )
-    index, source = found
-    earlier = source.predicate
-    if (earlier.campaign_id, earlier.experiment_id) != (link.campaign_id, link.experiment_id):
+    index, campaign, experiment, code_digest, scored = found
+    if (campaign, experiment) != (link.campaign_id, link.experiment_id):
         raise VerificationError(
             STEP,
             f"{where} names experiment {link.experiment_id} of {link.campaign_id}, but its leaf "
-            f"is entry {index}, experiment {earlier.experiment_id} of {earlier.campaign_id}",
+            f"is entry {index}, experiment {experiment} of {campaign}",
         )
-    if earlier.campaign_id == record.campaign_id:
+    if campaign == record.campaign_id:
         raise VerificationError(STEP, f"{where} verifies a record of its own campaign")
-    if earlier.code_digest != record.code_digest:
+    if code_digest != record.code_digest:
         raise VerificationError(
             STEP, f"{where} trains other code than the record it verifies (entry {index})"
         )
-    if earlier.fitness is None:
+    if not scored:
         raise VerificationError(
             STEP, f"{where} verifies entry {index}, which was never scored: nothing to verify"
         )
@@ -218,23 +351,6 @@ def _directive(index: int, stmt: DirectiveStatement) -> AppliedDirective:
         held_child=held_child,
         undone=bool(d.undone),
     )
-
-
-def _check_starts(directives: Sequence[AppliedDirective], starts: Sequence[_Start]) -> int:
-    """No experiment started while a directive held its campaign; returns how many were
-    checked. Directives take effect in the order applied (log order breaks ties)."""
-    timeline = sorted(directives, key=lambda d: (d.applied_at, d.index))
-    for start in sorted(starts, key=lambda s: s.index):
-        held = holding(timeline, start.campaign, start.at)
-        if held is not None:
-            raise VerificationError(
-                STEP,
-                f"experiment {start.experiment} (#{start.seq}) of campaign {start.campaign} "
-                f"started at {start.at.isoformat()} while it was "
-                f"{_HELD.get(held.kind, CampaignStatus.PAUSED)} "
-                f"by {held.label()} (record at entry {start.index})",
-            )
-    return len(starts)
 
 
 def holding(

@@ -3,19 +3,30 @@
 An append is what the node does per record: canonical JSON, DSSE signature (Ed25519),
 one SQLite transaction (WAL) and the Merkle tree update, after which inclusion and
 consistency proofs can be served. Records are experiment-sized (about 1 KB). Then the
-log is exported and the bundle audited (every signature, root, proof and record rule).
+log is exported as a line-delimited bundle and audited by `asi-node audit FILE --state
+DIR` in a child process (streamed: its peak RSS is printed), `--new` more entries are
+appended, and `asi-node audit URL --state DIR` checks only those, over HTTP.
 
-    python scripts/bench_log.py [--entries 100000] [--db DIR]
+    python scripts/bench_log.py [--entries 100000] [--new 1000] [--db DIR]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import resource
+import socket
+import subprocess
+import sys
 import tempfile
+import threading
 import time
+import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
-from attestation.audit import verify_bundle
+import uvicorn
+
 from attestation.keys import NodeKey
 from attestation.schema import (
     EXPERIMENT_PREDICATE,
@@ -23,6 +34,8 @@ from attestation.schema import (
     STATEMENT_TYPE,
     NodeEventKind,
 )
+from node.api.app import create_app
+from node.cli.main import main as cli_main
 from node.store import Store
 from node.tlog.log import NodeLog
 from node.tlog.records import event_statement
@@ -63,6 +76,7 @@ def record(node_id: str, i: int) -> dict[str, object]:
         "attempts": 1,
         "started_at": "2026-12-06T10:00:00+00:00",
         "finished_at": "2026-12-06T10:01:00+00:00",
+        "verifies": None,
     }
     return {
         "_type": STATEMENT_TYPE,
@@ -72,9 +86,34 @@ def record(node_id: str, i: int) -> dict[str, object]:
     }
 
 
+def audit_child(argv: list[str]) -> None:
+    """Run `asi-node audit ARGV...` in this (fresh) process; print its time and peak RSS."""
+    t0 = time.perf_counter()
+    code = cli_main(["audit", *argv])
+    took = time.perf_counter() - t0
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"BENCH exit={code} seconds={took:.2f} peak_rss_mib={peak:.0f}", flush=True)
+
+
+def audit(*argv: str) -> tuple[float, float]:
+    """`asi-node audit` in a child process, one core: (seconds, peak RSS in MiB)."""
+    done = subprocess.run(
+        [sys.executable, __file__, "--audit-child", *argv], capture_output=True, text=True
+    )
+    line = next((x for x in done.stdout.splitlines() if x.startswith("BENCH ")), None)
+    if line is None or "exit=0" not in line:
+        sys.exit(f"the audit failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
+    fields = dict(kv.split("=") for kv in line.split()[1:])
+    return float(fields["seconds"]), float(fields["peak_rss_mib"])
+
+
 def main() -> None:
+    if sys.argv[1:2] == ["--audit-child"]:
+        audit_child(sys.argv[2:])
+        return
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--entries", type=int, default=100_000)
+    parser.add_argument("--new", type=int, default=1000, help="entries audited incrementally")
     parser.add_argument("--db", type=Path, default=None, help="directory for the SQLite file")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(dir=args.db) as tmp:
@@ -88,28 +127,64 @@ def main() -> None:
             config_hash="sha256:" + "ab" * 32,
         )
         tlog.append("event", start)
-        records = [record(tlog.node_id, i) for i in range(args.entries - 1)]
         t0 = time.perf_counter()
-        for i, stmt in enumerate(records):
-            tlog.append("experiment", stmt, subject=f"exp-{i:012x}")
+        for i in range(args.entries - 1):
+            tlog.append("experiment", record(tlog.node_id, i), subject=f"exp-{i:012x}")
         tlog.checkpoint()
         append_s = time.perf_counter() - t0
         print(
             f"appends: {args.entries - 1} in {append_s:.1f} s = "
             f"{(args.entries - 1) / append_s:,.0f}/s (sign + append + proof-ready, SQLite WAL)"
         )
+        bundle = Path(tmp) / "bundle.jsonl"
         t0 = time.perf_counter()
-        data = tlog.export().to_bytes()
+        with bundle.open("wb") as f:
+            f.writelines(tlog.export_lines())
         export_s = time.perf_counter() - t0
-        print(f"export: {len(data) / 1e6:.1f} MB bundle in {export_s:.1f} s")
-        t0 = time.perf_counter()
-        verified = verify_bundle(data, key.public.fingerprint)
-        audit_s = time.perf_counter() - t0
+        size_mb = bundle.stat().st_size / 1e6
+        print(f"export: {size_mb:.1f} MB line-delimited bundle in {export_s:.1f} s")
+        state = Path(tmp) / "state"
+        state.mkdir()
+        seconds, peak = audit(str(bundle), "--key", key.public.fingerprint, "--state", str(state))
         print(
-            f"audit: {verified.size} entries, {len(verified.checkpoints)} checkpoints "
-            f"verified in {audit_s:.1f} s (one core)"
+            f"audit: {tlog.size} entries, streamed from the file, in {seconds:.1f} s, "
+            f"peak RSS {peak:.0f} MiB (one core; every signature, root, proof and rule)"
+        )
+        bundle.unlink()
+        for j in range(args.new):
+            i = args.entries - 1 + j
+            tlog.append("experiment", record(tlog.node_id, i), subject=f"exp-{i:012x}")
+        tlog.checkpoint()
+        with served(store) as url:
+            # A running node holds its tree; a fresh server rebuilds it on the first proof.
+            warm = f"{url}/log/proof/consistency?first=1&second={tlog.size}"
+            urllib.request.urlopen(warm, timeout=600).read()
+            seconds, peak = audit(url, "--key", key.public.fingerprint, "--state", str(state))
+        print(
+            f"incremental audit: {args.new} new entries over the kept checkpoint at size "
+            f"{args.entries}, by HTTP, in {seconds:.2f} s (peak RSS {peak:.0f} MiB)"
         )
         store.close()
+
+
+@contextlib.contextmanager
+def served(store: Store) -> Iterator[str]:
+    """The node's HTTP API over `store` on a loopback port."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = int(s.getsockname()[1])
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(store), host="127.0.0.1", port=port, log_level="error")
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
 
 
 if __name__ == "__main__":

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import base64
-from typing import Any
+import itertools
+from typing import Any, Literal
 
 from fastapi import APIRouter, HTTPException, Query, Response
+from fastapi.responses import StreamingResponse
 
 from node.tlog.log import LogView, SignedCheckpoint
 
@@ -63,8 +65,15 @@ def log_router(view: LogView) -> APIRouter:
         return {"first": first, "second": second, "proof": [_b64(h) for h in proof]}
 
     @router.get("/bundle")
-    def bundle() -> Response:
-        """The export bundle `asi-node audit URL` checks."""
+    def bundle(format: Literal["json", "lines"] = "json") -> Response:
+        """The export bundle `asi-node audit URL` checks: one JSON document (version 2), or
+        with `format=lines` line-delimited (version 3), streamed as it is read."""
+        if format == "lines":
+            lines = view.export_lines()
+            first = next(lines)  # a log without a checkpoint fails here, as a 404
+            return StreamingResponse(
+                itertools.chain([first], lines), media_type="application/x-ndjson"
+            )
         return Response(view.export().to_bytes(), media_type="application/json")
 
     return router

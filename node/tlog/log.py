@@ -15,12 +15,20 @@ import itertools
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from attestation.bundle import Bundle, BundleEntry, ConsistencyItem, InclusionItem, b64
+from attestation.bundle import (
+    Bundle,
+    BundleEntry,
+    BundleHeader,
+    ConsistencyItem,
+    InclusionItem,
+    b64,
+    entry_line,
+)
 from attestation.dsse import sign_statement
 from attestation.keys import NodeKey
 from attestation.merkle import Tree, leaf_hash
@@ -54,6 +62,19 @@ class SignedCheckpoint:
     @classmethod
     def of(cls, row: CheckpointRow) -> SignedCheckpoint:
         return cls(row.origin, log_id(row.origin), row.tree_size, row.root_hash, row.note)
+
+
+def _consistency(tree: Tree, rows: Sequence[CheckpointRow]) -> list[ConsistencyItem]:
+    """A consistency proof between each pair of successive checkpoints (`rows`, by size)."""
+    return [
+        ConsistencyItem(
+            first=a.tree_size,
+            second=b.tree_size,
+            proof=[b64(h) for h in tree.consistency_proof(a.tree_size, b.tree_size)],
+        )
+        for a, b in itertools.pairwise(rows)
+        if 0 < a.tree_size < b.tree_size
+    ]
 
 
 class LogView:
@@ -115,15 +136,7 @@ class LogView:
         tree = self._sync()
         latest = rows[-1]
         entries = self.db.entries(0, latest.tree_size)
-        consistency = [
-            ConsistencyItem(
-                first=a.tree_size,
-                second=b.tree_size,
-                proof=[b64(h) for h in tree.consistency_proof(a.tree_size, b.tree_size)],
-            )
-            for a, b in itertools.pairwise(rows)
-            if 0 < a.tree_size < b.tree_size
-        ]
+        consistency = _consistency(tree, rows)
         inclusion = [
             InclusionItem(
                 index=i,
@@ -140,6 +153,26 @@ class LogView:
             consistency=consistency,
             inclusion=inclusion,
         )
+
+    def export_lines(self, batch: int = 1000) -> Iterator[bytes]:
+        """The version 3 bundle (line-delimited) up to the latest checkpoint, read from the
+        store in batches: its memory does not grow with the log."""
+        rows = self.db.checkpoints()
+        if not rows:
+            raise NotFoundError("the log has no checkpoint yet: run the node (or init) first")
+        tree = self._sync()
+        latest = rows[-1]
+        header = BundleHeader(
+            origin=latest.origin,
+            public_key=latest.public_key,
+            size=latest.tree_size,
+            checkpoints=[r.note for r in rows],
+            consistency=_consistency(tree, rows),
+        )
+        yield header.to_line()
+        for start in range(0, latest.tree_size, batch):
+            for e in self.db.entries(start, min(start + batch, latest.tree_size)):
+                yield entry_line(e.index, e.envelope)
 
 
 class NodeLog(LogView):
