@@ -127,6 +127,19 @@ class Ballot:
             },
         }
 
+    def wallet_typed_data(self, domain: GovernorDomain) -> dict[str, Any]:
+        """`typed_data` for a browser wallet's `eth_signTypedData_v4`: the same EIP-712
+        message, with the uint256 values (proposal id, nonce, chain id) as decimal
+        strings, which JSON.parse keeps exact (a proposal id is far above 2**53)."""
+        data = self.typed_data(domain)
+        data["domain"] = data["domain"] | {"chainId": str(domain.chain_id)}
+        message = data["message"]
+        data["message"] = message | {
+            "proposalId": str(message["proposalId"]),
+            "nonce": str(message["nonce"]),
+        }
+        return data
+
 
 @dataclass(frozen=True)
 class ProposalInfo:

@@ -181,3 +181,12 @@ class NodeNotApprovedError(ChainError):
     Ask governance to approve the address in the message (`approveNode`), or deploy a
     local set with `asi-node chain deploy`, which approves this node.
     """
+
+
+class ControllerUnknownError(GovernanceError):
+    """The CampaignController a proposal is to call is not known: the Governor does not
+    name it, and no earlier proposal of the Governor calls it.
+
+    Give its address (`--controller`, the deployment's CampaignController); nothing was
+    sent.
+    """

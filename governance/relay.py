@@ -1,12 +1,13 @@
-"""The node's own transactions to the governance contracts.
+"""The node's own transactions to the governance contracts, and the Governor's reads.
 
-`ChainGovernor` is the Governor behind the `/gov` routes: reads (proposals with their
-calls, proposer, quorum and timelock ETA), proposals simulated as the timelock would
-make them, ERC-1271 checks of smart-contract voters, and ballots, queue and execute
-relayed with a relayer key that pays gas and holds no votes. `ChainAcker` sends
-the node's acknowledgements of the directives it applied. Both go through
-`governance.chain` (the only web3 module) and turn the contracts' reverts into the
-errors a caller can act on.
+`GovernorReader` reads the Governor (proposals with their calls, proposer, quorum and
+timelock ETA, voters' nonces and power), simulates calls as the timelock would make
+them and checks smart-contract voters' ERC-1271 signatures; it needs no key, so a voter
+without a node uses it too (`governance.voter`). `ChainGovernor`, the Governor behind
+the `/gov` routes, adds ballots, queue and execute relayed with a relayer key that pays
+gas and holds no votes. `ChainAcker` sends the node's acknowledgements of the
+directives it applied. All go through `governance.chain` (the only web3 module) and turn
+the contracts' reverts into the errors a caller can act on.
 """
 
 from __future__ import annotations
@@ -39,61 +40,30 @@ log = logging.getLogger(__name__)
 REORG_RESCAN_BLOCKS = 12  # recent blocks read again when scanning events incrementally
 
 
-class ChainGovernor:
-    """`governance.ballots.GovernorClient` over the DaoGovernor of a deployment.
+class GovernorReader:
+    """The DaoGovernor at one address, read over a `Chain`: its EIP-712 domain, timelock
+    and voting token, proposals with their calls, proposer, quorum and timelock ETA,
+    voters' nonces, votes and power, ERC-1271 checks, and calls run as the timelock.
 
     Reads are contract calls (descriptions come from `ProposalCreated` events, scanned
-    once and cached). `castVoteBySig`, `queue` and `execute` are transactions signed with
-    the relayer's key: the relayer pays gas and needs no votes (a relayed ballot counts
-    the voter's own power). Each is estimated before it is signed, so a call the Governor
-    would refuse raises before anything is sent, as the error the API maps to a status:
-    UnknownProposalError, ProposalStateError (not active, not succeeded, not queued, the
-    timelock delay not over), BadSignatureError or ReplayError; other reverts stay a
-    TransactionRevertedError naming the contract's error. The transaction methods return
-    the 0x hash once the transaction is mined. Safe to call from several threads: a
-    transaction is signed and broadcast under a lock, with the relayer's next nonce
-    counted here (so transactions sent back to back never share one, whatever the
-    endpoint's pending count says), and its receipt is awaited outside the lock, so a
-    slow block holds up only the caller whose transaction is in it. When a receipt does
-    not come in time, the next transaction asks the endpoint for the nonce again.
+    once and cached). With `check_code` the address must hold asi-node's DaoGovernor
+    (ContractMismatchError otherwise). `_refusal` turns a revert of a Governor
+    transaction into the error a caller can act on, for the senders: `ChainGovernor`
+    (the node's relay) and `governance.voter.VoterGovernor` (a token holder's own key).
     """
 
     def __init__(
-        self,
-        chain: Chain,
-        governor: str,
-        controller: str,
-        relayer_key: bytes,
-        *,
-        start_block: int = 0,
-        check_code: bool = True,
+        self, chain: Chain, governor: str, *, start_block: int = 0, check_code: bool = True
     ) -> None:
         self.chain = chain
         self.contract = chain.contract("DaoGovernor", governor, check_code=check_code)
         self.address = Address(self.contract.address)
-        self._controller = Controller(chain, controller, check_code=check_code).address
-        self.relayer_key = relayer_key
-        self.relayer = address_of(relayer_key)
         self._domain: GovernorDomain | None = None
         self._descriptions: dict[int, str] = {}
         self._start_block = start_block
         self._scanned = start_block
         self._scan_lock = threading.Lock()
-        self._send_lock = threading.Lock()
-        self._next_nonce: int | None = None  # the relayer's, past what it broadcast
         self._timelock: Address | None = None
-
-    @classmethod
-    def from_deployment(
-        cls, chain: Chain, deployment: Deployment, relayer_key: bytes
-    ) -> ChainGovernor:
-        return cls(
-            chain,
-            deployment.addresses["DaoGovernor"],
-            deployment.addresses["CampaignController"],
-            relayer_key,
-            start_block=deployment.block_number,
-        )
 
     def _read(self, function: str, *args: Any) -> Any:
         call = getattr(self.contract.functions, function)(*args).call
@@ -104,9 +74,6 @@ class ChainGovernor:
             name, version = str(self._read("name")), str(self._read("version"))
             self._domain = GovernorDomain(name, self.chain.chain_id, self.address, version)
         return self._domain
-
-    def controller(self) -> str:
-        return self._controller
 
     def timelock(self) -> Address:
         """The timelock that executes proposals (and holds the controller's roles)."""
@@ -164,11 +131,9 @@ class ChainGovernor:
         eth_call from the timelock: TransactionRevertedError names the revert."""
         self.chain.call_as(self.timelock(), target, data)
 
-    def relayer_votes(self) -> int:
-        """The relayer's own voting power now (it should have none: it only pays gas)."""
-        token = self.chain.contract("GovToken", str(self._read("token")))
-        call = token.functions.getVotes(self.relayer).call
-        return int(self.chain.call("reading the relayer's votes", call))
+    def token(self) -> Address:
+        """The voting token (ERC20Votes) whose delegated power the Governor counts."""
+        return checksum_address(str(self._read("token")))
 
     def _state(self, proposal_id: int) -> ProposalState | None:
         try:
@@ -228,6 +193,109 @@ class ChainGovernor:
                 self._scanned = head + 1
             return dict(self._descriptions)
 
+    def _refusal(self, action: str, pid: int, exc: TransactionRevertedError) -> GovernanceError:
+        """The Governor's refusal of `action` as the error a caller can act on."""
+        name = _error_name(exc.reason)
+        if name == "GovernorNonexistentProposal":
+            return UnknownProposalError(f"no proposal {pid} on the Governor {self.address}")
+        if name == "GovernorInvalidSignature":
+            return BadSignatureError(
+                f"the Governor refused the ballot's signature ({exc.reason}): it does not "
+                "match the voter's current nonce (a replay) or what was signed; sign a new one"
+            )
+        if name == "GovernorAlreadyCastVote":
+            return ReplayError(f"the Governor says the voter has voted on {pid} already")
+        if name in ("GovernorUnexpectedProposalState", "TimelockUnexpectedOperationState"):
+            return ProposalStateError(self._state_problem(action, pid, exc.reason))
+        return exc
+
+    def _state_problem(self, action: str, pid: int, reason: str) -> str:
+        try:
+            state = self._state(pid)
+            if state is None:
+                return f"no proposal {pid} on the Governor {self.address}"
+            if action in ("castVote", "castVoteBySig"):
+                return (
+                    f"proposal {pid} is {state.name.lower()}, not active: only an active "
+                    "one takes votes"
+                )
+            if action == "queue":
+                return (
+                    f"proposal {pid} is {state.name.lower()}: only a succeeded proposal can "
+                    "be queued"
+                )
+            if state is ProposalState.SUCCEEDED:
+                return f"proposal {pid} has succeeded but is not queued yet: queue it first"
+            if state is ProposalState.QUEUED:
+                eta, now = int(self._read("proposalEta", pid)), self.chain.timestamp()
+                return (
+                    f"proposal {pid} is queued in the timelock until {eta} (chain time now "
+                    f"{now}, {max(0, eta - now)} s to go): execute it after that"
+                )
+            return (
+                f"proposal {pid} is {state.name.lower()}: only a queued proposal whose "
+                "timelock delay has passed can be executed"
+            )
+        except ChainError:
+            return f"the Governor refused {action} of proposal {pid}: {reason}"
+
+
+class ChainGovernor(GovernorReader):
+    """`governance.ballots.GovernorClient` over the DaoGovernor of a deployment: the
+    reads of `GovernorReader`, and `castVoteBySig`, `queue` and `execute` as
+    transactions signed with the relayer's key: the relayer pays gas and needs no votes
+    (a relayed ballot counts the voter's own power). Each is estimated before it is
+    signed, so a call the Governor would refuse raises before anything is sent, as the
+    error the API maps to a status: UnknownProposalError, ProposalStateError (not
+    active, not succeeded, not queued, the timelock delay not over), BadSignatureError
+    or ReplayError; other reverts stay a TransactionRevertedError naming the contract's
+    error. The transaction methods return the 0x hash once the transaction is mined.
+    Safe to call from several threads: a transaction is signed and broadcast under a
+    lock, with the relayer's next nonce counted here (so transactions sent back to back
+    never share one, whatever the endpoint's pending count says), and its receipt is
+    awaited outside the lock, so a slow block holds up only the caller whose transaction
+    is in it. When a receipt does not come in time, the next transaction asks the
+    endpoint for the nonce again.
+    """
+
+    def __init__(
+        self,
+        chain: Chain,
+        governor: str,
+        controller: str,
+        relayer_key: bytes,
+        *,
+        start_block: int = 0,
+        check_code: bool = True,
+    ) -> None:
+        super().__init__(chain, governor, start_block=start_block, check_code=check_code)
+        self._controller = Controller(chain, controller, check_code=check_code).address
+        self.relayer_key = relayer_key
+        self.relayer = address_of(relayer_key)
+        self._send_lock = threading.Lock()
+        self._next_nonce: int | None = None  # the relayer's, past what it broadcast
+
+    @classmethod
+    def from_deployment(
+        cls, chain: Chain, deployment: Deployment, relayer_key: bytes
+    ) -> ChainGovernor:
+        return cls(
+            chain,
+            deployment.addresses["DaoGovernor"],
+            deployment.addresses["CampaignController"],
+            relayer_key,
+            start_block=deployment.block_number,
+        )
+
+    def controller(self) -> str:
+        return self._controller
+
+    def relayer_votes(self) -> int:
+        """The relayer's own voting power now (it should have none: it only pays gas)."""
+        token = self.chain.contract("GovToken", self.token())
+        call = token.functions.getVotes(self.relayer).call
+        return int(self.chain.call("reading the relayer's votes", call))
+
     def cast_vote_by_sig(self, ballot: Ballot) -> str:
         call = self.contract.functions.castVoteBySig(
             ballot.proposal_id, ballot.support, checksum_address(ballot.voter), ballot.signature
@@ -266,52 +334,6 @@ class ChainGovernor:
             raise self._refusal(action, proposal_id, exc) from exc
         log.info("relayed", extra={"action": action, "tx": "0x" + signed.tx_hash.hex()})
         return "0x" + signed.tx_hash.hex()
-
-    def _refusal(self, action: str, pid: int, exc: TransactionRevertedError) -> GovernanceError:
-        """The Governor's refusal of `action` as the error a caller can act on."""
-        name = _error_name(exc.reason)
-        if name == "GovernorNonexistentProposal":
-            return UnknownProposalError(f"no proposal {pid} on the Governor {self.address}")
-        if name == "GovernorInvalidSignature":
-            return BadSignatureError(
-                f"the Governor refused the ballot's signature ({exc.reason}): it does not "
-                "match the voter's current nonce (a replay) or what was signed; sign a new one"
-            )
-        if name == "GovernorAlreadyCastVote":
-            return ReplayError(f"the Governor says the voter has voted on {pid} already")
-        if name in ("GovernorUnexpectedProposalState", "TimelockUnexpectedOperationState"):
-            return ProposalStateError(self._state_problem(action, pid, exc.reason))
-        return exc
-
-    def _state_problem(self, action: str, pid: int, reason: str) -> str:
-        try:
-            state = self._state(pid)
-            if state is None:
-                return f"no proposal {pid} on the Governor {self.address}"
-            if action == "castVoteBySig":
-                return (
-                    f"proposal {pid} is {state.name.lower()}, not active: only an active "
-                    "one takes votes"
-                )
-            if action == "queue":
-                return (
-                    f"proposal {pid} is {state.name.lower()}: only a succeeded proposal can "
-                    "be queued"
-                )
-            if state is ProposalState.SUCCEEDED:
-                return f"proposal {pid} has succeeded but is not queued yet: queue it first"
-            if state is ProposalState.QUEUED:
-                eta, now = int(self._read("proposalEta", pid)), self.chain.timestamp()
-                return (
-                    f"proposal {pid} is queued in the timelock until {eta} (chain time now "
-                    f"{now}, {max(0, eta - now)} s to go): execute it after that"
-                )
-            return (
-                f"proposal {pid} is {state.name.lower()}: only a queued proposal whose "
-                "timelock delay has passed can be executed"
-            )
-        except ChainError:
-            return f"the Governor refused {action} of proposal {pid}: {reason}"
 
 
 class ChainAcker:

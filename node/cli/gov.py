@@ -4,12 +4,13 @@
 started while governance had it paused; exit 1 if one did). The others talk to a node's
 governance API (`--url`, default the configured [api] host and port), which relays to
 the Governor:
-`proposals` lists them with their decoded calls, `propose` prepares a proposal for any
-controller governance function (the node runs it as the timelock first) and says how to
-submit it (the calldata for the voter's own wallet, or Tally), `vote` signs an EIP-712
-ballot with the voter's key file and hands it to the relay, `queue` and `execute` act as
-a keeper with the operator token. `run` obeys the configured sources and acknowledges
-applied directives on the EVM controller.
+`proposals` and `show` list them with their decoded calls, `propose` prepares a proposal
+for any controller governance function (the node runs it as the timelock first) and says
+how to submit it (the calldata for the voter's own wallet, or Tally), `vote` signs an
+EIP-712 ballot with the voter's key file and hands it to the relay, `queue` and `execute`
+act as a keeper with the operator token. `run` obeys the configured sources and
+acknowledges applied directives on the EVM controller. With `--rpc`, `node.cli.gov_rpc`
+runs the voter's commands (delegate among them) with no node home.
 """
 
 from __future__ import annotations
@@ -111,6 +112,17 @@ def _call(
         raise GovRequestError(f"cannot reach the node API at {url}: {exc}") from None
 
 
+def proposal_id(text: str) -> int:
+    """A proposal id as the user typed it (decimal, as listed; 0x hex too)."""
+    try:
+        value = int(text, 0)
+    except ValueError:
+        value = -1
+    if not 0 <= value < 2**256:
+        raise GovRequestError(f"{text!r} is no proposal id (a decimal number, as listed)")
+    return value
+
+
 def cmd_gov(args: argparse.Namespace) -> int:
     from node.runtime import open_node
 
@@ -149,15 +161,25 @@ def cmd_gov(args: argparse.Namespace) -> int:
         for line in notes + prepared_lines(prepared):
             print(line)
         return 0
+    if args.action == "show":
+        pid = proposal_id(args.proposal)
+        query = f"?voter={args.voter}" if args.voter else ""
+        for line in proposal_lines(_call(url, "GET", f"/gov/proposals/{pid}{query}")):
+            print(line)
+        return 0
+    if args.action == "delegate":
+        raise GovRequestError(
+            "gov delegate sends from your key: give --rpc URL --governor ADDR (no node needed)"
+        )
     if args.action == "vote":
         return _vote(args, url)
     token = api.operator_token.get_secret_value() if api.operator_token else None
-    path = f"/gov/proposals/{args.proposal}/{args.action}"
+    path = f"/gov/proposals/{proposal_id(args.proposal)}/{args.action}"
     print(json.dumps(_call(url, "POST", path, {}, token=token), indent=2))
     return 0
 
 
-def _call_text(call: dict[str, Any]) -> str:
+def call_text(call: dict[str, Any]) -> str:
     if call.get("function") is None:
         return f"{call['target']} data {call['calldata'][:10]}... ({call.get('error')})"
     args = ", ".join(f"{k}={v}" for k, v in call["args"].items())
@@ -176,12 +198,13 @@ def proposal_lines(p: dict[str, Any]) -> list[str]:
     ]
     if p.get("has_voted") is not None:
         lines.append("  voted" if p["has_voted"] else "  not voted yet")
-    lines += [f"  - {_call_text(c)}" for c in p.get("calls", [])]
+    lines += [f"  - {call_text(c)}" for c in p.get("calls", [])]
     return lines
 
 
-def prepared_lines(prepared: dict[str, Any]) -> list[str]:
-    """What `gov propose` prints: the calls, the id, and how to submit the proposal."""
+def prepared_lines(prepared: dict[str, Any], via: str = "") -> list[str]:
+    """What `gov propose` prints: the calls, the id, and how to submit the proposal;
+    `via` the `gov` options of the vote command it suggests (`--rpc` and `--governor`)."""
     lines = [f"proposal {prepared['proposal_id']} (prepared; nothing was sent)"]
     for i, call in enumerate(prepared["calls"], 1):
         ran = (
@@ -189,7 +212,7 @@ def prepared_lines(prepared: dict[str, Any]) -> list[str]:
             if call.get("simulated")
             else "not run: it acts on what an earlier call of this proposal changes"
         )
-        lines.append(f"  {i}. {_call_text(call)} on {call['target']} ({ran})")
+        lines.append(f"  {i}. {call_text(call)} on {call['target']} ({ran})")
     if prepared.get("proposer"):
         lines.append(f"  only {prepared['proposer']} can submit it (#proposer= in the description)")
     lines += [
@@ -208,12 +231,13 @@ def prepared_lines(prepared: dict[str, Any]) -> list[str]:
         "  and this description:",
         *[f"    {line}" for line in prepared["description"].splitlines() or [""]],
         "",
-        f"Then, once voting opens: asi-node gov vote {prepared['proposal_id']} for --key-file FILE",
+        f"Then, once voting opens: asi-node gov{via} vote {prepared['proposal_id']} for "
+        "--key-file FILE",
     ]
     return lines
 
 
-def _hex32(text: str | None, what: str) -> str | None:
+def hex32(text: str | None, what: str) -> str | None:
     if text is None:
         return None
     raw = text.removeprefix("0x").removeprefix("sha256:")
@@ -222,10 +246,9 @@ def _hex32(text: str | None, what: str) -> str | None:
     return "0x" + raw.lower()
 
 
-def _propose_body(node: Node, args: argparse.Namespace) -> tuple[list[str], dict[str, Any]]:
-    """Notes for the reader and the body of POST /gov/proposals/prepare for `gov propose`."""
-    kind: str = args.kind
-    subject: str | None = args.subject
+def check_subject(kind: str, subject: str | None) -> str | None:
+    """`gov propose KIND [SUBJECT]`'s subject, refused where the kind takes none or
+    needs one."""
     if kind in NO_SUBJECT and subject:
         raise GovRequestError(f"gov propose {kind} takes no campaign (it acts on all of them)")
     if kind not in NO_SUBJECT and not subject:
@@ -235,6 +258,13 @@ def _propose_body(node: Node, args: argparse.Namespace) -> tuple[list[str], dict
             "revoke-node": "the node's address",
         }.get(kind, "the campaign")
         raise GovRequestError(f"gov propose {kind} needs {what}")
+    return subject
+
+
+def _propose_body(node: Node, args: argparse.Namespace) -> tuple[list[str], dict[str, Any]]:
+    """Notes for the reader and the body of POST /gov/proposals/prepare for `gov propose`."""
+    kind: str = args.kind
+    subject = check_subject(kind, args.subject)
     body: dict[str, Any] = {"action": PROPOSE_KINDS[kind], "description": args.description}
     if args.proposer:
         body["proposer"] = args.proposer
@@ -246,11 +276,11 @@ def _propose_body(node: Node, args: argparse.Namespace) -> tuple[list[str], dict
     elif kind == "fork":
         body |= _fork_fields(node, args, str(subject), notes)
     elif kind == "set-measurement":
-        body |= {"measurement": _hex32(subject, "measurement"), "approved": not args.remove}
+        body |= {"measurement": hex32(subject, "measurement"), "approved": not args.remove}
     elif kind in ("approve-node", "revoke-node"):
         body["node"] = subject
         if kind == "approve-node" and args.measurement:
-            body["measurement"] = _hex32(args.measurement, "--measurement")
+            body["measurement"] = hex32(args.measurement, "--measurement")
     return notes, body
 
 
@@ -259,7 +289,7 @@ def _register_fields(
 ) -> dict[str, Any]:
     from node.errors import NotFoundError
 
-    given = _hex32(args.config_hash, "--config-hash")
+    given = hex32(args.config_hash, "--config-hash")
     fields: dict[str, Any] = {"config_uri": args.config_uri or ""}
     try:
         camp = node.store.get_campaign(ref)
@@ -270,7 +300,7 @@ def _register_fields(
                 "--config-hash to register another node's campaign by its id"
             ) from None
         return fields | {"campaign": ref, "config_hash": given}
-    mine = _hex32(camp.config_hash, "the campaign's config hash")
+    mine = hex32(camp.config_hash, "the campaign's config hash")
     if given is not None and given != mine:
         raise GovRequestError(
             f"campaign {camp.id} has config hash {mine} on this node, not {given}: nodes run "
@@ -285,8 +315,8 @@ def _fork_fields(
 ) -> dict[str, Any]:
     if not args.child or args.from_tree_size is None or not args.config_hash:
         raise GovRequestError("gov propose fork needs --child, --from-tree-size and --config-hash")
-    log_id = _hex32(args.log_id, "--log-id")
-    root = _hex32(args.checkpoint_root, "--checkpoint-root")
+    log_id = hex32(args.log_id, "--log-id")
+    root = hex32(args.checkpoint_root, "--checkpoint-root")
     if log_id is None or root is None:
         # This node's own log: the root it has at that size, the id it anchors under.
         tlog = node.log()
@@ -307,7 +337,7 @@ def _fork_fields(
         "log_id": log_id,
         "from_tree_size": args.from_tree_size,
         "checkpoint_root": root,
-        "config_hash": _hex32(args.config_hash, "--config-hash"),
+        "config_hash": hex32(args.config_hash, "--config-hash"),
         "config_uri": args.config_uri or "",
         "pause_parent": bool(args.pause_parent),
         "resume_child": bool(args.resume_child),
@@ -350,6 +380,12 @@ def _run(node: Node, campaigns: list[str]) -> int:
 def _vote(args: argparse.Namespace, url: str) -> int:
     from governance.ballots import GovernorDomain, sign_ballot, voter_address
 
+    if args.typed_data or args.signature:
+        raise GovRequestError(
+            "--typed-data and --signature go with --rpc URL --governor ADDR (no node needed)"
+        )
+    if not args.key_file:
+        raise GovRequestError("gov vote needs --key-file, the file holding your hex private key")
     try:
         key = bytes.fromhex(Path(args.key_file).read_text().strip().removeprefix("0x"))
     except (OSError, ValueError) as exc:
@@ -360,7 +396,8 @@ def _vote(args: argparse.Namespace, url: str) -> int:
     domain = GovernorDomain(d["name"], int(d["chainId"]), d["verifyingContract"], d["version"])
     voter = voter_address(key)
     nonce = int(_call(url, "GET", f"/gov/voters/{voter}/nonce")["nonce"])
-    ballot = sign_ballot(key, domain, int(args.proposal), SUPPORT[args.support], nonce)
+    pid = proposal_id(args.proposal)
+    ballot = sign_ballot(key, domain, pid, SUPPORT[args.support], nonce)
     body = {
         "proposal_id": ballot.proposal_id,
         "support": ballot.support,
@@ -375,10 +412,23 @@ def _vote(args: argparse.Namespace, url: str) -> int:
     return 0
 
 
-def add_parser(sub: Any) -> None:
-    """The `gov` parser block (sub is the top-level subparsers)."""
-    p = sub.add_parser("gov", help="governance: directives, proposals, votes, keeper actions")
+def add_parser(sub: Any) -> argparse.ArgumentParser:
+    """The `gov` parser block (sub is the top-level subparsers); returns the `gov` parser."""
+    p: argparse.ArgumentParser = sub.add_parser(
+        "gov", help="governance: proposals, votes, delegation, directives, keeper actions"
+    )
     p.add_argument("--url", help="the node's API (default: [api] host and port)")
+    p.add_argument(
+        "--rpc",
+        help="an EVM JSON-RPC URL: read the Governor and send from your key file, with no "
+        "node home (proposals, show, delegate, vote, propose, queue, execute)",
+    )
+    p.add_argument("--governor", help="with --rpc: the DAO's Governor contract address")
+    p.add_argument(
+        "--controller",
+        help="with --rpc: the CampaignController address (default: the one the Governor's "
+        "proposals call)",
+    )
     gsub = p.add_subparsers(dest="action", required=True)
     g = gsub.add_parser("directives", help="a campaign's lineage and applied directives")
     g.add_argument("campaign", help="campaign id or name")
@@ -388,9 +438,15 @@ def add_parser(sub: Any) -> None:
     g.add_argument("campaign", help="campaign id or name")
     g = gsub.add_parser("proposals", help="proposals with their calls, state, votes, quorum")
     g.add_argument("--voter", help="0x address: say whether it voted on each")
+    g = gsub.add_parser("show", help="one proposal: calls, state, votes, quorum, description")
+    g.add_argument("proposal", help="proposal id (decimal)")
+    g.add_argument("--voter", help="0x address: say whether it voted")
+    g = gsub.add_parser("delegate", help="delegate your token votes (--rpc and --key-file)")
+    g.add_argument("--to", help="0x address to delegate to (default: yourself)")
+    g.add_argument("--key-file", type=Path, required=True, help="your hex private key")
     g = gsub.add_parser(
         "propose",
-        help="build a proposal (checked as the timelock) for your wallet or Tally to submit",
+        help="build a proposal (checked as the timelock); with --rpc and --key-file, send it",
     )
     g.add_argument("kind", choices=list(PROPOSE_KINDS))
     g.add_argument(
@@ -401,6 +457,7 @@ def add_parser(sub: Any) -> None:
     )
     g.add_argument("--description", required=True)
     g.add_argument("--proposer", help="0x address that will submit it (no one else can)")
+    g.add_argument("--key-file", type=Path, help="with --rpc: send propose() from this key")
     g.add_argument("--child", help="fork: the child's name")
     g.add_argument("--from-tree-size", type=int, help="fork: the parent's log position")
     g.add_argument(
@@ -413,7 +470,8 @@ def add_parser(sub: Any) -> None:
     )
     g.add_argument(
         "--config-hash",
-        help="fork: 0x SHA-256 of the child's config; register: only for another node's campaign",
+        help="fork: 0x SHA-256 of the child's config; register: only for another node's "
+        "campaign (always with --rpc)",
     )
     g.add_argument("--config-uri", help="fork, register: where the config is published")
     g.add_argument("--pause-parent", action="store_true", help="fork: pause the parent too")
@@ -422,12 +480,32 @@ def add_parser(sub: Any) -> None:
     )
     g.add_argument("--measurement", help="approve-node: the node's 0x TEE measurement")
     g.add_argument("--remove", action="store_true", help="set-measurement: remove it")
-    g.add_argument("--json", action="store_true", help="print the API's answer as JSON")
-    g = gsub.add_parser("vote", help="sign a ballot with your key file and relay it")
+    g.add_argument("--json", action="store_true", help="print the prepared proposal as JSON")
+    g = gsub.add_parser(
+        "vote", help="vote with your key file, or sign a ballot in a wallet (--rpc)"
+    )
     g.add_argument("proposal", help="proposal id (decimal)")
     g.add_argument("support", choices=list(SUPPORT))
-    g.add_argument("--key-file", required=True, help="file holding your hex private key")
+    g.add_argument(
+        "--key-file",
+        type=Path,
+        help="file holding your hex private key (with --signature: the account paying gas)",
+    )
+    g.add_argument(
+        "--typed-data",
+        action="store_true",
+        help="with --rpc: print the EIP-712 ballot for a wallet's eth_signTypedData_v4",
+    )
+    g.add_argument("--signature", help="with --rpc: the wallet's 0x signature of that ballot")
+    g.add_argument("--voter", help="with --typed-data or --signature: the wallet's 0x address")
+    g.add_argument(
+        "--nonce", type=int, help="the ballot's nonce (default: the voter's current one)"
+    )
     for action in ("queue", "execute"):
-        g = gsub.add_parser(action, help=f"{action} a proposal (operator token, as a keeper)")
+        g = gsub.add_parser(
+            action, help=f"{action} a proposal (operator token; with --rpc, from --key-file)"
+        )
         g.add_argument("proposal", help="proposal id (decimal)")
+        g.add_argument("--key-file", type=Path, help="with --rpc: the account that sends it")
     p.set_defaults(func=cmd_gov)
+    return p

@@ -1,7 +1,8 @@
 """The `asi-node` command line: init, demo, campaigns, experiments, cognition, the HTTP API.
 
 The trust commands (log export, audit, icp, attest, chain) are in `node.cli.trust`, the
-governance ones in `node.cli.gov`, staging benchmarks in `node.cli.bench`; `main` maps
+governance ones in `node.cli.gov` (with `--rpc`, a voter's without a node home, in
+`node.cli.gov_rpc`), staging benchmarks in `node.cli.bench`; `main` maps
 every user mistake to one error line.
 """
 
@@ -406,10 +407,11 @@ def build_parser() -> argparse.ArgumentParser:
     from node.cli.bench import add_parsers as add_bench_parsers
     from node.cli.db import add_parsers as add_db_parsers
     from node.cli.gov import add_parser as add_gov_parser
+    from node.cli.gov_rpc import cmd_gov
     from node.cli.trust import add_parsers as add_trust_parsers
 
     add_trust_parsers(sub)
-    add_gov_parser(sub)
+    add_gov_parser(sub).set_defaults(func=cmd_gov)  # `--rpc` needs no node home
     add_db_parsers(sub)
     add_bench_parsers(sub)
 

@@ -209,6 +209,11 @@ def test_proposals_show_decoded_calls_and_whether_a_voter_voted(
     out = capsys.readouterr().out
     assert "(quorum 40)" in out and "  - stopCampaign(campaignId=c-1)" in out
     assert "  voted" in out and "not voted yet" in out  # 7 voted, 8 not
+    assert main(["--home", str(home), "gov", "show", "7", "--voter", voter]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("7  ") and "stopCampaign(campaignId=c-1)" in out and "  voted" in out
+    assert main(["--home", str(home), "gov", "show", "9"]) == 2
+    assert "answered 404" in capsys.readouterr().err
 
 
 def test_queue_uses_the_operator_token(
@@ -219,6 +224,10 @@ def test_queue_uses_the_operator_token(
     assert main(["--home", str(home), "gov", "queue", "7"]) == 2  # no token configured
     monkeypatch.setenv("ASI_NODE_API__OPERATOR_TOKEN", "tok")
     assert main(["--home", str(home), "gov", "queue", "7"]) == 0
+    assert gov.kept == [("queue", 7)]
+    capsys.readouterr()
+    assert main(["--home", str(home), "gov", "execute", "seven"]) == 2
+    assert "'seven' is no proposal id" in capsys.readouterr().err
     assert gov.kept == [("queue", 7)]
 
 
