@@ -23,6 +23,7 @@ class FailureClass(enum.StrEnum):
     TIMEOUT = "timeout"  # wall-clock or CPU limit reached
     EXPORT = "export"  # the trained model could not be exported as a graph
     HOPELESS = "hopeless"  # aborted early: learning nothing
+    OUTPACED = "outpaced"  # stopped at a rung: its loss curve behind the campaign's others
     BAD_OUTPUT = "bad_output"  # the sandbox returned no valid result
     CRASH = "crash"  # any other error inside the sandbox
     INTERRUPTED = "interrupted"  # stopped from outside (pause, shutdown); runs again

@@ -41,12 +41,14 @@ class StopReason(enum.StrEnum):
     """Why training ended before its last step."""
 
     HOPELESS = "hopeless"  # the early-abort check found nothing learnt
+    OUTPACED = "outpaced"  # at a rung, its loss was behind the campaign's cut
     NAN = "nan"  # non-finite loss or gradient norm
     INTERRUPTED = "interrupted"  # on_step asked to stop (pause, shutdown)
 
 
 _FAILURE_OF = {
     StopReason.HOPELESS: FailureClass.HOPELESS,
+    StopReason.OUTPACED: FailureClass.OUTPACED,
     StopReason.NAN: FailureClass.NAN_DIVERGENCE,
     StopReason.INTERRUPTED: FailureClass.INTERRUPTED,
 }
@@ -68,12 +70,22 @@ class TrainConfig:
     log_every: int = 25
     threads: int = 1
     seed: int = 0
+    # Early stopping on the learning curve (node.campaign.rungs): (step, cut) pairs; at
+    # each step, a multiple of log_every, training stops with StopReason.OUTPACED when the
+    # mean loss of the interval that ends there is above the cut.
+    rungs: tuple[tuple[int, float], ...] = ()
 
     def __post_init__(self) -> None:
         if self.steps < 1 or self.log_every < 1 or self.threads < 1:
             raise ValueError("steps, log_every and threads must be positive")
         if not 0.0 <= self.warmup_frac < 1.0:
             raise ValueError("warmup_frac must lie in [0, 1)")
+        for step, cut in self.rungs:
+            if not (0 < step < self.steps and step % self.log_every == 0 and math.isfinite(cut)):
+                raise ValueError(
+                    f"rung ({step}, {cut}): its step must be a multiple of log_every "
+                    f"({self.log_every}) before the last step ({self.steps}), its cut finite"
+                )
 
     @classmethod
     def quick(cls, steps: int = QUICK_STEPS, threads: int = 1, seed: int = 0) -> TrainConfig:
@@ -146,6 +158,7 @@ class TrainLog:
     probe_accuracy: float | None = None  # from the early-abort check, if it ran
     probe_loss: float | None = None
     tokens_seen: int = 0  # input tokens of the optimiser steps taken
+    rungs: tuple[tuple[int, float], ...] = ()  # the (step, cut) pairs it was held to
 
     @property
     def tokens_per_s(self) -> float:
@@ -245,6 +258,7 @@ def run_steps(
     probe: tuple[float, float] | None = None
     steps_done = 0
     tokens_seen = 0
+    cuts = dict(config.rungs)
 
     for step in range(config.steps):
         for group in optimizer.param_groups:
@@ -270,6 +284,14 @@ def run_steps(
         if steps_done % config.log_every == 0 or steps_done == config.steps:
             curve.append((steps_done, sum(window) / len(window)))
             window = []
+            cut = cuts.get(steps_done)
+            if cut is not None and curve[-1][1] > cut:
+                stop = StopReason.OUTPACED
+                detail = (
+                    f"after {steps_done} steps loss {curve[-1][1]:.3f}, behind the campaign's "
+                    f"cut {cut:.3f} at that step"
+                )
+                break
 
         if steps_done == config.abort_step:
             probe = score_model(model, prepare(spec.probe_batch(config.seed)), loss_fn)
@@ -297,4 +319,5 @@ def run_steps(
         probe_loss=None if probe is None else probe[0],
         probe_accuracy=None if probe is None else probe[1],
         tokens_seen=tokens_seen,
+        rungs=config.rungs,
     )

@@ -76,6 +76,32 @@ class Verify(BaseModel):
     selected: tuple[Selected, ...] = ()
 
 
+class Rungs(BaseModel):
+    """Early stopping on the learning curve (node.campaign.rungs): at each rung, a fraction
+    of the recipe's steps, a generated candidate's first run goes on only while its
+    training loss is within the best `keep` share of the losses that the campaign's runs on
+    the same seed had at that step; the rest stop as 'outpaced'. Baselines, re-runs and
+    verification stages always train to the end."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    at: tuple[float, ...] = Field(
+        default=(0.25, 0.5), description="the rungs, as fractions of the recipe's steps"
+    )
+    keep: float = Field(default=0.5, gt=0, le=1, description="the share of runs that go on")
+    min_peers: int = Field(
+        default=4, ge=1, description="a rung cuts once this many runs have reached it"
+    )
+
+    @model_validator(mode="after")
+    def _increasing(self) -> Rungs:
+        if not self.at or any(not 0 < f < 1 for f in self.at):
+            raise ValueError("rungs lie strictly between 0 and 1 (fractions of the steps)")
+        if list(self.at) != sorted(set(self.at)):
+            raise ValueError("rungs must be increasing")
+        return self
+
+
 class CampaignConfig(BaseModel):
     """Everything that decides what a campaign computes. Its hash names the recipe."""
 
@@ -124,6 +150,7 @@ class CampaignConfig(BaseModel):
     researcher_seed: int = 0
     budget: Budget = Budget()
     verify: Verify | None = None
+    rungs: Rungs | None = None
 
     @model_validator(mode="after")
     def _known_names(self) -> CampaignConfig:
@@ -155,14 +182,21 @@ class CampaignConfig(BaseModel):
             )
         if len(set(self.rerun_seeds)) != len(self.rerun_seeds):
             raise ValueError("rerun_seeds must be distinct")
+        if self.verify is not None and self.rungs is not None:
+            raise ValueError(
+                "a verification stage trains every chosen candidate to the end: no rungs"
+            )
         return self
 
     @model_serializer(mode="wrap")
-    def _no_stage_key_unless_staged(self, handler: SerializerFunctionWrapHandler) -> Any:
-        # Configs from before verification stages hash as they did: no `verify: null`.
+    def _no_unset_sections(self, handler: SerializerFunctionWrapHandler) -> Any:
+        # Configs from before verification stages and rungs hash as they did: no
+        # `verify: null`, no `rungs: null`.
         data = handler(self)
-        if isinstance(data, dict) and data.get("verify") is None:
-            data.pop("verify", None)
+        if isinstance(data, dict):
+            for key in ("verify", "rungs"):
+                if data.get(key) is None:
+                    data.pop(key, None)
         return data
 
     @property

@@ -7,7 +7,7 @@ import dataclasses
 import hashlib
 import hmac
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +35,7 @@ from loop.train_device import (
     steps_for_tokens,
 )
 from node.campaign.config import CampaignConfig
+from node.campaign.rungs import rung_cuts
 from node.errors import ConfigError
 
 
@@ -279,16 +280,23 @@ def experiment_job(
     options: Mapping[str, Any] | None = None,
     backbone: BackboneConfig | None = None,
     twins: tuple[tuple[str, Probe], ...] = (),
+    peers: Iterable[Sequence[Sequence[float]]] | None = None,
 ) -> ExperimentJob:
     """One experiment of a campaign as the Engineer runs it: the campaign's task with the
     held-out `split` key (`split_key`), its recipe on `seed` and `threads`, the held-out
     draw `heldout` (`heldout_seed`), the screen for the candidate's `origin`, and its
-    staged benchmarks; `backbone` when it trains at another width than the campaign's."""
+    staged benchmarks; `backbone` when it trains at another width than the campaign's.
+    `peers`, the loss curves of the campaign's other runs on `seed`, set the recipe's
+    rungs when the campaign has `[rungs]` (None: a run that is never cut)."""
+    train = build_train(config, threads, seed)
+    if config.rungs is not None and peers is not None:
+        cuts = rung_cuts(config.rungs, train.steps, train.log_every, peers)
+        train = dataclasses.replace(train, rungs=cuts)
     return ExperimentJob(
         experiment_id=experiment_id,
         code=code,
         task=build_task(config, split),
-        train=build_train(config, threads, seed),
+        train=train,
         seed=seed,
         heldout_seed=heldout,
         backbone=backbone or build_backbone(config),

@@ -339,3 +339,34 @@ def test_evaluator_process_imports_neither_kernels_nor_candidate_code(
     subprocess.run([sys.executable, "-c", check], check=True, cwd=root, timeout=300)
     output = EvalOutput.model_validate_json((tmp_path / "out.json").read_text())
     assert output.ok and output.metrics is not None and output.metrics.failure is None
+
+
+def test_the_load_resolves_each_classes_type_hints_once_and_restores_typing(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import typing
+
+    from loop.evaluate import _type_hints_once
+
+    @dataclass
+    class Node:
+        name: str
+        args: list[int]
+
+    calls: list[object] = []
+    real = typing.get_type_hints
+
+    def counted(obj: object, *args: object, **kwargs: object) -> dict[str, object]:
+        calls.append(obj)
+        return real(obj, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(typing, "get_type_hints", counted)
+    scope = {"list": list}
+    with _type_hints_once():
+        first = typing.get_type_hints(Node, globalns=scope)
+        first["name"] = bytes  # a caller's change stays its own
+        again = typing.get_type_hints(Node, globalns=scope)
+        typing.get_type_hints(counted)  # not a class: passed through
+    assert again == {"name": str, "args": list[int]}
+    assert calls == [Node, counted]
+    assert typing.get_type_hints is counted  # put back as found

@@ -155,3 +155,34 @@ def test_score_model_counts_only_target_positions() -> None:
     loss, accuracy = score_model(model, batch)
     assert 0.0 <= accuracy <= 1.0 and loss == pytest.approx(math.log(64), abs=0.5)
     assert model.training  # restored after scoring
+
+
+def test_a_run_behind_a_rung_cut_stops_outpaced_at_that_step() -> None:
+    config = TrainConfig(steps=60, abort_step=None, log_every=10)
+    free = train(Backbone(CumulativeMean, TINY_MODEL, seed=0), TINY_SPEC, config)
+    loss_at_20 = dict(free.loss_curve)[20]
+    # A cut just above its own loss lets it through; one just below stops it there.
+    passed = train(
+        Backbone(CumulativeMean, TINY_MODEL, seed=0),
+        TINY_SPEC,
+        TrainConfig(steps=60, abort_step=None, log_every=10, rungs=((20, loss_at_20 + 1e-3),)),
+    )
+    assert passed.steps_done == 60 and passed.failure is None
+    assert passed.loss_curve == free.loss_curve and passed.rungs == ((20, loss_at_20 + 1e-3),)
+    cut = loss_at_20 - 1e-3
+    stopped = train(
+        Backbone(CumulativeMean, TINY_MODEL, seed=0),
+        TINY_SPEC,
+        TrainConfig(steps=60, abort_step=None, log_every=10, rungs=((20, cut),)),
+    )
+    assert stopped.steps_done == 20 and stopped.stop_reason is StopReason.OUTPACED
+    assert stopped.failure is FailureClass.OUTPACED
+    assert f"cut {cut:.3f}" in stopped.detail and stopped.loss_curve == free.loss_curve[:2]
+
+
+@pytest.mark.parametrize("rung", [(15, 1.0), (0, 1.0), (60, 1.0), (20, math.nan)])
+def test_a_rung_off_the_logged_steps_or_without_a_finite_cut_is_refused(
+    rung: tuple[int, float],
+) -> None:
+    with pytest.raises(ValueError, match="multiple of log_every"):
+        TrainConfig(steps=60, log_every=10, rungs=(rung,))

@@ -1,0 +1,176 @@
+"""CPU screening throughput: full-recipe candidates per hour, without and with rungs.
+
+Trains a campaign's baselines once, has the offline Researcher propose N candidates from
+them, then screens the same N candidates twice in this process, each time in a fork of the
+baselines-only campaign (so both arms hold the same baseline runs):
+  today  - every candidate trains to its last step (the step-1,000 hopeless check only),
+  rungs  - the same config with `[rungs]` (node.campaign.rungs: stop at a rung the runs
+           whose loss is behind the better share of the campaign's runs at that step).
+The two arms run side by side, one worker of one thread each (2 cores in all), so both
+see the same machine at every moment; once the faster arm ends, the other has the machine
+to itself, which favours today's. Prints each arm's candidates per hour of its wall time
+and per CPU-hour of its sandboxes, the ratios,
+where rungs stopped which candidates, and whether the candidates that ranked best when
+all trained to the end also finished with rungs (what the speed cost). Figures, not
+assertions.
+
+    .venv/bin/python scripts/bench_throughput.py [--candidates N] [--preset full|quick]
+        [--steps N] [--top K]
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+from loop.archive import sample_parents, sample_references
+from loop.proposal import Proposal
+from loop.researcher import OfflineResearcher
+from node.campaign.config import Budget, CampaignConfig, Rungs
+from node.campaign.leaderboard import build
+from node.campaign.scheduler import CampaignRunner
+from node.runtime import Node, open_node
+from node.store.governance import DirectiveLedger
+
+BASELINES = ("deltanet", "linear", "softmax")
+
+
+def proposals(node: Node, base_id: str, config: CampaignConfig, n: int) -> list[Proposal]:
+    """N distinct offline proposals bred from the base campaign's scored baselines."""
+    runner = CampaignRunner(
+        node.store, node.store.get_campaign(base_id), node.engineer(), 1, 1, b"x" * 32
+    )
+    runner._finalize_scores()
+    archive = runner.archive()
+    researcher = OfflineResearcher(config.researcher_seed)
+    out: list[Proposal] = []
+    known: set[str] = set()
+    step = 0
+    while len(out) < n:
+        rng = random.Random(f"bench-throughput:{step}")
+        parents = sample_parents(archive, rng, k=2)
+        refs = sample_references(archive, rng, exclude=parents)
+        proposal = researcher.propose(parents, refs, step=step, known_digests=known)
+        known.add(proposal.digest)
+        out.append(proposal)
+        step += 1
+    return out
+
+
+def queue_arm(
+    node: Node, base_id: str, name: str, config: CampaignConfig, cands: list[Proposal]
+) -> str:
+    """Fork the base campaign with `config` and queue `cands` in it; the arm's id."""
+    arm = DirectiveLedger(node.store).fork(base_id, name, config.model_dump(mode="json"))
+    for proposal in cands:
+        cand = node.store.add_candidate(arm.id, proposal)
+        node.store.enqueue_experiment(arm.id, cand.id, "candidate", config.seed)
+    return arm.id
+
+
+def run_arms(node: Node, arms: dict[str, str]) -> dict[str, float]:
+    """Run the arms at once, a thread each; each one's wall time."""
+    walls: dict[str, float] = {}
+
+    def run(name: str, arm_id: str) -> None:
+        def show(kind: str, data: dict[str, object]) -> None:
+            if kind in ("started", "finished"):
+                print(f"  [{name}] {kind} {data.get('candidate', '')}", flush=True)
+
+        started = time.perf_counter()
+        node.run_campaign(arm_id, on_event=show)
+        walls[name] = time.perf_counter() - started
+
+    threads = [threading.Thread(target=run, args=item) for item in arms.items()]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return walls
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--candidates", type=int, default=8)
+    parser.add_argument("--preset", choices=["quick", "full"], default="full")
+    parser.add_argument("--steps", type=int, default=None, help="override the preset's steps")
+    parser.add_argument("--top", type=int, default=3, help="the best K that should survive")
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory() as tmp:
+        node = open_node(Path(tmp) / "home", create=True)
+        # Throughput, not limits: a machine shared with other work must not time runs out.
+        roomy = node.settings.sandbox.model_copy(update={"wall_seconds": 4 * 3600.0})
+        node.settings = node.settings.model_copy(update={"sandbox": roomy})
+        loop = node.settings.loop
+        print(
+            f"baselines on {loop.workers} x {loop.threads_per_worker} thread(s), arms on 1 x 1 each"
+        )
+        today = CampaignConfig(
+            preset=args.preset,
+            train_steps=args.steps,
+            baselines=BASELINES,
+            budget=Budget(max_candidates=args.candidates, max_rerun_candidates=0),
+        )
+        base = node.store.create_campaign(
+            "baselines",
+            today.model_copy(update={"budget": Budget(max_candidates=0)}).model_dump(mode="json"),
+        )
+        began = time.perf_counter()
+        node.run_campaign(base.id)
+        print(f"baselines {', '.join(BASELINES)}: {time.perf_counter() - began:.0f} s")
+        cands = proposals(node, base.id, today, args.candidates)
+
+        with_rungs = today.model_copy(update={"rungs": Rungs()})
+        arms = {
+            "today": queue_arm(node, base.id, "today", today, cands),
+            "rungs": queue_arm(node, base.id, "rungs", with_rungs, cands),
+        }
+        one = node.settings.loop.model_copy(update={"workers": 1, "threads_per_worker": 1})
+        node.settings = node.settings.model_copy(update={"loop": one})
+        report(node, run_arms(node, arms), args.top)
+
+
+def report(node: Node, walls: dict[str, float], top: int) -> None:
+    ranked: dict[str, list[str]] = {}
+    cpu: dict[str, float] = {}
+    head = ("candidates", "finished", "outpaced", "wall s", "per hour", "CPU s", "per CPU-h")
+    print(f"\n{'arm':<6} " + " ".join(f"{h:>10}" for h in head))
+    for arm in node.store.list_campaigns():
+        if arm.name not in walls:
+            continue
+        cands = {c.id: c for c in node.store.list_candidates(arm.id)}
+        exps = [e for e in node.store.list_experiments(arm.id) if e.role == "candidate"]
+        rows = build(list(cands.values()), node.store.list_experiments(arm.id))
+        ranked[arm.name] = [cands[r.candidate_id].digest for r in rows if r.fitness is not None]
+        finished = sum(e.status == "done" for e in exps)
+        outpaced = [e for e in exps if e.failure_class == "outpaced"]
+        wall = walls[arm.name]
+        cpu[arm.name] = sum(
+            v for e in exps for k, v in (e.timings or {}).items() if k.endswith("_cpu_s")
+        )
+        print(
+            f"{arm.name:<6} {len(exps):>10} {finished:>10} {len(outpaced):>10} {wall:10.0f} "
+            f"{len(exps) / wall * 3600:10.1f} {cpu[arm.name]:10.0f} "
+            f"{len(exps) / max(cpu[arm.name], 1e-9) * 3600:10.1f}"
+        )
+        for e in outpaced:
+            print(f"         outpaced: {cands[e.candidate_id].name}: {e.analysis}")
+        for e in exps:
+            if e.status == "failed" and e.failure_class != "outpaced":
+                print(f"         failed ({e.failure_class}): {cands[e.candidate_id].name}")
+    print(
+        f"\nthroughput rungs / today: {walls['today'] / walls['rungs']:.2f}x per wall hour, "
+        f"{cpu['today'] / max(cpu['rungs'], 1e-9):.2f}x per CPU-hour"
+    )
+    best = ranked["today"][:top]
+    kept = [d for d in best if d in ranked["rungs"]]
+    print(f"today's best {len(best)} by fitness: {len(kept)} of them finished with rungs")
+
+
+if __name__ == "__main__":
+    main()
