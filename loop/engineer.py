@@ -197,7 +197,7 @@ class Engineer:
             return
         with self.devices.lease() as index:
             env = {**limits.extra_env, **sandbox_gpu_env(index)}
-            yield dataclasses.replace(limits, extra_env=env), DeviceConfig("cuda")
+            yield dataclasses.replace(limits, extra_env=env, gpu=True), DeviceConfig("cuda")
 
     def run(self, job: ExperimentJob, cancel: threading.Event | None = None) -> EvalResult:
         started = time.perf_counter()
@@ -268,6 +268,8 @@ class Engineer:
         )
         trained = run_sandboxed(train_spec, root / "train", limits, stop=cancel)
         timings["sandbox_train_s"] = trained.wall_s
+        if trained.cpu_s is not None:
+            timings["sandbox_train_cpu_s"] = trained.cpu_s
         payload = (trained.result or {}).get("payload") or {}
         inner = payload.get("timings") or {}
         train_log = payload.get("train_log") or {}
@@ -392,6 +394,8 @@ class Engineer:
         )
         outcome = run_sandboxed(spec, root / label, limits, stop=cancel)
         timings[f"sandbox_{label}_s"] = outcome.wall_s
+        if outcome.cpu_s is not None:
+            timings[f"sandbox_{label}_cpu_s"] = outcome.cpu_s
         payload = (outcome.result or {}).get("payload") or {}
         evaluation = (payload.get("evaluation") or {}).get("metrics")
         if not outcome.ok:

@@ -4,22 +4,33 @@ Each run gets its own workspace, a clean environment with no secrets, its own se
 and process group, rlimits (address space, CPU, processes and threads, file size, no
 core dumps) and a wall-clock limit that kills everything it started. When the node runs
 as root and util-linux `unshare` works, the run also gets fresh PID, mount, network, IPC
-and UTS namespaces: every mount read-only, private /tmp, /var/tmp and /dev/shm, /run and
-the caller's hidden paths masked, no network at all (not even loopback), the candidate
-working in a size-limited tmpfs over the workspace as an unprivileged user with
-no_new_privs and no capabilities, and the namespace's death taking every leftover process
-with it. What was actually in force is recorded in `SandboxOutcome.isolation`.
+and UTS namespaces and a root file system of its own, built from nothing: read-only
+binds of the Python runtime (prefixes, the interpreter's sys.path), the system's library
+directories, the project's code, the readable paths (data shards) and the compile cache
+(writable); a /dev with only null, zero, full, random and urandom (and the NVIDIA device
+nodes when the run has a GPU); its namespace's own /proc; /sys's CPU topology only (all
+of /sys with a GPU); an /etc with a two-line passwd and group and the loader's cache;
+private /tmp, /var/tmp and /dev/shm. The rest of the host (/etc, /home, /root, /run,
+/var, /opt, the node's home, ...) is absent, not merely read-only. There is no network
+at all (not even loopback); the candidate works in a size-limited tmpfs over the
+workspace as an unprivileged user with no_new_privs and no capabilities, and the
+namespace's death takes every leftover process with it. A host without namespaces is
+refused unless `Limits.allow_unisolated` says to run with rlimits only. What was
+actually in force is recorded in `SandboxOutcome.isolation`.
 
 The child reports back only through WORKSPACE/result.json (plus files under artifacts/),
 which the parent reads without following links, caps in size and validates; anything
-else is BAD_OUTPUT. How the child ended comes from the jail's init over a pipe the
-candidate never holds (loop/worker.py). Every outcome of the candidate is a value;
-`SandboxError` is for a host that cannot build the sandbox at all.
+else is BAD_OUTPUT. Every text in the outcome (messages, the result's strings, the output
+tail) is scrubbed (loop.scrub) before anything else sees it. How the child ended comes
+from the jail's init over a pipe the candidate never holds (loop/worker.py). Every
+outcome of the candidate is a value; `SandboxError` is for a host that cannot build the
+sandbox at all.
 """
 
 from __future__ import annotations
 
 import errno
+import functools
 import json
 import logging
 import math
@@ -41,23 +52,52 @@ import pydantic
 
 from loop.errors import LoopError
 from loop.outcome import CheckResult, FailureClass, ScreenReport
+from loop.scrub import error_lines, scrub
 from loop.worker import JOB_FILE, RESULT_FILE
 
 logger = logging.getLogger(__name__)
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]  # the directory holding `loop`
-SCRATCH_DIRS = ("/tmp", "/var/tmp", "/dev/shm")  # world-writable: replaced by private tmpfs
-MASKED_DIRS = ("/run",)  # sockets of host daemons live here
+# What the jail shows of the host besides Python, the project and the job's own paths:
+# the library directories the dynamic loader searches (plus those of /etc/ld.so.conf),
+# the loader's cache, the harmless character devices and the CPU topology torch reads.
+LIBRARY_DIRS = (
+    "/lib",
+    "/lib64",
+    "/lib32",
+    "/libx32",
+    "/usr/lib",
+    "/usr/lib64",
+    "/usr/lib32",
+    "/usr/libx32",
+    "/usr/local/lib",
+    "/usr/local/lib64",
+)
+LOADER_FILES = ("/etc/ld.so.cache", "/etc/ld.so.conf", "/etc/ld.so.conf.d")
+DEVICES = ("/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom")
+CPU_SYSFS = ("/sys/devices/system/cpu", "/sys/devices/system/node")
+# With a GPU: the driver's device nodes, the whole of /sys (the CUDA driver and NVML walk
+# PCI devices there) and /usr (the C compiler and headers Triton builds its launchers
+# with, ldconfig that finds libcuda).
+GPU_DEVICES = "/dev/nvidia*"
+GPU_PATHS = ("/usr", "/bin", "/sbin", "/sys")
+# The jail's own scratch space and kernel views: paths there are no host paths.
+JAIL_ROOTS = ("/tmp", "/var/tmp", "/dev", "/proc", "/sys", "/etc/passwd", "/etc/group")
+CONTAINER_FLAGS = "--cap-add SYS_ADMIN --security-opt apparmor=unconfined"
 TAIL_BYTES = 4096
+MESSAGE_CHARS = 20_000  # a result's messages, as WorkerResult allows them
 STATUS_BYTES = 65536
 KILL_GRACE_S = 2.0  # time for the jail's top process to reap what was killed
+MAX_LINK_HOPS = 40
 
 
 class SandboxError(LoopError):
     """The sandbox itself could not run (a broken host, not a bad candidate).
 
-    Fix the host (util-linux tools, permissions, the workspace path) or run with
-    `Limits(isolate=False)`; retrying the same candidate will not help.
+    Fix the host as the message says (root, util-linux tools, the container's flags, the
+    workspace path), or accept running candidates without namespaces
+    (`Limits.allow_unisolated`, the setting `sandbox.allow_unisolated`); retrying the
+    same candidate will not help.
     """
 
 
@@ -67,11 +107,16 @@ class Limits:
 
     `address_space_bytes` must be None on CUDA machines (the driver reserves huge virtual
     ranges). `max_processes` counts threads too, for all processes of the sandbox user, so
-    concurrent runs as the same user share it. `hidden_paths` (the node's home, keys) are
-    masked with empty file systems; `readable_paths` (data shards) stay readable even when
-    under a masked directory; `shared_cache` is a writable compile cache (Triton, Inductor)
-    that the sandbox user must own. `isolate=False` runs as the node's own user without
-    namespaces (rlimits, process handling and result checks only): for development.
+    concurrent runs as the same user share it. The jail shows only what the run needs (see
+    the module docstring): `readable_paths` (data shards, artifacts to evaluate) are shown
+    read-only, `shared_cache` is a writable compile cache (Triton, Inductor) that the
+    sandbox user must own, `gpu` adds the GPU's device nodes, /sys and /usr.
+    `hidden_paths` (the node's home, staged benchmarks) are masked with empty file systems
+    where they lie inside something shown. Without namespaces a run is refused
+    (`SandboxError` naming what is missing) unless `allow_unisolated`: then it runs with
+    rlimits, as the sandbox user when root, seeing the host. `isolate=False` runs as the
+    node's own user without namespaces (rlimits, process handling and result checks
+    only): for development.
     """
 
     wall_s: float = 600.0
@@ -84,6 +129,8 @@ class Limits:
     workspace_bytes: int = 2**30  # the jail's workspace is a tmpfs of this size
     max_result_bytes: int = 2**20
     isolate: bool = True
+    allow_unisolated: bool = False
+    gpu: bool = False
     uid: int = 65534  # nobody
     gid: int = 65534  # nogroup
     hidden_paths: tuple[Path, ...] = ()
@@ -160,23 +207,56 @@ def screen_report(outcome: SandboxOutcome) -> ScreenReport | None:
     )
 
 
-def namespaces_available() -> bool:
-    """Whether this host gives a child fresh PID, mount and network namespaces (needs root)."""
+def namespace_problem() -> str | None:
+    """Why this host cannot give a child fresh PID, mount and network namespaces, or None.
+
+    The probe runs `unshare` with the jail's own flags, so a container whose seccomp or
+    AppArmor profile denies the namespaces or the mounts fails it as the jail would.
+    """
     unshare = shutil.which("unshare")
-    if os.geteuid() != 0 or unshare is None:
-        return False
+    if os.geteuid() != 0:
+        return f"the node runs as uid {os.geteuid()}; the jail needs root"
+    if unshare is None:
+        return "util-linux `unshare` is not installed"
     try:
         probe = subprocess.run(
             [unshare, *_UNSHARE_FLAGS, "true"],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
             timeout=10,
             check=False,
         )
-    except (OSError, subprocess.TimeoutExpired):
-        return False
-    return probe.returncode == 0
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"cannot run unshare: {exc}"
+    if probe.returncode != 0:
+        said = probe.stderr.decode("utf-8", "replace").strip().splitlines()
+        return f"cannot create the jail's namespaces ({said[-1] if said else probe.returncode})"
+    return None
+
+
+def namespaces_available() -> bool:
+    """Whether this host gives a child fresh PID, mount and network namespaces (needs root)."""
+    return namespace_problem() is None
+
+
+def unisolated_refusal(problem: str) -> str:
+    """The error for a host without namespaces: what is missing and the two ways on."""
+    return (
+        f"candidates would run without a jail: {problem}. Run the node as root with "
+        f"util-linux installed (in a container: docker run {CONTAINER_FLAGS}), or set "
+        "sandbox.allow_unisolated = true to run them with rlimits only, seeing the host"
+    )
+
+
+def check_isolation(limits: Limits) -> None:
+    """Raise SandboxError when `limits` ask for a jail this host cannot build and do not
+    allow running without one; the node calls it before a campaign starts."""
+    if not limits.isolate or limits.allow_unisolated:
+        return
+    problem = namespace_problem()
+    if problem is not None:
+        raise SandboxError(unisolated_refusal(problem))
 
 
 _UNSHARE_FLAGS = (
@@ -199,6 +279,7 @@ class _Plan:
     env: dict[str, str]
     spec: dict[str, Any]
     isolation: tuple[str, ...]
+    roots: tuple[str, ...]  # what the runner sees of the host: the paths `scrub` keeps
 
     def command(self, status_fd: int, lifeline_fd: int) -> list[str]:
         init = [sys.executable, "-P", "-s", "-m", "loop.worker", "--init"]
@@ -242,39 +323,123 @@ def _closed_ancestor(path: Path) -> Path | None:
     return None
 
 
-def _real_dirs(paths: list[Path]) -> list[Path]:
-    return [p for p in paths if p.is_dir() and not p.is_symlink()]
+@functools.cache
+def _runner_sys_path() -> tuple[str, ...]:
+    """The runner's sys.path (the interpreter as the jail starts it: -P -s, PYTHONPATH
+    the project): the stdlib, site-packages and what their .pth files add."""
+    env = {"PYTHONPATH": str(PROJECT_ROOT), "PYTHONNOUSERSITE": "1", "PATH": os.defpath}
+    code = "import json, sys; print(json.dumps(sys.path))"
+    try:
+        out = subprocess.run(
+            [sys.executable, "-P", "-s", "-c", code],
+            env=env,
+            cwd="/",
+            capture_output=True,
+            timeout=60,
+            check=True,
+        )
+    except (OSError, subprocess.SubprocessError) as exc:
+        raise SandboxError(f"cannot ask {sys.executable} for its sys.path: {exc}") from exc
+    return tuple(p for p in json.loads(out.stdout) if isinstance(p, str) and p.startswith("/"))
 
 
-def _jail_paths(workspace: Path, limits: Limits) -> dict[str, list[str]]:
-    """What the init hides, replaces and re-mounts; see loop.worker._build_jail."""
-    needed = {
-        Path(p).resolve()
-        for p in (sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix)
-    }
-    needed |= {Path(sys.executable).resolve().parent, PROJECT_ROOT}
-    needed |= {p.resolve() for p in limits.readable_paths}
-    scratch = _real_dirs([Path(p) for p in SCRATCH_DIRS])
-    masks = _real_dirs([Path(p) for p in MASKED_DIRS])
-    masks += _real_dirs([p.resolve() for p in limits.hidden_paths])
-    masks += [a for p in sorted(needed) if (a := _closed_ancestor(p)) is not None]
-    masks = list(dict.fromkeys(masks))
-    hidden = scratch + masks
-    rw = [limits.shared_cache.resolve()] if limits.shared_cache else []
-    ro = sorted(p for p in needed if any(_under(p, h) for h in hidden))
-    ro = [p for p in ro if not any(q != p and _under(p, q) for q in ro + rw + [workspace])]
-    # What sits in a scratch dir is gone already, unless a path exposed again brings it
-    # back (the project checked out under /tmp): then its mask must stay.
-    masks = [
-        m
-        for m in masks
-        if not any(_under(m, s) for s in scratch) or any(_under(m, e) for e in ro + rw)
-    ]
+def _loader_dirs() -> list[Path]:
+    """Directories named in /etc/ld.so.conf and the files it includes."""
+    dirs: list[Path] = []
+    pending, seen = [Path("/etc/ld.so.conf")], set()
+    while pending:
+        conf = pending.pop()
+        if conf in seen or not conf.is_file():
+            continue
+        seen.add(conf)
+        for line in conf.read_text(encoding="utf-8", errors="replace").splitlines():
+            line = line.split("#", 1)[0].strip()
+            if line.startswith("include "):
+                pattern = line.split(None, 1)[1]
+                base = conf.parent if not pattern.startswith("/") else Path("/")
+                pending += sorted(base.glob(pattern.lstrip("/")))
+            elif line.startswith("/"):
+                dirs.append(Path(line))
+    return dirs
+
+
+def _follow(path: Path) -> tuple[list[tuple[str, str]], Path]:
+    """The symbolic links met resolving `path` ((link, its target) in order) and where it
+    ends, so the jail can recreate the links and bind only real directories."""
+    links: list[tuple[str, str]] = []
+    current, parts, hops = Path("/"), list(path.parts[1:]), 0
+    while parts:
+        part = parts.pop(0)
+        if part in ("", "."):
+            continue
+        if part == "..":
+            current = current.parent
+            continue
+        step = current / part
+        if not step.is_symlink():
+            current = step
+            continue
+        hops += 1
+        if hops > MAX_LINK_HOPS:
+            raise SandboxError(f"{path}: too many levels of symbolic links")
+        target = os.readlink(step)
+        links.append((str(step), target))
+        if target.startswith("/"):
+            current = Path("/")
+        parts = list(Path(target).parts[1 if target.startswith("/") else 0 :]) + parts
+    return links, current
+
+
+def _wanted(limits: Limits) -> list[Path]:
+    """Every host path the runner needs, as named (links still in them)."""
+    wanted = [Path(p) for p in (sys.prefix, sys.base_prefix, sys.exec_prefix)]
+    wanted += [Path(sys.base_exec_prefix), Path(sys.executable), PROJECT_ROOT]
+    wanted += [Path(p) for p in _runner_sys_path()]
+    wanted += [Path(p) for p in (*LIBRARY_DIRS, *LOADER_FILES, *CPU_SYSFS)]
+    wanted += _loader_dirs()
+    wanted += list(limits.readable_paths)
+    extra = limits.extra_env.get("PYTHONPATH", "").split(":")  # unpacked wheels, say
+    wanted += [Path(p) for p in extra if p.startswith("/")]
+    if limits.gpu:
+        wanted += [Path(p) for p in GPU_PATHS]
+    return wanted
+
+
+def _jail_paths(workspace: Path, limits: Limits) -> dict[str, Any]:
+    """What the init binds, masks and links in the jail's new root; see
+    loop.worker._build_jail. Everything else of the host stays out."""
+    links: dict[str, str] = {}
+    shown: set[Path] = set()
+    for path in _wanted(limits):
+        met, real = _follow(path.absolute())
+        links |= dict(met)
+        if real.exists() and real != Path("/"):
+            shown.add(real)
+    writable = [limits.shared_cache.resolve()] if limits.shared_cache else []
+    shown -= set(writable)
+    hidden = [p.resolve() for p in limits.hidden_paths]
+    top = [*shown, *writable]
+    # A hidden path inside a shown one is masked; a path shown inside a mask comes back.
+    masks = sorted(h for h in hidden if h.is_dir() and any(_under(h, s) and h != s for s in top))
+
+    def covered(path: Path) -> bool:
+        return any(
+            q != path
+            and _under(path, q)
+            and not any(_under(path, m) and _under(m, q) for m in masks)
+            for q in top
+        )
+
+    binds = sorted(p for p in shown if not covered(p))
+    devices = list(DEVICES)
+    if limits.gpu:
+        devices += sorted(str(p) for p in Path("/dev").glob(GPU_DEVICES.removeprefix("/dev/")))
     return {
-        "scratch": [str(p) for p in scratch],
+        "binds": [str(p) for p in binds],
+        "writable": [str(p) for p in writable],
         "masks": [str(p) for p in masks],
-        "expose_ro": [str(p) for p in ro],
-        "expose_rw": [str(p) for p in rw],
+        "links": sorted([link, target] for link, target in links.items()),
+        "devices": [d for d in devices if Path(d).exists()],
     }
 
 
@@ -292,7 +457,11 @@ def _check_reachable(workspace: Path) -> None:
 def _plan(workspace: Path, limits: Limits) -> _Plan:
     env = _child_env(workspace, limits)
     root = os.geteuid() == 0
-    use_namespaces = limits.isolate and namespaces_available()
+    problem = namespace_problem() if limits.isolate else "isolation turned off"
+    use_namespaces = problem is None
+    if limits.isolate and not use_namespaces and not limits.allow_unisolated:
+        assert problem is not None
+        raise SandboxError(unisolated_refusal(problem))
     python = sys.executable
     spec: dict[str, Any] = {
         "namespaces": use_namespaces,
@@ -311,10 +480,11 @@ def _plan(workspace: Path, limits: Limits) -> _Plan:
         "max_result_bytes": limits.max_result_bytes,
         "argv": [python, "-P", "-s", "-m", "loop.worker", str(workspace)],
         "env": env,
-        "scratch": [],
+        "binds": [],
+        "writable": [],
         "masks": [],
-        "expose_ro": [],
-        "expose_rw": [],
+        "links": [],
+        "devices": [],
     }
     isolation = ["process_group", "clean_env", "rlimits", "no_new_privs"]
     prefix: tuple[str, ...] = ()
@@ -327,17 +497,26 @@ def _plan(workspace: Path, limits: Limits) -> _Plan:
             "mount_namespace",
             "net_namespace",
             "ipc_namespace",
+            "own_root",
             "read_only_root",
             "private_tmp",
+            *(["gpu_devices"] if limits.gpu and spec["devices"] != list(DEVICES) else []),
             *(f"masked:{m}" for m in spec["masks"]),
         ]
-    elif limits.isolate:
-        logger.warning("sandbox runs without namespaces", extra={"root": root})
-        if spec["uid"] is not None:
-            _check_reachable(workspace)
+        roots = [*spec["binds"], *spec["writable"], *(link for link, _ in spec["links"])]
+        roots += [str(workspace), *JAIL_ROOTS]
+    else:
+        if limits.isolate:
+            logger.warning("sandbox runs without namespaces", extra={"problem": problem})
+            isolation.append("unisolated")
+            if spec["uid"] is not None:
+                _check_reachable(workspace)
+        shown = [Path(sys.prefix), Path(sys.base_prefix), PROJECT_ROOT, workspace]
+        roots = [str(p.resolve()) for p in [*shown, *limits.readable_paths]]
+        roots += [str(limits.shared_cache)] if limits.shared_cache else []
     if spec["uid"] is not None:
         isolation.append(f"user:{limits.uid}:{limits.gid}")
-    return _Plan(prefix=prefix, env=env, spec=spec, isolation=tuple(isolation))
+    return _Plan(prefix=prefix, env=env, spec=spec, isolation=tuple(isolation), roots=tuple(roots))
 
 
 def _prepare_workspace(workspace: Path, job: Mapping[str, Any], plan: _Plan) -> None:
@@ -510,6 +689,17 @@ def _read_result(workspace: Path, limit: int) -> tuple[WorkerResult | None, str]
         return None, f"result.json is not a valid result ({where})"
 
 
+def _scrubbed(value: Any, roots: tuple[str, ...]) -> Any:
+    """Every string in a result (all of it written by the candidate's process) scrubbed."""
+    if isinstance(value, str):
+        return scrub(value, roots, MESSAGE_CHARS)
+    if isinstance(value, dict):
+        return {key: _scrubbed(item, roots) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_scrubbed(item, roots) for item in value]
+    return value
+
+
 def _signal_name(number: int) -> str:
     try:
         return signal.Signals(number).name
@@ -612,6 +802,7 @@ def run_sandboxed(
     plan = _plan(workspace, limits)
     _prepare_workspace(workspace, job, plan)
     ended = _spawn_and_wait(plan, limits, stop)
+    roots = plan.roots
     exited = ended.event("exited")
     code = None if exited is None else int(exited["code"])
     cpu = ended.cpu_s if exited is None else float(exited["cpu_s"])
@@ -625,10 +816,10 @@ def run_sandboxed(
     ) -> SandboxOutcome:
         return SandboxOutcome(
             returncode=code,
-            result=None if result is None else result.model_dump(mode="json"),
+            result=None if result is None else _scrubbed(result.model_dump(mode="json"), roots),
             failure=failure,
-            message=message,
-            stderr_tail=ended.tail,
+            message=scrub(message, roots, MESSAGE_CHARS),
+            stderr_tail=scrub(error_lines(ended.tail), roots),
             wall_s=ended.wall_s,
             isolation=plan.isolation,
             cpu_s=cpu,
@@ -648,7 +839,7 @@ def run_sandboxed(
             if error is not None
             else f"exit code {ended.top_code}; output: {ended.tail[-500:]}"
         )
-        raise SandboxError(f"the sandbox could not start: {detail}")
+        raise SandboxError(f"the sandbox could not start: {scrub(detail, roots, 1000)}")
     exit_failure = _classify_exit(code, cpu, limits, ended.tail)
     if exit_failure is not None:
         return outcome(*exit_failure)

@@ -3,9 +3,11 @@
 Two entry points, both started by loop/sandbox.py, never by hand:
 
 - `python -m loop.worker --init SPEC` runs first, as root when the node is root, inside
-  fresh PID/mount/network namespaces when the host allows. It rebuilds the file system
-  view (everything read-only, private /tmp, /var/tmp and /dev/shm, masked directories,
-  and a size-limited tmpfs over the workspace seeded with the job), forks the runner with
+  fresh PID/mount/network namespaces when the host allows. It builds a new root from
+  nothing (read-only binds of only what the runner needs, masks over hidden paths inside
+  them, a minimal /dev and /etc, its own /proc, private /tmp, /var/tmp and /dev/shm, and
+  a size-limited tmpfs over the workspace seeded with the job), pivots into it so the
+  rest of the host is gone from the namespace, forks the runner with
   rlimits set and root dropped, and waits for it as the namespace's PID 1 (without
   namespaces, as a child subreaper). When the runner ends it kills whatever else the
   candidate left running, copies result.json and plain files under artifacts/ out to the
@@ -77,9 +79,32 @@ MS_REMOUNT = 32
 MS_BIND = 4096
 MS_REC = 16384
 MS_PRIVATE = 1 << 18
+MNT_DETACH = 2
 PR_SET_NO_NEW_PRIVS = 38
 PR_CAPBSET_DROP = 24
 PR_SET_CHILD_SUBREAPER = 36
+
+SYS_PIVOT_ROOT = {"x86_64": 155, "aarch64": 41}  # glibc has no wrapper for it
+
+NEW_ROOT = "/tmp"  # where the jail's root is assembled; the host's /tmp is never shown
+SCRATCH_DIRS = ("/tmp", "/var/tmp", "/dev/shm")  # private tmpfs in the jail
+DEV_LINKS = (
+    ("fd", "/proc/self/fd"),
+    ("stdin", "/proc/self/fd/0"),
+    ("stdout", "/proc/self/fd/1"),
+    ("stderr", "/proc/self/fd/2"),
+)
+# Files of a fresh /proc that still describe the whole machine (other namespaces' tasks,
+# kernel timers and keys), covered with /dev/null as container runtimes do.
+PROC_MASKS = (
+    "/proc/sched_debug",
+    "/proc/timer_list",
+    "/proc/keys",
+    "/proc/kcore",
+    "/proc/latency_stats",
+    "/proc/timer_stats",
+    "/proc/sysrq-trigger",
+)
 
 RLIMITS = {
     "as": resource.RLIMIT_AS,
@@ -216,62 +241,139 @@ def _mount_points() -> list[str]:
     return points
 
 
-def _build_jail(spec: Mapping[str, Any]) -> int:
-    """Mounts, in an order that keeps what is needed reachable (see the module docstring).
+def _place(target: str, directory: bool) -> None:
+    """An empty directory or file at `target` to mount over (parents created)."""
+    if directory:
+        if not os.path.isdir(target):
+            os.makedirs(target)
+        return
+    parent = os.path.dirname(target)
+    if not os.path.isdir(parent):
+        os.makedirs(parent)
+    if not os.path.lexists(target):
+        os.close(os.open(target, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW, 0o644))
 
-    The candidate's workspace is a size-limited tmpfs at the workspace's path, seeded with
-    the job; returns a handle on the real workspace for `_copy_back`.
+
+def _bind(handle: int, target: str, *, read_only: bool) -> None:
+    _place(target, stat.S_ISDIR(os.fstat(handle).st_mode))
+    _mount(f"/proc/self/fd/{handle}", target, None, MS_BIND | MS_REC)
+    _remount(target, read_only=read_only)
+
+
+def _users(spec: Mapping[str, Any]) -> tuple[str, str]:
+    """/etc/passwd and /etc/group of the jail: root and the sandbox user, nobody else."""
+    uid = 65534 if spec["uid"] is None else int(spec["uid"])
+    gid = 65534 if spec["gid"] is None else int(spec["gid"])
+    shell, home = "/usr/sbin/nologin", spec["workspace"]
+    passwd = f"root:x:0:0:root:/nonexistent:{shell}\n"
+    group = "root:x:0:\n"
+    if uid != 0:
+        passwd += f"nobody:x:{uid}:{gid}:sandbox:{home}:{shell}\n"
+    if gid != 0:
+        group += f"nogroup:x:{gid}:\n"
+    return passwd, group
+
+
+def _pivot_root(new_root: str) -> None:
+    """Make `new_root` the root and drop the host's tree from this mount namespace."""
+    number = SYS_PIVOT_ROOT.get(os.uname().machine)
+    if number is None:
+        raise SetupError(f"pivot_root: no system call number known for {os.uname().machine}")
+    libc = _libc()
+    os.chdir(new_root)
+    if libc.syscall(number, b".", b".") != 0:
+        raise SetupError(f"pivot_root to {new_root}: {os.strerror(ctypes.get_errno())}")
+    # The old root now sits on top of the new one: detach it, and the host is gone.
+    if libc.umount2(b".", MNT_DETACH) != 0:
+        raise SetupError(f"detaching the host's root: {os.strerror(ctypes.get_errno())}")
+    os.chdir("/")
+
+
+def _build_jail(spec: Mapping[str, Any]) -> int:
+    """Build the jail's root from nothing and switch to it (see the module docstring).
+
+    Handles on everything shown are taken first, then a tmpfs at NEW_ROOT receives, in
+    depth order, binds of them (read-only unless `writable`) and masks over hidden paths
+    inside them, the links met on the way to them, /dev, /proc, a two-user /etc and the
+    scratch tmpfs; the candidate's workspace is a size-limited tmpfs at the workspace's
+    path, seeded with the job. Returns a handle on the real workspace for `_copy_back`.
     """
+    os.umask(0o022)  # the directories made on the way must let the sandbox user through
     _mount(None, "/", None, MS_REC | MS_PRIVATE)
-    # Directory handles taken before anything is hidden: the sources of later binds.
-    handles = {
-        path: os.open(path, os.O_PATH | os.O_DIRECTORY)
-        for path in [*spec["expose_ro"], *spec["expose_rw"]]
-    }
     workspace = spec["workspace"]
-    # The real workspace as its own mount, left writable for the init's copy-back; the
-    # tmpfs mounted over it later hides it from the candidate.
+    # The real workspace as its own mount, left writable for the init's copy-back.
     _mount(workspace, workspace, None, MS_BIND)
     real = os.open(workspace, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+    # Every host mount read-only first, so that recursive binds bring submounts (driver
+    # files a container runtime mounts one by one) in read-only too.
     for point in sorted(_mount_points(), key=len):
         if point == "/proc" or point.startswith("/proc/") or point == workspace:
-            continue  # our own proc (nothing there is the user's to write), and the above
+            continue
         try:
             _remount(point, read_only=True)
         except (SetupError, OSError):
             if point == "/":
                 raise
+    sources = [*spec["binds"], *spec["writable"], *spec["devices"]]
+    handles = {path: os.open(path, os.O_PATH | os.O_NOFOLLOW) for path in sources}
+    root = NEW_ROOT
+    _mount("tmpfs", root, "tmpfs", MS_NOSUID | MS_NODEV, "mode=755,size=4m")
+    # Shallowest first; at one depth a mask, then a private scratch tmpfs, then a bind, so
+    # the deeper layer wins: a hidden home inside the project is masked, a shard inside
+    # that home shown again, a shard or the artifacts under /tmp shown over the private /tmp.
     scratch = f"mode=1777,size={int(spec['tmpfs_bytes'])}"
-    for path in spec["scratch"]:
-        _mount("tmpfs", path, "tmpfs", MS_NOSUID | MS_NODEV, scratch)
-    # Masks and exposed paths, shallowest first, so the deeper one wins where they nest: a
-    # path exposed inside a masked home stays visible, and a masked home inside an exposed
-    # directory (the project checked out under /tmp, say) stays hidden.
-    layers = [(path, False) for path in spec["masks"]] + [(path, True) for path in handles]
-    for path, exposed in sorted(layers, key=lambda layer: (len(layer[0]), layer[1])):
-        if not exposed:
-            _mount("tmpfs", path, "tmpfs", MS_NOSUID | MS_NODEV, "mode=755,size=1m")
-            continue
-        Path(path).mkdir(parents=True, exist_ok=True)
-        _mount(f"/proc/self/fd/{handles[path]}", path, None, MS_BIND)
-        _remount(path, read_only=path not in spec["expose_rw"])
-        os.close(handles[path])
-    Path(workspace).mkdir(parents=True, exist_ok=True)
+    layers = [(path, 0) for path in spec["masks"]]
+    layers += [(path, 1) for path in SCRATCH_DIRS if not path.startswith("/dev/")]
+    layers += [(path, 2) for path in [*spec["binds"], *spec["writable"]]]
+    for path, kind in sorted(layers, key=lambda layer: (len(Path(layer[0]).parts), layer[1])):
+        if kind == 2:
+            _bind(handles[path], root + path, read_only=path not in spec["writable"])
+        else:
+            _place(root + path, directory=True)
+            data = scratch if kind == 1 else "mode=755,size=1m"
+            _mount("tmpfs", root + path, "tmpfs", MS_NOSUID | MS_NODEV, data)
+    dev = root + "/dev"
+    _place(dev, directory=True)
+    _mount("tmpfs", dev, "tmpfs", MS_NOSUID | MS_NOEXEC, "mode=755,size=64k")
+    for path in spec["devices"]:
+        _bind(handles[path], root + path, read_only=False)
+    for handle in handles.values():
+        os.close(handle)
+    for name, target in DEV_LINKS:
+        os.symlink(target, f"{dev}/{name}")
+    for path in (p for p in SCRATCH_DIRS if p.startswith("/dev/")):
+        _place(root + path, directory=True)
+        _mount("tmpfs", root + path, "tmpfs", MS_NOSUID | MS_NODEV, scratch)
+    _place(root + "/proc", directory=True)
+    _mount("proc", root + "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+    for path in PROC_MASKS:
+        if os.path.isfile(root + path):
+            _mount(root + "/dev/null", root + path, None, MS_BIND)
+    _place(root + "/etc", directory=True)
+    for name, text in zip(("passwd", "group"), _users(spec), strict=True):
+        if not os.path.lexists(f"{root}/etc/{name}"):
+            Path(f"{root}/etc/{name}").write_text(text, encoding="utf-8")
+    for link, target in spec["links"]:
+        if not os.path.lexists(root + link):
+            _place(os.path.dirname(root + link), directory=True)
+            os.symlink(target, root + link)
+    _place(root + workspace, directory=True)
     owner = "" if spec["uid"] is None else f",uid={int(spec['uid'])},gid={int(spec['gid'])}"
     _mount(
         "tmpfs",
-        workspace,
+        root + workspace,
         "tmpfs",
         MS_NOSUID | MS_NODEV,
         f"mode=700,size={int(spec['workspace_bytes'])}{owner}",
     )
-    for path in spec["masks"]:
-        _remount(path, read_only=True)
-    inside = os.open(workspace, os.O_RDONLY | os.O_DIRECTORY)
+    inside = os.open(root + workspace, os.O_RDONLY | os.O_DIRECTORY)
     try:
         _copy_file(real, inside, JOB_FILE, MAX_JOB_BYTES)
     finally:
         os.close(inside)
+    for path in [*spec["masks"], "/dev", ""]:
+        _remount(root + path if path else root, read_only=True)
+    _pivot_root(root)
     return real
 
 

@@ -46,6 +46,14 @@ class ConflictError(AsiNodeError):
     """
 
 
+class LeaseLostError(ConflictError):
+    """This process's lease on a running experiment ran out and another runner took the
+    experiment over (or it was requeued): its result is not this process's to record.
+
+    Drop the result; the experiment's new runner records it.
+    """
+
+
 class StoreError(AsiNodeError):
     """The database could not be reached or refused the operation.
 

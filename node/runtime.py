@@ -14,8 +14,9 @@ from typing import TYPE_CHECKING
 from attestation.keys import NodeKey
 from loop.devices import DevicePool, visible_gpus
 from loop.engineer import Engineer
-from loop.sandbox import Limits
+from loop.sandbox import Limits, check_isolation
 from node.campaign.config import CampaignConfig
+from node.campaign.leases import new_lease
 from node.campaign.scheduler import CampaignRunner, EventSink, RunSummary
 from node.campaign.tasks import check_data
 from node.errors import ConfigError
@@ -40,6 +41,7 @@ class Node:
     settings: Settings
     store: Store
     _log: NodeLog | None = field(default=None, repr=False)
+    _log_store: Store | None = field(default=None, repr=False)
     _anchoring: Anchoring | None = field(default=None, repr=False)
     anchor_summaries: list[AnchorSummary] = field(default_factory=list, repr=False)
     created: bool = False  # this open made the home (a first start)
@@ -64,12 +66,21 @@ class Node:
             NodeKey.generate().save(self.key_path, self._passphrase())
         return NodeKey.load(self.key_path, self._passphrase())
 
+    def log_db(self) -> Store:
+        """The database of this node's own log and anchor outbox: the campaign store,
+        unless `log_database_url` names another (nodes sharing one campaign database
+        each keep their log apart, signed by their own key)."""
+        if self._log_store is None:
+            url = self.settings.log_url
+            self._log_store = self.store if url == self.settings.database_url else Store.open(url)
+        return self._log_store
+
     def log(self) -> NodeLog:
         """The node's transparency log (opened once)."""
         if self._log is None:
             tl = self.settings.tlog
             self._log = NodeLog(
-                self.store,
+                self.log_db(),
                 self.node_key(),
                 checkpoint_every=tl.checkpoint_every,
                 checkpoint_interval_s=tl.checkpoint_interval_s,
@@ -134,12 +145,14 @@ class Node:
             address_space_bytes=None if gpus else sb.memory_bytes or None,
             max_processes=sb.max_processes,
             max_file_bytes=sb.max_file_bytes,
+            allow_unisolated=sb.allow_unisolated,
             threads=self.settings.loop.threads_per_worker,
             hidden_paths=(home,),  # config, database and keys stay out of the jail
             shared_cache=self.compile_cache() if gpus else None,
             # Autotuning results go into the same cache, so later runs skip the benchmarks.
             extra_env={"TRITON_CACHE_AUTOTUNING": "1"} if gpus else {},
         )
+        check_isolation(limits)  # refuse before any candidate runs, naming what is missing
         return Engineer(home / "workspaces", limits, devices=DevicePool(gpus) if gpus else None)
 
     def anchoring(self) -> Anchoring:
@@ -156,15 +169,15 @@ class Node:
             chain = self.settings.chain
             home = Path(self.settings.home)
             if chain.rpc_url:
-                anchoring = open_publisher(chain, home, self.store)
+                anchoring = open_publisher(chain, home, self.log_db())
             else:
-                anchoring = embedded_anchoring(chain, home, self.store)
+                anchoring = embedded_anchoring(chain, home, self.log_db())
             if self.icp_anchoring:
                 from node.anchoring.icp import open_icp_publisher
 
                 backoff = Backoff(chain.retry_base_seconds, chain.retry_max_seconds)
                 anchoring.icp = open_icp_publisher(
-                    self.settings.icp, home, self.store, backoff=backoff
+                    self.settings.icp, home, self.log_db(), backoff=backoff
                 )
             self._anchoring = anchoring
         return self._anchoring
@@ -193,7 +206,7 @@ class Node:
         from node.anchoring.followers import AnchorFollowers
 
         anchoring = self.anchoring()
-        view = LogView(self.store)
+        view = LogView(self.log_db())
         followers = AnchorFollowers(
             [anchoring.publisher, *([anchoring.icp] if anchoring.icp is not None else [])],
             lambda: [(c.log_id, c.tree_size, c.root_hash) for c in view.checkpoints()],
@@ -219,16 +232,18 @@ class Node:
         campaign = self.store.get_campaign(campaign_ref)
         config = CampaignConfig.model_validate(campaign.config)
         check_data(config, Path(self.settings.home), gpus=self.gpus())
+        engineer = self.engineer()
         if llm is None and config.researcher == "llm":
             from node.campaign.llm_setup import LLMSetup
 
             llm = LLMSetup.from_settings(self.settings)
         recorder = Recorder(self.log(), self.store)
         recorder.campaign_start(campaign)
+        loop = self.settings.loop
         runner = CampaignRunner(
             self.store,
             campaign,
-            self.engineer(),
+            engineer,
             workers=self.settings.loop.workers,
             threads_per_worker=self.settings.loop.threads_per_worker,
             node_secret=self.heldout_secret(),
@@ -236,6 +251,8 @@ class Node:
             stop=stop,
             llm=llm,
             recorder=recorder,
+            lease=new_lease(self.log().node_id, loop.lease_seconds),
+            lease_renew_s=loop.lease_renew_seconds,
         )
         reason = "crashed"
         try:

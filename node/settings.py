@@ -74,6 +74,24 @@ class LoopSettings(_Section):
         default="offline",
         description='"offline" (grammar mutation, no LLM) or "llm" (OpenAI-compatible API)',
     )
+    lease_seconds: float = Field(
+        default=120.0,
+        gt=0,
+        description="a running experiment stays this node's while its lease is renewed "
+        "within this many seconds; once it runs out, a node sharing the database requeues it",
+    )
+    lease_renew_seconds: float = Field(
+        default=20.0, gt=0, description="how often the node renews its running experiments' leases"
+    )
+
+    @model_validator(mode="after")
+    def _renewed_in_time(self) -> LoopSettings:
+        if self.lease_renew_seconds >= self.lease_seconds:
+            raise ValueError(
+                f"lease_renew_seconds ({self.lease_renew_seconds}) must be shorter than "
+                f"lease_seconds ({self.lease_seconds}), or leases run out while renewed"
+            )
+        return self
 
 
 class SandboxSettings(_Section):
@@ -94,6 +112,12 @@ class SandboxSettings(_Section):
     )
     max_file_bytes: int = Field(
         default=256 * 2**20, gt=0, description="largest file the sandbox may write (RLIMIT_FSIZE)"
+    )
+    allow_unisolated: bool = Field(
+        default=False,
+        description="run candidates with rlimits only, seeing the host, where namespaces "
+        "cannot be made (a container without --cap-add SYS_ADMIN --security-opt "
+        "apparmor=unconfined); by default such a node refuses to run them",
     )
 
 
@@ -349,6 +373,12 @@ class Settings(BaseSettings):
         default="",
         description="SQLAlchemy URL; default: the SQLite file node.db in the home",
     )
+    log_database_url: str = Field(
+        default="",
+        description="where this node's transparency log, anchor outbox and governance "
+        "ledger live; default: database_url. Nodes sharing one database_url each need "
+        "their own",
+    )
     loop: LoopSettings = LoopSettings()
     sandbox: SandboxSettings = SandboxSettings()
     gpu: GpuSettings = GpuSettings()
@@ -387,12 +417,17 @@ class Settings(BaseSettings):
     def _absolute_home(cls, value: Path) -> Path:
         return _resolve_home(value)
 
-    @field_validator("database_url", mode="after")
+    @field_validator("database_url", "log_database_url", mode="after")
     @classmethod
     def _known_database(cls, value: str) -> str:
-        if not value.startswith(("sqlite:", "postgresql:", "postgresql+psycopg:")):
+        if value and not value.startswith(("sqlite:", "postgresql:", "postgresql+psycopg:")):
             raise ValueError("expected a sqlite:/// or postgresql+psycopg:// URL")
         return value
+
+    @property
+    def log_url(self) -> str:
+        """The database of this node's own log: `log_database_url`, else `database_url`."""
+        return self.log_database_url or self.database_url
 
     @property
     def config_path(self) -> Path:
@@ -579,6 +614,8 @@ def default_config_text() -> str:
         "",
         "# Database URL. Default: the SQLite file node.db in this directory. For PostgreSQL:",
         '# database_url = "postgresql+psycopg://asi@db.example:5432/asi"',
+        "# Nodes sharing one database_url each keep their own log elsewhere, e.g.:",
+        '# log_database_url = "sqlite:////path/to/this/home/log.db"',
     ]
     defaults = Settings()
     for name in Settings.model_fields:

@@ -48,12 +48,14 @@ def create_app(
     attestation_evidence: Path | None = None,
     node_status: Callable[[], Mapping[str, Any]] | None = None,
     threads_per_worker: int = 1,
+    log_store: Store | None = None,
 ) -> FastAPI:
     """The app over one store; the caller owns the store's lifetime. The governance
     routes (`/gov`) relay to `governor` when one is given; with `attestation_evidence` the
     node's TEE evidence bundle is published at /attestation; `node_status` (the daemon's
     governed runs, `GovernedNode.status`) goes into /health; `threads_per_worker` (the
-    node's setting) costs CPU experiments in the discovery rate's CPU-hours."""
+    node's setting) costs CPU experiments in the discovery rate's CPU-hours; the node's
+    log is read from `log_store` (its `log_database_url`; default: `store`)."""
     app = FastAPI(title="asi-node", version="0.1.0", summary="Read-only view of a research node")
     if attestation_evidence is not None:
         app.include_router(attestation_router(attestation_evidence))
@@ -111,8 +113,8 @@ def create_app(
         cand = store.get_candidate(exp.candidate_id)
         return ExperimentDetail(**vars(exp), code=store.get_code(cand.digest), candidate=cand)
 
-    app.include_router(log_router(LogView(store)))
-    app.include_router(metrics_router(store, threads_per_worker))
+    app.include_router(log_router(LogView(log_store or store)))
+    app.include_router(metrics_router(store, threads_per_worker, log_store))
     from node.governed.records import StoreGovernanceView
 
     app.include_router(governance_router(StoreGovernanceView(store), governor, operator_token))

@@ -32,19 +32,24 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 Sample = tuple[Mapping[str, str], float]
 
 
-def metrics_router(store: Store, threads_per_worker: int = 1) -> APIRouter:
+def metrics_router(
+    store: Store, threads_per_worker: int = 1, log_store: Store | None = None
+) -> APIRouter:
     """`threads_per_worker` (the node's setting) costs CPU experiments in CPU-hours."""
     router = APIRouter(tags=["metrics"])
 
     @router.get("/metrics", response_class=PlainTextResponse)
     def metrics() -> PlainTextResponse:
-        return PlainTextResponse(render(store, threads_per_worker), media_type=CONTENT_TYPE)
+        return PlainTextResponse(
+            render(store, threads_per_worker, log_store), media_type=CONTENT_TYPE
+        )
 
     return router
 
 
-def render(store: Store, threads_per_worker: int = 1) -> str:
-    """Every family, HELP and TYPE lines first, one sample per line."""
+def render(store: Store, threads_per_worker: int = 1, log_store: Store | None = None) -> str:
+    """Every family, HELP and TYPE lines first, one sample per line; the log and its
+    outbox are read from `log_store` (default: `store`)."""
     campaigns = store.list_campaigns()
     found = {c.id: discovery.for_campaign(store, c, threads_per_worker) for c in campaigns}
     names = {c.id: c.name for c in campaigns}
@@ -54,9 +59,9 @@ def render(store: Store, threads_per_worker: int = 1) -> str:
     for cid, _, _, fitness in stats:
         if fitness is not None:
             best[cid] = max(fitness, best.get(cid, fitness))
-    log = LogStore(store)  # sizes only: no Merkle tree is built for a scrape
+    log = LogStore(log_store or store)  # sizes only: no Merkle tree is built for a scrape
     latest = log.latest_checkpoint()
-    outbox = outbox_stats(store)
+    outbox = outbox_stats(log_store or store)
     ledger = DirectiveLedger(store)
     applied = Counter((d.source, d.kind) for d in ledger.list_applied())
     unacked = Counter(d.source for d in ledger.unacknowledged())

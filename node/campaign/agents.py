@@ -65,7 +65,7 @@ from node.campaign.background import Calls, Pace, proposals_wanted, timed
 from node.campaign.config import CampaignConfig
 from node.campaign.llm_setup import LLMSetup, caps_of, load_cognition
 from node.campaign.tasks import build_task
-from node.store import CampaignRow, ExperimentRow, Store
+from node.store import CampaignRow, ExperimentRow, Lease, Store
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +84,7 @@ class CampaignRun(Protocol):
     experiment takes (scoring, records)."""
 
     workers: int
+    lease: Lease  # what the run claims experiments under
 
     def emit(self, kind: str, data: dict[str, Any]) -> None: ...
 
@@ -408,7 +409,7 @@ class LLMAgents:
         exp = self.store.enqueue_experiment(
             cid, cand.id, ExperimentRole.CANDIDATE, self.config.seed
         )
-        self.store.start_experiment(exp.id)
+        self.store.start_experiment(exp.id, runner.lease)
         screen = {
             "checks": [{"name": "llm_proposal", "passed": False, "detail": result.reason}],
             "failure": str(result.failure),
@@ -500,7 +501,7 @@ class LLMAgents:
         runner.emit("repaired", {"candidate": cand.name, "rounds": rounds})
         if repaired.final.failure is FailureClass.INTERRUPTED:
             return  # stays queued and runs again
-        self.store.start_experiment(fixed.id)
+        self.store.start_experiment(fixed.id, runner.lease)
         runner.record_result(self.store.get_experiment(fixed.id), repaired.final)
 
     def analyse(

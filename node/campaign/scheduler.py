@@ -5,6 +5,12 @@ were running go back to the queue (once), proposals already made are reused, and
 Researcher's step counter is the number of candidates it has proposed so far.
 Only this thread writes to the store; workers run experiments, and the LLM agents'
 background calls ask the Researcher and the Analyst; both hand back values.
+
+Several processes (nodes) may run one campaign on a shared database. Each claims
+experiments under a lease its heartbeat renews (`node.campaign.leases`) and takes back
+only those whose lease ran out; a proposal and its experiment are added in one
+transaction that counts the budget; an experiment is queued once per seed and scored
+once; a run ends only when nothing is queued or running anywhere.
 """
 
 from __future__ import annotations
@@ -14,7 +20,7 @@ import random
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from enum import StrEnum
@@ -42,6 +48,8 @@ from loop.proposal import ArchiveView, Proposal
 from loop.researcher import OfflineResearcher
 from loop.researcher.describe import describe_changes
 from node.campaign.config import CampaignConfig, Verify
+from node.campaign.leases import LeaseKeeper, new_lease
+from node.campaign.rungs import peer_curves
 from node.campaign.tasks import (
     build_backbone,
     experiment_job,
@@ -49,7 +57,8 @@ from node.campaign.tasks import (
     split_key,
 )
 from node.campaign.verification import WIDTH_OPTION, at_width, matched_name, matched_width
-from node.store import CampaignRow, CandidateRow, ExperimentRow, Store
+from node.errors import LeaseLostError
+from node.store import CampaignRow, CandidateRow, ExperimentRow, Lease, Store
 
 if TYPE_CHECKING:
     from node.campaign.agents import ChatFactory, LLMAgents
@@ -59,6 +68,12 @@ log = logging.getLogger(__name__)
 
 EventSink = Callable[[str, dict[str, Any]], None]
 MAX_PROPOSAL_TRIES = 20
+# A runner built without a lease (tests, scripts) is node "local": its earlier runs'
+# claims are its own, taken back at once, as before leases.
+LOCAL_NODE = "local"
+DEFAULT_LEASE_S = 120.0
+DEFAULT_RENEW_S = 20.0
+IDLE_POLL_S = 0.5  # while other processes still run the campaign's last experiments
 
 
 class RecordSink(Protocol):
@@ -113,8 +128,14 @@ class CampaignRunner:
         llm: LLMSetup | None = None,
         chat_factory: ChatFactory | None = None,
         recorder: RecordSink | None = None,
+        lease: Lease | None = None,
+        lease_renew_s: float = DEFAULT_RENEW_S,
     ) -> None:
         self.store = store
+        self.lease = lease or new_lease(LOCAL_NODE, DEFAULT_LEASE_S)
+        self.renew_s = lease_renew_s
+        self._keeper = LeaseKeeper(store, self.lease, lease_renew_s)
+        self._recovered_at = 0.0
         self.recorder = recorder
         self.campaign = campaign
         self.config = CampaignConfig.model_validate(campaign.config)
@@ -144,8 +165,10 @@ class CampaignRunner:
             self.llm = LLMAgents(llm, store, campaign, self.config, chat_factory)
 
     def run(self) -> RunSummary:
+        """Run until the campaign is complete, its budget spent, or `stop`; once."""
         try:
-            return self._run()
+            with self._keeper:
+                return self._run()
         finally:
             if self.llm is not None:
                 self.llm.close()
@@ -153,9 +176,7 @@ class CampaignRunner:
     def _run(self) -> RunSummary:
         started = time.monotonic()
         cid = self.campaign.id
-        recovered = self.store.recover_interrupted(cid)
-        if recovered:
-            self.emit("recovered", {"experiments": recovered})
+        self._recover()
         self.store.set_campaign_status(cid, CampaignStatus.RUNNING)
         self.store.add_event(cid, "run_started", {"config_hash": self.campaign.config_hash})
         self._ensure_baselines()
@@ -169,15 +190,24 @@ class CampaignRunner:
                 if self.stop.is_set():
                     reason = RunEnd.STOPPED
                     break
+                if time.monotonic() - self._recovered_at >= self.renew_s:
+                    self._recover()  # experiments of processes that stopped renewing
                 while len(in_flight) < self.workers and not self.stop.is_set():
                     exp = self._next_experiment(busy=bool(in_flight))
                     if exp is None:
                         break
+                    self._keeper.hold(exp.id)
                     self.emit("started", self.describe(exp))
                     in_flight[pool.submit(self._execute, exp)] = exp
                 if self.llm is not None:
                     self.llm.propose_ahead(self, idle=self.workers - len(in_flight))
                 if not in_flight and (self.llm is None or not self.llm.busy):
+                    if self._elsewhere():
+                        # Another process's experiments may still fail, be requeued or
+                        # earn re-runs: wait for them, scoring what they finish.
+                        self._unscored = True
+                        self.stop.wait(IDLE_POLL_S)
+                        continue
                     reason = RunEnd.BUDGET if self.budget_spent() else RunEnd.COMPLETE
                     if self.llm is not None and self.llm.pause is not None:
                         reason = RunEnd.PAUSED
@@ -210,31 +240,62 @@ class CampaignRunner:
         )
         return RunSummary(reason, finished, time.monotonic() - started, detail)
 
+    def _recover(self) -> None:
+        """Take back the campaign's experiments nobody holds: this node's from before a
+        restart, and those whose lease ran out. Those given up on are final: recorded."""
+        self._recovered_at = time.monotonic()
+        recovered = self.store.recover_interrupted(self.campaign.id, lease=self.lease)
+        if not recovered:
+            return
+        self._unscored = True
+        self.emit("recovered", {"experiments": recovered})
+        if self.recorder is not None:
+            for exp_id in recovered:
+                self.recorder.experiment_final(exp_id)
+
+    def _elsewhere(self) -> bool:
+        """Whether the campaign has work this run does not hold: running under another
+        process's lease, or queued meanwhile (not while the LLM budget pauses it)."""
+        if self.llm is not None and self.llm.pause is not None:
+            return False
+        cid = self.campaign.id
+        running = self.store.count_experiments(cid, ExperimentStatus.RUNNING)
+        return running > 0 or self.store.count_experiments(cid, ExperimentStatus.QUEUED) > 0
+
     def _next_experiment(self, busy: bool) -> ExperimentRow | None:
         cid = self.campaign.id
         if self.llm is not None and self.llm.pause is not None:
             return None  # pausing: in-flight work finishes, nothing new starts
-        exp = self.store.claim_next_experiment(cid)
-        if exp is not None:
-            return exp
-        if self.config.verify is not None:
-            return None  # a verification stage proposes nothing: its candidates are chosen
-        if busy and not self._baselines_scored():
-            return None  # candidates are scored against baselines: let those finish first
-        if self.budget_spent() or not self._baselines_scored():
-            return None
-        if self.llm is not None:
-            # The Researcher's calls run in the background (`propose_ahead` in the run
-            # loop); its proposals are queued as they come back and claimed above.
-            self.llm.start_proposing()
-            return None
-        proposal = self._propose()
-        if proposal is None:
-            return None
-        cand = self.store.add_candidate(cid, proposal)
-        self.store.enqueue_experiment(cid, cand.id, ExperimentRole.CANDIDATE, self.config.seed)
-        self.emit("proposed", {"candidate": cand.name, "motivation": proposal.motivation})
-        return self.store.claim_next_experiment(cid)
+        for _ in range(MAX_PROPOSAL_TRIES):
+            exp = self.store.claim_next_experiment(cid, self.lease)
+            if exp is not None:
+                return exp
+            if self.config.verify is not None:
+                return None  # a verification stage proposes nothing: its candidates are chosen
+            if busy and not self._baselines_scored():
+                return None  # candidates are scored against baselines: let those finish first
+            if self.budget_spent() or not self._baselines_scored():
+                return None
+            if self.llm is not None:
+                # The Researcher's calls run in the background (`propose_ahead` in the run
+                # loop); its proposals are queued as they come back and claimed above.
+                self.llm.start_proposing()
+                return None
+            proposal = self._propose()
+            if proposal is None:
+                return None
+            added = self.store.add_proposal(
+                cid,
+                proposal,
+                seed=self.config.seed,
+                max_generated=self.config.budget.max_candidates,
+            )
+            if added is not None:
+                cand, _ = added
+                self.emit("proposed", {"candidate": cand.name, "motivation": proposal.motivation})
+            # Else another process proposed this very code, or spent the budget, first:
+            # claim what it queued, or propose at the next step.
+        return None
 
     def _ensure_baselines(self) -> None:
         for name in self.config.baselines:
@@ -263,7 +324,7 @@ class CampaignRunner:
                 role = ExperimentRole.BASELINE
             elif seed == self.config.seed:
                 role = ExperimentRole.CANDIDATE
-            self.store.enqueue_experiment(self.campaign.id, cand.id, role, seed)
+            self.store.enqueue_experiment(self.campaign.id, cand.id, role, seed, once=True)
 
     def _ensure_verified(self, verify: Verify) -> None:
         """A verification stage's candidates: the source campaign's choice, same code and
@@ -463,10 +524,23 @@ class CampaignRunner:
             options=options,
             backbone=at_width(self._backbone, width),
             twins=self._twins(exp),
+            peers=self._peers(exp),
         )
         if self.llm is not None:
             return self.llm.execute(self.engineer, job, exp.role, self.stop)
         return self.engineer.run(job, cancel=self.stop)
+
+    def _peers(self, exp: ExperimentRow) -> list[Sequence[Sequence[float]]] | None:
+        """With `[rungs]`, the loss curves a generated candidate's first run is held to:
+        every other run of the campaign on its seed (`node.campaign.rungs`); None for the
+        runs that always train to the end."""
+        first = exp.role is ExperimentRole.CANDIDATE and exp.seed == self.config.seed
+        if self.config.rungs is None or not first:
+            return None
+        runs = self.store.list_experiments(self.campaign.id)
+        return peer_curves(
+            ((e.candidate_id, e.seed, e.train) for e in runs), exp.candidate_id, exp.seed
+        )
 
     def _twins(self, exp: ExperimentRow) -> tuple[tuple[str, Probe], ...]:
         """The probes of the campaign's trained candidates, for a proposed candidate's first
@@ -485,9 +559,19 @@ class CampaignRunner:
         return tuple(known.values())
 
     def record_result(self, exp: ExperimentRow, result: EvalResult) -> None:
+        """Record a run's result, if this run still holds the experiment's lease (one
+        another process took over is its to record: this result is dropped)."""
         self._unscored = True
+        try:
+            self._record_result(exp, result)
+        except LeaseLostError as exc:
+            self.emit("lease_lost", self.describe(exp) | {"message": str(exc)})
+        finally:
+            self._keeper.release(exp.id)
+
+    def _record_result(self, exp: ExperimentRow, result: EvalResult) -> None:
         if result.failure is FailureClass.INTERRUPTED:
-            self.store.requeue_experiment(exp.id)
+            self.store.requeue_experiment(exp.id, self.lease)
             self.emit("interrupted", self.describe(exp))
             return
         status = ExperimentStatus.DONE if result.failure is None else ExperimentStatus.FAILED
@@ -502,6 +586,7 @@ class CampaignRunner:
             fitness_version=None,
             timings=result.timings,
             analysis=result.message if result.failure else "",
+            lease=self.lease,
         )
         if status is ExperimentStatus.FAILED and self.recorder is not None:
             self.recorder.experiment_final(exp.id)
@@ -597,7 +682,8 @@ class CampaignRunner:
             )
             if twin is not None and exp.seed == self.config.seed:
                 notes.append(f"Behaves like {twin.name} within a point on every test set.")
-            self.store.set_experiment_score(exp.id, fit.value, fit.version, " ".join(notes))
+            if self.store.score_once(exp.id, fit.value, fit.version, " ".join(notes)) is None:
+                continue  # another process sharing the campaign scored it first
             if self.recorder is not None:
                 self.recorder.experiment_final(exp.id)
             for insight in insights:
@@ -644,7 +730,9 @@ class CampaignRunner:
         for seed in self.config.rerun_seeds:
             self._enqueue_reference(seed)
             if seed not in have:
-                self.store.enqueue_experiment(self.campaign.id, cand.id, ExperimentRole.RERUN, seed)
+                self.store.enqueue_experiment(
+                    self.campaign.id, cand.id, ExperimentRole.RERUN, seed, once=True
+                )
                 self.emit("rerun", {"candidate": cand.name, "seed": seed})
 
     def _enqueue_reference(self, seed: int) -> None:
@@ -655,7 +743,7 @@ class CampaignRunner:
             if c.origin is CandidateOrigin.BASELINE and c.name == self.config.reference
         )
         if not any(e.seed == seed for e in self._experiments_of(ref.id)):
-            self.store.enqueue_experiment(cid, ref.id, ExperimentRole.BASELINE, seed)
+            self.store.enqueue_experiment(cid, ref.id, ExperimentRole.BASELINE, seed, once=True)
 
     def describe(self, exp: ExperimentRow) -> dict[str, Any]:
         cand = self.store.get_candidate(exp.candidate_id)

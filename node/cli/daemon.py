@@ -104,6 +104,7 @@ def serve_app(node: Node, node_status: Callable[[], Mapping[str, Any]] | None = 
         attestation_evidence=evidence_path(node.settings),
         node_status=node_status,
         threads_per_worker=node.settings.loop.threads_per_worker,
+        log_store=node.log_db(),
     )
 
 
@@ -207,6 +208,12 @@ def obey(
     from node.governed.obey import StepReport, governed_node
 
     sources = list(sources)
+    if sources and node.settings.log_url != node.settings.database_url:
+        raise ConfigError(
+            "log_database_url puts this node's log apart from database_url, but governed "
+            "runs keep their directives beside the campaigns and commit to log entries "
+            "there: run governed nodes with one database, or unset log_database_url"
+        )
     governed = governed_node(node, campaigns, sources, on_event=_progress(node))
     if live is not None:
         live.governed = governed

@@ -37,6 +37,17 @@ def cmd_log(args: argparse.Namespace) -> int:
     node = open_node(args.home)
     tlog = node.log()
     tlog.checkpoint()  # the bundle covers everything appended so far
+    if args.lines:
+        tmp = args.path.with_name(f".{args.path.name}.tmp")
+        try:
+            with tmp.open("wb") as f:
+                f.writelines(tlog.export_lines())
+            tmp.replace(args.path)
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            raise ConfigError(f"cannot write {args.path}: {exc.strerror or exc}") from None
+        print(f"wrote {args.path}: {tlog.size} entries (line-delimited), node {tlog.node_id}")
+        return 0
     bundle = tlog.export()
     write_file(args.path, bundle.to_bytes())
     print(
@@ -65,9 +76,16 @@ def cmd_audit(args: argparse.Namespace) -> int:
     from attestation.audit import audit
     from node.tlog.audit_source import read_source
 
+    if args.state is not None:
+        return _audit_with_state(args)
     icp = _icp_audit_target(args) if args.icp else None  # a user mistake stops us first
-    data = read_source(args.source)
     seen = [read_source(str(path)).decode("utf-8", "replace") for path in args.checkpoint]
+    if not (args.rpc or icp):
+        report = _streamed_audit(args, seen)
+        print(json.dumps(report.as_json(), indent=2) if args.json else report.render())
+        return 0 if report.ok else 1
+    # The chain and ICP checks read every entry's leaf and statement: the bundle whole.
+    data = read_source(args.source)
     report = audit(
         data,
         args.source,
@@ -92,6 +110,78 @@ def cmd_audit(args: argparse.Namespace) -> int:
         print(json.dumps(out, indent=2))
     else:
         print(report.render())
+    return 0 if report.ok else 1
+
+
+def _streamed_audit(args: argparse.Namespace, seen: list[str]) -> Any:
+    """The log audit alone, reading the bundle once as it arrives (memory bounded)."""
+    from attestation.audit import audit_with, verify_stream
+    from node.tlog.audit_source import open_source
+
+    with open_source(args.source, lines=True) as stream:
+        return audit_with(
+            args.source,
+            lambda passed: verify_stream(stream, args.key, passed, seen),
+            args.require_attestation,
+        )
+
+
+def _audit_with_state(args: argparse.Namespace) -> int:
+    """`audit SOURCE --state DIR`: a node URL's log checked from the kept checkpoint on
+    (its new entries, a consistency proof from the kept checkpoint); a first audit, or a
+    bundle file, is checked whole and against the kept checkpoint. The state is written
+    only when the audit passed."""
+    from attestation.audit import STEPS, audit_with, verify_entries
+    from attestation.bundle import read_bundle
+    from attestation.errors import FormatError, VerificationError
+    from node.tlog.audit_source import increment, is_url, latest_origin, open_source, read_source
+    from node.tlog.audit_state import StateDir
+
+    if args.rpc or args.icp:
+        raise ConfigError("--state audits the log alone: run --rpc and --icp without --state")
+    states = StateDir.open(args.state)
+    seen = [read_source(str(path)).decode("utf-8", "replace") for path in args.checkpoint]
+    kept = None
+    if is_url(args.source):
+        kept = states.load(latest_origin(args.source))
+    if kept is not None:
+        state = kept
+
+        def verify(passed: Any) -> Any:
+            head, entries = increment(args.source, state)
+            return verify_entries(head, entries, args.key, passed, seen, resume=state)
+
+        report = audit_with(args.source, verify, args.require_attestation)
+        what = f"from the kept checkpoint at size {kept.checkpoint.size}"
+    else:
+        with open_source(args.source, lines=True) as stream:
+            try:
+                head, entries = read_bundle(stream)
+            except FormatError as exc:
+                head, entries, error = None, iter(()), str(exc)
+            kept = states.load(head.origin) if head is not None else None
+            extra = [kept.note] if kept is not None else []
+
+            def verify_all(passed: Any) -> Any:
+                if head is None:
+                    raise VerificationError(STEPS[0], error)
+                return verify_entries(head, entries, args.key, passed, [*seen, *extra])
+
+            report = audit_with(args.source, verify_all, args.require_attestation)
+        what = "whole" + (f", extending the kept checkpoint at size {kept.checkpoint.size}"
+                          if kept is not None else "")  # fmt: skip
+    if report.ok and report.log is not None and report.log.state is not None:
+        path = states.save(report.log.state, kept if is_url(args.source) else None)
+        note = f"kept state: {path} (size {report.log.size}; audited {what})"
+    else:
+        note = "kept state unchanged: the audit did not pass"
+    if args.json:
+        out = report.as_json()
+        out["state"] = note
+        print(json.dumps(out, indent=2))
+    else:
+        print(report.render())
+        print(note)
     return 0 if report.ok else 1
 
 
@@ -462,9 +552,9 @@ def cmd_chain(args: argparse.Namespace) -> int:
         f"head {anchoring.chain.head()}"
     )
     print(f"controller {anchoring.controller.address}; node {anchoring.publisher.address} approved")
-    print("outbox: " + _outbox_line(Outbox(node.store).rows(), ("pending", "sent")))
+    print("outbox: " + _outbox_line(Outbox(node.log_db()).rows(), ("pending", "sent")))
     icp = node.settings.icp
-    icp_rows = Outbox(node.store, "icp").rows()
+    icp_rows = Outbox(node.log_db(), "icp").rows()
     if icp.anchor_canister or icp_rows:
         where = f"canister {icp.anchor_canister} at {icp.url}" if icp.anchor_canister else "off"
         print(f"icp outbox ({where}): " + _outbox_line(icp_rows, ("pending",)))
@@ -573,6 +663,11 @@ def add_parsers(sub: Any) -> None:
     lsub = p.add_subparsers(dest="action", required=True)
     e = lsub.add_parser("export", help="write a self-contained bundle for `asi-node audit`")
     e.add_argument("path", type=Path, help="bundle file to write (JSON)")
+    e.add_argument(
+        "--lines",
+        action="store_true",
+        help="write the line-delimited bundle (version 3), streamed: for large logs",
+    )
     p.set_defaults(func=cmd_log)
 
     p = sub.add_parser("audit", help="verify a log bundle or a node's log offline")
@@ -590,6 +685,13 @@ def add_parsers(sub: Any) -> None:
         action="append",
         default=[],
         help="a signed checkpoint seen before (file); the log must extend it (repeatable)",
+    )
+    p.add_argument(
+        "--state",
+        type=Path,
+        metavar="DIR",
+        help="keep the last verified checkpoint of each log in DIR; the next audit of a node "
+        "URL fetches only the entries after it, with a consistency proof from it",
     )
     p.add_argument(
         "--rpc",

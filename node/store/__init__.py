@@ -26,6 +26,7 @@ from node.store.rows import (
     EventRow,
     ExperimentRow,
     InsightRow,
+    Lease,
     LLMExchangeRow,
     LLMUsage,
 )
@@ -53,6 +54,7 @@ __all__ = [
     "InsightRow",
     "LLMExchangeRow",
     "LLMUsage",
+    "Lease",
     "LogStore",
     "Outbox",
     "OutboxRow",

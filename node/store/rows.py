@@ -72,6 +72,34 @@ class ExperimentRow:
     started_at: datetime | None
     finished_at: datetime | None
     llm: dict[str, Any] | None = None  # LLM calls, tokens, seconds, cost and exchange digests
+    # The runner's lease ("<node>/<run token>"; kept after it finished: who ran it last)
+    # and when it runs out (None once finished or requeued).
+    lease_owner: str | None = None
+    lease_expires_at: datetime | None = None
+    recorded_by: str | None = None  # the node whose log records it
+
+
+@dataclass(frozen=True)
+class Lease:
+    """A runner's hold on the experiments it claims: they stay its own while it renews
+    them within `seconds`. `node` is the node's id (one process per node home); `run`
+    is new at every start, so a restarted node tells its own earlier claims (taken back
+    at once) from the live ones of the process it is now."""
+
+    node: str
+    run: str
+    seconds: float
+
+    def __post_init__(self) -> None:
+        if not self.node or "/" in self.node or not self.run:
+            raise ValueError(f"a lease needs a node id without '/' and a run ({self!r})")
+        if not self.seconds > 0:
+            raise ValueError(f"a lease lasts a positive number of seconds, not {self.seconds}")
+
+    @property
+    def owner(self) -> str:
+        """What the experiment row stores: `<node>/<run>`."""
+        return f"{self.node}/{self.run}"
 
 
 @dataclass(frozen=True)
@@ -168,6 +196,9 @@ def experiment_row(r: Experiment) -> ExperimentRow:
         started_at=_utc_or_none(r.started_at),
         finished_at=_utc_or_none(r.finished_at),
         llm=_parsed(r.llm_json, f"experiment {r.id}'s LLM use"),
+        lease_owner=r.lease_owner,
+        lease_expires_at=_utc_or_none(r.lease_expires_at),
+        recorded_by=r.recorded_by,
     )
 
 

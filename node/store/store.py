@@ -9,7 +9,7 @@ import secrets
 import threading
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Self
 
 import sqlalchemy as sa
@@ -22,12 +22,13 @@ from attestation.errors import FormatError
 from attestation.schema import (
     FINISHED_STATUSES,
     CampaignStatus,
+    CandidateOrigin,
     ExperimentRole,
     ExperimentStatus,
 )
 from loop.outcome import FailureClass
 from loop.proposal import Proposal, code_digest
-from node.errors import ConflictError, CorruptStoreError, NotFoundError
+from node.errors import ConflictError, CorruptStoreError, LeaseLostError, NotFoundError
 from node.store.database import create_engine, is_in_memory, parse_url, safe_url, translate
 from node.store.migrations import WRITE_OPTION, Revision, SchemaState, schema_state, upgrade
 from node.store.rows import (
@@ -36,6 +37,7 @@ from node.store.rows import (
     EventRow,
     ExperimentRow,
     InsightRow,
+    Lease,
     LLMExchangeRow,
     LLMUsage,
     campaign_row,
@@ -289,41 +291,117 @@ class Store:
             return [candidate_row(r) for r in rows]
 
     def enqueue_experiment(
-        self, campaign_id: str, candidate_id: str, role: str, seed: int
+        self, campaign_id: str, candidate_id: str, role: str, seed: int, *, once: bool = False
     ) -> ExperimentRow:
-        """Queue a run of a candidate of this campaign; it gets the campaign's next `seq`."""
+        """Queue a run of a candidate of this campaign; it gets the campaign's next `seq`.
+
+        With `once`, a candidate that already has an experiment on `seed` keeps it: that
+        one is returned and nothing is queued, even when several processes ask at once
+        (they take turns on the campaign's row)."""
         _check(role, ROLES, "experiment role")
         with self._session(write=True) as s:
             candidate = s.get(Candidate, candidate_id)
             if candidate is None or candidate.campaign_id != campaign_id:
                 raise NotFoundError(f"candidate {candidate_id} not found in campaign {campaign_id}")
-            # One UPDATE hands out the number: it holds the campaign row's lock until
-            # commit, so concurrent enqueuers get consecutive numbers, never the same one.
-            s.exec(
-                sa.update(Campaign)
-                .where(col(Campaign.id) == campaign_id)
-                .values(last_seq=col(Campaign.last_seq) + 1)
-                .execution_options(synchronize_session=False)
-            )
-            seq = s.exec(select(Campaign.last_seq).where(col(Campaign.id) == campaign_id)).one()
-            row = Experiment(
-                id=_new_id("exp-", 6),
+            self._lock_campaign(s, campaign_id)
+            if once:
+                found = s.exec(
+                    select(Experiment).where(
+                        col(Experiment.candidate_id) == candidate_id, col(Experiment.seed) == seed
+                    )
+                ).first()
+                if found is not None:
+                    return experiment_row(found)
+            return experiment_row(self._enqueue(s, campaign_id, candidate_id, role, seed))
+
+    def add_proposal(
+        self, campaign_id: str, proposal: Proposal, *, seed: int, max_generated: int
+    ) -> tuple[CandidateRow, ExperimentRow] | None:
+        """A proposed candidate and its first experiment (role 'candidate' on `seed`), in
+        one transaction, if the campaign still has room: fewer than `max_generated`
+        candidates that are not baselines, none with this code. None otherwise (the budget
+        is spent, or another process proposed the same code first: propose again).
+
+        Processes sharing the campaign take turns on its row, so together they never go
+        over the budget nor queue one proposal twice."""
+        digest = proposal.digest
+        with self._session(write=True) as s:
+            self._lock_campaign(s, campaign_id)
+            generated = s.exec(
+                select(sa.func.count())
+                .select_from(Candidate)
+                .where(
+                    col(Candidate.campaign_id) == campaign_id,
+                    col(Candidate.origin) != CandidateOrigin.BASELINE,
+                )
+            ).one()
+            taken = s.exec(
+                select(Candidate.id).where(
+                    col(Candidate.campaign_id) == campaign_id, col(Candidate.digest) == digest
+                )
+            ).first()
+            if int(generated) >= max_generated or taken is not None:
+                return None
+            self._put_code(s, proposal.code)
+            cand = Candidate(
+                id=_new_id("cand-", 6),
                 campaign_id=campaign_id,
-                candidate_id=candidate_id,
-                seq=seq,
-                role=role,
-                seed=seed,
-                status=ExperimentStatus.QUEUED,
+                digest=digest,
+                name=proposal.name,
+                motivation=proposal.motivation,
+                origin=proposal.origin,
+                parent_ids_json=_canonical_json(list(proposal.parent_ids), "parent_ids"),
+                options_json=_canonical_json(proposal.options, "options"),
                 created_at=self._now(),
             )
-            s.add(row)
+            s.add(cand)
             s.flush()
-            return experiment_row(row)
+            exp = self._enqueue(s, campaign_id, cand.id, ExperimentRole.CANDIDATE, seed)
+            return candidate_row(cand), experiment_row(exp)
 
-    def claim_next_experiment(self, campaign_id: str) -> ExperimentRow | None:
+    def _lock_campaign(self, s: Session, campaign_id: str) -> None:
+        """Hold the campaign's row until commit: the processes that queue work for one
+        campaign take turns (PostgreSQL's row lock; SQLite's write transaction already
+        holds the whole database)."""
+        locked = s.exec(
+            select(Campaign.id).where(col(Campaign.id) == campaign_id).with_for_update()
+        ).first()
+        if locked is None:
+            raise NotFoundError(f"campaign {campaign_id} not found")
+
+    def _enqueue(
+        self, s: Session, campaign_id: str, candidate_id: str, role: str, seed: int
+    ) -> Experiment:
+        # One UPDATE hands out the number: it holds the campaign row's lock until commit,
+        # so concurrent enqueuers get consecutive numbers, never the same one.
+        s.exec(
+            sa.update(Campaign)
+            .where(col(Campaign.id) == campaign_id)
+            .values(last_seq=col(Campaign.last_seq) + 1)
+            .execution_options(synchronize_session=False)
+        )
+        seq = s.exec(select(Campaign.last_seq).where(col(Campaign.id) == campaign_id)).one()
+        row = Experiment(
+            id=_new_id("exp-", 6),
+            campaign_id=campaign_id,
+            candidate_id=candidate_id,
+            seq=seq,
+            role=role,
+            seed=seed,
+            status=ExperimentStatus.QUEUED,
+            created_at=self._now(),
+        )
+        s.add(row)
+        s.flush()
+        return row
+
+    def claim_next_experiment(
+        self, campaign_id: str, lease: Lease | None = None
+    ) -> ExperimentRow | None:
         """Take the campaign's oldest queued experiment: it becomes 'running', its attempts
-        go up by one. None when nothing is queued. Safe across threads and processes: the
-        flip is an UPDATE conditional on the row still being queued."""
+        go up by one, and with a `lease` it is held by that lease for `lease.seconds`
+        (`renew_leases` keeps it). None when nothing is queued. Safe across threads and
+        processes: the flip is an UPDATE conditional on the row still being queued."""
         with self._session(write=True) as s:
             while True:
                 found = s.exec(
@@ -337,21 +415,22 @@ class Store:
                 ).first()
                 if found is None:
                     return None
-                if self._claim(s, found):
+                if self._claim(s, found, lease):
                     return experiment_row(self._experiment(s, found))
                 # Another worker took it between our SELECT and UPDATE: try the next one.
 
-    def start_experiment(self, experiment_id: str) -> ExperimentRow:
+    def start_experiment(self, experiment_id: str, lease: Lease | None = None) -> ExperimentRow:
         """Claim one named queued experiment (as `claim_next_experiment` does for the
         oldest). Raises ConflictError if it is not queued."""
         with self._session(write=True) as s:
-            if not self._claim(s, experiment_id):
+            if not self._claim(s, experiment_id, lease):
                 current = self._experiment(s, experiment_id)
                 raise ConflictError(f"experiment {experiment_id} is {current.status}, not queued")
             return experiment_row(self._experiment(s, experiment_id))
 
-    def _claim(self, s: Session, experiment_id: str) -> bool:
+    def _claim(self, s: Session, experiment_id: str, lease: Lease | None) -> bool:
         """queued -> running in one conditional UPDATE; False if it was not queued."""
+        now = self._now()
         claimed = s.exec(
             sa.update(Experiment)
             .where(
@@ -361,12 +440,34 @@ class Store:
             .values(
                 status=ExperimentStatus.RUNNING,
                 attempts=col(Experiment.attempts) + 1,
-                started_at=self._now(),
+                started_at=now,
                 finished_at=None,
+                lease_owner=lease.owner if lease is not None else None,
+                lease_expires_at=_expiry(now, lease),
             )
             .execution_options(synchronize_session=False)
         )
         return bool(claimed.rowcount == 1)
+
+    def renew_leases(self, lease: Lease, experiment_ids: Collection[str]) -> set[str]:
+        """Extend `lease` on these experiments by `lease.seconds` from now; return those it
+        still holds (the rest were taken over after it ran out, or finished)."""
+        if not experiment_ids:
+            return set()
+        now = self._now()
+        held = (
+            col(Experiment.id).in_(list(experiment_ids)),
+            col(Experiment.status) == ExperimentStatus.RUNNING,
+            col(Experiment.lease_owner) == lease.owner,
+        )
+        with self._session(write=True) as s:
+            s.exec(
+                sa.update(Experiment)
+                .where(*held)
+                .values(lease_expires_at=_expiry(now, lease))
+                .execution_options(synchronize_session=False)
+            )
+            return set(s.exec(select(Experiment.id).where(*held)).all())
 
     def finish_experiment(
         self,
@@ -381,10 +482,12 @@ class Store:
         fitness_version: str | None = None,
         timings: Mapping[str, Any] | None = None,
         analysis: str = "",
+        lease: Lease | None = None,
     ) -> ExperimentRow:
         """Record a running experiment's outcome: 'done', 'failed' (with a FailureClass
-        value) or 'interrupted'. Raises ConflictError if the experiment is not running,
-        ValueError for a non-finite metric or a status/failure_class mismatch."""
+        value) or 'interrupted'. Raises ConflictError if the experiment is not running
+        (LeaseLostError when `lease` no longer holds it), ValueError for a non-finite
+        metric or a status/failure_class mismatch."""
         _check(status, FINISHED_STATUSES, "finished status")
         failure = FailureClass(failure_class) if failure_class is not None else None
         if status == ExperimentStatus.DONE and failure is not None:
@@ -401,10 +504,7 @@ class Store:
         with self._session(write=True) as s:
             changed = s.exec(
                 sa.update(Experiment)
-                .where(
-                    col(Experiment.id) == experiment_id,
-                    col(Experiment.status) == ExperimentStatus.RUNNING,
-                )
+                .where(*_running(experiment_id, lease))
                 .values(
                     status=status,
                     failure_class=failure.value if failure is not None else None,
@@ -416,11 +516,13 @@ class Store:
                     timings_json=_optional_json(timings, "timings"),
                     analysis=analysis,
                     finished_at=self._now(),
+                    lease_expires_at=None,
                 )
                 .execution_options(synchronize_session=False)
             )
             if changed.rowcount != 1:
                 current = self._experiment(s, experiment_id)
+                _lease_lost(current, lease)
                 raise ConflictError(
                     f"experiment {experiment_id} is {current.status}, not running; "
                     "only a running experiment can be finished"
@@ -440,49 +542,99 @@ class Store:
     ) -> ExperimentRow:
         """Score a done experiment (again, if a new fitness version is applied); `analysis`
         None keeps the text it has. Raises ConflictError unless the experiment is done."""
+        scored = self._score(experiment_id, fitness, fitness_version, analysis, once=False)
+        if scored is None:
+            raise ConflictError(f"experiment {experiment_id} was not scored")
+        return scored
+
+    def score_once(
+        self,
+        experiment_id: str,
+        fitness: float,
+        fitness_version: str,
+        analysis: str | None = None,
+    ) -> ExperimentRow | None:
+        """Score a done experiment that has no fitness yet, as `set_experiment_score`
+        does; None when it has one already (another process scored it first: its
+        insights, re-runs and record are that process's)."""
+        return self._score(experiment_id, fitness, fitness_version, analysis, once=True)
+
+    def _score(
+        self,
+        experiment_id: str,
+        fitness: float,
+        fitness_version: str,
+        analysis: str | None,
+        *,
+        once: bool,
+    ) -> ExperimentRow | None:
         _check_finite(fitness, "fitness")
         values: dict[str, Any] = {"fitness": fitness, "fitness_version": fitness_version}
         if analysis is not None:
             values["analysis"] = analysis
+        done = [
+            col(Experiment.id) == experiment_id,
+            col(Experiment.status) == ExperimentStatus.DONE,
+        ]
         with self._session(write=True) as s:
             changed = s.exec(
                 sa.update(Experiment)
-                .where(
-                    col(Experiment.id) == experiment_id,
-                    col(Experiment.status) == ExperimentStatus.DONE,
-                )
+                .where(*done, *([col(Experiment.fitness).is_(None)] if once else []))
                 .values(**values)
                 .execution_options(synchronize_session=False)
             )
             if changed.rowcount != 1:
                 current = self._experiment(s, experiment_id)
+                if once and current.status == ExperimentStatus.DONE:
+                    return None
                 raise ConflictError(
                     f"experiment {experiment_id} is {current.status}; only a done one is scored"
                 )
             return experiment_row(self._experiment(s, experiment_id))
 
-    def requeue_experiment(self, experiment_id: str) -> ExperimentRow:
-        """Put a running experiment back in the queue because it was stopped from outside
-        (pause, shutdown). That run does not count as an attempt. Raises ConflictError if
-        the experiment is not running."""
+    def claim_record(self, experiment_id: str, node: str) -> bool:
+        """Make `node` the one whose log records this experiment, unless another node is
+        already: True when it is `node`'s to record (now or from before)."""
         with self._session(write=True) as s:
             changed = s.exec(
                 sa.update(Experiment)
                 .where(
                     col(Experiment.id) == experiment_id,
-                    col(Experiment.status) == ExperimentStatus.RUNNING,
+                    sa.or_(
+                        col(Experiment.recorded_by).is_(None),
+                        col(Experiment.recorded_by) == node,
+                    ),
                 )
+                .values(recorded_by=node)
+                .execution_options(synchronize_session=False)
+            )
+            if changed.rowcount == 1:
+                return True
+            self._experiment(s, experiment_id)  # NotFoundError for an unknown id
+            return False
+
+    def requeue_experiment(self, experiment_id: str, lease: Lease | None = None) -> ExperimentRow:
+        """Put a running experiment back in the queue because it was stopped from outside
+        (pause, shutdown). That run does not count as an attempt. Raises ConflictError if
+        the experiment is not running (LeaseLostError when `lease` no longer holds it)."""
+        with self._session(write=True) as s:
+            changed = s.exec(
+                sa.update(Experiment)
+                .where(*_running(experiment_id, lease))
                 .values(
                     status=ExperimentStatus.QUEUED,
                     attempts=sa.case(
                         (col(Experiment.attempts) > 0, col(Experiment.attempts) - 1), else_=0
                     ),
                     started_at=None,
+                    lease_owner=None,
+                    lease_expires_at=None,
                 )
                 .execution_options(synchronize_session=False)
             )
             if changed.rowcount != 1:
                 current = self._experiment(s, experiment_id)
+                _lease_lost(current, lease)
                 raise ConflictError(
                     f"experiment {experiment_id} is {current.status}; "
                     "only a running one can be requeued"
@@ -492,32 +644,59 @@ class Store:
             return experiment_row(row)
 
     def recover_interrupted(
-        self, campaign_id: str, max_attempts: int = DEFAULT_MAX_ATTEMPTS
+        self,
+        campaign_id: str,
+        max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+        *,
+        lease: Lease | None = None,
     ) -> list[str]:
-        """After a crash: put the campaign's 'running' and 'interrupted' experiments back
-        in the queue, and return their ids in sequence order.
+        """After a crash: put the campaign's 'interrupted' experiments and the 'running'
+        ones nobody holds back in the queue, and return their ids in sequence order.
+
+        A running experiment is nobody's when it has no lease, when its lease ran out
+        (its runner stopped renewing it: crashed, killed, cut off), or when an earlier
+        run of `lease`'s node held it (one process per node: that run is gone). Those of
+        live leases, this one's and other processes', are left running, so processes
+        sharing a campaign can each call this, at start and from time to time.
 
         One that has already been started `max_attempts` times is marked 'failed' with
         failure class 'interrupted' instead (and its id returned too), so a candidate that
-        kills the node cannot do so forever. Records a 'crash_recovery' event. Call it only
-        while no other process is working on this campaign.
+        kills the node cannot do so forever. Records a 'crash_recovery' event.
         """
         if max_attempts < 1:
             raise ValueError("max_attempts must be at least 1")
+        now = self._now()
+        owner = col(Experiment.lease_owner)
+        nobodys = [
+            owner.is_(None),
+            col(Experiment.lease_expires_at).is_(None),
+            col(Experiment.lease_expires_at) <= now,
+        ]
+        if lease is not None:
+            earlier_run = sa.and_(
+                owner.startswith(f"{lease.node}/", autoescape=True), owner != lease.owner
+            )
+            nobodys.append(earlier_run)
         with self._session(write=True) as s:
+            # Locked as read: a runner renewing or finishing one of them waits, and one
+            # that got there first takes it out of this set (PostgreSQL re-checks the
+            # condition on the locked rows; SQLite's writers take turns anyway).
             stale = s.exec(
                 select(Experiment)
                 .where(
                     col(Experiment.campaign_id) == campaign_id,
-                    col(Experiment.status).in_(
-                        (ExperimentStatus.RUNNING, ExperimentStatus.INTERRUPTED)
+                    sa.or_(
+                        col(Experiment.status) == ExperimentStatus.INTERRUPTED,
+                        sa.and_(
+                            col(Experiment.status) == ExperimentStatus.RUNNING, sa.or_(*nobodys)
+                        ),
                     ),
                 )
                 .order_by(col(Experiment.seq))
+                .with_for_update()
             ).all()
             requeued: list[str] = []
             failed: list[str] = []
-            now = self._now()
             for exp in stale:
                 if exp.attempts >= max_attempts:
                     exp.status = ExperimentStatus.FAILED
@@ -533,6 +712,7 @@ class Store:
                     exp.failure_class = None
                     exp.started_at = None
                     requeued.append(exp.id)
+                exp.lease_expires_at = None
                 s.add(exp)
             s.flush()
             if stale:
@@ -811,6 +991,30 @@ class Store:
         s.add(row)
         s.flush()
         return event_row(row)
+
+
+def _expiry(now: datetime, lease: Lease | None) -> datetime | None:
+    return now + timedelta(seconds=lease.seconds) if lease is not None else None
+
+
+def _running(experiment_id: str, lease: Lease | None) -> tuple[Any, ...]:
+    """The condition on an experiment that is running (and held by `lease`, if given)."""
+    running = (
+        col(Experiment.id) == experiment_id,
+        col(Experiment.status) == ExperimentStatus.RUNNING,
+    )
+    return (*running, col(Experiment.lease_owner) == lease.owner) if lease else running
+
+
+def _lease_lost(current: Experiment, lease: Lease | None) -> None:
+    """Raise LeaseLostError when `lease` no longer holds `current` (a running experiment
+    someone else took over, or one that left 'running' while the lease was out)."""
+    if lease is not None and current.lease_owner != lease.owner:
+        raise LeaseLostError(
+            f"experiment {current.id} is no longer held by this runner ({lease.owner}): it "
+            f"is {current.status}, held by {current.lease_owner or 'nobody'}; its lease ran "
+            "out before it was renewed. The result is dropped; its new runner records it."
+        )
 
 
 def _verified(blob: CodeBlob) -> str:

@@ -73,6 +73,9 @@ class Experiment(SQLModel, table=True):
     started_at: datetime | None = Field(default=None, sa_type=_Tz)
     finished_at: datetime | None = Field(default=None, sa_type=_Tz)
     llm_json: str | None = Field(default=None, sa_type=sa.Text)
+    lease_owner: str | None = Field(default=None, sa_type=sa.String(96))
+    lease_expires_at: datetime | None = Field(default=None, sa_type=_Tz)
+    recorded_by: str | None = Field(default=None, sa_type=sa.String(96))
 
 
 class Metric(SQLModel, table=True):

@@ -8,6 +8,10 @@ auditor can check it against the governance directives in the same log. Each fin
 experiment is recorded once; on start the node records any it finished but did not get
 to record before a crash. Each governance directive the node applies is recorded once
 too (`Recorder.directive`, keyed by source, campaign and epoch).
+
+Nodes sharing one campaign database each keep their own log (`log_database_url`); an
+experiment goes into exactly one of them: the node that records it first claims it in
+the store (`Store.claim_record`), and the others leave it alone.
 """
 
 from __future__ import annotations
@@ -250,10 +254,12 @@ class Recorder:
         return self.log.append(DIRECTIVE_KIND, stmt, subject=subject), stmt["predicate"]
 
     def experiment_final(self, experiment_id: str) -> None:
-        """Record a finished (scored or failed) experiment, once."""
+        """Record a finished (scored or failed) experiment, once, in one node's log."""
         exp = self.store.get_experiment(experiment_id)
         if exp.status not in FINISHED_STATUSES or self.log.db.has_subject(EXPERIMENT_KIND, exp.id):
             return
+        if not self.store.claim_record(exp.id, self.log.node_id):
+            return  # another node sharing the campaign records it in its own log
         campaign = self.store.get_campaign(exp.campaign_id)
         stmt = experiment_statement(self.store, campaign, exp, self.log.node_id)
         self.log.append(EXPERIMENT_KIND, stmt, subject=exp.id)
@@ -262,9 +268,10 @@ class Recorder:
         """Record finished experiments not yet in the log (a crash came between finishing
         and recording): failed ones, scored ones, and with `unscored` every done one."""
         recorded = self.log.db.subjects(EXPERIMENT_KIND)
+        node = self.log.node_id
         for exp in sorted(self.store.list_experiments(campaign.id), key=lambda e: e.seq):
             final = exp.status in (ExperimentStatus.FAILED, ExperimentStatus.INTERRUPTED) or (
                 exp.status is ExperimentStatus.DONE and (unscored or exp.fitness is not None)
             )
-            if final and exp.id not in recorded:
+            if final and exp.id not in recorded and exp.recorded_by in (None, node):
                 self.experiment_final(exp.id)

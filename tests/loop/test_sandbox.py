@@ -6,6 +6,7 @@ directly, skipping the static check, because the OS has to contain what slips pa
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import signal
@@ -21,11 +22,16 @@ from pathlib import Path
 
 import pytest
 
+from loop import sandbox
 from loop.outcome import FailureClass
 from loop.sandbox import (
+    LIBRARY_DIRS,
     PROJECT_ROOT,
     Limits,
+    SandboxError,
     SandboxOutcome,
+    _loader_dirs,
+    check_isolation,
     namespaces_available,
     run_sandboxed,
     screen_report,
@@ -453,3 +459,101 @@ def test_train_job_reports_an_unexportable_model(tmp_path: Path) -> None:
     )
     assert out.failure is FailureClass.EXPORT, (out.message, out.stderr_tail)
     assert "could not export" in out.message
+
+
+@needs_root_jail
+def test_a_candidate_walking_everything_it_reaches_finds_nothing_of_the_host(
+    tmp_path: Path, visible_dir: Path
+) -> None:
+    # Host files the jail must not show: beside the project, in /tmp, in the node's home
+    # (inside the project here, so masked), and everywhere else a candidate might look.
+    beside = Path(tempfile.mkdtemp(dir=PROJECT_ROOT.parent, prefix=".sandbox-walk-"))
+    try:
+        beside.chmod(0o755)
+        for folder in (beside, tmp_path, visible_dir / "home"):
+            folder.mkdir(exist_ok=True)
+            (folder / "secret.txt").write_text(SECRET)
+            (folder / "secret.txt").chmod(0o644)
+        shards = visible_dir / "home" / "shards"  # a shard folder inside the hidden home
+        shards.mkdir()
+        (shards / "train.bin").write_bytes(b"tokens")
+        ws = tmp_path / "ws"
+        host = [sys.prefix, sys.base_prefix, PROJECT_ROOT, ws, shards, *LIBRARY_DIRS]
+        host += _loader_dirs()
+        jail = [  # the jail's own: a fresh /proc and /dev, two-line passwd and group
+            "/proc",
+            *(f"/dev/{name}" for name in ("null", "zero", "full", "random", "urandom", "shm")),
+            *(f"/dev/{name}" for name in ("fd", "stdin", "stdout", "stderr")),
+            "/etc/passwd",
+            "/etc/group",
+            "/etc/ld.so.cache",
+            "/etc/ld.so.conf",
+            "/etc/ld.so.conf.d",
+            "/sys/devices/system/cpu",
+            "/sys/devices/system/node",
+            "/tmp",
+            "/var/tmp",
+        ]
+        roots = sorted({str(Path(p).resolve()) for p in host} | {str(p) for p in host + jail})
+        limits = Limits(
+            wall_s=120, cpu_s=120, hidden_paths=(visible_dir / "home",), readable_paths=(shards,)
+        )
+        out = run(hostile("walk_host.txt", roots=repr(roots)), ws, limits)
+        assert "WALKED" in out.message, out.message + out.stderr_tail
+        walk = eval((ws / "artifacts" / "walk.txt").read_text())  # written by the walker
+        assert walk["listed"] > 20 and walk["modules"] > 100  # it did get around
+        assert walk["strays"] == []
+        assert len(walk["pids"]) <= 2  # the jail's init and the runner: no host process
+        assert SECRET not in out.message and SECRET not in out.stderr_tail
+    finally:
+        shutil.rmtree(beside, ignore_errors=True)
+
+
+def test_a_host_without_namespaces_refuses_unless_the_operator_opts_in(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # As in a container started without the flags: unshare exists but is denied.
+    monkeypatch.setattr(
+        sandbox,
+        "namespace_problem",
+        lambda: "cannot create the jail's namespaces (unshare: Operation not permitted)",
+    )
+    with pytest.raises(SandboxError) as refused:
+        check_isolation(FAST)
+    for named in ("Operation not permitted", "--cap-add SYS_ADMIN", "sandbox.allow_unisolated"):
+        assert named in str(refused.value)
+    with pytest.raises(SandboxError, match="allow_unisolated"):
+        run("raise ValueError('never runs')", tmp_path / "refused", FAST)
+    assert not (tmp_path / "refused").exists()
+    opted_in = dataclasses.replace(FAST, allow_unisolated=True)
+    check_isolation(opted_in)
+    try:
+        out = run("raise ValueError('ran')", tmp_path / "ws", opted_in)
+    except SandboxError as exc:  # as root, Python sits where the dropped user cannot go
+        assert "cannot enter" in str(exc) and "allow_unisolated" not in str(exc)
+    else:
+        assert out.failure is FailureClass.CRASH and "ValueError: ran" in out.message
+        assert "unisolated" in out.isolation and "net_namespace" not in out.isolation
+
+
+@needs_root_jail
+def test_crash_text_is_bounded_and_scrubbed_before_anyone_reads_it(tmp_path: Path) -> None:
+    code = (
+        "import sys\n"
+        "for n in range(3000):\n"
+        "    print('row', n, 'of the data', file=sys.stderr)\n"
+        "print('\\x1b[31mred\\x07 /srv/host/file.txt', file=sys.stderr)\n"
+        "frame = compile('x = 1 / 0', '/etc/shadow', 'exec')\n"
+        "exec(frame)\n"
+    )
+    out = run(code, tmp_path / "ws")
+    assert out.failure is FailureClass.CRASH
+    for text in (out.message, out.stderr_tail):
+        assert "/etc/shadow" not in text and "/srv/host" not in text
+        assert "\x1b" not in text and "\x07" not in text
+    assert "ZeroDivisionError: division by zero" in out.message
+    assert f"{tmp_path / 'ws'}/candidate.py" in out.message  # the jail's own paths stay
+    assert "row 2999" not in out.stderr_tail and "other output line(s) left out" in (
+        out.stderr_tail
+    )
+    assert len(out.stderr_tail) <= 4100

@@ -23,10 +23,19 @@ from store_contract import make_pre_alembic
 from node.cli.main import main
 from node.errors import SchemaVersionError
 from node.store import Store
-from node.store.migrations import MIGRATIONS, SCRIPT_LOCATION, revisions
+from node.store.migrations import MIGRATIONS, SCRIPT_LOCATION, revisions, upgrade
 
 REAL_HOME = Path(__file__).parent / "data" / "home-schema-v6"
 HEAD = MIGRATIONS[-1]
+HEAD_NAME = f"{HEAD} ({revisions()[-1].description})"
+# The last revision asi-node made before alembic: the real home's schema.
+LEGACY = "0006"
+LEGACY_NAME = f"{LEGACY} (anchor targets)"
+AFTER_LEGACY = MIGRATIONS[MIGRATIONS.index(LEGACY) + 1 :]
+
+
+def _revisions(ids: tuple[str, ...]) -> str:
+    return f"{len(ids)} revision{'s' if len(ids) > 1 else ''} to apply ({', '.join(ids)})"
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
@@ -108,14 +117,16 @@ def test_real_home_from_before_alembic_is_upgraded_in_place(
     assert (code, err) == (0, "")
     assert out.splitlines() == [
         f"database: sqlite:///{db}",
-        f"revision: {HEAD} (anchor targets)",
+        f"revision: {HEAD_NAME}",
         "at head: yes",
     ]
 
 
 def test_revisions_make_the_schema_the_code_before_alembic_made(tmp_path: Path) -> None:
     fresh = tmp_path / "fresh.db"
-    Store.open(f"sqlite:///{fresh}").close()
+    engine = sa.create_engine(f"sqlite:///{fresh}")
+    upgrade(engine, LEGACY)
+    engine.dispose()
     real = _copy_home(tmp_path) / "node.db"
     assert _schema(fresh) == _schema(real)
 
@@ -127,20 +138,21 @@ def test_db_commands_adopt_a_home_from_before_alembic(
     code, out, _ = run(capsys, "--home", str(home), "db", "current")
     assert code == 0
     assert out.splitlines()[1:] == [
-        f"revision: {HEAD} (anchor targets), from the pre-alembic schema_version table "
+        f"revision: {LEGACY_NAME}, from the pre-alembic schema_version table "
         "(the next upgrade adopts it)",
-        "at head: yes",
+        f"at head: no, {_revisions(AFTER_LEGACY)}: asi-node db upgrade",
     ]
     assert "alembic_version" not in _counts(home / "node.db")  # `current` only reads
 
     code, out, _ = run(capsys, "--home", str(home), "db", "upgrade")
     assert code == 0
     assert out.splitlines()[1:] == [
-        f"adopted the pre-alembic schema_version table as revision {HEAD} (anchor targets)",
-        f"already at head: {HEAD} (anchor targets)",
+        f"adopted the pre-alembic schema_version table as revision {LEGACY_NAME}",
+        *(f"applied {r.id} ({r.description})" for r in revisions() if r.id in AFTER_LEGACY),
+        f"at head: {HEAD_NAME}",
     ]
     code, out, _ = run(capsys, "--home", str(home), "db", "upgrade")
-    assert (code, out.splitlines()[1:]) == (0, [f"already at head: {HEAD} (anchor targets)"])
+    assert (code, out.splitlines()[1:]) == (0, [f"already at head: {HEAD_NAME}"])
 
 
 def test_intermediate_database_from_before_alembic_upgrades_through_the_rest(
@@ -162,7 +174,7 @@ def test_intermediate_database_from_before_alembic_upgrades_through_the_rest(
     assert out.splitlines()[1:] == [
         "revision: 0004 (governance directives), from the pre-alembic schema_version table "
         "(the next upgrade adopts it)",
-        "at head: no, 2 revisions to apply (0005, 0006): asi-node db upgrade",
+        f"at head: no, {_revisions(MIGRATIONS[4:])}: asi-node db upgrade",
     ]
     code, out, _ = run(capsys, "--home", str(tmp_path), "db", "upgrade")
     assert code == 0
@@ -170,7 +182,8 @@ def test_intermediate_database_from_before_alembic_upgrades_through_the_rest(
         "adopted the pre-alembic schema_version table as revision 0004 (governance directives)",
         "applied 0005 (anchor outbox)",
         "applied 0006 (anchor targets)",
-        f"at head: {HEAD} (anchor targets)",
+        *(f"applied {r.id} ({r.description})" for r in revisions()[6:]),
+        f"at head: {HEAD_NAME}",
     ]
     counts = _counts(db)
     assert counts["governance_directive"] == 1 and counts["anchor_outbox"] == 0

@@ -253,7 +253,7 @@ def test_a_tick_with_no_new_result_reads_nothing_and_a_result_is_scored(
 
     done = listing(run.campaign.id)[-1]
     store.enqueue_experiment(run.campaign.id, done.candidate_id, "rerun", 0)
-    claimed = store.claim_next_experiment(run.campaign.id)
+    claimed = store.claim_next_experiment(run.campaign.id, run.lease)  # as the run claims
     assert claimed is not None
     run.record_result(claimed, EvalResult(None, "", metrics=dict(done.metrics or {})))
     run._finalize_scores()

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from lease_contract import LeaseContract
 from store_contract import (
     Database,
     StoreContract,
@@ -44,7 +45,7 @@ def store(db: Database) -> Iterator[Store]:
         yield s
 
 
-class TestSqliteStore(StoreContract):
+class TestSqliteStore(StoreContract, LeaseContract):
     pass
 
 

@@ -14,6 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import sqlalchemy as sa
+from lease_contract import LeaseContract
 from store_contract import Database, StoreContract, TickingClock, make_pre_alembic, raw_execute
 
 from node.errors import SchemaVersionError
@@ -102,7 +103,7 @@ def store(db: Database) -> Iterator[Store]:
         yield s
 
 
-class TestPostgresStore(StoreContract):
+class TestPostgresStore(StoreContract, LeaseContract):
     def test_newer_schema_is_refused(self, store: Store, db: Database) -> None:
         with store._engine.begin() as conn:
             conn.exec_driver_sql("UPDATE alembic_version SET version_num = '0099'")

@@ -57,7 +57,7 @@ _PG_LOCK_KEY = 0x6173692D6E6F6465
 SCRIPT_LOCATION = Path(__file__).resolve().parent
 
 # The revision ids, oldest first, one file each in versions/ (a test checks they agree).
-MIGRATIONS: tuple[str, ...] = ("0001", "0002", "0003", "0004", "0005", "0006")
+MIGRATIONS: tuple[str, ...] = ("0001", "0002", "0003", "0004", "0005", "0006", "0007")
 
 VERSION_TABLE = "alembic_version"
 

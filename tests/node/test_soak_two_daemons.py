@@ -1,0 +1,48 @@
+"""Two daemons share one PostgreSQL campaign while one is killed with SIGKILL: a short run
+of scripts/soak_two_daemons.py (the full one kills 50 times). Nothing is lost, nothing is
+recorded twice across the two logs, the budget holds and both logs pass `audit`."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+import sqlalchemy as sa
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+SCRIPT = Path(__file__).parents[2] / "scripts" / "soak_two_daemons.py"
+
+
+def _script() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("soak_two_daemons", SCRIPT)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_killing_one_of_two_daemons_loses_and_repeats_nothing(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    soak = _script()
+    engine = sa.create_engine(soak.SERVER, connect_args={"connect_timeout": 3})
+    try:
+        with engine.connect() as conn:
+            conn.exec_driver_sql("SELECT 1")
+    except sa.exc.OperationalError as exc:
+        pytest.skip(f"no PostgreSQL at {soak.SERVER}: {str(exc.orig).splitlines()[0]}")
+    finally:
+        engine.dispose()
+    code = soak.main(["--kills", "3", "--candidates", "4", "--min-gap", "2", "--max-gap", "8"])
+    report = json.loads(capsys.readouterr().out)
+    assert code == 0, report
+    assert report["kills"] == 3 and report["complete"]
+    assert (report["lost"], report["duplicates"], report["over_budget"]) == (0, 0, False)
+    assert report["candidates"] == 5  # the budget's four and the baseline
+    recorded = sum(log["records"] for log in report["logs"].values())
+    assert recorded == report["experiments"]
+    assert report["audit_exit_codes"] == {"a": 0, "b": 0}
