@@ -15,12 +15,13 @@ all trained to the end also finished with rungs (what the speed cost). Figures, 
 assertions.
 
     .venv/bin/python scripts/bench_throughput.py [--candidates N] [--preset full|quick]
-        [--steps N] [--top K]
+        [--steps N] [--top K] [--curves FILE]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import random
 import tempfile
 import threading
@@ -99,6 +100,9 @@ def main() -> None:
     parser.add_argument("--preset", choices=["quick", "full"], default="full")
     parser.add_argument("--steps", type=int, default=None, help="override the preset's steps")
     parser.add_argument("--top", type=int, default=3, help="the best K that should survive")
+    parser.add_argument(
+        "--curves", type=Path, help="write every run's loss curve and fitness here (JSON)"
+    )
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -133,6 +137,30 @@ def main() -> None:
         one = node.settings.loop.model_copy(update={"workers": 1, "threads_per_worker": 1})
         node.settings = node.settings.model_copy(update={"loop": one})
         report(node, run_arms(node, arms), args.top)
+        if args.curves is not None:
+            write_curves(node, args.curves)
+
+
+def write_curves(node: Node, path: Path) -> None:
+    """Each campaign's runs as (candidate, role, seed, status, fitness, loss curve): what a
+    study of rung settings replays without training again."""
+    out = {}
+    for camp in node.store.list_campaigns():
+        names = {c.id: c.name for c in node.store.list_candidates(camp.id)}
+        out[camp.name] = [
+            {
+                "candidate": names.get(e.candidate_id, e.candidate_id),
+                "role": e.role,
+                "seed": e.seed,
+                "status": e.status,
+                "failure": e.failure_class,
+                "fitness": e.fitness,
+                "loss_curve": (e.train or {}).get("loss_curve"),
+            }
+            for e in node.store.list_experiments(camp.id)
+        ]
+    path.write_text(json.dumps(out, indent=1))
+    print(f"curves of {sum(len(v) for v in out.values())} runs written to {path}")
 
 
 def report(node: Node, walls: dict[str, float], top: int) -> None:
@@ -146,7 +174,11 @@ def report(node: Node, walls: dict[str, float], top: int) -> None:
         cands = {c.id: c for c in node.store.list_candidates(arm.id)}
         exps = [e for e in node.store.list_experiments(arm.id) if e.role == "candidate"]
         rows = build(list(cands.values()), node.store.list_experiments(arm.id))
-        ranked[arm.name] = [cands[r.candidate_id].digest for r in rows if r.fitness is not None]
+        ranked[arm.name] = [
+            cands[r.candidate_id].digest
+            for r in rows
+            if r.fitness is not None and cands[r.candidate_id].origin != "baseline"
+        ]
         finished = sum(e.status == "done" for e in exps)
         outpaced = [e for e in exps if e.failure_class == "outpaced"]
         wall = walls[arm.name]
@@ -169,7 +201,10 @@ def report(node: Node, walls: dict[str, float], top: int) -> None:
     )
     best = ranked["today"][:top]
     kept = [d for d in best if d in ranked["rungs"]]
-    print(f"today's best {len(best)} by fitness: {len(kept)} of them finished with rungs")
+    print(
+        f"today's best {len(best)} generated candidates by fitness: {len(kept)} of them "
+        "finished with rungs"
+    )
 
 
 if __name__ == "__main__":
