@@ -1,0 +1,78 @@
+"""Replay rung settings over loss curves that ran to the end: what each would have cut.
+
+Reads the curves `scripts/bench_throughput.py --curves FILE` writes, takes the arm whose
+candidates all trained to the end ("today"), and replays `node.campaign.rungs` over its
+first-seed runs in the order they were made: the baselines' curves first, then each
+candidate held to the cuts of the runs before it (a stopped one's curve cut at its
+rung). For each setting it prints who would have been stopped where, how many of the
+best K by final fitness would have finished, and the share of training steps saved.
+Figures, not a verdict: a handful of candidates is a small sample.
+
+    .venv/bin/python scripts/study_rungs.py CURVES.json [--arm today] [--top K]
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+from pathlib import Path
+from typing import Any
+
+from node.campaign.config import Rungs
+from node.campaign.rungs import loss_at, rung_cuts
+
+SETTINGS = [(0.25,), (0.25, 0.5), (0.4,), (0.5,), (0.4, 0.67), (0.67,)]
+KEEPS = [0.5, 0.67, 0.75]
+
+
+def replay(
+    rungs: Rungs, baselines: list[dict[str, Any]], cands: list[dict[str, Any]], steps: int
+) -> list[tuple[str, int]]:
+    """(candidate, step) for each candidate the rungs would have stopped, in run order."""
+    every = int(baselines[0]["loss_curve"][0][0])
+    pool = [r["loss_curve"] for r in baselines]
+    stopped = []
+    for run in cands:
+        cuts = rung_cuts(rungs, steps, every, pool)
+        curve = run["loss_curve"]
+        stop = next((s for s, c in cuts if (x := loss_at(curve, s)) is not None and x > c), None)
+        if stop is None:
+            pool.append(curve)
+        else:
+            stopped.append((run["candidate"], stop))
+            pool.append([p for p in curve if p[0] <= stop])
+    return stopped
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("curves", type=Path)
+    parser.add_argument("--arm", default="today")
+    parser.add_argument("--top", type=int, default=3)
+    args = parser.parse_args()
+
+    runs = json.loads(args.curves.read_text())[args.arm]
+    first = [r for r in runs if r["seed"] == 0 and r["loss_curve"]]
+    baselines = [r for r in first if r["role"] == "baseline"]
+    cands = [r for r in first if r["role"] == "candidate"]
+    steps = int(max(p[0] for r in first for p in r["loss_curve"]))
+    best = sorted(
+        (r for r in cands if r["fitness"] is not None), key=lambda r: -float(r["fitness"])
+    )
+    top = [r["candidate"] for r in best[: args.top]]
+    print(f"{len(cands)} candidates, {len(baselines)} baselines, {steps} steps")
+    for run in best:
+        print(f"  {run['candidate']:<44} fitness {run['fitness']:+.3f}")
+    print(f"\n{'rungs':<13} {'keep':<5} {'best kept':>9} {'saved':>6}  stopped (step)")
+    for at, keep in itertools.product(SETTINGS, KEEPS):
+        stopped = replay(Rungs(at=at, keep=keep), baselines, cands, steps)
+        gone = {name for name, _ in stopped}
+        saved = sum(steps - step for _, step in stopped) / (steps * len(cands))
+        kept = f"{sum(t not in gone for t in top)}/{len(top)}"
+        shown = ", ".join(f"{name}@{step}" for name, step in stopped) or "-"
+        print(f"{at!s:<13} {keep:<5} {kept:>9} {saved:6.0%}  {shown}")
+
+
+if __name__ == "__main__":
+    main()
