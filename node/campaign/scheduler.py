@@ -512,6 +512,9 @@ class CampaignRunner:
         cand = self.store.get_candidate(exp.candidate_id)
         options = dict(cand.options)
         width = options.pop(WIDTH_OPTION, None)
+        # One read of the campaign for what a generated candidate's run is checked against.
+        proposed = exp.role is ExperimentRole.CANDIDATE and self.config.verify is None
+        runs = self.store.list_experiments(self.campaign.id) if proposed else []
         job = experiment_job(
             self.config,
             experiment_id=exp.id,
@@ -523,34 +526,37 @@ class CampaignRunner:
             heldout=heldout_seed(self.node_secret, exp.id),
             options=options,
             backbone=at_width(self._backbone, width),
-            twins=self._twins(exp),
-            peers=self._peers(exp),
+            twins=self._twins(exp, runs),
+            peers=self._peers(exp, runs),
         )
         if self.llm is not None:
             return self.llm.execute(self.engineer, job, exp.role, self.stop)
         return self.engineer.run(job, cancel=self.stop)
 
-    def _peers(self, exp: ExperimentRow) -> list[Sequence[Sequence[float]]] | None:
+    def _peers(
+        self, exp: ExperimentRow, runs: Sequence[ExperimentRow]
+    ) -> list[Sequence[Sequence[float]]] | None:
         """With `[rungs]`, the loss curves a generated candidate's first run is held to:
-        every other run of the campaign on its seed (`node.campaign.rungs`); None for the
-        runs that always train to the end."""
+        every other of the campaign's `runs` on its seed (`node.campaign.rungs`); None for
+        the runs that always train to the end."""
         first = exp.role is ExperimentRole.CANDIDATE and exp.seed == self.config.seed
         if self.config.rungs is None or not first:
             return None
-        runs = self.store.list_experiments(self.campaign.id)
         return peer_curves(
             ((e.candidate_id, e.seed, e.train) for e in runs), exp.candidate_id, exp.seed
         )
 
-    def _twins(self, exp: ExperimentRow) -> tuple[tuple[str, Probe], ...]:
-        """The probes of the campaign's trained candidates, for a proposed candidate's first
-        run only: baselines, re-runs and a verification stage's chosen candidates are never
-        rejected as behaviour twins."""
+    def _twins(
+        self, exp: ExperimentRow, runs: Sequence[ExperimentRow]
+    ) -> tuple[tuple[str, Probe], ...]:
+        """The probes of the campaign's trained candidates (of its `runs`), for a proposed
+        candidate's first run only: baselines, re-runs and a verification stage's chosen
+        candidates are never rejected as behaviour twins."""
         if exp.role is not ExperimentRole.CANDIDATE or self.config.verify is not None:
             return ()
         names = {c.id: c.name for c in self.store.list_candidates(self.campaign.id)}
         known: dict[str, tuple[str, Probe]] = {}
-        for e in self.store.list_experiments(self.campaign.id):
+        for e in runs:
             probe = Probe.from_json((e.screen or {}).get("probe"))
             done = e.status is ExperimentStatus.DONE and e.candidate_id != exp.candidate_id
             if done and probe is not None and e.candidate_id not in known:

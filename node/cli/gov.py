@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 from node.errors import AsiNodeError
 
 if TYPE_CHECKING:
+    from governance.ballots import Ballot, GovernorDomain
     from node.runtime import Node
     from node.store import CampaignRow
 
@@ -398,6 +399,13 @@ def _vote(args: argparse.Namespace, url: str) -> int:
     nonce = int(_call(url, "GET", f"/gov/voters/{voter}/nonce")["nonce"])
     pid = proposal_id(args.proposal)
     ballot = sign_ballot(key, domain, pid, SUPPORT[args.support], nonce)
+    reply = relay_ballot(url, ballot, domain)
+    print(f"vote {args.support} on {args.proposal} by {voter} relayed: {reply['tx']}")
+    return 0
+
+
+def relay_ballot(url: str, ballot: Ballot, domain: GovernorDomain) -> dict[str, Any]:
+    """POST a signed ballot to a node's relay (`/gov/ballots`); its answer (the tx)."""
     body = {
         "proposal_id": ballot.proposal_id,
         "support": ballot.support,
@@ -407,9 +415,8 @@ def _vote(args: argparse.Namespace, url: str) -> int:
         "chain_id": domain.chain_id,
         "verifying_contract": domain.verifying_contract,
     }
-    reply = _call(url, "POST", "/gov/ballots", body)
-    print(f"vote {args.support} on {args.proposal} by {voter} relayed: {reply['tx']}")
-    return 0
+    reply: dict[str, Any] = _call(url, "POST", "/gov/ballots", body)
+    return reply
 
 
 def add_parser(sub: Any) -> argparse.ArgumentParser:

@@ -215,16 +215,7 @@ def _send_ballot(governor: VoterGovernor, ballot: Ballot, url: str | None) -> in
             "or relayed by a node: give --key-file or --url"
         )
     checked = BallotRelay(governor).check(ballot, domain.chain_id, domain.verifying_contract)
-    body = {
-        "proposal_id": checked.proposal_id,
-        "support": checked.support,
-        "voter": checked.voter,
-        "nonce": checked.nonce,
-        "signature": "0x" + checked.signature.hex(),
-        "chain_id": domain.chain_id,
-        "verifying_contract": domain.verifying_contract,
-    }
-    reply = gov._call(url, "POST", "/gov/ballots", body)
+    reply = gov.relay_ballot(url, checked, domain)
     return _counted(governor, ballot.proposal_id, f"{what} relayed by {url}", str(reply["tx"]))
 
 
