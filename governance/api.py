@@ -25,6 +25,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Annotated, Any, Literal, NoReturn, Protocol
 
+from eth_utils.address import to_checksum_address
 from fastapi import APIRouter, Depends, Header, HTTPException, Path, Query, Request
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
@@ -519,6 +520,24 @@ def governance_router(
         if info is None:
             raise HTTPException(404, f"no proposal {proposal_id} on this Governor")
         return _proposal_out(gov, info, voter)
+
+    @router.get("/proposals/{proposal_id}/ballot")
+    def ballot_to_sign(
+        proposal_id: Proposal,
+        voter: Annotated[str, Query(pattern=ADDRESS_PATTERN, description="who signs")],
+        gov: Chain,
+        support: Annotated[int, Query(ge=0, le=2, description="0 against, 1 for, 2 abstain")] = 1,
+        nonce: Annotated[int | None, Query(ge=0, le=UINT256)] = None,
+    ) -> dict[str, Any]:
+        """The voter's unsigned ballot as EIP-712 typed data for a wallet's
+        `eth_signTypedData_v4` (uint256 values as decimal strings): the message the relay
+        checks a signature of at POST /gov/ballots. `nonce` defaults to the voter's
+        current one."""
+        if gov.proposal(proposal_id) is None:
+            raise HTTPException(404, f"no proposal {proposal_id} on this Governor")
+        nonce = gov.nonce(voter) if nonce is None else nonce
+        unsigned = Ballot(proposal_id, support, to_checksum_address(voter), nonce, b"")
+        return unsigned.wallet_typed_data(gov.domain())
 
     @router.post("/proposals/prepare")
     def prepare_proposal(body: PrepareIn, gov: Chain) -> PreparedOut:

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from loop.devices import DevicePool, sandbox_gpu_env
+from loop.heartbeat import HEARTBEAT_FILE, OnProgress, watch
 from loop.model import BackboneConfig
 from loop.outcome import FailureClass
 from loop.probe import Probe
@@ -64,6 +65,8 @@ class ExperimentJob:
     # of them computes stops after screening as a behaviour twin (loop.probe). Empty for
     # baselines and re-runs, which are never rejected.
     twins: tuple[tuple[str, Probe], ...] = ()
+    # Called (from a watcher thread) with each new training heartbeat while it trains.
+    on_progress: OnProgress | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -266,7 +269,8 @@ class Engineer:
             device=device,
             twins=job.twins,
         )
-        trained = run_sandboxed(train_spec, root / "train", limits, stop=cancel)
+        with watch(root / "train" / HEARTBEAT_FILE, job.on_progress):
+            trained = run_sandboxed(train_spec, root / "train", limits, stop=cancel)
         timings["sandbox_train_s"] = trained.wall_s
         if trained.cpu_s is not None:
             timings["sandbox_train_cpu_s"] = trained.cpu_s

@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from loop.heartbeat import Heartbeat
 from loop.model import Backbone, BackboneConfig
 from loop.outcome import FailureClass
 from loop.tasks import IGNORE_INDEX, Batch, MQARSpec, Task
@@ -212,17 +213,30 @@ def optimizer_for(model: Backbone, config: TrainConfig, fused: bool = False) -> 
 
 
 def train(
-    model: Backbone, spec: Task, config: TrainConfig, on_step: OnStep | None = None
+    model: Backbone,
+    spec: Task,
+    config: TrainConfig,
+    on_step: OnStep | None = None,
+    heartbeat: Heartbeat | None = None,
 ) -> TrainLog:
     """Train `model` in place on `spec` and say how it went.
 
     Deterministic for a given model initialisation and `config.seed`. `on_step(steps_done,
     loss)` is called after every optimiser step; returning False stops at that point with
     StopReason.INTERRUPTED (the model is consistent there and can be exported or dropped).
+    `heartbeat` gets the progress after every step (it writes at its own pace).
     """
     torch.set_num_threads(config.threads)
     torch.manual_seed(config.seed)  # for any randomness inside the mixer (dropout, noise)
-    log = run_steps(model, spec, config, optimizer_for(model, config), masked_loss, on_step)
+    log = run_steps(
+        model,
+        spec,
+        config,
+        optimizer_for(model, config),
+        masked_loss,
+        on_step,
+        heartbeat=heartbeat,
+    )
     logger.info(
         "training finished",
         extra={
@@ -245,10 +259,12 @@ def run_steps(
     *,
     prepare: Callable[[Batch], Batch] = lambda batch: batch,
     after_step: Callable[[int, Batch], None] | None = None,
+    heartbeat: Heartbeat | None = None,
 ) -> TrainLog:
     """The step loop every trainer shares: schedule, NaN checks, clipping, the loss curve,
-    the early-abort probe and `on_step`. `prepare` moves each batch where the model is;
-    `after_step(steps_done, batch)` runs after each optimiser step (device timing)."""
+    the early-abort probe, `on_step` and the `heartbeat`. `prepare` moves each batch where
+    the model is; `after_step(steps_done, batch)` runs after each optimiser step (device
+    timing)."""
     model.train()
     start = time.perf_counter()
     curve: list[tuple[int, float]] = []
@@ -280,6 +296,9 @@ def run_steps(
         tokens_seen += batch.tokens.numel()
         if after_step is not None:
             after_step(steps_done, batch)
+        if heartbeat is not None:
+            elapsed = time.perf_counter() - start
+            heartbeat.beat(steps_done, config.steps, value, tokens_seen, elapsed)
         window.append(value)
         if steps_done % config.log_every == 0 or steps_done == config.steps:
             curve.append((steps_done, sum(window) / len(window)))

@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from loop.heartbeat import Heartbeat
 from loop.model import Backbone, BackboneConfig, swiglu_hidden
 from loop.tasks import IGNORE_INDEX, Batch, LMSpec, Task
 from loop.tasks.lm import heldout_windows_for
@@ -177,6 +178,7 @@ def train_on_device(
     config: TrainConfig,
     device_config: DeviceConfig | None = None,
     on_step: OnStep | None = None,
+    heartbeat: Heartbeat | None = None,
 ) -> tuple[TrainLog, Throughput]:
     """Train `model` in place on the device (it stays there) and say how it went and how fast.
 
@@ -202,6 +204,7 @@ def train_on_device(
         on_step,
         prepare=lambda batch: _to_device(batch, device),
         after_step=meter.step,
+        heartbeat=heartbeat,
     )
     _sync(device)
     end = time.perf_counter()

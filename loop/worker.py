@@ -47,6 +47,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from loop.errors import LoopError
+from loop.heartbeat import BEAT_INTERVAL_S, HEARTBEAT_FILE, MAX_HEARTBEAT_BYTES, Heartbeat
 
 if TYPE_CHECKING:
     from types import ModuleType
@@ -396,6 +397,48 @@ def _copy_file(src_dir: int, dst_dir: int, name: str, max_bytes: int) -> int:
     return copied
 
 
+class _HeartbeatRelay:
+    """Copies the training heartbeat from the jail's tmpfs workspace to the real one
+    every few seconds, so the Engineer sees progress while the runner still runs. The
+    file is the candidate's to write: a plain file only, at most MAX_HEARTBEAT_BYTES,
+    passed on as bytes (the Engineer parses it); a failed copy is skipped."""
+
+    def __init__(self, inside: str, real: int) -> None:
+        self.inside = inside
+        self.real = real
+        self.interval_s = BEAT_INTERVAL_S
+        self._next = 0.0
+
+    def __call__(self) -> None:
+        now = time.monotonic()
+        if now < self._next:
+            return
+        self._next = now + self.interval_s
+        tmp = HEARTBEAT_FILE + ".tmp"
+        try:
+            src = os.open(
+                os.path.join(self.inside, HEARTBEAT_FILE),
+                os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK,
+            )
+            try:
+                if not stat.S_ISREG(os.fstat(src).st_mode):
+                    return
+                data = os.read(src, MAX_HEARTBEAT_BYTES + 1)
+            finally:
+                os.close(src)
+            if len(data) > MAX_HEARTBEAT_BYTES:
+                return
+            flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW
+            dst = os.open(tmp, flags, 0o644, dir_fd=self.real)
+            try:
+                os.write(dst, data)
+            finally:
+                os.close(dst)
+            os.replace(tmp, HEARTBEAT_FILE, src_dir_fd=self.real, dst_dir_fd=self.real)
+        except OSError:
+            return
+
+
 def _copy_back(spec: Mapping[str, Any], real: int) -> list[str]:
     """Bring result.json and artifacts/* out of the jail's workspace; returns notes.
 
@@ -469,11 +512,14 @@ def _report(status_fd: int, event: Mapping[str, Any]) -> None:
     os.write(status_fd, (json.dumps(event) + "\n").encode())
 
 
-def _wait_for(child: int, lifeline: int) -> tuple[int, resource.struct_rusage] | None:
+def _wait_for(
+    child: int, lifeline: int, tick: Callable[[], None] | None = None
+) -> tuple[int, resource.struct_rusage] | None:
     """Wait for the runner, reaping orphans as PID 1 must; None if the parent went away.
 
     The parent holds the other end of `lifeline` for as long as it waits; EOF means it
     died without killing the jail, so the jail ends itself rather than run unsupervised.
+    `tick` runs about twice a second meanwhile.
     """
     runner = os.pidfd_open(child)
     poller = select.poll()
@@ -493,6 +539,8 @@ def _wait_for(child: int, lifeline: int) -> tuple[int, resource.struct_rusage] |
             if any(fd == lifeline for fd, _ in poller.poll(500)):
                 os.kill(child, signal.SIGKILL)
                 return None
+            if tick is not None:
+                tick()
     finally:
         os.close(runner)
 
@@ -569,7 +617,8 @@ def run_init(spec: Mapping[str, Any]) -> int:
         except BaseException as exc:
             _report(status_fd, {"event": "error", "message": f"sandbox start: {exc}"})
         os._exit(SETUP_FAILED)
-    ended = _wait_for(child, lifeline)
+    relay = None if real_workspace is None else _HeartbeatRelay(spec["workspace"], real_workspace)
+    ended = _wait_for(child, lifeline, relay)
     _kill_leftovers(in_namespace=bool(spec["namespaces"]))
     if ended is None:
         return SETUP_FAILED  # the parent is gone: nobody to report to
@@ -731,14 +780,17 @@ def _train(
     backbone = BackboneConfig(**_as_tuples(job["backbone"] or {}))
     model = Backbone(mixer_cls, backbone, job.get("options") or {}, seed=int(job["model_seed"]))
     payload: dict[str, Any] = {}
+    heartbeat = Heartbeat(workspace / HEARTBEAT_FILE)
     if job.get("device"):
         from loop.train_device import DeviceConfig, train_on_device
 
-        log, throughput = train_on_device(model, spec, config, DeviceConfig(**job["device"]))
+        log, throughput = train_on_device(
+            model, spec, config, DeviceConfig(**job["device"]), heartbeat=heartbeat
+        )
         model.cpu()  # export on the CPU, through the references: graphs of plain ATen ops
         payload["throughput"] = dataclasses.asdict(throughput)
     else:
-        log = train(model, spec, config)
+        log = train(model, spec, config, heartbeat=heartbeat)
     payload["train_log"] = dataclasses.asdict(log)
     if log.failure is not None:
         return {"failure": str(log.failure), "message": log.detail, "payload": payload}

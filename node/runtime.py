@@ -14,12 +14,15 @@ from typing import TYPE_CHECKING
 from attestation.keys import NodeKey
 from loop.devices import DevicePool, visible_gpus
 from loop.engineer import Engineer
+from loop.repair import Runs
 from loop.sandbox import Limits, check_isolation
 from node.campaign.config import CampaignConfig
 from node.campaign.leases import new_lease
+from node.campaign.ray_engineer import RayEngineer, RayPlan
 from node.campaign.scheduler import CampaignRunner, EventSink, RunSummary
 from node.campaign.tasks import check_data
 from node.errors import ConfigError
+from node.evidence import log_worker_evidence
 from node.settings import Settings, init_home, load_settings
 from node.store import Store
 from node.tlog.log import LogView, NodeLog
@@ -134,11 +137,34 @@ class Node:
             )
         return "training on the CPU (no GPU visible)"
 
-    def engineer(self) -> Engineer:
+    def engineer(self) -> Runs:
+        """What runs experiments: an Engineer on this machine, or with `[ray] address`
+        a RayEngineer sending each one to a Ray worker."""
+        if self.settings.ray.address:
+            return self.ray_engineer()
+        gpus = self.gpus()
+        limits = self._limits(bool(gpus), self.compile_cache() if gpus else None)
+        check_isolation(limits)  # refuse before any candidate runs, naming what is missing
+        home = Path(self.settings.home)
+        return Engineer(home / "workspaces", limits, devices=DevicePool(gpus) if gpus else None)
+
+    def ray_engineer(self) -> RayEngineer:
+        """The RayEngineer of `[ray]`: experiments on the cluster's workers, under this
+        node's sandbox limits (each worker machine needs the same isolation)."""
+        section = self.settings.ray
+        plan = RayPlan(
+            address=section.address,
+            gpus_per_experiment=section.gpus_per_experiment,
+            cpus_per_experiment=section.cpus_per_experiment,
+            workspaces=section.workspaces,
+        )
+        # The compile cache lives in this node's home, which a worker need not have.
+        return RayEngineer.connect(plan, self._limits(bool(section.gpus_per_experiment), None))
+
+    def _limits(self, gpus: bool, shared_cache: Path | None) -> Limits:
         sb = self.settings.sandbox
         home = Path(self.settings.home)
-        gpus = self.gpus()
-        limits = Limits(
+        return Limits(
             wall_s=sb.wall_seconds,
             cpu_s=sb.cpu_seconds,
             # The CUDA driver reserves huge virtual ranges: no address-space cap with GPUs.
@@ -148,12 +174,10 @@ class Node:
             allow_unisolated=sb.allow_unisolated,
             threads=self.settings.loop.threads_per_worker,
             hidden_paths=(home,),  # config, database and keys stay out of the jail
-            shared_cache=self.compile_cache() if gpus else None,
+            shared_cache=shared_cache,
             # Autotuning results go into the same cache, so later runs skip the benchmarks.
             extra_env={"TRITON_CACHE_AUTOTUNING": "1"} if gpus else {},
         )
-        check_isolation(limits)  # refuse before any candidate runs, naming what is missing
-        return Engineer(home / "workspaces", limits, devices=DevicePool(gpus) if gpus else None)
 
     def anchoring(self) -> Anchoring:
         """The chain the log's checkpoints go to: `chain.rpc_url`, or the embedded EVM;
@@ -231,8 +255,16 @@ class Node:
         followers' job (`anchoring_followers`), never the run's."""
         campaign = self.store.get_campaign(campaign_ref)
         config = CampaignConfig.model_validate(campaign.config)
-        check_data(config, Path(self.settings.home), gpus=self.gpus())
+        section = self.settings.ray
+        # On Ray the workers' GPUs count, not this machine's.
+        gpus = (0,) * section.gpus_per_experiment if section.address else self.gpus()
+        check_data(config, Path(self.settings.home), gpus=gpus)
         engineer = self.engineer()
+        workers = self.settings.loop.workers
+        if isinstance(engineer, RayEngineer):
+            log_worker_evidence(self, engineer)
+            threads = self.settings.loop.threads_per_worker
+            workers = section.workers or engineer.capacity(threads)
         if llm is None and config.researcher == "llm":
             from node.campaign.llm_setup import LLMSetup
 
@@ -244,7 +276,7 @@ class Node:
             self.store,
             campaign,
             engineer,
-            workers=self.settings.loop.workers,
+            workers=workers,
             threads_per_worker=self.settings.loop.threads_per_worker,
             node_secret=self.heldout_secret(),
             on_event=on_event,

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
@@ -149,6 +150,23 @@ class ApiSettings(_Section):
         description="hex key file (relative to the home) of the account that pays gas for "
         'relayed ballots, queue and execute; it needs no votes. "" = the node\'s chain.key',
     )
+    cors_origins: list[str] = Field(
+        default_factory=list,
+        description="browser origins (e.g. https://vote.example.org) whose pages may call "
+        "the API, such as a governance dApp; empty = none",
+    )
+
+    @field_validator("cors_origins")
+    @classmethod
+    def _origins(cls, value: list[str]) -> list[str]:
+        # A browser sends its origin as scheme://host[:port]; anything else never matches.
+        for origin in value:
+            if not re.fullmatch(r"https?://[^/\s]+", origin):
+                raise ValueError(
+                    f"{origin!r} is not an origin: write scheme://host[:port], "
+                    "without a path or a trailing slash"
+                )
+        return value
 
 
 class LLMRoleSettings(_Section):
@@ -358,6 +376,31 @@ class ChainSettings(_Section):
     retry_max_seconds: float = Field(default=300.0, gt=0, description="longest retry delay")
 
 
+class RaySettings(_Section):
+    """Scale-out: experiments run as tasks on a Ray cluster (needs asi-node[ray]); this
+    node stays the one writer of its store and log."""
+
+    address: str = Field(
+        default="",
+        description='"" = experiments run on this machine; "auto", "host:port" or '
+        '"ray://host:10001": the Ray cluster they run on',
+    )
+    gpus_per_experiment: int = Field(
+        default=1, ge=0, le=1, description="GPUs each experiment's task holds; 0 = CPU training"
+    )
+    cpus_per_experiment: int = Field(
+        default=0, ge=0, description="CPU slots each task holds; 0 = [loop] threads_per_worker"
+    )
+    workers: int = Field(
+        default=0,
+        ge=0,
+        description="experiments in flight on the cluster; 0 = as many as its resources hold",
+    )
+    workspaces: str = Field(
+        default="", description='workspace folder on each worker; "" = its temp folder'
+    )
+
+
 class Settings(BaseSettings):
     """Everything the node is configured with. Build it with `load_settings`.
 
@@ -390,6 +433,7 @@ class Settings(BaseSettings):
     governance: GovernanceSettings = GovernanceSettings()
     attestation: AttestationSettings = AttestationSettings()
     chain: ChainSettings = ChainSettings()
+    ray: RaySettings = RaySettings()
 
     @classmethod
     def settings_customise_sources(
@@ -628,7 +672,8 @@ def default_config_text() -> str:
 def _section_text(name: str, section: BaseModel) -> list[str]:
     lines = ["", f"[{name}]"]
     if type(section).__doc__:
-        lines.append(f"# {(type(section).__doc__ or '').strip()}")
+        doc = (type(section).__doc__ or "").strip()
+        lines += [f"# {line.strip()}" for line in doc.splitlines()]
     tables = []
     for key, sub in type(section).model_fields.items():
         value = getattr(section, key)

@@ -10,8 +10,9 @@
 #      Dockerfile's DEBIAN_PACKAGES, imported into buildah (kept for the next run);
 #   4. the image, from the Dockerfile on that base (buildah, vfs storage, chroot isolation);
 #   5. inside it: `asi-node --version`, the GPU stack's versions, a one-candidate campaign
-#      in the sandbox's jail, `daemon` answering the image's own HEALTHCHECK, and `audit`
-#      of the exported log.
+#      in the sandbox's jail, `daemon` answering the image's own HEALTHCHECK, `audit`
+#      of the exported log, and the daemon's TEE start-up on a fake configfs-tsm
+#      (scripts/tee_startup_check.py).
 #
 # Storage, the base tarball and the logs live in $ASI_NODE_IMAGE_WORK (default
 # /var/tmp/asi-node-image), outside the repository; --fresh empties it first. Needs root.
@@ -156,5 +157,9 @@ wait "$pid" || true
 cat /tmp/daemon.log
 test -n "$healthy" && echo "daemon: /health answered ok"'
 "${run[@]}" sh -ec 'asi-node log export /tmp/log.bundle && asi-node audit /tmp/log.bundle'
+# TEE start-up on the tests' fake configfs-tsm: evidence logged before the daemon serves
+# and bound to its key; with the provider set and no TEE, a refusal naming what is missing.
+"${bah[@]}" copy "$container" scripts/tee_startup_check.py tests/attestation/tee/fake_tee.py /tmp/
+"${run[@]}" python /tmp/tee_startup_check.py --fake-tee /tmp
 
 step "done: $image built in ${built} s, $("${bah[@]}" images --format '{{.Size}}' "$image"); storage $(du -sh "$work" | cut -f1)"

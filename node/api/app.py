@@ -1,13 +1,15 @@
 """The node's HTTP API: health, campaigns, leaderboards, experiment detail, Prometheus
-metrics; governance routes from `governance.api`."""
+metrics, log records with proofs, anchors and the log's audit; governance routes from
+`governance.api`; the dashboard at `/` and the API docs, served without a CDN."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Request
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 from pydantic import SecretStr
 
@@ -16,12 +18,14 @@ from governance.api import governance_router
 from governance.ballots import GovernorClient
 from governance.errors import GovernanceError
 from node.api.attestation import attestation_router
+from node.api.dashboard import dashboard_router
 from node.api.log import log_router
 from node.api.metrics import metrics_router
 from node.api.models import CampaignDetail, ExperimentDetail, Health
+from node.api.proofs import proofs_router
 from node.campaign import discovery, leaderboard
 from node.errors import AsiNodeError, CorruptStoreError, NotFoundError, StoreError
-from node.store import CampaignRow, ExperimentRow, Store
+from node.store import CampaignRow, CandidateRow, ExperimentRow, Store
 from node.tlog.log import LogView
 
 HEALTH_PROBLEMS = {
@@ -49,14 +53,32 @@ def create_app(
     node_status: Callable[[], Mapping[str, Any]] | None = None,
     threads_per_worker: int = 1,
     log_store: Store | None = None,
+    cors_origins: Sequence[str] = (),
+    isolation_mode: str | None = None,
 ) -> FastAPI:
     """The app over one store; the caller owns the store's lifetime. The governance
     routes (`/gov`) relay to `governor` when one is given; with `attestation_evidence` the
     node's TEE evidence bundle is published at /attestation; `node_status` (the daemon's
     governed runs, `GovernedNode.status`) goes into /health; `threads_per_worker` (the
     node's setting) costs CPU experiments in the discovery rate's CPU-hours; the node's
-    log is read from `log_store` (its `log_database_url`; default: `store`)."""
-    app = FastAPI(title="asi-node", version="0.1.0", summary="Read-only view of a research node")
+    log is read from `log_store` (its `log_database_url`; default: `store`); browser
+    apps served from `cors_origins` may call the API (none by default); `isolation_mode`
+    (how the sandbox jails candidates here) is reported in /metrics."""
+    app = FastAPI(
+        title="asi-node",
+        version="0.1.0",
+        summary="Read-only view of a research node",
+        docs_url=None,  # served by dashboard_router from local assets
+        redoc_url=None,
+    )
+    if cors_origins:
+        # The operator token travels in the Authorization header, never in a cookie.
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=list(cors_origins),
+            allow_methods=["GET", "POST"],
+            allow_headers=["Authorization", "Content-Type"],
+        )
     if attestation_evidence is not None:
         app.include_router(attestation_router(attestation_evidence))
 
@@ -107,15 +129,31 @@ def create_app(
     def experiments(campaign_id: str) -> list[ExperimentRow]:
         return store.list_experiments(store.get_campaign(campaign_id).id)
 
+    @app.get("/campaigns/{campaign_id}/candidates")
+    def candidates(campaign_id: str) -> list[CandidateRow]:
+        """The campaign's candidates with their parents (its lineage)."""
+        return store.list_candidates(store.get_campaign(campaign_id).id)
+
     @app.get("/experiments/{experiment_id}")
     def experiment(experiment_id: str) -> ExperimentDetail:
         exp = store.get_experiment(experiment_id)
         cand = store.get_candidate(exp.candidate_id)
         return ExperimentDetail(**vars(exp), code=store.get_code(cand.digest), candidate=cand)
 
-    app.include_router(log_router(LogView(log_store or store)))
-    app.include_router(metrics_router(store, threads_per_worker, log_store))
+    log_view = LogView(log_store or store)
+    app.include_router(log_router(log_view))
+    app.include_router(proofs_router(log_view, log_store or store))
+    app.include_router(
+        metrics_router(
+            store,
+            threads_per_worker,
+            log_store,
+            node_status=node_status,
+            isolation_mode=isolation_mode,
+        )
+    )
     from node.governed.records import StoreGovernanceView
 
     app.include_router(governance_router(StoreGovernanceView(store), governor, operator_token))
+    app.include_router(dashboard_router(app.title))
     return app

@@ -22,7 +22,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -41,10 +41,12 @@ from loop.archive import (
     sample_parents,
     sample_references,
 )
-from loop.engineer import Engineer, EvalResult
+from loop.engineer import EvalResult
+from loop.heartbeat import Progress
 from loop.outcome import FailureClass
 from loop.probe import Probe
 from loop.proposal import ArchiveView, Proposal
+from loop.repair import Runs
 from loop.researcher import OfflineResearcher
 from loop.researcher.describe import describe_changes
 from node.campaign.config import CampaignConfig, Verify
@@ -119,7 +121,7 @@ class CampaignRunner:
         self,
         store: Store,
         campaign: CampaignRow,
-        engineer: Engineer,
+        engineer: Runs,
         workers: int,
         threads_per_worker: int,
         node_secret: bytes,
@@ -529,6 +531,7 @@ class CampaignRunner:
             twins=self._twins(exp, runs),
             peers=self._peers(exp, runs),
         )
+        job = replace(job, on_progress=self._progress(exp))
         if self.llm is not None:
             return self.llm.execute(self.engineer, job, exp.role, self.stop)
         return self.engineer.run(job, cancel=self.stop)
@@ -750,6 +753,26 @@ class CampaignRunner:
         )
         if not any(e.seed == seed for e in self._experiments_of(ref.id)):
             self.store.enqueue_experiment(cid, ref.id, ExperimentRole.BASELINE, seed, once=True)
+
+    def _progress(self, exp: ExperimentRow) -> Callable[[Progress], None]:
+        """Training heartbeats as "progress" events; emitted only, never stored (they
+        come every few seconds)."""
+        described = self.describe(exp)
+
+        def emit(p: Progress) -> None:
+            self.emit(
+                "progress",
+                described
+                | {
+                    "step": p.step,
+                    "steps": p.steps,
+                    "loss": p.loss,
+                    "tok_s": p.tok_s,
+                    "eta_s": p.eta_s,
+                },
+            )
+
+        return emit
 
     def describe(self, exp: ExperimentRow) -> dict[str, Any]:
         cand = self.store.get_candidate(exp.candidate_id)

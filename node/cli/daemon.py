@@ -91,9 +91,9 @@ def port_number(text: str) -> int:
 
 
 def serve_app(node: Node, node_status: Callable[[], Mapping[str, Any]] | None = None) -> FastAPI:
-    """The app `serve` runs: the node's store, operator token and TEE evidence, and the
-    Governor of the deployment when a chain is configured (`serve_governor`); the
-    daemon adds its governed runs' status to /health."""
+    """The app `serve` runs: the node's store, operator token, CORS origins and TEE
+    evidence, and the Governor of the deployment when a chain is configured
+    (`serve_governor`); the daemon adds its governed runs' status to /health."""
     from node.api.app import create_app
     from node.api.attestation import evidence_path
 
@@ -105,7 +105,20 @@ def serve_app(node: Node, node_status: Callable[[], Mapping[str, Any]] | None = 
         node_status=node_status,
         threads_per_worker=node.settings.loop.threads_per_worker,
         log_store=node.log_db(),
+        cors_origins=node.settings.api.cors_origins,
+        isolation_mode=isolation_mode(node.settings.sandbox.allow_unisolated),
     )
+
+
+def isolation_mode(allow_unisolated: bool) -> str:
+    """How this host's sandbox jails candidates, for /metrics: "namespaces" (the jail),
+    "unisolated" (rlimits only, as the settings allow) or "refused" (the node will not
+    run candidates here)."""
+    from loop.sandbox import namespace_problem
+
+    if namespace_problem() is None:
+        return "namespaces"
+    return "unisolated" if allow_unisolated else "refused"
 
 
 def serve_governor(node: Node) -> ChainGovernor | None:
@@ -153,6 +166,7 @@ def serve_governor(node: Node) -> ChainGovernor | None:
 def cmd_daemon(args: argparse.Namespace) -> int:
     from node.cli.home import open_home
     from node.cli.progress import print_anchors
+    from node.evidence import collect_at_start
     from node.governed.obey import sources_from_settings
     from node.store import DirectiveLedger
 
@@ -161,6 +175,11 @@ def cmd_daemon(args: argparse.Namespace) -> int:
     host = args.host or node.settings.api.host
     port = args.port or node.settings.api.port
     check_listen(host, port)
+    # With a TEE provider set, evidence comes first: the log carries it before any
+    # experiment, and a machine that cannot produce it does not start (ConfigError).
+    evidence = collect_at_start(node)
+    if evidence is not None:
+        print(f"attestation: {evidence.describe()}, logged as entry {evidence.entry}", flush=True)
     campaigns = [node.store.get_campaign(ref).id for ref in args.campaigns] or [
         c.id for c in node.store.list_campaigns() if c.status in RUNNABLE
     ]
@@ -254,9 +273,10 @@ class Live:
 
 def _progress(node: Node) -> Callable[[str, str, dict[str, Any]], None]:
     """Progress lines of every run, each led by its campaign's name."""
-    from node.cli.progress import event_line
+    from node.cli.progress import EventPrinter, event_line
 
     names: dict[str, str] = {}
+    printer = EventPrinter()
 
     def show(campaign_id: str, kind: str, data: dict[str, Any]) -> None:
         line = event_line(kind, data)
@@ -264,7 +284,8 @@ def _progress(node: Node) -> Callable[[str, str, dict[str, Any]], None]:
             if campaign_id not in names:
                 names[campaign_id] = node.store.get_campaign(campaign_id).name
             stamp = datetime.now().astimezone().strftime("%Y-%m-%d %H:%M:%S")
-            print(f"{stamp} {names[campaign_id]}: {line.strip()}", flush=True)
+            text = f"{stamp} {names[campaign_id]}: {line.strip()}"
+            printer.line(kind, text, data.get("experiment"))
 
     return show
 

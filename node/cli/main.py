@@ -21,7 +21,7 @@ from attestation.schema import CampaignStatus, ExperimentStatus
 from governance.errors import GovernanceError
 from loop.errors import LoopError
 from node.cli.home import announce, open_home
-from node.cli.progress import print_anchors, print_event
+from node.cli.progress import EventPrinter, print_anchors
 from node.errors import AsiNodeError, ConfigError
 from node.settings import init_home
 
@@ -45,7 +45,7 @@ def _run_campaign(
     enabled = node.anchors_by_default if anchor is None else anchor
     print(node.device_line(), flush=True)
     with stop_on_signals() as stop, node.anchoring_followers(enabled):
-        summary = node.run_campaign(campaign_ref, on_event=print_event, stop=stop, llm=llm)
+        summary = node.run_campaign(campaign_ref, on_event=EventPrinter().event, stop=stop, llm=llm)
     if stop.is_set():
         print("asi-node: stopped; run again to resume", flush=True)
     print(

@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+import sys
+import threading
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TextIO
 
 if TYPE_CHECKING:
     from node.runtime import Node
 
+PROGRESS_EVERY_S = 30.0  # a progress line per experiment at most this often (not on a terminal)
+
 
 def event_line(kind: str, data: dict[str, Any]) -> str | None:
-    """The progress line of a campaign event (one per proposal, start, finish and score);
-    None for events that print nothing."""
+    """The progress line of a campaign event (one per proposal, start, finish and score,
+    and the training heartbeats); None for events that print nothing."""
     if kind == "started":
         return (
             f"  [{data['seq']:>3}] start  {data['candidate']} ({data['role']}, seed {data['seed']})"
@@ -51,13 +57,85 @@ def event_line(kind: str, data: dict[str, Any]) -> str | None:
         return f"        no {data['baseline']} matched to {data['candidate']}: {data['why']}"
     elif kind == "repaired":
         return f"  engineer: repaired as {data['candidate']} in {data['rounds']} round(s)"
+    elif kind == "progress":
+        loss = data.get("loss")
+        return (
+            f"  [{data['seq']:>3}] step {data['step']}/{data['steps']} "
+            f"loss {'-' if loss is None else f'{loss:.2f}'} "
+            f"{_count(data.get('tok_s') or 0.0)} tok/s eta {_duration(data.get('eta_s'))}"
+        )
     return None
 
 
-def print_event(kind: str, data: dict[str, Any]) -> None:
-    line = event_line(kind, data)
-    if line is not None:
-        print(line, flush=True)
+def _count(value: float) -> str:
+    """1234 as 1.2k, 3.4e6 as 3.4M."""
+    for scale, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if value >= scale:
+            return f"{value / scale:.1f}{suffix}"
+    return f"{value:.0f}"
+
+
+def _duration(seconds: float | None) -> str:
+    """190 as 3m10s, 7260 as 2h01m; "-" when unknown."""
+    if seconds is None:
+        return "-"
+    s = round(seconds)
+    if s >= 3600:
+        return f"{s // 3600}h{s % 3600 // 60:02d}m"
+    if s >= 60:
+        return f"{s // 60}m{s % 60:02d}s"
+    return f"{s}s"
+
+
+class EventPrinter:
+    """Prints event lines; progress lines at most every `every_s` per experiment. On a
+    terminal the latest progress line is one status line, rewritten in place and cleared
+    before the next other line."""
+
+    def __init__(
+        self,
+        out: TextIO | None = None,
+        every_s: float = PROGRESS_EVERY_S,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.out = out or sys.stdout
+        self.tty = self.out.isatty()
+        self.every_s = every_s
+        self.clock = clock
+        self._shown: dict[str, float] = {}  # experiment id -> when its progress last printed
+        self._status = False  # a status line is on screen (terminal only)
+        self._lock = threading.Lock()  # events come from every run's threads
+
+    def line(self, kind: str, line: str, experiment: str | None = None) -> None:
+        """Print `line`, an event of `kind` (of `experiment`, for progress)."""
+        with self._lock:
+            self._line(kind, line, experiment)
+
+    def _line(self, kind: str, line: str, experiment: str | None) -> None:
+        if kind == "progress" and experiment is not None:
+            if self.tty:
+                self.out.write(f"\r\x1b[K{line}")
+                self.out.flush()
+                self._status = True
+                return
+            now = self.clock()
+            last = self._shown.get(experiment)
+            if last is not None and now - last < self.every_s:
+                return
+            self._shown[experiment] = now
+        elif experiment is not None:
+            self._shown.pop(experiment, None)  # it finished: the next run prints at once
+        if self._status:
+            self.out.write("\r\x1b[K")
+            self._status = False
+        self.out.write(line + "\n")
+        self.out.flush()
+
+    def event(self, kind: str, data: dict[str, Any]) -> None:
+        """An `on_event` sink: the event's line, if it has one."""
+        text = event_line(kind, data)
+        if text is not None:
+            self.line(kind, text, data.get("experiment"))
 
 
 def print_anchors(node: Node) -> None:

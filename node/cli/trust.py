@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import hashlib
 import json
 import sys
 import time
@@ -19,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from node.errors import AsiNodeError, ConfigError
+from node.files import write_file
 
 if TYPE_CHECKING:
     from attestation.tee.policy import Policy
@@ -55,21 +55,6 @@ def cmd_log(args: argparse.Namespace) -> int:
         f"checkpoints, node {tlog.node_id}"
     )
     return 0
-
-
-def write_file(path: Path, data: bytes, *, mkdir: bool = False) -> None:
-    """Write an output file whole or not at all (a temporary file beside it, renamed);
-    ConfigError names the path when it cannot be written."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        if mkdir:
-            path.parent.mkdir(parents=True, exist_ok=True)
-        tmp.write_bytes(data)
-        tmp.replace(path)
-    except OSError as exc:
-        with contextlib.suppress(OSError):
-            tmp.unlink(missing_ok=True)
-        raise ConfigError(f"cannot write {path}: {exc.strerror or exc}") from None
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
@@ -418,62 +403,28 @@ def _parse_at(text: str | None) -> datetime:
 
 
 def cmd_attest(args: argparse.Namespace) -> int:
-    import rfc8785
-
     from attestation.errors import VerificationError
-    from attestation.tee.binding import BindingDocument
-    from attestation.tee.collect import collect_evidence
     from attestation.tee.errors import TeeError
     from attestation.tee.evidence import verify_file
-    from node.api.attestation import evidence_path
     from node.settings import load_settings
 
     settings = load_settings(args.home)
     try:
         if args.action == "collect":
-            from attestation.schema import NodeEventKind
+            from node.evidence import collect_and_log
             from node.runtime import open_node
-            from node.tlog.records import EVENT_KIND, event_statement
 
-            node = open_node(args.home)
-            log_key = node.node_key().public.raw.hex()
-            config = settings.model_dump(mode="json", exclude={"home"})
-            principal = args.icp_principal
-            if principal is None:  # the node's own ICP identity, created if absent
-                from governance.icp import NodeIdentity
-
-                identity_path = node.settings.home / node.settings.icp.identity_path
-                principal = NodeIdentity.load_or_create(identity_path).principal_text
-            binding = BindingDocument.fresh(
-                log_public_key=log_key,
+            collected = collect_and_log(
+                open_node(args.home),
+                args.provider or settings.attestation.provider,
                 evm_address=args.evm_address,
-                icp_principal=principal,
-                config_hash=hashlib.sha256(rfc8785.dumps(config)).hexdigest(),
+                icp_principal=args.icp_principal,
+                gpus=args.gpus or settings.attestation.gpus,
+                out=args.out,
             )
-            section = settings.attestation
-            provider = args.provider or section.provider
-            bundle = collect_evidence(
-                provider,
-                binding,
-                collected_at=datetime.now(UTC).isoformat(timespec="seconds"),
-                tsm_root=Path(section.tsm_path),
-                sev_device=Path(section.sev_guest_device),
-                gpus=args.gpus or section.gpus,
-            )
-            out = args.out or evidence_path(settings)
-            write_file(out, (json.dumps(bundle.to_json(), indent=2) + "\n").encode(), mkdir=True)
-            tlog = node.log()
-            index = tlog.append(
-                EVENT_KIND,
-                event_statement(tlog.node_id, NodeEventKind.ATTESTATION, evidence=bundle.to_json()),
-            )
-            tlog.checkpoint()
-            print(f"logged as entry {index} of the node's log (node {tlog.node_id})")
-            if provider == "none":
-                print("provider none: no TEE evidence; this node is UNATTESTED and says so")
-            else:
-                print(f"collected {provider} evidence ({len(bundle.gpus)} GPU report(s))")
-            print(f"binding nonce {binding.nonce}; written to {out}")
+            print(f"logged as entry {collected.entry} of the node's log (node {collected.node_id})")
+            print(collected.describe())
+            print(f"binding nonce {collected.bundle.binding.nonce}; written to {collected.path}")
             return 0
         try:
             data = args.file.read_bytes()

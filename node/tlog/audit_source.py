@@ -3,6 +3,7 @@ streamed), or, from a kept state, only a node's entries and proofs after it."""
 
 from __future__ import annotations
 
+import base64
 import itertools
 import json
 import urllib.error
@@ -10,15 +11,22 @@ import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any, Protocol
 
 from attestation.audit import LogState
 from attestation.bundle import BundleHead, ConsistencyItem, EntryText
 from attestation.errors import FormatError, VerificationError
 from node.errors import AsiNodeError
 
+if TYPE_CHECKING:
+    from node.tlog.log import LogView
+
 MAX_BUNDLE_BYTES = 2 << 30
 PAGE = 1000  # the most entries `/log/entries` serves per call
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
 
 
 class AuditSourceError(AsiNodeError):
@@ -87,17 +95,81 @@ def latest_origin(url: str, timeout_s: float = 60.0) -> str:
     return str(answer["origin"])
 
 
+class LogReader(Protocol):
+    """What an incremental audit reads of a node's log: its checkpoints' notes, the
+    consistency proof between two sizes, and its entries (a node over HTTP, or a node's
+    own LogView in-process)."""
+
+    name: str
+
+    def checkpoint_notes(self) -> list[tuple[int, str]]: ...
+    def consistency(self, first: int, second: int) -> ConsistencyItem: ...
+    def entries(self, start: int, end: int) -> Iterator[EntryText]: ...
+
+
+class HttpLog:
+    """A node's log through its HTTP API (`/log/...`)."""
+
+    def __init__(self, url: str, timeout_s: float = 60.0) -> None:
+        self.name = url
+        self.timeout_s = timeout_s
+
+    def checkpoint_notes(self) -> list[tuple[int, str]]:
+        answer = _json(self.name, "/log/checkpoints", self.timeout_s)
+        try:
+            return [(int(c["tree_size"]), str(c["note"])) for c in answer]
+        except (TypeError, KeyError, ValueError):
+            raise AuditSourceError(
+                f"{self.name}/log/checkpoints did not answer checkpoints"
+            ) from None
+
+    def consistency(self, first: int, second: int) -> ConsistencyItem:
+        proof = _json(
+            self.name, "/log/proof/consistency", self.timeout_s, first=first, second=second
+        )
+        try:
+            return ConsistencyItem.model_validate(proof)
+        except ValueError:
+            raise AuditSourceError(f"{self.name} answered a malformed consistency proof") from None
+
+    def entries(self, start: int, end: int) -> Iterator[EntryText]:
+        return _pages(self.name, start, end, self.timeout_s)
+
+
+class ViewLog:
+    """A node's own log, read in-process (the API's audit of its node's log)."""
+
+    def __init__(self, view: LogView, name: str = "this node's log") -> None:
+        self.view = view
+        self.name = name
+
+    def checkpoint_notes(self) -> list[tuple[int, str]]:
+        return [(cp.tree_size, cp.note) for cp in self.view.checkpoints()]
+
+    def consistency(self, first: int, second: int) -> ConsistencyItem:
+        proof = self.view.consistency_proof(first, second)
+        return ConsistencyItem(first=first, second=second, proof=[_b64(h) for h in proof])
+
+    def entries(self, start: int, end: int) -> Iterator[EntryText]:
+        for at in range(start, end, PAGE):
+            for e in self.view.entries(at, min(at + PAGE, end)):
+                yield e.index, _b64(e.envelope)
+
+
 def increment(
     url: str, kept: LogState, timeout_s: float = 60.0
 ) -> tuple[BundleHead, Iterator[EntryText]]:
-    """The node's log after `kept`, as the auditor's stream: the kept checkpoint and the
-    node's newer ones, a consistency proof between each two in turn (the first from the
-    kept one), and the entries after the kept size, fetched a page at a time."""
-    answer = _json(url, "/log/checkpoints", timeout_s)
-    try:
-        notes = [(int(c["tree_size"]), str(c["note"])) for c in answer]
-    except (TypeError, KeyError, ValueError):
-        raise AuditSourceError(f"{url}/log/checkpoints did not answer checkpoints") from None
+    """`increment_from` a node's log over HTTP."""
+    return increment_from(HttpLog(url, timeout_s), kept)
+
+
+def increment_from(
+    log: LogReader, kept: LogState, upto: int | None = None
+) -> tuple[BundleHead, Iterator[EntryText]]:
+    """The log after `kept`, as the auditor's stream: the kept checkpoint and the newer
+    ones (up to size `upto`, if given), a consistency proof between each two in turn (the
+    first from the kept one), and the entries after the kept size, read a page at a time."""
+    notes = [(n, note) for n, note in log.checkpoint_notes() if upto is None or n <= upto]
     size, root = kept.checkpoint.size, kept.checkpoint.root_hash
     if not notes or max(n for n, _ in notes) < size:
         latest = max((n for n, _ in notes), default=0)
@@ -108,16 +180,12 @@ def increment(
         )
     newer = sorted((n, note) for n, note in notes if n > size)
     checkpoints = [kept.note, *(note for _, note in newer)]
-    consistency = []
     sizes = [size, *(n for n, _ in newer)]
-    for first, second in itertools.pairwise(sizes):
-        if first == 0 or first == second:
-            continue
-        proof = _json(url, "/log/proof/consistency", timeout_s, first=first, second=second)
-        try:
-            consistency.append(ConsistencyItem.model_validate(proof))
-        except ValueError:
-            raise AuditSourceError(f"{url} answered a malformed consistency proof") from None
+    consistency = [
+        log.consistency(first, second)
+        for first, second in itertools.pairwise(sizes)
+        if first != 0 and first != second
+    ]
     end = sizes[-1]
     head = BundleHead(
         3,
@@ -129,7 +197,7 @@ def increment(
         None,
         end - size,
     )
-    return head, _pages(url, size, end, timeout_s)
+    return head, log.entries(size, end)
 
 
 def _pages(url: str, start: int, end: int, timeout_s: float) -> Iterator[EntryText]:

@@ -72,4 +72,6 @@ def test_no_input_makes_the_api_fail_with_a_5xx(governor: str) -> None:
             check()
         paths = {p for _, p, _ in seen}
         assert "/gov/ballots" in paths and "/gov/proposals/prepare" in paths
+        views = {"/", "/ui/{name}", "/anchors", "/log/audit", "/experiments/{experiment_id}/record"}
+        assert views | {"/gov/proposals/{proposal_id}/ballot"} <= paths  # the dashboard reads
         assert any(200 <= status < 300 for *_, status in seen)

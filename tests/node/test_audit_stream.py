@@ -245,3 +245,32 @@ def test_a_compact_range_gives_the_trees_root_at_every_size() -> None:
     assert CompactRange(compact.size, compact.hashes).root() == tree.root()
     with pytest.raises(ValueError, match="holds"):
         CompactRange(5, compact.hashes)
+
+
+def test_the_nodes_own_audit_goes_on_from_the_last_one_that_passed() -> None:
+    """GET /log/audit: whole the first time; after more entries and a checkpoint, only
+    the entries since (from the kept state), with the same findings as a whole audit."""
+    from fastapi.testclient import TestClient
+
+    key = NodeKey.generate()
+    with Store.open("sqlite://") as store:
+        tlog, _ = run_logged_campaign(store, key, name="first")
+        client = TestClient(create_app(store))
+        first = client.get("/log/audit").json()
+        assert first["ok"] and first["from_size"] == 0
+        audited = tlog.latest_checkpoint()
+        assert audited is not None
+        assert client.get("/log/audit").json() == first  # the same checkpoint: kept
+        run_logged_campaign(store, key, name="second")
+        tlog.checkpoint()
+        second = client.get("/log/audit").json()
+        assert second["ok"] and second["from_size"] == audited.tree_size
+        assert second["log"]["tree_size"] == tlog.size > audited.tree_size
+        formats = [s for s in second["steps"] if s["name"] == "bundle format"]
+        assert f"{tlog.size - audited.tree_size} new entries" in formats[0]["detail"]
+        # A whole audit of the same log reports the same records.
+        whole = audit_with("whole", lambda p: verify_stream(io.BytesIO(
+            b"".join(tlog.export_lines())), on_step=p)).as_json()  # fmt: skip
+        assert whole["ok"]
+        same = ("tree_size", "root_hash", "campaigns", "experiment_records", "events")
+        assert {k: second["log"][k] for k in same} == {k: whole["log"][k] for k in same}

@@ -57,6 +57,19 @@ def test_the_compose_node_sets_only_settings_the_node_knows(tmp_path: Path) -> N
             assert re.search(rf"^{variable}=", example, re.M), variable
 
 
+def test_the_confidential_vm_overlay_sets_a_tee_and_mounts_its_interface(tmp_path: Path) -> None:
+    node = yaml.safe_load((ROOT / "compose.cvm.yaml").read_text())["services"]["node"]
+    # Each value as Compose reads it with the variable unset: its default.
+    env = {
+        name: re.sub(r"\$\{\w+:-([^}]*)\}", r"\1", value)
+        for name, value in node["environment"].items()
+    }
+    attestation = load_settings(tmp_path, env=env).attestation
+    assert (attestation.provider, attestation.gpus) == ("sev-snp", False)
+    mounted = [volume.split(":")[1] for volume in node["volumes"]]
+    assert any(attestation.tsm_path.startswith(target + "/") for target in mounted)
+
+
 def test_the_contributor_section_commands_parse() -> None:
     text = (ROOT / "README.md").read_text().split("## Contributing compute")[1].split("\n## ")[0]
     commands = [
