@@ -13,7 +13,8 @@ number, no unknown fields, times with a zone) and names the field that broke it.
 `SCHEMA_VERSION` is the version of this schema as a whole, named in every log bundle;
 `ExperimentRecord.record_version` versions the experiment record within it (version 2
 added `started_at`, which version 1 records lack; version 3 added `verifies`, the earlier
-record a verification stage re-trains).
+record a verification stage re-trains; version 4 admits candidates of origin `peer`,
+imported from another node's log, which an auditor of version 3 does not know).
 """
 
 from __future__ import annotations
@@ -41,10 +42,11 @@ STATEMENT_TYPE: Final = "https://in-toto.io/Statement/v1"
 EXPERIMENT_PREDICATE: Final = "https://asi-node.dev/ExperimentRecord/v1"
 EVENT_PREDICATE: Final = "https://asi-node.dev/NodeEvent/v1"
 DIRECTIVE_PREDICATE: Final = "https://asi-node.dev/GovernanceDirective/v1"
-RECORD_VERSION: Final = 3  # what the node writes; auditors read RECORD_VERSIONS
-RECORD_VERSIONS: Final = (1, 2, 3)
+RECORD_VERSION: Final = 4  # what the node writes; auditors read RECORD_VERSIONS
+RECORD_VERSIONS: Final = (1, 2, 3, 4)
 STARTS_SINCE: Final = 2  # the first record version carrying started_at
 VERIFIES_SINCE: Final = 3  # the first record version carrying verifies
+PEERS_SINCE: Final = 4  # the first record version whose candidate may come from a peer
 ALL_CAMPAIGNS: Final = "*"  # a directive for every campaign (the guardian's pause-all)
 
 
@@ -72,6 +74,7 @@ class CandidateOrigin(StrEnum):
     BASELINE = "baseline"
     OFFLINE = "offline"  # the offline Researcher's grammar
     LLM = "llm"  # the LLM Researcher (or the Engineer's repair of its code)
+    PEER = "peer"  # imported from a followed peer's log
 
 
 class CampaignStatus(StrEnum):
@@ -188,7 +191,7 @@ class Environment(_Model):
 class ExperimentRecord(_Model):
     """One finished experiment (DESIGN section 4), the predicate of EXPERIMENT_PREDICATE."""
 
-    record_version: Literal[1, 2, 3]
+    record_version: Literal[1, 2, 3, 4]
     node_id: str
     campaign_id: str
     config_hash: str
@@ -224,6 +227,12 @@ class ExperimentRecord(_Model):
             raise ValueError("a version 2 record must carry started_at (null if never started)")
         if self.record_version >= VERIFIES_SINCE and "verifies" not in self.model_fields_set:
             raise ValueError("a version 3 record must carry verifies (null if it verifies none)")
+        peer = self.candidate.origin is CandidateOrigin.PEER
+        if peer and self.record_version < PEERS_SINCE:
+            raise ValueError(
+                f"a version {self.record_version} record cannot name a peer candidate "
+                f"(version {PEERS_SINCE} and later can)"
+            )
         return self
 
 

@@ -8,7 +8,7 @@ from typing import Any, Literal, NewType
 
 Digest = NewType("Digest", str)  # "sha256:<hex>" of the code's UTF-8 bytes
 
-Origin = Literal["baseline", "offline", "llm"]
+Origin = Literal["baseline", "offline", "llm", "peer"]
 
 
 def code_digest(code: str) -> Digest:

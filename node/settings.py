@@ -401,6 +401,49 @@ class RaySettings(_Section):
     )
 
 
+class NetworkSettings(_Section):
+    """Following peers: each peer's log is audited as `asi-node audit URL --state` does,
+    and its finished experiments of campaigns this node also runs (same config hash) are
+    imported as `peer` candidates, queued to run here through the screen and sandbox."""
+
+    peers: list[str] = Field(
+        default_factory=list,
+        description="base URLs of the peers' APIs (http://host:8000); empty = follow none",
+    )
+    max_entries_per_sync: int = Field(
+        default=10_000,
+        gt=0,
+        description="log entries read from one peer per sync, at most (beyond its first "
+        "checkpoint after the kept one)",
+    )
+    max_imports_per_sync: int = Field(
+        default=20, gt=0, description="candidates imported from one peer per sync, at most"
+    )
+    max_pending_imports: int = Field(
+        default=1_000,
+        ge=0,
+        description="verified records kept to import at later syncs; beyond it, dropped",
+    )
+    max_code_bytes: int = Field(
+        default=256 * 1024, gt=0, description="the largest candidate code read from a peer"
+    )
+    timeout_s: float = Field(default=30.0, gt=0, description="each request to a peer")
+    retry_base_s: float = Field(
+        default=60.0, gt=0, description="first wait before retrying an unreachable peer"
+    )
+    retry_max_s: float = Field(
+        default=3_600.0, gt=0, description="the longest wait; each failure doubles it up to this"
+    )
+
+    @field_validator("peers")
+    @classmethod
+    def _urls(cls, value: list[str]) -> list[str]:
+        for url in value:
+            if not re.fullmatch(r"https?://[^\s]+", url):
+                raise ValueError(f"{url!r} is not a peer's API URL: write http(s)://host[:port]")
+        return [url.rstrip("/") for url in value]
+
+
 class Settings(BaseSettings):
     """Everything the node is configured with. Build it with `load_settings`.
 
@@ -434,6 +477,7 @@ class Settings(BaseSettings):
     attestation: AttestationSettings = AttestationSettings()
     chain: ChainSettings = ChainSettings()
     ray: RaySettings = RaySettings()
+    network: NetworkSettings = NetworkSettings()
 
     @classmethod
     def settings_customise_sources(

@@ -408,12 +408,14 @@ def build_parser() -> argparse.ArgumentParser:
     from node.cli.db import add_parsers as add_db_parsers
     from node.cli.gov import add_parser as add_gov_parser
     from node.cli.gov_rpc import cmd_gov
+    from node.cli.network import add_parser as add_network_parser
     from node.cli.trust import add_parsers as add_trust_parsers
 
     add_trust_parsers(sub)
     add_gov_parser(sub).set_defaults(func=cmd_gov)  # `--rpc` needs no node home
     add_db_parsers(sub)
     add_bench_parsers(sub)
+    add_network_parser(sub)
 
     return parser
 

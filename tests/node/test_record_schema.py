@@ -96,6 +96,28 @@ EDITS = [
 ]
 
 
+def test_a_peer_candidate_is_a_version_4_record(
+    written: tuple[bytes, NodeKey, list[dict[str, Any]]],
+) -> None:
+    _, key, statements = written
+
+    def peer(pred: dict[str, Any]) -> None:
+        assert pred["record_version"] == 4
+        pred["candidate"]["origin"] = "peer"
+
+    report = audit(_rewritten(key, _edit(statements, peer)), "peer")
+    assert report.ok, report.render()
+
+    def peer_in_version_3(pred: dict[str, Any]) -> None:
+        peer(pred)
+        pred["record_version"] = 3
+
+    # A rule across fields (the published JSON Schema cannot say it): the audit's own.
+    report = audit(_rewritten(key, _edit(statements, peer_in_version_3)), "peer in v3")
+    assert report.failure is not None and report.failure.name == "record schema"
+    assert "a version 3 record cannot name a peer candidate" in report.failure.detail
+
+
 def test_a_record_the_node_wrote_validates_and_audits(
     written: tuple[bytes, NodeKey, list[dict[str, Any]]],
 ) -> None:

@@ -216,6 +216,7 @@ def test_written_config_is_commented_and_loads_as_the_defaults(tmp_path: Path) -
         "attestation",
         "chain",
         "ray",
+        "network",
     }
     assert set(parsed["llm"]["researcher"]) == set()  # per-role overrides all commented
     assert set(parsed["sandbox"]) == set(Settings().sandbox.model_dump())

@@ -1,0 +1,1 @@
+"""Research as a network: following peers' logs and importing their verified results."""

@@ -1,0 +1,432 @@
+"""One sync of a followed peer: its log audited from the kept state on, as `asi-node
+audit URL --state` does, then its new finished experiments of the campaigns this node
+also runs imported as `peer` candidates.
+
+Fails closed: a peer whose log fails a check is quarantined with the step and detail,
+and nothing of that sync is imported nor kept; one whose signed history contradicts the
+kept checkpoint (another root at a size it extends, or a log shorter than the kept one)
+is flagged, and refused until an operator forgets it; one that cannot be reached is
+retried after a doubling wait. An imported candidate is queued like any proposal: its
+code runs here through the screen and the sandbox, and the peer's fitness is kept as
+its provenance, never as this node's result.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import logging
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from attestation.audit import AuditReport, LogState, StepResult, VerifiedLog, audit_with
+from attestation.audit import verify_entries as verify_log
+from attestation.bundle import ConsistencyItem, EntryText, read_bundle
+from attestation.errors import FormatError, VerificationError
+from attestation.schema import (
+    CampaignStatus,
+    CandidateOrigin,
+    ExperimentRole,
+    ExperimentStatement,
+    ExperimentStatus,
+)
+from loop.proposal import Proposal, code_digest
+from node.errors import AsiNodeError
+from node.network.peers import PeerBook, PeerState, PeerStatus, PendingImport, peer_url
+from node.settings import NetworkSettings
+from node.store import CampaignRow, Store
+from node.tlog.audit_source import (
+    AuditSourceError,
+    HttpLog,
+    increment_from,
+    latest_origin,
+    open_source,
+)
+
+log = logging.getLogger(__name__)
+
+IMPORT_EVENT = "peer_import"  # a store event per imported candidate: its provenance
+# With a kept state, these failures are the peer's key contradicting what it signed
+# before: its entries and checkpoints are signed (steps 3 and 5 passed), yet the roots
+# do not extend the kept checkpoint, or its log is shorter than the kept one.
+REWRITE_STEP = "checkpoint roots"
+ROLLBACK_STEP, ROLLBACK_DETAIL = "checkpoint signatures", "truncated or rolled back"
+ANSWER_SLACK = 64 * 1024  # an experiment's answer holds more than its code
+
+
+class _Refused(AsiNodeError):
+    """A peer's answer failed a check after its log passed (its code, its shape, its key).
+
+    `Follower.sync` quarantines the peer with this reason; nothing else should see it.
+    """
+
+
+@dataclass(frozen=True)
+class SyncResult:
+    url: str
+    state: PeerState
+    new_entries: int = 0
+    size: int = 0
+    imported: int = 0
+    pending: int = 0
+    reason: str = ""
+    retry_in_s: float | None = None
+
+    def line(self) -> str:
+        if self.state is PeerState.OK:
+            more = f", {self.pending} pending" if self.pending else ""
+            return (
+                f"{self.url}: verified {self.new_entries} new entries (size {self.size}); "
+                f"imported {self.imported}{more}"
+            )
+        if self.state is PeerState.UNREACHABLE:
+            wait = self.retry_in_s or 0.0
+            return f"{self.url}: unreachable ({self.reason}), retry in {wait:.0f} s"
+        if self.state is PeerState.FLAGGED:
+            return (
+                f"{self.url}: flagged: {self.reason} (refused until "
+                f"`asi-node network forget {self.url}`)"
+            )
+        return f"{self.url}: {self.state}: {self.reason}"
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Follower:
+    """Syncs the peers of `settings` into `store`, keeping their state in `book`."""
+
+    def __init__(
+        self,
+        store: Store,
+        book: PeerBook,
+        settings: NetworkSettings,
+        now: Callable[[], datetime] = _utcnow,
+    ) -> None:
+        self.store = store
+        self.book = book
+        self.settings = settings
+        self.now = now
+
+    def sync_all(self, force: bool = False) -> list[SyncResult]:
+        """One sync of every configured peer, in turn."""
+        return [self.sync(url, force=force) for url in self.settings.peers]
+
+    def sync(self, url: str, force: bool = False) -> SyncResult:
+        """One sync of the peer at `url`; with `force`, an unreachable peer is tried
+        before its retry time. A flagged peer is refused."""
+        url = peer_url(url)
+        status = self.book.status(url)
+        now = self.now()
+        if status.state is PeerState.FLAGGED:
+            return SyncResult(url, status.state, size=status.size, reason=status.reason)
+        if not force and status.retry_at is not None and now < status.retry_at:
+            wait = (status.retry_at - now).total_seconds()
+            return SyncResult(url, status.state, reason=status.reason, retry_in_s=wait)
+        try:
+            return self._sync(url, status, now)
+        except (AuditSourceError, OSError, http.client.HTTPException) as exc:
+            return self._unreachable(status, now, str(exc))
+        except _Refused as exc:
+            return self._set(status, now, PeerState.QUARANTINED, str(exc))
+
+    def _sync(self, url: str, status: PeerStatus, now: datetime) -> SyncResult:
+        timeout = self.settings.timeout_s
+        origin = latest_origin(url, timeout)
+        if status.origin is not None and origin != status.origin:
+            raise _Refused(
+                f"it now serves the log {origin!r}, not {status.origin!r} followed before; "
+                f"`asi-node network forget {url}` follows the new log from scratch"
+            )
+        states = self.book.states(url)
+        kept = states.load(origin)
+        report = self._audit(url, kept)
+        failed = report.failure
+        verified = report.log
+        if not report.ok or failed is not None or verified is None or verified.state is None:
+            reason = _reason(failed)
+            state = PeerState.QUARANTINED
+            if kept is not None and failed is not None and _rewrites(failed):
+                state = PeerState.FLAGGED
+            log.warning("peer failed its audit", extra={"peer": url, "state": state})
+            return self._set(status, now, state, reason)
+        if status.key_fingerprint not in (None, verified.key_fingerprint):
+            raise _Refused(
+                f"its log is signed by {verified.key_fingerprint}, not by "
+                f"{status.key_fingerprint} seen before"
+            )
+        queue = [*status.pending, *self._records(verified)]
+        batch, rest = self._batch(queue)
+        codes = [self._code(url, item) for item, _ in batch]  # every one checked first
+        imported = 0
+        for (item, targets), code in zip(batch, codes, strict=True):
+            imported += self._import(url, verified, item, code, targets)
+        states.save(verified.state, kept)
+        keep = self.settings.max_pending_imports
+        base = kept.checkpoint.size if kept is not None else 0
+        self.book.save(
+            status.model_copy(
+                update={
+                    "state": PeerState.OK,
+                    "reason": "",
+                    "origin": origin,
+                    "key_fingerprint": verified.key_fingerprint,
+                    "size": verified.size,
+                    "failures": 0,
+                    "retry_at": None,
+                    "last_sync_at": now,
+                    "imported": status.imported + imported,
+                    "dropped": status.dropped + max(0, len(rest) - keep),
+                    "pending": tuple(rest[:keep]),
+                }
+            )
+        )
+        log.info("peer synced", extra={"peer": url, "size": verified.size, "imported": imported})
+        return SyncResult(url, PeerState.OK, verified.size - base, verified.size, imported,
+                          min(len(rest), keep))  # fmt: skip
+
+    def _audit(self, url: str, kept: LogState | None) -> AuditReport:
+        """The audit of the peer's log: from the kept state (at most about
+        `max_entries_per_sync` entries, to a checkpoint), else whole."""
+        timeout = self.settings.timeout_s
+        if kept is not None:
+            state = kept
+            reader = _NotesOnce(HttpLog(url, timeout))
+
+            def verify(passed: Any) -> VerifiedLog:
+                upto = _upto(reader, state.checkpoint.size, self.settings.max_entries_per_sync)
+                head, entries = increment_from(reader, state, upto)
+                return verify_log(head, entries, None, passed, resume=state, keep_entries=True)
+
+            return audit_with(url, verify)
+        with open_source(url, timeout, lines=True) as stream:
+
+            def verify_all(passed: Any) -> VerifiedLog:
+                try:
+                    head, entries = read_bundle(stream)
+                except FormatError as exc:
+                    raise VerificationError("bundle format", str(exc)) from None
+                return verify_log(head, entries, None, passed, keep_entries=True)
+
+            return audit_with(url, verify_all)
+
+    def _shared(self) -> dict[str, list[CampaignRow]]:
+        """This node's campaigns that may take imports, by config hash."""
+        out: dict[str, list[CampaignRow]] = {}
+        for camp in self.store.list_campaigns():
+            if camp.status is not CampaignStatus.STOPPED:
+                out.setdefault(camp.config_hash, []).append(camp)
+        return out
+
+    def _records(self, verified: VerifiedLog) -> Iterator[PendingImport]:
+        """The peer's own finished experiments, of campaigns this node shares."""
+        shared = self._shared()
+        for (index, stmt), leaf in zip(verified.statements, verified.leaves, strict=True):
+            if not isinstance(stmt, ExperimentStatement):
+                continue
+            r = stmt.predicate
+            if (
+                r.status is not ExperimentStatus.DONE
+                or r.candidate.origin in (CandidateOrigin.BASELINE, CandidateOrigin.PEER)
+                or r.config_hash not in shared
+            ):
+                continue
+            yield PendingImport(
+                leaf_index=index,
+                leaf_hash=leaf.hex(),
+                experiment_id=r.experiment_id,
+                campaign_id=r.campaign_id,
+                config_hash=r.config_hash,
+                code_digest=r.code_digest,
+                name=r.candidate.name,
+                motivation=r.motivation,
+                fitness=r.fitness.value if r.fitness is not None else None,
+            )
+
+    def _batch(
+        self, queue: list[PendingImport]
+    ) -> tuple[list[tuple[PendingImport, list[CampaignRow]]], list[PendingImport]]:
+        """The imports of this sync (each with the campaigns lacking its code), at most
+        `max_imports_per_sync`, and the rest for later; code already here is skipped."""
+        shared = self._shared()
+        have = {
+            camp.id: {c.digest for c in self.store.list_candidates(camp.id)}
+            for camps in shared.values()
+            for camp in camps
+        }
+        batch: list[tuple[PendingImport, list[CampaignRow]]] = []
+        rest: list[PendingImport] = []
+        for item in queue:
+            targets = [
+                c for c in shared.get(item.config_hash, []) if item.code_digest not in have[c.id]
+            ]
+            if not targets:
+                continue
+            if len(batch) >= self.settings.max_imports_per_sync:
+                rest.append(item)
+                continue
+            batch.append((item, targets))
+            for camp in targets:
+                have[camp.id].add(item.code_digest)
+        return batch, rest
+
+    def _code(self, url: str, item: PendingImport) -> str:
+        """The code of the peer's experiment, checked against its record's digest."""
+        where = f"experiment {item.experiment_id} (entry {item.leaf_index})"
+        address = f"{url}/experiments/{urllib.parse.quote(item.experiment_id, safe='')}"
+        limit = self.settings.max_code_bytes + ANSWER_SLACK
+        try:
+            with urllib.request.urlopen(address, timeout=self.settings.timeout_s) as resp:
+                body = resp.read(limit + 1)
+        except urllib.error.HTTPError as exc:
+            raise AuditSourceError(f"{address} answered HTTP {exc.code}: {exc.reason}") from None
+        except urllib.error.URLError as exc:
+            raise AuditSourceError(f"cannot fetch {address}: {exc.reason}") from None
+        if len(body) > limit:
+            raise _Refused(f"{where}: its answer is over {limit} bytes; nothing imported")
+        try:
+            answer = json.loads(body)
+        except ValueError:
+            answer = None
+        code = answer.get("code") if isinstance(answer, dict) else None
+        if not isinstance(code, str):
+            raise _Refused(f"{where}: the peer did not answer its code; nothing imported")
+        if len(code.encode()) > self.settings.max_code_bytes:
+            raise _Refused(f"{where}: its code is over max_code_bytes; nothing imported")
+        served = code_digest(code)
+        if served != item.code_digest:
+            raise _Refused(
+                f"{where}: the code served hashes to {served}, its record says "
+                f"{item.code_digest}; nothing imported"
+            )
+        return code
+
+    def _import(
+        self,
+        url: str,
+        verified: VerifiedLog,
+        item: PendingImport,
+        code: str,
+        targets: list[CampaignRow],
+    ) -> int:
+        """`item` as a `peer` candidate of each campaign in `targets`, its first run queued
+        on the campaign's seed, its provenance a store event beside it."""
+        from node.campaign.config import CampaignConfig  # the research stack: when used
+
+        proposal = Proposal(
+            name=item.name,
+            motivation=(
+                f"imported from peer {url} (its experiment {item.experiment_id}, log entry "
+                f"{item.leaf_index}): {item.motivation}"
+            ),
+            code=code,
+            origin="peer",
+        )
+        for camp in targets:
+            cand = self.store.add_candidate(camp.id, proposal)
+            seed = CampaignConfig.model_validate(camp.config).seed
+            exp = self.store.enqueue_experiment(
+                camp.id, cand.id, ExperimentRole.CANDIDATE, seed, once=True
+            )
+            self.store.add_event(
+                camp.id,
+                IMPORT_EVENT,
+                {
+                    "candidate_id": cand.id,
+                    "experiment_id": exp.id,
+                    "peer": url,
+                    "log_origin": verified.origin,
+                    "key_fingerprint": verified.key_fingerprint,
+                    "leaf_index": item.leaf_index,
+                    "leaf_hash": item.leaf_hash,
+                    "peer_campaign_id": item.campaign_id,
+                    "peer_experiment_id": item.experiment_id,
+                    "config_hash": item.config_hash,
+                    "code_digest": item.code_digest,
+                    "peer_fitness": item.fitness,
+                },
+            )
+        return 1
+
+    def _unreachable(self, status: PeerStatus, now: datetime, reason: str) -> SyncResult:
+        failures = status.failures + 1
+        wait = min(
+            self.settings.retry_base_s * 2 ** min(failures - 1, 30), self.settings.retry_max_s
+        )
+        log.info("peer unreachable", extra={"peer": status.url, "retry_in_s": wait})
+        self.book.save(
+            status.model_copy(
+                update={
+                    "state": PeerState.UNREACHABLE,
+                    "reason": reason,
+                    "failures": failures,
+                    "retry_at": now + timedelta(seconds=wait),
+                    "last_sync_at": now,
+                }
+            )
+        )
+        return SyncResult(status.url, PeerState.UNREACHABLE, reason=reason, retry_in_s=wait)
+
+    def _set(self, status: PeerStatus, now: datetime, state: PeerState, reason: str) -> SyncResult:
+        """Quarantine or flag the peer: its kept audit state and pending imports stay."""
+        self.book.save(
+            status.model_copy(
+                update={
+                    "state": state,
+                    "reason": reason,
+                    "failures": 0,
+                    "retry_at": None,
+                    "last_sync_at": now,
+                }
+            )
+        )
+        return SyncResult(status.url, state, size=status.size, reason=reason)
+
+
+def _reason(failed: StepResult | None) -> str:
+    if failed is None:
+        return "the audit did not pass"
+    return f"step {failed.number} ({failed.name}) failed: {failed.detail}"
+
+
+def _rewrites(failed: StepResult) -> bool:
+    """Whether a failure from a kept state shows the peer rewrote its signed history."""
+    if failed.name == REWRITE_STEP:
+        return True
+    return failed.name == ROLLBACK_STEP and ROLLBACK_DETAIL in failed.detail
+
+
+class _NotesOnce:
+    """A peer's log whose checkpoint list is read once per sync."""
+
+    def __init__(self, log: HttpLog) -> None:
+        self.log = log
+        self.name = log.name
+        self._notes: list[tuple[int, str]] | None = None
+
+    def checkpoint_notes(self) -> list[tuple[int, str]]:
+        if self._notes is None:
+            self._notes = self.log.checkpoint_notes()
+        return self._notes
+
+    def consistency(self, first: int, second: int) -> ConsistencyItem:
+        return self.log.consistency(first, second)
+
+    def entries(self, start: int, end: int) -> Iterator[EntryText]:
+        return self.log.entries(start, end)
+
+
+def _upto(reader: _NotesOnce, size: int, most: int) -> int:
+    """The largest checkpoint within `most` entries of `size`, else the first beyond it
+    (an audit ends at a checkpoint); `size` when there is none newer."""
+    newer = sorted(n for n, _ in reader.checkpoint_notes() if n > size)
+    within = [n for n in newer if n <= size + most]
+    if within:
+        return within[-1]
+    return newer[0] if newer else size
