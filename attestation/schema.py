@@ -14,7 +14,9 @@ number, no unknown fields, times with a zone) and names the field that broke it.
 `ExperimentRecord.record_version` versions the experiment record within it (version 2
 added `started_at`, which version 1 records lack; version 3 added `verifies`, the earlier
 record a verification stage re-trains; version 4 admits candidates of origin `peer`,
-imported from another node's log, which an auditor of version 3 does not know).
+imported from another node's log, which an auditor of version 3 does not know; version 5
+added `replicates`, the record of another node's log that a peer candidate's run
+re-trains).
 """
 
 from __future__ import annotations
@@ -42,11 +44,12 @@ STATEMENT_TYPE: Final = "https://in-toto.io/Statement/v1"
 EXPERIMENT_PREDICATE: Final = "https://asi-node.dev/ExperimentRecord/v1"
 EVENT_PREDICATE: Final = "https://asi-node.dev/NodeEvent/v1"
 DIRECTIVE_PREDICATE: Final = "https://asi-node.dev/GovernanceDirective/v1"
-RECORD_VERSION: Final = 4  # what the node writes; auditors read RECORD_VERSIONS
-RECORD_VERSIONS: Final = (1, 2, 3, 4)
+RECORD_VERSION: Final = 5  # what the node writes; auditors read RECORD_VERSIONS
+RECORD_VERSIONS: Final = (1, 2, 3, 4, 5)
 STARTS_SINCE: Final = 2  # the first record version carrying started_at
 VERIFIES_SINCE: Final = 3  # the first record version carrying verifies
 PEERS_SINCE: Final = 4  # the first record version whose candidate may come from a peer
+REPLICATES_SINCE: Final = 5  # the first record version carrying replicates
 ALL_CAMPAIGNS: Final = "*"  # a directive for every campaign (the guardian's pause-all)
 
 
@@ -177,6 +180,19 @@ class Verifies(_Model):
     leaf_hash: Hex32
 
 
+class Replicates(_Model):
+    """The record of another node's log that a peer candidate's run re-trains: its log
+    (origin line), entry index and RFC 6962 leaf hash, its experiment and campaign there,
+    and the fitness it states, which this run is compared with."""
+
+    log_origin: str
+    leaf_index: NonNegative
+    leaf_hash: Hex32
+    campaign_id: str
+    experiment_id: str
+    fitness: float | None
+
+
 class Environment(_Model):
     """Package versions and the device: no host names, no paths."""
 
@@ -191,7 +207,7 @@ class Environment(_Model):
 class ExperimentRecord(_Model):
     """One finished experiment (DESIGN section 4), the predicate of EXPERIMENT_PREDICATE."""
 
-    record_version: Literal[1, 2, 3, 4]
+    record_version: Literal[1, 2, 3, 4, 5]
     node_id: str
     campaign_id: str
     config_hash: str
@@ -218,6 +234,7 @@ class ExperimentRecord(_Model):
     started_at: AwareDatetime | None = None
     finished_at: AwareDatetime | None
     verifies: Verifies | None = None
+    replicates: Replicates | None = None
 
     @model_validator(mode="after")
     def _fields_of_the_version(self) -> ExperimentRecord:
@@ -233,6 +250,15 @@ class ExperimentRecord(_Model):
                 f"a version {self.record_version} record cannot name a peer candidate "
                 f"(version {PEERS_SINCE} and later can)"
             )
+        since = REPLICATES_SINCE
+        if self.record_version >= since and "replicates" not in self.model_fields_set:
+            raise ValueError(
+                "a version 5 record must carry replicates (null if it replicates none)"
+            )
+        if self.record_version < since and "replicates" in self.model_fields_set:
+            raise ValueError(f"a version {self.record_version} record cannot carry replicates")
+        if self.replicates is not None and not peer:
+            raise ValueError("only a peer candidate's record replicates another node's record")
         return self
 
 

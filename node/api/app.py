@@ -22,6 +22,7 @@ from node.api.dashboard import dashboard_router
 from node.api.log import log_router
 from node.api.metrics import metrics_router
 from node.api.models import CampaignDetail, ExperimentDetail, Health
+from node.api.network import network_router
 from node.api.proofs import proofs_router
 from node.campaign import discovery, leaderboard
 from node.errors import AsiNodeError, CorruptStoreError, NotFoundError, StoreError
@@ -155,5 +156,6 @@ def create_app(
     from node.governed.records import StoreGovernanceView
 
     app.include_router(governance_router(StoreGovernanceView(store), governor, operator_token))
+    app.include_router(network_router(store))
     app.include_router(dashboard_router(app.title))
     return app

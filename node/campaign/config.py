@@ -102,6 +102,26 @@ class Rungs(BaseModel):
         return self
 
 
+class Replication(BaseModel):
+    """Re-running peers' discoveries (node.network.replication): of the candidates a sync
+    imports from a peer, the best `share` by the fitness their records state run here on
+    `seeds` instead of the campaign's seed; their mean fitness here within `spread` of the
+    stated one replicates the record, anything else is a failed replication. Part of the
+    hashed config, so every node of the campaign replicates by the same rule."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    share: float = Field(default=1.0, ge=0, le=1, description="of each sync's imports")
+    seeds: tuple[int, ...] = Field(default=(101, 102), min_length=1)
+    spread: float = Field(default=0.02, ge=0, description="|mean here - stated fitness|")
+
+    @model_validator(mode="after")
+    def _distinct(self) -> Replication:
+        if len(set(self.seeds)) != len(self.seeds):
+            raise ValueError("replication seeds must be distinct")
+        return self
+
+
 class CampaignConfig(BaseModel):
     """Everything that decides what a campaign computes. Its hash names the recipe."""
 
@@ -151,6 +171,7 @@ class CampaignConfig(BaseModel):
     budget: Budget = Budget()
     verify: Verify | None = None
     rungs: Rungs | None = None
+    replication: Replication | None = None
 
     @model_validator(mode="after")
     def _known_names(self) -> CampaignConfig:
@@ -190,11 +211,11 @@ class CampaignConfig(BaseModel):
 
     @model_serializer(mode="wrap")
     def _no_unset_sections(self, handler: SerializerFunctionWrapHandler) -> Any:
-        # Configs from before verification stages and rungs hash as they did: no
-        # `verify: null`, no `rungs: null`.
+        # Configs from before verification stages, rungs and replication hash as they
+        # did: no `verify: null`, no `rungs: null`, no `replication: null`.
         data = handler(self)
         if isinstance(data, dict):
-            for key in ("verify", "rungs"):
+            for key in ("verify", "rungs", "replication"):
                 if data.get(key) is None:
                     data.pop(key, None)
         return data

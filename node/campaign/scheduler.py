@@ -60,6 +60,7 @@ from node.campaign.tasks import (
 )
 from node.campaign.verification import WIDTH_OPTION, at_width, matched_name, matched_width
 from node.errors import LeaseLostError
+from node.network import replication
 from node.store import CampaignRow, CandidateRow, ExperimentRow, Lease, Store
 
 if TYPE_CHECKING:
@@ -618,6 +619,8 @@ class CampaignRunner:
         self._unscored = False
         try:
             self._score_finished()
+            if self.config.replication is not None:
+                replication.judge(self.store, self.campaign)  # peers' records re-run here
         except BaseException:
             self._unscored = True
             raise

@@ -8,7 +8,11 @@ kept checkpoint (another root at a size it extends, or a log shorter than the ke
 is flagged, and refused until an operator forgets it; one that cannot be reached is
 retried after a doubling wait. An imported candidate is queued like any proposal: its
 code runs here through the screen and the sandbox, and the peer's fitness is kept as
-its provenance, never as this node's result.
+its provenance, never as this node's result. With a campaign's `replication` section,
+the best share of each sync's imports run on its replication seeds instead
+(`node.network.replication` judges them once scored). A peer's record that `replicates`
+an entry of this node's own log (its leaf hash checked here) is kept as a claim, a
+`replicated_by` event of the campaign that ran the entry's experiment.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from __future__ import annotations
 import http.client
 import json
 import logging
+import math
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -28,6 +33,7 @@ from attestation.audit import AuditReport, LogState, StepResult, VerifiedLog, au
 from attestation.audit import verify_entries as verify_log
 from attestation.bundle import ConsistencyItem, EntryText, read_bundle
 from attestation.errors import FormatError, VerificationError
+from attestation.merkle import leaf_hash
 from attestation.schema import (
     CampaignStatus,
     CandidateOrigin,
@@ -36,8 +42,9 @@ from attestation.schema import (
     ExperimentStatus,
 )
 from loop.proposal import Proposal, code_digest
-from node.errors import AsiNodeError
+from node.errors import AsiNodeError, NotFoundError
 from node.network.peers import PeerBook, PeerState, PeerStatus, PendingImport, peer_url
+from node.network.provenance import CLAIM_EVENT, IMPORT_EVENT
 from node.settings import NetworkSettings
 from node.store import CampaignRow, Store
 from node.tlog.audit_source import (
@@ -47,10 +54,10 @@ from node.tlog.audit_source import (
     latest_origin,
     open_source,
 )
+from node.tlog.log import LogView, origin_for
 
 log = logging.getLogger(__name__)
 
-IMPORT_EVENT = "peer_import"  # a store event per imported candidate: its provenance
 # With a kept state, these failures are the peer's key contradicting what it signed
 # before: its entries and checkpoints are signed (steps 3 and 5 passed), yet the roots
 # do not extend the kept checkpoint, or its log is shorter than the kept one.
@@ -108,11 +115,13 @@ class Follower:
         book: PeerBook,
         settings: NetworkSettings,
         now: Callable[[], datetime] = _utcnow,
+        log_store: Store | None = None,
     ) -> None:
         self.store = store
         self.book = book
         self.settings = settings
         self.now = now
+        self.own = LogView(log_store or store)  # this node's log, where claims must point
 
     def sync_all(self, force: bool = False) -> list[SyncResult]:
         """One sync of every configured peer, in turn."""
@@ -164,9 +173,11 @@ class Follower:
         queue = [*status.pending, *self._records(verified)]
         batch, rest = self._batch(queue)
         codes = [self._code(url, item) for item, _ in batch]  # every one checked first
+        chosen = _share(batch)
         imported = 0
         for (item, targets), code in zip(batch, codes, strict=True):
-            imported += self._import(url, verified, item, code, targets)
+            imported += self._import(url, verified, item, code, targets, item in chosen)
+        self._claims(url, verified)
         states.save(verified.state, kept)
         keep = self.settings.max_pending_imports
         base = kept.checkpoint.size if kept is not None else 0
@@ -314,9 +325,11 @@ class Follower:
         item: PendingImport,
         code: str,
         targets: list[CampaignRow],
+        replicate: bool = False,
     ) -> int:
         """`item` as a `peer` candidate of each campaign in `targets`, its first run queued
-        on the campaign's seed, its provenance a store event beside it."""
+        on the campaign's seed (with `replicate`, its runs on the replication seeds), its
+        provenance a store event beside it."""
         from node.campaign.config import CampaignConfig  # the research stack: when used
 
         proposal = Proposal(
@@ -330,16 +343,25 @@ class Follower:
         )
         for camp in targets:
             cand = self.store.add_candidate(camp.id, proposal)
-            seed = CampaignConfig.model_validate(camp.config).seed
-            exp = self.store.enqueue_experiment(
-                camp.id, cand.id, ExperimentRole.CANDIDATE, seed, once=True
-            )
+            config = CampaignConfig.model_validate(camp.config)
+            rule = config.replication
+            seeds = rule.seeds if replicate and rule is not None else (config.seed,)
+            runs = [
+                self.store.enqueue_experiment(
+                    camp.id,
+                    cand.id,
+                    ExperimentRole.CANDIDATE if i == 0 else ExperimentRole.RERUN,
+                    seed,
+                    once=True,
+                )
+                for i, seed in enumerate(seeds)
+            ]
             self.store.add_event(
                 camp.id,
                 IMPORT_EVENT,
                 {
                     "candidate_id": cand.id,
-                    "experiment_id": exp.id,
+                    "experiment_id": runs[0].id,
                     "peer": url,
                     "log_origin": verified.origin,
                     "key_fingerprint": verified.key_fingerprint,
@@ -350,9 +372,62 @@ class Follower:
                     "config_hash": item.config_hash,
                     "code_digest": item.code_digest,
                     "peer_fitness": item.fitness,
+                    "replicate": replicate and rule is not None,
+                    "seeds": list(seeds),
                 },
             )
         return 1
+
+    def _claims(self, url: str, verified: VerifiedLog) -> int:
+        """Keep the peer's records that replicate an entry of this node's log, each a
+        `replicated_by` event; a claim naming an entry this log does not hold at that
+        index with that leaf hash, or made under this node's own key, is not kept."""
+        from node.tlog.records import EXPERIMENT_KIND  # the research stack: when used
+
+        checkpoint = self.own.latest_checkpoint()
+        if checkpoint is None or origin_for(verified.key_fingerprint) == checkpoint.origin:
+            return 0
+        kept = 0
+        for (index, stmt), leaf in zip(verified.statements, verified.leaves, strict=True):
+            if not isinstance(stmt, ExperimentStatement) or stmt.predicate.replicates is None:
+                continue
+            r, link = stmt.predicate, stmt.predicate.replicates
+            if link.log_origin != checkpoint.origin or link.leaf_index >= checkpoint.tree_size:
+                continue
+            [entry] = self.own.entries(link.leaf_index, link.leaf_index + 1)
+            if (
+                entry.kind != EXPERIMENT_KIND
+                or entry.subject != link.experiment_id
+                or leaf_hash(entry.envelope).hex() != link.leaf_hash
+            ):
+                log.warning("peer claims a record we never logged", extra={"peer": url})
+                continue
+            try:
+                ours = self.store.get_experiment(link.experiment_id)
+            except NotFoundError:
+                continue  # logged by this node, its campaign in another store
+            self.store.add_event(
+                ours.campaign_id,
+                CLAIM_EVENT,
+                {
+                    "experiment_id": ours.id,
+                    "leaf_index": link.leaf_index,
+                    "leaf_hash": link.leaf_hash,
+                    "stated_fitness": link.fitness,
+                    "peer": url,
+                    "node_id": r.node_id,
+                    "key_fingerprint": verified.key_fingerprint,
+                    "log_origin": verified.origin,
+                    "peer_leaf_index": index,
+                    "peer_leaf_hash": leaf.hex(),
+                    "peer_experiment_id": r.experiment_id,
+                    "seed": r.seeds.train,
+                    "status": r.status,
+                    "fitness": r.fitness.value if r.fitness is not None else None,
+                },
+            )
+            kept += 1
+        return kept
 
     def _unreachable(self, status: PeerStatus, now: datetime, reason: str) -> SyncResult:
         failures = status.failures + 1
@@ -387,6 +462,25 @@ class Follower:
             )
         )
         return SyncResult(status.url, state, size=status.size, reason=reason)
+
+
+def _share(batch: list[tuple[PendingImport, list[CampaignRow]]]) -> list[PendingImport]:
+    """The imports of a sync that are replicated: per config, the best `share` of those
+    whose records state a fitness (rounded up), by that fitness."""
+    from node.campaign.config import CampaignConfig  # the research stack: when used
+
+    by_config: dict[str, list[PendingImport]] = {}
+    shares: dict[str, float] = {}
+    for item, targets in batch:
+        rule = CampaignConfig.model_validate(targets[0].config).replication
+        if rule is not None and item.fitness is not None:
+            by_config.setdefault(item.config_hash, []).append(item)
+            shares[item.config_hash] = rule.share
+    chosen: list[PendingImport] = []
+    for config_hash, items in by_config.items():
+        items.sort(key=lambda i: i.fitness or 0.0, reverse=True)
+        chosen += items[: math.ceil(shares[config_hash] * len(items))]
+    return chosen
 
 
 def _reason(failed: StepResult | None) -> str:

@@ -4,7 +4,8 @@ A record holds what DESIGN section 4 lists: campaign id and config hash, sequenc
 parents, code digest (the statement's subject), motivation, screening, training config,
 seeds, task spec digest, metrics, fitness, timings, environment, node id, researcher
 mode, status and failure class, and (from record version 2) when it started, so an
-auditor can check it against the governance directives in the same log. Each finished
+auditor can check it against the governance directives in the same log; from version 5,
+a peer candidate's record names the peer's record it re-trains (`replicates`). Each finished
 experiment is recorded once; on start the node records any it finished but did not get
 to record before a crash. Each governance directive the node applies is recorded once
 too (`Recorder.directive`, keyed by source, campaign and epoch).
@@ -34,6 +35,7 @@ from attestation.schema import (
     EXPERIMENT_PREDICATE,
     FINISHED_STATUSES,
     RECORD_VERSION,
+    CandidateOrigin,
     DirectiveRecord,
     ExperimentRecord,
     ExperimentStatus,
@@ -43,6 +45,7 @@ from attestation.schema import (
 )
 from node.campaign.config import CampaignConfig
 from node.campaign.tasks import build_task, build_train
+from node.network.provenance import replicates_of
 from node.store import CampaignRow, ExperimentRow, Store
 from node.tlog.log import LogView, NodeLog
 
@@ -124,6 +127,12 @@ def experiment_record(
         "started_at": exp.started_at.isoformat() if exp.started_at else None,
         "finished_at": exp.finished_at.isoformat() if exp.finished_at else None,
         "verifies": _verifies(config, cand.digest),
+        # A peer candidate's run names the peer's record it re-trains, from its import.
+        "replicates": (
+            replicates_of(store, campaign.id, cand.id)
+            if cand.origin is CandidateOrigin.PEER
+            else None
+        ),
     }
     # Validated as JSON, as the auditor will read it: what does not fit is not signed.
     return ExperimentRecord.model_validate_json(json.dumps(record))
