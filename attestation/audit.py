@@ -17,7 +17,13 @@ from datetime import UTC, datetime
 from typing import IO, Any
 
 from attestation.bundle import BundleHead, EntryText, InclusionItem, read_bundle, unb64
-from attestation.dsse import IN_TOTO_PAYLOAD_TYPE, Envelope, parse_statement, verify_envelope
+from attestation.dsse import (
+    IN_TOTO_PAYLOAD_TYPE,
+    STATEMENT_TYPE,
+    Envelope,
+    parse_statement,
+    verify_envelope,
+)
 from attestation.errors import FormatError, TrustError, VerificationError
 from attestation.merkle import (
     EMPTY_ROOT,
@@ -269,15 +275,14 @@ def _verify(
         pos += 1
         if failures.step <= 4:
             continue
-        step = STEPS[4]
         try:
             raw = unb64(text, f"entry {index}")
             envelope = Envelope.from_bytes(raw)
             if envelope.payload_type != IN_TOTO_PAYLOAD_TYPE:
                 failures.add(4, f"entry {index} has payload type {envelope.payload_type!r}")
                 continue
-            payload = verify_envelope(envelope, key, step)
-            parse_statement(payload, step)
+            payload = verify_envelope(envelope, key, STEPS[4])
+            typed = _statement(index, payload, failures.step > 8)
         except FormatError as exc:
             failures.add(4, f"entry {index}: {exc}")
             continue
@@ -290,13 +295,12 @@ def _verify(
             roots[compact.size] = compact.root()
         if inclusion is not None and failures.step > 7:
             _check_inclusion(failures, inclusion, index, latest, leaf)
-        if failures.step <= 8:
+        if failures.step <= 8 or typed is None:
             continue
-        try:
-            stmt = _typed(index, payload)
-        except VerificationError as exc:
-            failures.add(8, exc.detail)
+        if isinstance(typed, VerificationError):
+            failures.add(8, typed.detail)
             continue
+        stmt = typed
         if keep_entries:
             statements.append((index, stmt))
             leaves.append(leaf)
@@ -443,13 +447,37 @@ def _check_inclusion(
         failures.add(7, f"entry {index}: {exc}")
 
 
+# How the node's canonical JSON (RFC 8785, keys sorted) of a statement begins.
+_CANONICAL_STATEMENT = b'{"_type":"%s",' % STATEMENT_TYPE.encode()
+
+
+def _statement(index: int, payload: bytes, typed: bool) -> Statement | VerificationError | None:
+    """Step 5's check that a signed payload is an in-toto statement (VerificationError)
+    and, when `typed`, step 9's: the statement as the schema's model, or the error naming
+    the field. A canonical statement that fits the schema is parsed once: the schema's
+    (strict) statement is an in-toto one, except that it also takes the field name
+    `type_` for `_type`, which the canonical form's first key rules out."""
+    if not typed:
+        parse_statement(payload, STEPS[4])
+        return None
+    try:
+        stmt = _typed(index, payload)
+    except VerificationError as exc:
+        parse_statement(payload, STEPS[4])  # not an in-toto statement: step 5 fails first
+        return exc
+    if not payload.startswith(_CANONICAL_STATEMENT):
+        parse_statement(payload, STEPS[4])
+    return stmt
+
+
 def _typed(index: int, payload: bytes) -> Statement:
     """Entry `index`'s statement as the schema's model; VerificationError naming the field."""
     try:
         return parse_record(payload)
     except SchemaError as exc:
         detail = f"entry {index}: {exc}"
-        if str(exc).startswith("predicate.record_version:"):
+        # A record version this auditor does not read (present, but not one of them).
+        if str(exc).startswith("predicate.record_version:") and not str(exc).endswith(" missing"):
             version = json.loads(payload)["predicate"]["record_version"]
             versions = ", ".join(map(str, RECORD_VERSIONS))
             detail = (

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,6 +15,15 @@ from attestation.keys import NodeKey, PublicKey
 
 IN_TOTO_PAYLOAD_TYPE = "application/vnd.in-toto+json"
 STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
+
+# The canonical JSON (`Envelope.to_bytes`) of an envelope with one signature: its
+# payload's base64 text between these bytes, then the rest, whose strings hold no escape,
+# quote or control character.
+_CANONICAL_HEAD = b'{"payload":"'
+_CANONICAL_REST = re.compile(
+    rb'","payloadType":"([\x20\x21\x23-\x5b\x5d-\x7e]*)","signatures":'
+    rb'\[\{"keyid":"([\x20\x21\x23-\x5b\x5d-\x7e]*)","sig":"([A-Za-z0-9+/=]*)"\}\]\}'
+)
 
 
 def pae(payload_type: str, payload: bytes) -> bytes:
@@ -80,10 +90,34 @@ class Envelope:
 
     @classmethod
     def from_bytes(cls, data: bytes) -> Envelope:
+        """Parse the JSON form's bytes; raises FormatError naming the bad field."""
+        canonical = _canonical(data)
+        if canonical is not None:
+            return canonical
         try:
             return cls.from_json(json.loads(data))
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise FormatError(f"the DSSE envelope is not JSON: {exc}") from None
+
+
+def _canonical(data: bytes) -> Envelope | None:
+    """The envelope `to_bytes` wrote with one signature, read without building a dict:
+    what `from_json(json.loads(data))` would return. None for any other bytes (read as
+    JSON then, which also names what is wrong)."""
+    if not data.startswith(_CANONICAL_HEAD):
+        return None
+    end = data.find(b'"', len(_CANONICAL_HEAD))
+    rest = _CANONICAL_REST.fullmatch(data, end) if end > 0 else None
+    if rest is None:
+        return None
+    payload_type, keyid, sig = rest.groups()
+    try:
+        # Valid base64 holds no escape: the text JSON would read is these very bytes.
+        payload = base64.b64decode(data[len(_CANONICAL_HEAD) : end], validate=True)
+        signature = base64.b64decode(sig, validate=True)
+    except binascii.Error:
+        return None
+    return Envelope(payload_type.decode(), payload, (Signature(keyid.decode(), signature),))
 
 
 def _b64(value: object, what: str) -> bytes:

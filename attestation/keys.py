@@ -6,6 +6,7 @@ import base64
 import hashlib
 import os
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 from cryptography.exceptions import InvalidSignature
@@ -39,13 +40,18 @@ class PublicKey:
         if len(self.raw) != 32:
             raise FormatError(f"an Ed25519 public key has 32 bytes, got {len(self.raw)}")
 
-    @property
+    @cached_property
+    def _verifier(self) -> Ed25519PublicKey:
+        # Built once per key: an audit verifies every entry with the same one.
+        return Ed25519PublicKey.from_public_bytes(self.raw)
+
+    @cached_property
     def fingerprint(self) -> str:
         return fingerprint(self.raw)
 
     def verify(self, signature: bytes, message: bytes) -> bool:
         try:
-            Ed25519PublicKey.from_public_bytes(self.raw).verify(signature, message)
+            self._verifier.verify(signature, message)
         except InvalidSignature:
             return False
         return True

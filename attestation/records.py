@@ -97,7 +97,8 @@ _US = timedelta(microseconds=1)
 
 
 def _micros(at: datetime) -> int:
-    return (at - _EPOCH) // _US
+    since = at - _EPOCH  # `since // _US`, without the division of timedeltas
+    return (since.days * 86_400 + since.seconds) * 1_000_000 + since.microseconds
 
 
 @dataclass(frozen=True)
@@ -133,7 +134,6 @@ class RecordRules:
         self.unlinked = 0  # links to records before `resumed`: not checked again
         self._by_leaf: dict[bytes, tuple[int, str, str, str, bool]] = {}
         self._seen: set[int] = set(resumed.seen) if resumed is not None else set()
-        self._new_seen: list[int] = []
         self._directives: dict[tuple[str, str, int, bool], AppliedDirective] = {}
         if resumed is not None:
             for d in resumed.directives:
@@ -196,7 +196,6 @@ class RecordRules:
                 STEP, f"{where} records experiment {exp!r} of {cid} a second time (replayed)"
             )
         self._seen.add(seen)
-        self._new_seen.append(seen)
         if record.started_at is not None:
             self._start_index.append(index)
             self._start_at.append(_micros(record.started_at))

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 from mixers import CumulativeMean
+from test_sandbox import GOOD_MIXER
+from test_train import TINY_MODEL, TINY_SPEC
 
 from loop.heartbeat import (
     HEARTBEAT_FILE,
@@ -26,17 +28,6 @@ from loop.tasks import MQARSpec
 from loop.train import TrainConfig, train
 from loop.worker import _HeartbeatRelay
 
-TINY_SPEC = MQARSpec(
-    vocab_size=64,
-    key_range=(1, 31),
-    value_range=(32, 63),
-    batch_size=16,
-    train_shapes=((16, 2), (24, 3)),
-    test_shapes=((16, 2),),
-    test_examples=32,
-    probe_examples=32,
-)
-TINY_MODEL = BackboneConfig(vocab_size=64, d_model=16, n_layers=2, n_heads=2)
 GOOD = {"step": 40, "steps": 100, "loss": 2.5, "tok_s": 1200.0, "elapsed_s": 8.0}
 
 
@@ -186,31 +177,6 @@ def test_the_jail_init_relays_a_bounded_plain_heartbeat(tmp_path: Path) -> None:
         os.close(fd)
 
 
-RUNNING_MEAN = """
-import torch
-from torch import nn
-
-
-class Mixer(nn.Module):
-    def __init__(self, d_model, n_heads, **options):
-        super().__init__()
-        self.proj = nn.Linear(d_model, d_model)
-
-    def forward(self, x):
-        steps = torch.arange(1, x.shape[1] + 1, dtype=x.dtype).view(1, -1, 1)
-        return torch.cumsum(self.proj(x), dim=1) / steps
-
-    def init_state(self, batch):
-        weight = self.proj.weight
-        return (weight.new_zeros(batch, weight.shape[0]), weight.new_zeros(batch, 1))
-
-    def step(self, x_t, state):
-        total, count = state
-        total, count = total + self.proj(x_t), count + 1
-        return total / count, (total, count)
-"""
-
-
 @pytest.mark.slow
 def test_the_engineer_reports_progress_while_the_sandbox_trains(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
@@ -223,7 +189,7 @@ def test_the_engineer_reports_progress_while_the_sandbox_trains(
     spec = MQARSpec.quick()
     job = ExperimentJob(
         experiment_id="exp-progress",
-        code=RUNNING_MEAN,
+        code=GOOD_MIXER,
         task=spec,
         train=TrainConfig(steps=400, abort_step=None, threads=1),
         seed=0,
