@@ -16,7 +16,8 @@ added `started_at`, which version 1 records lack; version 3 added `verifies`, th
 record a verification stage re-trains; version 4 admits candidates of origin `peer`,
 imported from another node's log, which an auditor of version 3 does not know; version 5
 added `replicates`, the record of another node's log that a peer candidate's run
-re-trains).
+re-trains; version 6 added `peer_parents`, the records in other nodes' logs of the parents
+that came from peers).
 """
 
 from __future__ import annotations
@@ -44,12 +45,13 @@ STATEMENT_TYPE: Final = "https://in-toto.io/Statement/v1"
 EXPERIMENT_PREDICATE: Final = "https://asi-node.dev/ExperimentRecord/v1"
 EVENT_PREDICATE: Final = "https://asi-node.dev/NodeEvent/v1"
 DIRECTIVE_PREDICATE: Final = "https://asi-node.dev/GovernanceDirective/v1"
-RECORD_VERSION: Final = 5  # what the node writes; auditors read RECORD_VERSIONS
-RECORD_VERSIONS: Final = (1, 2, 3, 4, 5)
+RECORD_VERSION: Final = 6  # what the node writes; auditors read RECORD_VERSIONS
+RECORD_VERSIONS: Final = (1, 2, 3, 4, 5, 6)
 STARTS_SINCE: Final = 2  # the first record version carrying started_at
 VERIFIES_SINCE: Final = 3  # the first record version carrying verifies
 PEERS_SINCE: Final = 4  # the first record version whose candidate may come from a peer
 REPLICATES_SINCE: Final = 5  # the first record version carrying replicates
+PEER_PARENTS_SINCE: Final = 6  # the first record version carrying peer_parents
 ALL_CAMPAIGNS: Final = "*"  # a directive for every campaign (the guardian's pause-all)
 
 
@@ -193,6 +195,19 @@ class Replicates(_Model):
     fitness: float | None
 
 
+class PeerParent(_Model):
+    """A parent of the candidate that came from a peer: its id here (one of `parent_ids`)
+    and the record it was imported from, in the peer's log (origin line, entry index, RFC
+    6962 leaf hash), with that record's campaign and experiment there."""
+
+    candidate_id: str
+    log_origin: str
+    leaf_index: NonNegative
+    leaf_hash: Hex32
+    campaign_id: str
+    experiment_id: str
+
+
 class Environment(_Model):
     """Package versions and the device: no host names, no paths."""
 
@@ -207,7 +222,7 @@ class Environment(_Model):
 class ExperimentRecord(_Model):
     """One finished experiment (DESIGN section 4), the predicate of EXPERIMENT_PREDICATE."""
 
-    record_version: Literal[1, 2, 3, 4, 5]
+    record_version: Literal[1, 2, 3, 4, 5, 6]
     node_id: str
     campaign_id: str
     config_hash: str
@@ -235,6 +250,7 @@ class ExperimentRecord(_Model):
     finished_at: AwareDatetime | None
     verifies: Verifies | None = None
     replicates: Replicates | None = None
+    peer_parents: list[PeerParent] | None = None
 
     @model_validator(mode="after")
     def _fields_of_the_version(self) -> ExperimentRecord:
@@ -259,6 +275,22 @@ class ExperimentRecord(_Model):
             raise ValueError(f"a version {self.record_version} record cannot carry replicates")
         if self.replicates is not None and not peer:
             raise ValueError("only a peer candidate's record replicates another node's record")
+        return self._peer_parents_of_the_version()
+
+    def _peer_parents_of_the_version(self) -> ExperimentRecord:
+        since = PEER_PARENTS_SINCE
+        if self.record_version >= since and "peer_parents" not in self.model_fields_set:
+            raise ValueError(
+                "a version 6 record must carry peer_parents (an empty list if none came "
+                "from a peer)"
+            )
+        if self.record_version < since and "peer_parents" in self.model_fields_set:
+            raise ValueError(f"a version {self.record_version} record cannot carry peer_parents")
+        for parent in self.peer_parents or ():
+            if parent.candidate_id not in self.parent_ids:
+                raise ValueError(
+                    f"peer_parents names {parent.candidate_id}, which is not in parent_ids"
+                )
         return self
 
 

@@ -8,7 +8,7 @@ events (in block windows that narrow while an endpoint refuses a wide eth_getLog
 and translates every web3, provider and eth-tester failure into the `ChainError`
 tree, decoding reverts into the contracts' custom errors.
 
-On top of that: `Controller` (anchors, the node allow-list, acknowledgements) and
+On top of that: `Controller` (anchors, the node allow-list and directory, acknowledgements) and
 `ControllerReader` (the controller as a directive source's reader). A node anchors its log
 (`log_id`, the SHA-256 of its origin line) under `chain_log_id(node, log_id)`, an id bound
 to its address that no other account can write to. The Governor relay
@@ -211,6 +211,16 @@ class AckEvent:
     entry_hash: bytes
     block_number: int
     tx_hash: bytes
+
+
+@dataclass(frozen=True)
+class DirectoryEntry:
+    """A node's entry in the controller's directory: its API's base URL and the id its
+    log is anchored under (`chain_log_id(node, log name)`)."""
+
+    node: Address
+    endpoint: str
+    chain_log_id: bytes
 
 
 @dataclass(frozen=True)
@@ -770,6 +780,29 @@ class Controller:
                     del measurement_of[node]
         return set(measurement_of)
 
+    def publish_call(self, endpoint: str, log_id: bytes) -> Any:
+        """`publishNode(endpoint, log_id)`: the sender's directory entry, its log `log_id`
+        listed as `chain_log_id(sender, log_id)`."""
+        return self.contract.functions.publishNode(endpoint, _bytes32(log_id, "log id"))
+
+    def check_publish(self, sender: str, endpoint: str, log_id: bytes) -> None:
+        """Run `publishNode(endpoint, log_id)` from `sender` as an eth_call (nothing is
+        signed or sent, no ether needed): TransactionRevertedError names what the
+        controller refuses (`NodeNotApproved`, `NodeSuspended`, `InvalidArgument`)."""
+        data = self.contract.encode_abi("publishNode", args=[endpoint, _bytes32(log_id, "log id")])
+        self.chain.call_as(sender, self.address, bytes.fromhex(data.removeprefix("0x")))
+
+    def directory(self) -> list[DirectoryEntry]:
+        """The directory's entries of the nodes active now, in publishing order."""
+        rows = self.chain.call("reading directory", self.contract.functions.directory().call)
+        return [_entry(row) for row in rows]
+
+    def node_entry(self, address: str) -> DirectoryEntry | None:
+        """What `address` published (whether or not it is active now), or None."""
+        call = self.contract.functions.nodeEntry(checksum_address(address)).call
+        entry = _entry(self.chain.call("reading nodeEntry", call))
+        return None if int(entry.node, 16) == 0 else entry
+
     def find_anchor(
         self, log_id: bytes, tree_size: int, *, node: str, from_block: int = 0
     ) -> AnchorEvent | None:
@@ -1158,6 +1191,11 @@ def chain_log_id(node: str, log_id: bytes) -> bytes:
         ["address", "bytes32"], [checksum_address(node), _bytes32(log_id, "log id")]
     )
     return bytes(keccak(encoded))
+
+
+def _entry(row: Sequence[Any]) -> DirectoryEntry:
+    node, endpoint, log_id = row
+    return DirectoryEntry(Address(to_checksum_address(node)), str(endpoint), bytes(log_id))
 
 
 def _bytes32(value: bytes, what: str) -> bytes:

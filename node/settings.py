@@ -410,6 +410,16 @@ class NetworkSettings(_Section):
         default_factory=list,
         description="base URLs of the peers' APIs (http://host:8000); empty = follow none",
     )
+    directory: bool = Field(
+        default=False,
+        description="also follow the nodes listed in the CampaignController's directory "
+        "(needs [chain] rpc_url)",
+    )
+    endpoint: str = Field(
+        default="",
+        description="this node's public API URL, published by `asi-node network publish`; "
+        '"" = none',
+    )
     max_entries_per_sync: int = Field(
         default=10_000,
         gt=0,
@@ -428,6 +438,9 @@ class NetworkSettings(_Section):
         default=256 * 1024, gt=0, description="the largest candidate code read from a peer"
     )
     timeout_s: float = Field(default=30.0, gt=0, description="each request to a peer")
+    sync_seconds: float = Field(
+        default=300.0, gt=0, description="how often the daemon syncs its peers"
+    )
     retry_base_s: float = Field(
         default=60.0, gt=0, description="first wait before retrying an unreachable peer"
     )
@@ -438,10 +451,19 @@ class NetworkSettings(_Section):
     @field_validator("peers")
     @classmethod
     def _urls(cls, value: list[str]) -> list[str]:
-        for url in value:
-            if not re.fullmatch(r"https?://[^\s]+", url):
-                raise ValueError(f"{url!r} is not a peer's API URL: write http(s)://host[:port]")
-        return [url.rstrip("/") for url in value]
+        return [api_url(url, "a peer's API URL") for url in value]
+
+    @field_validator("endpoint")
+    @classmethod
+    def _endpoint(cls, value: str) -> str:
+        return api_url(value, "an API URL") if value else value
+
+
+def api_url(url: str, what: str) -> str:
+    """`url` without a trailing slash if it is an http(s) base URL, else ValueError."""
+    if not re.fullmatch(r"https?://[^\s]+", url):
+        raise ValueError(f"{url!r} is not {what}: write http(s)://host[:port]")
+    return url.rstrip("/")
 
 
 class Settings(BaseSettings):

@@ -15,6 +15,10 @@ import {AccessControl} from "@openzeppelin/contracts/access/AccessControl.sol";
 /// address, so no other account can write into (or squat) its log. Each anchor names the
 /// root it extends (the log's last anchored root, zero for the first), tree sizes strictly
 /// grow, and every anchored root stays readable (`anchoredRoot`).
+///
+/// Directory: an active node publishes where its API answers and the log it anchors
+/// (`publishNode`); `directory()` lists the published nodes that are active now, so a
+/// revoked or suspended node drops out of it without anyone editing the list.
 contract CampaignController is AccessControl {
     bytes32 public constant GOVERNANCE_ROLE = keccak256("GOVERNANCE_ROLE");
     bytes32 public constant GUARDIAN_ROLE = keccak256("GUARDIAN_ROLE");
@@ -60,6 +64,14 @@ contract CampaignController is AccessControl {
         uint64 generation;
     }
 
+    /// A node's entry in the directory: its API's base URL and the id of the log it
+    /// anchors (`logIdOf(node, logName)`). `node` is zero for a node that never published.
+    struct NodeEntry {
+        address node;
+        string endpoint;
+        bytes32 logId;
+    }
+
     /// The newest anchor of a log: its tree size (the root is `_roots[logId][treeSize]`).
     struct LogHead {
         address node;
@@ -72,8 +84,15 @@ contract CampaignController is AccessControl {
     mapping(bytes32 => LogHead) private _logs;
     mapping(bytes32 => mapping(uint64 => bytes32)) private _roots;
     mapping(bytes32 => mapping(address => uint64)) public acknowledgedEpoch;
+    mapping(address => NodeEntry) private _entries;
+    /// Every node that ever published, in order, each once (revoked ones stay listed;
+    /// `directory()` skips them). Only approved nodes publish, so governance bounds it.
+    address[] public published;
     bool public globalPaused;
     uint64 public globalEpoch;
+
+    /// The longest endpoint a node may publish, in bytes: a URL, not a document.
+    uint256 public constant MAX_ENDPOINT_BYTES = 256;
 
     event DirectiveIssued(
         bytes32 indexed campaignId, uint64 indexed epoch, Directive directive, Status status, address by
@@ -99,6 +118,7 @@ contract CampaignController is AccessControl {
     event DirectiveAcknowledged(
         bytes32 indexed campaignId, uint64 indexed epoch, address indexed node, bytes32 logEntryHash
     );
+    event NodePublished(address indexed node, string endpoint, bytes32 logId);
 
     error UnknownCampaign(bytes32 campaignId);
     error CampaignExists(bytes32 campaignId);
@@ -324,6 +344,56 @@ contract CampaignController is AccessControl {
         if (epoch != last + 1) revert EpochSkipped(campaignId, epoch, last + 1);
         acknowledgedEpoch[campaignId][msg.sender] = epoch;
         emit DirectiveAcknowledged(campaignId, epoch, msg.sender, logEntryHash);
+    }
+
+    // ---- the node directory
+
+    /// @notice Publishes (or replaces) the sender's directory entry: `endpoint`, the base
+    /// URL of its API (1 to `MAX_ENDPOINT_BYTES` bytes), and its log `logName`, listed as
+    /// `logIdOf(sender, logName)`. Only an active node publishes, and only its own entry.
+    function publishNode(string calldata endpoint, bytes32 logName) external onlyActiveNode {
+        uint256 length = bytes(endpoint).length;
+        if (length == 0) revert InvalidArgument("endpoint is empty");
+        if (length > MAX_ENDPOINT_BYTES) revert InvalidArgument("endpoint is too long");
+        if (logName == bytes32(0)) revert InvalidArgument("log name is zero");
+        NodeEntry storage e = _entries[msg.sender];
+        if (e.node == address(0)) {
+            e.node = msg.sender;
+            published.push(msg.sender);
+        }
+        e.endpoint = endpoint;
+        e.logId = logIdOf(msg.sender, logName);
+        emit NodePublished(msg.sender, endpoint, e.logId);
+    }
+
+    /// @notice `node`'s published entry, whether or not it is active now (`node` zero:
+    /// it never published).
+    function nodeEntry(address node) external view returns (NodeEntry memory) {
+        return _entries[node];
+    }
+
+    /// @notice How many nodes ever published (the length of `published`).
+    function publishedCount() external view returns (uint256) {
+        return published.length;
+    }
+
+    /// @notice The entries of the published nodes that are active now, in publishing
+    /// order. Reads every published node: about 33,000 gas each with a 256-byte endpoint
+    /// (its approval, measurement and up to ten words of entry), so an eth_call under the
+    /// common 50M gas cap lists over a thousand; past that, read `published(i)` and
+    /// `nodeEntry` one at a time.
+    function directory() external view returns (NodeEntry[] memory entries) {
+        uint256 total = published.length;
+        uint256 active = 0;
+        for (uint256 i = 0; i < total; i++) {
+            if (isNodeActive(published[i])) active++;
+        }
+        entries = new NodeEntry[](active);
+        uint256 j = 0;
+        for (uint256 i = 0; i < total && j < active; i++) {
+            address node = published[i];
+            if (isNodeActive(node)) entries[j++] = _entries[node];
+        }
     }
 
     // ---- internals

@@ -395,4 +395,106 @@ contract CampaignControllerTest is TestBase {
         vm.stopPrank();
         assertEqU(ctl.acknowledgedEpoch(C1, NODE), 3, "all three, in order");
     }
+
+    // ---- the node directory
+
+    function _entries() internal view returns (CampaignController.NodeEntry[] memory) {
+        return ctl.directory();
+    }
+
+    function test_an_active_node_publishes_its_endpoint_and_log() public {
+        vm.prank(NODE);
+        ctl.publishNode("https://node.example:8000", LOG);
+        CampaignController.NodeEntry memory e = ctl.nodeEntry(NODE);
+        assertTrue(e.node == NODE, "entry's node");
+        assertTrue(keccak256(bytes(e.endpoint)) == keccak256("https://node.example:8000"), "endpoint");
+        assertEqB(e.logId, logId, "log id bound to the node");
+        CampaignController.NodeEntry[] memory listed = _entries();
+        assertEqU(listed.length, 1, "listed");
+        assertTrue(listed[0].node == NODE, "listed node");
+        assertEqU(ctl.publishedCount(), 1, "published once");
+    }
+
+    function test_publishing_needs_an_approved_node() public {
+        vm.prank(OTHER);
+        vm.expectRevert(abi.encodeWithSelector(CampaignController.NodeNotApproved.selector, OTHER));
+        ctl.publishNode("https://other.example", LOG);
+        vm.prank(GUARD);
+        ctl.revokeNode(NODE);
+        vm.prank(NODE);
+        vm.expectRevert(abi.encodeWithSelector(CampaignController.NodeNotApproved.selector, NODE));
+        ctl.publishNode("https://node.example", LOG);
+        assertEqU(ctl.publishedCount(), 0, "nothing published");
+    }
+
+    function test_a_suspended_node_cannot_publish_and_drops_out() public {
+        vm.prank(NODE);
+        ctl.publishNode("https://node.example", LOG);
+        vm.prank(GOV);
+        ctl.setMeasurement(MEAS, false);
+        vm.prank(NODE);
+        vm.expectRevert(abi.encodeWithSelector(CampaignController.NodeSuspended.selector, NODE, MEAS));
+        ctl.publishNode("https://elsewhere.example", LOG);
+        assertEqU(_entries().length, 0, "a suspended node is not listed");
+        assertTrue(ctl.nodeEntry(NODE).node == NODE, "its entry is kept");
+    }
+
+    function test_republishing_replaces_only_the_senders_entry() public {
+        vm.prank(GOV);
+        ctl.approveNode(OTHER, bytes32(0));
+        vm.prank(NODE);
+        ctl.publishNode("https://node.example", LOG);
+        vm.prank(OTHER);
+        ctl.publishNode("https://other.example", LOG);
+        vm.prank(NODE);
+        ctl.publishNode("https://node.example:9000", keccak256("log-2"));
+        assertEqU(ctl.publishedCount(), 2, "each node listed once");
+        CampaignController.NodeEntry[] memory listed = _entries();
+        assertEqU(listed.length, 2, "both listed");
+        assertTrue(listed[0].node == NODE && listed[1].node == OTHER, "in publishing order");
+        assertTrue(keccak256(bytes(listed[0].endpoint)) == keccak256("https://node.example:9000"), "new");
+        assertEqB(listed[0].logId, ctl.logIdOf(NODE, keccak256("log-2")), "new log id");
+        assertTrue(keccak256(bytes(listed[1].endpoint)) == keccak256("https://other.example"), "kept");
+        assertEqB(listed[1].logId, ctl.logIdOf(OTHER, LOG), "the other's own log id");
+    }
+
+    function test_a_revoked_node_disappears_from_the_directory() public {
+        vm.prank(GOV);
+        ctl.approveNode(OTHER, bytes32(0));
+        vm.prank(NODE);
+        ctl.publishNode("https://node.example", LOG);
+        vm.prank(OTHER);
+        ctl.publishNode("https://other.example", LOG);
+        vm.prank(GUARD);
+        ctl.revokeNode(NODE);
+        CampaignController.NodeEntry[] memory listed = _entries();
+        assertEqU(listed.length, 1, "one left");
+        assertTrue(listed[0].node == OTHER, "the active one");
+        // Approved again, it is listed again under the entry it published:
+        vm.prank(GOV);
+        ctl.approveNode(NODE, bytes32(0));
+        assertEqU(_entries().length, 2, "listed again");
+        assertEqU(ctl.publishedCount(), 2, "still listed once");
+    }
+
+    function test_bad_endpoints_and_a_zero_log_name_are_refused() public {
+        bytes memory tooLong = new bytes(ctl.MAX_ENDPOINT_BYTES() + 1);
+        for (uint256 i = 0; i < tooLong.length; i++) {
+            tooLong[i] = "a";
+        }
+        vm.startPrank(NODE);
+        vm.expectRevert(abi.encodeWithSelector(CampaignController.InvalidArgument.selector, "endpoint is empty"));
+        ctl.publishNode("", LOG);
+        vm.expectRevert(abi.encodeWithSelector(CampaignController.InvalidArgument.selector, "endpoint is too long"));
+        ctl.publishNode(string(tooLong), LOG);
+        vm.expectRevert(abi.encodeWithSelector(CampaignController.InvalidArgument.selector, "log name is zero"));
+        ctl.publishNode("https://node.example", bytes32(0));
+        bytes memory longest = new bytes(ctl.MAX_ENDPOINT_BYTES());
+        for (uint256 i = 0; i < longest.length; i++) {
+            longest[i] = "a";
+        }
+        ctl.publishNode(string(longest), LOG);
+        vm.stopPrank();
+        assertEqU(bytes(ctl.nodeEntry(NODE).endpoint).length, ctl.MAX_ENDPOINT_BYTES(), "the longest fits");
+    }
 }

@@ -56,6 +56,7 @@ def create_app(
     log_store: Store | None = None,
     cors_origins: Sequence[str] = (),
     isolation_mode: str | None = None,
+    attested: bool = False,
 ) -> FastAPI:
     """The app over one store; the caller owns the store's lifetime. The governance
     routes (`/gov`) relay to `governor` when one is given; with `attestation_evidence` the
@@ -64,7 +65,9 @@ def create_app(
     node's setting) costs CPU experiments in the discovery rate's CPU-hours; the node's
     log is read from `log_store` (its `log_database_url`; default: `store`); browser
     apps served from `cors_origins` may call the API (none by default); `isolation_mode`
-    (how the sandbox jails candidates here) is reported in /metrics."""
+    (how the sandbox jails candidates here) is reported in /metrics; `attested` (the node
+    runs under a TEE provider) lets its own replications count where a campaign counts
+    only attested ones."""
     app = FastAPI(
         title="asi-node",
         version="0.1.0",
@@ -156,6 +159,6 @@ def create_app(
     from node.governed.records import StoreGovernanceView
 
     app.include_router(governance_router(StoreGovernanceView(store), governor, operator_token))
-    app.include_router(network_router(store))
+    app.include_router(network_router(store, attested))
     app.include_router(dashboard_router(app.title))
     return app

@@ -65,7 +65,7 @@ from node.campaign.background import Calls, Pace, proposals_wanted, timed
 from node.campaign.config import CampaignConfig
 from node.campaign.llm_setup import LLMSetup, caps_of, load_cognition
 from node.campaign.tasks import build_task
-from node.store import CampaignRow, ExperimentRow, Lease, Store
+from node.store import BUDGET_EXEMPT, CampaignRow, ExperimentRow, Lease, Store
 
 log = logging.getLogger(__name__)
 
@@ -278,9 +278,7 @@ class LLMAgents:
         }
         with self._lock:
             self._queued |= queued
-        return sum(
-            c.origin is not CandidateOrigin.BASELINE for c in self.store.list_candidates(cid)
-        )
+        return sum(c.origin not in BUDGET_EXEMPT for c in self.store.list_candidates(cid))
 
     def _counted(self) -> None:
         if self._generated is not None:

@@ -106,20 +106,33 @@ class Replication(BaseModel):
     """Re-running peers' discoveries (node.network.replication): of the candidates a sync
     imports from a peer, the best `share` by the fitness their records state run here on
     `seeds` instead of the campaign's seed; their mean fitness here within `spread` of the
-    stated one replicates the record, anything else is a failed replication. Part of the
-    hashed config, so every node of the campaign replicates by the same rule."""
+    stated one replicates the record, anything else is a failed replication; with
+    `attested`, only a replicating node under a verified TEE counts. Part of the hashed
+    config, so every node of the campaign replicates by the same rule."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     share: float = Field(default=1.0, ge=0, le=1, description="of each sync's imports")
     seeds: tuple[int, ...] = Field(default=(101, 102), min_length=1)
     spread: float = Field(default=0.02, ge=0, description="|mean here - stated fitness|")
+    attested: bool = Field(
+        default=False,
+        description="count only replications by nodes whose logs carry verified TEE evidence",
+    )
 
     @model_validator(mode="after")
     def _distinct(self) -> Replication:
         if len(set(self.seeds)) != len(self.seeds):
             raise ValueError("replication seeds must be distinct")
         return self
+
+    @model_serializer(mode="wrap")
+    def _attested_when_asked(self, handler: SerializerFunctionWrapHandler) -> Any:
+        # Rules from before `attested` hash as they did: no `attested: false`.
+        data = handler(self)
+        if isinstance(data, dict) and not self.attested:
+            data.pop("attested", None)
+        return data
 
 
 class CampaignConfig(BaseModel):

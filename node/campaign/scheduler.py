@@ -61,7 +61,7 @@ from node.campaign.tasks import (
 from node.campaign.verification import WIDTH_OPTION, at_width, matched_name, matched_width
 from node.errors import LeaseLostError
 from node.network import replication
-from node.store import CampaignRow, CandidateRow, ExperimentRow, Lease, Store
+from node.store import BUDGET_EXEMPT, CampaignRow, CandidateRow, ExperimentRow, Lease, Store
 
 if TYPE_CHECKING:
     from node.campaign.agents import ChatFactory, LLMAgents
@@ -411,10 +411,9 @@ class CampaignRunner:
         ]
 
     def _generated(self) -> list[CandidateRow]:
+        """The candidates proposed here: what the budget counts."""
         return [
-            c
-            for c in self.store.list_candidates(self.campaign.id)
-            if c.origin is not CandidateOrigin.BASELINE
+            c for c in self.store.list_candidates(self.campaign.id) if c.origin not in BUDGET_EXEMPT
         ]
 
     def budget_spent(self) -> bool:

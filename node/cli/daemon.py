@@ -107,6 +107,7 @@ def serve_app(node: Node, node_status: Callable[[], Mapping[str, Any]] | None = 
         log_store=node.log_db(),
         cors_origins=node.settings.api.cors_origins,
         isolation_mode=isolation_mode(node.settings.sandbox.allow_unisolated),
+        attested=node.settings.attestation.provider != "none",
     )
 
 
@@ -203,12 +204,44 @@ def cmd_daemon(args: argparse.Namespace) -> int:
         stop_on_signals() as stop,
         node.anchoring_followers(),
         api_running(serve_app(node, live.status), host, port),
+        following_peers(node),
     ):
         print(f"serving the HTTP API on http://{host}:{port}", flush=True)
         obey(node, campaigns, sources, stop, adopt_new=not args.campaigns, live=live)
     print_anchors(node)
     print("asi-node: stopped; run again to resume", flush=True)
     return 0
+
+
+@contextlib.contextmanager
+def following_peers(node: Node) -> Iterator[None]:
+    """The peers of `[network] peers`, and with `[network] directory` the nodes the
+    controller lists, synced every `[network] sync_seconds` while the block runs
+    (nothing when neither is set)."""
+    from node.network.directory import to_follow
+    from node.network.follow import Follower, LogPin
+    from node.network.peers import PeerBook
+    from node.network.syncing import peer_syncs
+
+    network = node.settings.network
+    if not (network.peers or network.directory):
+        yield
+        return
+    follower = Follower(node.store, PeerBook(node.settings.home), network, log_store=node.log_db())
+
+    def show(line: str) -> None:
+        print(f"{datetime.now().astimezone():%Y-%m-%d %H:%M:%S} {line}", flush=True)
+
+    def peers() -> dict[str, LogPin | None]:
+        follow, unread = to_follow(node.settings)
+        if unread is not None:
+            show(f"network: warning: {unread}; syncing [network] peers only")
+        return follow
+
+    which = f"{len(network.peers)} peer(s)" + (" and the directory" if network.directory else "")
+    print(f"following {which}, synced every {network.sync_seconds:g} s", flush=True)
+    with peer_syncs(follower, peers, network.sync_seconds, show):
+        yield
 
 
 def obey(

@@ -409,6 +409,7 @@ def build_parser() -> argparse.ArgumentParser:
     from node.cli.gov import add_parser as add_gov_parser
     from node.cli.gov_rpc import cmd_gov
     from node.cli.network import add_parser as add_network_parser
+    from node.cli.network_audit import add_parser as add_network_audit_parser
     from node.cli.trust import add_parsers as add_trust_parsers
 
     add_trust_parsers(sub)
@@ -416,6 +417,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_db_parsers(sub)
     add_bench_parsers(sub)
     add_network_parser(sub)
+    add_network_audit_parser(sub)
 
     return parser
 

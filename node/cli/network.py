@@ -1,16 +1,21 @@
-"""`asi-node network`: follow the peers of `[network] peers` (sync), show what is kept of
-them (peers), forget one (a flagged peer is refused until then), rank the replicated
-discoveries (leaderboard) and show one record's provenance and replications (show)."""
+"""`asi-node network`: follow the peers of `[network] peers`, and with `[network]
+directory` those the controller's directory lists (sync), show what is kept of them
+(peers), forget one (a flagged peer is refused until then), rank the replicated
+discoveries (leaderboard), show one record's provenance and replications (show), publish
+this node's API URL in the directory (publish) and list the directory (directory)."""
 
 from __future__ import annotations
 
 import argparse
+import sys
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from node.network.directory import Listed
     from node.network.leaderboard import Discovery
     from node.network.peers import PeerStatus
+    from node.runtime import Node
 
 
 def cmd_network(args: argparse.Namespace) -> int:
@@ -20,17 +25,25 @@ def cmd_network(args: argparse.Namespace) -> int:
     node = open_home(args.home)
     book = PeerBook(node.settings.home)
     if args.action == "sync":
+        from node.network.directory import to_follow
         from node.network.follow import Follower
 
         follower = Follower(node.store, book, node.settings.network, log_store=node.log_db())
-        urls = [args.peer] if args.peer else node.settings.network.peers
-        if not urls:
-            print("no peers to follow: list their API URLs in [network] peers")
-            return 0
-        results = [follower.sync(url, force=args.now) for url in urls]
+        follow, unread = to_follow(node.settings, args.peer)
+        if unread is not None:
+            print(f"asi-node: warning: {unread}; syncing [network] peers only", file=sys.stderr)
+        if not follow:
+            print(
+                "no peers to follow: list their API URLs in [network] peers, or set "
+                "[network] directory to follow the nodes the controller lists"
+            )
+            return 1 if unread is not None else 0
+        results = [follower.sync(url, args.now, pin) for url, pin in follow.items()]
         for result in results:
             print(result.line())
-        return 0 if all(r.state is PeerState.OK for r in results) else 1
+        return 0 if all(r.state is PeerState.OK for r in results) and unread is None else 1
+    if args.action in ("publish", "directory"):
+        return _directory(node, args)
     if args.action == "peers":
         configured = {peer_url(u) for u in node.settings.network.peers}
         known = {s.url: s for s in book.known()}
@@ -43,11 +56,12 @@ def cmd_network(args: argparse.Namespace) -> int:
     if args.action in ("leaderboard", "show"):
         from node.network import leaderboard
 
+        attested = node.settings.attestation.provider != "none"  # a TEE provider: evidence
         if args.action == "show":
-            print(_show(leaderboard.find(node.store, args.record)))
+            print(_show(leaderboard.find(node.store, args.record, attested)))
             return 0
         camps = [node.store.get_campaign(args.campaign)] if args.campaign else None
-        ranked = leaderboard.ranked(node.store, camps or node.store.list_campaigns())
+        ranked = leaderboard.ranked(node.store, camps or node.store.list_campaigns(), attested)
         if not ranked:
             print("no replicated discoveries yet")
             return 0
@@ -58,6 +72,48 @@ def cmd_network(args: argparse.Namespace) -> int:
     else:
         print(f"nothing kept of {peer_url(args.url)}")
     return 0
+
+
+def _directory(node: Node, args: argparse.Namespace) -> int:
+    from node.errors import ConfigError
+    from node.network.directory import check_endpoint, log_name, open_directory
+
+    if args.action == "directory":
+        rows = open_directory(node.settings).entries()
+        if not rows:
+            print(
+                "the directory lists no active node: an approved node publishes its API "
+                "URL with `asi-node network publish URL`"
+            )
+            return 0
+        print(_listing(rows))
+        return 0
+    given = args.url or node.settings.network.endpoint
+    if not given:
+        raise ConfigError(
+            "no endpoint to publish: give this node's API URL "
+            "(`asi-node network publish URL`) or set [network] endpoint"
+        )
+    endpoint = check_endpoint(given)
+    entry, tx_hash = open_directory(node.settings, create_key=True).publish(
+        endpoint, log_name(node.node_key())
+    )
+    if tx_hash is None:
+        print(f"already published: {entry.endpoint} for node {entry.node}")
+    else:
+        print(
+            f"published {entry.endpoint} for node {entry.node}, log id "
+            f"0x{entry.chain_log_id.hex()} (transaction 0x{tx_hash.hex()})"
+        )
+    return 0
+
+
+def _listing(rows: list[Listed]) -> str:
+    lines = [f"{'node':<42} {'log id':<66} {'this':<4} endpoint"]
+    for r in rows:
+        own = "yes" if r.own else ""
+        lines.append(f"{r.entry.node:<42} 0x{r.entry.chain_log_id.hex():<64} {own:<4} {r.url}")
+    return "\n".join(lines)
 
 
 def _table(rows: list[PeerStatus], configured: set[str]) -> str:
@@ -113,7 +169,12 @@ def add_parser(sub: Any) -> None:
     p = sub.add_parser("network", help="follow peers' logs and import their verified results")
     nsub = p.add_subparsers(dest="action", required=True)
     s = nsub.add_parser("sync", help="audit each peer's new log entries and import from it")
-    s.add_argument("peer", nargs="?", help="only this peer's API URL (default: [network] peers)")
+    s.add_argument(
+        "peer",
+        nargs="?",
+        help="only this peer's API URL (default: [network] peers, and the directory's nodes "
+        "with [network] directory)",
+    )
     s.add_argument("--now", action="store_true", help="try unreachable peers before their time")
     nsub.add_parser("peers", help="each peer's state: ok, quarantined, flagged, unreachable")
     f = nsub.add_parser("forget", help="drop what is kept of a peer (clears a flag)")
@@ -122,4 +183,9 @@ def add_parser(sub: Any) -> None:
     b.add_argument("campaign", nargs="?", help="one campaign (id or name; default: all)")
     w = nsub.add_parser("show", help="a record's provenance and replications")
     w.add_argument("record", help="an experiment id (this node's or a peer's) or a leaf hash")
+    u = nsub.add_parser(
+        "publish", help="publish this node's API URL and log id in the controller's directory"
+    )
+    u.add_argument("url", nargs="?", help="the API URL to publish (default: [network] endpoint)")
+    nsub.add_parser("directory", help="the controller's directory: each active node's URL, log id")
     p.set_defaults(func=cmd_network)

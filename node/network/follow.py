@@ -12,7 +12,8 @@ its provenance, never as this node's result. With a campaign's `replication` sec
 the best share of each sync's imports run on its replication seeds instead
 (`node.network.replication` judges them once scored). A peer's record that `replicates`
 an entry of this node's own log (its leaf hash checked here) is kept as a claim, a
-`replicated_by` event of the campaign that ran the entry's experiment.
+`replicated_by` event of the campaign that ran the entry's experiment; one that replicates
+a third node's record is kept too, and counts once that record is imported here.
 """
 
 from __future__ import annotations
@@ -29,7 +30,14 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from attestation.audit import AuditReport, LogState, StepResult, VerifiedLog, audit_with
+from attestation.audit import (
+    ATTESTATION_STEP,
+    AuditReport,
+    LogState,
+    StepResult,
+    VerifiedLog,
+    audit_with,
+)
 from attestation.audit import verify_entries as verify_log
 from attestation.bundle import ConsistencyItem, EntryText, read_bundle
 from attestation.errors import FormatError, VerificationError
@@ -40,13 +48,14 @@ from attestation.schema import (
     ExperimentRole,
     ExperimentStatement,
     ExperimentStatus,
+    Replicates,
 )
 from loop.proposal import Proposal, code_digest
 from node.errors import AsiNodeError, NotFoundError
 from node.network.peers import PeerBook, PeerState, PeerStatus, PendingImport, peer_url
 from node.network.provenance import CLAIM_EVENT, IMPORT_EVENT
 from node.settings import NetworkSettings
-from node.store import CampaignRow, Store
+from node.store import CampaignRow, ExperimentRow, Store
 from node.tlog.audit_source import (
     AuditSourceError,
     HttpLog,
@@ -54,7 +63,7 @@ from node.tlog.audit_source import (
     latest_origin,
     open_source,
 )
-from node.tlog.log import LogView, origin_for
+from node.tlog.log import LogView, log_id, origin_for
 
 log = logging.getLogger(__name__)
 
@@ -106,6 +115,21 @@ def _utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+@dataclass(frozen=True)
+class LogPin:
+    """The log a peer must serve, as the controller's directory lists it: the node's
+    address and `chain_log_id(node, log name)`, so the peer's key is the one the node
+    anchors under, not merely the first one seen."""
+
+    node: str
+    chain_log_id: bytes
+
+    def matches(self, origin: str) -> bool:
+        from governance.chain import chain_log_id  # web3: only for directory peers
+
+        return chain_log_id(self.node, log_id(origin)) == self.chain_log_id
+
+
 class Follower:
     """Syncs the peers of `settings` into `store`, keeping their state in `book`."""
 
@@ -127,9 +151,10 @@ class Follower:
         """One sync of every configured peer, in turn."""
         return [self.sync(url, force=force) for url in self.settings.peers]
 
-    def sync(self, url: str, force: bool = False) -> SyncResult:
+    def sync(self, url: str, force: bool = False, pin: LogPin | None = None) -> SyncResult:
         """One sync of the peer at `url`; with `force`, an unreachable peer is tried
-        before its retry time. A flagged peer is refused."""
+        before its retry time; with `pin`, a peer serving another log than the pinned
+        one is quarantined. A flagged peer is refused."""
         url = peer_url(url)
         status = self.book.status(url)
         now = self.now()
@@ -139,15 +164,20 @@ class Follower:
             wait = (status.retry_at - now).total_seconds()
             return SyncResult(url, status.state, reason=status.reason, retry_in_s=wait)
         try:
-            return self._sync(url, status, now)
+            return self._sync(url, status, now, pin)
         except (AuditSourceError, OSError, http.client.HTTPException) as exc:
             return self._unreachable(status, now, str(exc))
         except _Refused as exc:
             return self._set(status, now, PeerState.QUARANTINED, str(exc))
 
-    def _sync(self, url: str, status: PeerStatus, now: datetime) -> SyncResult:
+    def _sync(self, url: str, status: PeerStatus, now: datetime, pin: LogPin | None) -> SyncResult:
         timeout = self.settings.timeout_s
         origin = latest_origin(url, timeout)
+        if pin is not None and not pin.matches(origin):
+            raise _Refused(
+                f"it serves the log {origin!r}, not the log the controller's directory "
+                f"lists for node {pin.node}"
+            )
         if status.origin is not None and origin != status.origin:
             raise _Refused(
                 f"it now serves the log {origin!r}, not {status.origin!r} followed before; "
@@ -177,7 +207,7 @@ class Follower:
         imported = 0
         for (item, targets), code in zip(batch, codes, strict=True):
             imported += self._import(url, verified, item, code, targets, item in chosen)
-        self._claims(url, verified)
+        self._claims(url, verified, _attested(report))
         states.save(verified.state, kept)
         keep = self.settings.max_pending_imports
         base = kept.checkpoint.size if kept is not None else 0
@@ -378,56 +408,77 @@ class Follower:
             )
         return 1
 
-    def _claims(self, url: str, verified: VerifiedLog) -> int:
-        """Keep the peer's records that replicate an entry of this node's log, each a
-        `replicated_by` event; a claim naming an entry this log does not hold at that
-        index with that leaf hash, or made under this node's own key, is not kept."""
-        from node.tlog.records import EXPERIMENT_KIND  # the research stack: when used
-
+    def _claims(self, url: str, verified: VerifiedLog, attested: bool) -> int:
+        """Keep the peer's records that replicate another node's record, each a
+        `replicated_by` event: one of this node's own entries (a claim naming an entry
+        this log does not hold at that index with that leaf hash is not kept), or a
+        record of a third node's log, kept for the campaigns sharing its config, where
+        the leaderboard matches it to the import of that record (by log and leaf hash).
+        A claim on a record of the claimant's own log, or made under this node's key,
+        is not kept. Each says whether the peer's log carries verified TEE evidence
+        (`attested`), for campaigns whose rule counts only attested replications."""
         checkpoint = self.own.latest_checkpoint()
-        if checkpoint is None or origin_for(verified.key_fingerprint) == checkpoint.origin:
+        own = checkpoint.origin if checkpoint is not None else None
+        if origin_for(verified.key_fingerprint) == own:
             return 0
+        shared = self._shared()
         kept = 0
         for (index, stmt), leaf in zip(verified.statements, verified.leaves, strict=True):
             if not isinstance(stmt, ExperimentStatement) or stmt.predicate.replicates is None:
                 continue
             r, link = stmt.predicate, stmt.predicate.replicates
-            if link.log_origin != checkpoint.origin or link.leaf_index >= checkpoint.tree_size:
+            if link.log_origin == verified.origin:
                 continue
-            [entry] = self.own.entries(link.leaf_index, link.leaf_index + 1)
-            if (
-                entry.kind != EXPERIMENT_KIND
-                or entry.subject != link.experiment_id
-                or leaf_hash(entry.envelope).hex() != link.leaf_hash
-            ):
-                log.warning("peer claims a record we never logged", extra={"peer": url})
+            claim = {
+                "leaf_index": link.leaf_index,
+                "leaf_hash": link.leaf_hash,
+                "record_origin": link.log_origin,
+                "stated_fitness": link.fitness,
+                "peer": url,
+                "node_id": r.node_id,
+                "key_fingerprint": verified.key_fingerprint,
+                "log_origin": verified.origin,
+                "peer_leaf_index": index,
+                "peer_leaf_hash": leaf.hex(),
+                "peer_experiment_id": r.experiment_id,
+                "seed": r.seeds.train,
+                "status": r.status,
+                "fitness": r.fitness.value if r.fitness is not None else None,
+                "attested": attested,
+            }
+            if link.log_origin != own:
+                for camp in shared.get(r.config_hash, []):
+                    self.store.add_event(camp.id, CLAIM_EVENT, {**claim, "experiment_id": None})
+                    kept += 1
                 continue
-            try:
-                ours = self.store.get_experiment(link.experiment_id)
-            except NotFoundError:
-                continue  # logged by this node, its campaign in another store
-            self.store.add_event(
-                ours.campaign_id,
-                CLAIM_EVENT,
-                {
-                    "experiment_id": ours.id,
-                    "leaf_index": link.leaf_index,
-                    "leaf_hash": link.leaf_hash,
-                    "stated_fitness": link.fitness,
-                    "peer": url,
-                    "node_id": r.node_id,
-                    "key_fingerprint": verified.key_fingerprint,
-                    "log_origin": verified.origin,
-                    "peer_leaf_index": index,
-                    "peer_leaf_hash": leaf.hex(),
-                    "peer_experiment_id": r.experiment_id,
-                    "seed": r.seeds.train,
-                    "status": r.status,
-                    "fitness": r.fitness.value if r.fitness is not None else None,
-                },
-            )
-            kept += 1
+            ours = self._own_entry(url, link)
+            if ours is not None:
+                self.store.add_event(
+                    ours.campaign_id, CLAIM_EVENT, {**claim, "experiment_id": ours.id}
+                )
+                kept += 1
         return kept
+
+    def _own_entry(self, url: str, link: Replicates) -> ExperimentRow | None:
+        """The experiment of this node's log entry a peer's record claims to replicate;
+        None if the log holds no such entry (logged) or its campaign is in another store."""
+        from node.tlog.records import EXPERIMENT_KIND  # the research stack: when used
+
+        checkpoint = self.own.latest_checkpoint()
+        if checkpoint is None or link.leaf_index >= checkpoint.tree_size:
+            return None
+        [entry] = self.own.entries(link.leaf_index, link.leaf_index + 1)
+        if (
+            entry.kind != EXPERIMENT_KIND
+            or entry.subject != link.experiment_id
+            or leaf_hash(entry.envelope).hex() != link.leaf_hash
+        ):
+            log.warning("peer claims a record we never logged", extra={"peer": url})
+            return None
+        try:
+            return self.store.get_experiment(link.experiment_id)
+        except NotFoundError:
+            return None  # logged by this node, its campaign in another store
 
     def _unreachable(self, status: PeerStatus, now: datetime, reason: str) -> SyncResult:
         failures = status.failures + 1
@@ -481,6 +532,12 @@ def _share(batch: list[tuple[PendingImport, list[CampaignRow]]]) -> list[Pending
         items.sort(key=lambda i: i.fitness or 0.0, reverse=True)
         chosen += items[: math.ceil(shares[config_hash] * len(items))]
     return chosen
+
+
+def _attested(report: AuditReport) -> bool:
+    """Whether the audited log carries verified TEE evidence (no warning, no failure)."""
+    step = next((s for s in report.steps if s.name == ATTESTATION_STEP), None)
+    return step is not None and step.ok and not step.warning
 
 
 def _reason(failed: StepResult | None) -> str:

@@ -10,14 +10,16 @@ peer was synced). Only replicated discoveries are ranked.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
+from attestation.network import Outcome
 from attestation.schema import CandidateOrigin, ExperimentStatus
 from node.campaign.config import CampaignConfig
 from node.errors import NotFoundError
 from node.network.provenance import CLAIM_EVENT, IMPORT_EVENT, REPLICATION_EVENT
-from node.network.replication import Outcome, outcome_of
+from node.network.replication import outcome_of
 from node.store import CampaignRow, Store
 
 THIS_NODE = "this node"  # who discovered or replicated, when this node's records lack an id
@@ -33,6 +35,7 @@ class Replication(BaseModel):
     outcome: Outcome
     fitness: float | None  # its mean over its replication seeds
     experiment_ids: list[str]
+    attested: bool = False  # the node's log carries verified TEE evidence
 
 
 class Discovery(BaseModel):
@@ -55,10 +58,14 @@ class Discovery(BaseModel):
         return bool(self.replicated_by)
 
 
-def discoveries(store: Store, campaign: CampaignRow) -> list[Discovery]:
-    """Every discovery of the campaign, replicated or not."""
+def discoveries(
+    store: Store, campaign: CampaignRow, attested_here: bool = False
+) -> list[Discovery]:
+    """Every discovery of the campaign, replicated or not; this node's own replications
+    count as attested with `attested_here` (it runs under a TEE provider)."""
     cid = campaign.id
     config = CampaignConfig.model_validate(campaign.config)
+    attested = config.replication is not None and config.replication.attested
     cands = {c.id: c for c in store.list_candidates(cid)}
     exps = store.list_experiments(cid)
     imports = {
@@ -72,7 +79,7 @@ def discoveries(store: Store, campaign: CampaignRow) -> list[Discovery]:
     for cand in cands.values():
         if cand.origin is CandidateOrigin.PEER and cand.id in imports:
             found = imports[cand.id]
-            reps = []
+            reps = list(_claimed(_third(claims, found), config, found["peer_fitness"]))
             if cand.id in judged:
                 j = judged[cand.id]
                 reps.append(
@@ -82,6 +89,7 @@ def discoveries(store: Store, campaign: CampaignRow) -> list[Discovery]:
                         outcome=Outcome(j["outcome"]),
                         fitness=j["fitness"],
                         experiment_ids=j["experiment_ids"],
+                        attested=attested_here,
                     )
                 )
             out.append(
@@ -94,6 +102,7 @@ def discoveries(store: Store, campaign: CampaignRow) -> list[Discovery]:
                     found["leaf_hash"],
                     found["peer_fitness"],
                     reps,
+                    attested,
                 )
             )
             continue
@@ -104,9 +113,12 @@ def discoveries(store: Store, campaign: CampaignRow) -> list[Discovery]:
             continue
         ids = {e.id for e in exps if e.candidate_id == cand.id}
         mine = [c for c in claims if c["experiment_id"] in ids]
-        reps = list(_claimed(mine, config, store))
+        reps = list(_claimed(mine, config, first.fitness))
         leaf = next((c["leaf_hash"] for c in mine if c["experiment_id"] == first.id), None)
-        out.append(_row(cid, cand.id, cand.name, THIS_NODE, first.id, leaf, first.fitness, reps))
+        row = _row(
+            cid, cand.id, cand.name, THIS_NODE, first.id, leaf, first.fitness, reps, attested
+        )
+        out.append(row)
     return out
 
 
@@ -119,7 +131,10 @@ def _row(
     leaf: str | None,
     fitness: float | None,
     reps: list[Replication],
+    attested: bool,
 ) -> Discovery:
+    """A discovery's row; with `attested` (the campaign's rule), only attested nodes'
+    replications count."""
     return Discovery(
         campaign_id=cid,
         candidate_id=candidate_id,
@@ -129,22 +144,40 @@ def _row(
         leaf_hash=leaf,
         fitness=fitness,
         replications=reps,
-        replicated_by=sorted({r.node_id for r in reps if r.outcome is Outcome.REPLICATED}),
+        replicated_by=sorted(
+            {
+                r.node_id
+                for r in reps
+                if r.outcome is Outcome.REPLICATED and (r.attested or not attested)
+            }
+        ),
     )
 
 
+def _third(claims: list[dict[str, Any]], found: dict[str, Any]) -> list[dict[str, Any]]:
+    """The claims on a peer's record imported here (`found`) made by a third node: by
+    another key than the discoverer's, naming the record's log and leaf hash."""
+    return [
+        c
+        for c in claims
+        if c["experiment_id"] is None
+        and c.get("record_origin") == found["log_origin"]
+        and c["leaf_hash"] == found["leaf_hash"]
+        and c["key_fingerprint"] != found["key_fingerprint"]
+    ]
+
+
 def _claimed(
-    claims: list[dict[str, object]], config: CampaignConfig, store: Store
+    claims: list[dict[str, Any]], config: CampaignConfig, stated: float | None
 ) -> Iterable[Replication]:
-    """The peers' re-runs of one of this node's records, one per replicating node: judged
-    here from their signed records, against the fitness of the record they name, once
-    they cover the campaign's replication seeds."""
+    """Other nodes' re-runs of one record, one per replicating node: judged here from their
+    signed records, against the fitness the record states, once they cover the
+    campaign's replication seeds."""
     rule = config.replication
-    by_node: dict[str, list[dict[str, object]]] = {}
+    by_node: dict[str, list[dict[str, Any]]] = {}
     for claim in claims:
         by_node.setdefault(str(claim["node_id"]), []).append(claim)
     for node_id, runs in by_node.items():
-        named = store.get_experiment(str(runs[0]["experiment_id"]))
         seeds = {int(str(r["seed"])) for r in runs}
         outcome, mean = Outcome.PENDING, None
         if rule is not None and set(rule.seeds) <= seeds:
@@ -152,13 +185,14 @@ def _claimed(
             pairs = [
                 (ExperimentStatus(str(r["status"])), _float(r["fitness"])) for r in last.values()
             ]
-            outcome, mean = outcome_of(pairs, named.fitness, rule.spread)
+            outcome, mean = outcome_of(pairs, stated, rule.spread)
         yield Replication(
             node_id=node_id,
             peer=str(runs[0]["peer"]),
             outcome=outcome,
             fitness=mean,
             experiment_ids=[str(r["peer_experiment_id"]) for r in runs],
+            attested=all(r.get("attested", False) for r in runs),
         )
 
 
@@ -166,18 +200,21 @@ def _float(value: object) -> float | None:
     return float(value) if isinstance(value, int | float) else None
 
 
-def ranked(store: Store, campaigns: Iterable[CampaignRow]) -> list[Discovery]:
+def ranked(
+    store: Store, campaigns: Iterable[CampaignRow], attested_here: bool = False
+) -> list[Discovery]:
     """The replicated discoveries of `campaigns`, best stated fitness first."""
-    rows = [d for camp in campaigns for d in discoveries(store, camp) if d.replicated]
+    found = [d for camp in campaigns for d in discoveries(store, camp, attested_here)]
+    rows = [d for d in found if d.replicated]
     return sorted(rows, key=lambda d: d.fitness if d.fitness is not None else float("-inf"),
                   reverse=True)  # fmt: skip
 
 
-def find(store: Store, record: str) -> Discovery:
+def find(store: Store, record: str, attested_here: bool = False) -> Discovery:
     """The discovery whose record is `record`: an experiment id (this node's or a peer's)
     or an entry's leaf hash; NotFoundError if none is known here."""
     for camp in store.list_campaigns():
-        for d in discoveries(store, camp):
+        for d in discoveries(store, camp, attested_here):
             own = {d.experiment_id, d.leaf_hash}
             ran = {i for r in d.replications for i in r.experiment_ids}
             if record in own or record in ran:

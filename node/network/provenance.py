@@ -9,6 +9,7 @@ network leaderboard share.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from node.store import Store
@@ -40,3 +41,26 @@ def replicates_of(store: Store, campaign_id: str, candidate_id: str) -> dict[str
         "experiment_id": found["peer_experiment_id"],
         "fitness": found["peer_fitness"],
     }
+
+
+def peer_parents_of(
+    store: Store, campaign_id: str, parent_ids: Iterable[str]
+) -> list[dict[str, Any]]:
+    """The parents among `parent_ids` imported from peers, each with the record it was
+    imported from (an empty list when none was)."""
+    parents = set(parent_ids)
+    out = []
+    for event in store.list_events(campaign_id, kind=IMPORT_EVENT):
+        found = event.payload
+        if found.get("candidate_id") in parents:
+            out.append(
+                {
+                    "candidate_id": found["candidate_id"],
+                    "log_origin": found["log_origin"],
+                    "leaf_index": found["leaf_index"],
+                    "leaf_hash": found["leaf_hash"],
+                    "campaign_id": found["peer_campaign_id"],
+                    "experiment_id": found["peer_experiment_id"],
+                }
+            )
+    return out

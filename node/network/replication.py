@@ -9,9 +9,9 @@ of the campaign, written once per imported candidate.
 from __future__ import annotations
 
 import logging
-from enum import StrEnum
 from typing import Any
 
+from attestation.network import Outcome, judge_runs
 from attestation.schema import ExperimentStatus
 from node.campaign.config import CampaignConfig
 from node.network.provenance import IMPORT_EVENT, REPLICATION_EVENT
@@ -20,27 +20,15 @@ from node.store import CampaignRow, ExperimentRow, Store
 log = logging.getLogger(__name__)
 
 
-class Outcome(StrEnum):
-    REPLICATED = "replicated"
-    FAILED = "failed replication"  # outside the spread, or a run failed
-    PENDING = "pending"  # runs still to finish (never stored; the leaderboard's)
-
-
 def outcome_of(
     runs: list[ExperimentRow] | list[tuple[ExperimentStatus, float | None]],
     stated: float | None,
     spread: float,
 ) -> tuple[Outcome, float | None]:
-    """The outcome of finished runs (each a status and a fitness) against a stated
-    fitness, and their mean fitness (None if one failed)."""
+    """The outcome of finished runs (rows, or each a status and a fitness) against a
+    stated fitness, as an auditor of the network judges it (`judge_runs`)."""
     pairs = [(r.status, r.fitness) if isinstance(r, ExperimentRow) else r for r in runs]
-    scored = [f for status, f in pairs if status is ExperimentStatus.DONE and f is not None]
-    if len(scored) < len(pairs) or not scored:
-        return Outcome.FAILED, None
-    mean = sum(scored) / len(scored)
-    if stated is None or abs(mean - stated) > spread:
-        return Outcome.FAILED, mean
-    return Outcome.REPLICATED, mean
+    return judge_runs(pairs, stated, spread)
 
 
 def _finished(exp: ExperimentRow) -> bool:

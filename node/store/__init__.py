@@ -31,6 +31,7 @@ from node.store.rows import (
     LLMUsage,
 )
 from node.store.store import (
+    BUDGET_EXEMPT,
     CAMPAIGN_STATUSES,
     DEFAULT_MAX_ATTEMPTS,
     EXPERIMENT_STATUSES,
@@ -39,6 +40,7 @@ from node.store.store import (
 )
 
 __all__ = [
+    "BUDGET_EXEMPT",
     "CAMPAIGN_STATUSES",
     "DEFAULT_MAX_ATTEMPTS",
     "EXPERIMENT_STATUSES",

@@ -67,6 +67,9 @@ ROLES = tuple(ExperimentRole)
 # budget is raised.
 TERMINAL_CAMPAIGN_STATUSES = (CampaignStatus.STOPPED,)
 DEFAULT_MAX_ATTEMPTS = 2
+# Candidates a campaign's budget (`max_candidates`) does not count: only what this node
+# proposed does, not its baselines nor the peers' records it imported.
+BUDGET_EXEMPT = (CandidateOrigin.BASELINE, CandidateOrigin.PEER)
 DEFAULT_BUSY_TIMEOUT_S = 30.0
 
 
@@ -319,7 +322,8 @@ class Store:
     ) -> tuple[CandidateRow, ExperimentRow] | None:
         """A proposed candidate and its first experiment (role 'candidate' on `seed`), in
         one transaction, if the campaign still has room: fewer than `max_generated`
-        candidates that are not baselines, none with this code. None otherwise (the budget
+        candidates proposed here (baselines and peers' imports do not count), none with
+        this code. None otherwise (the budget
         is spent, or another process proposed the same code first: propose again).
 
         Processes sharing the campaign take turns on its row, so together they never go
@@ -332,7 +336,7 @@ class Store:
                 .select_from(Candidate)
                 .where(
                     col(Candidate.campaign_id) == campaign_id,
-                    col(Candidate.origin) != CandidateOrigin.BASELINE,
+                    col(Candidate.origin).not_in(BUDGET_EXEMPT),
                 )
             ).one()
             taken = s.exec(

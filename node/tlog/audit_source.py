@@ -87,6 +87,11 @@ def _json(base: str, path: str, timeout_s: float, **params: int) -> Any:
             raise AuditSourceError(f"{url} did not answer JSON") from None
 
 
+def fetch_json(base: str, path: str, timeout_s: float = 60.0) -> Any:
+    """The JSON a node's API answers at `path` (AuditSourceError if it cannot be read)."""
+    return _json(base, path, timeout_s)
+
+
 def latest_origin(url: str, timeout_s: float = 60.0) -> str:
     """The origin line of the node's log (its latest checkpoint names it)."""
     answer = _json(url, "/log/checkpoint", timeout_s)

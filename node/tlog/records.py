@@ -5,7 +5,9 @@ parents, code digest (the statement's subject), motivation, screening, training 
 seeds, task spec digest, metrics, fitness, timings, environment, node id, researcher
 mode, status and failure class, and (from record version 2) when it started, so an
 auditor can check it against the governance directives in the same log; from version 5,
-a peer candidate's record names the peer's record it re-trains (`replicates`). Each finished
+a peer candidate's record names the peer's record it re-trains (`replicates`); from
+version 6, a record names the peers' records of the parents imported from them
+(`peer_parents`). Each finished
 experiment is recorded once; on start the node records any it finished but did not get
 to record before a crash. Each governance directive the node applies is recorded once
 too (`Recorder.directive`, keyed by source, campaign and epoch).
@@ -45,7 +47,7 @@ from attestation.schema import (
 )
 from node.campaign.config import CampaignConfig
 from node.campaign.tasks import build_task, build_train
-from node.network.provenance import replicates_of
+from node.network.provenance import peer_parents_of, replicates_of
 from node.store import CampaignRow, ExperimentRow, Store
 from node.tlog.log import LogView, NodeLog
 
@@ -133,6 +135,8 @@ def experiment_record(
             if cand.origin is CandidateOrigin.PEER
             else None
         ),
+        # Parents imported from peers, by the records they came from.
+        "peer_parents": peer_parents_of(store, campaign.id, cand.parent_ids),
     }
     # Validated as JSON, as the auditor will read it: what does not fit is not signed.
     return ExperimentRecord.model_validate_json(json.dumps(record))

@@ -188,7 +188,7 @@ def test_a_bundle_from_before_directives_were_logged_still_verifies(
             if entry.kind == EXPERIMENT_KIND:
                 # As a version 1 record was written: none of the later fields.
                 stmt["predicate"]["record_version"] = 1
-                for later in ("started_at", "verifies", "replicates"):
+                for later in ("started_at", "verifies", "replicates", "peer_parents"):
                     del stmt["predicate"][later]
             old.append(entry.kind, stmt, subject=entry.subject)
         data = _export(old)

@@ -176,3 +176,23 @@ def test_an_auditor_names_canister_and_root_key_and_each_mismatch_fails_with_its
     assert code == 2 and "give --canister ID" in out
     code, out = _audit(capsys, a, "--canister", CANISTER, "--root-key", str(VECTORS / "nope"))
     assert code == 2 and "No such file" in out
+
+
+def test_the_icp_check_needs_nothing_of_the_train_extra(anchored: Anchored, tmp_path: Path) -> None:
+    """An auditor's light install (no torch, numpy, openai) checks the certified anchor,
+    naming the canister and root key itself, with no node home of its own."""
+    from test_light_verifier import _light
+
+    key = tmp_path / "replica.der"
+    key.write_bytes(ROOT_KEY_DER)
+    home = tmp_path / "auditor"  # never created: the flags say everything
+    done = _light(
+        "--home", str(home), "audit", str(anchored.bundle), "--icp", anchored.url,
+        "--canister", CANISTER, "--root-key", str(key),
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert (
+        f"[ok  ] icp anchor: log {anchored.label} anchored at size {anchored.size}" in done.stdout
+    )
+    assert "modules of the train extra loaded: []" in done.stdout
+    assert not home.exists()

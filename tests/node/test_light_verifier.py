@@ -66,3 +66,21 @@ def test_an_audit_needs_nothing_of_the_train_extra(tmp_path: Path) -> None:
     assert node.returncode == 2
     assert "pip install 'asi-node[train]'" in node.stderr
     assert "Traceback" not in node.stderr
+
+
+def test_a_network_audit_needs_nothing_of_the_train_extra(tmp_path: Path) -> None:
+    from test_network_peers import _free_port, served
+
+    with (
+        Store.open(f"sqlite:///{tmp_path}/peer.db") as store,
+        served(store, _free_port()) as url,
+    ):
+        tlog, _ = run_logged_campaign(store, NodeKey.generate(), candidates=2)
+        tlog.checkpoint()
+        done = _light("audit-network", url)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert f"[ok  ] {url}: log of " in done.stdout
+    assert "no replicated discoveries among 2 discoveries" in done.stdout
+    assert "modules of the train extra loaded: []" in done.stdout
+    wrong = _light("audit-network", "node-a:8000")
+    assert wrong.returncode == 2 and "not a node's API URL" in wrong.stderr

@@ -26,8 +26,9 @@ from attestation.schema import CandidateOrigin, ExperimentRole, ExperimentStatus
 from node.api.app import create_app
 from node.campaign.scheduler import CampaignRunner, RunEnd
 from node.cli.main import main
-from node.network.follow import IMPORT_EVENT, Follower
+from node.network.follow import Follower
 from node.network.peers import PeerBook, PeerState
+from node.network.provenance import IMPORT_EVENT
 from node.settings import NetworkSettings, init_home
 from node.store import CampaignRow, Store
 from node.tlog.log import LogView, NodeLog
@@ -134,7 +135,7 @@ def test_an_honest_peer_is_imported_incrementally_and_nothing_twice(
     for camp in (mine3, mine4):  # each imported candidate's first run is queued here
         queued = follower_store.list_experiments(camp.id, status=ExperimentStatus.QUEUED)
         assert len(queued) == len(_peer_candidates(follower_store, camp))
-    # They run here as any proposal does, within the campaign's budget of candidates.
+    # They run here as any proposal does; the budget counts only what this node proposes.
     runner = CampaignRunner(
         follower_store,
         mine3,
@@ -152,7 +153,8 @@ def test_an_honest_peer_is_imported_incrementally_and_nothing_twice(
     peers = [
         c for c in follower_store.list_candidates(mine3.id) if c.origin is CandidateOrigin.PEER
     ]
-    assert len(ran) == 3 and all(ran[c.id] is ExperimentStatus.DONE for c in peers)
+    assert len(peers) == 3 and all(ran[c.id] is ExperimentStatus.DONE for c in peers)
+    assert len(ran) == 3 + 3  # the peers' three and a budget of three proposed here
 
 
 def _tamper_entry(db: Path, index: int) -> None:

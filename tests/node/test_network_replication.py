@@ -5,6 +5,7 @@ states; A, syncing B, learns from B's signed records who replicated what."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -36,8 +37,8 @@ from node.tlog.records import EXPERIMENT_KIND, Recorder, predicate_of
 SEEDS = (101, 102)
 
 
-def _config() -> CampaignConfig:
-    rule = Replication(share=0.3, seeds=SEEDS, spread=0.02)
+def _config(attested: bool = False) -> CampaignConfig:
+    rule = Replication(share=0.3, seeds=SEEDS, spread=0.02, attested=attested)
     return small_config(3).model_copy(update={"replication": rule})
 
 
@@ -130,7 +131,7 @@ def test_a_replication_within_the_spread_ranks_the_discovery_on_both_nodes(
         [entry] = LogView(a).entries(link["leaf_index"], link["leaf_index"] + 1)
         assert link["leaf_hash"] == leaf_hash(entry.envelope).hex()
         assert link["log_origin"] == NodeLog(a, key_a).origin
-        assert all(r["record_version"] == 5 for r in records)
+        assert all(r["record_version"] == 6 for r in records)
         report = audit(log_b.export().to_bytes(), "b", trusted_fingerprint=b_id)
         assert report.ok, report.render()
         # B's network leaderboard: A's discovery, replicated by B; the others unranked.
@@ -139,6 +140,11 @@ def test_a_replication_within_the_spread_ranks_the_discovery_on_both_nodes(
         assert row.experiment_id == chosen["peer_experiment_id"]
         assert b_id in _board([row]).splitlines()[1] and url_a in _board([row])
         assert f"replicated by {b_id}" in _show(row)
+        # Where the campaign counts only attested replications, B's counts once B runs
+        # under a TEE provider.
+        strict = dataclasses.replace(camp_b, config=_config(attested=True).model_dump(mode="json"))
+        assert leaderboard.ranked(b, [strict]) == []
+        assert leaderboard.ranked(b, [strict], attested_here=True)[0].replicated_by == [b_id]
         body = TestClient(create_app(b)).get("/network/leaderboard", params={"campaign": "b"})
         assert body.status_code == 200 and body.json()[0]["replicated_by"] == [b_id]
         # A syncs B: B's signed records claim A's entry; A checks them and ranks its own.
@@ -190,6 +196,11 @@ def test_a_config_without_replication_hashes_as_before() -> None:
     plain = small_config(3)
     assert "replication" not in plain.model_dump(mode="json")
     assert plain.config_hash() != _config().config_hash()
+    # A rule that does not ask for attested replications hashes as before `attested`.
+    assert "attested" not in _config().model_dump(mode="json")["replication"]
+    attested = _config(attested=True)
+    assert attested.model_dump(mode="json")["replication"]["attested"] is True
+    assert attested.config_hash() != _config().config_hash()
 
 
 def test_the_network_leaderboard_and_show_commands_answer_on_an_empty_node(

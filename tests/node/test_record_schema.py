@@ -102,7 +102,8 @@ def test_a_peer_candidate_is_a_version_4_record(
     _, key, statements = written
 
     def peer(pred: dict[str, Any]) -> None:
-        assert pred.pop("replicates") is None  # written at version 5; as version 4 wrote it
+        assert pred.pop("peer_parents") == []  # written at version 6
+        assert pred.pop("replicates") is None  # as version 4 wrote it
         pred["record_version"] = 4
         pred["candidate"]["origin"] = "peer"
 
