@@ -288,7 +288,8 @@ def _audit_obedience(
         report.ok = False
         report.steps.append(StepResult(number, name, False, str(exc)))
         return None
-    report.steps.append(StepResult(number, name, True, facts.summary()))
+    # An ungoverned log passes with a warning (FLAGGED), never as a plain [ok  ].
+    report.steps.append(StepResult(number, name, True, facts.summary(), warning=not facts.governed))
     return facts
 
 

@@ -47,6 +47,8 @@ def test_audit_with_chain_checks_passes_on_the_embedded_chain(
     code, out, _ = run(capsys, "--home", str(home), "audit", str(bundle), "--rpc", "embedded")
     assert code == 0, out
     assert "[ok  ] chain anchors:" in out and "result: PASS" in out
+    # The controller never heard of the campaign: a warning, never a plain [ok  ].
+    assert "13. [WARN] obedience: FLAGGED ungoverned: controller" in out
 
 
 def test_audit_names_an_unanchored_checkpoint_and_an_unapproved_key(
