@@ -7,6 +7,10 @@ log is exported as a line-delimited bundle and audited by `asi-node audit FILE -
 DIR` in a child process (streamed: its peak RSS is printed), `--new` more entries are
 appended, and `asi-node audit URL --state DIR` checks only those, over HTTP.
 
+The audit's time per entry is printed beside its floor, one Ed25519 verification (every
+entry's signature is checked), timed in the same child process just after the audit, and
+both are projected to a million entries.
+
     python scripts/bench_log.py [--entries 100000] [--new 1000] [--db DIR]
 """
 
@@ -21,12 +25,13 @@ import sys
 import tempfile
 import threading
 import time
+import timeit
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from attestation.keys import NodeKey
+from attestation.keys import NodeKey, PublicKey
 from attestation.schema import (
     EXPERIMENT_PREDICATE,
     RECORD_VERSION,
@@ -77,6 +82,7 @@ def record(node_id: str, i: int) -> dict[str, object]:
         "finished_at": "2026-12-06T10:01:00+00:00",
         "verifies": None,
         "replicates": None,
+        "peer_parents": [],
     }
     return {
         "_type": STATEMENT_TYPE,
@@ -92,7 +98,24 @@ def audit_child(argv: list[str]) -> None:
     t0 = time.perf_counter()
     code = cli_main(["audit", *argv])
     took = time.perf_counter() - t0
-    print(f"BENCH exit={code} seconds={took:.2f} peak_rss_mib={peak_rss_mib():.0f}", flush=True)
+    peak = peak_rss_mib()
+    floor = verify_us()
+    print(
+        f"BENCH exit={code} seconds={took:.2f} peak_rss_mib={peak:.0f} verify_us={floor:.1f}",
+        flush=True,
+    )
+
+
+def verify_us(number: int = 10_000) -> float:
+    """One Ed25519 verification of an entry-sized message by the auditor's own key type:
+    the floor of an audit's time per entry. The best of three rounds, as a shared machine
+    only ever slows it."""
+    key = NodeKey.generate()
+    public, message = PublicKey(key.public.raw), b"\x00" * 2500
+    signature = key.sign(message)
+    assert public.verify(signature, message)
+    rounds = timeit.repeat(lambda: public.verify(signature, message), number=number, repeat=3)
+    return min(rounds) / number * 1e6
 
 
 def peak_rss_mib() -> float:
@@ -105,8 +128,9 @@ def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def audit(*argv: str) -> tuple[float, float]:
-    """`asi-node audit` in a child process, one core: (seconds, peak RSS in MiB)."""
+def audit(*argv: str) -> tuple[float, float, float]:
+    """`asi-node audit` in a child process, one core: (seconds, peak RSS in MiB, one
+    Ed25519 verification in µs)."""
     done = subprocess.run(
         [sys.executable, __file__, "--audit-child", *argv], capture_output=True, text=True
     )
@@ -114,7 +138,7 @@ def audit(*argv: str) -> tuple[float, float]:
     if line is None or "exit=0" not in line:
         sys.exit(f"the audit failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
     fields = dict(kv.split("=") for kv in line.split()[1:])
-    return float(fields["seconds"]), float(fields["peak_rss_mib"])
+    return float(fields["seconds"]), float(fields["peak_rss_mib"]), float(fields["verify_us"])
 
 
 def main() -> None:
@@ -161,10 +185,15 @@ def main() -> None:
         print(f"export: {size_mb:.1f} MB line-delimited bundle in {export_s:.1f} s")
         state = Path(tmp) / "state"
         state.mkdir()
-        seconds, peak = audit(str(bundle), "--key", key.public.fingerprint, "--state", str(state))
+        seconds, peak, floor = audit(
+            str(bundle), "--key", key.public.fingerprint, "--state", str(state)
+        )
+        per_entry = seconds / tlog.size * 1e6
         print(
             f"audit: {tlog.size} entries, streamed from the file, in {seconds:.1f} s, "
-            f"peak RSS {peak:.0f} MiB (one core; every signature, root, proof and rule)"
+            f"peak RSS {peak:.0f} MiB (one core; every signature, root, proof and rule)\n"
+            f"  {per_entry:.0f} µs/entry (1,000,000 entries: {per_entry:.0f} s); its floor, "
+            f"one Ed25519 verification: {floor:.0f} µs (1,000,000: {floor:.0f} s)"
         )
         bundle.unlink()
         for j in range(args.new):
@@ -175,7 +204,7 @@ def main() -> None:
             # A running node holds its tree; a fresh server rebuilds it on the first proof.
             warm = f"{url}/log/proof/consistency?first=1&second={tlog.size}"
             urllib.request.urlopen(warm, timeout=600).read()
-            seconds, peak = audit(url, "--key", key.public.fingerprint, "--state", str(state))
+            seconds, peak, _ = audit(url, "--key", key.public.fingerprint, "--state", str(state))
         print(
             f"incremental audit: {args.new} new entries over the kept checkpoint at size "
             f"{args.entries}, by HTTP, in {seconds:.2f} s (peak RSS {peak:.0f} MiB)"
