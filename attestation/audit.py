@@ -100,6 +100,7 @@ class VerifiedLog:
 
 
 StepSink = Callable[[str, str], None]
+StatementSink = Callable[[int, Statement, bytes], None]  # index, statement, leaf hash
 ATTESTATION_STEP = "attestation"
 
 
@@ -163,10 +164,14 @@ def verify_entries(
     *,
     keep_entries: bool = False,
     resume: LogState | None = None,
+    on_statement: StatementSink | None = None,
 ) -> VerifiedLog:
     """The audit of a bundle's head and its entries, in one pass with O(log n) Merkle
     state. With `resume` (a state an earlier audit of this log returned), `head` holds
-    that state's checkpoint and the newer ones, and `entries` start at its size."""
+    that state's checkpoint and the newer ones, and `entries` start at its size.
+    `on_statement(index, statement, leaf)` gets each entry whose statement fits the
+    schema as it is read, so a caller keeps what it needs instead of every statement
+    (`keep_entries`); what it gets is not yet audited: it counts once the audit passed."""
     details: list[str] = []
 
     def done(detail: str) -> None:
@@ -179,7 +184,7 @@ def verify_entries(
 
     try:
         return _verify(head, entries, trusted_fingerprint, seen_checkpoints, keep_entries,
-                       resume, done, report_passed)  # fmt: skip
+                       resume, done, report_passed, on_statement)  # fmt: skip
     except VerificationError as exc:
         if exc.step in STEPS:
             report_passed(STEPS.index(exc.step))
@@ -195,6 +200,7 @@ def _verify(
     resume: LogState | None,
     done: Callable[[str], None],
     report_passed: Callable[[int], None],
+    on_statement: StatementSink | None = None,
 ) -> VerifiedLog:
     base = resume.checkpoint.size if resume is not None else 0
     entries_in = "new entries" if resume is not None else "entries"
@@ -304,6 +310,8 @@ def _verify(
         if keep_entries:
             statements.append((index, stmt))
             leaves.append(leaf)
+        if on_statement is not None:
+            on_statement(index, stmt, leaf)
         if (
             isinstance(stmt, EventStatement)
             and stmt.predicate.event is NodeEventKind.ATTESTATION

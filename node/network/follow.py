@@ -34,6 +34,7 @@ from attestation.audit import (
     ATTESTATION_STEP,
     AuditReport,
     LogState,
+    StatementSink,
     StepResult,
     VerifiedLog,
     audit_with,
@@ -49,6 +50,7 @@ from attestation.schema import (
     ExperimentStatement,
     ExperimentStatus,
     Replicates,
+    Statement,
 )
 from loop.proposal import Proposal, code_digest
 from node.errors import AsiNodeError, NotFoundError
@@ -185,7 +187,9 @@ class Follower:
             )
         states = self.book.states(url)
         kept = states.load(origin)
-        report = self._audit(url, kept)
+        most = self.settings.max_imports_per_sync + self.settings.max_pending_imports
+        seen = _Collected(set(self._shared()), most)
+        report = self._audit(url, kept, seen.add)
         failed = report.failure
         verified = report.log
         if not report.ok or failed is not None or verified is None or verified.state is None:
@@ -200,14 +204,14 @@ class Follower:
                 f"its log is signed by {verified.key_fingerprint}, not by "
                 f"{status.key_fingerprint} seen before"
             )
-        queue = [*status.pending, *self._records(verified)]
+        queue = [*status.pending, *seen.imports]
         batch, rest = self._batch(queue)
         codes = [self._code(url, item) for item, _ in batch]  # every one checked first
         chosen = _share(batch)
         imported = 0
         for (item, targets), code in zip(batch, codes, strict=True):
             imported += self._import(url, verified, item, code, targets, item in chosen)
-        self._claims(url, verified, _attested(report))
+        self._claims(url, verified, seen.claims, _attested(report))
         states.save(verified.state, kept)
         keep = self.settings.max_pending_imports
         base = kept.checkpoint.size if kept is not None else 0
@@ -223,7 +227,7 @@ class Follower:
                     "retry_at": None,
                     "last_sync_at": now,
                     "imported": status.imported + imported,
-                    "dropped": status.dropped + max(0, len(rest) - keep),
+                    "dropped": status.dropped + max(0, len(rest) - keep) + seen.dropped,
                     "pending": tuple(rest[:keep]),
                 }
             )
@@ -232,9 +236,10 @@ class Follower:
         return SyncResult(url, PeerState.OK, verified.size - base, verified.size, imported,
                           min(len(rest), keep))  # fmt: skip
 
-    def _audit(self, url: str, kept: LogState | None) -> AuditReport:
+    def _audit(self, url: str, kept: LogState | None, collect: StatementSink) -> AuditReport:
         """The audit of the peer's log: from the kept state (at most about
-        `max_entries_per_sync` entries, to a checkpoint), else whole."""
+        `max_entries_per_sync` entries, to a checkpoint), else whole; `collect` gets each
+        statement as it is read (no statement is kept otherwise)."""
         timeout = self.settings.timeout_s
         if kept is not None:
             state = kept
@@ -243,7 +248,7 @@ class Follower:
             def verify(passed: Any) -> VerifiedLog:
                 upto = _upto(reader, state.checkpoint.size, self.settings.max_entries_per_sync)
                 head, entries = increment_from(reader, state, upto)
-                return verify_log(head, entries, None, passed, resume=state, keep_entries=True)
+                return verify_log(head, entries, None, passed, resume=state, on_statement=collect)
 
             return audit_with(url, verify)
         with open_source(url, timeout, lines=True) as stream:
@@ -253,7 +258,7 @@ class Follower:
                     head, entries = read_bundle(stream)
                 except FormatError as exc:
                     raise VerificationError("bundle format", str(exc)) from None
-                return verify_log(head, entries, None, passed, keep_entries=True)
+                return verify_log(head, entries, None, passed, on_statement=collect)
 
             return audit_with(url, verify_all)
 
@@ -264,31 +269,6 @@ class Follower:
             if camp.status is not CampaignStatus.STOPPED:
                 out.setdefault(camp.config_hash, []).append(camp)
         return out
-
-    def _records(self, verified: VerifiedLog) -> Iterator[PendingImport]:
-        """The peer's own finished experiments, of campaigns this node shares."""
-        shared = self._shared()
-        for (index, stmt), leaf in zip(verified.statements, verified.leaves, strict=True):
-            if not isinstance(stmt, ExperimentStatement):
-                continue
-            r = stmt.predicate
-            if (
-                r.status is not ExperimentStatus.DONE
-                or r.candidate.origin in (CandidateOrigin.BASELINE, CandidateOrigin.PEER)
-                or r.config_hash not in shared
-            ):
-                continue
-            yield PendingImport(
-                leaf_index=index,
-                leaf_hash=leaf.hex(),
-                experiment_id=r.experiment_id,
-                campaign_id=r.campaign_id,
-                config_hash=r.config_hash,
-                code_digest=r.code_digest,
-                name=r.candidate.name,
-                motivation=r.motivation,
-                fitness=r.fitness.value if r.fitness is not None else None,
-            )
 
     def _batch(
         self, queue: list[PendingImport]
@@ -408,7 +388,7 @@ class Follower:
             )
         return 1
 
-    def _claims(self, url: str, verified: VerifiedLog, attested: bool) -> int:
+    def _claims(self, url: str, verified: VerifiedLog, claims: list[_Claim], attested: bool) -> int:
         """Keep the peer's records that replicate another node's record, each a
         `replicated_by` event: one of this node's own entries (a claim naming an entry
         this log does not hold at that index with that leaf hash is not kept), or a
@@ -423,10 +403,8 @@ class Follower:
             return 0
         shared = self._shared()
         kept = 0
-        for (index, stmt), leaf in zip(verified.statements, verified.leaves, strict=True):
-            if not isinstance(stmt, ExperimentStatement) or stmt.predicate.replicates is None:
-                continue
-            r, link = stmt.predicate, stmt.predicate.replicates
+        for c in claims:
+            link = c.link
             if link.log_origin == verified.origin:
                 continue
             claim = {
@@ -435,19 +413,19 @@ class Follower:
                 "record_origin": link.log_origin,
                 "stated_fitness": link.fitness,
                 "peer": url,
-                "node_id": r.node_id,
+                "node_id": c.node_id,
                 "key_fingerprint": verified.key_fingerprint,
                 "log_origin": verified.origin,
-                "peer_leaf_index": index,
-                "peer_leaf_hash": leaf.hex(),
-                "peer_experiment_id": r.experiment_id,
-                "seed": r.seeds.train,
-                "status": r.status,
-                "fitness": r.fitness.value if r.fitness is not None else None,
+                "peer_leaf_index": c.index,
+                "peer_leaf_hash": c.leaf,
+                "peer_experiment_id": c.experiment_id,
+                "seed": c.seed,
+                "status": c.status,
+                "fitness": c.fitness,
                 "attested": attested,
             }
             if link.log_origin != own:
-                for camp in shared.get(r.config_hash, []):
+                for camp in shared.get(c.config_hash, []):
                     self.store.add_event(camp.id, CLAIM_EVENT, {**claim, "experiment_id": None})
                     kept += 1
                 continue
@@ -513,6 +491,76 @@ class Follower:
             )
         )
         return SyncResult(status.url, state, size=status.size, reason=reason)
+
+
+@dataclass(frozen=True)
+class _Claim:
+    """What a sync keeps of a peer's record that replicates another node's record."""
+
+    index: int
+    leaf: str  # hex
+    link: Replicates
+    node_id: str
+    experiment_id: str
+    config_hash: str
+    seed: int
+    status: ExperimentStatus
+    fitness: float | None
+
+
+class _Collected:
+    """What a sync keeps of a peer's entries as its audit reads them, and nothing else of
+    the log: the records it may import (its own finished experiments of the config
+    hashes in `shared`; beyond `most`, only counted as dropped) and the records that
+    replicate another node's record. It counts once the audit passed."""
+
+    def __init__(self, shared: set[str], most: int) -> None:
+        self.shared = shared
+        self.most = most
+        self.imports: list[PendingImport] = []
+        self.claims: list[_Claim] = []
+        self.dropped = 0
+
+    def add(self, index: int, stmt: Statement, leaf: bytes) -> None:
+        if not isinstance(stmt, ExperimentStatement):
+            return
+        r = stmt.predicate
+        fitness = r.fitness.value if r.fitness is not None else None
+        if r.replicates is not None:
+            claim = _Claim(
+                index,
+                leaf.hex(),
+                r.replicates,
+                r.node_id,
+                r.experiment_id,
+                r.config_hash,
+                r.seeds.train,
+                r.status,
+                fitness,
+            )
+            self.claims.append(claim)
+        if (
+            r.status is not ExperimentStatus.DONE
+            or r.candidate.origin in (CandidateOrigin.BASELINE, CandidateOrigin.PEER)
+            or r.config_hash not in self.shared
+        ):
+            return
+        if len(self.imports) >= self.most:
+            self.dropped += 1
+            return
+        self.imports.append(
+            PendingImport(
+                leaf_index=index,
+                leaf_hash=leaf.hex(),
+                experiment_id=r.experiment_id,
+                campaign_id=r.campaign_id,
+                config_hash=r.config_hash,
+                code_digest=r.code_digest,
+                name=r.candidate.name,
+                motivation=r.motivation,
+                fitness=fitness,
+            )
+        )
 
 
 def _share(batch: list[tuple[PendingImport, list[CampaignRow]]]) -> list[PendingImport]:
