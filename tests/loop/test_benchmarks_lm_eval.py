@@ -5,7 +5,7 @@ hellaswag, arc_easy, winogrande, lambada_openai, each pointed at a fixture file 
 `dataset_kwargs`, nothing downloaded) on an LM that wraps the trained model in eager
 torch; the node stages the same files and scores the model's exported graph through the
 evaluator's job entry point. Requests and token ids must match, log-likelihoods within
-1e-6, and acc and acc_norm exactly, row by row.
+float32 rounding (two epsilons, relative), and acc and acc_norm exactly, row by row.
 """
 
 from __future__ import annotations
@@ -168,7 +168,13 @@ def test_benchmark_scores_agree_with_lm_evaluation_harness(
         # Each response is [(log-likelihood, greedy)]: one per request, in choice order.
         theirs = [resp[0] for sample in samples for resp in sample["resps"]]
         mine = ours[bench.name]
-        assert np.abs(mine.loglikelihood - np.array([ll for ll, _ in theirs])).max() <= 1e-6
+        # Log-likelihoods are sums of float32 log-probabilities (up to about 200 here); the
+        # exported graph and eager torch run different kernels, whose rounding depends on
+        # the CPU (a 2.8 GHz Xeon with AVX-512 gave 1.25e-6 at 135.7: 5e-8 relative). Agreement
+        # is to two float32 epsilons of the value, 1e-6 at least.
+        np.testing.assert_allclose(
+            mine.loglikelihood, [ll for ll, _ in theirs], rtol=2 * 1.2e-7, atol=1e-6
+        )
         assert mine.greedy.tolist() == [greedy for _, greedy in theirs]
         outcomes = item_outcomes(bench, mine.loglikelihood, mine.greedy)
         metrics = reported[bench.name]
