@@ -6,7 +6,8 @@
 3. a second sandboxed run, which loads no candidate code, evaluates those graphs on
    held-out data (MQAR: drawn from a seed the first run never saw; LM: the campaign's
    held-out windows, which training never reads) and on the campaign's staged zero-shot
-   benchmarks, whose folder only this run is shown;
+   benchmarks, whose folder only this run is shown; it starts while training ends and
+   waits for the graphs (loop.head_start), so its start-up adds no wall time;
 4. a score that looks too good is evaluated again on a second held-out draw.
 On a GPU node the experiment leases one GPU for steps 2 and 3: training and evaluation
 both run on it. What training reported about itself (tokens seen, tokens/s, peak GPU
@@ -30,7 +31,8 @@ from pathlib import Path
 from typing import Any
 
 from loop.devices import DevicePool, sandbox_gpu_env
-from loop.heartbeat import HEARTBEAT_FILE, OnProgress, watch
+from loop.head_start import HeadStart, due, hand_over
+from loop.heartbeat import HEARTBEAT_FILE, OnProgress, Progress, watch
 from loop.model import BackboneConfig
 from loop.outcome import FailureClass
 from loop.probe import Probe
@@ -39,12 +41,13 @@ from loop.screen import ScreenConfig, check_source
 from loop.tasks import TaskSpec
 from loop.train import TrainConfig
 from loop.train_device import DeviceConfig
-from loop.worker import evaluate_job, train_job
+from loop.worker import ARTIFACTS_DIR, evaluate_job, train_job
 
 log = logging.getLogger(__name__)
 
 RECHECK_SCORE = 0.98  # a mean accuracy at or above this is evaluated a second time
 RECHECK_GAP = 0.05  # two held-out draws further apart than this mean something is wrong
+HANDOFF_DIR = "handoff"  # the evaluators' view: the artifacts, moved here after training
 
 
 @dataclass(frozen=True)
@@ -258,6 +261,39 @@ class Engineer:
         limits: Limits,
         device: DeviceConfig | None,
     ) -> EvalResult:
+        # Evaluation runs where training did: on a GPU node, the GPU this experiment holds.
+        # The evaluators see the hand-off folder, empty until training has ended.
+        handoff = root / HANDOFF_DIR
+        handoff.mkdir(mode=0o755)
+        readable = (handoff, *self._data_dirs(job.task), *self._benchmark_dirs(job))
+        eval_limits = dataclasses.replace(
+            limits, readable_paths=readable, hidden_paths=self.limits.hidden_paths
+        )
+        eval_device = "cpu" if device is None else "cuda"
+        artifacts = handoff / ARTIFACTS_DIR
+        spec = self._evaluate_spec(job, artifacts, job.heldout_seed, eval_device, wait=True)
+        with HeadStart(spec, root / "eval", eval_limits) as ahead:
+
+            def on_progress(progress: Progress) -> None:
+                if job.on_progress is not None:
+                    job.on_progress(progress)
+                if due(progress):
+                    ahead.start()
+
+            with watch(root / "train" / HEARTBEAT_FILE, on_progress):
+                trained = self._train(job, root, cancel, limits, device)
+            return self._evaluated(
+                job, root, timings, started, cancel, trained, ahead, eval_limits, eval_device
+            )
+
+    def _train(
+        self,
+        job: ExperimentJob,
+        root: Path,
+        cancel: threading.Event | None,
+        limits: Limits,
+        device: DeviceConfig | None,
+    ) -> SandboxOutcome:
         train_spec = train_job(
             job.code,
             job.task,
@@ -269,8 +305,22 @@ class Engineer:
             device=device,
             twins=job.twins,
         )
-        with watch(root / "train" / HEARTBEAT_FILE, job.on_progress):
-            trained = run_sandboxed(train_spec, root / "train", limits, stop=cancel)
+        return run_sandboxed(train_spec, root / "train", limits, stop=cancel)
+
+    def _evaluated(
+        self,
+        job: ExperimentJob,
+        root: Path,
+        timings: dict[str, float],
+        started: float,
+        cancel: threading.Event | None,
+        trained: SandboxOutcome,
+        ahead: HeadStart,
+        limits: Limits,
+        device: str,
+    ) -> EvalResult:
+        """The experiment's result from its training run: the evaluation's, when it
+        trained and exported (and a re-check's on a second draw for a top score)."""
         timings["sandbox_train_s"] = trained.wall_s
         if trained.cpu_s is not None:
             timings["sandbox_train_cpu_s"] = trained.cpu_s
@@ -295,15 +345,24 @@ class Engineer:
                 timings=_total(timings, started),
                 isolation=trained.isolation,
             )
-        artifacts = root / "train" / "artifacts"
-        # Evaluation runs where training did: on a GPU node, the GPU this experiment holds.
-        readable = (artifacts, *self._data_dirs(job.task), *self._benchmark_dirs(job))
-        eval_limits = dataclasses.replace(
-            limits, readable_paths=readable, hidden_paths=self.limits.hidden_paths
-        )
-        eval_device = "cpu" if device is None else "cuda"
+        # Decided before the hand-over, so that a run not used never sees the artifacts.
+        use_ahead = ahead.usable()
+        if not use_ahead:
+            ahead.stop()
+            shutil.rmtree(root / "eval", ignore_errors=True)
+        # Only now, with nothing of the candidate's running, do the evaluators see them.
+        artifacts = root / HANDOFF_DIR / ARTIFACTS_DIR
+        hand_over(root / "train" / ARTIFACTS_DIR, artifacts)
         evaluation, failure, message = self._evaluate(
-            job, artifacts, job.heldout_seed, root, cancel, timings, eval_limits, eval_device
+            job,
+            artifacts,
+            job.heldout_seed,
+            root,
+            cancel,
+            timings,
+            limits,
+            device,
+            ahead=ahead if use_ahead else None,
         )
         if failure is None and evaluation is not None:
             metrics = flat_metrics(evaluation) | reported
@@ -316,8 +375,8 @@ class Engineer:
                     root,
                     cancel,
                     timings,
-                    eval_limits,
-                    eval_device,
+                    limits,
+                    device,
                     "recheck",
                 )
                 if again is not None:
@@ -387,17 +446,19 @@ class Engineer:
         limits: Limits,
         device: str,
         label: str = "eval",
+        ahead: HeadStart | None = None,
     ) -> tuple[dict[str, Any] | None, FailureClass | None, str]:
-        spec = evaluate_job(
-            artifacts,
-            job.task,
-            heldout_seed,
-            threads=job.train.threads,
-            device=device,
-            benchmarks=job.benchmarks,
-        )
-        outcome = run_sandboxed(spec, root / label, limits, stop=cancel)
-        timings[f"sandbox_{label}_s"] = outcome.wall_s
+        """Evaluate in `ahead`, the evaluator started while training ended, or else in a
+        fresh sandbox; `sandbox_<label>_s` is the wall time from here to its end."""
+        handed = time.perf_counter()
+        if ahead is not None:
+            assert ahead.started_at is not None
+            timings[f"{label}_started_ahead_s"] = handed - ahead.started_at
+            outcome = ahead.result(cancel)
+        else:
+            spec = self._evaluate_spec(job, artifacts, heldout_seed, device, wait=False)
+            outcome = run_sandboxed(spec, root / label, limits, stop=cancel)
+        timings[f"sandbox_{label}_s"] = time.perf_counter() - handed
         if outcome.cpu_s is not None:
             timings[f"sandbox_{label}_cpu_s"] = outcome.cpu_s
         payload = (outcome.result or {}).get("payload") or {}
@@ -407,6 +468,19 @@ class Engineer:
         if evaluation is None:
             return None, FailureClass.BAD_OUTPUT, "the evaluator returned no metrics"
         return evaluation, None, ""
+
+    def _evaluate_spec(
+        self, job: ExperimentJob, artifacts: Path, heldout_seed: int, device: str, *, wait: bool
+    ) -> dict[str, Any]:
+        return evaluate_job(
+            artifacts,
+            job.task,
+            heldout_seed,
+            threads=job.train.threads,
+            device=device,
+            benchmarks=job.benchmarks,
+            wait_for_artifacts=wait,
+        )
 
 
 def _message(outcome: SandboxOutcome) -> str:

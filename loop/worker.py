@@ -67,6 +67,7 @@ RESULT_FILE = "result.json"
 CANDIDATE_FILE = "candidate.py"
 ARTIFACTS_DIR = "artifacts"
 MAX_JOB_BYTES = 4 * 2**20
+ARTIFACT_POLL_S = 0.02  # how often a started evaluator looks for its artifacts
 MESSAGE_CHARS = 4000  # traceback tail kept in a result's message
 SETUP_FAILED = 125  # the init's exit code when the jail could not be built
 ARTIFACT_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}")
@@ -168,12 +169,15 @@ def evaluate_job(
     threads: int = 1,
     device: str = "cpu",
     benchmarks: Path | None = None,
+    wait_for_artifacts: bool = False,
 ) -> dict[str, Any]:
     """An `evaluate` job: run loop.evaluate on `artifact_dir` (exposed read-only), on the
     CPU or ("cuda") on the one GPU the sandbox is shown, and on the staged `benchmarks`
-    folder (exposed read-only too) when given."""
+    folder (exposed read-only too) when given. With `wait_for_artifacts` the evaluator
+    starts up (its imports) and then waits for `artifact_dir` to appear (loop.head_start)."""
     return {
         "kind": "evaluate",
+        "wait_for_artifacts": wait_for_artifacts,
         "evaluate": {
             "artifact_dir": str(artifact_dir),
             "spec": dataclasses.asdict(task),
@@ -810,7 +814,13 @@ def _evaluate(job: Mapping[str, Any]) -> dict[str, Any]:
     """An `evaluate` job: the trusted evaluator on exported graphs; no candidate code loads."""
     from loop.evaluate import EvalJob, run_job
 
-    output = run_job(EvalJob.model_validate(job["evaluate"]))
+    evaluate = EvalJob.model_validate(job["evaluate"])
+    if job.get("wait_for_artifacts"):
+        # The folder appears in one rename once training has ended; until then (or until
+        # the parent stops this run) there is nothing to read.
+        while not evaluate.artifact_dir.is_dir():
+            time.sleep(ARTIFACT_POLL_S)
+    output = run_job(evaluate)
     return {
         "failure": None if output.failure is None else str(output.failure),
         "message": output.error or ("" if output.metrics is None else output.metrics.detail),

@@ -65,7 +65,9 @@ def main() -> None:
         for key in keys:
             vals = [(e.timings or {}).get(key) for e in exps]
             got = [v for v in vals if v is not None]
-            print(f"  {key:<28} {sum(got) / len(got):8.2f}  (n={len(got)})")
+            # How long before the hand-over the evaluator started: a lead, not a cost.
+            note = "  (lead, not a cost)" if key.endswith("_started_ahead_s") else ""
+            print(f"  {key:<28} {sum(got) / len(got):8.2f}  (n={len(got)}){note}")
         node_s = wall - total
         print(f"\nrun wall {wall:.1f} s over {len(exps)} experiments ({args.preset} preset)")
         print(f"training          {train:8.1f} s  {train / wall:6.1%}")
