@@ -40,11 +40,13 @@ from governance.deploy_config import DEV_PARAMS
 from governance.directives import DirectiveKind
 from governance.proposals import DirectiveCall, prepare
 from governance.relay import ChainGovernor
+from loop.proposal import Proposal
 from node.api.app import create_app
 from node.campaign.config import Budget, CampaignConfig
 from node.cli.main import main
+from node.network.provenance import IMPORT_EVENT, REPLICATION_EVENT
 from node.runtime import open_node
-from node.store import DirectiveLedger
+from node.store import DirectiveLedger, Store
 
 # The campaign trains for real and the browser starts once: about three minutes on two
 # busy cores, so beside `integration` the module is `slow` (CI runs it with -m slow).
@@ -112,6 +114,33 @@ def _governor() -> tuple[ChainGovernor, bytes]:
     return ChainGovernor.from_deployment(chain, deployment, dao.funded()), voter
 
 
+def _replicated_import(store: Store, campaign_id: str) -> None:
+    """A peer's record imported into the campaign and replicated here, as a sync and the
+    replication judge leave it (their own tests: test_network_replication.py)."""
+    ours = store.list_candidates(campaign_id)[-1]
+    code = "# a peer's variant\n" + store.get_code(ours.digest)
+    cand = store.add_candidate(
+        campaign_id, Proposal(name="peers-mixer", motivation="imported", code=code, origin="peer")
+    )
+    found = {
+        "candidate_id": cand.id,
+        "peer": "http://peer.invalid:8000",
+        "log_origin": "asi-node.log/" + "ab" * 16,
+        "key_fingerprint": "sha256:" + "cd" * 32,
+        "leaf_index": 7,
+        "leaf_hash": "ef" * 32,
+        "peer_experiment_id": "exp-peer000001",
+        "peer_fitness": 0.12,
+    }
+    store.add_event(campaign_id, IMPORT_EVENT, found)
+    judged = {"outcome": "replicated", "fitness": 0.115, "experiment_ids": ["exp-here"]}
+    store.add_event(
+        campaign_id,
+        REPLICATION_EVENT,
+        {"candidate_id": cand.id, "node_id": "sha256:" + "12" * 32, **judged},
+    )
+
+
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     _need_browser()
@@ -124,6 +153,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     with node.anchoring_followers():  # anchored on the embedded EVM
         node.run_campaign(camp.id)
     DirectiveLedger(node.store).record(source="evm", campaign_id=camp.id, epoch=1, kind="pause")
+    _replicated_import(node.store, camp.id)
     governor, voter_key = _governor()
     app = create_app(node.store, governor=governor, log_store=node.log_db())
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning"))
@@ -312,6 +342,16 @@ def test_the_node_view_shows_the_log_audit_attestation_and_anchors(
     ]
 
 
+def test_the_network_view_ranks_the_replicated_discoveries(browser: Any, served: Served) -> None:
+    show(browser, served, "#/network")
+    board = served.get("/network/leaderboard")
+    assert [d["experiment_id"] for d in board] == ["exp-peer000001"]
+    assert row_ids(browser, "network-leaderboard") == ["exp-peer000001"]
+    text = browser.find_element("id", "network-leaderboard").text
+    assert "peers-mixer" in text and "http://peer.invalid:8000" in text
+    assert "sha256:121212121212… (this node, 0.1150)" in text
+
+
 def test_no_view_and_no_docs_page_asks_anything_beyond_loopback(
     browser: Any, served: Served
 ) -> None:
@@ -325,6 +365,7 @@ def test_no_view_and_no_docs_page_asks_anything_beyond_loopback(
         f"#/experiment/{exp}",
         "#/governance",
         "#/node",
+        "#/network",
     ):
         show(browser, served, view)
     browser.get(f"{served.url}/docs")

@@ -362,11 +362,27 @@ async function nodeView() {
   return parts;
 }
 
+async function networkView() {
+  const rows = await api("/network/leaderboard");
+  const by = (reps) => reps.filter((r) => r.outcome === "replicated")
+    .map((r) => `${r.node_id.slice(0, 19)}… (${r.peer || "this node"}, ${fmt(r.fitness)})`).join("; ");
+  return [el("h1", {}, "Network"), section("Replicated discoveries",
+    el("p", { class: "muted" }, "Ranked only once a node with another key re-ran them within the campaign's spread."),
+    rows.length ? table("network-leaderboard", [
+      ["name", (d) => d.name],
+      ["record", (d) => el("code", {}, d.experiment_id)],
+      ["campaign", (d) => link(`#/campaign/${d.campaign_id}`, d.campaign_id)],
+      ["found by", (d) => d.discovered_by],
+      ["fitness", (d) => fmt(d.fitness)],
+      ["replicated by", (d) => by(d.replications)],
+    ], rows, (d) => d.experiment_id) : el("p", { id: "network-empty", class: "muted" }, "no replicated discoveries yet"))];
+}
+
 async function render() {
   const view = document.getElementById("view");
   const [, page, id] = location.hash.replace(/^#/, "").split("/");
   const show = { campaign: () => campaignView(id), experiment: () => experimentView(id),
-    governance: governanceView, node: nodeView }[page] || campaignsView;
+    governance: governanceView, node: nodeView, network: networkView }[page] || campaignsView;
   document.body.dataset.ready = "";
   try {
     view.replaceChildren(...(await show()));
