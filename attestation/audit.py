@@ -534,6 +534,13 @@ class AuditReport:
     def failure(self) -> StepResult | None:
         return next((s for s in self.steps if not s.ok), None)
 
+    @property
+    def attested(self) -> bool:
+        """Whether the log carries verified TEE evidence: its attestation step passed
+        without a warning."""
+        step = next((s for s in self.steps if s.name == ATTESTATION_STEP), None)
+        return step is not None and step.ok and not step.warning
+
     def as_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {
             "source": self.source,

@@ -149,7 +149,7 @@ def collect_at_start(node: AttestedNode) -> Collected | None:
     from attestation.tee.errors import TeeError
 
     section = node.settings.attestation
-    if section.provider == "none":
+    if not section.under_tee:
         return None
     try:
         return collect_and_log(node, section.provider, gpus=section.gpus)

@@ -355,6 +355,12 @@ class AttestationSettings(_Section):
         description="allowed launch measurements (hex); empty: any, with a warning in reports",
     )
 
+    @property
+    def under_tee(self) -> bool:
+        """Whether the node collects TEE evidence (a provider is set): the daemon does not
+        start without it, so the node's log carries it."""
+        return self.provider != "none"
+
 
 class ChainSettings(_Section):
     """The EVM chain that log roots are anchored on."""

@@ -23,7 +23,6 @@ import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import timeit
 import urllib.request
@@ -215,25 +214,14 @@ def main() -> None:
 @contextlib.contextmanager
 def served(store: Store) -> Iterator[str]:
     """The node's HTTP API over `store` on a loopback port."""
-    import uvicorn
-
     from node.api.app import create_app
+    from node.cli.daemon import api_running
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = int(s.getsockname()[1])
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(store), host="127.0.0.1", port=port, log_level="error")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    while not server.started:
-        time.sleep(0.05)
-    try:
+    with api_running(create_app(store), "127.0.0.1", port):
         yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
 
 
 if __name__ == "__main__":

@@ -107,7 +107,7 @@ def serve_app(node: Node, node_status: Callable[[], Mapping[str, Any]] | None = 
         log_store=node.log_db(),
         cors_origins=node.settings.api.cors_origins,
         isolation_mode=isolation_mode(node.settings.sandbox.allow_unisolated),
-        attested=node.settings.attestation.provider != "none",
+        attested=node.settings.attestation.under_tee,
     )
 
 

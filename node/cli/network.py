@@ -56,7 +56,7 @@ def cmd_network(args: argparse.Namespace) -> int:
     if args.action in ("leaderboard", "show"):
         from node.network import leaderboard
 
-        attested = node.settings.attestation.provider != "none"  # a TEE provider: evidence
+        attested = node.settings.attestation.under_tee
         if args.action == "show":
             print(_show(leaderboard.find(node.store, args.record, attested)))
             return 0

@@ -14,15 +14,19 @@ from __future__ import annotations
 import argparse
 import json
 import urllib.parse
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from node.errors import ConfigError
 
+if TYPE_CHECKING:
+    from attestation.audit import AuditReport
+    from attestation.network import AuditedLog, Discovery, Rule
+
 
 def cmd_audit_network(args: argparse.Namespace) -> int:
-    from attestation.audit import ATTESTATION_STEP, AuditReport, audit
+    from attestation.audit import AuditReport, audit
     from attestation.network import AuditedLog, compare_served, lineage, node_ids, recompute
-    from node.cli.trust import _audit_anchors
+    from node.cli.trust import audit_anchors
     from node.tlog.audit_source import AuditSourceError, fetch_json, is_url, read_source
 
     urls = [u.rstrip("/") for u in args.urls]
@@ -45,18 +49,16 @@ def cmd_audit_network(args: argparse.Namespace) -> int:
             continue
         report = audit(data, url, require_attestation=args.require_attestation)
         if args.rpc and report.ok:
-            _audit_anchors(report, args)
+            audit_anchors(report, args)
         reports[url] = report
         lines.append(_node_line(url, report))
         if report.ok and report.log is not None:
-            step = next((s for s in report.steps if s.name == ATTESTATION_STEP), None)
-            attested = step is not None and step.ok and not step.warning
             logs.append(
                 AuditedLog(
                     url,
                     report.log.origin,
                     report.log.key_fingerprint,
-                    attested,
+                    report.attested,
                     report.log.statements,
                     report.log.leaves,
                 )
@@ -106,14 +108,13 @@ def cmd_audit_network(args: argparse.Namespace) -> int:
     return 0 if ok else 1
 
 
-def _node_line(url: str, report: Any) -> str:
-    if not report.ok:
+def _node_line(url: str, report: AuditReport) -> str:
+    log = report.log
+    if not report.ok or log is None:
         failed = report.failure
         what = f"step {failed.number} ({failed.name}): {failed.detail}" if failed else "failed"
         return f"  [FAIL] {url}: {what}"
-    log = report.log
-    attested = next((s for s in report.steps if s.name == "attestation"), None)
-    tee = "attested" if attested is not None and not attested.warning else "not attested"
+    tee = "attested" if report.attested else "not attested"
     chain = next((s.detail for s in report.steps if s.name == "chain anchors"), None)
     anchors = f"; {chain}" if chain else ""
     return (
@@ -122,7 +123,7 @@ def _node_line(url: str, report: Any) -> str:
     )
 
 
-def _rules(logs: list[Any], timeout_s: float) -> tuple[dict[str, Any], list[str]]:
+def _rules(logs: list[AuditedLog], timeout_s: float) -> tuple[dict[str, Rule | None], list[str]]:
     """Each replicated campaign's rule, by config hash: its config read from the node
     whose records name it, and checked against the hash."""
     from attestation.network import Rule
@@ -135,7 +136,7 @@ def _rules(logs: list[Any], timeout_s: float) -> tuple[dict[str, Any], list[str]
             if isinstance(stmt, ExperimentStatement):
                 r = stmt.predicate
                 wanted.setdefault(r.config_hash, (log.source, r.campaign_id))
-    rules: dict[str, Any] = {}
+    rules: dict[str, Rule | None] = {}
     problems = []
     for config_hash, (url, campaign_id) in wanted.items():
         path = f"/campaigns/{urllib.parse.quote(campaign_id, safe='')}"
@@ -149,7 +150,7 @@ def _rules(logs: list[Any], timeout_s: float) -> tuple[dict[str, Any], list[str]
     return rules, problems
 
 
-def _board(rows: list[Any], total: int) -> str:
+def _board(rows: list[Discovery], total: int) -> str:
     if not rows:
         return f"  no replicated discoveries among {total} discoveries"
     out = [f"  replicated leaderboard ({len(rows)} of {total} discoveries):"]

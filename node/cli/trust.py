@@ -80,7 +80,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
     )
     obedience = None
     if args.rpc and report.ok:
-        anchored = _audit_anchors(report, args)
+        anchored = audit_anchors(report, args)
         if anchored is not None:
             obedience = _audit_obedience(report, args, *anchored)
     finding = None
@@ -203,7 +203,7 @@ def _audit_icp(
     return finding
 
 
-def _audit_anchors(
+def audit_anchors(
     report: Any, args: argparse.Namespace
 ) -> tuple[Controller, list[VerifiedAnchor]] | None:
     """One more audit step: every checkpoint of the bundle anchored on the chain, with its

@@ -111,10 +111,6 @@ class Directory:
         """The entries of the nodes active now, in publishing order."""
         return [Listed(e, e.node == self.address) for e in self.controller.directory()]
 
-    def peer_urls(self) -> list[str]:
-        """The API URLs of the other active nodes, each once, in publishing order."""
-        return list(self.pins())
-
     def pins(self) -> dict[str, LogPin]:
         """The other active nodes by API URL (each once, in publishing order), each with
         the log it anchors under, which its URL must serve. An entry that is not an

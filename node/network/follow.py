@@ -31,7 +31,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from attestation.audit import (
-    ATTESTATION_STEP,
     AuditReport,
     LogState,
     StatementSink,
@@ -65,7 +64,7 @@ from node.tlog.audit_source import (
     latest_origin,
     open_source,
 )
-from node.tlog.log import LogView, log_id, origin_for
+from node.tlog.log import LogView, SignedCheckpoint, log_id, origin_for
 
 log = logging.getLogger(__name__)
 
@@ -188,7 +187,8 @@ class Follower:
         states = self.book.states(url)
         kept = states.load(origin)
         most = self.settings.max_imports_per_sync + self.settings.max_pending_imports
-        seen = _Collected(set(self._shared()), most)
+        shared = self._shared()  # read once a sync: the collector, the batch, the claims
+        seen = _Collected(set(shared), most)
         report = self._audit(url, kept, seen.add)
         failed = report.failure
         verified = report.log
@@ -205,13 +205,13 @@ class Follower:
                 f"{status.key_fingerprint} seen before"
             )
         queue = [*status.pending, *seen.imports]
-        batch, rest = self._batch(queue)
+        batch, rest = self._batch(queue, shared)
         codes = [self._code(url, item) for item, _ in batch]  # every one checked first
         chosen = _share(batch)
         imported = 0
         for (item, targets), code in zip(batch, codes, strict=True):
             imported += self._import(url, verified, item, code, targets, item in chosen)
-        self._claims(url, verified, seen.claims, _attested(report))
+        self._claims(url, verified, seen.claims, report.attested, shared)
         states.save(verified.state, kept)
         keep = self.settings.max_pending_imports
         base = kept.checkpoint.size if kept is not None else 0
@@ -271,11 +271,11 @@ class Follower:
         return out
 
     def _batch(
-        self, queue: list[PendingImport]
+        self, queue: list[PendingImport], shared: dict[str, list[CampaignRow]]
     ) -> tuple[list[tuple[PendingImport, list[CampaignRow]]], list[PendingImport]]:
-        """The imports of this sync (each with the campaigns lacking its code), at most
-        `max_imports_per_sync`, and the rest for later; code already here is skipped."""
-        shared = self._shared()
+        """The imports of this sync (each with the campaigns of `shared` lacking its code),
+        at most `max_imports_per_sync`, and the rest for later; code already here is
+        skipped."""
         have = {
             camp.id: {c.digest for c in self.store.list_candidates(camp.id)}
             for camps in shared.values()
@@ -388,7 +388,14 @@ class Follower:
             )
         return 1
 
-    def _claims(self, url: str, verified: VerifiedLog, claims: list[_Claim], attested: bool) -> int:
+    def _claims(
+        self,
+        url: str,
+        verified: VerifiedLog,
+        claims: list[_Claim],
+        attested: bool,
+        shared: dict[str, list[CampaignRow]],
+    ) -> int:
         """Keep the peer's records that replicate another node's record, each a
         `replicated_by` event: one of this node's own entries (a claim naming an entry
         this log does not hold at that index with that leaf hash is not kept), or a
@@ -401,7 +408,6 @@ class Follower:
         own = checkpoint.origin if checkpoint is not None else None
         if origin_for(verified.key_fingerprint) == own:
             return 0
-        shared = self._shared()
         kept = 0
         for c in claims:
             link = c.link
@@ -429,7 +435,7 @@ class Follower:
                     self.store.add_event(camp.id, CLAIM_EVENT, {**claim, "experiment_id": None})
                     kept += 1
                 continue
-            ours = self._own_entry(url, link)
+            ours = self._own_entry(url, link, checkpoint)
             if ours is not None:
                 self.store.add_event(
                     ours.campaign_id, CLAIM_EVENT, {**claim, "experiment_id": ours.id}
@@ -437,12 +443,14 @@ class Follower:
                 kept += 1
         return kept
 
-    def _own_entry(self, url: str, link: Replicates) -> ExperimentRow | None:
-        """The experiment of this node's log entry a peer's record claims to replicate;
-        None if the log holds no such entry (logged) or its campaign is in another store."""
+    def _own_entry(
+        self, url: str, link: Replicates, checkpoint: SignedCheckpoint | None
+    ) -> ExperimentRow | None:
+        """The experiment of this node's log entry a peer's record claims to replicate
+        (the log as of `checkpoint`, its latest); None if the log holds no such entry
+        (logged) or its campaign is in another store."""
         from node.tlog.records import EXPERIMENT_KIND  # the research stack: when used
 
-        checkpoint = self.own.latest_checkpoint()
         if checkpoint is None or link.leaf_index >= checkpoint.tree_size:
             return None
         [entry] = self.own.entries(link.leaf_index, link.leaf_index + 1)
@@ -580,12 +588,6 @@ def _share(batch: list[tuple[PendingImport, list[CampaignRow]]]) -> list[Pending
         items.sort(key=lambda i: i.fitness or 0.0, reverse=True)
         chosen += items[: math.ceil(shares[config_hash] * len(items))]
     return chosen
-
-
-def _attested(report: AuditReport) -> bool:
-    """Whether the audited log carries verified TEE evidence (no warning, no failure)."""
-    step = next((s for s in report.steps if s.name == ATTESTATION_STEP), None)
-    return step is not None and step.ok and not step.warning
 
 
 def _reason(failed: StepResult | None) -> str:

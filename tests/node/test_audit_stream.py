@@ -6,7 +6,6 @@ from __future__ import annotations
 import base64
 import io
 import json
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -23,6 +22,7 @@ from attestation.bundle import BundleHeader
 from attestation.dsse import Envelope
 from attestation.keys import NodeKey
 from attestation.schema import NodeEventKind
+from governance.anvil import free_port
 from node.api.app import create_app
 from node.cli.main import main
 from node.store import Store
@@ -110,17 +110,11 @@ def test_a_truncated_line_bundle_is_a_format_failure(honest: tuple[bytes, bytes,
 # --- audit URL --state DIR over HTTP ---------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 class Served:
     """A node's log API on loopback, over a store that the test appends to."""
 
     def __init__(self, store: Store) -> None:
-        self.port = _free_port()
+        self.port = free_port()
         self.server = uvicorn.Server(
             uvicorn.Config(create_app(store), host="127.0.0.1", port=self.port, log_level="error")
         )

@@ -11,6 +11,7 @@ from pathlib import Path
 from logfix import run_logged_campaign
 
 from attestation.keys import NodeKey
+from governance.anvil import free_port
 from node.cli.main import TRAIN_EXTRA
 from node.store import Store
 
@@ -69,11 +70,11 @@ def test_an_audit_needs_nothing_of_the_train_extra(tmp_path: Path) -> None:
 
 
 def test_a_network_audit_needs_nothing_of_the_train_extra(tmp_path: Path) -> None:
-    from test_network_peers import _free_port, served
+    from test_network_peers import served
 
     with (
         Store.open(f"sqlite:///{tmp_path}/peer.db") as store,
-        served(store, _free_port()) as url,
+        served(store, free_port()) as url,
     ):
         tlog, _ = run_logged_campaign(store, NodeKey.generate(), candidates=2)
         tlog.checkpoint()

@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import json
 import re
-import socket
 import stat
 import threading
 import time
@@ -19,6 +18,7 @@ from fastapi.testclient import TestClient
 from logfix import small_config
 
 from attestation.merkle import leaf_hash, verify_consistency, verify_inclusion
+from governance.anvil import free_port
 from node.api.app import create_app
 from node.cli.main import main
 from node.runtime import Node, open_node
@@ -111,7 +111,7 @@ def test_a_missing_bundle_or_unreachable_node_is_an_error_not_a_traceback(
 ) -> None:
     code, _, err = run(capsys, "audit", str(tmp_path / "nope.json"))
     assert code == 2 and "no bundle at" in err
-    code, _, err = run(capsys, "audit", f"http://127.0.0.1:{_free_port()}")
+    code, _, err = run(capsys, "audit", f"http://127.0.0.1:{free_port()}")
     assert code == 2 and "cannot fetch" in err
 
 
@@ -144,16 +144,10 @@ def test_http_routes_serve_checkpoint_entries_and_verifiable_proofs(home: Path) 
     assert client.get("/log/entries", params={"start": 5, "end": 2}).status_code == 400
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture
 def served(home: Path) -> Iterator[str]:
     node = open_node(home)
-    port = _free_port()
+    port = free_port()
     server = uvicorn.Server(
         uvicorn.Config(create_app(node.store), host="127.0.0.1", port=port, log_level="error")
     )

@@ -12,9 +12,10 @@ from pathlib import Path
 import pytest
 import tomli_w
 from pydantic import ValidationError
-from test_network_peers import _free_port, served
+from test_network_peers import served
 
 from attestation.schema import NodeEventKind
+from governance.anvil import free_port
 from governance.chain import (
     Address,
     Chain,
@@ -145,7 +146,7 @@ def test_a_sync_follows_the_directorys_peers_once_and_never_itself(
         for _ in range(3):
             tlog.append(EVENT_KIND, event_statement(tlog.node_id, NodeEventKind.NODE_KEY_CREATED))
         tlog.checkpoint()
-        with served(store, _free_port()) as url:
+        with served(store, free_port()) as url:
             assert cli("b", "network", "publish", url)[0] == 0
             # a's own entry (nothing answers there) is not followed; b, listed both in
             # [network] peers and in the directory, is synced once.
@@ -234,7 +235,7 @@ def test_a_directory_that_cannot_be_read_still_syncs_the_configured_peers(
 
     monkeypatch.setattr(Chain, "connect", classmethod(down))
     home = world.homes["stranger"]
-    _configure(home, network={"peers": [f"http://127.0.0.1:{_free_port()}"]})
+    _configure(home, network={"peers": [f"http://127.0.0.1:{free_port()}"]})
     code, out, err = cli("stranger", "network", "sync")
     assert code == 1 and "unreachable" in out
     assert err.startswith("asi-node: warning: the node directory could not be read (no answer")
@@ -253,7 +254,7 @@ def test_a_listed_url_serving_another_nodes_log_is_quarantined(
         tlog = NodeLog(store, NodeKey.generate())
         tlog.append(EVENT_KIND, event_statement(tlog.node_id, NodeEventKind.NODE_KEY_CREATED))
         tlog.checkpoint()
-        with served(store, _free_port()) as url:
+        with served(store, free_port()) as url:
             assert cli("b", "network", "publish", url)[0] == 0
             _configure(world.homes["a"], network={"peers": []})
             code, out, _ = cli("a", "network", "sync")

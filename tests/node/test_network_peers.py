@@ -6,25 +6,23 @@ from __future__ import annotations
 
 import base64
 import json
-import socket
 import sqlite3
-import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-import uvicorn
 from fakes import FakeEngineer
 from logfix import run_logged_campaign, small_config
 
 from attestation.keys import NodeKey
 from attestation.merkle import leaf_hash
 from attestation.schema import CandidateOrigin, ExperimentRole, ExperimentStatus, NodeEventKind
+from governance.anvil import free_port
 from node.api.app import create_app
 from node.campaign.scheduler import CampaignRunner, RunEnd
+from node.cli.daemon import api_running
 from node.cli.main import main
 from node.network.follow import Follower
 from node.network.peers import PeerBook, PeerState
@@ -35,28 +33,11 @@ from node.tlog.log import LogView, NodeLog
 from node.tlog.records import EVENT_KIND, event_statement
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @contextmanager
 def served(store: Store, port: int) -> Iterator[str]:
-    """A peer node's API over `store` on a loopback port, in a thread."""
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(store), host="127.0.0.1", port=port, log_level="error")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.02)
-    try:
+    """A peer node's API over `store` on a loopback port, as the daemon serves it."""
+    with api_running(create_app(store), "127.0.0.1", port):
         yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
 
 
 class Clock:
@@ -97,7 +78,7 @@ def test_an_honest_peer_is_imported_incrementally_and_nothing_twice(
     mine4 = follower_store.create_campaign("mine4", small_config(4).model_dump(mode="json"))
     follower = _follower(tmp_path, follower_store, max_imports_per_sync=2)
     key = NodeKey.generate()
-    with Store.open(f"sqlite:///{tmp_path}/peer.db") as peer, served(peer, _free_port()) as url:
+    with Store.open(f"sqlite:///{tmp_path}/peer.db") as peer, served(peer, free_port()) as url:
         tlog, _ = run_logged_campaign(peer, key, name="theirs", candidates=3)
         tlog.checkpoint()
         first = tlog.size
@@ -177,7 +158,7 @@ def test_a_peer_serving_a_tampered_bundle_is_quarantined_and_nothing_imported(
     mine = follower_store.create_campaign("mine", small_config(3).model_dump(mode="json"))
     follower = _follower(tmp_path, follower_store)
     db = tmp_path / "peer.db"
-    with Store.open(f"sqlite:///{db}") as peer, served(peer, _free_port()) as url:
+    with Store.open(f"sqlite:///{db}") as peer, served(peer, free_port()) as url:
         run_logged_campaign(peer, NodeKey.generate(), candidates=3)
         _tamper_entry(db, 3)
         result = follower.sync(url)
@@ -193,7 +174,7 @@ def test_a_peer_that_rewrites_its_history_is_flagged_until_forgotten(
 ) -> None:
     mine = follower_store.create_campaign("mine", small_config(3).model_dump(mode="json"))
     follower = _follower(tmp_path, follower_store)
-    key, port = NodeKey.generate(), _free_port()
+    key, port = NodeKey.generate(), free_port()
     with Store.open(f"sqlite:///{tmp_path}/a.db") as peer, served(peer, port) as url:
         tlog, _ = run_logged_campaign(peer, key, candidates=3)
         assert follower.sync(url).imported == 3
@@ -224,7 +205,7 @@ def test_a_peer_serving_code_that_differs_from_its_digest_is_quarantined(
     mine = follower_store.create_campaign("mine", small_config(3).model_dump(mode="json"))
     follower = _follower(tmp_path, follower_store)
     db = tmp_path / "peer.db"
-    with Store.open(f"sqlite:///{db}") as peer, served(peer, _free_port()) as url:
+    with Store.open(f"sqlite:///{db}") as peer, served(peer, free_port()) as url:
         _, cid = run_logged_campaign(peer, NodeKey.generate(), candidates=3)
         [cand] = [c for c in peer.list_candidates(cid) if c.origin is CandidateOrigin.OFFLINE][:1]
         other = peer.put_code(peer.get_code(cand.digest) + "\n# another mixer\n")
@@ -242,7 +223,7 @@ def test_an_unreachable_peer_is_retried_with_a_doubling_wait(
 ) -> None:
     clock = Clock()
     follower = _follower(tmp_path, follower_store, clock)
-    url = f"http://127.0.0.1:{_free_port()}"
+    url = f"http://127.0.0.1:{free_port()}"
     first = follower.sync(url)
     assert first.state is PeerState.UNREACHABLE and first.retry_in_s == 60
     clock.at += timedelta(seconds=10)
@@ -260,7 +241,7 @@ def test_the_network_commands_sync_list_and_forget_peers(
 ) -> None:
     home = tmp_path / "home"
     init_home(home, env={})
-    url = f"http://127.0.0.1:{_free_port()}"
+    url = f"http://127.0.0.1:{free_port()}"
     config = home / "config.toml"
     config.write_text(config.read_text().replace("peers = []", f'peers = ["{url}/"]'))
     assert main(["--home", str(home), "network", "sync"]) == 1

@@ -13,12 +13,13 @@ import pytest
 from fakes import FakeEngineer
 from fastapi.testclient import TestClient
 from logfix import small_config
-from test_network_peers import Clock, _free_port, served
+from test_network_peers import Clock, served
 
 from attestation.audit import audit
 from attestation.keys import NodeKey
 from attestation.merkle import leaf_hash
 from attestation.schema import CandidateOrigin, ExperimentStatus
+from governance.anvil import free_port
 from loop.engineer import EvalResult, ExperimentJob
 from node.api.app import create_app
 from node.campaign.config import CampaignConfig, Replication
@@ -107,7 +108,7 @@ def test_a_replication_within_the_spread_ranks_the_discovery_on_both_nodes(
     key_b = NodeKey.generate()
     b_id = key_b.public.fingerprint
     with (
-        served(a, _free_port()) as url_a,
+        served(a, free_port()) as url_a,
         Store.open(f"sqlite:///{tmp_path}/b.db") as b,
     ):
         camp_b, log_b = _replicate(tmp_path, url_a, b, key_b, 0.0)
@@ -148,7 +149,7 @@ def test_a_replication_within_the_spread_ranks_the_discovery_on_both_nodes(
         body = TestClient(create_app(b)).get("/network/leaderboard", params={"campaign": "b"})
         assert body.status_code == 200 and body.json()[0]["replicated_by"] == [b_id]
         # A syncs B: B's signed records claim A's entry; A checks them and ranks its own.
-        with served(b, _free_port()) as url_b:
+        with served(b, free_port()) as url_b:
             synced = _follower(tmp_path / "a-home", a).sync(url_b)
         assert synced.state is PeerState.OK, synced.line()
         claims = [e.payload for e in a.list_events(camp_a.id, kind=CLAIM_EVENT)]
@@ -171,7 +172,7 @@ def test_a_replication_outside_the_spread_fails_and_the_discovery_stays_unreplic
     a, _, camp_a = node_a
     key_b = NodeKey.generate()
     with (
-        served(a, _free_port()) as url_a,
+        served(a, free_port()) as url_a,
         Store.open(f"sqlite:///{tmp_path}/b.db") as b,
     ):
         camp_b, _ = _replicate(tmp_path, url_a, b, key_b, -0.2)
@@ -181,7 +182,7 @@ def test_a_replication_outside_the_spread_fails_and_the_discovery_stays_unreplic
         assert leaderboard.ranked(b, [camp_b]) == []
         row = leaderboard.find(b, judged["peer_experiment_id"])
         assert not row.replicated and row.replications[0].outcome == "failed replication"
-        with served(b, _free_port()) as url_b:
+        with served(b, free_port()) as url_b:
             assert _follower(tmp_path / "a-home", a).sync(url_b).state is PeerState.OK
         claims = [e.payload for e in a.list_events(camp_a.id, kind=CLAIM_EVENT)]
         named = [c for c in claims if c["experiment_id"] == judged["peer_experiment_id"]]

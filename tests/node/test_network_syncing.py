@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pytest
 from logfix import run_logged_campaign, small_config
-from test_network_peers import _follower, _free_port, served
+from test_network_peers import _follower, served
 
 from attestation.keys import NodeKey
+from governance.anvil import free_port
 from node.cli.daemon import following_peers
 from node.errors import StoreError
 from node.network.follow import Follower, LogPin
@@ -32,11 +33,11 @@ def test_peers_are_synced_each_round_and_a_failing_peer_does_not_stop_the_rest(
     tmp_path: Path,
 ) -> None:
     shown: list[str] = []
-    down = f"http://127.0.0.1:{_free_port()}"
+    down = f"http://127.0.0.1:{free_port()}"
     with (
         Store.open(f"sqlite:///{tmp_path}/peer.db") as peer,
         Store.open(f"sqlite:///{tmp_path}/mine.db") as mine,  # the thread reads it too
-        served(peer, _free_port()) as url,
+        served(peer, free_port()) as url,
     ):
         run_logged_campaign(peer, NodeKey.generate(), candidates=2)[0].checkpoint()
         camp = mine.create_campaign("mine", small_config(2).model_dump(mode="json"))
@@ -82,7 +83,7 @@ def test_the_daemon_follows_only_when_peers_are_configured(
     with following_peers(node):
         pass
     assert "following" not in capsys.readouterr().out
-    url = f"http://127.0.0.1:{_free_port()}"
+    url = f"http://127.0.0.1:{free_port()}"
     config = home / "config.toml"
     config.write_text(config.read_text().replace("peers = []", f'peers = ["{url}"]'))
     node = open_node(home)

@@ -16,7 +16,9 @@ from pathlib import Path
 import pytest
 from fakes import FakeEngineer
 from logfix import small_config
-from test_network_peers import _free_port, served
+from test_network_peers import served
+
+from governance.anvil import free_port
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "governance"))
 
@@ -120,7 +122,7 @@ def test_three_nodes_replicate_build_on_and_audit_each_others_discoveries(
             stack.callback(node.store.close)
         # A finds candidates.
         camp_a = _run(nodes["a"])
-        url_a = stack.enter_context(served(nodes["a"].store, _free_port()))
+        url_a = stack.enter_context(served(nodes["a"].store, free_port()))
         ids = {n: nodes[n].log().node_id for n in "abc"}
 
         # B follows A, imports its three records and re-runs the best on the
@@ -132,7 +134,7 @@ def test_three_nodes_replicate_build_on_and_audit_each_others_discoveries(
         _run(nodes["b"])
         [best] = leaderboard.ranked(nodes["b"].store, nodes["b"].store.list_campaigns())
         assert best.discovered_by == url_a and best.replicated_by == [ids["b"]]
-        url_b = stack.enter_context(served(nodes["b"].store, _free_port()))
+        url_b = stack.enter_context(served(nodes["b"].store, free_port()))
 
         # C follows A and B: before running anything, it sees A's discovery replicated by B.
         _follow(homes["c"], url_a, url_b)
@@ -171,7 +173,7 @@ def test_three_nodes_replicate_build_on_and_audit_each_others_discoveries(
                 if name == "a":
                     assert parent["campaign_id"] == camp_a.id
         assert "a" in parents_from, "no child of one of A's candidates was proposed"
-        url_c = stack.enter_context(served(nodes["c"].store, _free_port()))
+        url_c = stack.enter_context(served(nodes["c"].store, free_port()))
 
         # An auditor with the three URLs and the chain: one command.
         audit = ["audit-network", url_a, url_b, url_c, "--rpc", anvil.url]
