@@ -421,6 +421,12 @@ class NetworkSettings(_Section):
         description="also follow the nodes listed in the CampaignController's directory "
         "(needs [chain] rpc_url)",
     )
+    anchors: bool = Field(
+        default=True,
+        description="read a peer's log only up to a checkpoint an active node anchored "
+        "on the chain of [chain] rpc_url, with the root the chain holds (not checked when "
+        "rpc_url is empty: the embedded chain holds no peer's anchors)",
+    )
     endpoint: str = Field(
         default="",
         description="this node's public API URL, published by `asi-node network publish`; "

@@ -218,6 +218,7 @@ def following_peers(node: Node) -> Iterator[None]:
     """The peers of `[network] peers`, and with `[network] directory` the nodes the
     controller lists, synced every `[network] sync_seconds` while the block runs
     (nothing when neither is set)."""
+    from node.network.anchors import anchors_for, unchecked_note
     from node.network.directory import to_follow
     from node.network.follow import Follower, LogPin
     from node.network.peers import PeerBook
@@ -227,7 +228,13 @@ def following_peers(node: Node) -> Iterator[None]:
     if not (network.peers or network.directory):
         yield
         return
-    follower = Follower(node.store, PeerBook(node.settings.home), network, log_store=node.log_db())
+    follower = Follower(
+        node.store,
+        PeerBook(node.settings.home),
+        network,
+        log_store=node.log_db(),
+        anchors=anchors_for(node.settings),
+    )
 
     def show(line: str) -> None:
         print(f"{datetime.now().astimezone():%Y-%m-%d %H:%M:%S} {line}", flush=True)
@@ -239,7 +246,8 @@ def following_peers(node: Node) -> Iterator[None]:
         return follow
 
     which = f"{len(network.peers)} peer(s)" + (" and the directory" if network.directory else "")
-    print(f"following {which}, synced every {network.sync_seconds:g} s", flush=True)
+    checked = unchecked_note(node.settings) or "peers' logs read up to their chain anchors"
+    print(f"following {which}, synced every {network.sync_seconds:g} s; {checked}", flush=True)
     with peer_syncs(follower, peers, network.sync_seconds, show):
         yield
 

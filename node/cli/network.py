@@ -25,13 +25,23 @@ def cmd_network(args: argparse.Namespace) -> int:
     node = open_home(args.home)
     book = PeerBook(node.settings.home)
     if args.action == "sync":
+        from node.network.anchors import anchors_for, unchecked_note
         from node.network.directory import to_follow
         from node.network.follow import Follower
 
-        follower = Follower(node.store, book, node.settings.network, log_store=node.log_db())
+        follower = Follower(
+            node.store,
+            book,
+            node.settings.network,
+            log_store=node.log_db(),
+            anchors=anchors_for(node.settings),
+        )
         follow, unread = to_follow(node.settings, args.peer)
         if unread is not None:
             print(f"asi-node: warning: {unread}; syncing [network] peers only", file=sys.stderr)
+        unchecked = unchecked_note(node.settings)
+        if unchecked is not None and follow:
+            print(f"asi-node: note: {unchecked}", file=sys.stderr)
         if not follow:
             print(
                 "no peers to follow: list their API URLs in [network] peers, or set "

@@ -2,6 +2,12 @@
 audit URL --state` does, then its new finished experiments of the campaigns this node
 also runs imported as `peer` candidates.
 
+With anchors to check (`node.network.anchors`: a chain is configured), a sync reads the
+peer's log only up to its newest checkpoint anchored there, within
+`max_entries_per_sync`, and that checkpoint's root must be the anchored one; a peer
+nothing is anchored for yet is read once something is. A first sync reads the bundle
+only up to that checkpoint too.
+
 Fails closed: a peer whose log fails a check is quarantined with the step and detail,
 and nothing of that sync is imported nor kept; one whose signed history contradicts the
 kept checkpoint (another root at a size it extends, or a log shorter than the kept one)
@@ -19,14 +25,15 @@ a third node's record is kept too, and counts once that record is imported here.
 from __future__ import annotations
 
 import http.client
+import itertools
 import json
 import logging
 import math
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -39,9 +46,10 @@ from attestation.audit import (
     audit_with,
 )
 from attestation.audit import verify_entries as verify_log
-from attestation.bundle import ConsistencyItem, EntryText, read_bundle
+from attestation.bundle import BundleHead, ConsistencyItem, EntryText, read_bundle
 from attestation.errors import FormatError, VerificationError
 from attestation.merkle import leaf_hash
+from attestation.note import Checkpoint, split_note
 from attestation.schema import (
     CampaignStatus,
     CandidateOrigin,
@@ -53,6 +61,7 @@ from attestation.schema import (
 )
 from loop.proposal import Proposal, code_digest
 from node.errors import AsiNodeError, NotFoundError
+from node.network.anchors import AnchorReadError, PeerAnchors
 from node.network.peers import PeerBook, PeerState, PeerStatus, PendingImport, peer_url
 from node.network.provenance import CLAIM_EVENT, IMPORT_EVENT
 from node.settings import NetworkSettings
@@ -74,6 +83,7 @@ log = logging.getLogger(__name__)
 REWRITE_STEP = "checkpoint roots"
 ROLLBACK_STEP, ROLLBACK_DETAIL = "checkpoint signatures", "truncated or rolled back"
 ANSWER_SLACK = 64 * 1024  # an experiment's answer holds more than its code
+ANCHOR_STEP = "chain anchors"
 
 
 class _Refused(AsiNodeError):
@@ -95,12 +105,16 @@ class SyncResult:
     retry_in_s: float | None = None
 
     def line(self) -> str:
+        if self.state is PeerState.OK and self.reason:
+            return f"{self.url}: {self.reason}"
         if self.state is PeerState.OK:
             more = f", {self.pending} pending" if self.pending else ""
             return (
                 f"{self.url}: verified {self.new_entries} new entries (size {self.size}); "
                 f"imported {self.imported}{more}"
             )
+        if self.state is PeerState.UNREACHABLE and self.retry_in_s is None:
+            return f"{self.url}: not synced: {self.reason}"
         if self.state is PeerState.UNREACHABLE:
             wait = self.retry_in_s or 0.0
             return f"{self.url}: unreachable ({self.reason}), retry in {wait:.0f} s"
@@ -141,12 +155,14 @@ class Follower:
         settings: NetworkSettings,
         now: Callable[[], datetime] = _utcnow,
         log_store: Store | None = None,
+        anchors: PeerAnchors | None = None,
     ) -> None:
         self.store = store
         self.book = book
         self.settings = settings
         self.now = now
         self.own = LogView(log_store or store)  # this node's log, where claims must point
+        self.anchors = anchors  # None: peers' chain anchors are not checked
 
     def sync_all(self, force: bool = False) -> list[SyncResult]:
         """One sync of every configured peer, in turn."""
@@ -170,6 +186,8 @@ class Follower:
             return self._unreachable(status, now, str(exc))
         except _Refused as exc:
             return self._set(status, now, PeerState.QUARANTINED, str(exc))
+        except AnchorReadError as exc:  # this node's chain, not the peer: nothing kept
+            return SyncResult(url, PeerState.UNREACHABLE, size=status.size, reason=str(exc))
 
     def _sync(self, url: str, status: PeerStatus, now: datetime, pin: LogPin | None) -> SyncResult:
         timeout = self.settings.timeout_s
@@ -186,10 +204,22 @@ class Follower:
             )
         states = self.book.states(url)
         kept = states.load(origin)
+        base = kept.checkpoint.size if kept is not None else 0
+        anchored: Mapping[int, bytes] | None = None  # None: not checked
+        if self.anchors is not None:
+            found = self.anchors.of(origin, pin.node if pin is not None else None)
+            anchored = found.roots if found is not None else {}
+            if kept is None and not anchored:
+                on = self.anchors.label
+                return SyncResult(
+                    url,
+                    PeerState.OK,
+                    reason=f"nothing of its log is anchored on {on} yet; read once it is",
+                )
         most = self.settings.max_imports_per_sync + self.settings.max_pending_imports
         shared = self._shared()  # read once a sync: the collector, the batch, the claims
         seen = _Collected(set(shared), most)
-        report = self._audit(url, kept, seen.add)
+        report = self._audit(url, kept, seen.add, anchored)
         failed = report.failure
         verified = report.log
         if not report.ok or failed is not None or verified is None or verified.state is None:
@@ -199,6 +229,19 @@ class Follower:
                 state = PeerState.FLAGGED
             log.warning("peer failed its audit", extra={"peer": url, "state": state})
             return self._set(status, now, state, reason)
+        if anchored is not None and verified.size > base:
+            chain_root = anchored.get(verified.size)
+            if chain_root != verified.root_hash:
+                # The peer signed one root and the chain holds another: a history
+                # rewritten after it was anchored, flagged when its own node anchored it.
+                shown = "nothing" if chain_root is None else f"0x{chain_root.hex()}"
+                reason = (
+                    f"step {len(report.steps) + 1} ({ANCHOR_STEP}) failed: its checkpoint of "
+                    f"size {verified.size} has root 0x{verified.root_hash.hex()}, the chain "
+                    f"anchored {shown}"
+                )
+                state = PeerState.FLAGGED if pin is not None else PeerState.QUARANTINED
+                return self._set(status, now, state, reason)
         if status.key_fingerprint not in (None, verified.key_fingerprint):
             raise _Refused(
                 f"its log is signed by {verified.key_fingerprint}, not by "
@@ -214,7 +257,6 @@ class Follower:
         self._claims(url, verified, seen.claims, report.attested, shared)
         states.save(verified.state, kept)
         keep = self.settings.max_pending_imports
-        base = kept.checkpoint.size if kept is not None else 0
         self.book.save(
             status.model_copy(
                 update={
@@ -236,31 +278,40 @@ class Follower:
         return SyncResult(url, PeerState.OK, verified.size - base, verified.size, imported,
                           min(len(rest), keep))  # fmt: skip
 
-    def _audit(self, url: str, kept: LogState | None, collect: StatementSink) -> AuditReport:
-        """The audit of the peer's log: from the kept state (at most about
-        `max_entries_per_sync` entries, to a checkpoint), else whole; `collect` gets each
-        statement as it is read (no statement is kept otherwise)."""
+    def _audit(
+        self,
+        url: str,
+        kept: LogState | None,
+        collect: StatementSink,
+        anchored: Mapping[int, bytes] | None,
+    ) -> AuditReport:
+        """The audit of the peer's log from the kept state, else from its start, up to a
+        checkpoint at most about `max_entries_per_sync` entries on (one of the sizes
+        `anchored`, when given); `collect` gets each statement as it is read (no
+        statement is kept otherwise)."""
         timeout = self.settings.timeout_s
+        most = self.settings.max_entries_per_sync
         if kept is not None:
             state = kept
             reader = _NotesOnce(HttpLog(url, timeout))
 
             def verify(passed: Any) -> VerifiedLog:
-                upto = _upto(reader, state.checkpoint.size, self.settings.max_entries_per_sync)
+                sizes = (n for n, _ in reader.checkpoint_notes())
+                upto = _upto(sizes, state.checkpoint.size, most, anchored)
                 head, entries = increment_from(reader, state, upto)
                 return verify_log(head, entries, None, passed, resume=state, on_statement=collect)
 
             return audit_with(url, verify)
         with open_source(url, timeout, lines=True) as stream:
 
-            def verify_all(passed: Any) -> VerifiedLog:
+            def verify_first(passed: Any) -> VerifiedLog:
                 try:
-                    head, entries = read_bundle(stream)
+                    head, entries = _prefix(*read_bundle(stream), most, anchored)
                 except FormatError as exc:
                     raise VerificationError("bundle format", str(exc)) from None
                 return verify_log(head, entries, None, passed, on_statement=collect)
 
-            return audit_with(url, verify_all)
+            return audit_with(url, verify_first)
 
     def _shared(self) -> dict[str, list[CampaignRow]]:
         """This node's campaigns that may take imports, by config hash."""
@@ -623,11 +674,39 @@ class _NotesOnce:
         return self.log.entries(start, end)
 
 
-def _upto(reader: _NotesOnce, size: int, most: int) -> int:
-    """The largest checkpoint within `most` entries of `size`, else the first beyond it
-    (an audit ends at a checkpoint); `size` when there is none newer."""
-    newer = sorted(n for n, _ in reader.checkpoint_notes() if n > size)
+def _upto(
+    sizes: Iterable[int], size: int, most: int, anchored: Mapping[int, bytes] | None = None
+) -> int:
+    """Of the checkpoint `sizes` beyond `size` (those `anchored`, when given), the largest
+    within `most` entries of `size`, else the first beyond it (an audit ends at a
+    checkpoint); `size` when there is none."""
+    newer = sorted(n for n in sizes if n > size and (anchored is None or n in anchored))
     within = [n for n in newer if n <= size + most]
     if within:
         return within[-1]
     return newer[0] if newer else size
+
+
+def _prefix(
+    head: BundleHead,
+    entries: Iterator[EntryText],
+    most: int,
+    anchored: Mapping[int, bytes] | None,
+) -> tuple[BundleHead, Iterator[EntryText]]:
+    """A whole bundle as it stood at the checkpoint `_upto` picks from its start: its
+    checkpoints and proofs up to that size, and that many entries (the rest of the
+    stream is never read). FormatError when a checkpoint note cannot be read or none
+    can be picked."""
+    sizes = [Checkpoint.parse(split_note(note)[0]).size for note in head.checkpoints]
+    upto = _upto(sizes, 0, most, anchored)
+    if upto == 0:
+        which = "anchored" if anchored is not None else "non-empty"
+        raise FormatError(f"none of the log's {len(sizes)} checkpoints is {which}")
+    cut = replace(
+        head,
+        checkpoints=tuple(n for n, s in zip(head.checkpoints, sizes, strict=True) if s <= upto),
+        consistency=tuple(c for c in head.consistency if c.second <= upto),
+        inclusion=None,  # a version 1-2 bundle's proofs are against its last checkpoint
+        declared_size=upto,
+    )
+    return cut, itertools.islice(entries, upto)

@@ -1,6 +1,7 @@
 """The node directory on the CampaignController, through the CLI on the embedded EVM:
 approved nodes publish their API URL and log id, anyone lists the active ones, a revoked
-node drops out, a sync follows the directory's peers; refusals are one error line."""
+node drops out, a sync follows the directory's peers, each read only up to a checkpoint
+anchored on that chain with the root it holds; refusals are one error line."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import tomli_w
 from pydantic import ValidationError
 from test_network_peers import served
 
+from attestation.keys import NodeKey
 from attestation.schema import NodeEventKind
 from governance.anvil import free_port
 from governance.chain import (
@@ -27,10 +29,11 @@ from governance.chain import (
 from node.anchoring.chain_home import deploy_for_node, load_key, save_deployment
 from node.cli.main import main
 from node.network.directory import MAX_ENDPOINT_BYTES
+from node.network.peers import PeerBook, PeerState
 from node.runtime import open_node
 from node.settings import NetworkSettings, init_home
 from node.store import Store
-from node.tlog.log import NodeLog, log_id
+from node.tlog.log import NodeLog, SignedCheckpoint, log_id
 from node.tlog.records import EVENT_KIND, event_statement
 
 RPC = "http://chain.test:8545"  # Chain.connect is pointed at the embedded EVM
@@ -40,7 +43,7 @@ RPC = "http://chain.test:8545"  # Chain.connect is pointed at the embedded EVM
 class World:
     chain: Chain
     deployment: Deployment
-    homes: dict[str, Path]  # a, b, c approved; stranger not
+    homes: dict[str, Path]  # a, b, c and d approved; stranger not
 
     @property
     def controller(self) -> Controller:
@@ -48,6 +51,13 @@ class World:
 
     def address(self, name: str) -> Address:
         return address_of(load_key(self.homes[name], create=False))
+
+    def anchor(self, name: str, origin: str, size: int, root: bytes) -> None:
+        """Node `name` anchors `root` as its log `origin`'s checkpoint of `size`."""
+        key = load_key(self.homes[name], create=False)
+        ctl, log_name = self.controller, log_id(origin)
+        prev = ctl.log_head(log_name, address_of(key)).root
+        self.chain.send(key, ctl.anchor_call(log_name, size, root, prev))
 
 
 def _configure(home: Path, **sections: dict[str, object]) -> None:
@@ -60,10 +70,10 @@ def _configure(home: Path, **sections: dict[str, object]) -> None:
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> World:
-    """Four node homes on one embedded chain: a, b and c approved by the deployer (the
+    """Five node homes on one embedded chain: a, b, c and d approved by the deployer (the
     dev profile's governance path), the stranger not."""
     root = tmp_path_factory.mktemp("directory")
-    homes = {name: root / name for name in ("a", "b", "c", "stranger")}
+    homes = {name: root / name for name in ("a", "b", "c", "d", "stranger")}
     keys = {}
     for name, home in homes.items():
         init_home(home, env={})
@@ -71,7 +81,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> World:
         keys[name] = load_key(home)
     chain = Chain.embedded()
     assert chain.faucet_key is not None
-    others = tuple(address_of(keys[n]) for n in ("b", "c"))
+    others = tuple(address_of(keys[n]) for n in ("b", "c", "d"))
     deployment = deploy_for_node(chain, chain.faucet_key, keys["a"], extra_nodes=others)
     for name, home in homes.items():
         chain.transfer(chain.faucet_key, address_of(keys[name]), 10**19)
@@ -145,7 +155,8 @@ def test_a_sync_follows_the_directorys_peers_once_and_never_itself(
         tlog = NodeLog(store, key)
         for _ in range(3):
             tlog.append(EVENT_KIND, event_statement(tlog.node_id, NodeEventKind.NODE_KEY_CREATED))
-        tlog.checkpoint()
+        cp = tlog.checkpoint()
+        world.anchor("b", tlog.origin, cp.tree_size, cp.root_hash)
         with served(store, free_port()) as url:
             assert cli("b", "network", "publish", url)[0] == 0
             # a's own entry (nothing answers there) is not followed; b, listed both in
@@ -248,8 +259,6 @@ def test_a_listed_url_serving_another_nodes_log_is_quarantined(
     """The directory pins each URL to the log its node anchors under: b publishing the
     URL of a log signed by another key gets that URL quarantined at a's sync, with
     nothing imported, where a first-use key would have been taken."""
-    from attestation.keys import NodeKey
-
     with Store.open(f"sqlite:///{tmp_path}/other.db") as store:
         tlog = NodeLog(store, NodeKey.generate())
         tlog.append(EVENT_KIND, event_statement(tlog.node_id, NodeEventKind.NODE_KEY_CREATED))
@@ -263,4 +272,85 @@ def test_a_listed_url_serving_another_nodes_log_is_quarantined(
     assert line == (
         f"{url}: quarantined: it serves the log {tlog.origin!r}, not the log the "
         f"controller's directory lists for node {world.address('b')}"
+    )
+
+
+def _grow(tlog: NodeLog, n: int) -> SignedCheckpoint:
+    for _ in range(n):
+        tlog.append(EVENT_KIND, event_statement(tlog.node_id, NodeEventKind.NODE_KEY_CREATED))
+    return tlog.checkpoint()
+
+
+def _line(out: str, url: str) -> str:
+    [line] = [x for x in out.splitlines() if x.startswith(url)]
+    return line
+
+
+def test_a_peer_is_read_only_up_to_its_anchored_checkpoint(
+    world: World, cli: Callable[..., tuple[int, str, str]], tmp_path: Path
+) -> None:
+    """Nothing is read of a log no active node anchored; then only up to its newest
+    anchored checkpoint, though the peer serves a newer one; the rest once anchored."""
+    d = open_node(world.homes["d"])
+    _configure(world.homes["a"], network={"peers": []})
+    with Store.open(f"sqlite:///{tmp_path}/d-log.db") as store:
+        tlog = NodeLog(store, d.node_key())
+        first = _grow(tlog, 3)
+        with served(store, free_port()) as url:
+            assert cli("d", "network", "publish", url)[0] == 0
+            _, out, _ = cli("a", "network", "sync")
+            wait = _line(out, url)
+            assert wait.startswith(f"{url}: nothing of its log is anchored on chain ")
+            assert PeerBook(world.homes["a"]).status(url).state is PeerState.NEW
+            world.anchor("d", tlog.origin, first.tree_size, first.root_hash)
+            second = _grow(tlog, 2)
+            _, out, _ = cli("a", "network", "sync")
+            assert _line(out, url) == f"{url}: verified 3 new entries (size 3); imported 0"
+            _, out, _ = cli("a", "network", "sync")
+            assert _line(out, url) == f"{url}: verified 0 new entries (size 3); imported 0"
+            world.anchor("d", tlog.origin, second.tree_size, second.root_hash)
+            _, out, _ = cli("a", "network", "sync")
+            assert _line(out, url) == f"{url}: verified 2 new entries (size 5); imported 0"
+
+
+def test_a_peer_whose_log_differs_from_its_anchor_is_refused(
+    world: World, cli: Callable[..., tuple[int, str, str]], tmp_path: Path
+) -> None:
+    """A configured peer whose checkpoint's root is not the one anchored for it is
+    quarantined, nothing kept of its log; the chain's root is named."""
+    home = world.homes["stranger"]
+    with Store.open(f"sqlite:///{tmp_path}/other.db") as store:
+        tlog = NodeLog(store, NodeKey.generate())
+        cp = _grow(tlog, 2)
+        forged = bytes(31) + b"\x01"
+        world.anchor("a", tlog.origin, cp.tree_size, forged)  # any active node may, by name
+        with served(store, free_port()) as url:
+            _configure(home, network={"peers": [url]})
+            code, out, _ = cli("stranger", "network", "sync")
+    assert code == 1
+    assert _line(out, url) == (
+        f"{url}: quarantined: step 12 (chain anchors) failed: its checkpoint of size 2 has "
+        f"root 0x{cp.root_hash.hex()}, the chain anchored 0x{forged.hex()}"
+    )
+    status = PeerBook(home).status(url)
+    assert status.state is PeerState.QUARANTINED and status.size == 0
+    assert PeerBook(home).states(url).load(tlog.origin) is None
+
+
+def test_without_a_configured_chain_anchors_are_not_checked_and_the_sync_says_so(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    home = tmp_path / "home"
+    init_home(home, env={})
+    with Store.open(f"sqlite:///{tmp_path}/peer.db") as store:
+        tlog = NodeLog(store, NodeKey.generate())
+        _grow(tlog, 2)
+        with served(store, free_port()) as url:
+            _configure(home, network={"peers": [url]})
+            assert main(["--home", str(home), "network", "sync"]) == 0
+    out, err = capsys.readouterr()
+    assert out == f"{url}: verified 2 new entries (size 2); imported 0\n"
+    assert err == (
+        "asi-node: note: peers' chain anchors are not checked: [chain] rpc_url is empty "
+        "(the embedded chain is this home's alone)\n"
     )

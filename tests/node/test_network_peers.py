@@ -152,6 +152,20 @@ def _tamper_entry(db: Path, index: int) -> None:
         )
 
 
+def test_every_sync_the_first_too_reads_at_most_max_entries_to_a_checkpoint(
+    tmp_path: Path, follower_store: Store
+) -> None:
+    follower = _follower(tmp_path, follower_store, max_entries_per_sync=5)
+    with Store.open(f"sqlite:///{tmp_path}/peer.db") as peer, served(peer, free_port()) as url:
+        tlog = NodeLog(peer, NodeKey.generate())
+        for _ in range(3):
+            _grow(tlog, 4)  # checkpoints at 4, 8 and 12
+        sizes = [(r.new_entries, r.size) for r in (follower.sync(url) for _ in range(4))]
+        assert sizes == [(4, 4), (4, 8), (4, 12), (0, 12)]
+        _grow(tlog, 7)  # none within 5 entries: the first checkpoint beyond
+        assert follower.sync(url).size == 19
+
+
 def test_a_peer_serving_a_tampered_bundle_is_quarantined_and_nothing_imported(
     tmp_path: Path, follower_store: Store
 ) -> None:
