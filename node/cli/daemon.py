@@ -42,8 +42,14 @@ log = logging.getLogger(__name__)
 
 API_START_TIMEOUT_S = 30.0
 API_STOP_TIMEOUT_S = 10.0
-# The campaigns `daemon` takes by default.
-RUNNABLE = (CampaignStatus.CREATED, CampaignStatus.RUNNING, CampaignStatus.PAUSED)
+# The campaigns `daemon` takes by default: a done one runs again when a peer's imports
+# queue work in it.
+RUNNABLE = (
+    CampaignStatus.CREATED,
+    CampaignStatus.RUNNING,
+    CampaignStatus.PAUSED,
+    CampaignStatus.DONE,
+)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:

@@ -55,13 +55,17 @@ def cmd_network(args: argparse.Namespace) -> int:
     if args.action in ("publish", "directory"):
         return _directory(node, args)
     if args.action == "peers":
-        configured = {peer_url(u) for u in node.settings.network.peers}
+        from node.network.directory import to_follow
+
+        follow, unread = to_follow(node.settings)
+        if unread is not None:
+            print(f"asi-node: warning: {unread}", file=sys.stderr)
         known = {s.url: s for s in book.known()}
-        rows = [known.get(url) or PeerStatus(url=url) for url in sorted(configured | set(known))]
+        rows = [known.get(url) or PeerStatus(url=url) for url in sorted(set(follow) | set(known))]
         if not rows:
             print("no peers: list their API URLs in [network] peers")
             return 0
-        print(_table(rows, configured))
+        print(_table(rows, set(follow)))
         return 0
     if args.action in ("leaderboard", "show"):
         from node.network import leaderboard
@@ -126,7 +130,7 @@ def _listing(rows: list[Listed]) -> str:
     return "\n".join(lines)
 
 
-def _table(rows: list[PeerStatus], configured: set[str]) -> str:
+def _table(rows: list[PeerStatus], followed: set[str]) -> str:
     from node.network.peers import PeerState
 
     now = datetime.now(UTC)
@@ -135,8 +139,8 @@ def _table(rows: list[PeerStatus], configured: set[str]) -> str:
         note = s.reason
         if s.state is PeerState.UNREACHABLE and s.retry_at is not None:
             note = f"retry in {max(0.0, (s.retry_at - now).total_seconds()):.0f} s; {note}"
-        if s.url not in configured:
-            note = "(not in [network] peers) " + note
+        if s.url not in followed:
+            note = "(not followed now) " + note
         lines.append(
             f"{s.url:<32} {s.state:<12} {s.size:>7} {s.imported:>8} {len(s.pending):>7}  {note}"
         )

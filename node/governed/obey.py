@@ -527,7 +527,7 @@ class GovernedNode:
             state = self.watcher.state(cid)
             run = self.runs.get(cid)
             if state is CampaignState.RUNNING:
-                if run is None and cid not in self.finished and self._runnable(cid):
+                if run is None and self._startable(cid):
                     self._start(cid)
                     report.started.append(cid)
                 continue
@@ -553,11 +553,23 @@ class GovernedNode:
         asked = run.stop_requested_at
         return asked is not None and now - asked > self.stop_deadline_s
 
-    def _runnable(self, cid: str) -> bool:
-        return self.store.get_campaign(cid).status not in (
-            CampaignStatus.STOPPED,
-            CampaignStatus.DONE,
-        )
+    def _startable(self, cid: str) -> bool:
+        """Whether a run of `cid` starts now: one not run yet in this session whose
+        campaign is not stopped, or done with queued experiments (a peer's imports, which
+        come after it completed); a run that ended any other way (paused itself, failed)
+        waits for a resume."""
+        ended = self.finished.get(cid)
+        if ended is not None and ended.reason not in (RunEnd.COMPLETE, RunEnd.BUDGET):
+            return False
+        status = self.store.get_campaign(cid).status
+        if status is CampaignStatus.STOPPED:
+            return False
+        if ended is None and status is not CampaignStatus.DONE:
+            return True
+        if self.store.count_experiments(cid, ExperimentStatus.QUEUED) == 0:
+            return False
+        self.finished.pop(cid, None)
+        return True
 
     def _mark(self, cid: str, state: CampaignState) -> None:
         if state is CampaignState.RUNNING:

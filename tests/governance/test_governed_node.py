@@ -12,6 +12,7 @@ from gov_fakes import FakeClock, FakeSource, GatedEngineer
 from attestation.canonical import HashRule, json_sha256
 from attestation.keys import NodeKey
 from attestation.merkle import leaf_hash
+from attestation.schema import ExperimentRole, ExperimentStatus
 from governance.directives import DirectiveKind
 from governance.watcher import Watcher
 from node.campaign.config import Budget, CampaignConfig
@@ -444,6 +445,30 @@ def test_a_run_that_pauses_itself_is_not_restarted_every_poll(store: Store) -> N
     assert len(calls) == 1
     src.issue(R, "x", 1)
     assert node.step().started == [store.get_campaign("x").id]  # a resume tries again
+
+
+def test_a_done_campaign_runs_again_once_a_peers_import_queues_work(store: Store) -> None:
+    """A peer sync imports into a campaign that already completed: the governed node
+    runs it again for those experiments, and leaves it be once they are done."""
+    from loop.proposal import Proposal
+
+    camp = store.create_campaign("x", config(candidates=1).model_dump(mode="json"))
+    eng, src = GatedEngineer(), FakeSource(head=None)
+    eng.release.set()
+    node = governed(store, eng, src, "x")
+    assert node.step().started == [camp.id]
+    node.wait_stopped(camp.id, 30)
+    assert store.get_campaign(camp.id).status == "done"
+    assert node.step().started == []
+    ran = len(eng.jobs)
+    peer = Proposal(name="imported", motivation="a peer's", code="# peer\n", origin="peer")
+    cand = store.add_candidate(camp.id, peer)
+    exp = store.enqueue_experiment(camp.id, cand.id, ExperimentRole.CANDIDATE, 0, once=True)
+    assert node.step().started == [camp.id]
+    node.wait_stopped(camp.id, 30)
+    assert store.get_experiment(exp.id).status is not ExperimentStatus.QUEUED
+    assert eng.jobs[ran:] == [exp.id] and store.get_campaign(camp.id).status == "done"
+    assert node.step().started == []
 
 
 def test_a_failing_store_does_not_delay_a_pause_and_the_record_follows(

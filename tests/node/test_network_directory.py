@@ -311,6 +311,9 @@ def test_a_peer_is_read_only_up_to_its_anchored_checkpoint(
             world.anchor("d", tlog.origin, second.tree_size, second.root_hash)
             _, out, _ = cli("a", "network", "sync")
             assert _line(out, url) == f"{url}: verified 2 new entries (size 5); imported 0"
+            _, out, _ = cli("a", "network", "peers")  # followed through the directory
+            row = _line(out, url)
+            assert row.split()[1:3] == ["ok", "5"] and "not followed" not in row
 
 
 def test_a_peer_whose_log_differs_from_its_anchor_is_refused(
