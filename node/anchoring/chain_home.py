@@ -162,6 +162,16 @@ def connect_deployed(settings: ChainSettings, home: Path) -> tuple[Chain, Deploy
     return chain, deployment
 
 
+def deployed_controller(settings: ChainSettings, home: Path) -> Controller | None:
+    """The CampaignController of `chain.rpc_url` and `<home>/chain.json`, as
+    `connect_deployed` reaches it; None when the URL is empty (the embedded chain is one
+    home's own: no other node reads it)."""
+    if not settings.rpc_url:
+        return None
+    chain, deployment = connect_deployed(settings, home)
+    return Controller(chain, deployment.addresses["CampaignController"])
+
+
 def open_publisher(
     settings: ChainSettings,
     home: Path,

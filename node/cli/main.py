@@ -155,11 +155,29 @@ def _demo_llm(node: Node, url: str | None, model: str | None) -> Any:
     return setup
 
 
+def _join(node: Node, args: argparse.Namespace) -> int:
+    from node.anchoring.chain_home import deployed_controller
+    from node.campaign.config import load_config
+    from node.network.shared import Shared, fetch_shared, join
+
+    if args.url:
+        shared = fetch_shared(args.url, args.campaign, node.settings.network.timeout_s)
+    else:
+        config = load_config(args.config).model_dump(mode="json")
+        shared = Shared(f"joined-{args.campaign}", config)
+    controller = deployed_controller(node.settings.chain, Path(node.settings.home))
+    camp, checked = join(node.store, args.campaign, shared, controller, args.name)
+    print(f"joined campaign {camp.id} ({camp.name}), config {camp.config_hash}: {checked}")
+    return 0
+
+
 def cmd_campaign(args: argparse.Namespace) -> int:
     from node.campaign.config import CampaignConfig, load_config, parse_config
     from node.campaign.tasks import check_data
 
-    node = open_home(args.home, create=args.action == "create")
+    node = open_home(args.home, create=args.action in ("create", "join"))
+    if args.action == "join":
+        return _join(node, args)
     if args.action == "create":
         config = load_config(args.config) if args.config else CampaignConfig()
         if args.preset or args.candidates is not None:
@@ -356,6 +374,16 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--config", type=Path, help="campaign config TOML")
     c.add_argument("--preset", choices=["quick", "full"], help="training recipe")
     c.add_argument("--candidates", type=int, help="number of generated candidates")
+    c = csub.add_parser(
+        "join",
+        help="run a campaign another node runs: its id and config, checked against the "
+        "controller's registration",
+    )
+    c.add_argument("campaign", help="the campaign's id (c-…), as registered on the controller")
+    source = c.add_mutually_exclusive_group(required=True)
+    source.add_argument("--from", dest="url", help="a node's API URL that serves the campaign")
+    source.add_argument("--config", type=Path, help="the campaign's config TOML")
+    c.add_argument("--name", help="its name here (default: the serving node's, or its id)")
     csub.add_parser("list", help="list campaigns")
     c = csub.add_parser("show", help="config and leaderboard of a campaign")
     c.add_argument("campaign", help="campaign id or name")

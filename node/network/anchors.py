@@ -50,14 +50,16 @@ class PeerAnchors:
 
     @property
     def controller(self) -> Controller:
-        from node.anchoring.chain_home import connect_deployed
+        from node.anchoring.chain_home import deployed_controller
 
         if self._controller is None:
             try:
-                chain, deployment = connect_deployed(self.settings.chain, Path(self.settings.home))
-                self._controller = Controller(chain, deployment.addresses["CampaignController"])
+                found = deployed_controller(self.settings.chain, Path(self.settings.home))
             except (ChainError, AsiNodeError) as exc:
                 raise AnchorReadError(f"cannot reach the chain to check anchors: {exc}") from None
+            if found is None:
+                raise AnchorReadError("no chain to check anchors on: [chain] rpc_url is empty")
+            self._controller = found
         return self._controller
 
     @property

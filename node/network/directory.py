@@ -17,7 +17,7 @@ from pathlib import Path
 from attestation.keys import NodeKey
 from governance.chain import Address, Controller, DirectoryEntry, address_of, chain_log_id
 from governance.errors import ChainError, TransactionRevertedError
-from node.anchoring.chain_home import KEY_FILE, connect_deployed, load_key
+from node.anchoring.chain_home import KEY_FILE, deployed_controller, load_key
 from node.errors import AsiNodeError, ConfigError
 from node.network.follow import LogPin
 from node.network.peers import peer_url
@@ -157,8 +157,8 @@ def open_directory(settings: Settings, *, create_key: bool = False) -> Directory
             "no peer reads it)"
         )
     home = Path(settings.home)
-    chain, deployment = connect_deployed(settings.chain, home)
-    controller = Controller(chain, deployment.addresses["CampaignController"])
+    controller = deployed_controller(settings.chain, home)
+    assert controller is not None  # rpc_url is set
     key = load_key(home) if create_key or (home / KEY_FILE).exists() else None
     return Directory(controller, key)
 

@@ -159,13 +159,18 @@ class Store:
         *,
         parent_campaign_id: str | None = None,
         fork_tree_size: int | None = None,
+        campaign_id: str | None = None,
     ) -> CampaignRow:
-        """A new campaign in status 'created'. Raises ConflictError if the name is taken."""
+        """A new campaign in status 'created', with a new id, or `campaign_id` (another
+        node's, for a campaign many nodes run). Raises ConflictError if the name or the
+        id is taken."""
         name = name.strip()
         if not name:
             raise ValueError("a campaign needs a name")
         if _looks_like_campaign_id(name):
             raise ValueError(f"campaign name {name!r} looks like a campaign id; choose another")
+        if campaign_id is not None and not _looks_like_campaign_id(campaign_id):
+            raise ValueError(f"{campaign_id!r} is not a campaign id (c- and 8 hex digits)")
         config_json = _canonical_json(config, "config")
         now = self._now()
         with self._session(write=True) as s:
@@ -173,8 +178,10 @@ class Store:
                 raise ConflictError(f"a campaign named {name!r} already exists; pick another name")
             if parent_campaign_id is not None and s.get(Campaign, parent_campaign_id) is None:
                 raise NotFoundError(f"parent campaign {parent_campaign_id} not found")
+            if campaign_id is not None and s.get(Campaign, campaign_id) is not None:
+                raise ConflictError(f"campaign {campaign_id} is here already")
             row = Campaign(
-                id=_new_id("c-", 4),
+                id=campaign_id or _new_id("c-", 4),
                 name=name,
                 config_json=config_json,
                 config_hash="sha256:" + hashlib.sha256(config_json.encode()).hexdigest(),
