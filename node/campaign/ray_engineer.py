@@ -11,6 +11,9 @@ the result comes back to the daemon, which records it.
 - A worker process or machine that dies is INTERRUPTED too: Ray never retries the task
   itself (`max_retries=0`), so an experiment runs again only when the scheduler hands it
   out again, and it is recorded once.
+- A task Ray's memory monitor kills is the candidate's failure (OOM), as an out-of-memory
+  sandbox is: requeued, a candidate that needs more memory than the worker has would be
+  killed again on every try.
 - The result's `train` names where it ran: the Ray node id and the GPU ids Ray gave it.
 - `attest_workers` collects each Ray node's TEE evidence there, for the daemon to log.
 
@@ -117,7 +120,6 @@ def interrupted_by(ray: Any, exc: BaseException) -> str | None:
         ray.exceptions.LocalRayletDiedError,
         ray.exceptions.TaskCancelledError,
         ray.exceptions.ObjectLostError,  # OwnerDiedError, ObjectReconstructionFailedError
-        ray.exceptions.OutOfMemoryError,
         ray.exceptions.RaySystemError,
         ray.exceptions.TaskUnschedulableError,
     )
@@ -181,6 +183,13 @@ class RayEngineer:
                 return EvalResult(FailureClass.INTERRUPTED, "stopped: its Ray task was cancelled")
         try:
             result: EvalResult = ray.get(ref)
+        except ray.exceptions.OutOfMemoryError as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            log.warning("ray task killed for memory", extra={"experiment": job.experiment_id})
+            return EvalResult(
+                FailureClass.OOM,
+                f"Ray's memory monitor killed its task: the worker ran out of memory ({first})",
+            )
         except ray.exceptions.RayError as exc:
             why = interrupted_by(ray, exc)
             if why is None:

@@ -14,7 +14,7 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +23,7 @@ import pytest
 from attestation.schema import ExperimentStatus
 from loop.outcome import FailureClass
 from node.campaign.config import Budget, CampaignConfig
-from node.campaign.ray_engineer import import_ray, interrupted_by
+from node.campaign.ray_engineer import RayEngineer, import_ray, interrupted_by
 from node.campaign.scheduler import RunEnd
 from node.errors import ConfigError
 from node.runtime import open_node
@@ -72,6 +72,43 @@ def test_a_lost_worker_requeues_and_an_error_of_the_task_is_raised() -> None:
     raised = ray.exceptions.RayTaskError("run_on_worker", "Traceback ...", ValueError("bug"))
     assert interrupted_by(ray, raised) is None
     assert interrupted_by(ray, ValueError("not ray's")) is None
+
+
+def test_a_task_killed_for_memory_is_the_candidates_oom_not_a_requeue() -> None:
+    """Ray's memory monitor killing a task again on every try must not loop: the
+    experiment fails as OOM, as an out-of-memory sandbox does."""
+    from types import SimpleNamespace
+
+    ray = pytest.importorskip("ray")
+
+    class Task:
+        def options(self, **_: object) -> Task:
+            return self
+
+        def remote(self, *_: object) -> str:
+            return "ref"
+
+    class KilledForMemory:
+        exceptions = ray.exceptions
+
+        def remote(self, **_: object) -> Callable[[object], Task]:
+            return lambda fn: Task()
+
+        def wait(self, refs: list[str], timeout: float) -> tuple[list[str], list[str]]:
+            return refs, []
+
+        def get(self, ref: str) -> object:
+            raise ray.exceptions.OutOfMemoryError("Task was killed due to low memory.\nMore")
+
+    plan = SimpleNamespace(gpus_per_experiment=0, cpus_per_experiment=1, workspaces=None)
+    engineer = RayEngineer(KilledForMemory(), plan, None)  # type: ignore[arg-type]
+    job = SimpleNamespace(on_progress=None, experiment_id="e-1")
+    result = engineer.run(job)  # type: ignore[arg-type]
+    assert result.failure is FailureClass.OOM
+    assert result.message == (
+        "Ray's memory monitor killed its task: the worker ran out of memory (Task was "
+        "killed due to low memory.)"
+    )
 
 
 # --- a local cluster -------------------------------------------------------------------
