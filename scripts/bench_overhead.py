@@ -59,7 +59,8 @@ def main() -> None:
             tot, tr = t.get("total_s", 0.0), t.get("train_s", 0.0)
             total += tot
             train += tr
-            print(f"{exp.id:<20} {exp.status:<8} {tot:8.1f} {tr:8.1f} {tot - tr:10.1f}")
+            why = f"  {exp.failure_class}" if exp.failure_class else ""
+            print(f"{exp.id:<20} {exp.status:<8} {tot:8.1f} {tr:8.1f} {tot - tr:10.1f}{why}")
         keys = sorted({k for e in exps for k in (e.timings or {})})
         print("\nmean seconds per experiment, by stage:")
         for key in keys:
