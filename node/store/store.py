@@ -901,15 +901,28 @@ class Store:
             return [llm_exchange_row(r) for r in s.exec(query.order_by(col(LLMExchange.id)))]
 
     def llm_usage(self, campaign_id: str, experiment_id: str | None = None) -> LLMUsage:
-        """Calls, tokens, seconds and cost spent by a campaign (or one experiment)."""
-        rows = self.list_llm_exchanges(campaign_id, experiment_id)
+        """Calls, tokens, seconds and cost spent by a campaign (or one experiment): one
+        aggregate query, which reads none of the prompts and completions."""
+        failed = sa.case((col(LLMExchange.status) != "ok", 1), else_=0)
+        query = select(
+            sa.func.count(),
+            sa.func.coalesce(sa.func.sum(failed), 0),
+            sa.func.coalesce(sa.func.sum(LLMExchange.prompt_tokens), 0),
+            sa.func.coalesce(sa.func.sum(LLMExchange.completion_tokens), 0),
+            sa.func.coalesce(sa.func.sum(LLMExchange.cost_usd), 0.0),
+            sa.func.coalesce(sa.func.sum(LLMExchange.latency_s), 0.0),
+        ).where(col(LLMExchange.campaign_id) == campaign_id)
+        if experiment_id is not None:
+            query = query.where(col(LLMExchange.experiment_id) == experiment_id)
+        with self._session() as s:
+            calls, bad, prompt, completion, cost, seconds = s.exec(query).one()
         return LLMUsage(
-            calls=len(rows),
-            failed=sum(1 for r in rows if r.status != "ok"),
-            prompt_tokens=sum(r.prompt_tokens for r in rows),
-            completion_tokens=sum(r.completion_tokens for r in rows),
-            cost_usd=sum(r.cost_usd for r in rows),
-            seconds=sum(r.latency_s for r in rows),
+            calls=int(calls),
+            failed=int(bad),
+            prompt_tokens=int(prompt),
+            completion_tokens=int(completion),
+            cost_usd=float(cost),
+            seconds=float(seconds),
         )
 
     def refresh_experiment_llm(self, experiment_id: str) -> ExperimentRow:

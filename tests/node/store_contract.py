@@ -22,6 +22,7 @@ from loop.proposal import Proposal, code_digest
 from node.errors import ConflictError, CorruptStoreError, NotFoundError
 from node.store import CampaignRow, Store
 from node.store.migrations import MIGRATIONS, current_version, revisions, upgrade
+from node.store.rows import LLMUsage
 
 MIXER = "from kernels.baselines import DeltaNet as Mixer\n"
 
@@ -425,6 +426,9 @@ class StoreContract:
         usage = store.llm_usage(camp.id, exp.id)
         assert (usage.calls, usage.failed, usage.tokens) == (2, 1, 270)
         assert usage.seconds == pytest.approx(3.0) and usage.cost_usd == pytest.approx(0.004)
+        assert store.llm_usage(camp.id).calls == 3  # with the call of no experiment
+        empty = store.create_campaign("no-llm", {"preset": "quick"})
+        assert store.llm_usage(empty.id) == LLMUsage()
         summary = store.refresh_experiment_llm(exp.id).llm or {}
         assert summary["calls"] == 2 and summary["models"] == ["m"]
         assert summary["exchanges"][0]["completion"] == rows[0].completion_sha256
