@@ -1,5 +1,6 @@
 """Three nodes on loopback with anvil, each with its own home, key and log anchored on the
-chain: A finds candidates; B and C follow A; B replicates A's best and C, following B too,
+chain, running one campaign the DAO registered (B and C join A's): A finds candidates; B
+and C follow A; B replicates A's best and C, following B too,
 sees it "replicated by B" before running anything; C's Researcher proposes children of
 A's candidates and C's records name A's records as parents; an auditor holding only the
 three URLs and the chain checks the replicated leaderboard with one command, and a node
@@ -22,10 +23,12 @@ from governance.anvil import free_port
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "governance"))
 
-from chains import ANVIL, ANVIL_KEY, Anvil
+from chains import ANVIL, ANVIL_KEY, ANVIL_KEY_2, Anvil
+from dao import Dao
 
 from attestation.merkle import leaf_hash
 from governance.chain import Chain, address_of
+from governance.relay import ChainGovernor
 from node.anchoring.chain_home import load_deployment, load_key
 from node.campaign.config import Replication
 from node.cli.main import main
@@ -37,6 +40,8 @@ from node.tlog.log import LogView
 from node.tlog.records import EXPERIMENT_KIND, predicate_of
 
 pytestmark = pytest.mark.integration
+
+SUPPLY = 1_000_000 * 10**18  # `chain deploy --profile dev`'s token supply, the deployer's
 
 CONFIG = (
     small_config(3)
@@ -78,9 +83,8 @@ def _follow(home: Path, *urls: str) -> None:
 
 
 def _run(node: Node) -> CampaignRow:
-    """The node's campaign (created with the shared config), run and anchored."""
-    camps = node.store.list_campaigns()
-    camp = camps[0] if camps else node.store.create_campaign("shared", CONFIG)
+    """The node's campaign (the shared one), run and anchored."""
+    [camp] = node.store.list_campaigns()
     with node.anchoring_followers():
         node.run_campaign(camp.id)
     summary = node.anchor_summary
@@ -113,22 +117,33 @@ def test_three_nodes_replicate_build_on_and_audit_each_others_discoveries(
     for n in "bc":
         chain.transfer(ANVIL_KEY, address[n], 10**18)
         (homes[n] / "chain.json").write_text((homes["a"] / "chain.json").read_text())
-    controller = load_deployment(homes["a"]).addresses["CampaignController"]
+    deployment = load_deployment(homes["a"])
+    controller = deployment.addresses["CampaignController"]
     capsys.readouterr()
 
     with ExitStack() as stack:
         nodes = {n: open_node(h) for n, h in homes.items()}
         for node in nodes.values():
             stack.callback(node.store.close)
-        # A finds candidates.
+        # The DAO registers A's campaign; A finds candidates.
+        shared = nodes["a"].store.create_campaign("shared", CONFIG)
+        dao = Dao(chain, deployment, ANVIL_KEY, anvil=True)
+        voter = dao.holder(SUPPLY * 6 // 10)
+        dao.register([shared], voter, ChainGovernor.from_deployment(chain, deployment, ANVIL_KEY_2))
         camp_a = _run(nodes["a"])
         url_a = stack.enter_context(served(nodes["a"].store, free_port()))
         ids = {n: nodes[n].log().node_id for n in "abc"}
 
+        # B and C join it: the same id and config, checked against the registration.
+        for n in "bc":
+            assert (
+                main(["--home", str(homes[n]), "campaign", "join", shared.id, "--from", url_a]) == 0
+            )
+            assert "registered on the controller on chain 31337" in capsys.readouterr().out
+
         # B follows A, imports its three records and re-runs the best on the
         # replication seeds.
         _follow(homes["b"], url_a)
-        nodes["b"].store.create_campaign("shared", CONFIG)
         assert main(["--home", str(homes["b"]), "network", "sync"]) == 0
         assert "imported 3" in capsys.readouterr().out
         _run(nodes["b"])
@@ -138,7 +153,6 @@ def test_three_nodes_replicate_build_on_and_audit_each_others_discoveries(
 
         # C follows A and B: before running anything, it sees A's discovery replicated by B.
         _follow(homes["c"], url_a, url_b)
-        nodes["c"].store.create_campaign("shared", CONFIG)
         assert main(["--home", str(homes["c"]), "network", "sync"]) == 0
         capsys.readouterr()
         [seen] = leaderboard.ranked(nodes["c"].store, nodes["c"].store.list_campaigns())
