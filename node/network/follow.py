@@ -229,19 +229,12 @@ class Follower:
                 state = PeerState.FLAGGED
             log.warning("peer failed its audit", extra={"peer": url, "state": state})
             return self._set(status, now, state, reason)
-        if anchored is not None and verified.size > base:
-            chain_root = anchored.get(verified.size)
-            if chain_root != verified.root_hash:
-                # The peer signed one root and the chain holds another: a history
-                # rewritten after it was anchored, flagged when its own node anchored it.
-                shown = "nothing" if chain_root is None else f"0x{chain_root.hex()}"
-                reason = (
-                    f"step {len(report.steps) + 1} ({ANCHOR_STEP}) failed: its checkpoint of "
-                    f"size {verified.size} has root 0x{verified.root_hash.hex()}, the chain "
-                    f"anchored {shown}"
-                )
-                state = PeerState.FLAGGED if pin is not None else PeerState.QUARANTINED
-                return self._set(status, now, state, reason)
+        off = _off_anchor(verified, anchored, base, len(report.steps) + 1)
+        if off is not None:
+            # The peer signed one root and the chain holds another: a history rewritten
+            # after it was anchored, flagged when the directory's node anchored it.
+            state = PeerState.FLAGGED if pin is not None else PeerState.QUARANTINED
+            return self._set(status, now, state, off)
         if status.key_fingerprint not in (None, verified.key_fingerprint):
             raise _Refused(
                 f"its log is signed by {verified.key_fingerprint}, not by "
@@ -639,6 +632,23 @@ def _share(batch: list[tuple[PendingImport, list[CampaignRow]]]) -> list[Pending
         items.sort(key=lambda i: i.fitness or 0.0, reverse=True)
         chosen += items[: math.ceil(shares[config_hash] * len(items))]
     return chosen
+
+
+def _off_anchor(
+    verified: VerifiedLog, anchored: Mapping[int, bytes] | None, base: int, step: int
+) -> str | None:
+    """Why the newly verified checkpoint is not the one the chain anchored (as audit
+    step `step`); None when it is, or when anchors are not checked or nothing is new."""
+    if anchored is None or verified.size <= base:
+        return None
+    chain_root = anchored.get(verified.size)
+    if chain_root == verified.root_hash:
+        return None
+    shown = "nothing" if chain_root is None else f"0x{chain_root.hex()}"
+    return (
+        f"step {step} ({ANCHOR_STEP}) failed: its checkpoint of size {verified.size} has "
+        f"root 0x{verified.root_hash.hex()}, the chain anchored {shown}"
+    )
 
 
 def _reason(failed: StepResult | None) -> str:

@@ -904,7 +904,7 @@ class Store:
         """Calls, tokens, seconds and cost spent by a campaign (or one experiment): one
         aggregate query, which reads none of the prompts and completions."""
         failed = sa.case((col(LLMExchange.status) != "ok", 1), else_=0)
-        query = select(
+        query = sa.select(
             sa.func.count(),
             sa.func.coalesce(sa.func.sum(failed), 0),
             sa.func.coalesce(sa.func.sum(LLMExchange.prompt_tokens), 0),
@@ -915,7 +915,7 @@ class Store:
         if experiment_id is not None:
             query = query.where(col(LLMExchange.experiment_id) == experiment_id)
         with self._session() as s:
-            calls, bad, prompt, completion, cost, seconds = s.exec(query).one()
+            calls, bad, prompt, completion, cost, seconds = s.connection().execute(query).one()
         return LLMUsage(
             calls=int(calls),
             failed=int(bad),
