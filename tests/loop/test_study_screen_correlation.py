@@ -3,32 +3,15 @@ candidates it draws, and how it pairs, ranks and leaves out their outcomes."""
 
 from __future__ import annotations
 
-import importlib.util
 import math
 import random
-import sys
-from pathlib import Path
-from types import ModuleType
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+from scripts import study_screen_correlation as study
 
 
-def _load() -> ModuleType:
-    path = ROOT / "scripts" / "study_screen_correlation.py"
-    spec = importlib.util.spec_from_file_location("study_screen_correlation", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up by name
-    spec.loader.exec_module(module)
-    return module
-
-
-study = _load()
-
-
-def outcome(score: float | None, failure: str | None = None) -> object:
+def outcome(score: float | None, failure: str | None = None) -> study.Outcome:
     return study.Outcome(score, failure, "" if failure is None else "it broke", 1.0, 0.9, 10)
 
 
@@ -80,7 +63,7 @@ def test_candidates_are_the_baselines_then_distinct_offline_mixers() -> None:
 
 
 def test_failed_candidates_are_left_out_and_the_rest_ranked() -> None:
-    results = {
+    results: dict[str, dict[study.Task, study.Outcome]] = {
         "a": {"mqar": outcome(0.9), "lm": outcome(1.2)},
         "b": {"mqar": outcome(0.5), "lm": outcome(1.9)},
         "c": {"mqar": outcome(None, "hopeless"), "lm": outcome(1.0)},
@@ -115,8 +98,8 @@ def test_study_runs_each_candidate_on_mqar_then_lm() -> None:
     calls: list[tuple[str, str]] = []
     lines: list[str] = []
 
-    def run(cand: object, task: str) -> object:
-        calls.append((cand.name, task))  # type: ignore[attr-defined]
+    def run(cand: study.Candidate, task: study.Task) -> study.Outcome:
+        calls.append((cand.name, task))
         return outcome(0.5) if task == "mqar" else outcome(None, "timeout")
 
     results = study.study(cands, run, lines.append)

@@ -1,33 +1,22 @@
-"""scripts/bench_network.py --quick: three peers of 500 entries served on loopback, synced
+"""scripts/bench.py --quick: three peers of 500 entries served on loopback, synced
 whole then incrementally; its figures parse and the follower imported exactly each
 peer's real experiments, passing over the filler of the shared campaign."""
 
 from __future__ import annotations
 
-import importlib.util
 import re
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 
+from scripts import bench_network as bench
+
 pytestmark = pytest.mark.integration  # the peers' API served by a child process, on loopback
-
-SCRIPT = Path(__file__).parents[2] / "scripts" / "bench_network.py"
-
-
-def _script() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("bench_network", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_quick_benchmark_imports_only_the_real_experiments_of_each_peer(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    bench = _script()
     assert bench.main(["--quick", "--db", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     [line] = [x for x in out.splitlines() if x.startswith("RESULT ")]

@@ -1,34 +1,22 @@
 """Two daemons share one PostgreSQL campaign while one is killed with SIGKILL: a short run
-of scripts/soak_two_daemons.py (the full one kills 50 times). Nothing is lost, nothing is
+of scripts/soak.py (the full one kills 50 times). Nothing is lost, nothing is
 recorded twice across the two logs, the budget holds and both logs pass `audit`."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
-from types import ModuleType
 
 import pytest
 import sqlalchemy as sa
 
+from scripts import soak_two_daemons as soak
+
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
-
-SCRIPT = Path(__file__).parents[2] / "scripts" / "soak_two_daemons.py"
-
-
-def _script() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("soak_two_daemons", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_killing_one_of_two_daemons_loses_and_repeats_nothing(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    soak = _script()
     engine = sa.create_engine(soak.SERVER, connect_args={"connect_timeout": 3})
     try:
         with engine.connect() as conn:

@@ -1,34 +1,23 @@
 """`asi-node daemon` with a TEE provider set: evidence collected at start-up, before
 anything runs, logged and bound to the node key; a machine without the TEE refuses to
 start, naming what is missing. The TEE is the kernel-like fake configfs-tsm tree
-(fake_tee.py), driven by scripts/tee_startup_check.py, which the image check also runs."""
+(fake_tee.py), driven by scripts/check.py, which the image check also runs."""
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 
 from node.cli.main import main
 from node.runtime import open_node
-
-SCRIPT = Path(__file__).parents[3] / "scripts" / "tee_startup_check.py"
-
-
-def _script() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("tee_startup_check", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from scripts import tee_startup_check as check
 
 
 def test_the_daemon_logs_evidence_bound_to_its_key_and_refuses_without_a_tee(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    assert _script().main([]) == 0
+    assert check.main([]) == 0
     out = capsys.readouterr().out
     lines = [line for line in out.splitlines() if line.startswith("[")]
     assert lines[0] == "[ok] daemon collected evidence (exit 0)"
@@ -44,7 +33,6 @@ def test_the_daemon_logs_evidence_bound_to_its_key_and_refuses_without_a_tee(
 def test_a_node_set_for_a_tee_that_gives_no_evidence_does_not_start(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    check = _script()
     home = tmp_path / "home"
     assert main(["--home", str(home), "init"]) == 0
     before = open_node(home).log().size
