@@ -16,6 +16,7 @@ import json
 import urllib.parse
 from typing import TYPE_CHECKING, Any
 
+from node.cli.trust import add_anchor_options
 from node.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -182,13 +183,10 @@ def add_parser(sub: Any) -> None:
         action="store_true",
         help="fail a node without verified TEE evidence; count only attested replications",
     )
-    p.add_argument("--rpc", help="also check every log's anchors on this chain (JSON-RPC URL)")
-    p.add_argument("--controller", help="CampaignController address (with --rpc; required)")
-    p.add_argument("--chain-id", type=int, help="refuse any other chain id")
-    p.add_argument(
-        "--approved-node",
-        action="append",
-        help="node address allowed to anchor (repeatable; default: the controller's allow-list)",
+    add_anchor_options(
+        p,
+        rpc="also check every log's anchors on this chain (JSON-RPC URL)",
+        controller="CampaignController address (with --rpc; required)",
     )
     p.add_argument("--timeout", type=float, default=60.0, help="seconds per request")
     p.set_defaults(func=cmd_audit_network)

@@ -203,6 +203,18 @@ def _audit_icp(
     return finding
 
 
+def add_anchor_options(p: Any, rpc: str, controller: str) -> None:
+    """The options `audit_anchors` reads, with the command's own help for the first two."""
+    p.add_argument("--rpc", help=rpc)
+    p.add_argument("--controller", help=controller)
+    p.add_argument("--chain-id", type=int, help="refuse any other chain id")
+    p.add_argument(
+        "--approved-node",
+        action="append",
+        help="node address allowed to anchor (repeatable; default: the controller's allow-list)",
+    )
+
+
 def audit_anchors(
     report: Any, args: argparse.Namespace
 ) -> tuple[Controller, list[VerifiedAnchor]] | None:
@@ -645,17 +657,11 @@ def add_parsers(sub: Any) -> None:
         help="keep the last verified checkpoint of each log in DIR; the next audit of a node "
         "URL fetches only the entries after it, with a consistency proof from it",
     )
-    p.add_argument(
-        "--rpc",
-        help='also check every checkpoint is anchored on this chain (URL, or "embedded" '
+    add_anchor_options(
+        p,
+        rpc='also check every checkpoint is anchored on this chain (URL, or "embedded" '
         "for the home's embedded chain)",
-    )
-    p.add_argument("--controller", help="CampaignController address (default: the home's record)")
-    p.add_argument("--chain-id", type=int, help="refuse any other chain id")
-    p.add_argument(
-        "--approved-node",
-        action="append",
-        help="node address allowed to anchor (repeatable; default: the controller's allow-list)",
+        controller="CampaignController address (default: the home's record)",
     )
     for flag, default, what in (
         ("--poll-seconds", 5.0, "how often the node reads the controller"),
