@@ -402,6 +402,16 @@ contract CampaignControllerTest is TestBase {
         return ctl.directory();
     }
 
+    /// NODE and OTHER, both approved, each publish an entry under LOG.
+    function _publishBoth() internal {
+        vm.prank(GOV);
+        ctl.approveNode(OTHER, bytes32(0));
+        vm.prank(NODE);
+        ctl.publishNode("https://node.example", LOG);
+        vm.prank(OTHER);
+        ctl.publishNode("https://other.example", LOG);
+    }
+
     function test_an_active_node_publishes_its_endpoint_and_log() public {
         vm.prank(NODE);
         ctl.publishNode("https://node.example:8000", LOG);
@@ -440,12 +450,7 @@ contract CampaignControllerTest is TestBase {
     }
 
     function test_republishing_replaces_only_the_senders_entry() public {
-        vm.prank(GOV);
-        ctl.approveNode(OTHER, bytes32(0));
-        vm.prank(NODE);
-        ctl.publishNode("https://node.example", LOG);
-        vm.prank(OTHER);
-        ctl.publishNode("https://other.example", LOG);
+        _publishBoth();
         vm.prank(NODE);
         ctl.publishNode("https://node.example:9000", keccak256("log-2"));
         assertEqU(ctl.publishedCount(), 2, "each node listed once");
@@ -459,12 +464,7 @@ contract CampaignControllerTest is TestBase {
     }
 
     function test_a_revoked_node_disappears_from_the_directory() public {
-        vm.prank(GOV);
-        ctl.approveNode(OTHER, bytes32(0));
-        vm.prank(NODE);
-        ctl.publishNode("https://node.example", LOG);
-        vm.prank(OTHER);
-        ctl.publishNode("https://other.example", LOG);
+        _publishBoth();
         vm.prank(GUARD);
         ctl.revokeNode(NODE);
         CampaignController.NodeEntry[] memory listed = _entries();
