@@ -16,7 +16,6 @@ empty, peers' anchors are not checked (`anchors_for` returns None and the comman
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 
 from governance.chain import Address, Controller
@@ -31,14 +30,6 @@ class AnchorReadError(AsiNodeError):
 
     Check `[chain] rpc_url` and `<home>/chain.json`; the peer is synced at the next round.
     """
-
-
-@dataclass(frozen=True)
-class Anchored:
-    """A log's anchors by one active node: tree size to root."""
-
-    node: Address
-    roots: Mapping[int, bytes]
 
 
 class PeerAnchors:
@@ -66,9 +57,10 @@ class PeerAnchors:
     def label(self) -> str:
         return f"chain {self.controller.chain.chain_id}"
 
-    def of(self, origin: str, node: str | None = None) -> Anchored | None:
-        """The anchors of the log `origin` by `node` (its directory entry's), else by the
-        active node that anchored it most; None when no active node anchored it."""
+    def of(self, origin: str, node: str | None = None) -> Mapping[int, bytes]:
+        """The anchors of the log `origin`, tree size to root, by `node` (its directory
+        entry's), else by the active node that anchored it most; empty when no active
+        node anchored it."""
         controller = self.controller
         try:
             events = controller.anchors(log_id(origin), node=node)
@@ -77,18 +69,16 @@ class PeerAnchors:
                 by_node.setdefault(anchor.node, {})[anchor.tree_size] = anchor.root
             for found in sorted(by_node, key=lambda n: (-len(by_node[n]), n)):
                 if controller.node_approved(found):
-                    return Anchored(found, by_node[found])
+                    return by_node[found]
         except ChainError as exc:
             raise AnchorReadError(f"reading the anchors on {self.label} failed: {exc}") from None
-        return None
+        return {}
 
 
 def anchors_for(settings: Settings) -> PeerAnchors | None:
     """The anchors a follower of this node checks (`[network] anchors`), on the chain of
     `[chain] rpc_url`; None when it is empty (the embedded chain holds no peer's)."""
-    if not settings.network.anchors or not settings.chain.rpc_url:
-        return None
-    return PeerAnchors(settings)
+    return PeerAnchors(settings) if unchecked_note(settings) is None else None
 
 
 def unchecked_note(settings: Settings) -> str | None:

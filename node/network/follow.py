@@ -207,8 +207,7 @@ class Follower:
         base = kept.checkpoint.size if kept is not None else 0
         anchored: Mapping[int, bytes] | None = None  # None: not checked
         if self.anchors is not None:
-            found = self.anchors.of(origin, pin.node if pin is not None else None)
-            anchored = found.roots if found is not None else {}
+            anchored = self.anchors.of(origin, pin.node if pin is not None else None)
             if kept is None and not anchored:
                 on = self.anchors.label
                 return SyncResult(

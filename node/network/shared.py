@@ -43,8 +43,9 @@ class Shared:
     config: dict[str, Any]
 
 
-def config_hash(config: Mapping[str, Any]) -> str:
-    """The hash a campaign's config is stored and logged under."""
+def _hash_of(config: Mapping[str, Any]) -> str:
+    """The hash a campaign's config as served is stored and logged under (as
+    `CampaignConfig.config_hash` gives it once parsed)."""
     return "sha256:" + json_sha256(dict(config)).hex()
 
 
@@ -64,10 +65,11 @@ def fetch_shared(url: str, campaign_id: str, timeout_s: float = 30.0) -> Shared:
     ):
         raise JoinError(f"{url}{path} did not answer a campaign")
     config: dict[str, Any] = answer["config"]
-    if config_hash(config) != answer["config_hash"]:
+    served = _hash_of(config)
+    if served != answer["config_hash"]:
         raise JoinError(
             f"{url} serves campaign {campaign_id} with a config that hashes to "
-            f"{config_hash(config)}, not the {answer['config_hash']} it states"
+            f"{served}, not the {answer['config_hash']} it states"
         )
     return Shared(answer["name"], config)
 
@@ -116,12 +118,13 @@ def join(
     except ValueError as exc:
         raise JoinError(str(exc)) from None
     config = parse_config(shared.config, f"the config of campaign {campaign_id}")
-    dumped = config.model_dump(mode="json")
-    if config_hash(dumped) != config_hash(shared.config):
+    ours, theirs = config.config_hash(), _hash_of(shared.config)
+    if ours != theirs:
         raise JoinError(
-            f"this node reads campaign {campaign_id}'s config as {config_hash(dumped)}, not "
-            f"{config_hash(shared.config)}: run the asi-node version of the nodes that share it"
+            f"this node reads campaign {campaign_id}'s config as {ours}, not {theirs}: run "
+            "the asi-node version of the nodes that share it"
         )
+    dumped = config.model_dump(mode="json")
     checked = (
         registered_with(controller, campaign_id, dumped)
         if controller is not None
