@@ -102,6 +102,7 @@ class VerifiedLog:
 StepSink = Callable[[str, str], None]
 StatementSink = Callable[[int, Statement, bytes], None]  # index, statement, leaf hash
 ATTESTATION_STEP = "attestation"
+ANCHOR_STEP = "chain anchors"  # the step `audit --rpc` and a follower add after these
 
 
 def verify_bundle(

@@ -110,13 +110,15 @@ def cmd_audit_network(args: argparse.Namespace) -> int:
 
 
 def _node_line(url: str, report: AuditReport) -> str:
+    from attestation.audit import ANCHOR_STEP
+
     log = report.log
     if not report.ok or log is None:
         failed = report.failure
         what = f"step {failed.number} ({failed.name}): {failed.detail}" if failed else "failed"
         return f"  [FAIL] {url}: {what}"
     tee = "attested" if report.attested else "not attested"
-    chain = next((s.detail for s in report.steps if s.name == "chain anchors"), None)
+    chain = next((s.detail for s in report.steps if s.name == ANCHOR_STEP), None)
     anchors = f"; {chain}" if chain else ""
     return (
         f"  [ok  ] {url}: log of {log.key_fingerprint} verified, {log.size} entries, "

@@ -222,7 +222,7 @@ def audit_anchors(
     root, by a node on the allow-list (`--approved-node`, or the controller's own), and
     every anchor of that node's log a root of the bundle's entries. The controller and
     the verified anchors for the next step; None when this one failed."""
-    from attestation.audit import StepResult
+    from attestation.audit import ANCHOR_STEP, StepResult
     from attestation.errors import VerificationError
     from governance.anchor_audit import verify_with_allow_list
     from governance.chain import Chain, Controller
@@ -231,7 +231,7 @@ def audit_anchors(
     from node.settings import load_settings
     from node.tlog.log import log_id
 
-    number, name = len(report.steps) + 1, "chain anchors"
+    number, name = len(report.steps) + 1, ANCHOR_STEP
     try:
         home = Path(load_settings(args.home).home)
         if args.rpc == EMBEDDED:

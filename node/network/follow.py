@@ -38,6 +38,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from attestation.audit import (
+    ANCHOR_STEP,
     AuditReport,
     LogState,
     StatementSink,
@@ -83,7 +84,6 @@ log = logging.getLogger(__name__)
 REWRITE_STEP = "checkpoint roots"
 ROLLBACK_STEP, ROLLBACK_DETAIL = "checkpoint signatures", "truncated or rolled back"
 ANSWER_SLACK = 64 * 1024  # an experiment's answer holds more than its code
-ANCHOR_STEP = "chain anchors"
 
 
 class _Refused(AsiNodeError):
