@@ -13,14 +13,13 @@ entry in the latest checkpoint; they are still read (whole, as they must be).
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import IO, Any, Final, Literal
 
+import pybase64
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from attestation.errors import FormatError
@@ -89,7 +88,7 @@ class BundleHeader(_Strict):
 
 def entry_line(index: int, envelope: bytes) -> bytes:
     """One entry line of a version 3 bundle."""
-    return b'{"index":%d,"envelope":"%s"}\n' % (index, base64.b64encode(envelope))
+    return b'{"index":%d,"envelope":"%s"}\n' % (index, pybase64.b64encode(envelope))
 
 
 @dataclass(frozen=True)
@@ -156,12 +155,13 @@ def read_bundle(stream: IO[bytes]) -> tuple[BundleHead, Iterator[EntryText]]:
 
 # How `entry_line` writes an entry line, up to its base64 text.
 _ENTRY_HEAD = re.compile(rb'\{"index":(0|[1-9][0-9]{0,17}),"envelope":"')
-_BASE64_ALPHABET = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/="
 
 
 def _written_entry(line: bytes) -> EntryText | None:
     """The entry of a line as `entry_line` wrote it, without building a dict: what
-    `json.loads` would read from it. None for any other line (read as JSON then)."""
+    `json.loads` would read from it. None for any other line (read as JSON then). A
+    control or non-ASCII byte in the base64 text, which JSON would refuse or read as is,
+    is left in it (as a Latin-1 character), for the entry's base64 check to refuse."""
     head = _ENTRY_HEAD.match(line)
     if head is None:
         return None
@@ -170,9 +170,9 @@ def _written_entry(line: bytes) -> EntryText | None:
     if end < 0 or line[end:] not in (b'"}\n', b'"}'):
         return None
     text = line[start:end]
-    if text.translate(None, _BASE64_ALPHABET):  # an escape or another character
+    if b"\\" in text:  # an escape: JSON reads other bytes than these
         return None
-    return int(head[1]), text.decode()
+    return int(head[1]), text.decode("latin-1")
 
 
 def _entry_lines(stream: IO[bytes]) -> Iterator[EntryText]:
@@ -208,13 +208,13 @@ def _field_error(exc: ValidationError) -> str:
 
 
 def b64(data: bytes) -> str:
-    return base64.b64encode(data).decode()
+    return pybase64.b64encode(data).decode()
 
 
 def unb64(text: str, what: str) -> bytes:
     try:
-        return base64.b64decode(text, validate=True)
-    except (binascii.Error, ValueError):
+        return pybase64.b64decode(text, validate=True)
+    except ValueError:  # binascii.Error, or a str that is not ASCII
         raise FormatError(f"{what} is not valid base64") from None
 
 

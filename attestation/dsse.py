@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
 import re
 from dataclasses import dataclass
 from typing import Any
+
+import pybase64
 
 from attestation.canonical import canonical_json
 from attestation.errors import FormatError, VerificationError
@@ -54,10 +54,11 @@ class Envelope:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "payload": base64.b64encode(self.payload).decode(),
+            "payload": pybase64.b64encode(self.payload).decode(),
             "payloadType": self.payload_type,
             "signatures": [
-                {"keyid": s.keyid, "sig": base64.b64encode(s.sig).decode()} for s in self.signatures
+                {"keyid": s.keyid, "sig": pybase64.b64encode(s.sig).decode()}
+                for s in self.signatures
             ],
         }
 
@@ -113,9 +114,9 @@ def _canonical(data: bytes) -> Envelope | None:
     payload_type, keyid, sig = rest.groups()
     try:
         # Valid base64 holds no escape: the text JSON would read is these very bytes.
-        payload = base64.b64decode(data[len(_CANONICAL_HEAD) : end], validate=True)
-        signature = base64.b64decode(sig, validate=True)
-    except binascii.Error:
+        payload = pybase64.b64decode(data[len(_CANONICAL_HEAD) : end], validate=True)
+        signature = pybase64.b64decode(sig, validate=True)
+    except ValueError:  # binascii.Error, or a str that is not ASCII
         return None
     return Envelope(payload_type.decode(), payload, (Signature(keyid.decode(), signature),))
 
@@ -124,8 +125,8 @@ def _b64(value: object, what: str) -> bytes:
     if not isinstance(value, str):
         raise FormatError(f"the DSSE {what} is not a base64 string")
     try:
-        return base64.b64decode(value, validate=True)
-    except binascii.Error:
+        return pybase64.b64decode(value, validate=True)
+    except ValueError:  # binascii.Error, or a str that is not ASCII
         raise FormatError(f"the DSSE {what} is not valid base64") from None
 
 

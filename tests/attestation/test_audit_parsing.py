@@ -12,7 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from attestation.audit import verify_bundle
-from attestation.bundle import _entry_lines, entry_line
+from attestation.bundle import _entry_lines, entry_line, unb64
 from attestation.dsse import STATEMENT_TYPE, Envelope, Signature
 from attestation.errors import FormatError, VerificationError
 from attestation.keys import NodeKey
@@ -113,6 +113,16 @@ def test_an_entry_line_written_otherwise_reads_as_json(line: bytes) -> None:
 def test_a_malformed_entry_line_is_a_format_error(line: bytes) -> None:
     with pytest.raises(FormatError, match="bundle line 2"):
         list(_entry_lines(io.BytesIO(line)))
+
+
+@pytest.mark.parametrize("byte", [b"\t", b"\x00", b"\xc3\xa9", b"\xff"])
+def test_a_stray_byte_in_an_entrys_base64_fails_its_base64_check(byte: bytes) -> None:
+    # Read without JSON: the byte stays in the text, and the envelope's decoding refuses it.
+    line = b'{"index":3,"envelope":"QU' + byte + b'JD"}\n'
+    [(index, text)] = _entry_lines(io.BytesIO(line))
+    assert index == 3
+    with pytest.raises(FormatError, match="entry 3 is not valid base64"):
+        unb64(text, "entry 3")
 
 
 def test_a_statement_naming_its_type_by_the_field_name_fails_the_envelope_step() -> None:
