@@ -121,6 +121,10 @@ run=("${bah[@]}" run --isolation chroot --cap-add CAP_SYS_ADMIN
 "${run[@]}" asi-node --version
 "${run[@]}" python -c 'from importlib.metadata import version as v
 print(", ".join(f"{p} {v(p)}" for p in ("torch", "triton", "fla-core", "einops", "nv-attestation-sdk", "psycopg")))'
+# The audit's C extension was built (setup.py skips it silently where it cannot be).
+"${run[@]}" python -c 'from attestation import keys
+assert keys._ed25519 is not None, "attestation._ed25519 was not built"
+print("attestation._ed25519: built")'
 "${run[@]}" sh -c 'gcc --version | head -1 && tini --version
 du -sh /opt/venv/lib/python3.11/site-packages/* | sort -h | tail -4'
 # What the sandbox probes before it jails a candidate.
