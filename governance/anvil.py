@@ -1,15 +1,19 @@
 """A local anvil (Foundry's dev chain, from `contracts/node_modules`) for tests and benches.
 
 `Anvil(port).start()` runs it on a loopback port and returns once it listens; `stop`
-ends it (SIGTERM, so with a `state` file it saves its chain there, and `start` again
-resumes it). The keys are anvil's well-known default accounts, funded on every anvil.
+ends it. With a `state` file, `stop` first saves the chain there (`anvil_dumpState`) and
+`start` again resumes it. The keys are anvil's well-known default accounts, funded on
+every anvil.
 """
 
 from __future__ import annotations
 
+import gzip
+import json
 import socket
 import subprocess
 import time
+import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -51,8 +55,8 @@ class Anvil:
         # The `finalized` tag then trails the head by two blocks (32-slot epochs would hold
         # it 64 blocks back, and a governed node waits for it before a resume applies).
         args += ["--chain-id", str(self.chain_id), "--slots-in-an-epoch", "1", *self.extra]
-        if self.state is not None:
-            args += ["--state", str(self.state)]
+        if self.state is not None and self.state.exists():
+            args += ["--load-state", str(self.state)]
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
@@ -68,10 +72,30 @@ class Anvil:
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()  # SIGTERM: anvil writes its state file on the way out
+            if self.state is not None:
+                self._save_state()
+            self.proc.terminate()
             try:
                 self.proc.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
         self.proc = None
+
+    def _save_state(self) -> None:
+        """The chain, blocks and receipts included, as `anvil_dumpState` gives it, written
+        where `start` loads it. Asked for while anvil serves, the dump is whole; the one
+        `--dump-state` writes on the way out after a signal can miss the latest blocks
+        (a restarted chain then lacked an anchor mined just before the stop)."""
+        assert self.state is not None
+        body = {"jsonrpc": "2.0", "id": 1, "method": "anvil_dumpState", "params": []}
+        request = urllib.request.Request(
+            self.url, json.dumps(body).encode(), {"Content-Type": "application/json"}
+        )
+        with urllib.request.urlopen(request, timeout=60) as answer:
+            dump = bytes.fromhex(json.load(answer)["result"].removeprefix("0x"))
+        if dump[:2] == b"\x1f\x8b":  # gzip, as anvil compresses it
+            dump = gzip.decompress(dump)
+        partial = self.state.with_name(self.state.name + ".tmp")
+        partial.write_bytes(dump)
+        partial.replace(self.state)
