@@ -111,8 +111,13 @@ class RulesState:
     size: int
     summary: RecordSummary
     directives: tuple[AppliedDirective, ...]
-    seen: frozenset[int]
+    seen: frozenset[int]  # those of the state this one went on from, or all
     last_start: dict[str, int]
+    # Those seen since, kept apart: a log's million digests are not copied per audit.
+    added: frozenset[int] = frozenset()
+
+    def all_seen(self) -> frozenset[int]:
+        return self.seen | self.added if self.added else self.seen
 
 
 class RecordRules:
@@ -133,7 +138,8 @@ class RecordRules:
         )
         self.unlinked = 0  # links to records before `resumed`: not checked again
         self._by_leaf: dict[bytes, tuple[int, str, str, str, bool]] = {}
-        self._seen: set[int] = set(resumed.seen) if resumed is not None else set()
+        self._kept_seen = resumed.all_seen() if resumed is not None else frozenset[int]()
+        self._seen: set[int] = set()  # since `resumed`
         self._directives: dict[tuple[str, str, int, bool], AppliedDirective] = {}
         if resumed is not None:
             for d in resumed.directives:
@@ -191,7 +197,7 @@ class RecordRules:
             )
         exp = record.experiment_id
         seen = _key64(cid, exp)
-        if seen in self._seen:
+        if seen in self._seen or seen in self._kept_seen:
             raise VerificationError(
                 STEP, f"{where} records experiment {exp!r} of {cid} a second time (replayed)"
             )
@@ -278,8 +284,9 @@ class RecordRules:
             size,
             self.summary,
             tuple(self._directives.values()),
-            frozenset(self._seen),
+            self._kept_seen,
             last,
+            frozenset(self._seen),
         )
 
 

@@ -87,8 +87,13 @@ class StateDir:
         """Write `state` (after its audit passed); `kept` is the state it went on from."""
         origin = state.checkpoint.origin
         meta, seen_path = self._files(origin)
-        old = kept.rules.seen if kept is not None else frozenset()
-        new = array("Q", sorted(state.rules.seen - old))
+        old = kept.rules.all_seen() if kept is not None else frozenset()
+        # In the sets' order: the file is read back into a set (sorting a million digests
+        # would take the first audit of a large log about a second).
+        if state.rules.seen is old:  # it went on from `kept`: what it added is new
+            new = array("Q", state.rules.added)
+        else:
+            new = array("Q", state.rules.all_seen() - old)
         try:
             with seen_path.open("r+b" if kept is not None and seen_path.exists() else "wb") as f:
                 f.truncate(8 * len(old))

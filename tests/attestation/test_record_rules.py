@@ -6,6 +6,7 @@ audit and are tested with real logs in tests/governance/test_directive_audit.py)
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -13,7 +14,7 @@ from typing import Any
 import pytest
 
 from attestation.errors import VerificationError
-from attestation.records import check_records
+from attestation.records import RecordRules, check_records
 from attestation.schema import (
     DIRECTIVE_PREDICATE,
     EVENT_PREDICATE,
@@ -204,3 +205,25 @@ def test_an_entry_naming_another_node_breaks_the_rules() -> None:
 def test_a_directive_logged_twice_is_a_replay() -> None:
     detail = held(start(), directive("pause", 1, 10), directive("pause", 1, 12))
     assert "again (first at entry 1)" in detail
+
+
+def test_rules_resumed_from_a_state_refuse_a_replay_of_a_kept_experiment() -> None:
+    # The kept digests are consulted, not copied: a state goes on from them as they are
+    # and holds those seen since apart.
+    first = RecordRules(NODE)
+    for i, stmt in enumerate([start(), experiment(1, 1), experiment(2, 2)]):
+        first.add(i, typed(stmt))
+    first.finish()
+    kept = first.state(3)
+    assert kept.seen == frozenset() and len(kept.added) == 2
+    # As read back from the state directory: every digest in `seen`.
+    loaded = dataclasses.replace(kept, seen=kept.all_seen(), added=frozenset())
+    second = RecordRules(NODE, loaded)
+    second.add(3, typed(experiment(3, 3)))
+    second.finish()
+    after = second.state(4)
+    assert after.seen is loaded.seen and len(after.added) == 1
+    assert len(after.all_seen()) == 3
+    third = RecordRules(NODE, after)
+    with pytest.raises(VerificationError, match="'exp-c-1-2' of c-1 a second time"):
+        third.add(4, typed(experiment(2, 4)))

@@ -8,6 +8,7 @@ import io
 import json
 import threading
 import time
+from array import array
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -27,7 +28,7 @@ from node.api.app import create_app
 from node.cli.main import main
 from node.store import Store
 from node.tlog.log import NodeLog
-from node.tlog.records import EVENT_KIND, event_statement
+from node.tlog.records import EVENT_KIND, EXPERIMENT_KIND, event_statement
 
 
 def _lines(bundle: Bundle) -> bytes:
@@ -159,6 +160,12 @@ def test_state_keeps_the_checkpoint_and_the_next_audit_reads_only_new_entries(
         assert "kept state: " in out and "audited whole" in out
         [kept] = state.glob("*.json")
         assert json.loads(kept.read_text())["tree_size"] == first
+        # One 8-byte digest per experiment record, each once.
+        [seen] = state.glob("*.seen")
+        count = json.loads(kept.read_text())["seen_count"]
+        records = len(tlog.db.subjects(EXPERIMENT_KIND))
+        assert count == records > 0 and seen.stat().st_size == 8 * count
+        assert len(set(array("Q", seen.read_bytes()))) == count
         _grow(NodeLog(store, key, checkpoint_every=3), 7)
         code, out, _ = _audit(capsys, url, "--state", str(state))
         assert code == 0 and "result: PASS" in out, out
