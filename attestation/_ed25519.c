@@ -34,14 +34,21 @@ typedef struct { uint64_t v[5]; } fe;
 
 #define MASK51 ((uint64_t)0x7ffffffffffff)
 
-/* Limbs below 2^52 after every operation: products of them fit a u128 with room. */
-static void fe_carry(fe *h) {
-    uint64_t *v = h->v, c;
+/* Each limb's bits above 51 carried into the next, the top one's returned (2^255 times
+ * that is what the limbs no longer hold). */
+static inline uint64_t carry_up(uint64_t v[5]) {
+    uint64_t c;
     c = v[0] >> 51; v[0] &= MASK51; v[1] += c;
     c = v[1] >> 51; v[1] &= MASK51; v[2] += c;
     c = v[2] >> 51; v[2] &= MASK51; v[3] += c;
     c = v[3] >> 51; v[3] &= MASK51; v[4] += c;
-    c = v[4] >> 51; v[4] &= MASK51; v[0] += 19 * c;
+    c = v[4] >> 51; v[4] &= MASK51;
+    return c;
+}
+
+/* Limbs below 2^52 after every operation: products of them fit a u128 with room. */
+static void fe_carry(fe *h) {
+    h->v[0] += 19 * carry_up(h->v); /* 2^255 = 19 mod p */
 }
 
 static void fe_add(fe *h, const fe *f, const fe *g) {
@@ -149,12 +156,7 @@ static void fe_tobytes(uint8_t s[32], const fe *f) {
     q = (v[3] + q) >> 51;
     q = (v[4] + q) >> 51;
     v[0] += 19 * q;
-    uint64_t c;
-    c = v[0] >> 51; v[0] &= MASK51; v[1] += c;
-    c = v[1] >> 51; v[1] &= MASK51; v[2] += c;
-    c = v[2] >> 51; v[2] &= MASK51; v[3] += c;
-    c = v[3] >> 51; v[3] &= MASK51; v[4] += c;
-    v[4] &= MASK51; /* drops 2^255: h - p */
+    carry_up(v); /* dropping 2^255 q: h - q p */
     uint64_t w[4] = {
         v[0] | (v[1] << 51),
         (v[1] >> 13) | (v[2] << 38),

@@ -283,7 +283,7 @@ def _verify(
         if not chunk:
             break
         opened = [_open(index, text) for index, text in chunk]
-        signed = _signed(opened, key, signer)
+        signed = _signed(opened, signer)
         for (index, _), entry, tabled in zip(chunk, opened, signed, strict=True):
             if index != pos:
                 failures.add(3, f"position {pos} holds entry {index}: entries dropped or reordered")
@@ -464,13 +464,13 @@ def _open(index: int, text: str) -> tuple[bytes, Envelope] | FormatError:
 
 
 def _signed(
-    opened: Sequence[tuple[bytes, Envelope] | FormatError], key: PublicKey, signer: PublicKey
+    opened: Sequence[tuple[bytes, Envelope] | FormatError], signer: PublicKey
 ) -> list[bool]:
     """For each opened entry, whether the signer's tables accept its statement's
-    signature by `key`; all False where the signer has none (one OpenSSL check each)."""
+    signature by the signer; all False where it has none (one OpenSSL check each)."""
     if not isinstance(signer, TabledKey):
         return [False] * len(opened)
-    fingerprint = key.fingerprint
+    fingerprint = signer.fingerprint
     where, pairs = [], []
     for i, entry in enumerate(opened):
         if isinstance(entry, FormatError) or entry[1].payload_type != IN_TOTO_PAYLOAD_TYPE:
