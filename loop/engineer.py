@@ -38,6 +38,7 @@ from loop.outcome import FailureClass
 from loop.probe import Probe
 from loop.sandbox import Limits, SandboxError, SandboxOutcome, run_sandboxed
 from loop.screen import ScreenConfig, check_source
+from loop.standby import NextStart, Standby, Standbys
 from loop.tasks import TaskSpec
 from loop.train import TrainConfig
 from loop.train_device import DeviceConfig
@@ -180,7 +181,9 @@ class Engineer:
     """Runs experiments in sandboxes under one set of limits; each in its own workspace.
 
     With a non-empty `devices` pool each training run leases one GPU for its duration and
-    trains there (bf16, loop.train_device); evaluation stays on the CPU.
+    trains there (bf16, loop.train_device); evaluation stays on the CPU. With `standby`,
+    each training run that ends starts the next one's sandbox (loop.standby); `close`
+    stops those still idle.
     """
 
     def __init__(
@@ -189,11 +192,20 @@ class Engineer:
         limits: Limits,
         keep_workspaces: bool = False,
         devices: DevicePool | None = None,
+        standby: bool = False,
     ) -> None:
         self.workspaces = workspaces
         self.limits = limits
         self.keep = keep_workspaces
         self.devices = devices
+        self._standbys = Standbys(workspaces, keep_workspaces) if standby else None
+        self._running = 0  # experiments in `run` now: at most this many standbys wait
+        self._running_lock = threading.Lock()
+
+    def close(self) -> None:
+        """Stop the standbys still waiting for a job."""
+        if self._standbys is not None:
+            self._standbys.close()
 
     @contextmanager
     def _training_device(self, limits: Limits) -> Iterator[tuple[Limits, DeviceConfig | None]]:
@@ -222,9 +234,13 @@ class Engineer:
         if root.exists():
             shutil.rmtree(root)  # a previous attempt's leftovers
         root.mkdir(parents=True, mode=0o711)
+        with self._running_lock:
+            self._running += 1
         try:
             return self._sandboxed(job, root, timings, started, cancel)
         finally:
+            with self._running_lock:
+                self._running -= 1
             if not self.keep:
                 shutil.rmtree(root, ignore_errors=True)
 
@@ -272,19 +288,45 @@ class Engineer:
         eval_device = "cpu" if device is None else "cuda"
         artifacts = handoff / ARTIFACTS_DIR
         spec = self._evaluate_spec(job, artifacts, job.heldout_seed, eval_device, wait=True)
-        with HeadStart(spec, root / "eval", eval_limits) as ahead:
+        standby, next_start = None, None
+        if self._standbys is not None:
+            standby = self._standbys.take(limits)
+            next_start = NextStart(self._standbys, limits, lambda: self._running)
+        workspace = root / "train" if standby is None else standby.workspace
+        try:
+            with HeadStart(spec, root / "eval", eval_limits) as ahead:
 
-            def on_progress(progress: Progress) -> None:
-                if job.on_progress is not None:
-                    job.on_progress(progress)
-                if due(progress):
-                    ahead.start()
+                def on_progress(progress: Progress) -> None:
+                    if job.on_progress is not None:
+                        job.on_progress(progress)
+                    if due(progress):
+                        ahead.start()
+                        if next_start is not None and progress.eta_s is not None:
+                            next_start.expect_end_in(progress.eta_s)
 
-            with watch(root / "train" / HEARTBEAT_FILE, on_progress):
-                trained = self._train(job, root, cancel, limits, device)
-            return self._evaluated(
-                job, root, timings, started, cancel, trained, ahead, eval_limits, eval_device
-            )
+                with watch(workspace / HEARTBEAT_FILE, on_progress):
+                    trained, workspace = self._train(
+                        job, root, cancel, limits, device, standby, timings
+                    )
+                if next_start is not None and not (cancel is not None and cancel.is_set()):
+                    next_start.now()
+                return self._evaluated(
+                    job,
+                    root,
+                    timings,
+                    started,
+                    cancel,
+                    trained,
+                    workspace,
+                    ahead,
+                    eval_limits,
+                    eval_device,
+                )
+        finally:
+            if next_start is not None:
+                next_start.cancel()  # a run stopped or failed before its estimated end
+            if standby is not None and self._standbys is not None:
+                self._standbys.remove(standby)
 
     def _train(
         self,
@@ -293,7 +335,12 @@ class Engineer:
         cancel: threading.Event | None,
         limits: Limits,
         device: DeviceConfig | None,
-    ) -> SandboxOutcome:
+        standby: Standby | None,
+        timings: dict[str, float],
+    ) -> tuple[SandboxOutcome, Path]:
+        """The training run, in `standby` when one was taken, and its workspace;
+        `sandbox_train_s` is its wall time from the job's hand-in."""
+        handed = time.perf_counter()
         train_spec = train_job(
             job.code,
             job.task,
@@ -305,7 +352,16 @@ class Engineer:
             device=device,
             twins=job.twins,
         )
-        return run_sandboxed(train_spec, root / "train", limits, stop=cancel)
+        if standby is not None:
+            outcome = standby.run(train_spec, cancel)
+            if outcome is not None:
+                timings["train_started_ahead_s"] = standby.waited_s
+                timings["sandbox_train_s"] = time.perf_counter() - handed
+                return outcome, standby.workspace
+        workspace = root / "train"
+        outcome = run_sandboxed(train_spec, workspace, limits, stop=cancel)
+        timings["sandbox_train_s"] = time.perf_counter() - handed
+        return outcome, workspace
 
     def _evaluated(
         self,
@@ -315,13 +371,14 @@ class Engineer:
         started: float,
         cancel: threading.Event | None,
         trained: SandboxOutcome,
+        workspace: Path,
         ahead: HeadStart,
         limits: Limits,
         device: str,
     ) -> EvalResult:
-        """The experiment's result from its training run: the evaluation's, when it
-        trained and exported (and a re-check's on a second draw for a top score)."""
-        timings["sandbox_train_s"] = trained.wall_s
+        """The experiment's result from its training run (in `workspace`): the
+        evaluation's, when it trained and exported (and a re-check's on a second draw for
+        a top score)."""
         if trained.cpu_s is not None:
             timings["sandbox_train_cpu_s"] = trained.cpu_s
         payload = (trained.result or {}).get("payload") or {}
@@ -352,7 +409,7 @@ class Engineer:
             shutil.rmtree(root / "eval", ignore_errors=True)
         # Only now, with nothing of the candidate's running, do the evaluators see them.
         artifacts = root / HANDOFF_DIR / ARTIFACTS_DIR
-        hand_over(root / "train" / ARTIFACTS_DIR, artifacts)
+        hand_over(workspace / ARTIFACTS_DIR, artifacts)
         evaluation, failure, message = self._evaluate(
             job,
             artifacts,

@@ -25,8 +25,10 @@ costs about 2.5 s of CPU, as much as a forward pass over ~100k padding tokens.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -100,9 +102,26 @@ class _StepGraph(nn.Module):
         return (hidden, *new_state)
 
 
+@contextlib.contextmanager
+def _without_stack_traces() -> Iterator[None]:
+    """Tracing without the source stack of every node: the evaluator never reads them,
+    and recording them took about a quarter of the export (0.4 s of 1.7 s for DeltaNet)."""
+    config = torch.fx.config
+    before = getattr(config, "do_not_emit_stack_traces", None)
+    config.do_not_emit_stack_traces = True
+    try:
+        yield
+    finally:
+        if before is None:
+            del config.do_not_emit_stack_traces
+        else:
+            config.do_not_emit_stack_traces = before
+
+
 def _export(module: nn.Module, args: tuple[Tensor, ...], path: Path, what: str) -> FileEntry:
     try:
-        program = torch.export.export(module, args, strict=False)
+        with _without_stack_traces():
+            program = torch.export.export(module, args, strict=False)
         torch.export.save(program, path)
     except Exception as exc:  # export raises many types; all mean "not exportable"
         raise ExportError(f"could not export {what}: {type(exc).__name__}: {exc}") from exc

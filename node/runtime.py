@@ -146,7 +146,12 @@ class Node:
         limits = self._limits(bool(gpus), self.compile_cache() if gpus else None)
         check_isolation(limits)  # refuse before any candidate runs, naming what is missing
         home = Path(self.settings.home)
-        return Engineer(home / "workspaces", limits, devices=DevicePool(gpus) if gpus else None)
+        return Engineer(
+            home / "workspaces",
+            limits,
+            devices=DevicePool(gpus) if gpus else None,
+            standby=self.settings.loop.standby,
+        )
 
     def ray_engineer(self) -> RayEngineer:
         """The RayEngineer of `[ray]`: experiments on the cluster's workers, under this

@@ -84,6 +84,11 @@ class LoopSettings(_Section):
     lease_renew_seconds: float = Field(
         default=20.0, gt=0, description="how often the node renews its running experiments' leases"
     )
+    standby: bool = Field(
+        default=True,
+        description="start the next experiment's training sandbox (jail, interpreter, torch) "
+        "while this one exports its graphs, so its start-up costs no wall time",
+    )
 
     @model_validator(mode="after")
     def _renewed_in_time(self) -> LoopSettings:

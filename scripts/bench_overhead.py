@@ -5,9 +5,12 @@ temporary node home, then splits its wall time into
   training   - the training loop inside the sandbox (what the experiment is for),
   pipeline   - sandbox start-up, candidate load, screening, export, evaluation,
   node       - the node itself: proposing, scheduling, scoring, the store.
-Prints the split per experiment and in total. Figures, not assertions.
+Prints the split per experiment and in total. Figures, not assertions. With
+`--no-standby` every training sandbox starts when its experiment does (loop.standby off),
+for a comparison with the default.
 
-    .venv/bin/python scripts/bench_overhead.py [--preset quick|full] [--candidates N] [--steps N]
+    .venv/bin/python scripts/bench_overhead.py [--preset quick|full] [--candidates N]
+        [--steps N] [--threads N] [--no-standby]
 """
 
 from __future__ import annotations
@@ -27,6 +30,12 @@ def main() -> None:
     parser.add_argument("--candidates", type=int, default=2)
     parser.add_argument("--steps", type=int, default=None, help="override the preset's steps")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument(
+        "--no-standby",
+        dest="standby",
+        action="store_false",
+        help="start each training sandbox with its experiment, not while the last one exports",
+    )
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -35,7 +44,11 @@ def main() -> None:
         node.settings = node.settings.model_copy(
             update={
                 "loop": node.settings.loop.model_copy(
-                    update={"workers": 1, "threads_per_worker": args.threads}
+                    update={
+                        "workers": 1,
+                        "threads_per_worker": args.threads,
+                        "standby": args.standby,
+                    }
                 )
             }
         )
@@ -70,7 +83,10 @@ def main() -> None:
             note = "  (lead, not a cost)" if key.endswith("_started_ahead_s") else ""
             print(f"  {key:<28} {sum(got) / len(got):8.2f}  (n={len(got)}){note}")
         node_s = wall - total
-        print(f"\nrun wall {wall:.1f} s over {len(exps)} experiments ({args.preset} preset)")
+        print(
+            f"\nrun wall {wall:.1f} s over {len(exps)} experiments ({args.preset} preset, "
+            f"1 worker x {args.threads} thread(s), standby {'on' if args.standby else 'off'})"
+        )
         print(f"training          {train:8.1f} s  {train / wall:6.1%}")
         print(f"pipeline overhead {total - train:8.1f} s  {(total - train) / wall:6.1%}")
         print(f"node overhead     {node_s:8.1f} s  {node_s / wall:6.1%}   (target < 2%)")

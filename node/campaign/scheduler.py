@@ -175,6 +175,9 @@ class CampaignRunner:
         finally:
             if self.llm is not None:
                 self.llm.close()
+            close = getattr(self.engineer, "close", None)  # an Engineer's idle standbys
+            if close is not None:
+                close()
 
     def _run(self) -> RunSummary:
         started = time.monotonic()

@@ -87,4 +87,7 @@ def test_kill_9_mid_experiment_then_restart_resumes_exactly(tmp_path: Path) -> N
     assert len(keys) == len(set(keys))
     generated = [c for c in store.list_candidates(camp.id) if c.origin != "baseline"]
     assert len(generated) == 1
+    # The run trained in standbys (loop.standby); the idle one was stopped at its end.
+    assert not sandbox_pids(home / "workspaces")
+    assert not list((home / "workspaces").glob(".standby-*"))
     store.close()

@@ -1,0 +1,268 @@
+"""A training sandbox started before its job: the next experiment takes it, under the
+same limits, and gets what a fresh sandbox would have given it."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from test_sandbox import GOOD_MIXER
+
+from loop import standby as standby_module
+from loop.engineer import Engineer, EvalResult, ExperimentJob
+from loop.model import BackboneConfig
+from loop.outcome import FailureClass
+from loop.sandbox import Limits, SandboxOutcome
+from loop.standby import NextStart, Standbys
+from loop.tasks import MQARSpec
+from loop.train import TrainConfig
+from loop.worker import JOB_FILE, STANDBY_IDLE, run_job, screen_job, standby_job
+
+METRICS = {
+    "task": "mqar",
+    "n_params": 10,
+    "state_size": 4,
+    "eval_seconds": 0.1,
+    "mean_accuracy": 0.5,
+    "accuracies": {"64x8": 0.5},
+}
+
+
+def _outcome(
+    failure: FailureClass | None, payload: dict[str, Any], message: str = ""
+) -> SandboxOutcome:
+    result = {"failure": failure, "message": message, "payload": payload}
+    return SandboxOutcome(0, result, failure, message, "", 0.0, ("fake",))
+
+
+class FakeSandboxes:
+    """run_sandboxed for the Engineer, its head start and its standbys: a standby waits for
+    its job file (or gives up after `wait_s`) and then runs it; training writes artifacts;
+    evaluation scores them."""
+
+    def __init__(self, wait_s: float = 5.0) -> None:
+        self.wait_s = wait_s
+        self.runs: list[tuple[str, Path, Limits]] = []  # (kind as started, workspace, limits)
+        self.handed: list[Path] = []  # the standbys' workspaces that were handed a job
+        self.lock = threading.Lock()
+
+    def __call__(
+        self,
+        spec: dict[str, Any],
+        workspace: Path,
+        limits: Limits,
+        *,
+        stop: threading.Event | None = None,
+    ) -> SandboxOutcome:
+        workspace.mkdir(parents=True)
+        with self.lock:
+            self.runs.append((spec["kind"], workspace, limits))
+        if spec["kind"] == "standby":
+            path = Path(spec["job_file"])
+            deadline = time.monotonic() + self.wait_s
+            while not path.is_file():
+                if stop is not None and stop.is_set():
+                    return _outcome(FailureClass.INTERRUPTED, {})
+                if time.monotonic() > deadline:
+                    return _outcome(None, {}, STANDBY_IDLE)
+                time.sleep(0.01)
+            spec = json.loads(path.read_text())
+            with self.lock:
+                self.handed.append(workspace)
+        if spec["kind"] == "train":
+            (workspace / "artifacts").mkdir()
+            (workspace / "artifacts" / "manifest.json").write_text("{}")
+            return _outcome(None, {"train_log": {"wall_seconds": 1.0}})
+        assert spec["kind"] == "evaluate"
+        assert (Path(spec["evaluate"]["artifact_dir"]) / "manifest.json").is_file()
+        return _outcome(None, {"evaluation": {"metrics": METRICS}})
+
+    def kinds(self) -> list[str]:
+        return [kind for kind, _, _ in self.runs]
+
+
+@pytest.fixture
+def sandboxes(monkeypatch: pytest.MonkeyPatch) -> FakeSandboxes:
+    fake = FakeSandboxes()
+    for where in ("loop.engineer", "loop.head_start"):
+        monkeypatch.setattr(f"{where}.run_sandboxed", fake)
+    return fake
+
+
+def _job(experiment_id: str, steps: int = 10, threads: int = 1) -> ExperimentJob:
+    spec = MQARSpec.quick()
+    return ExperimentJob(
+        experiment_id=experiment_id,
+        code=GOOD_MIXER,
+        task=spec,
+        train=TrainConfig(steps=steps, abort_step=None, threads=threads),
+        seed=0,
+        heldout_seed=1234,
+        backbone=BackboneConfig(vocab_size=spec.vocab_size),
+    )
+
+
+def _standby_dirs(workspaces: Path) -> list[str]:
+    return sorted(p.name for p in workspaces.glob(".standby-*"))
+
+
+def test_the_next_experiment_trains_in_the_standby_the_last_one_started(
+    tmp_path: Path, sandboxes: FakeSandboxes
+) -> None:
+    engineer = Engineer(tmp_path / "ws", Limits(), standby=True)
+    first = engineer.run(_job("e1"))
+    assert first.failure is None and "train_started_ahead_s" not in first.timings
+    waiting = _standby_dirs(tmp_path / "ws")
+    assert len(waiting) == 1  # started when e1's training ended
+    second = engineer.run(_job("e2"))
+    assert second.failure is None, second.message
+    assert second.timings["train_started_ahead_s"] > 0
+    assert sandboxes.handed == [tmp_path / "ws" / waiting[0] / "train"]
+    # The standby's jail shows its hand-in folder, read-only, besides what training sees.
+    standby_limits = next(lim for kind, _, lim in sandboxes.runs if kind == "standby")
+    assert standby_limits.readable_paths == (tmp_path / "ws" / waiting[0] / "handin",)
+    engineer.close()
+    assert _standby_dirs(tmp_path / "ws") == []  # the used one removed, the idle one stopped
+    # e1: fresh training, evaluation, the standby e2 trains in, then e2's evaluation and
+    # the standby started for a next experiment.
+    assert sorted(sandboxes.kinds()) == ["evaluate", "evaluate", "standby", "standby", "train"]
+
+
+def test_a_standby_serves_only_jobs_under_its_own_limits(
+    tmp_path: Path, sandboxes: FakeSandboxes
+) -> None:
+    engineer = Engineer(tmp_path / "ws", Limits(), standby=True)
+    engineer.run(_job("e1", threads=1))
+    other = engineer.run(_job("e2", threads=2))  # another thread count: other limits
+    assert "train_started_ahead_s" not in other.timings
+    assert sandboxes.handed == []
+    engineer.close()
+
+
+def test_a_standby_that_waited_too_long_is_stopped_not_used(
+    tmp_path: Path, sandboxes: FakeSandboxes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    engineer = Engineer(tmp_path / "ws", Limits(), standby=True)
+    engineer.run(_job("e1"))
+    monkeypatch.setattr(standby_module, "MAX_IDLE_S", 0.0)
+    late = engineer.run(_job("e2"))
+    assert late.failure is None and "train_started_ahead_s" not in late.timings
+    assert sandboxes.handed == []
+    engineer.close()
+    assert _standby_dirs(tmp_path / "ws") == []
+
+
+def test_a_standby_that_gave_up_waiting_leaves_the_job_to_a_fresh_sandbox(
+    tmp_path: Path, sandboxes: FakeSandboxes
+) -> None:
+    sandboxes.wait_s = 0.0  # the runner gives up at once, though the node still counts it
+    engineer = Engineer(tmp_path / "ws", Limits(), standby=True)
+    engineer.run(_job("e1"))
+    time.sleep(0.1)
+    standbys = engineer._standbys
+    assert standbys is not None
+    taken = standbys.take(Limits(threads=1))
+    assert taken is None  # its run has ended: no longer usable
+    result = engineer.run(_job("e2"))
+    assert result.failure is None and "train_started_ahead_s" not in result.timings
+
+
+def test_a_handed_job_that_came_too_late_is_left_to_the_caller(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The runner gave up just before the job came: `Standby.run` says so (None), and the
+    Engineer then runs the job in a fresh sandbox."""
+    calls: list[str] = []
+
+    def gave_up(spec: dict[str, Any], workspace: Path, limits: Limits, **_: Any) -> SandboxOutcome:
+        calls.append(spec["kind"])
+        return _outcome(None, {}, STANDBY_IDLE)
+
+    monkeypatch.setattr("loop.head_start.run_sandboxed", gave_up)
+    standby = standby_module.Standby(tmp_path / "s", Limits())
+    standby.start()
+    assert standby.run(screen_job(GOOD_MIXER), None) is None
+    assert calls == ["standby"]
+
+
+def test_idle_standbys_are_capped(tmp_path: Path, sandboxes: FakeSandboxes) -> None:
+    pool = Standbys(tmp_path / "ws")
+    for _ in range(3):
+        pool.start(Limits(), cap=2)
+    assert len(_standby_dirs(tmp_path / "ws")) == 2
+    pool.close()
+    assert _standby_dirs(tmp_path / "ws") == []
+    assert sandboxes.handed == []
+
+
+def test_the_next_standby_starts_once(tmp_path: Path, sandboxes: FakeSandboxes) -> None:
+    pool = Standbys(tmp_path / "ws")
+    timed = NextStart(pool, Limits(), lambda: 5)
+    timed.expect_end_in(0.05)
+    timed.expect_end_in(0.0)  # later readings do not start another
+    time.sleep(0.3)
+    timed.now()  # the training run ended after the estimate: already started
+    assert len(_standby_dirs(tmp_path / "ws")) == 1
+    ended = NextStart(pool, Limits(), lambda: 5)
+    ended.expect_end_in(30.0)
+    ended.now()  # training ended before the estimate: starts now, the timer is cancelled
+    time.sleep(0.1)
+    assert len(_standby_dirs(tmp_path / "ws")) == 2
+    stopped = NextStart(pool, Limits(), lambda: 5)
+    stopped.expect_end_in(0.05)
+    stopped.cancel()  # the run failed or was stopped before its estimated end
+    stopped.now()
+    time.sleep(0.2)
+    assert len(_standby_dirs(tmp_path / "ws")) == 2
+    pool.close()
+
+
+def test_a_standby_runner_runs_the_job_handed_in(tmp_path: Path) -> None:
+    handin = tmp_path / "handin"
+    handin.mkdir()
+    workspace = tmp_path / "w"
+    workspace.mkdir()
+    (workspace / JOB_FILE).write_text(json.dumps(standby_job(handin / JOB_FILE, 30.0)))
+    results: list[dict[str, Any]] = []
+    thread = threading.Thread(target=lambda: results.append(run_job(workspace)))
+    thread.start()
+    time.sleep(0.3)
+    assert thread.is_alive() and not (workspace / "candidate.py").exists()
+    (handin / JOB_FILE).write_text(json.dumps(screen_job(GOOD_MIXER)))
+    thread.join(60.0)
+    (result,) = results
+    assert result["failure"] is None, result["message"]
+    assert {c["name"] for c in result["screen"]["checks"]} >= {"causality"}
+    assert (workspace / "candidate.py").read_text() == GOOD_MIXER
+
+
+def test_a_standby_runner_without_a_job_ends_idle(tmp_path: Path) -> None:
+    workspace = tmp_path / "w"
+    workspace.mkdir()
+    (workspace / JOB_FILE).write_text(json.dumps(standby_job(tmp_path / "none" / JOB_FILE, 0.1)))
+    result = run_job(workspace)
+    assert result["failure"] is None and result["message"] == STANDBY_IDLE
+
+
+def test_a_standby_trains_and_scores_what_a_fresh_sandbox_does(tmp_path: Path) -> None:
+    """Real sandboxes (jailed where the host allows): the same job in a fresh sandbox,
+    then in the standby the first run started."""
+    engineer = Engineer(tmp_path / "ws", Limits(wall_s=300), standby=True)
+    results: list[EvalResult] = []
+    for name in ("fresh", "standby"):
+        results.append(engineer.run(_job(name, steps=30), threading.Event()))
+    engineer.close()
+    fresh, ahead = results
+    assert fresh.failure is None and ahead.failure is None, (fresh.message, ahead.message)
+    assert "train_started_ahead_s" in ahead.timings and "train_started_ahead_s" not in fresh.timings
+    assert ahead.isolation == fresh.isolation
+    timing = {"eval_seconds", "time_ratio", "tokens_per_s"}
+    assert {k: v for k, v in ahead.metrics.items() if k not in timing} == {
+        k: v for k, v in fresh.metrics.items() if k not in timing
+    }
+    assert ahead.train["final_loss"] == fresh.train["final_loss"]
+    assert _standby_dirs(tmp_path / "ws") == []
