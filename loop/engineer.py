@@ -301,8 +301,8 @@ class Engineer:
                         job.on_progress(progress)
                     if due(progress):
                         ahead.start()
-                        if next_start is not None and progress.eta_s is not None:
-                            next_start.expect_end_in(progress.eta_s)
+                    if next_start is not None and progress.step == progress.steps:
+                        next_start.now()  # training's loop is done: it exports now
 
                 with watch(workspace / HEARTBEAT_FILE, on_progress):
                     trained, workspace = self._train(
@@ -324,7 +324,7 @@ class Engineer:
                 )
         finally:
             if next_start is not None:
-                next_start.cancel()  # a run stopped or failed before its estimated end
+                next_start.cancel()  # a run stopped or failed before its training ended
             if standby is not None and self._standbys is not None:
                 self._standbys.remove(standby)
 

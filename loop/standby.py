@@ -3,8 +3,8 @@
 A training run spends about two seconds of CPU before the candidate's code loads: the
 jail, the interpreter, and the imports of torch, torch.export and the training code. The
 Engineer starts a standby under an experiment's limits when that experiment's training
-loop should have ended by its heartbeat's estimate (exporting, single-threaded, then
-leaves a core idle), or else when its training sandbox has ended (`NextStart`). A standby
+heartbeat says its last step is done (exporting, single-threaded, then leaves a core
+idle), or else when its training sandbox has ended (`NextStart`). A standby
 is a sandboxed run of a `standby` job (loop.worker.standby_job) that does those imports
 and then waits for a job file in a hand-in folder that only the Engineer writes, shown
 read-only in its jail. The next experiment with the same limits takes it
@@ -84,44 +84,30 @@ class Standby:
 
 
 class NextStart:
-    """Starts one standby for the next experiment, once: when training's loop should have
-    ended by its heartbeat's estimate (`expect_end_in`), so that its imports take the core
-    that exporting, single-threaded, leaves idle; or when the training run has ended
-    (`now`), whichever comes first."""
+    """Starts one standby for the next experiment, once: when training's heartbeat says
+    its last step is done (`now`, from the Engineer's watch), so that its imports take the
+    core that exporting, single-threaded, leaves idle; else when the training run has
+    ended. `cancel` settles it without a start (a run stopped or failed)."""
 
     def __init__(self, standbys: Standbys, limits: Limits, cap: Callable[[], int]) -> None:
         self._standbys = standbys
         self._limits = limits
         self._cap = cap
         self._lock = threading.Lock()
-        self._timer: threading.Timer | None = None
         self._settled = False
-
-    def expect_end_in(self, eta_s: float) -> None:
-        with self._lock:
-            if self._timer is not None or self._settled:
-                return
-            self._timer = threading.Timer(max(0.0, eta_s), self.now)
-            self._timer.daemon = True
-            self._timer.start()
 
     def now(self) -> None:
         if self._settle():
             self._standbys.start(self._limits, self._cap())
 
     def cancel(self) -> None:
-        """No standby from this one unless it has already started."""
         self._settle()
 
     def _settle(self) -> bool:
-        """Whether this call is the first to settle it (the timer is cancelled)."""
+        """Whether this call is the first to settle it."""
         with self._lock:
-            if self._settled:
-                return False
-            self._settled = True
-            if self._timer is not None:
-                self._timer.cancel()
-            return True
+            first, self._settled = not self._settled, True
+            return first
 
 
 class Standbys:

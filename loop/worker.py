@@ -47,7 +47,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from loop.errors import LoopError
-from loop.heartbeat import BEAT_INTERVAL_S, HEARTBEAT_FILE, MAX_HEARTBEAT_BYTES, Heartbeat
+from loop.heartbeat import HEARTBEAT_FILE, MAX_HEARTBEAT_BYTES, Heartbeat
 
 if TYPE_CHECKING:
     from types import ModuleType
@@ -67,6 +67,7 @@ RESULT_FILE = "result.json"
 CANDIDATE_FILE = "candidate.py"
 ARTIFACTS_DIR = "artifacts"
 MAX_JOB_BYTES = 4 * 2**20
+RELAY_INTERVAL_S = 0.5  # the heartbeat's copy out of the jail: the last step's is awaited
 ARTIFACT_POLL_S = 0.02  # how often a started evaluator looks for its artifacts
 # What a standby runner imports before its job comes: all a CPU training job loads.
 STANDBY_IMPORTS = ("torch", "loop.export", "loop.model", "loop.probe", "loop.screen", "loop.train")
@@ -413,14 +414,14 @@ def _copy_file(src_dir: int, dst_dir: int, name: str, max_bytes: int) -> int:
 
 class _HeartbeatRelay:
     """Copies the training heartbeat from the jail's tmpfs workspace to the real one
-    every few seconds, so the Engineer sees progress while the runner still runs. The
+    at every tick, so the Engineer sees progress while the runner still runs. The
     file is the candidate's to write: a plain file only, at most MAX_HEARTBEAT_BYTES,
     passed on as bytes (the Engineer parses it); a failed copy is skipped."""
 
     def __init__(self, inside: str, real: int) -> None:
         self.inside = inside
         self.real = real
-        self.interval_s = BEAT_INTERVAL_S
+        self.interval_s = RELAY_INTERVAL_S
         self._next = 0.0
 
     def __call__(self) -> None:

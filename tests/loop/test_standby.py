@@ -14,6 +14,7 @@ from test_sandbox import GOOD_MIXER
 
 from loop import standby as standby_module
 from loop.engineer import Engineer, EvalResult, ExperimentJob
+from loop.heartbeat import HEARTBEAT_FILE
 from loop.model import BackboneConfig
 from loop.outcome import FailureClass
 from loop.sandbox import Limits, SandboxOutcome
@@ -48,6 +49,7 @@ class FakeSandboxes:
         self.wait_s = wait_s
         self.runs: list[tuple[str, Path, Limits]] = []  # (kind as started, workspace, limits)
         self.handed: list[Path] = []  # the standbys' workspaces that were handed a job
+        self.standby_seen_in_training = False
         self.lock = threading.Lock()
 
     def __call__(
@@ -74,12 +76,15 @@ class FakeSandboxes:
             with self.lock:
                 self.handed.append(workspace)
         if spec["kind"] == "train":
-            (workspace / "artifacts").mkdir()
-            (workspace / "artifacts" / "manifest.json").write_text("{}")
-            return _outcome(None, {"train_log": {"wall_seconds": 1.0}})
+            return self.train(workspace)
         assert spec["kind"] == "evaluate"
         assert (Path(spec["evaluate"]["artifact_dir"]) / "manifest.json").is_file()
         return _outcome(None, {"evaluation": {"metrics": METRICS}})
+
+    def train(self, workspace: Path) -> SandboxOutcome:
+        (workspace / "artifacts").mkdir()
+        (workspace / "artifacts" / "manifest.json").write_text("{}")
+        return _outcome(None, {"train_log": {"wall_seconds": 1.0}})
 
     def kinds(self) -> list[str]:
         return [kind for kind, _, _ in self.runs]
@@ -201,24 +206,39 @@ def test_idle_standbys_are_capped(tmp_path: Path, sandboxes: FakeSandboxes) -> N
 
 def test_the_next_standby_starts_once(tmp_path: Path, sandboxes: FakeSandboxes) -> None:
     pool = Standbys(tmp_path / "ws")
-    timed = NextStart(pool, Limits(), lambda: 5)
-    timed.expect_end_in(0.05)
-    timed.expect_end_in(0.0)  # later readings do not start another
-    time.sleep(0.3)
-    timed.now()  # the training run ended after the estimate: already started
+    started = NextStart(pool, Limits(), lambda: 5)
+    started.now()  # the last step's beat
+    started.now()  # the training run's end
     assert len(_standby_dirs(tmp_path / "ws")) == 1
-    ended = NextStart(pool, Limits(), lambda: 5)
-    ended.expect_end_in(30.0)
-    ended.now()  # training ended before the estimate: starts now, the timer is cancelled
-    time.sleep(0.1)
-    assert len(_standby_dirs(tmp_path / "ws")) == 2
     stopped = NextStart(pool, Limits(), lambda: 5)
-    stopped.expect_end_in(0.05)
-    stopped.cancel()  # the run failed or was stopped before its estimated end
+    stopped.cancel()  # the run failed or was stopped
     stopped.now()
-    time.sleep(0.2)
-    assert len(_standby_dirs(tmp_path / "ws")) == 2
+    assert len(_standby_dirs(tmp_path / "ws")) == 1
     pool.close()
+
+
+def test_the_standby_starts_at_training_s_last_step_while_it_exports(
+    tmp_path: Path, sandboxes: FakeSandboxes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The training run beats its last step, then "exports" until a standby is running:
+    the Engineer started it from the beat, not at the run's end."""
+    monkeypatch.setattr("loop.heartbeat.POLL_INTERVAL_S", 0.02)
+    train = sandboxes.train
+
+    def beating(workspace: Path) -> SandboxOutcome:
+        beat = {"step": 10, "steps": 10, "loss": 2.0, "tok_s": 100.0, "elapsed_s": 1.0}
+        (workspace / HEARTBEAT_FILE).write_text(json.dumps(beat))
+        deadline = time.monotonic() + 5.0
+        while "standby" not in sandboxes.kinds() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        sandboxes.standby_seen_in_training = "standby" in sandboxes.kinds()
+        return train(workspace)
+
+    monkeypatch.setattr(sandboxes, "train", beating)
+    engineer = Engineer(tmp_path / "ws", Limits(), standby=True)
+    assert engineer.run(_job("e1")).failure is None
+    assert sandboxes.standby_seen_in_training
+    engineer.close()
 
 
 def test_a_standby_runner_runs_the_job_handed_in(tmp_path: Path) -> None:
