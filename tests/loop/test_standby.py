@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from test_head_start import FakeSandboxes as HeadStartSandboxes
 from test_sandbox import GOOD_MIXER
 
 from loop import standby as standby_module
@@ -23,34 +24,22 @@ from loop.tasks import MQARSpec
 from loop.train import TrainConfig
 from loop.worker import JOB_FILE, STANDBY_IDLE, run_job, screen_job, standby_job
 
-METRICS = {
-    "task": "mqar",
-    "n_params": 10,
-    "state_size": 4,
-    "eval_seconds": 0.1,
-    "mean_accuracy": 0.5,
-    "accuracies": {"64x8": 0.5},
-}
 
-
-def _outcome(
-    failure: FailureClass | None, payload: dict[str, Any], message: str = ""
-) -> SandboxOutcome:
-    result = {"failure": failure, "message": message, "payload": payload}
+def _outcome(failure: FailureClass | None, message: str = "") -> SandboxOutcome:
+    result = {"failure": failure, "message": message, "payload": {}}
     return SandboxOutcome(0, result, failure, message, "", 0.0, ("fake",))
 
 
-class FakeSandboxes:
-    """run_sandboxed for the Engineer, its head start and its standbys: a standby waits for
-    its job file (or gives up after `wait_s`) and then runs it; training writes artifacts;
-    evaluation scores them."""
+class FakeSandboxes(HeadStartSandboxes):
+    """The head start's fake sandboxes, and standbys: a standby waits for its job file
+    (or gives up after `wait_s`), then runs it as a training run."""
 
     def __init__(self, wait_s: float = 5.0) -> None:
+        super().__init__(beat=False)
         self.wait_s = wait_s
         self.runs: list[tuple[str, Path, Limits]] = []  # (kind as started, workspace, limits)
         self.handed: list[Path] = []  # the standbys' workspaces that were handed a job
         self.standby_seen_in_training = False
-        self.lock = threading.Lock()
 
     def __call__(
         self,
@@ -60,7 +49,6 @@ class FakeSandboxes:
         *,
         stop: threading.Event | None = None,
     ) -> SandboxOutcome:
-        workspace.mkdir(parents=True)
         with self.lock:
             self.runs.append((spec["kind"], workspace, limits))
         if spec["kind"] == "standby":
@@ -68,23 +56,14 @@ class FakeSandboxes:
             deadline = time.monotonic() + self.wait_s
             while not path.is_file():
                 if stop is not None and stop.is_set():
-                    return _outcome(FailureClass.INTERRUPTED, {})
+                    return _outcome(FailureClass.INTERRUPTED)
                 if time.monotonic() > deadline:
-                    return _outcome(None, {}, STANDBY_IDLE)
+                    return _outcome(None, STANDBY_IDLE)
                 time.sleep(0.01)
             spec = json.loads(path.read_text())
             with self.lock:
                 self.handed.append(workspace)
-        if spec["kind"] == "train":
-            return self.train(workspace)
-        assert spec["kind"] == "evaluate"
-        assert (Path(spec["evaluate"]["artifact_dir"]) / "manifest.json").is_file()
-        return _outcome(None, {"evaluation": {"metrics": METRICS}})
-
-    def train(self, workspace: Path) -> SandboxOutcome:
-        (workspace / "artifacts").mkdir()
-        (workspace / "artifacts" / "manifest.json").write_text("{}")
-        return _outcome(None, {"train_log": {"wall_seconds": 1.0}})
+        return super().__call__(spec, workspace, limits, stop=stop)
 
     def kinds(self) -> list[str]:
         return [kind for kind, _, _ in self.runs]
@@ -185,7 +164,7 @@ def test_a_handed_job_that_came_too_late_is_left_to_the_caller(
 
     def gave_up(spec: dict[str, Any], workspace: Path, limits: Limits, **_: Any) -> SandboxOutcome:
         calls.append(spec["kind"])
-        return _outcome(None, {}, STANDBY_IDLE)
+        return _outcome(None, STANDBY_IDLE)
 
     monkeypatch.setattr("loop.head_start.run_sandboxed", gave_up)
     standby = standby_module.Standby(tmp_path / "s", Limits())
@@ -223,7 +202,7 @@ def test_the_standby_starts_at_training_s_last_step_while_it_exports(
     """The training run beats its last step, then "exports" until a standby is running:
     the Engineer started it from the beat, not at the run's end."""
     monkeypatch.setattr("loop.heartbeat.POLL_INTERVAL_S", 0.02)
-    train = sandboxes.train
+    train = sandboxes._train
 
     def beating(workspace: Path) -> SandboxOutcome:
         beat = {"step": 10, "steps": 10, "loss": 2.0, "tok_s": 100.0, "elapsed_s": 1.0}
@@ -234,7 +213,7 @@ def test_the_standby_starts_at_training_s_last_step_while_it_exports(
         sandboxes.standby_seen_in_training = "standby" in sandboxes.kinds()
         return train(workspace)
 
-    monkeypatch.setattr(sandboxes, "train", beating)
+    monkeypatch.setattr(sandboxes, "_train", beating)
     engineer = Engineer(tmp_path / "ws", Limits(), standby=True)
     assert engineer.run(_job("e1")).failure is None
     assert sandboxes.standby_seen_in_training
