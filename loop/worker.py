@@ -15,8 +15,10 @@ Two entry points, both started by loop/sandbox.py, never by hand:
   holds. If the parent dies first, the jail ends itself.
 - `python -m loop.worker WORKSPACE` is the runner: it reads WORKSPACE/job.json, loads the
   candidate source as a module, screens it (and trains and exports it for `train` jobs)
-  and writes WORKSPACE/result.json atomically. Containment is the OS's job; nothing here
-  trusts the candidate, which can patch anything in this process, result included.
+  and writes WORKSPACE/result.json atomically. A `standby` job (loop.standby) first
+  imports what training loads, then waits for its real job in a hand-in folder.
+  Containment is the OS's job; nothing here trusts the candidate, which can patch
+  anything in this process, result included.
 
 Only the stdlib (and `loop.errors`, which imports nothing) is imported at module level
 so the init starts fast; torch and the training code load inside the runner's job
@@ -167,7 +169,7 @@ def train_job(
 
 
 def standby_job(job_file: Path, wait_s: float) -> dict[str, Any]:
-    """A `standby` job (loop.head_start.Standbys): import what training needs, then wait up
+    """A `standby` job (loop.standby.Standbys): import what training needs, then wait up
     to `wait_s` for a `train` or `screen` job to appear at `job_file` (shown read-only),
     and run it as if it had been this run's own job."""
     return {"kind": "standby", "job_file": str(job_file), "wait_s": wait_s}
