@@ -10,7 +10,7 @@ up. An empty pool means CPU training.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Container, Iterator, Sequence
 from contextlib import contextmanager
 
 
@@ -28,14 +28,16 @@ class DevicePool:
         return bool(self.devices)
 
     @contextmanager
-    def lease(self, timeout_s: float | None = None) -> Iterator[int]:
-        """Hold one free GPU index for the duration of the block; waits while all are busy."""
+    def lease(self, timeout_s: float | None = None, prefer: Container[int] = ()) -> Iterator[int]:
+        """Hold one free GPU index for the duration of the block; waits while all are busy.
+        A free index in `prefer` is taken first (one where a sandbox already waits)."""
         if not self.devices:
             raise ValueError("the pool has no GPUs; train on the CPU instead")
         with self._cond:
             if not self._cond.wait_for(lambda: bool(self._free), timeout=timeout_s):
                 raise TimeoutError(f"no GPU of {self.devices} became free in {timeout_s} s")
-            index = self._free.pop(0)
+            index = next((i for i in self._free if i in prefer), self._free[0])
+            self._free.remove(index)
         try:
             yield index
         finally:

@@ -213,9 +213,13 @@ class Engineer:
         if not self.devices:
             yield limits, None
             return
-        with self.devices.lease() as index:
-            env = {**limits.extra_env, **sandbox_gpu_env(index)}
-            yield dataclasses.replace(limits, extra_env=env, gpu=True), DeviceConfig("cuda")
+        # A GPU whose standby waits for these limits is leased first: the standby can only
+        # serve an experiment on the GPU it was started for.
+        on_gpu = {i: _on_gpu(limits, i) for i in self.devices.devices}
+        waiting = self._standbys.waiting if self._standbys is not None else lambda _: False
+        prefer = {i for i, gpu_limits in on_gpu.items() if waiting(gpu_limits)}
+        with self.devices.lease(prefer=prefer) as index:
+            yield on_gpu[index], DeviceConfig("cuda")
 
     def run(self, job: ExperimentJob, cancel: threading.Event | None = None) -> EvalResult:
         started = time.perf_counter()
@@ -538,6 +542,13 @@ class Engineer:
             benchmarks=job.benchmarks,
             wait_for_artifacts=wait,
         )
+
+
+def _on_gpu(limits: Limits, index: int) -> Limits:
+    """`limits` for a sandbox that sees only GPU `index`."""
+    return dataclasses.replace(
+        limits, extra_env={**limits.extra_env, **sandbox_gpu_env(index)}, gpu=True
+    )
 
 
 def _message(outcome: SandboxOutcome) -> str:

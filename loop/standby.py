@@ -129,6 +129,12 @@ class Standbys:
                 self._idle.append(standby)
         self._discard(stale)
 
+    def waiting(self, limits: Limits) -> bool:
+        """Whether an idle standby started under `limits` waits (a hint: another
+        experiment may take it first)."""
+        with self._lock:
+            return any(s.limits == limits and s.usable() for s in self._idle)
+
     def take(self, limits: Limits) -> Standby | None:
         """An idle standby started under `limits`, no longer idle; None when none waits."""
         with self._lock:

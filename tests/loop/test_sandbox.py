@@ -478,7 +478,14 @@ def test_a_candidate_walking_everything_it_reaches_finds_nothing_of_the_host(
         shards.mkdir()
         (shards / "train.bin").write_bytes(b"tokens")
         ws = tmp_path / "ws"
-        host = [sys.prefix, sys.base_prefix, PROJECT_ROOT, ws, shards, *LIBRARY_DIRS]
+        host: list[str | Path] = [
+            sys.prefix,
+            sys.base_prefix,
+            PROJECT_ROOT,
+            ws,
+            shards,
+            *LIBRARY_DIRS,
+        ]
         host += _loader_dirs()
         jail = [  # the jail's own: a fresh /proc and /dev, two-line passwd and group
             "/proc",

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,7 @@ from test_head_start import FakeSandboxes as HeadStartSandboxes
 from test_sandbox import GOOD_MIXER
 
 from loop import standby as standby_module
+from loop.devices import DevicePool
 from loop.engineer import Engineer, EvalResult, ExperimentJob
 from loop.heartbeat import HEARTBEAT_FILE
 from loop.model import BackboneConfig
@@ -26,7 +28,7 @@ from loop.worker import JOB_FILE, STANDBY_IDLE, run_job, screen_job, standby_job
 
 
 def _outcome(failure: FailureClass | None, message: str = "") -> SandboxOutcome:
-    result = {"failure": failure, "message": message, "payload": {}}
+    result: dict[str, Any] = {"failure": failure, "message": message, "payload": {}}
     return SandboxOutcome(0, result, failure, message, "", 0.0, ("fake",))
 
 
@@ -194,6 +196,37 @@ def test_the_next_standby_starts_once(tmp_path: Path, sandboxes: FakeSandboxes) 
     stopped.now()
     assert len(_standby_dirs(tmp_path / "ws")) == 1
     pool.close()
+
+
+def test_an_experiment_leases_the_gpu_its_standby_was_started_for(
+    tmp_path: Path, sandboxes: FakeSandboxes
+) -> None:
+    pool = DevicePool([0, 1])
+    engineer = Engineer(tmp_path / "ws", Limits(), devices=pool, standby=True)
+    with ExitStack() as gpu0:
+        assert gpu0.enter_context(pool.lease()) == 0
+        assert engineer.run(_job("e1")).failure is None  # on GPU 1; its standby is GPU 1's
+        with pool.lease() as gpu1:
+            assert gpu1 == 1
+            gpu0.close()
+    # GPU 0 is now the first free one; the next experiment still leases GPU 1.
+    second = engineer.run(_job("e2"))
+    assert second.timings["train_started_ahead_s"] > 0
+    trained_on = [
+        lim.extra_env["CUDA_VISIBLE_DEVICES"]
+        for kind, _, lim in sandboxes.runs
+        if kind != "evaluate"
+    ]
+    assert trained_on == ["1", "1", "1"]  # e1, the standby e2 trained in, the next standby
+    engineer.close()
+
+
+def test_a_lease_prefers_the_free_gpus_it_is_given() -> None:
+    pool = DevicePool([0, 1, 2])
+    with pool.lease(prefer={2}) as first, pool.lease(prefer={2}) as second:
+        assert (first, second) == (2, 0)  # 2 is busy the second time: the first free one
+    with pool.lease() as plain:
+        assert plain == 1  # the free order is kept: 1, then 2 and 0 as they came back
 
 
 def test_the_standby_starts_at_training_s_last_step_while_it_exports(
