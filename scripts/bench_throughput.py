@@ -15,7 +15,7 @@ all trained to the end also finished with rungs (what the speed cost). Figures, 
 assertions.
 
     .venv/bin/python scripts/bench_throughput.py [--candidates N] [--preset full|quick]
-        [--steps N] [--top K] [--curves FILE]
+        [--steps N] [--top K] [--curves FILE] [--today-only]
 """
 
 from __future__ import annotations
@@ -103,6 +103,11 @@ def main() -> None:
     parser.add_argument(
         "--curves", type=Path, help="write every run's loss curve and fitness here (JSON)"
     )
+    parser.add_argument(
+        "--today-only",
+        action="store_true",
+        help="run only the arm without rungs, on the node's workers: curves for study_rungs",
+    )
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -111,8 +116,10 @@ def main() -> None:
         roomy = node.settings.sandbox.model_copy(update={"wall_seconds": 4 * 3600.0})
         node.settings = node.settings.model_copy(update={"sandbox": roomy})
         loop = node.settings.loop
+        arm_workers = "the same" if args.today_only else "1 x 1 each"
         print(
-            f"baselines on {loop.workers} x {loop.threads_per_worker} thread(s), arms on 1 x 1 each"
+            f"baselines on {loop.workers} x {loop.threads_per_worker} thread(s), "
+            f"arms on {arm_workers}"
         )
         today = CampaignConfig(
             preset=args.preset,
@@ -129,13 +136,12 @@ def main() -> None:
         print(f"baselines {', '.join(BASELINES)}: {time.perf_counter() - began:.0f} s")
         cands = proposals(node, base.id, today, args.candidates)
 
-        with_rungs = today.model_copy(update={"rungs": Rungs()})
-        arms = {
-            "today": queue_arm(node, base.id, "today", today, cands),
-            "rungs": queue_arm(node, base.id, "rungs", with_rungs, cands),
-        }
-        one = node.settings.loop.model_copy(update={"workers": 1, "threads_per_worker": 1})
-        node.settings = node.settings.model_copy(update={"loop": one})
+        arms = {"today": queue_arm(node, base.id, "today", today, cands)}
+        if not args.today_only:
+            with_rungs = today.model_copy(update={"rungs": Rungs()})
+            arms["rungs"] = queue_arm(node, base.id, "rungs", with_rungs, cands)
+            one = node.settings.loop.model_copy(update={"workers": 1, "threads_per_worker": 1})
+            node.settings = node.settings.model_copy(update={"loop": one})
         report(node, run_arms(node, arms), args.top)
         if args.curves is not None:
             write_curves(node, args.curves)
@@ -195,6 +201,8 @@ def report(node: Node, walls: dict[str, float], top: int) -> None:
         for e in exps:
             if e.status == "failed" and e.failure_class != "outpaced":
                 print(f"         failed ({e.failure_class}): {cands[e.candidate_id].name}")
+    if "rungs" not in walls:
+        return
     print(
         f"\nthroughput rungs / today: {walls['today'] / walls['rungs']:.2f}x per wall hour, "
         f"{cpu['today'] / max(cpu['rungs'], 1e-9):.2f}x per CPU-hour"

@@ -81,14 +81,18 @@ class Rungs(BaseModel):
     of the recipe's steps, a generated candidate's first run goes on only while its
     training loss is within the best `keep` share of the losses that the campaign's runs on
     the same seed had at that step; the rest stop as 'outpaced'. Baselines, re-runs and
-    verification stages always train to the end."""
+    verification stages always train to the end.
+
+    The defaults, one rung at two-thirds keeping two-thirds, are the earliest that kept the
+    best three of two samples of full-recipe MQAR curves (tests/node/data): good candidates
+    leave MQAR's plateau as late as halfway, so earlier rungs stop them with the hopeless."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     at: tuple[float, ...] = Field(
-        default=(0.25, 0.5), description="the rungs, as fractions of the recipe's steps"
+        default=(0.67,), description="the rungs, as fractions of the recipe's steps"
     )
-    keep: float = Field(default=0.5, gt=0, le=1, description="the share of runs that go on")
+    keep: float = Field(default=0.67, gt=0, le=1, description="the share of runs that go on")
     min_peers: int = Field(
         default=4, ge=1, description="a rung cuts once this many runs have reached it"
     )

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from fakes import FakeEngineer
@@ -15,6 +17,7 @@ from node.campaign.rungs import loss_at, peer_curves, rung_cuts, rung_steps
 from node.campaign.scheduler import CampaignRunner
 from node.errors import ConfigError
 from node.store import Store
+from scripts import study_rungs
 
 
 def curve(*losses: float, every: int = 100) -> list[list[float]]:
@@ -156,3 +159,19 @@ def test_a_campaign_with_rungs_stops_the_runs_behind_and_never_a_baseline(store:
     stopped = {e.candidate_id for e in outpaced}
     assert rows[0].candidate_id not in stopped
     assert not [e for e in exps.values() if e.candidate_id in stopped and e.seed != 0]
+
+
+def test_the_default_rungs_keep_the_best_of_recorded_full_recipe_curves() -> None:
+    """Ten generated candidates trained to the end at the full MQAR recipe (tests/node/data):
+    the best by fitness left the plateau within 25 % of the steps, the next two only near
+    50 %. The default rung lets all three finish and still stops the five that ended last;
+    the rungs at a quarter and a half that were the default before stopped two of them."""
+    runs = json.loads((Path(__file__).parent / "data" / "mqar_full_curves.json").read_text())
+    baselines = [r for r in runs["today"] if r["role"] == "baseline"]
+    cands = [r for r in runs["today"] if r["role"] == "candidate"]
+    best = {r["candidate"] for r in sorted(cands, key=lambda r: -r["fitness"])[:3]}
+    stopped = dict(study_rungs.replay(Rungs(), baselines, cands, 1500))
+    assert not best & set(stopped)
+    assert len(stopped) == 5 and set(stopped.values()) == {1000}
+    early = dict(study_rungs.replay(Rungs(at=(0.25, 0.5), keep=0.5), baselines, cands, 1500))
+    assert len(best & set(early)) == 2
