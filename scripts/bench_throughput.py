@@ -4,15 +4,16 @@ Trains a campaign's baselines once, has the offline Researcher propose N candida
 them, then screens the same N candidates twice in this process, each time in a fork of the
 baselines-only campaign (so both arms hold the same baseline runs):
   today  - every candidate trains to its last step (the step-1,000 hopeless check only),
-  rungs  - the same config with `[rungs]` (node.campaign.rungs: stop at a rung the runs
-           whose loss is behind the better share of the campaign's runs at that step).
+  rungs  - the same config with the default `[rungs]` (node.campaign.rungs: stop at a rung
+           the runs whose loss is behind the better share of the campaign's runs there).
 The two arms run side by side, one worker of one thread each (2 cores in all), so both
 see the same machine at every moment; once the faster arm ends, the other has the machine
 to itself, which favours today's. Prints each arm's candidates per hour of its wall time
-and per CPU-hour of its sandboxes, the ratios,
-where rungs stopped which candidates, and whether the candidates that ranked best when
-all trained to the end also finished with rungs (what the speed cost). Figures, not
-assertions.
+and per CPU-hour of its sandboxes, the ratios, where rungs stopped which candidates, and
+whether the candidates that ranked best when all trained to the end also finished with
+rungs (what the speed cost). Figures, not assertions. `--today-only` runs the first arm
+alone, on the node's workers: with `--curves`, the curves `scripts/study_rungs.py`
+replays rung settings over.
 
     .venv/bin/python scripts/bench_throughput.py [--candidates N] [--preset full|quick]
         [--steps N] [--top K] [--curves FILE] [--today-only]
