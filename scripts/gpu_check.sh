@@ -3,7 +3,9 @@
 # fast paths against their references, timings against the references and SDPA, our FIR
 # kernel against F.conv1d, exploration-model training tokens/s, the start-up time with
 # the Triton cache kept, and one exploration experiment through sandbox, export and the
-# evaluator (tokens/s, peak memory, evaluation time). Prints a table; the rows also go to
+# evaluator (tokens/s, peak memory, evaluation time), then, time allowing, a second one in
+# the standby sandbox the first started (time outside training of each, fresh and in a
+# standby: the standby's gain on a GPU node). Prints a table; the rows also go to
 # $OUT/gpu_check.json when OUT is set. See scripts/gpu_check.py for the sizes.
 #
 #   bash scripts/gpu_check.sh               on the GPU machine

@@ -28,6 +28,9 @@ def test_gpu_check_cpu_smoke_runs_every_section(tmp_path: Path) -> None:
     assert not [row for row in rows if row["name"] == "section crashed"]
     fir = [row for row in rows if row["name"].startswith("fir") and row["section"] == "agree"]
     assert len(fir) == 4 and all(row["value"] <= row["bound"] for row in fir)
+    # The second e2e experiment trained in the standby the first one started.
+    [standby] = [row for row in rows if row["name"].endswith("outside training, in a standby")]
+    assert standby["note"].startswith("standby started")
 
 
 def test_gpu_check_without_cuda_points_to_the_dry_run() -> None:
