@@ -68,7 +68,9 @@ def main() -> None:
     for at, keep in itertools.product(SETTINGS, KEEPS):
         stopped = replay(Rungs(at=at, keep=keep), baselines, cands, steps)
         gone = {name for name, _ in stopped}
-        saved = sum(steps - step for _, step in stopped) / (steps * len(cands))
+        # Steps each run really trained (one stopped early anyway ended before `steps`).
+        ran = {r["candidate"]: int(r["loss_curve"][-1][0]) for r in cands}
+        saved = sum(ran[name] - step for name, step in stopped) / sum(ran.values())
         kept = f"{sum(t not in gone for t in top)}/{len(top)}"
         shown = ", ".join(f"{name}@{step}" for name, step in stopped) or "-"
         print(f"{at!s:<13} {keep:<5} {kept:>9} {saved:6.0%}  {shown}")
