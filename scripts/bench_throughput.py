@@ -16,7 +16,7 @@ alone, on the node's workers: with `--curves`, the curves `scripts/study_rungs.p
 replays rung settings over.
 
     .venv/bin/python scripts/bench_throughput.py [--candidates N] [--preset full|quick]
-        [--steps N] [--top K] [--curves FILE] [--today-only]
+        [--steps N] [--top K] [--curves FILE] [--today-only] [--skip N]
 """
 
 from __future__ import annotations
@@ -105,6 +105,12 @@ def main() -> None:
         "--curves", type=Path, help="write every run's loss curve and fitness here (JSON)"
     )
     parser.add_argument(
+        "--skip",
+        type=int,
+        default=0,
+        help="leave out the first N proposals: a new sample after an earlier run's",
+    )
+    parser.add_argument(
         "--today-only",
         action="store_true",
         help="run only the arm without rungs, on the node's workers: curves for study_rungs",
@@ -135,7 +141,7 @@ def main() -> None:
         began = time.perf_counter()
         node.run_campaign(base.id)
         print(f"baselines {', '.join(BASELINES)}: {time.perf_counter() - began:.0f} s")
-        cands = proposals(node, base.id, today, args.candidates)
+        cands = proposals(node, base.id, today, args.skip + args.candidates)[args.skip :]
 
         arms = {"today": queue_arm(node, base.id, "today", today, cands)}
         if not args.today_only:

@@ -161,17 +161,26 @@ def test_a_campaign_with_rungs_stops_the_runs_behind_and_never_a_baseline(store:
     assert not [e for e in exps.values() if e.candidate_id in stopped and e.seed != 0]
 
 
-def test_the_default_rungs_keep_the_best_of_recorded_full_recipe_curves() -> None:
-    """Ten generated candidates trained to the end at the full MQAR recipe (tests/node/data):
-    the best by fitness left the plateau within 25 % of the steps, the next two only near
-    50 %. The default rung lets all three finish and still stops the five that ended last;
-    the rungs at a quarter and a half that were the default before stopped two of them."""
-    runs = json.loads((Path(__file__).parent / "data" / "mqar_full_curves.json").read_text())
-    baselines = [r for r in runs["today"] if r["role"] == "baseline"]
-    cands = [r for r in runs["today"] if r["role"] == "candidate"]
+@pytest.mark.parametrize(
+    ("sample", "best_kept", "stopped_at_1000", "best_kept_before"),
+    [("mqar_full_curves.json", 3, 5, 1), ("mqar_full_curves_next8.json", 2, 4, 0)],
+)
+def test_the_default_rungs_on_recorded_full_recipe_curves(
+    sample: str, best_kept: int, stopped_at_1000: int, best_kept_before: int
+) -> None:
+    """Generated candidates trained to the end at the full MQAR recipe (tests/node/data).
+    In the first sample the second and third best left the plateau only near 50 % of the
+    steps: the default rung lets the best three finish and stops the five that ended
+    last. In the second, the second best was behind the cut at step 1,000 (loss 0.19;
+    held-out fitness later ranked it above runs with lower training loss) and is stopped.
+    The rungs at a quarter and a half that were the default before kept one and none of
+    the best three."""
+    runs = json.loads((Path(__file__).parent / "data" / sample).read_text())["today"]
+    baselines = [r for r in runs if r["role"] == "baseline"]
+    cands = [r for r in runs if r["role"] == "candidate"]
     best = {r["candidate"] for r in sorted(cands, key=lambda r: -r["fitness"])[:3]}
     stopped = dict(study_rungs.replay(Rungs(), baselines, cands, 1500))
-    assert not best & set(stopped)
-    assert len(stopped) == 5 and set(stopped.values()) == {1000}
+    assert len(best - set(stopped)) == best_kept
+    assert len(stopped) == stopped_at_1000 and set(stopped.values()) == {1000}
     early = dict(study_rungs.replay(Rungs(at=(0.25, 0.5), keep=0.5), baselines, cands, 1500))
-    assert len(best & set(early)) == 2
+    assert len(best - set(early)) == best_kept_before
