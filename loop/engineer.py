@@ -216,8 +216,8 @@ class Engineer:
         # A GPU whose standby waits for these limits is leased first: the standby can only
         # serve an experiment on the GPU it was started for.
         on_gpu = {i: _on_gpu(limits, i) for i in self.devices.devices}
-        waiting = self._standbys.waiting if self._standbys is not None else lambda _: False
-        prefer = {i for i, gpu_limits in on_gpu.items() if waiting(gpu_limits)}
+        standbys = self._standbys
+        prefer = {i for i, lim in on_gpu.items() if standbys is not None and standbys.waiting(lim)}
         with self.devices.lease(prefer=prefer) as index:
             yield on_gpu[index], DeviceConfig("cuda")
 

@@ -24,10 +24,11 @@ from node.campaign.rungs import loss_at, rung_cuts
 
 SETTINGS = [(0.25,), (0.25, 0.5), (0.4,), (0.5,), (0.4, 0.67), (0.67,)]
 KEEPS = [0.5, 0.67, 0.75]
+Run = dict[str, Any]  # one run of bench_throughput's --curves file
 
 
 def replay(
-    rungs: Rungs, baselines: list[dict[str, Any]], cands: list[dict[str, Any]], steps: int
+    rungs: Rungs, baselines: list[Run], cands: list[Run], steps: int
 ) -> list[tuple[str, int]]:
     """(candidate, step) for each candidate the rungs would have stopped, in run order."""
     every = int(baselines[0]["loss_curve"][0][0])
@@ -45,6 +46,23 @@ def replay(
     return stopped
 
 
+def first_runs(path: Path, arm: str = "today") -> tuple[list[Run], list[Run], int]:
+    """The arm's first-seed runs with a curve, in run order: (baselines, candidates, the
+    recipe's steps)."""
+    runs = json.loads(path.read_text())[arm]
+    first = [r for r in runs if r["seed"] == 0 and r["loss_curve"]]
+    steps = int(max(p[0] for r in first for p in r["loss_curve"]))
+    baselines = [r for r in first if r["role"] == "baseline"]
+    return baselines, [r for r in first if r["role"] == "candidate"], steps
+
+
+def by_fitness(cands: list[Run]) -> list[Run]:
+    """The scored candidates, best fitness first."""
+    return sorted(
+        (r for r in cands if r["fitness"] is not None), key=lambda r: -float(r["fitness"])
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("curves", type=Path)
@@ -52,24 +70,18 @@ def main() -> None:
     parser.add_argument("--top", type=int, default=3)
     args = parser.parse_args()
 
-    runs = json.loads(args.curves.read_text())[args.arm]
-    first = [r for r in runs if r["seed"] == 0 and r["loss_curve"]]
-    baselines = [r for r in first if r["role"] == "baseline"]
-    cands = [r for r in first if r["role"] == "candidate"]
-    steps = int(max(p[0] for r in first for p in r["loss_curve"]))
-    best = sorted(
-        (r for r in cands if r["fitness"] is not None), key=lambda r: -float(r["fitness"])
-    )
+    baselines, cands, steps = first_runs(args.curves, args.arm)
+    best = by_fitness(cands)
     top = [r["candidate"] for r in best[: args.top]]
     print(f"{len(cands)} candidates, {len(baselines)} baselines, {steps} steps")
     for run in best:
         print(f"  {run['candidate']:<44} fitness {run['fitness']:+.3f}")
+    # Steps each run really trained (one stopped early anyway ended before `steps`).
+    ran = {r["candidate"]: int(r["loss_curve"][-1][0]) for r in cands}
     print(f"\n{'rungs':<13} {'keep':<5} {'best kept':>9} {'saved':>6}  stopped (step)")
     for at, keep in itertools.product(SETTINGS, KEEPS):
         stopped = replay(Rungs(at=at, keep=keep), baselines, cands, steps)
         gone = {name for name, _ in stopped}
-        # Steps each run really trained (one stopped early anyway ended before `steps`).
-        ran = {r["candidate"]: int(r["loss_curve"][-1][0]) for r in cands}
         saved = sum(ran[name] - step for name, step in stopped) / sum(ran.values())
         kept = f"{sum(t not in gone for t in top)}/{len(top)}"
         shown = ", ".join(f"{name}@{step}" for name, step in stopped) or "-"

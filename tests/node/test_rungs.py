@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -175,12 +174,10 @@ def test_the_default_rungs_on_recorded_full_recipe_curves(
     held-out fitness later ranked it above runs with lower training loss) and is stopped.
     The rungs at a quarter and a half that were the default before kept one and none of
     the best three."""
-    runs = json.loads((Path(__file__).parent / "data" / sample).read_text())["today"]
-    baselines = [r for r in runs if r["role"] == "baseline"]
-    cands = [r for r in runs if r["role"] == "candidate"]
-    best = {r["candidate"] for r in sorted(cands, key=lambda r: -r["fitness"])[:3]}
-    stopped = dict(study_rungs.replay(Rungs(), baselines, cands, 1500))
+    baselines, cands, steps = study_rungs.first_runs(Path(__file__).parent / "data" / sample)
+    best = {r["candidate"] for r in study_rungs.by_fitness(cands)[:3]}
+    stopped = dict(study_rungs.replay(Rungs(), baselines, cands, steps))
     assert len(best - set(stopped)) == best_kept
     assert len(stopped) == stopped_at_1000 and set(stopped.values()) == {1000}
-    early = dict(study_rungs.replay(Rungs(at=(0.25, 0.5), keep=0.5), baselines, cands, 1500))
+    early = dict(study_rungs.replay(Rungs(at=(0.25, 0.5), keep=0.5), baselines, cands, steps))
     assert len(best - set(early)) == best_kept_before
