@@ -6,6 +6,10 @@ first-seed runs in the order they were made: the baselines' curves first, then e
 candidate held to the cuts of the runs before it (a stopped one's curve cut at its
 rung). For each setting it prints who would have been stopped where, how many of the
 best K by final fitness would have finished, and the share of training steps saved.
+Then the same for a loss bound at the recipe's early-abort step (`loop.train`'s
+hopeless check, whose bound is 5.5 nats): a run whose training loss there is above the
+bound stops there, whatever the others did. The check itself reads a probe batch's loss
+and accuracy, which the curves do not hold: the replay reads training loss alone.
 Figures, not a verdict: a handful of candidates is a small sample.
 
     .venv/bin/python scripts/study_rungs.py CURVES.json [--arm today] [--top K]
@@ -19,11 +23,13 @@ import json
 from pathlib import Path
 from typing import Any
 
+from loop.train import TrainConfig
 from node.campaign.config import Rungs
 from node.campaign.rungs import loss_at, rung_cuts
 
 SETTINGS = [(0.25,), (0.25, 0.5), (0.4,), (0.5,), (0.4, 0.67), (0.67,)]
 KEEPS = [0.5, 0.67, 0.75]
+BOUNDS = [5.5, 4.5, 4.0, 3.5, 3.0, 2.0]  # nats of training loss at the abort step
 Run = dict[str, Any]  # one run of bench_throughput's --curves file
 
 
@@ -44,6 +50,16 @@ def replay(
             stopped.append((run["candidate"], stop))
             pool.append([p for p in curve if p[0] <= stop])
     return stopped
+
+
+def bounded(cands: list[Run], step: int, bound: float) -> list[tuple[str, int]]:
+    """(candidate, step) for each candidate whose training loss at `step` is above
+    `bound`, in run order."""
+    return [
+        (r["candidate"], step)
+        for r in cands
+        if (x := loss_at(r["loss_curve"], step)) is not None and x > bound
+    ]
 
 
 def first_runs(path: Path, arm: str = "today") -> tuple[list[Run], list[Run], int]:
@@ -78,14 +94,23 @@ def main() -> None:
         print(f"  {run['candidate']:<44} fitness {run['fitness']:+.3f}")
     # Steps each run really trained (one stopped early anyway ended before `steps`).
     ran = {r["candidate"]: int(r["loss_curve"][-1][0]) for r in cands}
-    print(f"\n{'rungs':<13} {'keep':<5} {'best kept':>9} {'saved':>6}  stopped (step)")
-    for at, keep in itertools.product(SETTINGS, KEEPS):
-        stopped = replay(Rungs(at=at, keep=keep), baselines, cands, steps)
+
+    def row(first: str, second: str, stopped: list[tuple[str, int]]) -> None:
         gone = {name for name, _ in stopped}
         saved = sum(ran[name] - step for name, step in stopped) / sum(ran.values())
         kept = f"{sum(t not in gone for t in top)}/{len(top)}"
         shown = ", ".join(f"{name}@{step}" for name, step in stopped) or "-"
-        print(f"{at!s:<13} {keep:<5} {kept:>9} {saved:6.0%}  {shown}")
+        print(f"{first:<13} {second:<5} {kept:>9} {saved:6.0%}  {shown}")
+
+    print(f"\n{'rungs':<13} {'keep':<5} {'best kept':>9} {'saved':>6}  stopped (step)")
+    for at, keep in itertools.product(SETTINGS, KEEPS):
+        row(str(at), str(keep), replay(Rungs(at=at, keep=keep), baselines, cands, steps))
+    # The abort step of the recipe these curves ran (steps: the full recipe's or fewer).
+    abort = TrainConfig().with_steps(steps).abort_step
+    if abort is not None:
+        print(f"\n{'loss bound':<13} {'step':<5} {'best kept':>9} {'saved':>6}  stopped (step)")
+        for bound in BOUNDS:
+            row(f"{bound:.1f} nats", str(abort), bounded(cands, abort, bound))
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ from fakes import FakeEngineer
 
 from loop.engineer import EvalResult, ExperimentJob
 from loop.outcome import FailureClass
+from loop.train import TrainConfig
 from node.campaign.config import Budget, CampaignConfig, Rungs, Verify, parse_config
 from node.campaign.leaderboard import build
 from node.campaign.rungs import loss_at, peer_curves, rung_cuts, rung_steps
@@ -127,11 +128,11 @@ def test_a_campaign_with_rungs_stops_the_runs_behind_and_never_a_baseline(store:
         fake,
         workers=1,
         threads_per_worker=1,
-        node_secret=b"s" * 32,  # type: ignore[arg-type]
+        node_secret=b"s" * 32,
     ).run()
 
     exps = {e.id: e for e in store.list_experiments(camp.id)}
-    by_code = {}
+    by_code: dict[str, list[ExperimentJob]] = {}
     for job in fake.jobs:
         by_code.setdefault(job.code, []).append(job)
     cut_jobs = [j for j in fake.jobs if j.train.rungs]
@@ -181,3 +182,26 @@ def test_the_default_rungs_on_recorded_full_recipe_curves(
     assert len(stopped) == stopped_at_1000 and set(stopped.values()) == {1000}
     early = dict(study_rungs.replay(Rungs(at=(0.25, 0.5), keep=0.5), baselines, cands, steps))
     assert len(best - set(early)) == best_kept_before
+
+
+@pytest.mark.parametrize(
+    ("sample", "stopped_at_3_5"), [("mqar_full_curves.json", 3), ("mqar_full_curves_next8.json", 2)]
+)
+def test_a_loss_bound_at_the_abort_step_on_recorded_curves(
+    sample: str, stopped_at_3_5: int
+) -> None:
+    """The hopeless check's loss bound (5.5 nats) stops none of the recorded candidates:
+    those that never learnt sat on a plateau near 4.7 nats. A bound of 3.5 at the same
+    step stops the ones still above it and none of the best three (training loss only;
+    the check reads a probe batch)."""
+    _, cands, steps = study_rungs.first_runs(Path(__file__).parent / "data" / sample)
+    abort = TrainConfig().abort_step
+    assert abort is not None and steps == TrainConfig().steps
+    assert study_rungs.bounded(cands, abort, TrainConfig().abort_min_loss) == []
+    stopped = dict(study_rungs.bounded(cands, abort, 3.5))
+    assert len(stopped) == stopped_at_3_5
+    best = {r["candidate"] for r in study_rungs.by_fitness(cands)[:3]}
+    assert not best & set(stopped)
+    # ... and they are the ones that ended last.
+    worst = {r["candidate"] for r in study_rungs.by_fitness(cands)[-stopped_at_3_5:]}
+    assert set(stopped) == worst
