@@ -104,6 +104,10 @@ class TrainConfig:
             seed=seed,
         )
 
+    def hopeless(self, probe_loss: float, probe_accuracy: float) -> bool:
+        """The early-abort check's verdict on the probe batch's loss and accuracy."""
+        return probe_accuracy < self.abort_max_accuracy and probe_loss > self.abort_min_loss
+
     def with_steps(self, steps: int) -> TrainConfig:
         """The same recipe over `steps`, the early-abort check moved proportionally."""
         abort = (
@@ -315,7 +319,7 @@ def run_steps(
         if steps_done == config.abort_step:
             probe = score_model(model, prepare(spec.probe_batch(config.seed)), loss_fn)
             probe_loss, probe_accuracy = probe
-            if probe_accuracy < config.abort_max_accuracy and probe_loss > config.abort_min_loss:
+            if config.hopeless(probe_loss, probe_accuracy):
                 stop = StopReason.HOPELESS
                 detail = (
                     f"after {steps_done} steps probe accuracy {probe_accuracy:.3f} and loss "

@@ -24,7 +24,7 @@ from loop.model import Backbone, BackboneConfig
 from loop.researcher.codegen import render
 from loop.researcher.grammar import Genome, all_genomes
 from loop.tasks.mqar import MQARSpec
-from loop.train import TrainConfig, TrainLog, train
+from loop.train import Preset, TrainConfig, TrainLog, train
 
 
 def genomes_named(names: list[str]) -> list[Genome]:
@@ -57,7 +57,10 @@ def stopped_by(log: TrainLog, max_accuracy: float, min_loss: float) -> bool:
     """Whether a check with these bounds stops the run the log describes."""
     if log.probe_accuracy is None or log.probe_loss is None:
         raise ValueError("the run ended before the abort check")
-    return log.probe_accuracy < max_accuracy and log.probe_loss > min_loss
+    check = dataclasses.replace(
+        TrainConfig(), abort_max_accuracy=max_accuracy, abort_min_loss=min_loss
+    )
+    return check.hopeless(log.probe_loss, log.probe_accuracy)
 
 
 def main() -> None:
@@ -72,7 +75,8 @@ def main() -> None:
     except ValueError as exc:
         parser.error(str(exc))
     torch.set_num_threads(args.threads)
-    config = dataclasses.replace(TrainConfig(), threads=args.threads)
+    preset = Preset.screening(threads=args.threads)
+    config = preset.train
     bounds = f"acc<{args.accuracy} loss>{args.loss}"
     print(
         f"full MQAR recipe to step {config.abort_step}; the recipe's check stops at probe "
@@ -81,7 +85,7 @@ def main() -> None:
     print(f"{'candidate':<40} {'train loss':>10} {'probe loss':>10} {'probe acc':>9}  "
           f"{'recipe':>6} {bounds:>16}")  # fmt: skip
     for genome in genomes:
-        log = to_abort_step(genome, MQARSpec(), config)
+        log = to_abort_step(genome, preset.spec, config)
         curve = dict(log.loss_curve)
         recipe = stopped_by(log, config.abort_max_accuracy, config.abort_min_loss)
         other = stopped_by(log, args.accuracy, args.loss)
