@@ -7,10 +7,12 @@ temporary node home, then splits its wall time into
   node       - the node itself: proposing, scheduling, scoring, the store.
 Prints the split per experiment and in total. Figures, not assertions. With
 `--no-standby` every training sandbox starts when its experiment does (loop.standby off),
-for a comparison with the default.
+for a comparison with the default. With `--workers 2 --threads 1` (the node's default
+split on 2 cores) experiments overlap, so the wall no longer splits: it prints each
+experiment's share of its own wall outside training instead, and the workers' idle time.
 
     .venv/bin/python scripts/bench_overhead.py [--preset quick|full] [--candidates N]
-        [--steps N] [--threads N] [--no-standby]
+        [--steps N] [--workers N] [--threads N] [--no-standby]
 """
 
 from __future__ import annotations
@@ -29,7 +31,8 @@ def main() -> None:
     parser.add_argument("--preset", choices=["quick", "full"], default="full")
     parser.add_argument("--candidates", type=int, default=2)
     parser.add_argument("--steps", type=int, default=None, help="override the preset's steps")
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--threads", type=int, default=2, help="torch threads per worker")
     parser.add_argument(
         "--no-standby",
         dest="standby",
@@ -45,7 +48,7 @@ def main() -> None:
             update={
                 "loop": node.settings.loop.model_copy(
                     update={
-                        "workers": 1,
+                        "workers": args.workers,
                         "threads_per_worker": args.threads,
                         "standby": args.standby,
                     }
@@ -65,15 +68,24 @@ def main() -> None:
         )
         wall = time.perf_counter() - started
         exps = sorted(node.store.list_experiments(camp.id), key=lambda e: e.seq)
-        print(f"{'experiment':<20} {'status':<8} {'total s':>8} {'train s':>8} {'pipeline s':>10}")
+        print(
+            f"{'experiment':<20} {'status':<8} {'total s':>8} {'train s':>8} {'pipeline s':>10} "
+            f"{'share':>6} {'evaluator s':>11}"
+        )
         total = train = 0.0
         for exp in exps:
             t = exp.timings or {}
             tot, tr = t.get("total_s", 0.0), t.get("train_s", 0.0)
             total += tot
             train += tr
+            # The evaluator's own time, from its first graph load to its metrics.
+            inside = (exp.metrics or {}).get("eval_seconds", float("nan"))
             why = f"  {exp.failure_class}" if exp.failure_class else ""
-            print(f"{exp.id:<20} {exp.status:<8} {tot:8.1f} {tr:8.1f} {tot - tr:10.1f}{why}")
+            share = (tot - tr) / tot if tot else float("nan")
+            print(
+                f"{exp.id:<20} {exp.status:<8} {tot:8.1f} {tr:8.1f} {tot - tr:10.1f} "
+                f"{share:6.1%} {inside:11.2f}{why}"
+            )
         keys = sorted({k for e in exps for k in (e.timings or {})})
         print("\nmean seconds per experiment, by stage:")
         for key in keys:
@@ -82,11 +94,21 @@ def main() -> None:
             # How long before the hand-over the evaluator started: a lead, not a cost.
             note = "  (lead, not a cost)" if key.endswith("_started_ahead_s") else ""
             print(f"  {key:<28} {sum(got) / len(got):8.2f}  (n={len(got)}){note}")
-        node_s = wall - total
         print(
             f"\nrun wall {wall:.1f} s over {len(exps)} experiments ({args.preset} preset, "
-            f"1 worker x {args.threads} thread(s), standby {'on' if args.standby else 'off'})"
+            f"{args.workers} worker(s) x {args.threads} thread(s), "
+            f"standby {'on' if args.standby else 'off'})"
         )
+        if args.workers > 1:
+            slots = wall * args.workers
+            print(f"training          {train:8.1f} s  {train / total:6.1%} of experiments' wall")
+            print(f"outside training  {total - train:8.1f} s  {(total - train) / total:6.1%}")
+            print(
+                f"workers idle      {slots - total:8.1f} s  {(slots - total) / slots:6.1%} of "
+                f"{args.workers} x the run's wall (the node, and the last runs ending unevenly)"
+            )
+            return
+        node_s = wall - total
         print(f"training          {train:8.1f} s  {train / wall:6.1%}")
         print(f"pipeline overhead {total - train:8.1f} s  {(total - train) / wall:6.1%}")
         print(f"node overhead     {node_s:8.1f} s  {node_s / wall:6.1%}   (target < 2%)")

@@ -370,3 +370,43 @@ def test_the_load_resolves_each_classes_type_hints_once_and_restores_typing(
     assert again == {"name": str, "args": list[int]}
     assert calls == [Node, counted]
     assert typing.get_type_hints is counted  # put back as found
+
+
+def test_saving_without_the_canonical_form_test_writes_the_same_archive(
+    honest: Trained, tmp_path: Path
+) -> None:
+    import torch._export.serde.serialize as serializer
+
+    from loop.export import _without_canonical_form_test
+
+    program = torch.export.export(
+        loop.export._ForwardGraph(honest.model), (torch.zeros(2, 32, dtype=torch.long),)
+    )
+    tested, untested = tmp_path / "tested", tmp_path / "untested"
+    tested.mkdir(), untested.mkdir()  # the same file name: an archive holds its name
+    real = serializer.canonicalize
+    torch.export.save(program, tested / "forward.pt2")
+    with _without_canonical_form_test():
+        assert serializer.canonicalize is not real
+        torch.export.save(program, untested / "forward.pt2")
+    assert serializer.canonicalize is real  # put back
+    assert (untested / "forward.pt2").read_bytes() == (tested / "forward.pt2").read_bytes()
+
+
+def test_torch_serializer_still_discards_its_canonical_form() -> None:
+    """`_without_canonical_form_test` is right only while the serializer calls
+    `canonicalize` as a bare statement; a torch that uses its result must end it."""
+    import ast
+    import inspect
+
+    from torch._export.serde.serialize import ExportedProgramSerializer
+
+    source = textwrap.dedent(inspect.getsource(ExportedProgramSerializer.serialize))
+    calls = [
+        (node, parent)
+        for parent in ast.walk(ast.parse(source))
+        for node in ast.iter_child_nodes(parent)
+        if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "canonicalize"
+    ]
+    assert len(calls) == 1
+    assert isinstance(calls[0][1], ast.Expr)  # its value goes nowhere
