@@ -7,7 +7,7 @@ Layout (after flash-linear-attention: each op's readable oracle sits beside its 
     linear_rnn/chunk.py    chunked form, vectorised within chunks (WY form for the delta rule)
     linear_rnn/step.py     one-token recurrence for decoding and `Mixer.step`
     conv1d/naive.py        causal depthwise conv as an explicit sum over taps, the oracle
-    conv1d/conv.py         causal depthwise conv (F.conv1d) and its one-token step
+    conv1d/conv.py         causal depthwise conv (a depthwise conv2d) and its one-token step
     dispatch.py            per call: fast path on CUDA (fla, our Triton) or the reference
     fla_ops.py             fla 0.6's chunked ops behind our interface (only fla import)
     fir/naive.py           causal depthwise FIR as a sum of shifted copies, the oracle

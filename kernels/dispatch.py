@@ -145,7 +145,7 @@ def choose_linear_rnn(
 
 
 def choose_fir(platform: Platform, *, dtypes: tuple[torch.dtype, ...], taps: int) -> Choice:
-    """Our Triton FIR kernel or F.conv1d for one call of the causal depthwise convolution."""
+    """Our Triton FIR kernel or the reference conv, for one causal depthwise convolution."""
     if platform.device_type != "cuda":
         return Choice(Backend.REFERENCE, f"device {platform.device_type} has no fast path")
     if platform.triton_version is None:

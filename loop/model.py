@@ -21,6 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from kernels.ops import causal_conv1d, causal_conv1d_step
+
 State = tuple[Tensor, ...]
 
 
@@ -30,33 +32,6 @@ class MixerLike(Protocol):
     def __call__(self, x: Tensor) -> Tensor: ...
     def init_state(self, batch: int) -> State: ...
     def step(self, x_t: Tensor, state: State) -> tuple[Tensor, State]: ...
-
-
-def _local_causal_conv1d(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
-    """Depthwise causal FIR conv, x (B,T,C), weight (C,W): y_t = sum_i w[:,i] x_{t-W+1+i}."""
-    width = weight.shape[1]
-    padded = F.pad(x.transpose(1, 2), (width - 1, 0))
-    return F.conv1d(padded, weight.unsqueeze(1), bias, groups=weight.shape[0]).transpose(1, 2)
-
-
-def _local_causal_conv1d_step(
-    x_t: Tensor, conv_state: Tensor, weight: Tensor, bias: Tensor | None = None
-) -> tuple[Tensor, Tensor]:
-    """One token of the conv above; conv_state (B,C,W-1) holds the previous W-1 inputs."""
-    window = torch.cat([conv_state, x_t.unsqueeze(-1)], dim=-1)
-    y_t = (window * weight).sum(dim=-1)
-    if bias is not None:
-        y_t = y_t + bias
-    return y_t, window[:, :, 1:]
-
-
-# One implementation of the short conv for the whole project when the kernels package has
-# it; the local copy keeps the harness usable while kernels/ is being built.
-try:
-    from kernels.ops import causal_conv1d, causal_conv1d_step
-except ImportError:
-    causal_conv1d = _local_causal_conv1d
-    causal_conv1d_step = _local_causal_conv1d_step
 
 
 def swiglu_hidden(d_model: int, multiple: int = 64) -> int:

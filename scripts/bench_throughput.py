@@ -15,15 +15,25 @@ rungs (what the speed cost). Figures, not assertions. `--today-only` runs the fi
 alone, on the node's workers: with `--curves`, the curves `scripts/study_rungs.py`
 replays rung settings over.
 
+`--against REV` measures this tree against an earlier revision's code instead: REV's own
+copy of this script runs `--today-only` from a git worktree (its kernels, its sandboxes)
+in a second process, while this one runs the rungs arm with this tree's code; each trains
+its own baselines first, on one worker of one thread, side by side on the 2 cores. Prints
+both arms' candidates per hour and whether they trained the same candidates.
+
     .venv/bin/python scripts/bench_throughput.py [--candidates N] [--preset full|quick]
-        [--steps N] [--top K] [--curves FILE] [--today-only] [--skip N]
+        [--steps N] [--top K] [--curves FILE] [--today-only | --against REV] [--skip N]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
+import re
+import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -39,6 +49,8 @@ from node.runtime import Node, open_node
 from node.store.governance import DirectiveLedger
 
 BASELINES = ("deltanet", "linear", "softmax")
+ROOT = Path(__file__).resolve().parents[1]
+ONE_BY_ONE = {"ASI_NODE_LOOP__WORKERS": "1", "ASI_NODE_LOOP__THREADS_PER_WORKER": "1"}
 
 
 def proposals(node: Node, base_id: str, config: CampaignConfig, n: int) -> list[Proposal]:
@@ -110,20 +122,32 @@ def main() -> None:
         default=0,
         help="leave out the first N proposals: a new sample after an earlier run's",
     )
-    parser.add_argument(
+    arm = parser.add_mutually_exclusive_group()
+    arm.add_argument(
         "--today-only",
         action="store_true",
         help="run only the arm without rungs, on the node's workers: curves for study_rungs",
     )
+    arm.add_argument("--against", metavar="REV", help="today's arm on this git revision's code")
     args = parser.parse_args()
+    if args.against is not None:
+        against(args)
+        return
+    run(args)
 
+
+def run(args: argparse.Namespace, rungs_only: bool = False) -> dict[str, float]:
+    """The benchmark in this process: both arms, the today arm only, or (`rungs_only`, on
+    one worker of one thread) the rungs arm only; each arm's candidates per wall hour."""
     with tempfile.TemporaryDirectory() as tmp:
         node = open_node(Path(tmp) / "home", create=True)
         # Throughput, not limits: a machine shared with other work must not time runs out.
         roomy = node.settings.sandbox.model_copy(update={"wall_seconds": 4 * 3600.0})
         node.settings = node.settings.model_copy(update={"sandbox": roomy})
+        if rungs_only:  # beside REV's process, as it runs
+            one_by_one(node)
         loop = node.settings.loop
-        arm_workers = "the same" if args.today_only else "1 x 1 each"
+        arm_workers = "the same" if args.today_only or rungs_only else "1 x 1 each"
         print(
             f"baselines on {loop.workers} x {loop.threads_per_worker} thread(s), "
             f"arms on {arm_workers}"
@@ -143,15 +167,77 @@ def main() -> None:
         print(f"baselines {', '.join(BASELINES)}: {time.perf_counter() - began:.0f} s")
         cands = proposals(node, base.id, today, args.skip + args.candidates)[args.skip :]
 
-        arms = {"today": queue_arm(node, base.id, "today", today, cands)}
+        arms = {} if rungs_only else {"today": queue_arm(node, base.id, "today", today, cands)}
         if not args.today_only:
             with_rungs = today.model_copy(update={"rungs": Rungs()})
             arms["rungs"] = queue_arm(node, base.id, "rungs", with_rungs, cands)
-            one = node.settings.loop.model_copy(update={"workers": 1, "threads_per_worker": 1})
-            node.settings = node.settings.model_copy(update={"loop": one})
-        report(node, run_arms(node, arms), args.top)
+            print("candidates: " + ", ".join(p.name for p in cands), flush=True)
+            one_by_one(node)
+        per_hour = report(node, run_arms(node, arms), args.top)
         if args.curves is not None:
             write_curves(node, args.curves)
+        return per_hour
+
+
+def one_by_one(node: Node) -> None:
+    """The node's experiments from now on: one at a time, on one thread."""
+    one = node.settings.loop.model_copy(update={"workers": 1, "threads_per_worker": 1})
+    node.settings = node.settings.model_copy(update={"loop": one})
+
+
+def against(args: argparse.Namespace) -> None:
+    """REV's --today-only in a worktree and a second process, this tree's rungs arm here."""
+    shared = [
+        "--candidates",
+        str(args.candidates),
+        "--preset",
+        args.preset,
+        "--skip",
+        str(args.skip),
+    ]
+    if args.steps is not None:
+        shared += ["--steps", str(args.steps)]
+    with tempfile.TemporaryDirectory() as tmp:
+        tree = Path(tmp) / "rev"
+        git = ["git", "-C", str(ROOT), "worktree"]
+        added = subprocess.run(
+            [*git, "add", "--detach", str(tree), args.against], capture_output=True, text=True
+        )
+        if added.returncode != 0:
+            sys.exit(f"cannot check out {args.against}: {added.stderr.strip()}")
+        try:
+            curves = Path(tmp) / "rev-curves.json"
+            env = {**os.environ, **ONE_BY_ONE, "PYTHONPATH": str(tree)}
+            script = [sys.executable, str(tree / "scripts" / "bench_throughput.py")]
+            rev = subprocess.Popen(
+                [*script, "--today-only", "--curves", str(curves), *shared],
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )
+            ours = run(args, rungs_only=True)["rungs"]
+            output = rev.communicate()[0]
+            print(f"\n{args.against} (--today-only, its own process):")
+            print("".join(f"  {line}\n" for line in output.splitlines()))
+            theirs = reported_rate(args.against, output, curves)
+            if theirs is not None:
+                print(f"this tree with rungs / {args.against}: {ours / theirs:.2f}x per wall hour")
+        finally:
+            subprocess.run([*git, "remove", "--force", str(tree)], capture_output=True)
+
+
+def reported_rate(rev: str, output: str, curves: Path) -> float | None:
+    """REV's candidates per wall hour, read from its report's today row, and the names of
+    the candidates it trained (from its curves), to set beside this arm's."""
+    row = re.search(r"^today\s+\d+\s+\d+\s+\d+\s+[\d.]+\s+([\d.]+)", output, re.M)
+    if row is None or not curves.is_file():
+        print(f"{rev}'s run printed no report: no ratio")
+        return None
+    runs = json.loads(curves.read_text())["today"]
+    names = [r["candidate"] for r in runs if r["role"] == "candidate"]
+    print(f"{rev} trained: {', '.join(names)}")
+    return float(row[1])
 
 
 def write_curves(node: Node, path: Path) -> None:
@@ -176,9 +262,12 @@ def write_curves(node: Node, path: Path) -> None:
     print(f"curves of {sum(len(v) for v in out.values())} runs written to {path}")
 
 
-def report(node: Node, walls: dict[str, float], top: int) -> None:
+def report(node: Node, walls: dict[str, float], top: int) -> dict[str, float]:
+    """Prints each arm's row (and, with both arms, what rungs cost); candidates per wall
+    hour by arm."""
     ranked: dict[str, list[str]] = {}
     cpu: dict[str, float] = {}
+    per_hour: dict[str, float] = {}
     head = ("candidates", "finished", "outpaced", "wall s", "per hour", "CPU s", "per CPU-h")
     print(f"\n{'arm':<6} " + " ".join(f"{h:>10}" for h in head))
     for arm in node.store.list_campaigns():
@@ -195,12 +284,13 @@ def report(node: Node, walls: dict[str, float], top: int) -> None:
         finished = sum(e.status == "done" for e in exps)
         outpaced = [e for e in exps if e.failure_class == "outpaced"]
         wall = walls[arm.name]
+        per_hour[arm.name] = len(exps) / wall * 3600
         cpu[arm.name] = sum(
             v for e in exps for k, v in (e.timings or {}).items() if k.endswith("_cpu_s")
         )
         print(
             f"{arm.name:<6} {len(exps):>10} {finished:>10} {len(outpaced):>10} {wall:10.0f} "
-            f"{len(exps) / wall * 3600:10.1f} {cpu[arm.name]:10.0f} "
+            f"{per_hour[arm.name]:10.1f} {cpu[arm.name]:10.0f} "
             f"{len(exps) / max(cpu[arm.name], 1e-9) * 3600:10.1f}"
         )
         for e in outpaced:
@@ -208,8 +298,8 @@ def report(node: Node, walls: dict[str, float], top: int) -> None:
         for e in exps:
             if e.status == "failed" and e.failure_class != "outpaced":
                 print(f"         failed ({e.failure_class}): {cands[e.candidate_id].name}")
-    if "rungs" not in walls:
-        return
+    if "today" not in walls or "rungs" not in walls:
+        return per_hour
     print(
         f"\nthroughput rungs / today: {walls['today'] / walls['rungs']:.2f}x per wall hour, "
         f"{cpu['today'] / max(cpu['rungs'], 1e-9):.2f}x per CPU-hour"
@@ -220,6 +310,7 @@ def report(node: Node, walls: dict[str, float], top: int) -> None:
         f"today's best {len(best)} generated candidates by fitness: {len(kept)} of them "
         "finished with rungs"
     )
+    return per_hour
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The one prepared GPU check (under 10 minutes on an H100/H200 with torch 2.11, Triton 3.6):
 # fast paths against their references, timings against the references and SDPA, our FIR
-# kernel against F.conv1d, exploration-model training tokens/s, the start-up time with
+# kernel against the reference conv, exploration-model training tokens/s, the start-up time with
 # the Triton cache kept, and one exploration experiment through sandbox, export and the
 # evaluator (tokens/s, peak memory, evaluation time), then, time allowing, a second one in
 # the standby sandbox the first started (time outside training of each, fresh and in a

@@ -162,7 +162,7 @@ def check_fir_inputs(x: Tensor, weight: Tensor, bias: Tensor | None) -> None:
     if x.device.type != "cuda" and not INTERPRETED:
         raise KernelInputError(
             f"the Triton FIR kernel needs a CUDA tensor, got {x.device} "
-            "(use kernels.ops.causal_conv1d, which falls back to F.conv1d)"
+            "(use kernels.ops.causal_conv1d, which falls back to the reference conv)"
         )
     if length * channels >= 2**31:
         raise KernelInputError(f"T*C = {length * channels} must stay below 2**31 per sequence")

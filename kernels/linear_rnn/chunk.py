@@ -94,13 +94,18 @@ def chunk_linear_rnn(
 
     intra = scores @ u0
     state = q.new_zeros(batch, heads, k_dim, v_dim) if initial_state is None else initial_state
+    # The loop walks the chunks through unbind: its backward stacks the chunks' gradients
+    # once, where indexing [:, :, n] would write each into a zero tensor of the full size.
+    q_n, intra_n, u0_n, k_n = (x.unbind(2) for x in (q_decayed, intra, u0, k_to_end))
+    w_n = None if w is None else w.unbind(2)
+    decay_n = None if chunk_decay is None else chunk_decay.unbind(2)
     outputs = []
     for n in range(n_chunks):
-        outputs.append(q_decayed[:, :, n] @ state + intra[:, :, n])
-        written = u0[:, :, n] if w is None else u0[:, :, n] - w[:, :, n] @ state
-        if chunk_decay is not None:
-            state = state * chunk_decay[:, :, n]
-        state = state + k_to_end[:, :, n].transpose(-1, -2) @ written
+        outputs.append(q_n[n] @ state + intra_n[n])
+        written = u0_n[n] if w_n is None else u0_n[n] - w_n[n] @ state
+        if decay_n is not None:
+            state = state * decay_n[n]
+        state = state + k_n[n].transpose(-1, -2) @ written
 
     out = torch.stack(outputs, dim=2)  # (B, H, N, C, V)
     out = out.movedim(1, 3).reshape(batch, n_chunks * chunk, heads, v_dim)

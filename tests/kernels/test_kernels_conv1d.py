@@ -53,3 +53,24 @@ def test_output_up_to_t_ignores_later_inputs() -> None:
     torch.testing.assert_close(
         causal_conv1d(changed, weight)[:, :6], causal_conv1d(x, weight)[:, :6]
     )
+
+
+def test_taps_beyond_the_sequence_and_a_strided_input() -> None:
+    """64 taps over 5 tokens (the GPU check's long-FIR case on the CPU reference) and an
+    input that is a view with gaps, as a slice of a projection's output is."""
+    x, weight, bias = inputs(5, 64, True)
+    torch.testing.assert_close(
+        causal_conv1d(x, weight, bias), naive_causal_conv1d(x, weight, bias), rtol=1e-12, atol=1e-12
+    )
+    wide, weight, _ = inputs(7, 4, False)
+    view = torch.cat([wide, wide], dim=-1)[..., ::2]  # (2, 7, 35), not contiguous
+    assert not view.is_contiguous()
+    torch.testing.assert_close(causal_conv1d(view, weight), naive_causal_conv1d(view, weight))
+
+
+def test_output_is_contiguous_in_the_input_s_layout() -> None:
+    """The SiLU and the projections after the conv read its output in (B, T, C) order; a
+    transposed view there made SiLU's backward 8x slower on the CPU."""
+    x, weight, bias = inputs(33, 4, True)
+    y = causal_conv1d(x.float(), weight.float(), bias.float())
+    assert y.shape == x.shape and y.is_contiguous()
