@@ -19,7 +19,7 @@ replays rung settings over.
 copy of this script runs `--today-only` from a git worktree (its kernels, its sandboxes)
 in a second process, while this one runs the rungs arm with this tree's code; each trains
 its own baselines first, on one worker of one thread, side by side on the 2 cores. Prints
-both arms' candidates per hour and whether they trained the same candidates.
+both arms' candidates per hour, their ratio, and the candidates each arm trained.
 
     .venv/bin/python scripts/bench_throughput.py [--candidates N] [--preset full|quick]
         [--steps N] [--top K] [--curves FILE] [--today-only | --against REV] [--skip N]
@@ -32,6 +32,7 @@ import json
 import os
 import random
 import re
+import signal
 import subprocess
 import sys
 import tempfile
@@ -205,26 +206,31 @@ def against(args: argparse.Namespace) -> None:
         )
         if added.returncode != 0:
             sys.exit(f"cannot check out {args.against}: {added.stderr.strip()}")
-        try:
-            curves = Path(tmp) / "rev-curves.json"
-            env = {**os.environ, **ONE_BY_ONE, "PYTHONPATH": str(tree)}
-            script = [sys.executable, str(tree / "scripts" / "bench_throughput.py")]
+        curves, log = Path(tmp) / "rev-curves.json", Path(tmp) / "rev.log"
+        env = {**os.environ, **ONE_BY_ONE, "PYTHONPATH": str(tree)}
+        script = [sys.executable, str(tree / "scripts" / "bench_throughput.py")]
+        with log.open("w") as sink:
             rev = subprocess.Popen(
                 [*script, "--today-only", "--curves", str(curves), *shared],
                 env=env,
-                stdout=subprocess.PIPE,
+                stdout=sink,
                 stderr=subprocess.STDOUT,
-                text=True,
+                start_new_session=True,  # its sandboxes in its process group, to stop together
             )
+        try:
             ours = run(args, rungs_only=True)["rungs"]
-            output = rev.communicate()[0]
-            print(f"\n{args.against} (--today-only, its own process):")
-            print("".join(f"  {line}\n" for line in output.splitlines()))
-            theirs = reported_rate(args.against, output, curves)
-            if theirs is not None:
-                print(f"this tree with rungs / {args.against}: {ours / theirs:.2f}x per wall hour")
-        finally:
+            rev.wait()
+        finally:  # this arm failed or was interrupted: REV's must not outlive its worktree
+            if rev.poll() is None:
+                os.killpg(rev.pid, signal.SIGKILL)  # unshare --kill-child takes each jail
+                rev.wait()
             subprocess.run([*git, "remove", "--force", str(tree)], capture_output=True)
+        output = log.read_text()
+        print(f"\n{args.against} (--today-only, its own process):")
+        print("".join(f"  {line}\n" for line in output.splitlines()))
+        theirs = reported_rate(args.against, output, curves)
+        if theirs is not None:
+            print(f"this tree with rungs / {args.against}: {ours / theirs:.2f}x per wall hour")
 
 
 def reported_rate(rev: str, output: str, curves: Path) -> float | None:

@@ -10,13 +10,15 @@ from torch import Tensor
 def causal_conv1d(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
     """x (B, T, C), weight (C, W) -> (B, T, C) with y_t = sum_i w[:, i] x_{t-W+1+i} (+ bias).
 
-    A depthwise conv2d over (B, C, 1, T) padded by W-1 on both sides, of which the first T
-    outputs are the causal ones (conv2d is a cross-correlation, so tap i meets input
-    t-W+1+i). Laid out so, a contiguous x is already in channels-last order: no copy in or
-    out, and oneDNN runs its channels-last depthwise kernels, forward and backward. On 2
-    CPU cores at the MQAR recipe's shapes that took conv and SiLU from 33 to 14 ms a call
-    (192 channels, 4 taps), where F.conv1d on the transposed input copied it and ran the
-    slow planar path.
+    F.pad puts W-1 zeros before the sequence in x's own (B, T, C) layout, and the depthwise
+    conv2d reads that as (B, C, 1, W-1+T): for a contiguous tensor, channels-last order. So
+    nothing is copied in or out, oneDNN runs its channels-last depthwise kernels forward
+    and backward, and the output is contiguous as (B, T, C) again. conv2d is a
+    cross-correlation, so tap i meets input t-W+1+i. (Padding inside conv2d instead hung
+    oneDNN for minutes when the taps outnumber the tokens, 64 over 16.) On 2 CPU cores at
+    the MQAR recipe's shapes this took conv and SiLU from 33 to 16 ms a call (192 channels,
+    4 taps), where F.conv1d on the transposed input copied it, ran the planar kernels and
+    returned a transposed view, which SiLU then read slowly.
     """
     padded = F.pad(x, (0, 0, weight.shape[1] - 1, 0))  # (B, W-1+T, C), contiguous
     planes = padded.transpose(1, 2).unsqueeze(2)  # (B, C, 1, W-1+T), channels-last

@@ -187,26 +187,41 @@ def test_proposals_wanted_follow_the_call_and_experiment_times() -> None:
     assert proposals_wanted(2, 1, Timings(20.0, 10.0), 8, ahead=0) == 1  # on demand
 
 
+def idle_share(engineer: TimedEngineer) -> float:
+    """The share of 2 workers' time idle between the first candidate's start and the last
+    one's end."""
+    spans = [s for s in engineer.spans if "kernels.baselines" not in s[0]]
+    assert len(spans) == 10
+    start, end = min(s[1] for s in spans), max(s[2] for s in spans)
+    return 1 - sum(s[2] - s[1] for s in spans) / (2 * (end - start))
+
+
 def test_proposals_ahead_keep_the_workers_busy_while_calls_take_longer(store: Store) -> None:
     # Calls of 0.8 s, experiments of 0.4 s on 2 workers: a proposal is needed every 0.2 s.
+    # On a quiet machine the workers idle about 5 % of the time with proposals ahead and
+    # 63 % on demand; the bound between the two leaves room for a loaded machine (29 %
+    # seen with proposals ahead). Timings are the benchmark's (bench_proposals.py).
     before = run_threads()
+    delay = {"researcher": 0.8, "analyst": 0.8}
     engineer = TimedEngineer(0.4)
     chats: list[SlowChat] = []
     camp = campaign(store, max_candidates=10)
     begun = time.monotonic()
-    summary = runner(store, camp, engineer, chats, {"researcher": 0.8, "analyst": 0.8}).run()
+    summary = runner(store, camp, engineer, chats, delay).run()
     wall = time.monotonic() - begun
     assert summary.reason == RunEnd.BUDGET
-    spans = [s for s in engineer.spans if "kernels.baselines" not in s[0]]
-    assert len(spans) == 10
-    start, end = min(s[1] for s in spans), max(s[2] for s in spans)
-    idle = 1 - sum(s[2] - s[1] for s in spans) / (2 * (end - start))
-    assert idle < 0.25, f"workers idle {idle:.0%} between the first and last candidate"
+    idle = idle_share(engineer)
+    assert idle < 0.4, f"workers idle {idle:.0%} between the first and last candidate"
     assert chats[0].most["researcher"] >= 4 and chats[0].most["analyst"] >= 2
     assert wall < 10 * 0.8  # what the proposals alone take one call at a time
     scored = [e for e in store.list_experiments(camp.id) if e.role == "candidate"]
     assert all(e.fitness is not None and "LLM analysis" in e.analysis for e in scored)
     assert run_threads() <= before
+    # The same campaign with proposals on demand (one per idle worker) idles above the bound.
+    on_demand = TimedEngineer(0.4)
+    setup = LLMSetup({}, max_code_chars=5000, proposals_ahead=0)
+    runner(store, campaign(store, max_candidates=10), on_demand, [], delay, setup=setup).run()
+    assert idle_share(on_demand) > 0.4
 
 
 def test_a_stop_cancels_the_calls_in_flight_and_leaves_no_thread(store: Store) -> None:
