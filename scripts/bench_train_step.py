@@ -9,9 +9,9 @@ backward, clip, AdamW on the recipe's batches), the ratio, and the largest diffe
 the two models' losses over the steps (the kernels compute the same function, so it stays
 at rounding level; a chaotic model can amplify it). `--candidates` times the offline
 Researcher's grammar candidates by name, or every candidate of a `bench_throughput.py
---curves` file (such as tests/node/data/mqar_full_curves.json), and prints the mean ratio
-of the training time over them: what the kernels change in candidates per hour, the
-steps each candidate trains being the same. Figures, not assertions.
+--curves` file (such as tests/node/data/mqar_full_curves.json), and prints the ratio of
+their summed step times: what the kernels change in candidates per hour, each candidate
+training the same number of steps. Figures, not assertions.
 
     .venv/bin/python scripts/bench_train_step.py [--against REV] [--threads N] [--steps N]
         [--baselines deltanet,linear,...] [--candidates NAME,NAME,...|CURVES.json]
@@ -67,12 +67,11 @@ def kernels_at(rev: str) -> Kernels:
 
 
 def compare(
-    name: str, arms: dict[str, Kernels], config: TrainConfig, steps: int, mixer: Any = None
+    name: str, mixer: Any, arms: dict[str, Kernels], config: TrainConfig, steps: int
 ) -> tuple[float, float]:
-    """Times `name`'s steps in each arm (the baseline of that name, or `mixer`) and prints
-    its row; (the revision's ms, this tree's ms) per step."""
+    """Times the steps of a backbone around `mixer` in each arm and prints its row, named
+    `name`; (the revision's ms, this tree's ms) per step."""
     spec = MQARSpec()
-    mixer = BASELINES[name] if mixer is None else mixer
     models = {arm: Backbone(mixer, BackboneConfig(), seed=0) for arm in arms}
     optimizers = {arm: optimizer_for(model, config) for arm, model in models.items()}
     seconds = dict.fromkeys(arms, 0.0)
@@ -145,7 +144,7 @@ def main() -> None:
     config = TrainConfig(threads=args.threads)
     print(f"ms per training step, full MQAR recipe, {args.threads} thread(s), {args.steps} steps")
     print(f"{'model':<44} {args.against[:9]:>9} {'this tree':>9} {'ratio':>8}   loss drift")
-    times = [compare(name, arms, config, args.steps, mixer) for name, mixer in mixers.items()]
+    times = [compare(name, mixer, arms, config, args.steps) for name, mixer in mixers.items()]
     if len(times) > 1:
         before, now = (sum(column) for column in zip(*times, strict=True))
         print(f"{'all ' + str(len(times)) + ', training time':<44} {before:9.1f} {now:9.1f} "

@@ -9,13 +9,12 @@ from pathlib import Path
 import pytest
 import torch
 
+from kernels.baselines import BASELINES
 from kernels.conv1d.conv import causal_conv1d
 from kernels.linear_rnn.chunk import chunk_linear_rnn
 from loop.train import TrainConfig
 from scripts import bench_train_step as bench
 from scripts.study_hopeless import genomes_named, mixer_of
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_the_revision_s_kernels_compute_what_this_tree_s_do() -> None:
@@ -37,7 +36,7 @@ def test_the_revision_s_kernels_compute_what_this_tree_s_do() -> None:
 
 def test_a_comparison_prints_both_arms_and_their_ratio(capsys: pytest.CaptureFixture[str]) -> None:
     arms = {"HEAD": bench.kernels_at("HEAD"), "this tree": (chunk_linear_rnn, causal_conv1d)}
-    bench.compare("deltanet", arms, TrainConfig(), steps=1)
+    bench.compare("deltanet", BASELINES["deltanet"], arms, TrainConfig(), steps=1)
     row = capsys.readouterr().out
     found = re.fullmatch(r"deltanet\s+[\d.]+\s+[\d.]+\s+[\d.]+x\s+([\d.]+e[+-]\d+)\n", row)
     assert found is not None, row
@@ -45,7 +44,7 @@ def test_a_comparison_prints_both_arms_and_their_ratio(capsys: pytest.CaptureFix
 
 
 def test_candidates_come_by_name_or_from_a_curves_file(tmp_path: Path) -> None:
-    curves = ROOT / "tests" / "node" / "data" / "mqar_full_curves.json"
+    curves = bench.ROOT / "tests" / "node" / "data" / "mqar_full_curves.json"
     names = bench.candidate_names(str(curves))
     assert len(names) == 10 and "deltanet" not in names and "add-elu1" in names
     assert bench.candidate_names("add-elu1,add-silu-l2-conv4-rms") == [
@@ -63,7 +62,7 @@ def test_a_grammar_candidate_s_steps_are_timed_in_both_arms(
 ) -> None:
     (genome,) = genomes_named(["add-silu-l2-conv4-rms"])
     arms = {"HEAD": bench.kernels_at("HEAD"), "this tree": (chunk_linear_rnn, causal_conv1d)}
-    before, now = bench.compare(genome.name, arms, TrainConfig(), 1, mixer_of(genome))
+    before, now = bench.compare(genome.name, mixer_of(genome), arms, TrainConfig(), 1)
     assert before > 0 and now > 0
     assert capsys.readouterr().out.startswith("add-silu-l2-conv4-rms ")
 
@@ -72,6 +71,8 @@ def test_a_comparison_leaves_this_tree_s_kernels_installed() -> None:
     from kernels import dispatch
 
     arms = {"this tree": (chunk_linear_rnn, causal_conv1d), "HEAD": bench.kernels_at("HEAD")}
-    bench.compare("linear", arms, TrainConfig(), steps=2)  # HEAD's arm runs the last step
+    bench.compare(
+        "linear", BASELINES["linear"], arms, TrainConfig(), steps=2
+    )  # HEAD's arm runs the last step
     assert vars(dispatch)["reference_conv1d"] is causal_conv1d
     assert vars(dispatch)["reference_linear_rnn"] is chunk_linear_rnn
