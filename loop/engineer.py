@@ -390,6 +390,8 @@ class Engineer:
         train_log = payload.get("train_log") or {}
         timings |= {f"worker_{k}_s": float(v) for k, v in inner.items()}
         timings["train_s"] = float(train_log.get("wall_seconds", 0.0))
+        if "cpu_seconds" in train_log:
+            timings["train_cpu_s"] = float(train_log["cpu_seconds"])
         if "export" in payload:
             timings["export_s"] = float(payload["export"].get("seconds", 0.0))
         reported, device_timings = training_report(payload)

@@ -164,6 +164,7 @@ class TrainLog:
     probe_loss: float | None = None
     tokens_seen: int = 0  # input tokens of the optimiser steps taken
     rungs: tuple[tuple[int, float], ...] = ()  # the (step, cut) pairs it was held to
+    cpu_seconds: float = 0.0  # the process's CPU time over the loop, all its threads
 
     @property
     def tokens_per_s(self) -> float:
@@ -270,7 +271,7 @@ def run_steps(
     the model is; `after_step(steps_done, batch)` runs after each optimiser step (device
     timing)."""
     model.train()
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     curve: list[tuple[int, float]] = []
     window: list[float] = []
     stop: StopReason | None = None
@@ -343,4 +344,5 @@ def run_steps(
         probe_accuracy=None if probe is None else probe[1],
         tokens_seen=tokens_seen,
         rungs=config.rungs,
+        cpu_seconds=time.process_time() - cpu_start,
     )

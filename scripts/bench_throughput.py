@@ -20,6 +20,8 @@ copy of this script runs `--today-only` from a git worktree (its kernels, its sa
 in a second process, while this one runs the rungs arm with this tree's code; each trains
 its own baselines first, on one worker of one thread, side by side on the 2 cores. Prints
 both arms' candidates per hour, their ratio, and the candidates each arm trained.
+Ctrl-C (or SIGTERM) stops the running experiments and exits without a report; REV's
+process and its worktree are removed.
 
     .venv/bin/python scripts/bench_throughput.py [--candidates N] [--preset full|quick]
         [--steps N] [--top K] [--curves FILE] [--today-only | --against REV] [--skip N]
@@ -46,6 +48,7 @@ from loop.researcher import OfflineResearcher
 from node.campaign.config import Budget, CampaignConfig, Rungs
 from node.campaign.leaderboard import build
 from node.campaign.scheduler import CampaignRunner
+from node.cli.daemon import stop_on_signals
 from node.runtime import Node, open_node
 from node.store.governance import DirectiveLedger
 
@@ -87,8 +90,9 @@ def queue_arm(
     return arm.id
 
 
-def run_arms(node: Node, arms: dict[str, str]) -> dict[str, float]:
-    """Run the arms at once, a thread each; each one's wall time."""
+def run_arms(node: Node, arms: dict[str, str], stop: threading.Event) -> dict[str, float]:
+    """Run the arms at once, a thread each, until they end or `stop` is set; each one's
+    wall time."""
     walls: dict[str, float] = {}
 
     def run(name: str, arm_id: str) -> None:
@@ -97,7 +101,7 @@ def run_arms(node: Node, arms: dict[str, str]) -> dict[str, float]:
                 print(f"  [{name}] {kind} {data.get('candidate', '')}", flush=True)
 
         started = time.perf_counter()
-        node.run_campaign(arm_id, on_event=show)
+        node.run_campaign(arm_id, on_event=show, stop=stop)
         walls[name] = time.perf_counter() - started
 
     threads = [threading.Thread(target=run, args=item) for item in arms.items()]
@@ -131,13 +135,21 @@ def main() -> None:
     )
     arm.add_argument("--against", metavar="REV", help="today's arm on this git revision's code")
     args = parser.parse_args()
-    if args.against is not None:
-        against(args)
-        return
-    run(args)
+    with stop_on_signals() as stop:
+        if args.against is not None:
+            against(args, stop)
+        else:
+            run(args, stop)
 
 
-def run(args: argparse.Namespace, rungs_only: bool = False) -> dict[str, float]:
+def exit_if(stop: threading.Event) -> None:
+    if stop.is_set():
+        sys.exit("bench_throughput: stopped; no report")
+
+
+def run(
+    args: argparse.Namespace, stop: threading.Event, rungs_only: bool = False
+) -> dict[str, float]:
     """The benchmark in this process: both arms, the today arm only, or (`rungs_only`, on
     one worker of one thread) the rungs arm only; each arm's candidates per wall hour."""
     with tempfile.TemporaryDirectory() as tmp:
@@ -164,7 +176,8 @@ def run(args: argparse.Namespace, rungs_only: bool = False) -> dict[str, float]:
             today.model_copy(update={"budget": Budget(max_candidates=0)}).model_dump(mode="json"),
         )
         began = time.perf_counter()
-        node.run_campaign(base.id)
+        node.run_campaign(base.id, stop=stop)
+        exit_if(stop)
         print(f"baselines {', '.join(BASELINES)}: {time.perf_counter() - began:.0f} s")
         cands = proposals(node, base.id, today, args.skip + args.candidates)[args.skip :]
 
@@ -174,7 +187,9 @@ def run(args: argparse.Namespace, rungs_only: bool = False) -> dict[str, float]:
             arms["rungs"] = queue_arm(node, base.id, "rungs", with_rungs, cands)
             print("candidates: " + ", ".join(p.name for p in cands), flush=True)
             one_by_one(node)
-        per_hour = report(node, run_arms(node, arms), args.top)
+        walls = run_arms(node, arms, stop)
+        exit_if(stop)
+        per_hour = report(node, walls, args.top)
         if args.curves is not None:
             write_curves(node, args.curves)
         return per_hour
@@ -186,7 +201,7 @@ def one_by_one(node: Node) -> None:
     node.settings = node.settings.model_copy(update={"loop": one})
 
 
-def against(args: argparse.Namespace) -> None:
+def against(args: argparse.Namespace, stop: threading.Event) -> None:
     """REV's --today-only in a worktree and a second process, this tree's rungs arm here."""
     shared = [
         "--candidates",
@@ -218,8 +233,10 @@ def against(args: argparse.Namespace) -> None:
                 start_new_session=True,  # its sandboxes in its process group, to stop together
             )
         try:
-            ours = run(args, rungs_only=True)["rungs"]
-            rev.wait()
+            ours = run(args, stop, rungs_only=True)["rungs"]
+            while rev.poll() is None and not stop.wait(1.0):
+                pass
+            exit_if(stop)
         finally:  # this arm failed or was interrupted: REV's must not outlive its worktree
             if rev.poll() is None:
                 os.killpg(rev.pid, signal.SIGKILL)  # unshare --kill-child takes each jail

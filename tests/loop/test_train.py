@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import time
 
 import pytest
 import torch
@@ -93,6 +94,20 @@ def test_training_reduces_loss_and_is_deterministic() -> None:
     assert log.final_loss == log.loss_curve[-1][1]
     assert logs[1].loss_curve == log.loss_curve
     assert torch.equal(params[0], params[1])
+
+
+def test_the_log_counts_the_loops_cpu_seconds_apart_from_its_wall() -> None:
+    """Time the loop waits (here in on_step) is wall, not CPU: the overhead benchmark's
+    CPU split subtracts this from the sandbox's CPU."""
+
+    def wait(_steps: int, _loss: float) -> bool:
+        time.sleep(0.05)
+        return True
+
+    model = Backbone(CumulativeMean, TINY_MODEL, seed=0)
+    log = train(model, TINY_SPEC, TrainConfig(steps=10, abort_step=None), on_step=wait)
+    assert log.wall_seconds >= 0.5
+    assert 0 < log.cpu_seconds < log.wall_seconds - 0.4
 
 
 def test_early_abort_stops_a_mixer_that_learns_nothing() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import threading
 from pathlib import Path
 
 import pytest
@@ -39,4 +40,20 @@ def test_an_unknown_revision_is_refused_by_name() -> None:
         against="no-such-revision", candidates=2, preset="quick", skip=0, steps=None
     )
     with pytest.raises(SystemExit, match="cannot check out no-such-revision"):
-        bench.against(args)
+        bench.against(args, threading.Event())
+
+
+def test_a_stop_before_the_baselines_exits_without_training_or_a_report(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """What Ctrl-C does (stop_on_signals sets the event): the baselines' run ends at once
+    and the script exits instead of going on to the arms."""
+    args = argparse.Namespace(
+        candidates=1, preset="quick", steps=None, today_only=True, skip=0, top=1, curves=None
+    )
+    stop = threading.Event()
+    stop.set()
+    with pytest.raises(SystemExit, match="stopped; no report"):
+        bench.run(args, stop)
+    out = capsys.readouterr().out
+    assert "baselines deltanet" not in out and "candidates per" not in out
