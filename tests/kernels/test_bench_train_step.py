@@ -71,8 +71,7 @@ def test_a_comparison_leaves_this_tree_s_kernels_installed() -> None:
     from kernels import dispatch
 
     arms = {"this tree": (chunk_linear_rnn, causal_conv1d), "HEAD": bench.kernels_at("HEAD")}
-    bench.compare(
-        "linear", BASELINES["linear"], arms, TrainConfig(), steps=2
-    )  # HEAD's arm runs the last step
+    # HEAD's arm runs the last step.
+    bench.compare("linear", BASELINES["linear"], arms, TrainConfig(), steps=2)
     assert vars(dispatch)["reference_conv1d"] is causal_conv1d
     assert vars(dispatch)["reference_linear_rnn"] is chunk_linear_rnn
